@@ -1,0 +1,26 @@
+"""tdsl: a compiler and toolkit for ternary neural networks.
+
+The public API is small: `parse` a program, `compile` it (source text, a path, or the
+name of a shipped zoo model) into a `CompiledModel`, and catch `TdslError` for anything
+the user got wrong. torch is imported lazily, only by the torch backend.
+"""
+from tdsl.errors import TdslError
+
+__version__ = "0.1.0"
+
+__all__ = ["TdslError", "parse", "compile", "__version__"]
+
+
+def parse(source_or_path: str, filename: str | None = None):
+    """Parse DSL text or a `.tdsl`/`.tri` file into an AST `Program`."""
+    from tdsl.frontend.parser import parse_program_or_file
+
+    return parse_program_or_file(source_or_path, filename)
+
+
+def compile(source_or_path: str, *, entry: str | None = None, params: dict | None = None,
+            pipeline: str | None = None):
+    """Compile a program (text, path, or zoo model name) through the pass pipeline."""
+    from tdsl.api import compile as _compile
+
+    return _compile(source_or_path, entry=entry, params=params, pipeline=pipeline)

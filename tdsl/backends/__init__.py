@@ -1,0 +1,1 @@
+"""Backends consume the IR: torch (emitted source), numba (kernel plan), onnx."""

@@ -1,0 +1,1 @@
+"""PyTorch backend: emits readable nn.Module source from tdsl IR."""

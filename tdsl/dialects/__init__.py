@@ -1,0 +1,1 @@
+"""xDSL dialects: `tdsl` (network level) and `tern` (ternary / packed level)."""

@@ -1,0 +1,1 @@
+"""Frontend: lark grammar -> AST with locations -> IR generation (elaboration)."""

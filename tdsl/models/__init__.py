@@ -1,0 +1,1 @@
+"""The model zoo: DSL sources shipped as package data, found by name."""

@@ -1,0 +1,1 @@
+"""Command-line drivers: tdsl-opt (pass driver) and tdsl (compile/run/...)."""
