@@ -1,0 +1,1246 @@
+"""The `tdsl` dialect: the network level of the IR (see docs/IR.md).
+
+A `builtin.module` holds one `tdsl.layer` per specialisation of a DSL layer. A layer
+declares its weights (`tdsl.param`) and sub-layers (`tdsl.instance`) and has one traced
+`tdsl.forward`. Value ops inside a forward carry their own shape rule
+(`infer_result_type`), which the `shape-infer` pass only calls.
+
+Every attribute is an upstream builtin form, so the generic form parses in
+`mlir-opt --allow-unregistered-dialect`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+from xdsl.dialects.builtin import (
+    DYNAMIC_INDEX,
+    ArrayAttr,
+    DenseArrayBase,
+    DenseIntOrFPElementsAttr,
+    DictionaryAttr,
+    FlatSymbolRefAttr,
+    FloatAttr,
+    FunctionType,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    SymbolNameConstraint,
+    SymbolRefAttr,
+    TensorType,
+    UnrankedTensorType,
+    f64,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Dialect, Operation, Region, SSAValue
+from xdsl.irdl import (
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+)
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.traits import (
+    HasParent,
+    IsolatedFromAbove,
+    IsTerminator,
+    NoTerminator,
+    Pure,
+    SymbolOpInterface,
+    SymbolTable,
+)
+from xdsl.utils.exceptions import VerifyException
+
+AnyTensor = TensorType | UnrankedTensorType
+"""A ranked or an unranked tensor type (results are unranked before shape-infer)."""
+
+Dim = int | None
+"""A dimension during shape computation: `None` is a dynamic (`?`) dim."""
+
+
+class ShapeInferenceError(Exception):
+    """An op's operand types do not fit its shape rule; the message says how."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _i64(value: int) -> IntegerAttr:
+    return IntegerAttr(value, i64)
+
+
+def _f64(value: float) -> FloatAttr:
+    return FloatAttr(float(value), f64)
+
+
+def _array(values: Sequence[int]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, [int(v) for v in values])
+
+
+def _ints(attr: DenseArrayBase) -> tuple[int, ...]:
+    return tuple(int(v) for v in attr.get_values())
+
+
+def dims_of(t: Attribute) -> list[Dim] | None:
+    """The dims of a ranked tensor type (`?` as None), or None for an unranked one."""
+    if not isinstance(t, TensorType):
+        return None
+    return [None if d == DYNAMIC_INDEX else d for d in t.get_shape()]
+
+
+def make_tensor(element_type: Attribute, dims: Sequence[Dim]) -> TensorType:
+    """A ranked tensor type from dims where None stands for `?`."""
+    return TensorType(element_type, [DYNAMIC_INDEX if d is None else d for d in dims])
+
+
+def element_type_of(t: Attribute) -> Attribute:
+    assert isinstance(t, TensorType | UnrankedTensorType), t
+    return t.get_element_type()
+
+
+def format_dims(dims: Sequence[Dim]) -> str:
+    """`1000x256`, `?x64` — how a shape reads in messages."""
+    return "x".join("?" if d is None else str(d) for d in dims)
+
+
+def _unranked_like(value: SSAValue) -> UnrankedTensorType:
+    return UnrankedTensorType(element_type_of(value.type))
+
+
+def _result_type(value: SSAValue, result_type: Attribute | None) -> Attribute:
+    return _unranked_like(value) if result_type is None else result_type
+
+
+def _ranked(op_name: str, operand: str, value: SSAValue) -> list[Dim]:
+    dims = dims_of(value.type)
+    if dims is None:
+        raise ShapeInferenceError(f"{op_name}: {operand} has unranked type {value.type}; its shape is unknown")
+    return dims
+
+
+def _check_rank(op_name: str, operand: str, value: SSAValue, expected: str, ok) -> None:
+    """Raise a VerifyException when a ranked operand's rank fails `ok(rank)`."""
+    dims = dims_of(value.type)
+    if dims is not None and not ok(len(dims)):
+        raise VerifyException(
+            f"'{op_name}' {operand} must have {expected}, but got rank {len(dims)} ({value.type})"
+        )
+
+
+def _check_pair(op_name: str, prop: str, values: tuple[int, ...], minimum: int) -> None:
+    if len(values) != 2:
+        raise VerifyException(f"'{op_name}' {prop} must have 2 entries, but got {len(values)}")
+    if any(v < minimum for v in values):
+        raise VerifyException(f"'{op_name}' {prop} entries must be >= {minimum}, but got {list(values)}")
+
+
+def _same_dim(a: Dim, b: Dim) -> bool:
+    return a is None or b is None or a == b
+
+
+def _layer_of(op: Operation) -> LayerOp | None:
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, LayerOp):
+        parent = parent.parent_op()
+    return parent
+
+
+# --------------------------------------------------------------------------- structure
+
+
+@irdl_op_definition
+class LayerOp(IRDLOperation):
+    """One specialisation of a DSL layer: its params, instances and one forward.
+
+    `tdsl.layer @Linear layer "Linear" params {in_features = 8 : i64} { ... }`
+    """
+
+    name = "tdsl.layer"
+    sym_name = prop_def(SymbolNameConstraint())
+    layer = prop_def(StringAttr)
+    params = prop_def(DictionaryAttr)
+    body = region_def("single_block")
+    traits = traits_def(SymbolOpInterface(), SymbolTable(), NoTerminator(), IsolatedFromAbove())
+    assembly_format = "$sym_name `layer` $layer `params` $params attr-dict-with-keyword $body"
+
+    def __init__(
+        self,
+        sym_name: str,
+        layer: str,
+        params: Mapping[str, Attribute] | DictionaryAttr | None = None,
+        body: Region | None = None,
+    ):
+        if not isinstance(params, DictionaryAttr):
+            params = DictionaryAttr(dict(params or {}))
+        super().__init__(
+            properties={"sym_name": StringAttr(sym_name), "layer": StringAttr(layer), "params": params},
+            regions=[body if body is not None else Region(Block())],
+        )
+
+    def verify_(self) -> None:
+        forwards = [op for op in self.body.block.ops if isinstance(op, ForwardOp)]
+        if len(forwards) != 1:
+            raise VerifyException(
+                f"'tdsl.layer' @{self.sym_name.data} must hold exactly one tdsl.forward, but holds {len(forwards)}"
+            )
+        for op in self.body.block.ops:
+            if not isinstance(op, ParamOp | InstanceOp | ForwardOp):
+                raise VerifyException(
+                    f"'tdsl.layer' @{self.sym_name.data} may hold only tdsl.param, tdsl.instance and "
+                    f"tdsl.forward, but holds {op.name}"
+                )
+
+    @property
+    def forward(self) -> ForwardOp:
+        for op in self.body.block.ops:
+            if isinstance(op, ForwardOp):
+                return op
+        raise LookupError(f"layer @{self.sym_name.data} has no tdsl.forward")
+
+    def params_ops(self) -> list[ParamOp]:
+        return [op for op in self.body.block.ops if isinstance(op, ParamOp)]
+
+    def instance_ops(self) -> list[InstanceOp]:
+        return [op for op in self.body.block.ops if isinstance(op, InstanceOp)]
+
+    def lookup_param(self, name: str) -> ParamOp | None:
+        for op in self.params_ops():
+            if op.sym_name.data == name:
+                return op
+        return None
+
+    def lookup_instance(self, name: str) -> InstanceOp | None:
+        for op in self.instance_ops():
+            if op.sym_name.data == name:
+                return op
+        return None
+
+
+@irdl_op_definition
+class ParamOp(IRDLOperation):
+    """A weight or buffer of the enclosing layer; its values live in the parameter store.
+
+    `tdsl.param @weight : tensor<4x8xf32> {init = "kaiming_uniform", kind = "param"}`
+    """
+
+    name = "tdsl.param"
+    sym_name = prop_def(SymbolNameConstraint())
+    type = prop_def(TensorType)
+    init = prop_def(StringAttr)
+    init_args = opt_prop_def(DictionaryAttr)
+    kind = prop_def(StringAttr)
+    precision = opt_prop_def(StringAttr)
+    traits = traits_def(SymbolOpInterface(), HasParent(LayerOp))
+    assembly_format = "$sym_name `:` $type attr-dict"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    INITS: ClassVar[tuple[str, ...]] = (
+        "kaiming_uniform", "uniform", "zeros", "ones", "randn", "random_ternary", "constant",
+    )
+    KINDS: ClassVar[tuple[str, ...]] = ("param", "buffer")
+
+    def __init__(
+        self,
+        sym_name: str,
+        type: TensorType,
+        init: str = "zeros",
+        kind: str = "param",
+        init_args: Mapping[str, Attribute] | None = None,
+        precision: str | None = None,
+    ):
+        props: dict[str, Attribute] = {
+            "sym_name": StringAttr(sym_name), "type": type, "init": StringAttr(init), "kind": StringAttr(kind),
+        }
+        if init_args is not None:
+            props["init_args"] = DictionaryAttr(dict(init_args))
+        if precision is not None:
+            props["precision"] = StringAttr(precision)
+        super().__init__(properties=props)
+
+    def verify_(self) -> None:
+        if self.init.data not in self.INITS:
+            raise VerifyException(
+                f"'tdsl.param' @{self.sym_name.data} init must be one of {', '.join(self.INITS)}, "
+                f"but got \"{self.init.data}\""
+            )
+        if self.kind.data not in self.KINDS:
+            raise VerifyException(
+                f"'tdsl.param' @{self.sym_name.data} kind must be \"param\" or \"buffer\", but got \"{self.kind.data}\""
+            )
+
+
+@irdl_op_definition
+class InstanceOp(IRDLOperation):
+    """A sub-layer instance of the enclosing layer, bound to a `tdsl.layer` specialisation.
+
+    `tdsl.instance @fc = @Linear`
+    """
+
+    name = "tdsl.instance"
+    sym_name = prop_def(SymbolNameConstraint())
+    callee = prop_def(FlatSymbolRefAttr)
+    traits = traits_def(SymbolOpInterface(), HasParent(LayerOp))
+    assembly_format = "$sym_name `=` $callee attr-dict"
+
+    def __init__(self, sym_name: str, callee: str):
+        super().__init__(properties={"sym_name": StringAttr(sym_name), "callee": SymbolRefAttr(callee)})
+
+    def verify_(self) -> None:
+        layer = _layer_of(self)
+        module = layer.parent_op() if layer is not None else None
+        if not isinstance(module, ModuleOp):
+            return
+        target = SymbolTable.lookup_symbol(module, self.callee)
+        if not isinstance(target, LayerOp):
+            raise VerifyException(
+                f"'tdsl.instance' @{self.sym_name.data} refers to @{self.callee.root_reference.data}, "
+                "which is not a tdsl.layer of the module"
+            )
+
+
+@irdl_op_definition
+class ForwardOp(IRDLOperation):
+    """The traced forward function of a layer; block arguments are the inputs.
+
+    `tdsl.forward (%x : tensor<?x8xf32>) -> tensor<?x4xf32> { ... tdsl.return %y : ... }`
+    """
+
+    name = "tdsl.forward"
+    function_type = prop_def(FunctionType)
+    arg_names = opt_prop_def(ArrayAttr[StringAttr])
+    body = region_def("single_block")
+    traits = traits_def(HasParent(LayerOp), IsolatedFromAbove())
+
+    def __init__(
+        self,
+        input_types: Sequence[Attribute],
+        result_types: Sequence[Attribute],
+        body: Region | None = None,
+        arg_names: Sequence[str] | None = None,
+    ):
+        props: dict[str, Attribute] = {"function_type": FunctionType.from_lists(input_types, result_types)}
+        if arg_names is not None:
+            props["arg_names"] = ArrayAttr([StringAttr(n) for n in arg_names])
+        super().__init__(properties=props, regions=[body if body is not None else Region(Block(arg_types=input_types))])
+
+    @property
+    def args(self) -> tuple[SSAValue, ...]:
+        return tuple(self.body.block.args)
+
+    @property
+    def return_op(self) -> ReturnOp:
+        last = self.body.block.last_op
+        assert isinstance(last, ReturnOp), "verified forward ends with tdsl.return"
+        return last
+
+    def update_function_type(self) -> None:
+        """Set `function_type` from the block argument types and the return operand types."""
+        self.function_type = FunctionType.from_lists(
+            [a.type for a in self.body.block.args], [v.type for v in self.return_op.operands]
+        )
+
+    def verify_(self) -> None:
+        inputs, outputs = self.function_type.inputs.data, self.function_type.outputs.data
+        arg_types = tuple(a.type for a in self.body.block.args)
+        if arg_types != inputs:
+            raise VerifyException(
+                f"'tdsl.forward' block argument types ({', '.join(map(str, arg_types))}) do not match "
+                f"function_type inputs ({', '.join(map(str, inputs))})"
+            )
+        last = self.body.block.last_op
+        if not isinstance(last, ReturnOp):
+            raise VerifyException("'tdsl.forward' body must end with tdsl.return")
+        ret_types = tuple(v.type for v in last.operands)
+        if ret_types != outputs:
+            raise VerifyException(
+                f"'tdsl.forward' returns ({', '.join(map(str, ret_types))}) but function_type declares "
+                f"({', '.join(map(str, outputs))})"
+            )
+        if self.arg_names is not None and len(self.arg_names.data) != len(inputs):
+            raise VerifyException(
+                f"'tdsl.forward' arg_names has {len(self.arg_names.data)} entries for {len(inputs)} arguments"
+            )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        with printer.in_parens():
+            printer.print_list(self.body.block.args, printer.print_block_argument)
+        printer.print_string(" -> ")
+        outputs = self.function_type.outputs.data
+        if len(outputs) == 1 and not isinstance(outputs[0], FunctionType):
+            printer.print_attribute(outputs[0])
+        else:
+            with printer.in_parens():
+                printer.print_list(outputs, printer.print_attribute)
+        extra = dict(self.attributes)
+        if self.arg_names is not None:
+            extra["arg_names"] = self.arg_names
+        printer.print_op_attributes(extra, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(self.body, print_entry_block_args=False)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ForwardOp:
+        def parse_arg() -> tuple[Parser.Argument, Attribute | None]:
+            return parser.parse_argument(), parser.parse_optional_location()
+
+        parsed = parser.parse_comma_separated_list(parser.Delimiter.PAREN, parse_arg)
+        args = [arg for arg, _ in parsed]
+        parser.parse_punctuation("->")
+        if parser.parse_optional_punctuation("(") is not None:
+            outputs: list[Attribute] = []
+            if parser.parse_optional_punctuation(")") is None:
+                outputs = parser.parse_comma_separated_list(parser.Delimiter.NONE, parser.parse_type)
+                parser.parse_punctuation(")")
+        else:
+            outputs = [parser.parse_type()]
+        attrs = parser.parse_optional_attr_dict_with_keyword()
+        extra = dict(attrs.data) if attrs is not None else {}
+        arg_names = extra.pop("arg_names", None)
+        body = parser.parse_region(args)
+        for block_arg, (_, loc) in zip(body.block.args, parsed):
+            if loc is not None:
+                block_arg.location = loc
+        op = cls.__new__(cls)
+        props: dict[str, Attribute] = {
+            "function_type": FunctionType.from_lists([a.type for a in args], outputs)
+        }
+        if arg_names is not None:
+            props["arg_names"] = arg_names
+        IRDLOperation.__init__(op, properties=props, attributes=extra, regions=[body])
+        return op
+
+
+@irdl_op_definition
+class ReturnOp(IRDLOperation):
+    """Terminates a forward with its results; `names` labels them for the implicit `main` layer.
+
+    `tdsl.return %y : tensor<?x4xf32>`
+    """
+
+    name = "tdsl.return"
+    values = var_operand_def()
+    names = opt_prop_def(ArrayAttr[StringAttr])
+    traits = traits_def(IsTerminator(), HasParent(ForwardOp))
+    assembly_format = "($values^ `:` type($values))? attr-dict"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, values: Sequence[SSAValue], names: Sequence[str] | None = None):
+        props = {} if names is None else {"names": ArrayAttr([StringAttr(n) for n in names])}
+        super().__init__(operands=[list(values)], properties=props)
+
+    def verify_(self) -> None:
+        if self.names is not None and len(self.names.data) != len(self.values):
+            raise VerifyException(
+                f"'tdsl.return' names has {len(self.names.data)} entries for {len(self.values)} values"
+            )
+
+
+# --------------------------------------------------------------------------- value ops
+
+
+class ValueOp(IRDLOperation):
+    """A single-result op inside a forward that owns a shape rule."""
+
+    def infer_result_type(self) -> TensorType:
+        raise NotImplementedError
+
+
+@irdl_op_definition
+class GetParamOp(ValueOp):
+    """Reads a `tdsl.param` of the enclosing layer.
+
+    `%w = tdsl.get_param @weight : tensor<4x8xf32>`
+    """
+
+    name = "tdsl.get_param"
+    param = prop_def(FlatSymbolRefAttr, prop_name="name")
+    output = result_def(AnyTensor)
+    traits = traits_def(Pure())
+    assembly_format = "$name attr-dict `:` type($output)"
+
+    def __init__(self, name: str, result_type: Attribute):
+        super().__init__(properties={"name": SymbolRefAttr(name)}, result_types=[result_type])
+
+    def declaration(self) -> ParamOp | None:
+        layer = _layer_of(self)
+        return None if layer is None else layer.lookup_param(self.param.root_reference.data)
+
+    def verify_(self) -> None:
+        layer = _layer_of(self)
+        if layer is None:
+            return
+        decl = self.declaration()
+        if decl is None:
+            raise VerifyException(
+                f"'tdsl.get_param' refers to @{self.param.root_reference.data}, which is not a tdsl.param "
+                f"of layer @{layer.sym_name.data}"
+            )
+        if isinstance(self.output.type, TensorType) and self.output.type != decl.type:
+            raise VerifyException(
+                f"'tdsl.get_param' result type {self.output.type} does not match the declared type {decl.type} "
+                f"of @{decl.sym_name.data}"
+            )
+
+    def infer_result_type(self) -> TensorType:
+        decl = self.declaration()
+        if decl is None:
+            raise ShapeInferenceError(f"get_param: unknown parameter @{self.param.root_reference.data}")
+        return decl.type
+
+
+@irdl_op_definition
+class CallOp(IRDLOperation):
+    """Calls the forward of a sub-layer instance of the enclosing layer.
+
+    `%y = tdsl.call @fc(%x) : (tensor<?x8xf32>) -> tensor<?x4xf32>`
+
+    Its result types come from the callee's forward, which `shape-infer` specialises.
+    """
+
+    name = "tdsl.call"
+    callee = prop_def(FlatSymbolRefAttr)
+    inputs = var_operand_def(AnyTensor)
+    outputs = var_result_def(AnyTensor)
+    assembly_format = "$callee `(` $inputs `)` attr-dict `:` functional-type($inputs, $outputs)"
+
+    def __init__(self, callee: str, inputs: Sequence[SSAValue], result_types: Sequence[Attribute]):
+        super().__init__(
+            operands=[list(inputs)], result_types=[list(result_types)], properties={"callee": SymbolRefAttr(callee)}
+        )
+
+    def instance(self) -> InstanceOp | None:
+        layer = _layer_of(self)
+        return None if layer is None else layer.lookup_instance(self.callee.root_reference.data)
+
+    def verify_(self) -> None:
+        layer = _layer_of(self)
+        if layer is None:
+            return
+        if self.instance() is None:
+            raise VerifyException(
+                f"'tdsl.call' refers to @{self.callee.root_reference.data}, which is not a tdsl.instance "
+                f"of layer @{layer.sym_name.data}"
+            )
+
+
+@irdl_op_definition
+class ConstantOp(ValueOp):
+    """A literal tensor (trits as `i2`).
+
+    `%c = tdsl.constant dense<[1, 0, -1]> : tensor<3xi2>`
+    """
+
+    name = "tdsl.constant"
+    value = prop_def(DenseIntOrFPElementsAttr)
+    output = result_def(TensorType)
+    traits = traits_def(Pure())
+
+    def __init__(self, value: DenseIntOrFPElementsAttr):
+        super().__init__(properties={"value": value}, result_types=[value.type])
+
+    def verify_(self) -> None:
+        if self.output.type != self.value.type:
+            raise VerifyException(
+                f"'tdsl.constant' result type {self.output.type} does not match the value type {self.value.type}"
+            )
+
+    def infer_result_type(self) -> TensorType:
+        return self.value.type
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_attribute(self.value)
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ConstantOp:
+        value = parser.parse_attribute()
+        if not isinstance(value, DenseIntOrFPElementsAttr):
+            parser.raise_error(f"'tdsl.constant' expects a dense elements attribute, but got {value}")
+        attrs = parser.parse_optional_attr_dict()
+        op = cls(value)
+        op.attributes.update(attrs)
+        return op
+
+
+@irdl_op_definition
+class LinearOp(ValueOp):
+    """`y = x @ w^T + b`: x[..., in], w[out, in], optional b[out] -> [..., out].
+
+    `%y = tdsl.linear %x, %w, %b : (tensor<?x8xf32>, tensor<4x8xf32>, tensor<4xf32>) -> tensor<?x4xf32>`
+    """
+
+    name = "tdsl.linear"
+    input = operand_def(AnyTensor)
+    weight = operand_def(AnyTensor)
+    bias = opt_operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    traits = traits_def(Pure())
+    assembly_format = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, x: SSAValue, w: SSAValue, b: SSAValue | None = None, result_type: Attribute | None = None):
+        super().__init__(operands=[x, w, [] if b is None else [b]], result_types=[_result_type(x, result_type)])
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank >= 1", lambda r: r >= 1)
+        _check_rank(self.name, "weight", self.weight, "rank 2", lambda r: r == 2)
+        if self.bias is not None:
+            _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)
+
+    def infer_result_type(self) -> TensorType:
+        x = _ranked("linear", "input", self.input)
+        w = _ranked("linear", "weight", self.weight)
+        if not _same_dim(x[-1], w[1]):
+            raise ShapeInferenceError(
+                f"linear: input has {x[-1]} features but weight expects {w[1]} (weight is {format_dims(w)})"
+            )
+        if self.bias is not None:
+            b = _ranked("linear", "bias", self.bias)
+            if not _same_dim(b[0], w[0]):
+                raise ShapeInferenceError(
+                    f"linear: bias has {b[0]} elements but weight has {w[0]} outputs (weight is {format_dims(w)})"
+                )
+        return make_tensor(element_type_of(self.input.type), [*x[:-1], w[0]])
+
+
+def _broadcast(op_name: str, a: Sequence[Dim], b: Sequence[Dim], what: str = "operands") -> list[Dim]:
+    """numpy broadcasting of two shapes; `?` against n > 1 gives n, `?` against 1 or `?` gives `?`."""
+    out: list[Dim] = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x == 1:
+            out.append(y)
+        elif y == 1:
+            out.append(x)
+        elif x is None:
+            out.append(y)
+        elif y is None or x == y:
+            out.append(x)
+        else:
+            raise ShapeInferenceError(
+                f"{op_name}: cannot broadcast {what} of shapes {format_dims(a)} and {format_dims(b)} "
+                f"(dim {-i}: {x} vs {y})"
+            )
+    return out[::-1]
+
+
+@irdl_op_definition
+class MatmulOp(ValueOp):
+    """Matrix product a[..., m, k] @ b[..., k, n] -> [..., m, n], batch dims broadcast.
+
+    `%y = tdsl.matmul %a, %b : (tensor<?x3x4xf32>, tensor<4x5xf32>) -> tensor<?x3x5xf32>`
+    """
+
+    name = "tdsl.matmul"
+    lhs = operand_def(AnyTensor)
+    rhs = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    traits = traits_def(Pure())
+    assembly_format = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, a: SSAValue, b: SSAValue, result_type: Attribute | None = None):
+        super().__init__(operands=[a, b], result_types=[_result_type(a, result_type)])
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "lhs", self.lhs, "rank >= 2", lambda r: r >= 2)
+        _check_rank(self.name, "rhs", self.rhs, "rank >= 2", lambda r: r >= 2)
+
+    def infer_result_type(self) -> TensorType:
+        a = _ranked("matmul", "lhs", self.lhs)
+        b = _ranked("matmul", "rhs", self.rhs)
+        if not _same_dim(a[-1], b[-2]):
+            raise ShapeInferenceError(
+                f"matmul: lhs has {a[-1]} columns but rhs has {b[-2]} rows "
+                f"(lhs is {format_dims(a)}, rhs is {format_dims(b)})"
+            )
+        batch = _broadcast("matmul", a[:-2], b[:-2], "batch dims")
+        return make_tensor(element_type_of(self.lhs.type), [*batch, a[-2], b[-1]])
+
+
+@irdl_op_definition
+class TernaryMatmulOp(ValueOp):
+    """x[..., in] times ternary w[out, in] transposed -> [..., out] in x's element type.
+
+    `%y = tdsl.ternary_matmul %x, %t : (tensor<?x8xf32>, tensor<4x8xi2>) -> tensor<?x4xf32>`
+    """
+
+    name = "tdsl.ternary_matmul"
+    input = operand_def(AnyTensor)
+    weight = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    traits = traits_def(Pure())
+    assembly_format = "$input `,` $weight attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, x: SSAValue, w: SSAValue, result_type: Attribute | None = None):
+        super().__init__(operands=[x, w], result_types=[_result_type(x, result_type)])
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank >= 1", lambda r: r >= 1)
+        _check_rank(self.name, "weight", self.weight, "rank 2", lambda r: r == 2)
+
+    def infer_result_type(self) -> TensorType:
+        x = _ranked("ternary_matmul", "input", self.input)
+        w = _ranked("ternary_matmul", "weight", self.weight)
+        if not _same_dim(x[-1], w[1]):
+            raise ShapeInferenceError(
+                f"ternary_matmul: input has {x[-1]} features but weight expects {w[1]} (weight is {format_dims(w)})"
+            )
+        return make_tensor(element_type_of(self.input.type), [*x[:-1], w[0]])
+
+
+def _window_out(size: Dim, kernel: int, stride: int, padding: int, dilation: int = 1) -> Dim:
+    if size is None:
+        return None
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@irdl_op_definition
+class Conv2dOp(ValueOp):
+    """2-D convolution: x[N, C, H, W], w[O, C/groups, kh, kw], optional b[O] -> [N, O, oh, ow].
+
+    `%y = tdsl.conv2d %x, %w {dilation = array<i64: 1, 1>, groups = 1 : i64, padding = array<i64: 1, 1>,
+    stride = array<i64: 1, 1>} : (tensor<?x3x32x32xf32>, tensor<8x3x3x3xf32>) -> tensor<?x8x32x32xf32>`
+    """
+
+    name = "tdsl.conv2d"
+    input = operand_def(AnyTensor)
+    weight = operand_def(AnyTensor)
+    bias = opt_operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    stride = prop_def(DenseArrayBase.constr(i64))
+    padding = prop_def(DenseArrayBase.constr(i64))
+    dilation = prop_def(DenseArrayBase.constr(i64))
+    groups = prop_def(IntegerAttr[i64])
+    traits = traits_def(Pure())
+    assembly_format = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(
+        self,
+        x: SSAValue,
+        w: SSAValue,
+        b: SSAValue | None = None,
+        stride: Sequence[int] = (1, 1),
+        padding: Sequence[int] = (0, 0),
+        dilation: Sequence[int] = (1, 1),
+        groups: int = 1,
+        result_type: Attribute | None = None,
+    ):
+        super().__init__(
+            operands=[x, w, [] if b is None else [b]],
+            result_types=[_result_type(x, result_type)],
+            properties={
+                "stride": _array(stride), "padding": _array(padding), "dilation": _array(dilation),
+                "groups": _i64(groups),
+            },
+        )
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)
+        _check_rank(self.name, "weight", self.weight, "rank 4 (O, C/groups, kh, kw)", lambda r: r == 4)
+        if self.bias is not None:
+            _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)
+        _check_pair(self.name, "stride", _ints(self.stride), 1)
+        _check_pair(self.name, "padding", _ints(self.padding), 0)
+        _check_pair(self.name, "dilation", _ints(self.dilation), 1)
+        if self.groups.value.data < 1:
+            raise VerifyException(f"'tdsl.conv2d' groups must be >= 1, but got {self.groups.value.data}")
+
+    def infer_result_type(self) -> TensorType:
+        x = _ranked("conv2d", "input", self.input)
+        w = _ranked("conv2d", "weight", self.weight)
+        groups = self.groups.value.data
+        if x[1] is not None and w[1] is not None and x[1] != w[1] * groups:
+            raise ShapeInferenceError(
+                f"conv2d: input has {x[1]} channels but weight expects {w[1] * groups} "
+                f"(weight is {format_dims(w)}, groups={groups})"
+            )
+        if w[0] is not None and w[0] % groups != 0:
+            raise ShapeInferenceError(f"conv2d: {w[0]} output channels are not divisible by groups={groups}")
+        if self.bias is not None:
+            b = _ranked("conv2d", "bias", self.bias)
+            if not _same_dim(b[0], w[0]):
+                raise ShapeInferenceError(f"conv2d: bias has {b[0]} elements but weight has {w[0]} output channels")
+        stride, padding, dilation = _ints(self.stride), _ints(self.padding), _ints(self.dilation)
+        if w[2] is None or w[3] is None:
+            raise ShapeInferenceError(f"conv2d: weight kernel size must be static, but weight is {format_dims(w)}")
+        out = [_window_out(x[2 + i], w[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
+        if any(o is not None and o < 1 for o in out):
+            raise ShapeInferenceError(
+                f"conv2d: kernel {w[2]}x{w[3]} (dilation {dilation[0]}x{dilation[1]}) does not fit input "
+                f"{format_dims(x[2:])} with padding {padding[0]}x{padding[1]}"
+            )
+        return make_tensor(element_type_of(self.input.type), [x[0], w[0], *out])
+
+
+@irdl_op_definition
+class BatchNormOp(ValueOp):
+    """Batch normalisation over dim 1: x[N, C, ...], mean/var/weight/bias[C] -> same type as x.
+
+    `%y = tdsl.batch_norm %x, %m, %v, %g, %b {eps = 1.0e-05 : f64, momentum = 0.1 : f64} : (...) -> ...`
+    """
+
+    name = "tdsl.batch_norm"
+    input = operand_def(AnyTensor)
+    mean = operand_def(AnyTensor)
+    var = operand_def(AnyTensor)
+    weight = operand_def(AnyTensor)
+    bias = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    eps = prop_def(FloatAttr[f64])
+    momentum = prop_def(FloatAttr[f64])
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $mean `,` $var `,` $weight `,` $bias attr-dict `:` functional-type(operands, results)"
+    )
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(
+        self,
+        x: SSAValue,
+        mean: SSAValue,
+        var: SSAValue,
+        weight: SSAValue,
+        bias: SSAValue,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        result_type: Attribute | None = None,
+    ):
+        super().__init__(
+            operands=[x, mean, var, weight, bias],
+            result_types=[_result_type(x, result_type)],
+            properties={"eps": _f64(eps), "momentum": _f64(momentum)},
+        )
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank >= 2 (N, C, ...)", lambda r: r >= 2)
+        for operand in ("mean", "var", "weight", "bias"):
+            _check_rank(self.name, operand, getattr(self, operand), "rank 1", lambda r: r == 1)
+
+    def infer_result_type(self) -> TensorType:
+        x = _ranked("batch_norm", "input", self.input)
+        for operand in ("mean", "var", "weight", "bias"):
+            d = _ranked("batch_norm", operand, getattr(self, operand))
+            if not _same_dim(d[0], x[1]):
+                raise ShapeInferenceError(f"batch_norm: input has {x[1]} channels but {operand} has {d[0]} elements")
+        return make_tensor(element_type_of(self.input.type), x)
+
+
+class UnaryOp(ValueOp):
+    """An elementwise op x -> same shape; subclasses differ in name only."""
+
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def __init__(self, x: SSAValue, result_type: Attribute | None = None):
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)])
+
+    def infer_result_type(self) -> TensorType:
+        return make_tensor(element_type_of(self.input.type), _ranked(self.name[5:], "input", self.input))
+
+
+@irdl_op_definition
+class ReluOp(UnaryOp):
+    """`max(x, 0)`. `%y = tdsl.relu %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.relu"
+
+
+@irdl_op_definition
+class Relu6Op(UnaryOp):
+    """`min(max(x, 0), 6)`. `%y = tdsl.relu6 %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.relu6"
+
+
+@irdl_op_definition
+class GeluOp(UnaryOp):
+    """Exact (erf) GELU. `%y = tdsl.gelu %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.gelu"
+
+
+@irdl_op_definition
+class SigmoidOp(UnaryOp):
+    """Logistic sigmoid. `%y = tdsl.sigmoid %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.sigmoid"
+
+
+@irdl_op_definition
+class TanhOp(UnaryOp):
+    """Hyperbolic tangent. `%y = tdsl.tanh %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.tanh"
+
+
+@irdl_op_definition
+class DropoutOp(UnaryOp):
+    """Dropout with probability `p` (identity at inference).
+
+    `%y = tdsl.dropout %x {p = 5.000000e-01 : f64} : tensor<?x4xf32> -> tensor<?x4xf32>`
+    """
+
+    name = "tdsl.dropout"
+    p = prop_def(FloatAttr[f64])
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, p: float = 0.5, result_type: Attribute | None = None):
+        IRDLOperation.__init__(self, operands=[x], result_types=[_result_type(x, result_type)], properties={"p": _f64(p)})
+
+    def verify_(self) -> None:
+        if not 0.0 <= self.p.value.data < 1.0:
+            raise VerifyException(f"'tdsl.dropout' p must be in [0, 1), but got {self.p.value.data}")
+
+
+@irdl_op_definition
+class SoftmaxOp(UnaryOp):
+    """Softmax along `dim`. `%y = tdsl.softmax %x {dim = -1 : i64} : tensor<?x4xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.softmax"
+    dim = prop_def(IntegerAttr[i64])
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, dim: int = -1, result_type: Attribute | None = None):
+        IRDLOperation.__init__(
+            self, operands=[x], result_types=[_result_type(x, result_type)], properties={"dim": _i64(dim)}
+        )
+
+    def verify_(self) -> None:
+        dims = dims_of(self.input.type)
+        d = self.dim.value.data
+        if dims is not None and not -len(dims) <= d < len(dims):
+            raise VerifyException(
+                f"'tdsl.softmax' dim {d} is out of range for input of rank {len(dims)} ({self.input.type})"
+            )
+
+
+class BinaryOp(ValueOp):
+    """An elementwise op on two operands with numpy broadcasting."""
+
+    lhs = operand_def(AnyTensor)
+    rhs = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    traits = traits_def(Pure())
+    assembly_format = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, a: SSAValue, b: SSAValue, result_type: Attribute | None = None):
+        super().__init__(operands=[a, b], result_types=[_result_type(a, result_type)])
+
+    def verify_(self) -> None:
+        lt, rt = self.lhs.type, self.rhs.type
+        if element_type_of(lt) != element_type_of(rt):
+            raise VerifyException(
+                f"'{self.name}' operands must have the same element type, but lhs is {lt} and rhs is {rt}"
+            )
+
+    def infer_result_type(self) -> TensorType:
+        a = _ranked(self.name[5:], "lhs", self.lhs)
+        b = _ranked(self.name[5:], "rhs", self.rhs)
+        return make_tensor(element_type_of(self.lhs.type), _broadcast(self.name[5:], a, b))
+
+
+@irdl_op_definition
+class AddOp(BinaryOp):
+    """`a + b`. `%y = tdsl.add %a, %b : (tensor<?x4xf32>, tensor<4xf32>) -> tensor<?x4xf32>`"""
+
+    name = "tdsl.add"
+
+
+@irdl_op_definition
+class SubOp(BinaryOp):
+    """`a - b`. `%y = tdsl.sub %a, %b : (tensor<?x4xf32>, tensor<4xf32>) -> tensor<?x4xf32>`"""
+
+    name = "tdsl.sub"
+
+
+@irdl_op_definition
+class MulOp(BinaryOp):
+    """`a * b`. `%y = tdsl.mul %a, %b : (tensor<?x4xf32>, tensor<4xf32>) -> tensor<?x4xf32>`"""
+
+    name = "tdsl.mul"
+
+
+@irdl_op_definition
+class DivOp(BinaryOp):
+    """`a / b`. `%y = tdsl.div %a, %b : (tensor<?x4xf32>, tensor<4xf32>) -> tensor<?x4xf32>`"""
+
+    name = "tdsl.div"
+
+
+class Pool2dOp(ValueOp):
+    """A 2-D window pool x[N, C, H, W] -> [N, C, oh, ow] (floor mode)."""
+
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    kernel = prop_def(DenseArrayBase.constr(i64))
+    stride = prop_def(DenseArrayBase.constr(i64))
+    padding = prop_def(DenseArrayBase.constr(i64))
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(
+        self,
+        x: SSAValue,
+        kernel: Sequence[int],
+        stride: Sequence[int] | None = None,
+        padding: Sequence[int] = (0, 0),
+        result_type: Attribute | None = None,
+    ):
+        super().__init__(
+            operands=[x],
+            result_types=[_result_type(x, result_type)],
+            properties={
+                "kernel": _array(kernel), "stride": _array(kernel if stride is None else stride),
+                "padding": _array(padding),
+            },
+        )
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)
+        _check_pair(self.name, "kernel", _ints(self.kernel), 1)
+        _check_pair(self.name, "stride", _ints(self.stride), 1)
+        _check_pair(self.name, "padding", _ints(self.padding), 0)
+        kernel, padding = _ints(self.kernel), _ints(self.padding)
+        if any(2 * p > k for p, k in zip(padding, kernel)):
+            raise VerifyException(
+                f"'{self.name}' padding must be at most half the kernel, but got padding {list(padding)} "
+                f"for kernel {list(kernel)}"
+            )
+
+    def infer_result_type(self) -> TensorType:
+        op_name = self.name[5:]
+        x = _ranked(op_name, "input", self.input)
+        kernel, stride, padding = _ints(self.kernel), _ints(self.stride), _ints(self.padding)
+        out = [_window_out(x[2 + i], kernel[i], stride[i], padding[i]) for i in range(2)]
+        if any(o is not None and o < 1 for o in out):
+            raise ShapeInferenceError(
+                f"{op_name}: kernel {kernel[0]}x{kernel[1]} does not fit input {format_dims(x[2:])} "
+                f"with padding {padding[0]}x{padding[1]}"
+            )
+        return make_tensor(element_type_of(self.input.type), [x[0], x[1], *out])
+
+
+@irdl_op_definition
+class MaxPool2dOp(Pool2dOp):
+    """Max pooling. `%y = tdsl.max_pool2d %x {kernel = array<i64: 2, 2>, padding = array<i64: 0, 0>,
+    stride = array<i64: 2, 2>} : tensor<?x8x32x32xf32> -> tensor<?x8x16x16xf32>`"""
+
+    name = "tdsl.max_pool2d"
+
+
+@irdl_op_definition
+class AvgPool2dOp(Pool2dOp):
+    """Average pooling (padding counted). Same syntax as `tdsl.max_pool2d`."""
+
+    name = "tdsl.avg_pool2d"
+
+
+@irdl_op_definition
+class AdaptiveAvgPool2dOp(ValueOp):
+    """Average pooling to a fixed output size: x[N, C, H, W] -> [N, C, oh, ow].
+
+    `%y = tdsl.adaptive_avg_pool2d %x {output_size = array<i64: 1, 1>} : tensor<?x8x7x7xf32> -> tensor<?x8x1x1xf32>`
+    """
+
+    name = "tdsl.adaptive_avg_pool2d"
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    output_size = prop_def(DenseArrayBase.constr(i64))
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, output_size: Sequence[int] = (1, 1), result_type: Attribute | None = None):
+        super().__init__(
+            operands=[x], result_types=[_result_type(x, result_type)],
+            properties={"output_size": _array(output_size)},
+        )
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)
+        _check_pair(self.name, "output_size", _ints(self.output_size), 1)
+
+    def infer_result_type(self) -> TensorType:
+        x = _ranked("adaptive_avg_pool2d", "input", self.input)
+        return make_tensor(element_type_of(self.input.type), [x[0], x[1], *_ints(self.output_size)])
+
+
+@irdl_op_definition
+class FlattenOp(ValueOp):
+    """Merges dims `start_dim..end_dim` (inclusive, negative counts from the end) into one.
+
+    `%y = tdsl.flatten %x {end_dim = -1 : i64, start_dim = 1 : i64} : tensor<?x8x2x2xf32> -> tensor<?x32xf32>`
+    """
+
+    name = "tdsl.flatten"
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    start_dim = prop_def(IntegerAttr[i64])
+    end_dim = prop_def(IntegerAttr[i64])
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, start_dim: int = 1, end_dim: int = -1, result_type: Attribute | None = None):
+        super().__init__(
+            operands=[x], result_types=[_result_type(x, result_type)],
+            properties={"start_dim": _i64(start_dim), "end_dim": _i64(end_dim)},
+        )
+
+    def _range(self, rank: int) -> tuple[int, int] | None:
+        s, e = self.start_dim.value.data, self.end_dim.value.data
+        s, e = s + rank if s < 0 else s, e + rank if e < 0 else e
+        if not (0 <= s < max(rank, 1) and 0 <= e < max(rank, 1) and s <= e):
+            return None
+        return s, e
+
+    def verify_(self) -> None:
+        dims = dims_of(self.input.type)
+        if dims is not None and self._range(len(dims)) is None:
+            raise VerifyException(
+                f"'tdsl.flatten' start_dim {self.start_dim.value.data} and end_dim {self.end_dim.value.data} "
+                f"do not select a dim range of input of rank {len(dims)} ({self.input.type})"
+            )
+
+    def infer_result_type(self) -> TensorType:
+        x = _ranked("flatten", "input", self.input)
+        rng = self._range(len(x))
+        if rng is None:
+            raise ShapeInferenceError(f"flatten: bad dim range for input {format_dims(x)}")
+        s, e = rng
+        merged = x[s:e + 1]
+        size = None if any(d is None for d in merged) else math.prod(merged)  # type: ignore[arg-type]
+        return make_tensor(element_type_of(self.input.type), [*x[:s], size, *x[e + 1:]])
+
+
+@irdl_op_definition
+class ReshapeOp(ValueOp):
+    """Reshape to `shape`, where one `-1` takes the remaining size (`?` when the input is dynamic).
+
+    `%y = tdsl.reshape %x {shape = array<i64: -1, 32>} : tensor<?x8x2x2xf32> -> tensor<?x32xf32>`
+    """
+
+    name = "tdsl.reshape"
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    shape = prop_def(DenseArrayBase.constr(i64))
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, shape: Sequence[int], result_type: Attribute | None = None):
+        super().__init__(
+            operands=[x], result_types=[_result_type(x, result_type)], properties={"shape": _array(shape)}
+        )
+
+    def verify_(self) -> None:
+        shape = _ints(self.shape)
+        if shape.count(-1) > 1:
+            raise VerifyException(f"'tdsl.reshape' shape may contain at most one -1, but got {list(shape)}")
+        if any(d < -1 or d == 0 for d in shape):
+            raise VerifyException(f"'tdsl.reshape' shape entries must be positive or -1, but got {list(shape)}")
+
+    def infer_result_type(self) -> TensorType:
+        x = _ranked("reshape", "input", self.input)
+        shape = list(_ints(self.shape))
+        known = math.prod(d for d in shape if d != -1)
+        out: list[Dim] = list(shape)
+        if any(d is None for d in x):
+            if -1 in shape:
+                out[shape.index(-1)] = None
+            return make_tensor(element_type_of(self.input.type), out)
+        total = math.prod(x)  # type: ignore[arg-type]
+        if -1 in shape:
+            if total % known != 0:
+                raise ShapeInferenceError(
+                    f"reshape: cannot reshape {format_dims(x)} ({total} elements) to {list(shape)}: "
+                    f"{total} is not divisible by {known}"
+                )
+            out[shape.index(-1)] = total // known
+        elif total != known:
+            raise ShapeInferenceError(
+                f"reshape: cannot reshape {format_dims(x)} ({total} elements) to {list(shape)} ({known} elements)"
+            )
+        return make_tensor(element_type_of(self.input.type), out)
+
+
+# --------------------------------------------------------------------------- module helpers
+
+
+def module_layers(module: ModuleOp) -> dict[str, LayerOp]:
+    """The module's layers by `sym_name`, in program order."""
+    return {op.sym_name.data: op for op in module.ops if isinstance(op, LayerOp)}
+
+
+def entry_layer(module: ModuleOp) -> LayerOp:
+    """The layer named by the module attribute `tdsl.entry` (a SymbolRefAttr)."""
+    entry = module.attributes.get("tdsl.entry")
+    if not isinstance(entry, SymbolRefAttr):
+        raise LookupError("module has no `tdsl.entry` symbol reference attribute")
+    layer = module_layers(module).get(entry.root_reference.data)
+    if layer is None:
+        raise LookupError(f"module attribute tdsl.entry refers to @{entry.root_reference.data}, which is not a tdsl.layer")
+    return layer
+
+
+def instance_callee(module: ModuleOp, instance: InstanceOp) -> LayerOp | None:
+    """The layer an instance is bound to."""
+    return module_layers(module).get(instance.callee.root_reference.data)
+
+
+TDSL = Dialect(
+    "tdsl",
+    [
+        # structure
+        LayerOp,
+        ParamOp,
+        InstanceOp,
+        ForwardOp,
+        ReturnOp,
+        # reads, calls, literals
+        GetParamOp,
+        CallOp,
+        ConstantOp,
+        # linear algebra and convolution
+        LinearOp,
+        MatmulOp,
+        TernaryMatmulOp,
+        Conv2dOp,
+        BatchNormOp,
+        # elementwise
+        ReluOp,
+        Relu6Op,
+        GeluOp,
+        SigmoidOp,
+        TanhOp,
+        SoftmaxOp,
+        DropoutOp,
+        AddOp,
+        SubOp,
+        MulOp,
+        DivOp,
+        # pooling and shape
+        MaxPool2dOp,
+        AvgPool2dOp,
+        AdaptiveAvgPool2dOp,
+        FlattenOp,
+        ReshapeOp,
+    ],
+    [],
+)
