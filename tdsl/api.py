@@ -1,0 +1,130 @@
+"""The Python API: `tdsl.compile(...)` and the `CompiledModel` it returns.
+
+A compiled model keeps the IR after every pass (so a user can read what each pass did)
+and produces backends on demand; torch is imported only when the torch backend is asked
+for.
+"""
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.printer import Printer
+
+from tdsl.errors import TdslError, did_you_mean
+
+if TYPE_CHECKING:
+    import torch
+
+
+def print_ir(module: ModuleOp, generic: bool = False, debuginfo: bool = False) -> str:
+    """The module as MLIR text (custom or generic form, optionally with locations)."""
+    out = StringIO()
+    Printer(stream=out, print_generic_format=generic, print_debuginfo=debuginfo).print_op(module)
+    return out.getvalue() + "\n"
+
+
+def resolve_source(source_or_path: str | Path) -> tuple[str, str]:
+    """(text, file name) for a zoo model name, a `.tdsl`/`.tri` path, or DSL text."""
+    from tdsl.models import is_zoo_name, zoo_path
+
+    s = str(source_or_path)
+    if isinstance(source_or_path, Path) or (("\n" not in s) and s.endswith((".tdsl", ".tri"))):
+        path = Path(s)
+        if not path.is_file():
+            raise TdslError(f"no such file: {s}")
+        return path.read_text(encoding="utf-8"), str(path)
+    if "\n" not in s and is_zoo_name(s):
+        path = zoo_path(s)
+        return path.read_text(encoding="utf-8"), str(path)
+    if "\n" not in s and s.isidentifier():
+        zoo_path(s)  # raises a TdslError naming the zoo models
+    return s, "<input>"
+
+
+class CompiledModel:
+    """A program compiled through a pass pipeline, with its IR after every pass."""
+
+    def __init__(self, module: ModuleOp, stages: list[tuple[str, str]], filename: str,
+                 entry: str, params: dict[str, Any]):
+        self.module = module
+        self.stages = stages
+        self.filename = filename
+        self.entry = entry
+        self.params = params
+        self._torch_source: str | None = None
+
+    @property
+    def passes(self) -> list[str]:
+        """Names of the passes that ran, in order."""
+        return [name for name, _ in self.stages[1:]]
+
+    @property
+    def ir(self) -> str:
+        """The final IR, custom form."""
+        return self.stages[-1][1]
+
+    def ir_after(self, pass_name: str) -> str:
+        """The IR right after `pass_name` ran ('irgen' gives the IR before any pass)."""
+        for name, text in self.stages:
+            if name == pass_name:
+                return text
+        names = [n for n, _ in self.stages]
+        raise TdslError(f"no pass '{pass_name}' ran{did_you_mean(pass_name, names)}; "
+                        f"stages: {', '.join(names)}")
+
+    def generic_ir(self, debuginfo: bool = False) -> str:
+        return print_ir(self.module, generic=True, debuginfo=debuginfo)
+
+    @property
+    def torch_source(self) -> str:
+        """Python source of the nn.Module classes emitted from the final IR."""
+        if self._torch_source is None:
+            from tdsl.backends.torch.emit import emit_module
+
+            self._torch_source = emit_module(self.module)
+        return self._torch_source
+
+    def to_torch(self) -> torch.nn.Module:
+        """A fresh instance of the entry layer as a `torch.nn.Module`."""
+        from tdsl.backends.torch.loader import instantiate
+
+        return instantiate(self.module, self.torch_source)
+
+
+def compile(source_or_path: str | Path, *, entry: str | None = None,
+            params: dict[str, Any] | None = None, pipeline: str | None = None,
+            after_pass: Any = None) -> CompiledModel:
+    """Parse, elaborate and run the pipeline; `after_pass(name, module)` sees each stage."""
+    from tdsl.dialects.tdsl import entry_layer
+    from tdsl.frontend.irgen import build_module
+    from tdsl.passes import DEFAULT_PIPELINE, parse_pipeline
+
+    text, filename = resolve_source(source_or_path)
+    module = build_module(text, filename, entry=entry, params=params)
+    _verify(module)
+    stages = [("irgen", print_ir(module))]
+    if after_pass is not None:
+        after_pass("irgen", module)
+    spec = DEFAULT_PIPELINE if pipeline is None else pipeline
+    if spec.strip():
+        from tdsl.dialects.context import make_context
+
+        ctx = make_context()
+        for p in parse_pipeline(spec).passes:
+            p.apply(ctx, module)
+            _verify(module)
+            stages.append((p.name, print_ir(module)))
+            if after_pass is not None:
+                after_pass(p.name, module)
+    layer = entry_layer(module)
+    return CompiledModel(module, stages, filename, layer.layer.data, dict(params or {}))
+
+
+def _verify(module: ModuleOp) -> None:
+    """Verify, turning a verifier failure into a located TdslError."""
+    from tdsl.tools.diagnostics import verify_module
+
+    verify_module(module)
