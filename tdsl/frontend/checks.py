@@ -1,0 +1,85 @@
+"""Static checks on a parsed program that need no evaluation.
+
+They catch literal mistakes (a trit `2`, a TernaryTensor literal with the wrong number
+of values) at the literal itself, before elaboration would report them far from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+from tdsl.errors import TdslError
+from tdsl.frontend import ast as A
+
+_TRITS = (-1, 0, 1)
+
+
+def check_program(program: A.Program) -> None:
+    """Raise a located `TdslError` for the first literal that cannot be what it claims."""
+    for node in _walk(program):
+        if isinstance(node, A.Let) and _is_trit(node.type) and node.value is not None:
+            _check_trit(node.value)
+        elif isinstance(node, A.Param) and _is_trit(node.type) and node.default is not None:
+            _check_trit(node.default)
+        elif isinstance(node, A.TernaryLiteral):
+            _check_ternary_literal(node)
+
+
+def _walk(node: A.Node) -> Iterator[A.Node]:
+    yield node
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        children = value if isinstance(value, tuple) else (value,)
+        for child in children:
+            if isinstance(child, A.Node):
+                yield from _walk(child)
+
+
+def _is_trit(type_: A.TypeExpr | None) -> bool:
+    return isinstance(type_, A.ScalarType) and type_.name == "trit"
+
+
+def _literal(expr: A.Expr) -> tuple[bool, int | float | bool | str | None]:
+    """(True, value) if `expr` is a literal, possibly negated; (False, None) otherwise."""
+    if isinstance(expr, (A.IntLit, A.FloatLit, A.BoolLit, A.StrLit)):
+        return True, expr.value
+    if isinstance(expr, A.UnaryOp) and expr.op == "-":
+        is_lit, value = _literal(expr.operand)
+        if is_lit and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, -value
+    return False, None
+
+
+def _is_trit_value(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value in _TRITS
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _check_trit(expr: A.Expr) -> None:
+    is_lit, value = _literal(expr)
+    if is_lit and not _is_trit_value(value):
+        raise TdslError(f"trit literal must be -1, 0 or 1, got {_show(value)}", expr.loc)
+
+
+def _check_ternary_literal(node: A.TernaryLiteral) -> None:
+    if all(isinstance(d, A.IntLit) for d in node.shape):
+        dims = [d.value for d in node.shape]  # type: ignore[union-attr]
+        count = math.prod(dims)
+        if len(node.values) != count:
+            shape = ", ".join(map(str, dims))
+            raise TdslError(f"TernaryTensor[{shape}] needs {count} values, "
+                            f"got {len(node.values)}", node.loc)
+    for value_expr in node.values:
+        is_lit, value = _literal(value_expr)
+        if not is_lit:
+            raise TdslError("TernaryTensor values must be the literals -1, 0 or 1",
+                            value_expr.loc)
+        if not _is_trit_value(value):
+            raise TdslError(f"TernaryTensor values must be -1, 0 or 1, got {_show(value)}",
+                            value_expr.loc)

@@ -1,0 +1,404 @@
+"""Source text -> `Program`: the lark LALR parser, its post-lexer and the AST builder.
+
+The grammar (grammar.lark) needs explicit statement separators; `_StatementSeparators`
+supplies them from the layout so that newlines end statements except inside () and [],
+and so that the original one-line form `let a: int8 = 1 let b: int8 = 2` still parses.
+Every lark failure becomes a `ParseError` with a location; no lark exception escapes.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lexer import PatternStr
+from lark.tree import Meta
+
+from tdsl.errors import ParseError, SourceLoc, did_you_mean, register_source
+from tdsl.frontend import ast as A
+from tdsl.frontend.checks import check_program
+
+_GRAMMAR = Path(__file__).with_name("grammar.lark")
+
+# Statement keywords: a `let` after other tokens on the same line starts a new statement.
+_STMT_KEYWORDS = frozenset({"LET", "FN", "LAYER", "RETURN", "IF", "FOR"})
+# After these (or at the start) a statement keyword needs no inserted separator.
+_SEPARATED = frozenset({None, "_NL", "SEMICOLON", "LBRACE", "ELSE"})
+# A newline before these does not end the statement (`}` / `else {` and Allman braces).
+_CONTINUES_LINE = frozenset({"ELSE", "LBRACE"})
+
+
+class _StatementSeparators:
+    """Post-lexer that turns layout into the separators the grammar requires.
+
+    Drops newlines inside () and [] and before `else`/`{`; inserts a virtual `_VSEP`
+    after a `}` (a block statement needs no newline after it) and before a statement
+    keyword that follows other tokens on the same line. A `_VSEP` borrows the text and
+    position of the token it precedes, so an error on it names that token.
+    """
+
+    always_accept = ("_NL",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        prev: str | None = None
+        newline: Token | None = None
+        for tok in stream:
+            if tok.type == "_NL":
+                if depth == 0 and newline is None:
+                    newline = tok
+                continue
+            if newline is not None and tok.type not in _CONTINUES_LINE:
+                yield newline
+                prev = "_NL"
+            newline = None
+            after_block = prev == "RBRACE" and tok.type not in ("ELSE", "RBRACE", "SEMICOLON")
+            joined_keyword = tok.type in _STMT_KEYWORDS and prev not in _SEPARATED
+            if after_block or joined_keyword:
+                yield Token.new_borrow_pos("_VSEP", tok.value, tok)
+            if tok.type in ("LPAR", "LSQB"):
+                depth += 1
+            elif tok.type in ("RPAR", "RSQB"):
+                depth = max(depth - 1, 0)
+            yield tok
+            prev = tok.type
+        if newline is not None:
+            yield newline
+
+
+@functools.cache
+def _lark() -> Lark:
+    """The parser, built once per process (building the LALR tables is the slow part)."""
+    return Lark(_GRAMMAR.read_text(encoding="utf-8"), parser="lalr", lexer="basic",
+                propagate_positions=True, postlex=_StatementSeparators())
+
+
+def parse_program(text: str, filename: str = "<input>") -> A.Program:
+    """Parse tdsl source (both `.tri` dialects included) and run the static checks."""
+    register_source(filename, text)
+    parser = _lark()
+    try:
+        tree = parser.parse(text)
+    except UnexpectedInput as err:
+        raise _syntax_error(err, text, filename, parser) from None
+    try:
+        program = _ToAst(filename, text).transform(tree)
+    except VisitError as err:
+        raise err.orig_exc from None
+    check_program(program)
+    return program
+
+
+def parse_program_or_file(source_or_path: str, filename: str | None = None) -> A.Program:
+    """Parse a `.tdsl`/`.tri` file if the argument names one, else treat it as source."""
+    looks_like_path = "\n" not in source_or_path and source_or_path.endswith((".tdsl", ".tri"))
+    if looks_like_path and os.path.isfile(source_or_path):
+        text = Path(source_or_path).read_text(encoding="utf-8")
+        return parse_program(text, filename or source_or_path)
+    return parse_program(source_or_path, filename or "<input>")
+
+
+# ---------------------------------------------------------------- syntax errors
+# Terminals are classified by their text: lark names anonymous ones like '==' __ANON_n.
+_EXPR_START = frozenset({"NAME", "INT", "FLOAT", "STRING", "true", "false", "...", "[", "(",
+                         "-", "not"})
+_STMT_START = frozenset({"let", "fn", "layer", "return", "if", "for", "@"})
+_OPERATORS = frozenset({"or", "and", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/",
+                        "%", "@", "(", "[", "."})
+_SEPARATORS = frozenset({"a newline", "';'", "end of input"})
+_WORDS = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
+          "_NL": "a newline", "_VSEP": "a newline", "$END": "end of input"}
+
+
+def _syntax_error(err: UnexpectedInput, text: str, filename: str, parser: Lark) -> ParseError:
+    """A human message and location for a lark failure."""
+    if isinstance(err, UnexpectedCharacters):
+        char = text[err.pos_in_stream]
+        what = "unterminated string" if char == '"' else f"unexpected character {char!r}"
+        return ParseError(what, SourceLoc(filename, err.line, err.column))
+    assert isinstance(err, UnexpectedToken), f"lark raised {type(err).__name__}"
+    token = err.token
+    if token.type == "$END":
+        message = "unexpected end of input"
+        loc = _end_of_input(text, filename, parser)
+    else:
+        message = "unexpected newline" if token.type == "_NL" else f"unexpected '{token.value}'"
+        loc = SourceLoc(filename, token.line, token.column)
+    expected = _describe_expected(err.accepts or err.expected, parser)
+    return ParseError(f"{message}, expected {expected}" if expected else message, loc)
+
+
+def _end_of_input(text: str, filename: str, parser: Lark) -> SourceLoc:
+    """Just after the last real token: where the missing text should have been."""
+    last = None
+    for tok in parser.lex(text):
+        if tok.type not in ("_NL", "_VSEP"):
+            last = tok
+    if last is None:
+        return SourceLoc(filename, 1, 1)
+    return SourceLoc(filename, last.end_line, last.end_column)
+
+
+def _describe_expected(terminals: set[str], parser: Lark) -> str:
+    """Readable words for the terminals lark would have accepted, most useful first.
+
+    Statement and expression starts are summarised; operators and separators are left
+    out when something else would do, since "expected '}'" says more than "expected
+    '+', '-', ..., a newline or '}'".
+    """
+    texts = {_terminal_text(name, parser) for name in terminals}
+    words: list[str] = []
+    if "let" in texts:
+        words.append("a statement")
+        texts -= _STMT_START | _EXPR_START
+    if "INT" in texts:
+        words.append("an expression")
+        texts -= _EXPR_START
+    if texts - _OPERATORS:
+        texts -= _OPERATORS
+    shown = {_WORDS.get(t, f"'{t}'") for t in texts}
+    if words or shown - _SEPARATORS:
+        words.extend(sorted(shown - _SEPARATORS))
+    elif "a newline" in shown:
+        words.extend(["a newline", "';'"])
+    else:
+        words.extend(sorted(shown))
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _terminal_text(name: str, parser: Lark) -> str:
+    """The literal text of a keyword or punctuation terminal, else its name."""
+    if name in _WORDS:
+        return name
+    pattern = parser.get_terminal(name).pattern
+    return pattern.value if isinstance(pattern, PatternStr) else name
+
+
+# ---------------------------------------------------------------- tree -> AST
+_SCALAR_TYPES = frozenset({"int", "float", "bool", "str", "list", "trit", "int8", "int32",
+                           "float16", "float32"})
+_TENSOR_DTYPES = ("float32", "float16", "int8", "int32", "trit")
+_ESCAPES = {"n": "\n", "t": "\t"}
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Builds the `tdsl.frontend.ast` nodes; each gets the location of its first token."""
+
+    def __init__(self, file: str, source: str) -> None:
+        super().__init__()
+        self.file = file
+        self.source = source
+
+    def _loc(self, meta: Meta) -> SourceLoc:
+        return SourceLoc(self.file, meta.line, meta.column)
+
+    def _tok_loc(self, tok: Token) -> SourceLoc:
+        return SourceLoc(self.file, tok.line, tok.column)
+
+    # statements
+    def start(self, meta: Meta, children: list) -> A.Program:
+        return A.Program(SourceLoc(self.file, 1, 1), children[0], self.file, self.source)
+
+    def stmts(self, meta: Meta, children: list) -> tuple[A.Stmt, ...]:
+        return tuple(children)
+
+    def block(self, meta: Meta, children: list) -> tuple[A.Stmt, ...]:
+        return children[0]
+
+    def let_stmt(self, meta: Meta, children: list) -> A.Let:
+        *annotations, name, type_, value = children
+        return A.Let(self._loc(meta), str(name), type_, value, tuple(annotations))
+
+    def annotation(self, meta: Meta, children: list) -> A.Annotation:
+        name, args = children
+        return A.Annotation(self._loc(meta), str(name), args or ())
+
+    def assign(self, meta: Meta, children: list) -> A.Assign:
+        target, value = children
+        if not isinstance(target, (A.Name, A.Index)):
+            raise ParseError("can only assign to a name or an element `x[i]`", target.loc)
+        return A.Assign(self._loc(meta), target, value)
+
+    def return_stmt(self, meta: Meta, children: list) -> A.Return:
+        return A.Return(self._loc(meta), children[0])
+
+    def expr_stmt(self, meta: Meta, children: list) -> A.ExprStmt:
+        return A.ExprStmt(self._loc(meta), children[0])
+
+    def if_stmt(self, meta: Meta, children: list) -> A.If:
+        cond, then, orelse = children
+        if isinstance(orelse, A.If):
+            orelse = (orelse,)
+        return A.If(self._loc(meta), cond, then, orelse or ())
+
+    def for_stmt(self, meta: Meta, children: list) -> A.For:
+        var, iterable, body = children
+        return A.For(self._loc(meta), str(var), iterable, body)
+
+    def fn_def(self, meta: Meta, children: list) -> A.FnDef:
+        name, params, ret, body = children
+        return A.FnDef(self._loc(meta), str(name), params or (), ret, body)
+
+    def layer_def(self, meta: Meta, children: list) -> A.LayerDef:
+        name, params, ret, body = children
+        return A.LayerDef(self._loc(meta), str(name), params or (), ret, body)
+
+    def params(self, meta: Meta, children: list) -> tuple[A.Param, ...]:
+        seen: set[str] = set()
+        for param in children:
+            if param.name in seen:
+                raise ParseError(f"duplicate parameter '{param.name}'", param.loc)
+            seen.add(param.name)
+        return tuple(children)
+
+    def param(self, meta: Meta, children: list) -> A.Param:
+        name, type_, default = children
+        return A.Param(self._loc(meta), str(name), type_, default)
+
+    # types
+    def type_name(self, meta: Meta, children: list) -> A.TypeExpr:
+        (name,) = children
+        loc = self._loc(meta)
+        if name in _SCALAR_TYPES:
+            return A.ScalarType(loc, str(name))
+        if name == "TernaryTensor":
+            return A.TensorTypeExpr(loc, "trit", None, ternary=True)
+        if name == "Tensor":  # dtype and rank both left open
+            return A.TensorTypeExpr(loc, "float32", None)
+        if name == "tensor":
+            raise ParseError("'tensor' needs a dtype and shape: tensor<float32, [B, 784]>", loc)
+        known = [*_SCALAR_TYPES, "Tensor", "TernaryTensor"]
+        raise ParseError(f"unknown type '{name}'{did_you_mean(str(name), known)}", loc)
+
+    def type_index(self, meta: Meta, children: list) -> A.TensorTypeExpr:
+        name, items = children
+        loc = self._loc(meta)
+        if name == "TernaryTensor":
+            return A.TensorTypeExpr(loc, "trit", items, ternary=True)
+        if name != "Tensor":
+            raise ParseError(f"'{name}' takes no [...]: only Tensor and TernaryTensor do", loc)
+        dtype = items[0]
+        if not isinstance(dtype, A.Name) or dtype.id not in _TENSOR_DTYPES:
+            raise ParseError(f"Tensor dtype must be one of {', '.join(_TENSOR_DTYPES)}",
+                             dtype.loc)
+        return A.TensorTypeExpr(loc, dtype.id, items[1:] or None)
+
+    def type_angle(self, meta: Meta, children: list) -> A.TensorTypeExpr:
+        name, dtype, dims = children
+        loc = self._loc(meta)
+        if name != "tensor":
+            raise ParseError(f"'{name}<...>' is not a type; did you mean 'tensor<...>'?", loc)
+        if dtype not in _TENSOR_DTYPES:
+            raise ParseError(f"tensor dtype must be one of {', '.join(_TENSOR_DTYPES)}",
+                             self._tok_loc(dtype))
+        return A.TensorTypeExpr(loc, str(dtype), dims)
+
+    # expressions
+    def or_op(self, meta: Meta, children: list) -> A.BinOp:
+        return A.BinOp(self._loc(meta), "or", children[0], children[1])
+
+    def and_op(self, meta: Meta, children: list) -> A.BinOp:
+        return A.BinOp(self._loc(meta), "and", children[0], children[1])
+
+    def binop(self, meta: Meta, children: list) -> A.BinOp:
+        lhs, op, rhs = children
+        return A.BinOp(self._loc(meta), op, lhs, rhs)
+
+    def not_op(self, meta: Meta, children: list) -> A.UnaryOp:
+        return A.UnaryOp(self._loc(meta), "not", children[0])
+
+    def neg(self, meta: Meta, children: list) -> A.UnaryOp:
+        return A.UnaryOp(self._loc(meta), "-", children[0])
+
+    def comp_op(self, meta: Meta, children: list) -> str:
+        return str(children[0])
+
+    add_op = mul_op = comp_op
+
+    def call(self, meta: Meta, children: list) -> A.Call | A.TernaryLiteral:
+        func, arguments = children
+        args: list[A.Expr] = []
+        kwargs: list[A.Keyword] = []
+        for arg in arguments or ():
+            if isinstance(arg, A.Keyword):
+                if any(k.name == arg.name for k in kwargs):
+                    raise ParseError(f"keyword argument '{arg.name}' given twice", arg.loc)
+                kwargs.append(arg)
+            elif kwargs:
+                raise ParseError("positional argument after a keyword argument", arg.loc)
+            else:
+                args.append(arg)
+        if (isinstance(func, A.Index) and isinstance(func.value, A.Name)
+                and func.value.id == "TernaryTensor"):
+            return self._ternary_literal(func, args, kwargs)
+        return A.Call(self._loc(meta), func, tuple(args), tuple(kwargs))
+
+    def _ternary_literal(self, func: A.Index, args: list[A.Expr],
+                         kwargs: list[A.Keyword]) -> A.TernaryLiteral:
+        """`TernaryTensor[shape](v, ...)` or `TernaryTensor[shape]([v, ...])`."""
+        if kwargs:
+            raise ParseError("a TernaryTensor literal takes no keyword arguments", kwargs[0].loc)
+        values: tuple[A.Expr, ...] = tuple(args)
+        if len(args) == 1 and isinstance(args[0], A.ListLit):
+            if args[0].open_tail:
+                raise ParseError("a TernaryTensor literal lists every value; '...' is not "
+                                 "allowed", args[0].loc)
+            values = args[0].items
+        return A.TernaryLiteral(func.loc, func.indices, values)
+
+    def args(self, meta: Meta, children: list) -> list[A.Expr | A.Keyword]:
+        return children
+
+    def kwarg(self, meta: Meta, children: list) -> A.Keyword:
+        name, value = children
+        return A.Keyword(self._loc(meta), str(name), value)
+
+    def exprs(self, meta: Meta, children: list) -> tuple[A.Expr, ...]:
+        return tuple(children)
+
+    def index(self, meta: Meta, children: list) -> A.Index:
+        value, indices = children
+        return A.Index(self._loc(meta), value, indices)
+
+    def attribute(self, meta: Meta, children: list) -> A.Attribute:
+        value, name = children
+        return A.Attribute(self._loc(meta), value, str(name))
+
+    def name(self, meta: Meta, children: list) -> A.Name:
+        return A.Name(self._loc(meta), str(children[0]))
+
+    def int_lit(self, meta: Meta, children: list) -> A.IntLit:
+        return A.IntLit(self._loc(meta), int(children[0]))
+
+    def float_lit(self, meta: Meta, children: list) -> A.FloatLit:
+        return A.FloatLit(self._loc(meta), float(children[0]))
+
+    def str_lit(self, meta: Meta, children: list) -> A.StrLit:
+        body = str(children[0])[1:-1]
+        value = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), body)
+        return A.StrLit(self._loc(meta), value)
+
+    def true_lit(self, meta: Meta, children: list) -> A.BoolLit:
+        return A.BoolLit(self._loc(meta), True)
+
+    def false_lit(self, meta: Meta, children: list) -> A.BoolLit:
+        return A.BoolLit(self._loc(meta), False)
+
+    def ellipsis(self, meta: Meta, children: list) -> A.Ellipsis_:
+        return A.Ellipsis_(self._loc(meta))
+
+    def list_lit(self, meta: Meta, children: list) -> A.ListLit:
+        items = children[0] or ()
+        loc = self._loc(meta)
+        if items and isinstance(items[-1], A.Ellipsis_):
+            if len(items) == 1:
+                raise ParseError("'...' in a list must follow at least one element", loc)
+            return A.ListLit(loc, items[:-1], open_tail=True)
+        return A.ListLit(loc, items)
