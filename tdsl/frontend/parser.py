@@ -152,7 +152,7 @@ def _describe_expected(terminals: set[str], parser: Lark) -> str:
     """
     texts = {_terminal_text(name, parser) for name in terminals}
     words: list[str] = []
-    if "let" in texts:
+    if {"let", "INT"} <= texts:
         words.append("a statement")
         texts -= _STMT_START | _EXPR_START
     if "INT" in texts:
@@ -204,13 +204,10 @@ class _ToAst(Transformer):
 
     # statements
     def start(self, meta: Meta, children: list) -> A.Program:
-        return A.Program(SourceLoc(self.file, 1, 1), children[0], self.file, self.source)
-
-    def stmts(self, meta: Meta, children: list) -> tuple[A.Stmt, ...]:
-        return tuple(children)
+        return A.Program(SourceLoc(self.file, 1, 1), tuple(children), self.file, self.source)
 
     def block(self, meta: Meta, children: list) -> tuple[A.Stmt, ...]:
-        return children[0]
+        return tuple(children)
 
     def let_stmt(self, meta: Meta, children: list) -> A.Let:
         *annotations, name, type_, value = children
