@@ -48,13 +48,15 @@ class Scope:
             s = s.parent
         return False, None
 
-    def names(self) -> set[str]:
-        out: set[str] = set()
+    def suggest(self, name: str) -> str:
+        """A did-you-mean suffix, preferring names of the innermost scope."""
         s: Scope | None = self
         while s is not None:
-            out |= set(s.vars)
+            hint = did_you_mean(name, list(s.vars))
+            if hint:
+                return hint
             s = s.parent
-        return out
+        return ""
 
     def assign(self, name: str, value: Any) -> None:
         """Rebind where the name lives (Python-like), else bind locally."""
@@ -222,8 +224,21 @@ class Elaborator:
             sym = self._fresh_sym(node.name)
             spec = LayerInstance(node.name, sym, params, loc)
             self.specialisations[key] = spec
-            self._elaborate(node, sym, params)
+            try:
+                self._elaborate(node, sym, params)
+            except TdslError as e:
+                raise self._relocate(e, node, params, loc) from None
         return LayerInstance(node.name, spec.sym, params, loc)
+
+    def _relocate(self, e: TdslError, node: ast.LayerDef, params: dict[str, Any],
+                  loc: SourceLoc) -> TdslError:
+        """An error inside a built-in layer is the caller's: report it at the call site."""
+        if e.loc is None or e.loc.file != node.loc.file or node.loc.file == self.program.file:
+            if e.loc is not None and loc not in (e.loc, node.loc):
+                e.notes = e.notes + (f"in layer '{node.name}' created at {loc}",)
+            return e
+        args = ", ".join(f"{k}={_show(v)}" for k, v in params.items())
+        return type(e)(f"{node.name}({args}): {e.message}", loc, e.notes)
 
     def _fresh_sym(self, name: str) -> str:
         n = self.sym_counts.get(name, 0)
@@ -335,7 +350,7 @@ class Elaborator:
                 if free_ok:
                     return None
                 raise UnknownNameError(f"unknown name '{d.id}' in a weight shape"
-                                       f"{did_you_mean(d.id, scope.names())}", d.loc)
+                                       f"{scope.suggest(d.id)}", d.loc)
         value = self.eval_expr(d, scope)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -419,6 +434,9 @@ class Elaborator:
         if isinstance(value, InitSpec):
             raise TdslError(f"weights are declared in the layer body, not inside a function "
                             f"('{stmt.name}')", stmt.loc)
+        if isinstance(value, _TypedScalar):
+            value = value.value if stmt.type is None or isinstance(stmt.type, ast.ScalarType) \
+                else value
         if isinstance(stmt.type, ast.ScalarType) and not isinstance(value, (TensorValue, ParamRef)):
             value = check_scalar(stmt.type.name, value, f"'{stmt.name}'", stmt.value.loc
                                  if stmt.value is not None else stmt.loc)
@@ -497,7 +515,7 @@ class Elaborator:
         if isinstance(e, ast.Name):
             found, value = scope.lookup(e.id)
             if not found:
-                raise UnknownNameError(f"unknown name '{e.id}'{did_you_mean(e.id, scope.names())}",
+                raise UnknownNameError(f"unknown name '{e.id}'{scope.suggest(e.id)}",
                                        e.loc)
             if isinstance(value, _TypedScalar) and not self.in_forward:
                 return value.value
@@ -569,8 +587,7 @@ class Elaborator:
 
     def _binary(self, e: ast.BinOp, a: Any, b: Any) -> Any:
         tensors = (TensorValue, ParamRef, _ConstTensor)
-        if isinstance(a, tensors) or isinstance(b, tensors) or (
-                self.in_forward and (isinstance(a, _TypedScalar) or isinstance(b, _TypedScalar))):
+        if isinstance(a, tensors) or isinstance(b, tensors):
             kind = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}.get(e.op)
             if kind is None:
                 raise TdslTypeError(f"operator '{e.op}' is not defined on tensors", e.loc)
@@ -798,3 +815,12 @@ def build_module(text: str, filename: str = "<input>", entry: str | None = None,
 
     program = parse_program(text, filename)
     return Elaborator(program, prelude_program()).build(entry, params)
+
+
+def _show(v: Any) -> str:
+    """A compile-time value as the user would write it."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return repr(v) if isinstance(v, str) else str(v)
