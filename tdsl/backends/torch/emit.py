@@ -1,0 +1,624 @@
+"""Emit readable PyTorch source (one `nn.Module` class per DSL layer) from `tdsl` IR.
+
+The IR holds one `tdsl.layer` per specialisation; the emitted source holds one class per
+DSL layer name. A class's `__init__` takes the DSL parameters, looks their values up in
+the class table `_SPECS` (the parameter sets the IR was compiled for) and builds that
+specialisation's weights, buffers and children; specialisations whose forward bodies
+read the same share one `forward`, the others dispatch to `_forward_<k>`. Shape clones
+(equal parameters, different IR types) must read the same; anything else is a bug here.
+
+Every identifier comes from `names.py_ident`; every literal from `_literal` (repr-based),
+so DSL names and strings never reach the emitted text unescaped. Output depends only on
+the IR (its op order), never on dict or set iteration order of the emitter.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from xdsl.dialects.builtin import (
+    DYNAMIC_INDEX,
+    ArrayAttr,
+    DenseArrayBase,
+    DenseIntOrFPElementsAttr,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    ModuleOp,
+    StringAttr,
+    SymbolRefAttr,
+    TensorType,
+    UnregisteredOp,
+)
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from tdsl.backends.torch.names import ATTRIBUTE, GLOBAL, LOCAL, py_ident
+from tdsl.dialects import tdsl as t
+from tdsl.dialects.locations import loc_of
+from tdsl.errors import TdslError
+
+PyValue = bool | int | float | str | tuple
+"""A DSL parameter value as the emitted code spells it."""
+
+
+class EmitterBug(RuntimeError):
+    """The IR broke an invariant the emitter relies on (a compiler bug, not a user error)."""
+
+
+def emit_module(module: ModuleOp) -> str:
+    """Python source defining one `nn.Module` class per DSL layer of `module`."""
+    return _ModuleEmitter(module).emit()
+
+
+def param_values(layer: t.LayerOp) -> tuple[PyValue, ...]:
+    """The DSL parameter values of a specialisation, in IR order (the `_SPECS` key)."""
+    return tuple(_py_value(v, layer) for v in layer.params.data.values())
+
+
+# --------------------------------------------------------------------------- literals
+
+_DTYPES = {
+    "f16": "torch.float16", "bf16": "torch.bfloat16", "f32": "torch.float32", "f64": "torch.float64",
+    "i2": "torch.int8", "i8": "torch.int8", "i32": "torch.int32", "i64": "torch.int64", "i1": "torch.bool",
+}
+"""Element type -> torch dtype; trits (`i2`) are stored as int8."""
+
+
+def _py_value(attr: Attribute, op: Operation) -> PyValue:
+    if isinstance(attr, IntegerAttr):
+        value = attr.value.data
+        return value != 0 if attr.type == IntegerType(1) else value
+    if isinstance(attr, FloatAttr):
+        return float(attr.value.data)
+    if isinstance(attr, StringAttr):
+        return attr.data
+    if isinstance(attr, ArrayAttr):
+        return tuple(_py_value(a, op) for a in attr.data)
+    if isinstance(attr, DenseArrayBase):
+        return tuple(attr.get_values())
+    raise TdslError(f"the torch backend cannot pass the value {attr} to Python", loc_of(op))
+
+
+def _literal(value: PyValue | list) -> str:
+    """Python source for a value; repr keeps strings escaped, math spells inf and nan."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "math.nan" if math.isnan(value) else ("math.inf" if value > 0 else "-math.inf")
+    if isinstance(value, tuple):
+        inner = ", ".join(_literal(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def _docstring(text: str) -> str:
+    """A docstring literal for `text`, which may hold user-chosen file names."""
+    plain = text.isprintable() and "\\" not in text and '"""' not in text and not text.endswith('"')
+    return f'"""{text}"""' if plain else repr(text)
+
+
+def _op_name(op: Operation) -> str:
+    """The name the user sees, also for ops parsed without their dialect."""
+    return op.op_name.data if isinstance(op, UnregisteredOp) else op.name
+
+
+def _dtype(type_: Attribute, op: Operation) -> str:
+    element = type_.get_element_type() if isinstance(type_, TensorType) else type_
+    dtype = _DTYPES.get(str(element))
+    if dtype is None:
+        raise TdslError(f"the torch backend has no dtype for element type {element}", loc_of(op))
+    return dtype
+
+
+def _tensor_literal(value: DenseIntOrFPElementsAttr, op: Operation, device: str | None = None) -> str:
+    """`torch.tensor(<nested list>, dtype=...)` for a dense attribute; trits read as signed 2-bit."""
+    values = list(value.get_values())
+    element = str(value.get_element_type())
+    if element == "i2":
+        values = [(int(v) + 2) % 4 - 2 for v in values]
+    shape = value.get_shape()
+
+    def nest(flat: list, dims: Sequence[int]) -> list:
+        if len(dims) <= 1:
+            return flat
+        step = len(flat) // dims[0]
+        return [nest(flat[i * step:(i + 1) * step], dims[1:]) for i in range(dims[0])]
+
+    data = _literal(values[0]) if not shape else _literal(nest(values, shape))
+    where = f", device={device}" if device is not None else ""
+    return f"torch.tensor({data}, dtype={_dtype(value.type, op)}{where})"
+
+
+# --------------------------------------------------------------------------- module plan
+
+
+def _sequential_chain(layer: t.LayerOp) -> bool:
+    """Whether a built-in `Sequential` specialisation only chains its children `0`, `1`, …
+
+    Such a specialisation is emitted inline as `nn.Sequential(...)`, as torchvision does.
+    """
+    if layer.layer.data != "Sequential" or layer.params_ops():
+        return False
+    instances = layer.instance_ops()
+    if [i.sym_name.data for i in instances] != [str(k) for k in range(len(instances))]:
+        return False
+    forward = layer.forward
+    if len(forward.args) != 1:
+        return False
+    current: SSAValue = forward.args[0]
+    body = list(forward.body.block.ops)
+    for k, op in enumerate(body[:-1]):
+        if not (isinstance(op, t.CallOp) and op.callee.root_reference.data == str(k)
+                and len(op.outputs) == 1 and tuple(op.inputs) == (current,)):
+            return False
+        current = op.outputs[0]
+    ret = body[-1]
+    return len(body) - 1 == len(instances) and isinstance(ret, t.ReturnOp) and tuple(ret.values) == (current,)
+
+
+_LIST_MEMBER = re.compile(r"(.+)\.(\d+)")
+
+
+@dataclass
+class _Member:
+    """An attribute of an emitted class: a param/buffer, a child, or a ModuleList."""
+
+    ident: str
+    is_list: bool = False
+
+
+@dataclass
+class _ClassPlan:
+    """What the emitter decided for one DSL layer before writing any text."""
+
+    layer: str
+    ident: str
+    specs: list[t.LayerOp]
+    param_names: tuple[str, ...] = ()
+    arg_idents: tuple[str, ...] = ()
+    members: dict[str, _Member] = field(default_factory=dict)
+
+    def member_expr(self, name: str) -> str:
+        """`self.<attr>` for a param/instance name, `self.<attr>[i]` for a list element."""
+        match = _LIST_MEMBER.fullmatch(name)
+        if match is not None and self.members[match.group(1)].is_list:
+            return f"self.{self.members[match.group(1)].ident}[{int(match.group(2))}]"
+        return f"self.{self.members[name].ident}"
+
+
+def _member_key(name: str) -> tuple[str, bool]:
+    match = _LIST_MEMBER.fullmatch(name)
+    return (match.group(1), True) if match is not None else (name, False)
+
+
+class _ModuleEmitter:
+    """Emission state for one module: the plan of every class, then their text."""
+
+    def __init__(self, module: ModuleOp):
+        self.module = module
+        self.layers: dict[str, t.LayerOp] = {}
+        for op in module.ops:
+            if not isinstance(op, t.LayerOp):
+                raise TdslError(f"the torch backend cannot emit '{_op_name(op)}' at module level", loc_of(op))
+            self.layers[op.sym_name.data] = op
+        entry = module.attributes.get("tdsl.entry")
+        self.entry = entry.root_reference.data if isinstance(entry, SymbolRefAttr) else None
+        self.inline = {s for s, layer in self.layers.items() if s != self.entry and _sequential_chain(layer)}
+        self.plans: dict[str, _ClassPlan] = {}
+        self._plan()
+
+    # ------------------------------------------------------------------ planning
+
+    def _plan(self) -> None:
+        by_layer: dict[str, list[t.LayerOp]] = {}
+        for sym, layer in self.layers.items():
+            if sym not in self.inline:
+                by_layer.setdefault(layer.layer.data, []).append(layer)
+        class_names: set[str] = set()
+        for name, specs in by_layer.items():
+            plan = _ClassPlan(name, py_ident(name, GLOBAL, class_names), specs)
+            plan.param_names = tuple(specs[0].params.data)
+            for spec in specs:
+                if tuple(spec.params.data) != plan.param_names:
+                    raise EmitterBug(f"specialisations of layer {name} have different parameter names")
+            taken: set[str] = set()
+            plan.arg_idents = tuple(py_ident(p, LOCAL, taken) for p in plan.param_names)
+            attrs: set[str] = set()
+            for spec in specs:
+                for op in spec.body.block.ops:
+                    if isinstance(op, t.ParamOp | t.InstanceOp):
+                        key, is_list = _member_key(op.sym_name.data)
+                        is_list = is_list and isinstance(op, t.InstanceOp)
+                        key = key if is_list else op.sym_name.data
+                        if key not in plan.members:
+                            plan.members[key] = _Member(py_ident(key, ATTRIBUTE, attrs), is_list)
+            self.plans[name] = plan
+
+    def plan_of(self, layer: t.LayerOp) -> _ClassPlan:
+        return self.plans[layer.layer.data]
+
+    def callee(self, instance: t.InstanceOp) -> t.LayerOp:
+        layer = self.layers.get(instance.callee.root_reference.data)
+        if layer is None:
+            raise TdslError(
+                f"instance '{instance.sym_name.data}' refers to unknown layer @{instance.callee.root_reference.data}",
+                loc_of(instance),
+            )
+        return layer
+
+    def constructor(self, layer: t.LayerOp) -> str:
+        """The expression that builds a child bound to specialisation `layer`."""
+        if layer.sym_name.data in self.inline:
+            children = ", ".join(self.constructor(self.callee(i)) for i in layer.instance_ops())
+            return f"nn.Sequential({children})"
+        plan = self.plan_of(layer)
+        args = ", ".join(f"{a}={_literal(v)}" for a, v in zip(plan.arg_idents, param_values(layer)))
+        return f"{plan.ident}({args})"
+
+    # ------------------------------------------------------------------ text
+
+    def emit(self) -> str:
+        source = self.module.attributes.get("tdsl.source")
+        origin = f" from {source.data}" if isinstance(source, StringAttr) else ""
+        header = [
+            _docstring(f"PyTorch modules generated by tdsl{origin}. Generated code: edit the DSL source instead."),
+            "import math",
+            "",
+            "import torch",
+            "import torch.nn as nn",
+            "import torch.nn.functional as F",
+            "",
+            "from tdsl.backends.torch import runtime as _rt",
+        ]
+        parts = ["\n".join(header)]
+        parts.extend(_ClassEmitter(self, plan).emit() for plan in self.plans.values())
+        table = "".join(f"    {_literal(p.layer)}: {p.ident},\n" for p in self.plans.values())
+        parts.append(f"LAYERS = {{\n{table}}}\n{_docstring('DSL layer name -> emitted class.')}")
+        return "\n\n\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- one class
+
+
+def _indent(lines: Sequence[str], depth: int = 1) -> list[str]:
+    return [("    " * depth + line) if line else "" for line in lines]
+
+
+class _ClassEmitter:
+    """Writes the class of one DSL layer from its plan."""
+
+    def __init__(self, module: _ModuleEmitter, plan: _ClassPlan):
+        self.module = module
+        self.plan = plan
+
+    def emit(self) -> str:
+        plan = self.plan
+        groups: dict[tuple[PyValue, ...], list[t.LayerOp]] = {}
+        for spec in plan.specs:
+            groups.setdefault(param_values(spec), []).append(spec)
+        inits: list[list[str]] = []
+        forwards: list[_Forward] = []
+        for key, specs in groups.items():
+            texts = [(self.init_body(s), _ForwardEmitter(plan, s).emit()) for s in specs]
+            if any(text != texts[0] for text in texts[1:]):
+                raise EmitterBug(
+                    f"layer {plan.layer} specialisations {', '.join('@' + s.sym_name.data for s in specs)} "
+                    f"share parameters {key} but emit different code"
+                )
+            inits.append(texts[0][0])
+            forwards.append(texts[0][1])
+        loc = loc_of(plan.specs[0])
+        doc = f"DSL layer `{plan.layer}`" + (f" ({loc})" if loc is not None else "") + "."
+        if len(groups) > 1:
+            doc += f" Compiled for {len(groups)} parameter sets."
+        lines = [f"class {plan.ident}(nn.Module):", f"    {_docstring(doc)}", ""]
+        if plan.param_names:
+            lines += self.specs_table(list(groups))
+        lines += _indent(self.constructor(list(groups), inits))
+        lines += _indent(self.forward_methods(forwards))
+        return "\n".join(lines).rstrip("\n")
+
+    def specs_table(self, keys: list[tuple[PyValue, ...]]) -> list[str]:
+        rows = [f"        {_literal(key)}: {k}," for k, key in enumerate(keys)]
+        return [f"    # {_tuple_of(self.plan.arg_idents)} -> specialisation", "    _SPECS = {", *rows, "    }", ""]
+
+    def constructor(self, keys: list[tuple[PyValue, ...]], inits: list[list[str]]) -> list[str]:
+        plan = self.plan
+        single = len(keys) == 1
+        args = [
+            f"{a}: {type(v).__name__}" + (f" = {_literal(v)}" if single else "")
+            for a, v in zip(plan.arg_idents, keys[0])
+        ]
+        lines = [f"def __init__({', '.join(['self', *args])}) -> None:", "    super().__init__()"]
+        if plan.param_names:
+            lookup = (f"_rt.lookup_spec(self._SPECS, {_tuple_of(plan.arg_idents)}, "
+                      f"{_literal(plan.layer)}, {_literal(plan.param_names)})")
+            lines.append(f"    {lookup}" if single else f"    self._spec = {lookup}")
+        if single:
+            return [*lines, *_indent(inits[0]), ""]
+        for k in range(len(keys)):
+            lines += [f"    {'if' if k == 0 else 'elif'} self._spec == {k}:", f"        self._init_{k}()"]
+        lines.append("")
+        for k, body in enumerate(inits):
+            lines += [f"def _init_{k}(self) -> None:", *_indent(body or ["pass"]), ""]
+        return lines
+
+    def forward_methods(self, forwards: list[_Forward]) -> list[str]:
+        variants: list[_Forward] = []
+        variant_of: list[int] = []
+        for fwd in forwards:
+            if fwd not in variants:
+                variants.append(fwd)
+            variant_of.append(variants.index(fwd))
+        if len(variants) == 1:
+            return variants[0].text("forward")
+        if len({len(v.args) for v in variants}) != 1:
+            raise EmitterBug(f"forward variants of layer {self.plan.layer} take different numbers of inputs")
+        args = variants[0].args
+        returns = variants[0].returns if len({v.returns for v in variants}) == 1 else ""
+        lines = [f"def forward({_signature(args)}){returns}:"]
+        for v in range(len(variants)):
+            call = f"return self._forward_{v}({', '.join(args)})"
+            if v == len(variants) - 1:
+                lines.append(f"    {call}")
+            else:
+                specs = [k for k, w in enumerate(variant_of) if w == v]
+                test = f"== {specs[0]}" if len(specs) == 1 else f"in {_literal(tuple(specs))}"
+                lines += [f"    if self._spec {test}:", f"        {call}"]
+        lines.append("")
+        for v, fwd in enumerate(variants):
+            lines += fwd.text(f"_forward_{v}")
+        return lines
+
+    def init_body(self, spec: t.LayerOp) -> list[str]:
+        """The statements that build one specialisation's params, buffers and children."""
+        lines: list[str] = []
+        done: set[str] = set()
+        for op in spec.body.block.ops:
+            if isinstance(op, t.ParamOp):
+                lines += self.param_lines(op)
+            elif isinstance(op, t.InstanceOp):
+                key, is_list = _member_key(op.sym_name.data)
+                member = self.plan.members[key if is_list else op.sym_name.data]
+                if not member.is_list:
+                    lines.append(f"self.{member.ident} = {self.module.constructor(self.module.callee(op))}")
+                elif key not in done:
+                    done.add(key)
+                    lines.append(f"self.{member.ident} = nn.ModuleList([{self.list_children(spec, key)}])")
+        return lines
+
+    def list_children(self, spec: t.LayerOp, prefix: str) -> str:
+        """Children `prefix.0`, `prefix.1`, … in index order; `nn.Identity()` fills removed ones."""
+        found: dict[int, t.InstanceOp] = {}
+        for op in spec.instance_ops():
+            match = _LIST_MEMBER.fullmatch(op.sym_name.data)
+            if match is not None and match.group(1) == prefix:
+                found[int(match.group(2))] = op
+        return ", ".join(
+            self.module.constructor(self.module.callee(found[i])) if i in found else "nn.Identity()"
+            for i in range(max(found) + 1)
+        )
+
+    def param_lines(self, op: t.ParamOp) -> list[str]:
+        target = f"self.{self.plan.members[op.sym_name.data].ident}"
+        shape = tuple(op.type.get_shape())
+        dtype = _dtype(op.type, op)
+        empty = f"torch.empty({_literal(shape)}, dtype={dtype})"
+        if op.kind.data == "buffer":
+            create = f"self.register_buffer({_literal(target.removeprefix('self.'))}, {empty})"
+        elif dtype in ("torch.float16", "torch.bfloat16", "torch.float32", "torch.float64"):
+            create = f"{target} = nn.Parameter({empty})"
+        else:
+            create = f"{target} = nn.Parameter({empty}, requires_grad=False)"
+        return [create, *_init_lines(op, target, shape)]
+
+
+def _init_lines(op: t.ParamOp, target: str, shape: tuple[int, ...]) -> list[str]:
+    """Statements that initialise `target` per the param's `init` (torch's defaults where named)."""
+    init = op.init.data
+    args = {k: _py_value(v, op) for k, v in op.init_args.data.items()} if op.init_args is not None else {}
+    fan_in = args.get("fan_in")
+    if init == "kaiming_uniform":
+        if len(shape) >= 2 and fan_in in (None, math.prod(shape[1:])):
+            return [f"nn.init.kaiming_uniform_({target}, a=math.sqrt(5))"]
+        if isinstance(fan_in, int) and fan_in > 0:
+            return [f"nn.init.uniform_({target}, -1 / math.sqrt({fan_in}), 1 / math.sqrt({fan_in}))"]
+        raise TdslError(
+            f"kaiming_uniform init of '{op.sym_name.data}' needs a weight of rank >= 2 or init_args fan_in > 0",
+            loc_of(op),
+        )
+    if init == "uniform":
+        bound = args.get("bound")
+        if isinstance(bound, int | float) and not isinstance(bound, bool):
+            return [f"nn.init.uniform_({target}, {_literal(-float(bound))}, {_literal(float(bound))})"]
+        if isinstance(fan_in, int) and fan_in > 0:
+            return [f"nn.init.uniform_({target}, -1 / math.sqrt({fan_in}), 1 / math.sqrt({fan_in}))"]
+        raise TdslError(f"uniform init of '{op.sym_name.data}' needs init_args bound or fan_in", loc_of(op))
+    simple = {"zeros": "nn.init.zeros_", "ones": "nn.init.ones_", "randn": "nn.init.normal_",
+              "random_ternary": "_rt.random_ternary_"}
+    if init in simple:
+        return [f"{simple[init]}({target})"]
+    if init == "constant":
+        value = op.init_args.data.get("value") if op.init_args is not None else None
+        if isinstance(value, DenseIntOrFPElementsAttr):
+            return ["with torch.no_grad():", f"    {target}.copy_({_tensor_literal(value, op)}.reshape({_literal(shape)}))"]
+        if isinstance(value, IntegerAttr | FloatAttr):
+            return [f"nn.init.constant_({target}, {_literal(_py_value(value, op))})"]
+        raise TdslError(f"constant init of '{op.sym_name.data}' needs init_args value", loc_of(op))
+    raise TdslError(f"the torch backend has no initialiser '{init}' (for '{op.sym_name.data}')", loc_of(op))
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def _signature(args: Sequence[str]) -> str:
+    return ", ".join(["self", *(f"{a}: torch.Tensor" for a in args)])
+
+
+@dataclass(frozen=True)
+class _Forward:
+    """One emitted forward body; equal values emit equal methods."""
+
+    args: tuple[str, ...]
+    returns: str
+    body: tuple[str, ...]
+
+    def text(self, method: str) -> list[str]:
+        return [f"def {method}({_signature(self.args)}){self.returns}:", *_indent(self.body), ""]
+
+
+class _ForwardEmitter:
+    """Writes one specialisation's forward: one line per value op, readable local names."""
+
+    def __init__(self, plan: _ClassPlan, layer: t.LayerOp):
+        self.plan = plan
+        self.layer = layer
+        self.names: dict[SSAValue, str] = {}
+        self.taken: set[str] = set()
+        self.device: str | None = None
+
+    def local(self, value: SSAValue, hint: str | None) -> str:
+        name = py_ident(hint or value.name_hint or "v", LOCAL, self.taken)
+        self.names[value] = name
+        return name
+
+    def __getitem__(self, value: SSAValue) -> str:
+        return self.names[value]
+
+    def emit(self) -> _Forward:
+        forward = self.layer.forward
+        hints = [a.data for a in forward.arg_names.data] if forward.arg_names is not None else []
+        args = [self.local(a, hints[i] if i < len(hints) else None) for i, a in enumerate(forward.args)]
+        if args:
+            self.device = f"{args[0]}.device"
+        body: list[str] = []
+        for op in forward.body.block.ops:
+            if isinstance(op, t.ReturnOp):
+                body.append(self.return_line(op))
+                continue
+            handler = _HANDLERS.get(type(op))
+            if handler is None:
+                raise TdslError(f"the torch backend cannot emit '{_op_name(op)}'", loc_of(op))
+            expr = handler(self, op)
+            if expr is None:
+                continue
+            targets = [self.local(r, None) for r in op.results]
+            body.append(f"{', '.join(targets)} = {expr}" if targets else expr)
+        single = len(forward.function_type.outputs.data) == 1 and forward.return_op.names is None
+        return _Forward(tuple(args), " -> torch.Tensor" if single else "", tuple(body))
+
+    def return_line(self, op: t.ReturnOp) -> str:
+        values = [self[v] for v in op.values]
+        if op.names is not None:
+            items = ", ".join(f"{_literal(n.data)}: {v}" for n, v in zip(op.names.data, values))
+            return f"return {{{items}}}"
+        if not values:
+            return "return None"
+        return f"return {', '.join(values)}"
+
+    # ------------------------------------------------------------------ handlers
+
+    def get_param(self, op: t.GetParamOp) -> None:
+        self.names[op.output] = self.plan.member_expr(op.param.root_reference.data)
+
+    def call(self, op: t.CallOp) -> str:
+        return f"{self.plan.member_expr(op.callee.root_reference.data)}({', '.join(self[v] for v in op.inputs)})"
+
+    def constant(self, op: t.ConstantOp) -> str:
+        return _tensor_literal(op.value, op, self.device)
+
+    def linear(self, op: t.LinearOp) -> str:
+        bias = f", {self[op.bias]}" if op.bias is not None else ""
+        return f"F.linear({self[op.input]}, {self[op.weight]}{bias})"
+
+    def matmul(self, op: t.MatmulOp) -> str:
+        return f"torch.matmul({self[op.lhs]}, {self[op.rhs]})"
+
+    def ternary_matmul(self, op: t.TernaryMatmulOp) -> str:
+        x = self[op.input]
+        return f"F.linear({x}, _rt.ternary({self[op.weight]}).to({x}.dtype))"
+
+    def conv2d(self, op: t.Conv2dOp) -> str:
+        bias = self[op.bias] if op.bias is not None else "None"
+        return (f"F.conv2d({self[op.input]}, {self[op.weight]}, {bias}, stride={_pair(op.stride)}, "
+                f"padding={_pair(op.padding)}, dilation={_pair(op.dilation)}, groups={op.groups.value.data})")
+
+    def batch_norm(self, op: t.BatchNormOp) -> str:
+        operands = ", ".join(self[v] for v in (op.input, op.mean, op.var, op.weight, op.bias))
+        return (f"F.batch_norm({operands}, self.training, momentum={_literal(op.momentum.value.data)}, "
+                f"eps={_literal(op.eps.value.data)})")
+
+    def softmax(self, op: t.SoftmaxOp) -> str:
+        return f"F.softmax({self[op.input]}, dim={op.dim.value.data})"
+
+    def dropout(self, op: t.DropoutOp) -> str:
+        return f"F.dropout({self[op.input]}, {_literal(op.p.value.data)}, self.training)"
+
+    def pool(self, op: t.MaxPool2dOp | t.AvgPool2dOp) -> str:
+        fn = "F.max_pool2d" if isinstance(op, t.MaxPool2dOp) else "F.avg_pool2d"
+        return f"{fn}({self[op.input]}, {_pair(op.kernel)}, stride={_pair(op.stride)}, padding={_pair(op.padding)})"
+
+    def adaptive_avg_pool2d(self, op: t.AdaptiveAvgPool2dOp) -> str:
+        return f"F.adaptive_avg_pool2d({self[op.input]}, {_pair(op.output_size)})"
+
+    def flatten(self, op: t.FlattenOp) -> str:
+        return f"torch.flatten({self[op.input]}, {op.start_dim.value.data}, {op.end_dim.value.data})"
+
+    def reshape(self, op: t.ReshapeOp) -> str:
+        shape = [int(d) for d in op.shape.get_values()]
+        result = op.output.type
+        if isinstance(result, TensorType) and -1 not in shape:
+            # A dim the IR left dynamic (the batch) must stay dynamic at run time.
+            dynamic = [i for i, d in enumerate(result.get_shape()) if d == DYNAMIC_INDEX]
+            if len(dynamic) == 1 and len(shape) == len(result.get_shape()):
+                shape[dynamic[0]] = -1
+        return f"torch.reshape({self[op.input]}, {_literal(tuple(shape))})"
+
+
+def _tuple_of(idents: Sequence[str]) -> str:
+    """`(a, b)` / `(a,)` from identifiers (no quotes, unlike `_literal`)."""
+    return f"({idents[0]},)" if len(idents) == 1 else f"({', '.join(idents)})"
+
+
+def _pair(attr: DenseArrayBase) -> str:
+    return _literal(tuple(int(v) for v in attr.get_values()))
+
+
+def _unary(fn: str) -> Callable[[_ForwardEmitter, t.UnaryOp], str]:
+    return lambda emitter, op: f"{fn}({emitter[op.input]})"
+
+
+def _binary(symbol: str) -> Callable[[_ForwardEmitter, t.BinaryOp], str]:
+    return lambda emitter, op: f"{emitter[op.lhs]} {symbol} {emitter[op.rhs]}"
+
+
+_HANDLERS: dict[type[Operation], Callable] = {
+    t.GetParamOp: _ForwardEmitter.get_param,
+    t.CallOp: _ForwardEmitter.call,
+    t.ConstantOp: _ForwardEmitter.constant,
+    t.LinearOp: _ForwardEmitter.linear,
+    t.MatmulOp: _ForwardEmitter.matmul,
+    t.TernaryMatmulOp: _ForwardEmitter.ternary_matmul,
+    t.Conv2dOp: _ForwardEmitter.conv2d,
+    t.BatchNormOp: _ForwardEmitter.batch_norm,
+    t.ReluOp: _unary("F.relu"),
+    t.Relu6Op: _unary("F.relu6"),
+    t.GeluOp: _unary("F.gelu"),
+    t.SigmoidOp: _unary("torch.sigmoid"),
+    t.TanhOp: _unary("torch.tanh"),
+    t.SoftmaxOp: _ForwardEmitter.softmax,
+    t.DropoutOp: _ForwardEmitter.dropout,
+    t.AddOp: _binary("+"),
+    t.SubOp: _binary("-"),
+    t.MulOp: _binary("*"),
+    t.DivOp: _binary("/"),
+    t.MaxPool2dOp: _ForwardEmitter.pool,
+    t.AvgPool2dOp: _ForwardEmitter.pool,
+    t.AdaptiveAvgPool2dOp: _ForwardEmitter.adaptive_avg_pool2d,
+    t.FlattenOp: _ForwardEmitter.flatten,
+    t.ReshapeOp: _ForwardEmitter.reshape,
+}
+"""One row per op kind: the handler returns the right-hand side of the op's line (None: no line)."""
