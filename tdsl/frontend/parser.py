@@ -87,9 +87,11 @@ def parse_program(text: str, filename: str = "<input>") -> A.Program:
         raise _syntax_error(err, text, filename, parser) from None
     try:
         program = _ToAst(filename, text).transform(tree)
+        check_program(program)
     except VisitError as err:
         raise err.orig_exc from None
-    check_program(program)
+    except RecursionError:  # the tree walks recurse; the LALR parse itself does not
+        raise ParseError("program is nested too deeply", SourceLoc(filename, 1, 1)) from None
     return program
 
 
@@ -97,7 +99,7 @@ def parse_program_or_file(source_or_path: str, filename: str | None = None) -> A
     """Parse a `.tdsl`/`.tri` file if the argument names one, else treat it as source."""
     looks_like_path = "\n" not in source_or_path and source_or_path.endswith((".tdsl", ".tri"))
     if looks_like_path and os.path.isfile(source_or_path):
-        text = Path(source_or_path).read_text(encoding="utf-8")
+        text = Path(source_or_path).read_text(encoding="utf-8-sig")  # drop a BOM
         return parse_program(text, filename or source_or_path)
     return parse_program(source_or_path, filename or "<input>")
 

@@ -68,6 +68,11 @@ def test_render(source: str, rendered: str) -> None:
     assert str(info.value) == rendered
 
 
+def test_deep_nesting_is_a_parse_error() -> None:
+    with pytest.raises(ParseError, match="nested too deeply"):
+        parse_program("let x = " + "-(" * 5000 + "1" + ")" * 5000)
+
+
 SOURCE = """\
 layer Block(cin: int, cout: int = 4,) {
     @buffer let mean: Tensor[float32, cout] = zeros([cout])

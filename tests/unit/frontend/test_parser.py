@@ -340,7 +340,7 @@ layer BasicBlock(cin: int, cout: int, stride: int = 1) {
 
 def test_parse_program_or_file(tmp_path) -> None:
     path = tmp_path / "net.tri"
-    path.write_text(ORIGINAL_PROGRAM, encoding="utf-8")
+    path.write_text("\ufeff" + ORIGINAL_PROGRAM, encoding="utf-8")  # with a BOM
     from_file = parse_program_or_file(str(path))
     assert from_file.file == str(path) and from_file.body[3].loc == loc(6, 1, str(path))
     from_text = parse_program_or_file("let x: trit = 1", filename="t.tdsl")
