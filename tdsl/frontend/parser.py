@@ -28,14 +28,12 @@ _GRAMMAR = Path(__file__).with_name("grammar.lark")
 _STMT_KEYWORDS = frozenset({"LET", "FN", "LAYER", "RETURN", "IF", "FOR"})
 # After these (or at the start) a statement keyword needs no inserted separator.
 _SEPARATED = frozenset({None, "_NL", "SEMICOLON", "LBRACE", "ELSE"})
-# A newline before these does not end the statement (`}` / `else {` and Allman braces).
-_CONTINUES_LINE = frozenset({"ELSE", "LBRACE"})
 
 
 class _StatementSeparators:
     """Post-lexer that turns layout into the separators the grammar requires.
 
-    Drops newlines inside () and [] and before `else`/`{`; inserts a virtual `_VSEP`
+    Drops newlines inside () and [], before `{` and between `}` and `else`; inserts a virtual `_VSEP`
     after a `}` (a block statement needs no newline after it) and before a statement
     keyword that follows other tokens on the same line. A `_VSEP` borrows the text and
     position of the token it precedes, so an error on it names that token.
@@ -52,7 +50,9 @@ class _StatementSeparators:
                 if depth == 0 and newline is None:
                     newline = tok
                 continue
-            if newline is not None and tok.type not in _CONTINUES_LINE:
+            # `}` newline `else`, and Allman braces: the newline does not end a statement.
+            continues = tok.type == "LBRACE" or (tok.type == "ELSE" and prev == "RBRACE")
+            if newline is not None and not continues:
                 yield newline
                 prev = "_NL"
             newline = None
@@ -74,7 +74,8 @@ class _StatementSeparators:
 def _lark() -> Lark:
     """The parser, built once per process (building the LALR tables is the slow part)."""
     return Lark(_GRAMMAR.read_text(encoding="utf-8"), parser="lalr", lexer="basic",
-                propagate_positions=True, postlex=_StatementSeparators())
+                propagate_positions=True, maybe_placeholders=True,
+                postlex=_StatementSeparators())
 
 
 def parse_program(text: str, filename: str = "<input>") -> A.Program:

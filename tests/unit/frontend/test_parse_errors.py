@@ -23,6 +23,7 @@ ERRORS = [
     ("for i range(3) { }", 1, 7, "unexpected 'range', expected 'in'"),
     ("@buffer x = 1", 1, 9, "unexpected 'x', expected 'let'"),
     ("else { }", 1, 1, "unexpected 'else', expected a statement"),
+    ("let x = 1\nelse { }", 2, 1, "unexpected 'else', expected a statement"),
     ("layer { }", 1, 7, "unexpected '{', expected a name"),
     ("let x = [...]", 1, 9, "'...' in a list must follow at least one element"),
     ("f(a) = 3", 1, 1, "can only assign to a name or an element `x[i]`"),
