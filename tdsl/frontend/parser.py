@@ -72,7 +72,12 @@ class _StatementSeparators:
 
 @functools.cache
 def _lark() -> Lark:
-    """The parser, built once per process (building the LALR tables is the slow part)."""
+    """The parser, built once per process (building the LALR tables is the slow part).
+
+    The lexer is the basic one: the post-lexer holds a newline until it sees the next
+    token, which a contextual lexer would lex in a stale parser state, and no two
+    terminals here need the parser state to tell them apart.
+    """
     return Lark(_GRAMMAR.read_text(encoding="utf-8"), parser="lalr", lexer="basic",
                 propagate_positions=True, maybe_placeholders=True,
                 postlex=_StatementSeparators())
