@@ -295,3 +295,86 @@ def test_batch_stays_dynamic() -> None:
     model, _ = build(MLP)
     assert model(torch.randn(1, 8)).shape == (1, 4)
     assert model(torch.randn(7, 8)).shape == (7, 4)
+
+
+HOSTILE = r"""
+builtin.module attributes {tdsl.entry = @"__import__", tdsl.source = "evil\"\"\"\nimport os"} {
+  tdsl.layer @class layer "class" params {self = 8 : i64, lambda = 4 : i64, "a.b" = "x'\"\n"} {
+    tdsl.param @forward : tensor<4x8xf32> {init = "kaiming_uniform", kind = "param"}
+    tdsl.param @training : tensor<4xf32> {init = "randn", kind = "buffer"}
+    tdsl.param @parameters : tensor<4xf32> {init = "uniform", init_args = {bound = 5.0e-01 : f64}, kind = "param"}
+    tdsl.forward (%self : tensor<?x8xf32>) -> tensor<?x4xf32> attributes {arg_names = ["lambda"]} {
+      %torch = tdsl.get_param @forward : tensor<4x8xf32>
+      %F = tdsl.get_param @parameters : tensor<4xf32>
+      %nn = tdsl.linear %self, %torch, %F : (tensor<?x8xf32>, tensor<4x8xf32>, tensor<4xf32>) -> tensor<?x4xf32>
+      %print = tdsl.get_param @training : tensor<4xf32>
+      %super = tdsl.add %nn, %print : (tensor<?x4xf32>, tensor<4xf32>) -> tensor<?x4xf32>
+      tdsl.return %super : tensor<?x4xf32>
+    }
+  } loc("evil\"\"\"\nimport os":2:3)
+  tdsl.layer @torch layer "torch" params {} {
+    tdsl.instance @print = @class
+    tdsl.instance @F = @class
+    tdsl.instance @self = @class
+    tdsl.forward (%x : tensor<?x8xf32>) -> tensor<?x4xf32> {
+      %a = tdsl.call @print(%x) : (tensor<?x8xf32>) -> tensor<?x4xf32>
+      %b = tdsl.call @F(%x) : (tensor<?x8xf32>) -> tensor<?x4xf32>
+      %c = tdsl.call @self(%x) : (tensor<?x8xf32>) -> tensor<?x4xf32>
+      %d = tdsl.mul %a, %b : (tensor<?x4xf32>, tensor<?x4xf32>) -> tensor<?x4xf32>
+      %e = tdsl.sub %d, %c : (tensor<?x4xf32>, tensor<?x4xf32>) -> tensor<?x4xf32>
+      tdsl.return %e : tensor<?x4xf32>
+    }
+  }
+  tdsl.layer @"__import__" layer "__import__" params {} {
+    tdsl.instance @nn = @torch
+    tdsl.instance @forward = @class
+    tdsl.instance @"lambda.0" = @class
+    tdsl.instance @"lambda.1" = @class
+    tdsl.instance @super = @class
+    tdsl.forward (%x : tensor<?x8xf32>) -> tensor<?x4xf32> {
+      %a = tdsl.call @nn(%x) : (tensor<?x8xf32>) -> tensor<?x4xf32>
+      %b = tdsl.call @forward(%x) : (tensor<?x8xf32>) -> tensor<?x4xf32>
+      %c = tdsl.call @"lambda.1"(%x) : (tensor<?x8xf32>) -> tensor<?x4xf32>
+      %d = tdsl.call @super(%x) : (tensor<?x8xf32>) -> tensor<?x4xf32>
+      %s = tdsl.add %a, %b : (tensor<?x4xf32>, tensor<?x4xf32>) -> tensor<?x4xf32>
+      %t = tdsl.div %s, %c : (tensor<?x4xf32>, tensor<?x4xf32>) -> tensor<?x4xf32>
+      %u = tdsl.add %t, %d : (tensor<?x4xf32>, tensor<?x4xf32>) -> tensor<?x4xf32>
+      tdsl.return %u : tensor<?x4xf32>
+    }
+  }
+}
+"""
+
+
+def test_hostile_names_compile_run_and_match() -> None:
+    model, source = build(HOSTILE)
+    # Nothing from the source name or a string parameter escapes its literal.
+    assert not any(line.startswith("import os") for line in source.splitlines())
+    loaded = load_source(source, "hostile")
+    assert set(loaded.LAYERS) == {"class", "torch", "__import__"}
+    assert loaded.LAYERS["class"].__name__ == "class_"
+    assert loaded.LAYERS["torch"].__name__ == "torch_"
+    assert loaded.LAYERS["__import__"].__name__ == "__import___"
+    assert "__import__" not in vars(loaded) and loaded.torch is torch
+    assert loaded.class_._SPECS == {(8, 4, "x'\"\n"): 0}
+    sd = model.state_dict()
+    leaf = ["forward_", "parameters_", "training_"]
+    expected = [f"nn.{inst}.{k}" for inst in ("print", "F", "self") for k in leaf]
+    expected += [f"{inst}.{k}" for inst in ("forward_", "lambda_.0", "lambda_.1", "super") for k in leaf]
+    assert sorted(sd) == sorted(expected)
+    assert model.training is True and callable(model.forward) and callable(model.parameters)
+
+    def cls(p: str, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, sd[p + "forward_"], sd[p + "parameters_"]) + sd[p + "training_"]
+
+    x = torch.randn(3, 8)
+    inner = cls("nn.print.", x) * cls("nn.F.", x) - cls("nn.self.", x)
+    expected_y = (inner + cls("forward_.", x)) / cls("lambda_.1.", x) + cls("super.", x)
+    torch.testing.assert_close(model(x), expected_y)
+    assert len(list(model.parameters())) == 3 * 2 + 4 * 2
+
+
+def test_hostile_source_name_stays_inside_literals() -> None:
+    source = emit_module(parse(HOSTILE))
+    compile(source, "<test>", "exec")
+    assert "'DSL layer `class` (evil\"\"\"\\nimport os:2:3).'" in source
