@@ -68,8 +68,8 @@ def _check_trit(expr: A.Expr) -> None:
 
 
 def _check_ternary_literal(node: A.TernaryLiteral) -> None:
-    if all(isinstance(d, A.IntLit) for d in node.shape):
-        dims = [d.value for d in node.shape]  # type: ignore[union-attr]
+    dims = [d.value for d in node.shape if isinstance(d, A.IntLit)]
+    if len(dims) == len(node.shape):  # the shape is all integer literals
         count = math.prod(dims)
         if len(node.values) != count:
             shape = ", ".join(map(str, dims))
