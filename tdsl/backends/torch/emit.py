@@ -419,8 +419,8 @@ class _ClassEmitter:
 def _init_lines(op: t.ParamOp, target: str, shape: tuple[int, ...]) -> list[str]:
     """Statements that initialise `target` per the param's `init` (torch's defaults where named)."""
     init = op.init.data
-    args = {k: _py_value(v, op) for k, v in op.init_args.data.items()} if op.init_args is not None else {}
-    fan_in = args.get("fan_in")
+    args = dict(op.init_args.data) if op.init_args is not None else {}
+    fan_in = _py_value(args["fan_in"], op) if "fan_in" in args else None
     if init == "kaiming_uniform":
         if len(shape) >= 2 and fan_in in (None, math.prod(shape[1:])):
             return [f"nn.init.kaiming_uniform_({target}, a=math.sqrt(5))"]
@@ -431,7 +431,7 @@ def _init_lines(op: t.ParamOp, target: str, shape: tuple[int, ...]) -> list[str]
             loc_of(op),
         )
     if init == "uniform":
-        bound = args.get("bound")
+        bound = _py_value(args["bound"], op) if "bound" in args else None
         if isinstance(bound, int | float) and not isinstance(bound, bool):
             return [f"nn.init.uniform_({target}, {_literal(-float(bound))}, {_literal(float(bound))})"]
         if isinstance(fan_in, int) and fan_in > 0:
@@ -442,7 +442,7 @@ def _init_lines(op: t.ParamOp, target: str, shape: tuple[int, ...]) -> list[str]
     if init in simple:
         return [f"{simple[init]}({target})"]
     if init == "constant":
-        value = op.init_args.data.get("value") if op.init_args is not None else None
+        value = args.get("value")
         if isinstance(value, DenseIntOrFPElementsAttr):
             return ["with torch.no_grad():", f"    {target}.copy_({_tensor_literal(value, op)}.reshape({_literal(shape)}))"]
         if isinstance(value, IntegerAttr | FloatAttr):

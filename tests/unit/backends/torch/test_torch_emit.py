@@ -378,3 +378,123 @@ def test_hostile_source_name_stays_inside_literals() -> None:
     source = emit_module(parse(HOSTILE))
     compile(source, "<test>", "exec")
     assert "'DSL layer `class` (evil\"\"\"\\nimport os:2:3).'" in source
+
+
+OPS = """
+builtin.module attributes {tdsl.entry = @Ops} {
+  tdsl.layer @Ops layer "Ops" params {} {
+    tdsl.param @w2 : tensor<4x5xf32> {init = "randn", kind = "param"}
+    tdsl.param @tw : tensor<5x6xf32> {init = "randn", kind = "param"}
+    tdsl.forward (%x : tensor<?x3x8x8xf32>, %v : tensor<?x6xf32>) -> (tensor<?x3x5xf32>, tensor<?x5xf32>, tensor<3xi2>) {
+      %mp = tdsl.max_pool2d %x {kernel = array<i64: 2, 2>, stride = array<i64: 2, 2>, padding = array<i64: 0, 0>} : tensor<?x3x8x8xf32> -> tensor<?x3x4x4xf32>
+      %ap = tdsl.avg_pool2d %mp {kernel = array<i64: 3, 3>, stride = array<i64: 1, 1>, padding = array<i64: 1, 1>} : tensor<?x3x4x4xf32> -> tensor<?x3x4x4xf32>
+      %aa = tdsl.adaptive_avg_pool2d %ap {output_size = array<i64: 2, 2>} : tensor<?x3x4x4xf32> -> tensor<?x3x2x2xf32>
+      %fl = tdsl.flatten %aa {start_dim = 1 : i64, end_dim = -1 : i64} : tensor<?x3x2x2xf32> -> tensor<?x12xf32>
+      %g = tdsl.gelu %fl : tensor<?x12xf32> -> tensor<?x12xf32>
+      %rs = tdsl.reshape %g {shape = array<i64: -1, 3, 4>} : tensor<?x12xf32> -> tensor<?x3x4xf32>
+      %w2 = tdsl.get_param @w2 : tensor<4x5xf32>
+      %mm = tdsl.matmul %rs, %w2 : (tensor<?x3x4xf32>, tensor<4x5xf32>) -> tensor<?x3x5xf32>
+      %sg = tdsl.sigmoid %mm : tensor<?x3x5xf32> -> tensor<?x3x5xf32>
+      %th = tdsl.tanh %sg : tensor<?x3x5xf32> -> tensor<?x3x5xf32>
+      %sm = tdsl.softmax %th {dim = -1 : i64} : tensor<?x3x5xf32> -> tensor<?x3x5xf32>
+      %dr = tdsl.dropout %sm {p = 5.0e-01 : f64} : tensor<?x3x5xf32> -> tensor<?x3x5xf32>
+      %tw = tdsl.get_param @tw : tensor<5x6xf32>
+      %tm = tdsl.ternary_matmul %v, %tw : (tensor<?x6xf32>, tensor<5x6xf32>) -> tensor<?x5xf32>
+      %k = tdsl.constant dense<[1.5, -2.0, 0.0, 3.0, 4.0]> : tensor<5xf32>
+      %r6 = tdsl.relu6 %tm : tensor<?x5xf32> -> tensor<?x5xf32>
+      %y = tdsl.add %r6, %k : (tensor<?x5xf32>, tensor<5xf32>) -> tensor<?x5xf32>
+      %t = tdsl.constant dense<[1, 0, -1]> : tensor<3xi2>
+      tdsl.return %dr, %y, %t : tensor<?x3x5xf32>, tensor<?x5xf32>, tensor<3xi2> {names = ["probs", "tern", "trits"]}
+    }
+  }
+}
+"""
+
+
+def test_every_value_op_matches_torch() -> None:
+    model, source = build(OPS)
+    assert "_rt.ternary(self.tw).to(v.dtype)" in source
+    assert "torch.reshape(g, (-1, 3, 4))" in source
+    model.eval()
+    sd = model.state_dict()
+    x, v = torch.randn(2, 3, 8, 8), torch.randn(2, 6, requires_grad=True)
+    out = model(x, v)
+    assert list(out) == ["probs", "tern", "trits"]
+    h = F.adaptive_avg_pool2d(F.avg_pool2d(F.max_pool2d(x, 2), 3, 1, 1), 2)
+    h = F.gelu(torch.flatten(h, 1)).reshape(-1, 3, 4)
+    probs = torch.softmax(torch.tanh(torch.sigmoid(h @ sd["w2"])), dim=-1)
+    torch.testing.assert_close(out["probs"], probs)
+    t = sd["tw"].round().clamp(-1, 1)
+    tern = F.relu6(v @ t.T) + torch.tensor([1.5, -2.0, 0.0, 3.0, 4.0])
+    torch.testing.assert_close(out["tern"], tern)
+    assert out["trits"].dtype == torch.int8 and out["trits"].tolist() == [1, 0, -1]
+    # Straight-through estimator: d/dW of the ternarised product is the plain linear gradient.
+    g = torch.randn(2, 5)
+    mask = ((v @ t.T) > 0) & ((v @ t.T) < 6)
+    expected_grad = (g * mask).T @ v.detach()
+    torch.testing.assert_close(torch.autograd.grad((out["tern"] * g).sum(), model.tw)[0], expected_grad)
+
+
+def test_dropout_follows_training_mode() -> None:
+    model, _ = build(OPS)
+    x, v = torch.randn(64, 3, 8, 8), torch.randn(64, 6)
+    model.train()
+    dropped = model(x, v)["probs"]
+    assert (dropped == 0).any()
+    model.eval()
+    assert not (model(x, v)["probs"] == 0).any()
+
+
+INITS = """
+builtin.module attributes {tdsl.entry = @Inits} {
+  tdsl.layer @Inits layer "Inits" params {} {
+    tdsl.param @tern : tensor<32x32xf32> {init = "random_ternary", kind = "param", precision = "ternary"}
+    tdsl.param @z : tensor<3xf32> {init = "zeros", kind = "param"}
+    tdsl.param @o : tensor<3xf16> {init = "ones", kind = "buffer"}
+    tdsl.param @n : tensor<64x64xf16> {init = "randn", kind = "param"}
+    tdsl.param @trits : tensor<2x2xi2> {init = "constant", kind = "buffer", init_args = {value = dense<[[1, 0], [-1, 1]]> : tensor<2x2xi2>}}
+    tdsl.param @c : tensor<2xf32> {init = "constant", kind = "param", init_args = {value = 2.5e-01 : f64}}
+    tdsl.param @k1 : tensor<1000xf32> {init = "kaiming_uniform", kind = "param", init_args = {fan_in = 16 : i64}}
+    tdsl.param @u : tensor<1000xf32> {init = "uniform", kind = "param", init_args = {fan_in = 4 : i64}}
+    tdsl.forward (%x : tensor<?x3xf32>) -> tensor<?x3xf32> {
+      %z = tdsl.get_param @z : tensor<3xf32>
+      %y = tdsl.add %x, %z : (tensor<?x3xf32>, tensor<3xf32>) -> tensor<?x3xf32>
+      tdsl.return %y : tensor<?x3xf32>
+    }
+  }
+}
+"""
+
+
+def test_initialisers_and_dtypes() -> None:
+    model, _ = build(INITS)
+    assert set(model.tern.unique().tolist()) == {-1.0, 0.0, 1.0}
+    assert model.z.dtype == torch.float32 and model.z.eq(0).all()
+    assert model.o.dtype == torch.float16 and model.o.eq(1).all() and "o" in dict(model.named_buffers())
+    assert model.n.dtype == torch.float16 and 0.8 < model.n.float().std() < 1.2
+    assert model.trits.dtype == torch.int8 and model.trits.tolist() == [[1, 0], [-1, 1]]
+    assert model.c.tolist() == [0.25, 0.25]
+    assert model.k1.abs().max() <= 0.25 and model.k1.abs().max() > 0.2
+    assert model.u.abs().max() <= 0.5 and model.u.abs().max() > 0.45
+    assert [n for n, _ in model.named_parameters()] == ["tern", "z", "n", "c", "k1", "u"]
+
+
+def test_uniform_without_bound_is_a_located_error() -> None:
+    text = INITS.replace('init_args = {fan_in = 4 : i64}}', '}')
+    text = text.replace('tdsl.param @u : tensor<1000xf32> {init = "uniform", kind = "param", }',
+                        'tdsl.param @u : tensor<1000xf32> {init = "uniform", kind = "param"} loc("i.tdsl":4:5)')
+    with pytest.raises(TdslError, match="uniform init of 'u' needs init_args bound or fan_in") as info:
+        emit_module(parse(text))
+    assert info.value.loc == SourceLoc("i.tdsl", 4, 5)
+
+
+def test_module_list_keeps_indices_when_an_instance_was_removed() -> None:
+    text = MLP.replace("tdsl.instance @fc = @Linear",
+                       'tdsl.instance @"fc.0" = @Linear\n    tdsl.instance @"fc.2" = @Linear')
+    text = text.replace("tdsl.call @fc(%x)", 'tdsl.call @"fc.2"(%x)')
+    model, _ = build(text)
+    assert list(model.state_dict()) == ["fc.0.weight", "fc.0.bias", "fc.2.weight", "fc.2.bias"]
+    assert isinstance(model.fc[1], torch.nn.Identity)
+    sd = model.state_dict()
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(model(x), F.relu(F.linear(x, sd["fc.2.weight"], sd["fc.2.bias"])))
