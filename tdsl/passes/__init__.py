@@ -1,1 +1,48 @@
 """Pass registry: every pass is an xDSL ModulePass registered here by its flag name."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from xdsl.passes import ModulePass, PassPipeline
+from xdsl.utils.exceptions import ArgSpecParseError
+
+from tdsl.errors import PassError
+
+
+def _shape_infer() -> type[ModulePass]:
+    from tdsl.passes.shape_infer import ShapeInferPass
+
+    return ShapeInferPass
+
+
+def _canonicalize() -> type[ModulePass]:
+    from tdsl.passes.canonicalize import CanonicalizePass
+
+    return CanonicalizePass
+
+
+PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "shape-infer": _shape_infer,
+    "canonicalize": _canonicalize,
+}
+
+DEFAULT_PIPELINE = "shape-infer,canonicalize"
+
+PipelineCallback = Callable[[ModulePass | None, object, ModulePass | None], None]
+
+
+def parse_pipeline(spec: str, callback: PipelineCallback | None = None) -> PassPipeline:
+    """Parse `name{opt=val ...},name2` into a pipeline; a bad spec raises `PassError`."""
+    try:
+        return PassPipeline.parse_spec(PASSES, spec, callback)  # type: ignore[arg-type]
+    except ValueError as e:
+        hint = ""
+        if str(e).startswith("Unrecognized passes"):
+            hint = f" (available: {', '.join(PASSES)})"
+        raise PassError(f"invalid pass pipeline '{spec}': {e}{hint}") from None
+    except ArgSpecParseError as e:  # derives from BaseException, not Exception
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        where = re.search(r"pass-pipeline:\d+:(\d+)", str(e))
+        at = f" at column {where.group(1)}" if where else ""
+        raise PassError(f"invalid pass pipeline '{spec}'{at}: {lines[-1] if lines else e}") from None

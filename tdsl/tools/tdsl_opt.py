@@ -1,0 +1,254 @@
+"""`tdsl-opt`: run tdsl passes over DSL source or IR and print IR or emitted code.
+
+A thin layer over xDSL's `xDSLOptMain` that registers tdsl's dialects, passes and
+frontends, and turns every user error into one `file:line:col: error: ...` diagnostic.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from io import StringIO
+from typing import IO
+
+from xdsl.dialects.builtin import Builtin, ModuleOp
+from xdsl.dialects.func import Func
+from xdsl.passes import ModulePass, PassPipeline
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError, VerifyException
+from xdsl.xdsl_opt_main import xDSLOptMain
+
+from tdsl.dialects.locations import loc_of
+from tdsl.dialects.tdsl import TDSL
+from tdsl.errors import TdslError, register_source
+from tdsl.passes import PASSES, parse_pipeline
+
+EMITS = ("mlir", "generic", "torch")
+
+
+class InputError(TdslError):
+    """A problem with the command line or the input file itself."""
+
+
+def verify_module(module: ModuleOp) -> None:
+    """Verify, reporting the first failing op at its location as a `TdslError`."""
+    try:
+        module.verify()
+    except VerifyException as whole:
+        for op in module.walk():
+            try:
+                op.verify(verify_nested_ops=False)
+            except VerifyException as e:
+                raise TdslError(first_line(e), loc_of(op)) from None
+        raise TdslError(first_line(whole), loc_of(module)) from None
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def parse_error_text(e: ParseError) -> str:
+    """`file:line:col: error: msg`, the source line and carets under the span."""
+    span = e.span
+    where = span.get_location()
+    content = span.input.content
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "replace")
+    line_start = content.rfind("\n", 0, span.start) + 1
+    line_end = content.find("\n", span.start)
+    line = content[line_start: len(content) if line_end < 0 else line_end].rstrip("\r")
+    width = max(1, min(span.end, len(line) + line_start) - span.start)
+    caret = " " * (span.start - line_start) + "^" * width
+    return f"{where.file}:{where.line}:{where.col}: error: {e.msg}\n{line}\n{caret}"
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """`k=v` with v an int, float, `true`/`false` or a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise InputError(f"--param expects NAME=VALUE, but got '{text}'")
+    value: object = raw
+    if raw in ("true", "false"):
+        value = raw == "true"
+    else:
+        for convert in (int, float):
+            try:
+                value = convert(raw)
+                break
+            except ValueError:
+                pass
+    return key, value
+
+
+def pass_help() -> str:
+    """One line per pass: name, docstring summary, then its options."""
+    lines = ["passes:"]
+    for name, factory in PASSES.items():
+        cls = factory()
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        lines.append(f"  {name:<16} {summary}")
+        for f in dataclasses.fields(cls):
+            default = "" if f.default is dataclasses.MISSING else f" (default {f.default})"
+            lines.append(f"  {'':<16}   {f.name.replace('_', '-')}: {f.type}{default}")
+    return "\n".join(lines)
+
+
+class TdslOptMain(xDSLOptMain):
+    """xdsl-opt with tdsl's dialects, passes, `.tdsl`/`.tri` frontends and clean errors."""
+
+    version_format = "tdsl-opt (xDSL {xdsl_version})"
+
+    def register_all_dialects(self) -> None:
+        for dialect in (Builtin, Func, TDSL):
+            self.ctx.register_dialect(dialect.name, lambda d=dialect: d)
+
+    def register_all_passes(self) -> None:
+        for name, factory in PASSES.items():
+            self.register_pass(name, factory)
+
+    def register_all_frontends(self) -> None:
+        super().register_all_frontends()
+        self.available_frontends["tdsl"] = self.parse_dsl
+        self.available_frontends["tri"] = self.parse_dsl
+
+    def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
+        super().register_all_arguments(arg_parser)
+        arg_parser.prog = "tdsl-opt"
+        arg_parser.description = "Run tdsl passes over DSL source (.tdsl, .tri) or IR (.mlir)."
+        arg_parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        arg_parser.epilog = pass_help()
+        for action in arg_parser._actions:  # the inherited help joins all pass names on one line
+            if action.dest == "passes":
+                action.help = "pass pipeline, e.g. 'shape-infer,canonicalize' (passes are listed below)"
+        arg_parser.add_argument("--emit", choices=EMITS, default="mlir",
+                                help="output: custom IR (mlir), generic IR, or PyTorch source (torch)")
+        arg_parser.add_argument("--print-ir-after-all", action="store_true",
+                                help="print the IR to stderr after each pass")
+        arg_parser.add_argument("--entry", help="entry layer of a DSL program (default: the program's own)")
+        arg_parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                                help="set a parameter of the entry layer (repeatable)")
+
+    def setup_pipeline(self) -> None:
+        def callback(prev: ModulePass | None, module: ModuleOp, _next: ModulePass | None) -> None:
+            if prev is None:
+                return  # run() verified the input already
+            if not self.args.disable_verify:
+                verify_module(module)
+            if self.args.print_ir_after_all:
+                print(f"// -----// IR after {prev.name} //----- //", file=sys.stderr)
+                Printer(stream=sys.stderr, print_debuginfo=self.args.print_debuginfo).print_op(module)
+                print(file=sys.stderr)
+
+        self.pipeline: PassPipeline = parse_pipeline(self.args.passes, callback)
+
+    def parse_dsl(self, io: IO[bytes]) -> ModuleOp:
+        from tdsl.frontend.irgen import build_module
+
+        text = io.read().decode("utf-8")
+        params = dict(parse_param(p) for p in self.args.param)
+        return build_module(text, self.get_input_name(), entry=self.args.entry, params=params or None)
+
+    def output_resulting_program(self, prog: ModuleOp) -> str:
+        if self.args.emit == "torch":
+            from tdsl.backends.torch.emit import emit_module
+
+            return emit_module(prog)
+        out = StringIO()
+        generic = self.args.print_op_generic or self.args.emit == "generic"
+        Printer(stream=out, print_generic_format=generic, print_debuginfo=self.args.print_debuginfo).print_op(prog)
+        out.write("\n")
+        return out.getvalue()
+
+    def run(self) -> None:
+        """Parse, verify, run the pipeline and print each input chunk; write `-o` atomically."""
+        if self.args.param and self.args.input_file and not self.args.input_file.endswith((".tdsl", ".tri")):
+            raise InputError("--param applies to DSL input (.tdsl, .tri) only")
+        chunks, extension = self.prepare_input()
+        out = StringIO()
+        for i, (chunk, offset) in enumerate(chunks):
+            if i > 0:
+                out.write("// -----\n")
+            try:
+                data = chunk.read()
+                register_source(self.get_input_name(), data.decode("utf-8", "replace"))
+                module = self.parse_chunk(_Rewound(data), extension, offset)
+                assert module is not None
+                if not self.args.disable_verify:
+                    verify_module(module)
+                self.apply_passes(module)
+                out.write(self.output_resulting_program(module))
+            except ParseError as e:
+                e.span = dataclasses.replace(e.span, line_offset=offset)
+                if not self.args.verify_diagnostics:
+                    raise
+                out.write(parse_error_text(e) + "\n")
+            except (TdslError, DiagnosticException) as e:
+                if not self.args.verify_diagnostics:
+                    raise
+                out.write(render(e, self.get_input_name()) + "\n")
+            finally:
+                chunk.close()
+        write_output(out.getvalue(), self.args.output_file)
+
+
+class _Rewound(StringIO):
+    """The bytes of a chunk, readable again by a frontend."""
+
+    def __init__(self, data: bytes):
+        super().__init__()
+        self.data = data
+
+    def read(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        return self.data
+
+
+def write_output(text: str, path: str | None) -> None:
+    """Print to stdout, or write `path` through a temp file renamed on success."""
+    if path is None:
+        sys.stdout.write(text)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tdsl-opt-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def render(e: BaseException, input_name: str) -> str:
+    """The one diagnostic printed for a user error."""
+    if isinstance(e, TdslError):
+        return e.render() if e.loc is not None else f"{input_name}: {e.render()}"
+    if isinstance(e, ParseError):
+        return parse_error_text(e)
+    if isinstance(e, DiagnosticException):
+        return f"{input_name}: error: {first_line(e)}"
+    return f"tdsl-opt: error: {first_line(e)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    input_name = "tdsl-opt"
+    try:
+        tool = TdslOptMain(args=argv)
+        input_name = tool.get_input_name()
+        tool.run()
+    except SystemExit as e:  # argparse: --help exits 0, a usage error 2
+        return 0 if e.code in (0, None) else 1
+    except (TdslError, ParseError, DiagnosticException) as e:
+        print(render(e, input_name), file=sys.stderr)
+        return 1
+    except (ValueError, OSError, ArgSpecParseError) as e:  # bad extension, missing file
+        print(f"tdsl-opt: error: {first_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The pass registry: names match, pipelines parse, bad pipelines are PassErrors."""
+from __future__ import annotations
+
+import pytest
+
+from tdsl.errors import PassError, TdslError
+from tdsl.passes import DEFAULT_PIPELINE, PASSES, parse_pipeline
+
+
+@pytest.mark.parametrize("key", sorted(PASSES))
+def test_key_is_pass_name(key: str) -> None:
+    assert PASSES[key]().name == key
+
+
+def test_default_pipeline_parses() -> None:
+    assert [p.name for p in parse_pipeline(DEFAULT_PIPELINE).passes] == ["shape-infer", "canonicalize"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nosuch", "invalid pass pipeline 'nosuch': Unrecognized passes: ['nosuch'] (available: shape-infer, canonicalize)"),
+    ("shape-infer{bogus=1}", "invalid pass pipeline 'shape-infer{bogus=1}': Provided arguments [\"bogus\"] not found"),
+    ("shape-infer{a=1,b=2", "invalid pass pipeline 'shape-infer{a=1,b=2' at column 18: Malformed pass arguments"),
+])
+def test_bad_pipeline_is_pass_error(spec: str, message: str) -> None:
+    with pytest.raises(PassError) as info:
+        parse_pipeline(spec)
+    assert info.value.message.startswith(message)
+    assert "\n" not in info.value.message
+
+
+def test_tdsl_error_from_a_pass_propagates_unchanged() -> None:
+    from xdsl.dialects.builtin import ModuleOp
+
+    from tdsl.dialects.context import make_context
+
+    with pytest.raises(PassError, match="shape-infer: module has no `tdsl.entry`") as info:
+        parse_pipeline("shape-infer").apply(make_context(), ModuleOp([]))
+    assert isinstance(info.value, TdslError)
