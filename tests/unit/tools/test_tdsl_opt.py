@@ -132,3 +132,19 @@ def test_help_lists_each_pass_on_its_own_line(capsys) -> None:
     assert any(line.split()[:2] == ["shape-infer", "Give"] for line in lines)
     assert any(line.split()[:2] == ["canonicalize", "Remove"] for line in lines)
     assert "--print-ir-after-all" in out and "--emit" in out
+
+
+MODELS = Path(__file__).resolve().parents[3] / "tdsl" / "models"
+
+
+def test_dsl_input_through_default_pipeline(capsys) -> None:
+    assert main([str(MODELS / "mlp.tdsl"), "-p", "shape-infer,canonicalize"]) == 0
+    out = capsys.readouterr().out
+    assert "tdsl.entry = @MLP" in out and "-> tensor<?x128xf32>" in out
+
+
+def test_bad_param_value_is_one_diagnostic(capsys) -> None:
+    assert main([str(MODELS / "mlp.tdsl"), "--param", "nonsense"]) == 1
+    err = capsys.readouterr().err
+    assert "--param expects NAME=VALUE, but got 'nonsense'" in err
+    no_traceback(err)
