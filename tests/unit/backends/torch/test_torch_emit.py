@@ -498,3 +498,12 @@ def test_module_list_keeps_indices_when_an_instance_was_removed() -> None:
     sd = model.state_dict()
     x = torch.randn(2, 8)
     torch.testing.assert_close(model(x), F.relu(F.linear(x, sd["fc.2.weight"], sd["fc.2.bias"])))
+
+
+def test_emitted_resnet_blocks_export() -> None:
+    model, _ = build(RESNET)
+    model.eval()
+    args = (torch.randn(2, 4, 8, 8), torch.randn(2, 4, 16, 16))
+    exported = torch.export.export(model, args)
+    for got, want in zip(exported.module()(*args), model(*args)):
+        torch.testing.assert_close(got, want)
