@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 from lark import Lark, logger
@@ -366,7 +365,8 @@ def test_parser_is_built_once() -> None:
     assert P._lark() is P._lark()
 
 
-def test_200_line_file_parses_fast() -> None:
+def test_200_line_file_parses() -> None:
+    """A long file of many layers parses into all of them (speed is measured in benchmarks/)."""
     block = """\
 layer Block{i}(cin: int, cout: int, stride: int = 1) {{
     let conv = Conv2d(cin, cout, kernel=3, stride=stride, padding=1, bias=false)
@@ -380,12 +380,5 @@ layer Block{i}(cin: int, cout: int, stride: int = 1) {{
 """
     text = "".join(block.format(i=i) for i in range(23))
     assert text.count("\n") >= 200
-    parse_program(text)  # warm: builds the parser
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        program = parse_program(text)
-        timings.append(time.perf_counter() - start)
-    elapsed = min(timings)
-    assert len(program.layers) == 23
-    assert elapsed < 0.1, f"parsing 200 lines took {elapsed * 1000:.0f} ms"
+    program = parse_program(text)
+    assert [layer.name for layer in program.layers] == [f"Block{i}" for i in range(23)]
