@@ -3,9 +3,10 @@
 DSL names are user text: a layer called `torch`, a weight called `class` or an instance
 called `blocks.0` must neither break the emitted module nor reach into its namespace.
 `py_ident` maps every name to an ASCII identifier that is not a keyword, not reserved in
-the namespace it lands in and not already taken there; it only appends `_` (after
-replacing characters that cannot appear in an identifier), so valid, unreserved DSL names
-stay as they are and state-dict keys equal the DSL names whenever they can.
+the namespace it lands in and not already taken there: it replaces characters that cannot
+appear in an identifier, appends `_` to a reserved name and `_2`, `_3`, … to a taken one,
+so valid, unreserved DSL names stay as they are and state-dict keys equal the DSL names
+whenever they can.
 """
 from __future__ import annotations
 
@@ -49,7 +50,13 @@ def py_ident(name: str, reserved: frozenset[str], taken: set[str]) -> str:
     ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
     if not ident or ident[0].isdigit():
         ident = "_" + ident
-    while _reserved(ident, reserved) or ident in taken:
+    while _reserved(ident, reserved):
         ident += "_"
+    base, n = ident, 1
+    while ident in taken:
+        n += 1
+        ident = f"{base}_{n}"
+        while _reserved(ident, reserved):
+            ident += "_"
     taken.add(ident)
     return ident

@@ -507,3 +507,10 @@ def test_emitted_resnet_blocks_export() -> None:
     exported = torch.export.export(model, args)
     for got, want in zip(exported.module()(*args), model(*args)):
         torch.testing.assert_close(got, want)
+
+
+def test_values_without_name_hints_get_numbered_locals() -> None:
+    text = MLP.replace("%y = tdsl.call", "%0 = tdsl.call").replace("tdsl.relu %y", "tdsl.relu %0")
+    text = text.replace("%r = tdsl.relu", "%1 = tdsl.relu").replace("tdsl.return %r", "tdsl.return %1")
+    source = emit_module(parse(text))
+    assert "        v = self.fc(x)\n        v_2 = F.relu(v)\n        return v_2\n" in source

@@ -44,8 +44,13 @@ def test_py_ident(name: str, reserved: frozenset[str], expected: str) -> None:
 def test_clashes_resolve_in_offer_order() -> None:
     taken: set[str] = set()
     idents = [py_ident(n, ATTRIBUTE, taken) for n in ("a.b", "a_b", "class", "class_", "a-b")]
-    assert idents == ["a_b", "a_b_", "class_", "class__", "a_b__"]
+    assert idents == ["a_b", "a_b_2", "class_", "class__2", "a_b_3"]
     assert taken == set(idents)
+
+
+def test_numbered_clash_that_is_reserved_gets_underscores() -> None:
+    taken = {"_forward"}
+    assert py_ident("_forward", ATTRIBUTE, taken) == "_forward_2_"
 
 
 @pytest.mark.parametrize("reserved", [ATTRIBUTE, GLOBAL, LOCAL])
