@@ -1,0 +1,6 @@
+"""The deployment runtime: packed ternary storage and the Numba kernels that read it.
+
+Everything under `tdsl.runtime` imports numpy and numba only, never torch, so a packaged
+model runs where torch is not installed. The packed layout is defined once, in
+`tdsl.runtime.packing` (and docs/PACKED_FORMAT.md).
+"""
