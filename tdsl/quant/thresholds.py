@@ -59,7 +59,10 @@ def check_options(method: str, target_sparsity: float | None, threshold: object)
     if method == "sparsity":
         if target_sparsity is None:
             raise TdslError("method 'sparsity' needs target_sparsity, a fraction in [0, 1)")
-        s = float(target_sparsity)
+        try:
+            s = float(target_sparsity)
+        except (TypeError, ValueError):
+            raise TdslError(f"target_sparsity must be a number in [0, 1), got {target_sparsity!r}") from None
         if not 0.0 <= s < 1.0:
             raise TdslError(f"target_sparsity must be in [0, 1), got {target_sparsity}")
     elif target_sparsity is not None:
@@ -73,7 +76,10 @@ def check_options(method: str, target_sparsity: float | None, threshold: object)
 
 def check_fixed_threshold(threshold: object, per_channel: bool, out: int) -> np.ndarray:
     """The user's Δ as float32 of shape () or [out]."""
-    d = np.asarray(threshold, dtype=np.float64)
+    try:
+        d = np.asarray(threshold, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TdslError(f"threshold must be a number or an array of numbers, got {threshold!r}") from None
     if not np.all(np.isfinite(d)):
         raise TdslError(f"threshold must be finite, got {threshold}")
     if np.any(d < 0):

@@ -146,6 +146,8 @@ def test_ternary_weight_is_a_plain_dataclass():
     ({"method": "sparsity"}, "method 'sparsity' needs target_sparsity"),
     ({"method": "sparsity", "target_sparsity": 1.0}, "target_sparsity must be in [0, 1), got 1.0"),
     ({"method": "sparsity", "target_sparsity": -0.1}, "target_sparsity must be in [0, 1), got -0.1"),
+    ({"method": "sparsity", "target_sparsity": "half"}, "target_sparsity must be a number in [0, 1), got 'half'"),
+    ({"method": "fixed", "threshold": "big"}, "threshold must be a number or an array of numbers, got 'big'"),
     ({"target_sparsity": 0.5}, "target_sparsity is only used by method 'sparsity', not 'twn'"),
     ({"method": "fixed"}, "method 'fixed' needs a threshold"),
     ({"method": "fixed", "threshold": -0.1}, "threshold must be non-negative, got -0.1"),
