@@ -24,4 +24,4 @@ def verify_module(module: ModuleOp) -> None:
             op.verify(verify_nested_ops=False)
         except VerifyException as e:
             raise TdslError(str(e).splitlines()[0], loc_of(op)) from None
-    raise TdslError(str(first).splitlines()[0])
+    raise TdslError(str(first).splitlines()[0], loc_of(module))

@@ -6,46 +6,16 @@ files are written to a temporary name and renamed, so a failure never leaves hal
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from tdsl.errors import TdslError
-
-
-def parse_param(text: str) -> tuple[str, Any]:
-    """`k=v` with v read as JSON when it parses (ints, floats, true/false, lists), else a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise TdslError(f"--param expects NAME=VALUE, got '{text}'")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
+from tdsl.tools.common import parse_param, write_atomic
 
 
 def params_from(args: argparse.Namespace) -> dict[str, Any]:
     return dict(parse_param(p) for p in (args.param or []))
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write via a temporary file in the same folder, renamed into place on success."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".",
-                               prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

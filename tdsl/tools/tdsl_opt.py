@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from io import StringIO
 from typing import IO
@@ -18,32 +16,21 @@ from xdsl.dialects.builtin import Builtin, ModuleOp
 from xdsl.dialects.func import Func
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.printer import Printer
-from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError, VerifyException
+from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from tdsl.dialects.locations import loc_of
 from tdsl.dialects.tdsl import TDSL
+from tdsl.dialects.tern import TERN
 from tdsl.errors import TdslError, register_source
 from tdsl.passes import PASSES, parse_pipeline
+from tdsl.tools.common import parse_param, write_atomic
+from tdsl.tools.diagnostics import verify_module
 
 EMITS = ("mlir", "generic", "torch")
 
 
 class InputError(TdslError):
     """A problem with the command line or the input file itself."""
-
-
-def verify_module(module: ModuleOp) -> None:
-    """Verify, reporting the first failing op at its location as a `TdslError`."""
-    try:
-        module.verify()
-    except VerifyException as whole:
-        for op in module.walk():
-            try:
-                op.verify(verify_nested_ops=False)
-            except VerifyException as e:
-                raise TdslError(first_line(e), loc_of(op)) from None
-        raise TdslError(first_line(whole), loc_of(module)) from None
 
 
 def first_line(e: BaseException) -> str:
@@ -66,24 +53,6 @@ def parse_error_text(e: ParseError) -> str:
     return f"{where.file}:{where.line}:{where.col}: error: {e.msg}\n{line}\n{caret}"
 
 
-def parse_param(text: str) -> tuple[str, object]:
-    """`k=v` with v an int, float, `true`/`false` or a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise InputError(f"--param expects NAME=VALUE, but got '{text}'")
-    value: object = raw
-    if raw in ("true", "false"):
-        value = raw == "true"
-    else:
-        for convert in (int, float):
-            try:
-                value = convert(raw)
-                break
-            except ValueError:
-                pass
-    return key, value
-
-
 def pass_help() -> str:
     """One line per pass: name, docstring summary, then its options."""
     lines = ["passes:"]
@@ -103,7 +72,7 @@ class TdslOptMain(xDSLOptMain):
     version_format = "tdsl-opt (xDSL {xdsl_version})"
 
     def register_all_dialects(self) -> None:
-        for dialect in (Builtin, Func, TDSL):
+        for dialect in (Builtin, Func, TDSL, TERN):
             self.ctx.register_dialect(dialect.name, lambda d=dialect: d)
 
     def register_all_passes(self) -> None:
@@ -210,16 +179,8 @@ def write_output(text: str, path: str | None) -> None:
     """Print to stdout, or write `path` through a temp file renamed on success."""
     if path is None:
         sys.stdout.write(text)
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tdsl-opt-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    else:
+        write_atomic(path, text)
 
 
 def render(e: BaseException, input_name: str) -> str:
