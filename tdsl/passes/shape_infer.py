@@ -36,11 +36,12 @@ def retype(value: SSAValue, new_type: Attribute) -> SSAValue:
 def accepts(declared: Attribute, actual: Attribute) -> bool:
     """Whether an argument declared as `declared` accepts a value of type `actual`.
 
-    An unranked declaration accepts anything; a ranked one needs the same rank and
+    An unranked declaration accepts anything, and an unranked value (its rank left open
+    in the program) is accepted by any declaration; otherwise both need the same rank and
     element type, and each static declared dim must equal the actual one (or be `?` there).
     """
     want, got = dims_of(declared), dims_of(actual)
-    if want is None:
+    if want is None or got is None:
         return True
     if got is None or len(want) != len(got):
         return False
@@ -67,13 +68,6 @@ class _Specialiser:
 
     def run(self, entry: LayerOp) -> None:
         args = self.declared[entry.sym_name.data]
-        for i, t in enumerate(args):
-            if not isinstance(t, TensorType):
-                raise ShapeError(
-                    f"input {i + 1} of entry layer '{entry.layer.data}' has unranked type {t}; "
-                    "shape-infer needs ranked input types",
-                    loc_of(entry.forward),
-                )
         self.memo[(entry.sym_name.data, args)] = entry.sym_name.data
         self.infer(entry, args, path="")
 
@@ -87,6 +81,8 @@ class _Specialiser:
         called: dict[str, tuple[Attribute, ...]] = {}
         for op in list(forward.body.block.ops):
             if isinstance(op, ValueOp):
+                if any(not isinstance(o.type, TensorType) for o in op.operands):
+                    continue  # an input whose rank the program leaves open keeps the result unranked
                 try:
                     new_type = op.infer_result_type()
                 except ShapeInferenceError as e:
@@ -114,6 +110,8 @@ class _Specialiser:
                 f"layer '{dsl_name}' (instance '{inst_path}') takes {len(declared)} arguments but got {len(actual)}",
                 loc_of(call),
             )
+        # A value whose rank the program leaves open takes the callee's declared type.
+        actual = tuple(got if isinstance(got, TensorType) else want for want, got in zip(declared, actual))
         for i, (want, got) in enumerate(zip(declared, actual)):
             if not accepts(want, got):
                 raise ShapeError(

@@ -65,16 +65,6 @@ builtin.module attributes {tdsl.entry = @A} {
 }
 
 // -----
-// CHECK: net.tdsl:1:1: error: input 1 of entry layer 'A' has unranked type tensor<*xf32>; shape-infer needs ranked input types
-builtin.module attributes {tdsl.entry = @A} {
-  tdsl.layer @A layer "A" params {} {
-    tdsl.forward (%x: tensor<*xf32>) -> tensor<*xf32> {
-      tdsl.return %x : tensor<*xf32>
-    } loc("net.tdsl":1:1)
-  }
-}
-
-// -----
 // CHECK: error: shape-infer: module has no `tdsl.entry` symbol reference attribute
 builtin.module {
   tdsl.layer @A layer "A" params {} {

@@ -119,3 +119,34 @@ builtin.module attributes {tdsl.entry = @Net} {
     }
   }
 }
+
+// -----
+// An input whose rank the program leaves open (`Tensor[float16]`) keeps the values
+// computed from it unranked; everything else is still inferred, and callees keep
+// their declared argument types.
+// CHECK-LABEL: tdsl.layer @Lin layer "Lin"
+// CHECK: tdsl.forward (%x: tensor<?x8xf16>) -> tensor<?x4xf16>
+// CHECK-LABEL: tdsl.layer @Open layer "Open"
+// CHECK: tdsl.forward (%x: tensor<*xf16>) -> (tensor<*xf16>, tensor<?x4xf16>)
+// CHECK: tdsl.ternary_matmul %x, %w : (tensor<*xf16>, tensor<4x8xf16>) -> tensor<*xf16>
+// CHECK: tdsl.call @lin(%x) : (tensor<*xf16>) -> tensor<?x4xf16>
+builtin.module attributes {tdsl.entry = @Open} {
+  tdsl.layer @Lin layer "Lin" params {} {
+    tdsl.param @w : tensor<4x8xf16> {init = "zeros", kind = "param"}
+    tdsl.forward (%x: tensor<?x8xf16>) -> tensor<*xf16> {
+      %w = tdsl.get_param @w : tensor<4x8xf16>
+      %y = tdsl.linear %x, %w : (tensor<?x8xf16>, tensor<4x8xf16>) -> tensor<*xf16>
+      tdsl.return %y : tensor<*xf16>
+    }
+  }
+  tdsl.layer @Open layer "Open" params {} {
+    tdsl.param @w : tensor<4x8xf16> {init = "zeros", kind = "param"}
+    tdsl.instance @lin = @Lin
+    tdsl.forward (%x: tensor<*xf16>) -> (tensor<*xf16>, tensor<*xf16>) {
+      %w = tdsl.get_param @w : tensor<4x8xf16>
+      %y = tdsl.ternary_matmul %x, %w : (tensor<*xf16>, tensor<4x8xf16>) -> tensor<*xf16>
+      %z = tdsl.call @lin(%x) : (tensor<*xf16>) -> tensor<*xf16>
+      tdsl.return %y, %z : tensor<*xf16>, tensor<*xf16>
+    }
+  }
+}
