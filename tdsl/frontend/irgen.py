@@ -92,6 +92,7 @@ class Elaborator:
         self.globals = Scope()
         for name in set(COMPILE_TIME_FNS) | set(INIT_FNS) | set(TENSOR_OPS) | {"Sequential"}:
             self.globals.vars[name] = BuiltinFn(name)
+        self.globals.vars["none"] = None  # leaves an optional argument out: linear(x, w, b=none)
         self.layer_defs: dict[str, ast.LayerDef] = {}
         for prog in ([prelude] if prelude else []) + [program]:
             for stmt in prog.body:

@@ -76,6 +76,17 @@ def input_shape_for(model: Any, batch: int, override: str | None) -> list[int]:
     return [batch if d is None or d < 0 else d for d in dims]
 
 
+def input_dtype(model: Any) -> Any:
+    """The torch dtype of the entry forward's (first) input, as the program declares it."""
+    import torch
+
+    from tdsl.dialects.tdsl import element_type_of, entry_layer
+
+    t = entry_layer(model.module).forward.function_type.inputs.data[0]
+    return {"f16": torch.float16, "i8": torch.int8, "i32": torch.int32}.get(
+        str(element_type_of(t)), torch.float32)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
@@ -93,8 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             shape_txt = "()"
         else:
             shape = input_shape_for(model, args.batch, args.input_shape)
-            dtype = next((p.dtype for p in net.parameters()), torch.float32)
-            x = torch.randn(*shape, dtype=dtype)
+            x = torch.randn(*shape, dtype=input_dtype(model))
             out = net(x)
             shape_txt = "x".join(map(str, shape))
     elapsed = (time.perf_counter() - t0) * 1e3
