@@ -6,12 +6,12 @@ from xdsl.dialects.builtin import Builtin
 from xdsl.dialects.func import Func
 
 from tdsl.dialects.tdsl import TDSL
+from tdsl.dialects.tern import TERN
 
 
 def make_context(allow_unregistered: bool = False) -> Context:
-    """A context with builtin, func and tdsl loaded."""
+    """A context with builtin, func, tdsl and tern loaded."""
     ctx = Context(allow_unregistered=allow_unregistered)
-    for dialect in (Builtin, Func, TDSL):
+    for dialect in (Builtin, Func, TDSL, TERN):
         ctx.load_dialect(dialect)
-    # The ternary level goes here: ctx.load_dialect(TERN) from tdsl.dialects.tern.
     return ctx

@@ -155,6 +155,11 @@ def _layer_of(op: Operation) -> LayerOp | None:
     return parent
 
 
+def _is_declaration(op: Operation) -> bool:
+    """A symbol op that may live only in a layer: `tdsl.param`, `tdsl.instance`, `tern.packed_param`."""
+    return op.has_trait(SymbolOpInterface) and op.has_trait(HasParent(LayerOp))
+
+
 # --------------------------------------------------------------------------- structure
 
 
@@ -194,10 +199,10 @@ class LayerOp(IRDLOperation):
                 f"'tdsl.layer' @{self.sym_name.data} must hold exactly one tdsl.forward, but holds {len(forwards)}"
             )
         for op in self.body.block.ops:
-            if not isinstance(op, ParamOp | InstanceOp | ForwardOp):
+            if not isinstance(op, ForwardOp) and not _is_declaration(op):
                 raise VerifyException(
-                    f"'tdsl.layer' @{self.sym_name.data} may hold only tdsl.param, tdsl.instance and "
-                    f"tdsl.forward, but holds {op.name}"
+                    f"'tdsl.layer' @{self.sym_name.data} may hold only declarations (tdsl.param, "
+                    f"tdsl.instance, tern.packed_param) and tdsl.forward, but holds {op.name}"
                 )
 
     @property
