@@ -22,9 +22,30 @@ def _canonicalize() -> type[ModulePass]:
     return CanonicalizePass
 
 
+def _ternarize() -> type[ModulePass]:
+    from tdsl.passes.ternarize import TernarizePass
+
+    return TernarizePass
+
+
+def _precision() -> type[ModulePass]:
+    from tdsl.passes.precision import PrecisionPass
+
+    return PrecisionPass
+
+
+def _pack() -> type[ModulePass]:
+    from tdsl.passes.pack import PackPass
+
+    return PackPass
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "shape-infer": _shape_infer,
     "canonicalize": _canonicalize,
+    "ternarize": _ternarize,
+    "precision": _precision,
+    "pack": _pack,
 }
 
 DEFAULT_PIPELINE = "shape-infer,canonicalize"

@@ -1,11 +1,12 @@
 """`shape-infer`: give every value a static shape, specialising layers per input type."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr, SymbolRefAttr, TensorType
-from xdsl.ir import Attribute, BlockArgument, SSAValue
+from xdsl.dialects.builtin import ModuleOp, SymbolRefAttr, TensorType, UnrankedTensorType
+from xdsl.ir import Attribute, BlockArgument, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
@@ -21,6 +22,7 @@ from tdsl.dialects.tdsl import (
     module_layers,
 )
 from tdsl.errors import PassError, ShapeError
+from tdsl.passes.instances import child_path, clone_layer
 
 
 def retype(value: SSAValue, new_type: Attribute) -> SSAValue:
@@ -31,6 +33,17 @@ def retype(value: SSAValue, new_type: Attribute) -> SSAValue:
     if isinstance(value, BlockArgument):
         new_value.location = value.location
     return new_value
+
+
+def shape_rule(op: Operation) -> Callable[[], Sequence[Attribute]] | None:
+    """The op's shape rule, if it has one: `infer_result_types()` giving every result type
+    (multi-result ops such as `tern.quantize`) or a `ValueOp`'s `infer_result_type()`."""
+    rule = getattr(op, "infer_result_types", None)
+    if callable(rule):
+        return rule
+    if isinstance(op, ValueOp):
+        return lambda: (op.infer_result_type(),)
+    return None
 
 
 def accepts(declared: Attribute, actual: Attribute) -> bool:
@@ -80,14 +93,16 @@ class _Specialiser:
             retype(arg, t)
         called: dict[str, tuple[Attribute, ...]] = {}
         for op in list(forward.body.block.ops):
-            if isinstance(op, ValueOp):
-                if any(not isinstance(o.type, TensorType) for o in op.operands):
+            rule = shape_rule(op)
+            if rule is not None:
+                if any(isinstance(o.type, UnrankedTensorType) for o in op.operands):
                     continue  # an input whose rank the program leaves open keeps the result unranked
                 try:
-                    new_type = op.infer_result_type()
+                    new_types = rule()
                 except ShapeInferenceError as e:
                     raise ShapeError(str(e), loc_of(op)) from None
-                retype(op.results[0], new_type)
+                for result, new_type in zip(tuple(op.results), new_types):
+                    retype(result, new_type)
             elif isinstance(op, CallOp):
                 self.infer_call(layer, op, path, called)
             elif isinstance(op, ReturnOp):
@@ -97,7 +112,7 @@ class _Specialiser:
     def infer_call(self, layer: LayerOp, call: CallOp, path: str, called: dict[str, tuple[Attribute, ...]]) -> None:
         name = call.callee.root_reference.data
         instance = layer.lookup_instance(name)
-        inst_path = f"{path}.{name}" if path else name
+        inst_path = child_path(path, name)
         callee = module_layers(self.module).get(instance.callee.root_reference.data) if instance else None
         if instance is None or callee is None:
             raise ShapeError(f"call to unknown instance '{inst_path}'", loc_of(call))
@@ -148,14 +163,8 @@ class _Specialiser:
 
     def clone(self, layer: LayerOp, origin: str) -> LayerOp:
         """A copy of `layer` under a fresh `Name_N`, placed right after it."""
-        taken = module_layers(self.module)
-        n = 1
-        while f"{origin}_{n}" in taken:
-            n += 1
-        copy = layer.clone()
-        copy.sym_name = StringAttr(f"{origin}_{n}")
+        copy = clone_layer(self.module, layer, origin)
         self.origin[copy.sym_name.data] = origin
-        self.module.body.block.insert_op_after(copy, layer)
         return copy
 
 

@@ -1,0 +1,159 @@
+"""`ternarize`: choose each weight's precision and rewrite ternary convs/linears to `tern` ops."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, ModuleOp, StringAttr
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from tdsl.dialects.tdsl import (
+    Conv2dOp,
+    GetParamOp,
+    LayerOp,
+    LinearOp,
+    MatmulOp,
+    TernaryMatmulOp,
+    _f64,
+    module_layers,
+)
+from tdsl.dialects.tern import THRESHOLDS, DequantizeOp, QuantizeOp, TernConv2dOp, TernLinearOp
+from tdsl.errors import PassError
+from tdsl.passes.precision_policy import (
+    POLICIES,
+    PRECISIONS,
+    WeightOp,
+    check_choice,
+    collect_sites,
+    parse_overrides,
+    resolve,
+    specialise,
+    weight_ops,
+)
+from tdsl.passes.shape_infer import find_entry
+
+
+@dataclass(frozen=True)
+class Quantiser:
+    """How `tern.quantize` picks trits and scale (tdsl/quant/ternary.py)."""
+
+    threshold: str
+    delta: float
+    sparsity: float
+    per_channel: bool
+
+    def attr(self) -> DictionaryAttr:
+        """The `quant` attribute recorded on a ternary `tdsl.param`."""
+        return DictionaryAttr({
+            "threshold": StringAttr(self.threshold), "delta": _f64(self.delta),
+            "sparsity": _f64(self.sparsity), "per_channel": IntegerAttr.from_bool(self.per_channel),
+        })
+
+
+def ternarize_op(op: WeightOp, read: GetParamOp, q: Quantiser) -> None:
+    """Rewrite one weight-bearing op to read alpha * T; new ops take `op`'s location.
+
+    conv2d/linear/ternary_matmul become `tern.quantize` + `tern.conv2d`/`tern.linear`; a
+    `tdsl.matmul` (weight [in, out]) keeps its form and reads `tern.dequantize` of a
+    per-tensor quantisation, since its output channels are not dim 0.
+    """
+    per_channel = q.per_channel and not isinstance(op, MatmulOp)
+    quant = QuantizeOp(read.output, q.threshold, q.delta, q.sparsity, per_channel)
+    quant.location = op.location
+    Rewriter.insert_op(quant, InsertPoint.before(op))
+    if isinstance(op, MatmulOp):
+        deq = DequantizeOp(quant.trits, quant.scale, read.output.type)
+        deq.location = op.location
+        Rewriter.insert_op(deq, InsertPoint.before(op))
+        op.operands = [op.lhs, deq.output]
+        return
+    if isinstance(op, Conv2dOp):
+        new = TernConv2dOp(
+            op.input, quant.trits, quant.scale, op.bias, op.stride.get_values(), op.padding.get_values(),
+            op.dilation.get_values(), op.groups.value.data, op.output.type,
+        )
+    else:
+        bias = op.bias if isinstance(op, LinearOp) else None
+        new = TernLinearOp(op.input, quant.trits, quant.scale, bias, op.output.type)
+    new.location = op.location
+    new.attributes.update(op.attributes)
+    Rewriter.replace_op(op, new)
+
+
+def apply_precisions(
+    module: ModuleOp, assignment: dict[str, dict[str, str | None]], quantiser: Quantiser | None,
+) -> None:
+    """Record each param's precision; with a quantiser, rewrite the ternary ones to `tern` ops."""
+    layers = module_layers(module)
+    for sym, params in assignment.items():
+        layer: LayerOp = layers[sym]
+        for name, precision in params.items():
+            decl = layer.lookup_param(name)
+            if decl is None or precision is None:
+                continue
+            decl.precision = StringAttr(precision)
+            if precision == "ternary" and quantiser is not None:
+                decl.attributes["quant"] = quantiser.attr()
+        if quantiser is None:
+            continue
+        for op, read in list(weight_ops(layer)):
+            if params.get(read.param.root_reference.data) != "ternary":
+                continue
+            if isinstance(op, TernaryMatmulOp) and not _is_float(read):
+                continue  # already trits: nothing to quantise
+            ternarize_op(op, read, quantiser)
+
+
+def _is_float(read: GetParamOp) -> bool:
+    return read.output.type.get_element_type().name.startswith("f")  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class TernarizePass(ModulePass):
+    """Choose each weight's precision; rewrite ternary convs/linears to tern.quantize + tern ops.
+
+    Weight-bearing ops reached from the `tdsl.entry` layer get a precision by `override`
+    (space-separated `glob=precision`, fnmatch on the dotted path such as
+    `layer1.0.conv1.weight`, first match wins), else the param's DSL annotation, else
+    `policy`: `default` keeps the first conv/linear and the last linear (execution order)
+    at `keep` and makes every other one ternary, `all` makes every one ternary, `none`
+    none. The precision is recorded as `precision` on the `tdsl.param`; a ternary param
+    also gets `quant = {threshold, delta, sparsity, per_channel}`, and its conv2d / linear
+    becomes `tern.quantize` (latent weight -> trits, scale) + `tern.conv2d` / `tern.linear`.
+    Layers shared by instances that need different precisions are cloned (`Name_N`).
+
+    Options: `threshold` (twn, absmean, fixed, sparsity), `delta` (the threshold for
+    `fixed`, > 0), `sparsity` (zero fraction for `sparsity`, in [0, 1)), `per-channel`
+    (one scale per output channel), `keep` (fp32, fp16, int8).
+    """
+
+    name = "ternarize"
+
+    policy: str = "default"
+    threshold: str = "twn"
+    delta: float | int = 0.7
+    sparsity: float | int = 0.0
+    per_channel: bool = True
+    keep: str = "fp16"
+    override: str = ""
+
+    def validate(self) -> list[tuple[str, str]]:
+        """Check every option, naming the one that is wrong; the parsed overrides."""
+        check_choice(self.name, "policy", self.policy, POLICIES)
+        check_choice(self.name, "threshold", self.threshold, THRESHOLDS)
+        if not self.delta > 0:
+            raise PassError(f"{self.name}: delta must be > 0, got {self.delta}")
+        if not 0 <= self.sparsity < 1:
+            raise PassError(f"{self.name}: sparsity must be in [0, 1), got {self.sparsity}")
+        check_choice(self.name, "keep", self.keep, tuple(p for p in PRECISIONS if p != "ternary"))
+        return parse_overrides(self.override, self.name)
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        overrides = self.validate()
+        entry = find_entry(op, self.name)
+        sites = collect_sites(op, entry, self.name)
+        precisions = resolve(sites, overrides, self.policy, self.keep)
+        assignment = specialise(op, entry, precisions)
+        quantiser = Quantiser(self.threshold, float(self.delta), float(self.sparsity), self.per_channel)
+        apply_precisions(op, assignment, quantiser)
