@@ -1,16 +1,24 @@
 import json
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from tdsl.errors import TdslError
 from tdsl.train import checkpoint as ck
 from tdsl.train.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
 from tdsl.train.trainer import TrainConfig, Trainer
 
-from .conftest import tiny_mlp
+
+def tiny_mlp(hidden: int = 16, dropout: float = 0.1) -> nn.Module:
+    """Named layers, so health messages can name them; dropout exercises the RNG."""
+    return nn.Sequential(OrderedDict([
+        ("fc1", nn.Linear(64, hidden)), ("act", nn.ReLU()), ("drop", nn.Dropout(dropout)),
+        ("fc2", nn.Linear(hidden, 10)),
+    ]))
 
 
 def trainer(small, out: Path | None, seed: int = 0, hidden: int = 16, **kw) -> Trainer:

@@ -2,14 +2,23 @@ import math
 import warnings
 
 import pytest
+from collections import OrderedDict
+
 import torch
+from torch import nn
 
 from tdsl.errors import TdslError
 from tdsl.train.health import TrainingHealthError, TrainingHealthWarning
 from tdsl.train.regularizers import nearest_ternary, ternary_l2
 from tdsl.train.trainer import TrainConfig, Trainer
 
-from .conftest import tiny_mlp
+
+def tiny_mlp(hidden: int = 16, dropout: float = 0.1) -> nn.Module:
+    """Named layers, so health messages can name them; dropout exercises the RNG."""
+    return nn.Sequential(OrderedDict([
+        ("fc1", nn.Linear(64, hidden)), ("act", nn.ReLU()), ("drop", nn.Dropout(dropout)),
+        ("fc2", nn.Linear(hidden, 10)),
+    ]))
 
 
 def make(small, seed: int = 0, **kw) -> Trainer:
