@@ -1,9 +1,8 @@
 import math
 import warnings
-
-import pytest
 from collections import OrderedDict
 
+import pytest
 import torch
 from torch import nn
 
