@@ -37,20 +37,20 @@ def test_write_compile_inspect_train():
     assert "tdsl.call @blocks.2" in model.ir or 'tdsl.call @"blocks.2"' in model.ir
     assert "class Block(nn.Module):" in model.torch_source
 
+    torch.manual_seed(0)
     net = model.to_torch()
     assert sorted(k for k in net.state_dict() if k.startswith("blocks.2")) == [
         "blocks.2.fc.bias", "blocks.2.fc.weight"]
-    torch.manual_seed(0)
     x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
-    for _ in range(20):
+    for _ in range(60):
         opt.zero_grad()
         loss = F.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0]
+    assert losses[-1] < 0.5 * losses[0]
 
 
 def test_mistakes_are_tdsl_errors():
