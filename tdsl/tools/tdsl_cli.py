@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the shipped zoo models")
     p.set_defaults(func=cmd_models)
+
+    from tdsl.train.cli import add_train_parser
+    add_train_parser(sub)
     return parser
 
 

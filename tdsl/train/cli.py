@@ -1,0 +1,175 @@
+"""`tdsl train`: compile a model, train it on a dataset, write checkpoints, metrics and a plot.
+
+Registered into the `tdsl` CLI by `add_train_parser(sub)`. Training options left unset take
+`TrainConfig`'s defaults, or, with `--resume`, the values stored in the checkpoint (so a resumed
+run continues the same schedule); options given explicitly override either. Under `torchrun`
+the same command trains with DistributedDataParallel, rank 0 printing and writing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tdsl.errors import TdslError
+
+# argparse dest -> TrainConfig field, for options whose default is "not given"
+CONFIG_ARGS = {
+    "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "lr",
+    "momentum": "momentum", "nesterov": "nesterov", "schedule": "schedule",
+    "warmup_steps": "warmup_steps", "step_size": "step_size", "gamma": "gamma",
+    "clip_norm": "clip_norm", "clip_value": "clip_value", "weight_decay": "weight_decay",
+    "ternary_reg": "ternary_reg", "amp": "amp", "seed": "seed", "keep_last": "keep_last",
+    "health": "health", "log_every": "log_every", "device": "device",
+}
+DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
+
+
+def add_train_parser(sub: Any) -> None:
+    """Add the `train` subcommand to the `tdsl` CLI's subparsers."""
+    p = sub.add_parser("train", help="train a model (digits, .npz, x.npy/y.npy folder or image folder)")
+    p.add_argument("model", help="a zoo model name (see `tdsl models`), or a .tdsl / .tri file")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a parameter of the entry layer (repeatable), e.g. --param image_size=8")
+    p.add_argument("--dataset", default="digits",
+                   help="'digits' (bundled), an .npz with x and y, a folder with x.npy and y.npy, "
+                        "or an image folder root/<class>/*.png (default: digits)")
+    g = p.add_argument_group("optimisation (unset: defaults, or the checkpoint's values with --resume)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="global batch size (default 64)")
+    g.add_argument("--optimizer", choices=["sgd", "adamw"])
+    g.add_argument("--lr", type=float, help="peak learning rate (default 0.05 for sgd, 1e-3 for adamw)")
+    g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)")
+    g.add_argument("--schedule", choices=["cosine", "step", "constant"], help="LR schedule (default constant)")
+    g.add_argument("--warmup-steps", type=int, help="linear warm-up steps before the schedule")
+    g.add_argument("--step-size", type=int, help="step schedule: steps between decays")
+    g.add_argument("--gamma", type=float, help="step schedule: decay factor")
+    g.add_argument("--clip-norm", type=float, help="clip the global gradient norm to this")
+    g.add_argument("--clip-value", type=float, help="clip each gradient element to [-v, v]")
+    g.add_argument("--weight-decay", type=float, help="weight decay on weights (not biases or norms)")
+    g.add_argument("--ternary-reg", type=float,
+                   help="weight of the L2 pull of latent weights toward their nearest ternary value")
+    g.add_argument("--amp", action="store_true", default=None,
+                   help="mixed precision: bf16 autocast on CPU, fp16 with loss scaling on CUDA")
+    g.add_argument("--seed", type=int, help="seed for initialisation, dropout and data order (default 0)")
+    g.add_argument("--health", choices=["raise", "warn", "off"],
+                   help="on NaN/Inf or exploding/vanishing gradients: stop (default), warn, or ignore")
+    g.add_argument("--device", help="auto (default), cpu or cuda")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="output folder (default: runs/<model>)")
+    o.add_argument("--resume", metavar="CKPT",
+                   help="checkpoint folder, or a checkpoints folder (its latest), to continue from")
+    o.add_argument("--keep-last", type=int, help="checkpoints to keep (default 3; 0 keeps all)")
+    o.add_argument("--log-every", type=int, help="also log a metrics record every N steps")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def build_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
+    """TrainConfig from the checkpoint's (or the default) values plus explicit options."""
+    from tdsl.train.trainer import TrainConfig
+
+    base = asdict(TrainConfig()) if saved is None else dict(saved)
+    given = {field: getattr(args, dest) for dest, field in CONFIG_ARGS.items()
+             if getattr(args, dest) is not None}
+    if saved is None and "lr" not in given:
+        base["lr"] = DEFAULT_LR[given.get("optimizer", base["optimizer"])]
+    base.update(given)
+    base["progress"] = not args.no_progress
+    config = TrainConfig.from_dict(base)
+    config.validate()
+    return config
+
+
+def input_dims(model: Any) -> list[int | None]:
+    """The entry forward's input dims, None where dynamic; a TdslError unless one input."""
+    from tdsl.dialects.tdsl import dims_of, entry_layer
+
+    inputs = entry_layer(model.module).forward.function_type.inputs.data
+    if len(inputs) != 1:
+        raise TdslError(f"`tdsl train` feeds one input tensor, but {model.entry} takes {len(inputs)}")
+    dims = dims_of(inputs[0])
+    if dims is None:
+        raise TdslError(f"the rank of {model.entry}'s input is not known; `tdsl train` needs it")
+    return [None if d is None or d < 0 else d for d in dims]
+
+
+def output_classes(model: Any) -> int | None:
+    from tdsl.dialects.tdsl import dims_of, entry_layer
+
+    outputs = entry_layer(model.module).forward.function_type.outputs.data
+    dims = dims_of(outputs[0]) if len(outputs) == 1 else None
+    if not dims or len(dims) != 2 or dims[-1] is None or dims[-1] < 0:
+        return None
+    return int(dims[-1])
+
+
+def fit_dataset(model: Any, spec: str, dims: list[int | None]) -> Any:
+    """Load the dataset shaped for the model, or explain the mismatch."""
+    from tdsl.train.data import load_dataset
+
+    sample = dims[1:]
+    layout = "image" if len(sample) == 3 else "flat"
+    data = load_dataset(spec, layout=layout)
+    shown = "[N, " + ", ".join("?" if d is None else str(d) for d in sample) + "]"
+    if any(d is None for d in sample):
+        if len(sample) != len(data.sample_shape):
+            raise TdslError(f"model {model.entry} takes inputs {shown} but dataset '{data.name}' "
+                            f"has samples of shape {list(data.sample_shape)}")
+        return data
+    try:
+        data = data.reshaped([int(d) for d in sample if d is not None])
+    except TdslError:
+        hint = (" For digits (8x8 images) use `mlp` with its default in_features=64, or "
+                "`lenet --param image_size=8`." if spec == "digits" else "")
+        raise TdslError(f"model {model.entry} takes inputs {shown} but dataset '{data.name}' has "
+                        f"samples of shape {list(data.sample_shape)}.{hint}") from None
+    classes = output_classes(model)
+    if classes is not None and classes < data.num_classes:
+        raise TdslError(f"model {model.entry} has {classes} outputs but dataset '{data.name}' has "
+                        f"{data.num_classes} classes; set the model's class count, e.g. "
+                        f"--param num_classes={data.num_classes}")
+    return data
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from tdsl.api import compile as compile_
+    from tdsl.tools.tdsl_cli import params_from
+    from tdsl.train import distributed as D
+    from tdsl.train.checkpoint import load_checkpoint
+    from tdsl.train.trainer import Trainer
+
+    env = D.init_distributed()
+    try:
+        saved = load_checkpoint(args.resume).state["config"] if args.resume else None
+        config = build_config(args, saved)
+        model = compile_(args.model, params=params_from(args))
+        data = fit_dataset(model, args.dataset, input_dims(model))
+        torch.manual_seed(config.seed)
+        net = model.to_torch()
+        out = Path(args.out) if args.out else Path("runs") / Path(args.model).stem
+        trainer = Trainer(net, config, (data.x_train, data.y_train), (data.x_test, data.y_test),
+                          out_dir=out, dist=env)
+        if args.resume:
+            trainer.load_checkpoint(args.resume)
+        result = trainer.fit()
+        if env.is_main:
+            ckpts = trainer.ckpt.checkpoints() if trainer.ckpt else []
+            print(f"model: {model.entry} ({model.filename}), "
+                  f"{sum(p.numel() for p in net.parameters()):,} parameters")
+            print(f"data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test samples, "
+                  f"{data.num_classes} classes" + (f", {env.world_size} processes" if env.enabled else ""))
+            print(f"trained {result.epoch} epochs ({result.step} steps) in {result.seconds:.1f} s; "
+                  f"train loss {result.loss:.4f}, train accuracy {result.train_acc:.2%}")
+            print(f"test accuracy: {result.test_acc:.2%} (test loss {result.test_loss:.4f})")
+            print(f"checkpoint: {ckpts[-1] if ckpts else '-'}")
+            print(f"metrics: {out / 'metrics.jsonl'}, plot: {out / 'metrics.png'}")
+            sys.stdout.flush()
+    finally:
+        D.shutdown(env)
+    return 0
