@@ -1,0 +1,85 @@
+"""Fixtures for the publish tests: a small realistic package and the two loopback fakes.
+
+The fakes are test helpers beside this file; with pytest's importlib mode this folder is not
+on sys.path, so they are loaded by path here and reached through fixtures.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from tdsl.publish.retry import NetPolicy
+
+_HERE = Path(__file__).parent
+
+
+def _load(name: str) -> Any:
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _HERE / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+fake_http = _load("fake_http")
+fake_github = _load("fake_github")
+
+FAST = NetPolicy(timeout=1.0, attempts=3, backoff=0.01, max_backoff=0.02, github_write_interval=0.0)
+
+
+@pytest.fixture
+def fast() -> NetPolicy:
+    return FAST
+
+
+@pytest.fixture
+def package(tmp_path: Path) -> Path:
+    """A model package as the saver writes it: packed weights, config and a card."""
+    from safetensors.numpy import save_file
+
+    root = tmp_path / "lenet-ternary"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    save_file({"fc1.weight_packed": rng.integers(0, 255, (16, 8), dtype=np.uint8),
+               "fc1.scale": rng.random(16).astype(np.float32),
+               "fc2.bias": np.zeros(10, dtype=np.float32)}, str(root / "model.safetensors"))
+    (root / "config.json").write_text(json.dumps({"format": "tdsl-package", "version": 1,
+                                                  "source": "layer LeNet { }"}, indent=2))
+    (root / "README.md").write_text("---\nlibrary_name: tdsl\n---\n# lenet-ternary\n")
+    return root
+
+
+@pytest.fixture
+def onnx_file(tmp_path: Path) -> Path:
+    p = tmp_path / "model.onnx"
+    p.write_bytes(b"\x08\x07onnx-bytes" * 50)
+    return p
+
+
+@pytest.fixture
+def github() -> Iterator[Any]:
+    server = fake_github.start()
+    try:
+        yield server
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def gh_api(github: Any) -> str:
+    return f"{github.url}/api/v3"
+
+
+@pytest.fixture
+def tree() -> Any:
+    """Every file under a folder by relative path, for byte-for-byte comparisons."""
+    return lambda root: {p.relative_to(root).as_posix(): p.read_bytes()
+                         for p in sorted(Path(root).rglob("*")) if p.is_file()}
