@@ -229,7 +229,8 @@ def apply_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], origin
         if extra:
             parts.append(f"unexpected {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
         raise TdslError(f"checkpoint '{origin}' does not fit this model: {'; '.join(parts)}")
-    for name, value in tensors.items():
+    for name in own:                  # model order, so the first mismatch reported is stable
+        value = tensors[name]
         if tuple(value.shape) != tuple(own[name].shape):
             raise TdslError(f"checkpoint '{origin}' does not fit this model: '{name}' has shape "
                             f"{list(value.shape)} in the checkpoint, {list(own[name].shape)} in the model")

@@ -295,7 +295,10 @@ class Trainer:
                 self._unhealthy(bad + "; the update was skipped")
                 self.step += 1
                 return mean_loss, gnorm, correct, len(batch)
-            problem = exploding(norms, gnorm, c.max_grad_norm) or vanishing(norms, gnorm, c.min_grad_norm)
+            # an fp16 overflow is the grad scaler's to handle: it skips the step and rescales
+            overflow = self.scaler is not None and not math.isfinite(gnorm)
+            problem = None if overflow else (exploding(norms, gnorm, c.max_grad_norm)
+                                             or vanishing(norms, gnorm, c.min_grad_norm))
             if problem is not None:
                 self._unhealthy(problem)
         params = [p for _, p in self.named_params]

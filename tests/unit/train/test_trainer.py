@@ -1,4 +1,5 @@
 import math
+import sys
 import warnings
 from collections import OrderedDict
 
@@ -181,3 +182,14 @@ def test_bad_config(small, kw: dict, word: str) -> None:
 def test_bad_data(small) -> None:
     with pytest.raises(TdslError, match="300 inputs but 10 labels"):
         Trainer(tiny_mlp(), TrainConfig(progress=False), (small[0][0], small[0][1][:10]))
+
+
+@pytest.mark.parametrize("progress,tty,shown", [(True, True, True), (True, False, False),
+                                                 (False, True, False)])
+def test_progress_bar_only_on_a_tty_when_asked(small, capsys, monkeypatch, progress: bool, tty: bool,
+                                               shown: bool) -> None:
+    t = make(small, progress=progress)
+    capsys.readouterr()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    t.fit()
+    assert ("epoch 1/1" in capsys.readouterr().err) == shown
