@@ -31,6 +31,7 @@ def _load(name: str) -> Any:
 
 fake_http = _load("fake_http")
 fake_github = _load("fake_github")
+fake_hub = _load("fake_hub")
 
 FAST = NetPolicy(timeout=1.0, attempts=3, backoff=0.01, max_backoff=0.02, github_write_interval=0.0)
 
@@ -67,6 +68,23 @@ def onnx_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def github() -> Iterator[Any]:
     server = fake_github.start()
+    try:
+        yield server
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """The fake Hub, with the library's Xet transfer off (the fake speaks LFS) and a private cache."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_PROGRESS_BARS", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored login from the machine
+    server = fake_hub.start()
     try:
         yield server
     finally:
