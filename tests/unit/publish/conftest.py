@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
+from tdsl.publish.card import write_model_card
 from tdsl.publish.retry import NetPolicy
 
 _HERE = Path(__file__).parent
@@ -54,7 +55,10 @@ def package(tmp_path: Path) -> Path:
                "fc2.bias": np.zeros(10, dtype=np.float32)}, str(root / "model.safetensors"))
     (root / "config.json").write_text(json.dumps({"format": "tdsl-package", "version": 1,
                                                   "source": "layer LeNet { }"}, indent=2))
-    (root / "README.md").write_text("---\nlibrary_name: tdsl\n---\n# lenet-ternary\n")
+    write_model_card(root / "README.md", name="lenet-ternary", description="LeNet, ternary weights.",
+                     architecture="conv-conv-fc-fc", precision_policy="ternary fc1, fp32 fc2",
+                     memory_table_md="| fp32 | packed |\n|---|---|\n| 2 KiB | 160 B |", accuracy=0.97,
+                     dataset="mnist", how_to_load="from_pretrained_path('me/lenet')")
     return root
 
 
