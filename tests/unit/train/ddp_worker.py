@@ -28,8 +28,10 @@ def param_hash(model: torch.nn.Module) -> str:
 
 
 def run(out: Path | None) -> dict[str, Any]:
-    """Train the tiny digits MLP (no dropout: each rank would draw its own masks)."""
-    import tdsl
+    """Train a 64-16-10 MLP on digits (no dropout: each rank would draw its own masks).
+
+    A plain torch MLP, not `tdsl.compile("mlp")`, so that this test measures the trainer alone.
+    """
     from tdsl.train.data import load_digits
     from tdsl.train.distributed import init_distributed, shutdown
     from tdsl.train.trainer import TrainConfig, Trainer
@@ -38,7 +40,7 @@ def run(out: Path | None) -> dict[str, Any]:
     try:
         d = load_digits()
         torch.manual_seed(0)
-        net = tdsl.compile("mlp", params={"hidden": 16, "dropout_p": 0.0}).to_torch()
+        net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
         t = Trainer(net, TrainConfig(**CONFIG), (d.x_train[:N_TRAIN], d.y_train[:N_TRAIN]),
                     (d.x_test[:90], d.y_test[:90]), out_dir=out / "run" if out else None, dist=env)
         result = t.fit()

@@ -73,3 +73,15 @@ def test_user_errors(tmp_path: Path, capsys, args: list[str], message: str) -> N
 def test_bad_choice_exits_1(capsys) -> None:
     assert main(["train", "mlp", "--optimizer", "lion"]) == 1
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_registering_train_does_not_import_torch() -> None:
+    """The `tdsl` CLI registers `train` for every command; torch loads only when training."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tdsl.tools.tdsl_cli import build_parser; build_parser(); "
+            "import tdsl.train; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[3]).stdout
+    assert out.strip() == "False"
