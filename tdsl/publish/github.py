@@ -38,7 +38,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 from tdsl.errors import TdslError
 from tdsl.publish.archive import (SUMS_NAME, build_tarball, check_package, copy_verified, format_sums,
                                   fresh_dir_beside, parse_sums, replace_dir, safe_extract, sha256_file)
-from tdsl.publish.retry import DEFAULT_POLICY, NetPolicy, retry_call
+from tdsl.publish import retry
+from tdsl.publish.retry import NetPolicy, retry_call
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.github.com"
@@ -61,7 +62,7 @@ class ReleaseResult:
 def publish_github(package_dir: str | os.PathLike[str], owner_repo: str, tag: str, *,
                    notes: str | None = None, draft: bool = False, token: str | None = None,
                    extra_files: Sequence[str | os.PathLike[str]] = (), base_url: str | None = None,
-                   policy: NetPolicy = DEFAULT_POLICY) -> ReleaseResult:
+                   policy: NetPolicy | None = None) -> ReleaseResult:
     """Create (or reuse) release `tag` of `owner_repo` and attach the package, extras and sums."""
     root = check_package(package_dir)
     token = _token(token)
@@ -90,7 +91,7 @@ def publish_github(package_dir: str | os.PathLike[str], owner_repo: str, tag: st
 
 
 def fetch_github(owner_repo: str, tag: str, dest_dir: str | os.PathLike[str], *, token: str | None = None,
-                 base_url: str | None = None, policy: NetPolicy = DEFAULT_POLICY) -> Path:
+                 base_url: str | None = None, policy: NetPolicy | None = None) -> Path:
     """Download release `tag`'s package into `dest_dir`, verified against SHA256SUMS.
 
     Returns `dest_dir/NAME`, the package folder (extra assets such as the ONNX file are put
@@ -143,11 +144,11 @@ def _check_extras(extra_files: Iterable[str | os.PathLike[str]], reserved: set[s
 class _Session:
     """One PyGithub client, the retry policy, and the translation of failures into TdslError."""
 
-    def __init__(self, token: str | None, base_url: str | None, policy: NetPolicy):
+    def __init__(self, token: str | None, base_url: str | None, policy: NetPolicy | None):
         from github import Auth, Github
 
         self.token = token
-        self.policy = policy
+        self.policy = policy = policy or retry.DEFAULT_POLICY
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.gh = Github(base_url=self.base_url, auth=Auth.Token(token) if token else None,
                          # PyGithub asserts an int timeout

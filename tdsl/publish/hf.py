@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from tdsl.errors import TdslError
 from tdsl.publish.archive import check_package, fresh_dir_beside, package_files, replace_dir
-from tdsl.publish.retry import DEFAULT_POLICY, NetPolicy, retry_call
+from tdsl.publish import retry
+from tdsl.publish.retry import NetPolicy, retry_call
 
 T = TypeVar("T")
 
@@ -40,13 +41,14 @@ class HfCommit:
 def publish_hf(package_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False,
                revision: str | None = None, message: str | None = None, token: str | None = None,
                extra_files: Sequence[str | os.PathLike[str]] = (), endpoint: str | None = None,
-               policy: NetPolicy = DEFAULT_POLICY) -> HfCommit:
+               policy: NetPolicy | None = None) -> HfCommit:
     """Upload the package folder (and extra files, e.g. an ONNX export) to `repo_id` in one commit.
 
     Creates the model repo (private if asked) and the branch `revision` when missing.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    policy = policy or retry.DEFAULT_POLICY
     root = check_package(package_dir)
     files = {rel: root / rel for rel in package_files(root)}
     for f in extra_files:
@@ -76,7 +78,7 @@ def publish_hf(package_dir: str | os.PathLike[str], repo_id: str, *, private: bo
 def from_pretrained_path(repo_id_or_path: str | os.PathLike[str], revision: str | None = None,
                          token: str | None = None, endpoint: str | None = None,
                          cache_dir: str | os.PathLike[str] | None = None,
-                         policy: NetPolicy = DEFAULT_POLICY) -> Path:
+                         policy: NetPolicy | None = None) -> Path:
     """The local package folder for a Hub repo id (downloaded into the cache) or a local path."""
     local = Path(repo_id_or_path)
     if local.is_dir():
@@ -87,6 +89,7 @@ def from_pretrained_path(repo_id_or_path: str | os.PathLike[str], revision: str 
     from huggingface_hub import snapshot_download
 
     token = _token(token)
+    policy = policy or retry.DEFAULT_POLICY
     where = f"{endpoint or _default_endpoint()}/{text}"
     with _timeouts(policy):
         path = _call(lambda: snapshot_download(text, repo_type="model", revision=revision, token=token,
@@ -101,7 +104,7 @@ def from_pretrained_path(repo_id_or_path: str | os.PathLike[str], revision: str 
 
 def fetch_hf(repo_id: str, dest_dir: str | os.PathLike[str], *, revision: str | None = None,
              token: str | None = None, endpoint: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-             policy: NetPolicy = DEFAULT_POLICY) -> Path:
+             policy: NetPolicy | None = None) -> Path:
     """Download `repo_id` and copy the package into `dest_dir/NAME` (NAME: the repo's name).
 
     The copy is made beside the target and renamed into place, so a failure leaves no half folder.

@@ -32,7 +32,7 @@ class NetPolicy:
         return [min(self.backoff * 2**i, self.max_backoff) for i in range(max(self.attempts - 1, 0))]
 
 
-DEFAULT_POLICY = NetPolicy()
+DEFAULT_POLICY = NetPolicy()  # what `policy=None` means; read at call time, so tests can swap it
 
 
 def retry_call(fn: Callable[[], T], policy: NetPolicy, is_transient: Callable[[BaseException], bool]) -> T:

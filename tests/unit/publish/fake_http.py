@@ -121,7 +121,7 @@ class FakeServer(ThreadingHTTPServer, Generic[S]):
         self.unhandled: list[tuple[str, str]] = []
         self.faults: list[Fault] = []
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
