@@ -36,6 +36,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 
 from tdsl.backends.torch.names import ATTRIBUTE, GLOBAL, LOCAL, py_ident
 from tdsl.dialects import tdsl as t
+from tdsl.dialects import tern
 from tdsl.dialects.locations import loc_of
 from tdsl.errors import TdslError
 
@@ -47,9 +48,39 @@ class EmitterBug(RuntimeError):
     """The IR broke an invariant the emitter relies on (a compiler bug, not a user error)."""
 
 
-def emit_module(module: ModuleOp) -> str:
-    """Python source defining one `nn.Module` class per DSL layer of `module`."""
-    return _ModuleEmitter(module).emit()
+FROZEN_ATTR = "tdsl.frozen"
+"""A module attribute (unit) that asks for frozen storage even without packed weights."""
+
+PACKED_SUFFIX = "_packed"
+"""`tern.packed_param @weight` is the uint8 buffer `weight_packed` of the emitted class."""
+
+SCALE_SUFFIX = "_scale"
+"""A frozen int8 weight `weight` keeps its per-channel scales in the buffer `weight_scale`."""
+
+
+def emit_module(module: ModuleOp, frozen: bool | None = None) -> str:
+    """Python source defining one `nn.Module` class per DSL layer of `module`.
+
+    `frozen` selects the storage of weights that carry a `precision`: False emits the
+    training (QAT) form (float32 latent weights, fake-quant in forward), True the frozen
+    form (fp16 weights as float16 buffers, int8 as int8 + `<name>_scale` buffers; packed
+    ternary weights are always `<name>_packed` uint8 buffers). None: frozen iff the module
+    holds a `tern.packed_param` or carries the `tdsl.frozen` attribute.
+    """
+    return _ModuleEmitter(module, frozen).emit()
+
+
+def is_frozen(module: ModuleOp) -> bool:
+    """Whether `module` describes frozen storage (see `emit_module`)."""
+    if FROZEN_ATTR in module.attributes:
+        return True
+    return any(isinstance(op, tern.PackedParamOp) for layer in module.ops if isinstance(layer, t.LayerOp)
+               for op in layer.body.block.ops)
+
+
+def precision_of(op: t.ParamOp) -> str | None:
+    """The `precision` recorded on a weight param (None: none recorded, i.e. fp32)."""
+    return op.precision.data if op.precision is not None else None
 
 
 def param_values(layer: t.LayerOp) -> tuple[PyValue, ...]:
@@ -176,6 +207,7 @@ class _ClassPlan:
     layer: str
     ident: str
     specs: list[t.LayerOp]
+    frozen: bool = False
     param_names: tuple[str, ...] = ()
     arg_idents: tuple[str, ...] = ()
     members: dict[str, _Member] = field(default_factory=dict)
@@ -188,6 +220,11 @@ class _ClassPlan:
         return f"self.{self.members[name].ident}"
 
 
+def _int8_scale_key(name: str) -> str:
+    """The member key of a frozen int8 weight's scale buffer (never an IR symbol name)."""
+    return name + "#" + SCALE_SUFFIX
+
+
 def _member_key(name: str) -> tuple[str, bool]:
     match = _LIST_MEMBER.fullmatch(name)
     return (match.group(1), True) if match is not None else (name, False)
@@ -196,8 +233,9 @@ def _member_key(name: str) -> tuple[str, bool]:
 class _ModuleEmitter:
     """Emission state for one module: the plan of every class, then their text."""
 
-    def __init__(self, module: ModuleOp):
+    def __init__(self, module: ModuleOp, frozen: bool | None = None):
         self.module = module
+        self.frozen = is_frozen(module) if frozen is None else frozen
         self.layers: dict[str, t.LayerOp] = {}
         for op in module.ops:
             if not isinstance(op, t.LayerOp):
@@ -211,33 +249,97 @@ class _ModuleEmitter:
 
     # ------------------------------------------------------------------ planning
 
+    def _variant(self, sym: str, memo: dict[str, tuple]) -> tuple:
+        """What besides its DSL parameters decides a specialisation's code: the precision
+        (and packing) of its weights and, recursively, the variants of its children.
+
+        `ternarize`/`precision` clone a layer whose instances need different precisions;
+        the clones keep the DSL parameters, so the class of a DSL layer is split into one
+        class per variant (`Conv2d_fp16`, `Conv2d_ternary`, ...) where there are several.
+        """
+        if sym in memo:
+            return memo[sym]
+        memo[sym] = ()
+        layer = self.layers[sym]
+        own: list[tuple] = []
+        children: list[tuple] = []
+        for op in layer.body.block.ops:
+            if isinstance(op, t.ParamOp) and op.precision is not None:
+                quant = op.attributes.get("quant")
+                own.append((op.sym_name.data, op.precision.data, str(quant) if quant is not None else ""))
+            elif isinstance(op, tern.PackedParamOp):
+                own.append((op.sym_name.data, "packed", op.type.format.data))
+            elif isinstance(op, t.InstanceOp):
+                callee = op.callee.root_reference.data
+                if callee in self.layers:
+                    children.append((op.sym_name.data, self.layers[callee].layer.data, self._variant(callee, memo)))
+        memo[sym] = (tuple(own), tuple(children))
+        return memo[sym]
+
     def _plan(self) -> None:
-        by_layer: dict[str, list[t.LayerOp]] = {}
+        """One class per DSL layer and precision signature of its own weights; a further
+        class (`Name_2`, …) only where two specialisations with equal DSL parameters still
+        emit different code (children of different precision variants)."""
+        memo: dict[str, tuple] = {}
+        by_layer: dict[str, dict[tuple, list[list[t.LayerOp]]]] = {}
         for sym, layer in self.layers.items():
-            if sym not in self.inline:
-                by_layer.setdefault(layer.layer.data, []).append(layer)
+            if sym in self.inline:
+                continue
+            full = self._variant(sym, memo)
+            groups = by_layer.setdefault(layer.layer.data, {}).setdefault(full[0], [])
+            key = param_values(layer)
+            for group in groups:
+                if all(param_values(s) != key or self._variant(s.sym_name.data, memo) == full for s in group):
+                    group.append(layer)
+                    break
+            else:
+                groups.append([layer])
         class_names: set[str] = set()
-        for name, specs in by_layer.items():
-            plan = _ClassPlan(name, py_ident(name, GLOBAL, class_names), specs)
-            plan.param_names = tuple(specs[0].params.data)
-            for spec in specs:
-                if tuple(spec.params.data) != plan.param_names:
-                    raise EmitterBug(f"specialisations of layer {name} have different parameter names")
-            taken: set[str] = set()
-            plan.arg_idents = tuple(py_ident(p, LOCAL, taken) for p in plan.param_names)
-            attrs: set[str] = set()
-            for spec in specs:
-                for op in spec.body.block.ops:
-                    if isinstance(op, t.ParamOp | t.InstanceOp):
-                        key, is_list = _member_key(op.sym_name.data)
-                        is_list = is_list and isinstance(op, t.InstanceOp)
-                        key = key if is_list else op.sym_name.data
-                        if key not in plan.members:
-                            plan.members[key] = _Member(py_ident(key, ATTRIBUTE, attrs), is_list)
-            self.plans[name] = plan
+        self.plan_by_sym: dict[str, _ClassPlan] = {}
+        self.all_plans: list[_ClassPlan] = []
+        for name, variants in by_layer.items():
+            labels: list[str] = []
+            for k, own in enumerate(variants):
+                precisions = list(dict.fromkeys(p for _, p, _ in own))
+                label = "_".join(precisions) if precisions else ""
+                labels.append(label if label and label not in labels else f"v{k + 1}")
+            for (own, groups), label in zip(variants.items(), labels):
+                for specs in groups:
+                    cls = name if len(variants) == 1 else f"{name}_{label}"
+                    plan = self._plan_class(name, py_ident(cls, GLOBAL, class_names), specs)
+                    self.all_plans.append(plan)
+                    self.plans.setdefault(name, plan)
+                    if self.entry is not None and any(s.sym_name.data == self.entry for s in specs):
+                        self.plans[name] = plan
+                    for spec in specs:
+                        self.plan_by_sym[spec.sym_name.data] = plan
+
+    def _plan_class(self, name: str, ident: str, specs: list[t.LayerOp]) -> _ClassPlan:
+        plan = _ClassPlan(name, ident, specs, frozen=self.frozen)
+        plan.param_names = tuple(specs[0].params.data)
+        for spec in specs:
+            if tuple(spec.params.data) != plan.param_names:
+                raise EmitterBug(f"specialisations of layer {name} have different parameter names")
+        taken: set[str] = set()
+        plan.arg_idents = tuple(py_ident(p, LOCAL, taken) for p in plan.param_names)
+        attrs: set[str] = set()
+        for spec in specs:
+            for op in spec.body.block.ops:
+                if isinstance(op, t.ParamOp | t.InstanceOp | tern.PackedParamOp):
+                    key, is_list = _member_key(op.sym_name.data)
+                    is_list = is_list and isinstance(op, t.InstanceOp)
+                    key = key if is_list else op.sym_name.data
+                    if key not in plan.members:
+                        attr = key + PACKED_SUFFIX if isinstance(op, tern.PackedParamOp) else key
+                        plan.members[key] = _Member(py_ident(attr, ATTRIBUTE, attrs), is_list)
+                    if self.frozen and isinstance(op, t.ParamOp) and precision_of(op) == "int8":
+                        scale_key = _int8_scale_key(key)
+                        if scale_key not in plan.members:
+                            plan.members[scale_key] = _Member(py_ident(key + SCALE_SUFFIX, ATTRIBUTE, attrs))
+        return plan
 
     def plan_of(self, layer: t.LayerOp) -> _ClassPlan:
-        return self.plans[layer.layer.data]
+        return self.plan_by_sym[layer.sym_name.data]
 
     def callee(self, instance: t.InstanceOp) -> t.LayerOp:
         layer = self.layers.get(instance.callee.root_reference.data)
@@ -273,7 +375,7 @@ class _ModuleEmitter:
             "from tdsl.backends.torch import runtime as _rt",
         ]
         parts = ["\n".join(header)]
-        parts.extend(_ClassEmitter(self, plan).emit() for plan in self.plans.values())
+        parts.extend(_ClassEmitter(self, plan).emit() for plan in self.all_plans)
         table = "".join(f"    {_literal(p.layer)}: {p.ident},\n" for p in self.plans.values())
         parts.append(f"LAYERS = {{\n{table}}}\n{_docstring('DSL layer name -> emitted class.')}")
         return "\n\n\n".join(parts) + "\n"
@@ -379,6 +481,8 @@ class _ClassEmitter:
         for op in spec.body.block.ops:
             if isinstance(op, t.ParamOp):
                 lines += self.param_lines(op)
+            elif isinstance(op, tern.PackedParamOp):
+                lines += self.packed_lines(op)
             elif isinstance(op, t.InstanceOp):
                 key, is_list = _member_key(op.sym_name.data)
                 member = self.plan.members[key if is_list else op.sym_name.data]
@@ -405,6 +509,21 @@ class _ClassEmitter:
         target = f"self.{self.plan.members[op.sym_name.data].ident}"
         shape = tuple(op.type.get_shape())
         dtype = _dtype(op.type, op)
+        precision = precision_of(op)
+        if self.plan.frozen and precision == "fp16":
+            # Frozen fp16 storage: a float16 buffer, initialised like the float weight.
+            empty = f"torch.empty({_literal(shape)}, dtype=torch.float16)"
+            return [f"self.register_buffer({_literal(target.removeprefix('self.'))}, {empty})",
+                    *_init_lines(op, target, shape)]
+        if self.plan.frozen and precision == "int8":
+            # Frozen int8 storage: int8 values and one float32 scale per output channel.
+            scale = self.plan.members[_int8_scale_key(op.sym_name.data)].ident
+            out = shape[0] if shape else 1
+            return [
+                f"self.register_buffer({_literal(target.removeprefix('self.'))}, "
+                f"torch.zeros({_literal(shape)}, dtype=torch.int8))",
+                f"self.register_buffer({_literal(scale)}, torch.ones(({out},), dtype=torch.float32))",
+            ]
         empty = f"torch.empty({_literal(shape)}, dtype={dtype})"
         if op.kind.data == "buffer":
             create = f"self.register_buffer({_literal(target.removeprefix('self.'))}, {empty})"
@@ -413,6 +532,19 @@ class _ClassEmitter:
         else:
             create = f"{target} = nn.Parameter({empty}, requires_grad=False)"
         return [create, *_init_lines(op, target, shape)]
+
+
+    def packed_lines(self, op: tern.PackedParamOp) -> list[str]:
+        """The uint8 buffer of packed trits [rows, bytes_per_row] (docs/PACKED_FORMAT.md),
+        initialised to all-zero trits; `freeze` fills it."""
+        from tdsl.runtime.packing import bytes_per_row, matrix_shape
+
+        attr = self.plan.members[op.sym_name.data].ident
+        fmt = op.type.format.data
+        rows, k = matrix_shape(op.type.get_shape())
+        zero = 0x55 if fmt == "2bit" else 0x80
+        return [f"self.register_buffer({_literal(attr)}, "
+                f"torch.full(({rows}, {bytes_per_row(k, fmt)}), {zero}, dtype=torch.uint8))"]
 
 
 def _init_lines(op: t.ParamOp, target: str, shape: tuple[int, ...]) -> list[str]:
@@ -478,6 +610,8 @@ class _ForwardEmitter:
         self.names: dict[SSAValue, str] = {}
         self.taken: set[str] = set()
         self.device: str | None = None
+        self.folded: dict[SSAValue, tuple[tern.QuantizeOp, str]] = {}
+        """Results of a `tern.quantize` emitted as one α·T expression (trits and scale)."""
 
     def local(self, value: SSAValue, hint: str | None) -> str:
         name = py_ident(hint or value.name_hint or "v", LOCAL, self.taken)
@@ -485,6 +619,10 @@ class _ForwardEmitter:
         return name
 
     def __getitem__(self, value: SSAValue) -> str:
+        if value in self.folded:
+            quant, _ = self.folded[value]
+            raise TdslError("the torch backend emits tern.quantize as one α·T tensor; its trits and scale "
+                            "can only feed tern.conv2d, tern.linear or tern.dequantize", loc_of(quant))
         return self.names[value]
 
     def emit(self) -> _Forward:
@@ -497,6 +635,9 @@ class _ForwardEmitter:
         for op in forward.body.block.ops:
             if isinstance(op, t.ReturnOp):
                 body.append(self.return_line(op))
+                continue
+            if isinstance(op, tern.QuantizeOp):
+                body.append(self.quantize(op))
                 continue
             handler = _HANDLERS.get(type(op))
             if handler is None:
@@ -529,21 +670,122 @@ class _ForwardEmitter:
     def constant(self, op: t.ConstantOp) -> str:
         return _tensor_literal(op.value, op, self.device)
 
+    # -- weights with a precision (docs/TERNARY.md)
+
+    def weight_decl(self, value: SSAValue) -> t.ParamOp | None:
+        """The `tdsl.param` a weight operand reads, if it reads one directly."""
+        read = value.owner
+        if isinstance(read, t.GetParamOp):
+            return self.layer.lookup_param(read.param.root_reference.data)
+        return None
+
+    def weight(self, value: SSAValue, x: str) -> str:
+        """A weight operand as the op computes with it: fp16 weights are rounded through
+        float16 (training) or cast up from their float16 storage (frozen)."""
+        decl = self.weight_decl(value)
+        precision = precision_of(decl) if decl is not None else None
+        if precision == "fp16":
+            return f"{self[value]}.to({x}.dtype)" if self.plan.frozen else f"_rt.fake_fp16({self[value]})"
+        return self[value]
+
+    def int8_scale(self, value: SSAValue) -> str | None:
+        """`self.<w>_scale` for a frozen int8 weight, None when the weight is not int8;
+        int8 is handled by `_rt.int8_linear` / `_rt.int8_conv2d`."""
+        decl = self.weight_decl(value)
+        if decl is None or precision_of(decl) != "int8":
+            return None
+        if not self.plan.frozen:
+            return ""
+        return self.plan.member_expr(_int8_scale_key(decl.sym_name.data))
+
+    def int8_unsupported(self, value: SSAValue, op: Operation) -> None:
+        if self.int8_scale(value) is not None:
+            raise TdslError(f"the torch backend supports int8 weights on conv2d and linear only, "
+                            f"not on {_op_name(op)}", loc_of(op))
+
     def linear(self, op: t.LinearOp) -> str:
         bias = f", {self[op.bias]}" if op.bias is not None else ""
-        return f"F.linear({self[op.input]}, {self[op.weight]}{bias})"
+        scale = self.int8_scale(op.weight)
+        if scale is not None:
+            extra = f", weight_scale={scale}" if scale else ""
+            return f"_rt.int8_linear({self[op.input]}, {self[op.weight]}{bias}{extra})"
+        return f"F.linear({self[op.input]}, {self.weight(op.weight, self[op.input])}{bias})"
 
     def matmul(self, op: t.MatmulOp) -> str:
-        return f"torch.matmul({self[op.lhs]}, {self[op.rhs]})"
+        self.int8_unsupported(op.rhs, op)
+        return f"torch.matmul({self[op.lhs]}, {self.weight(op.rhs, self[op.lhs])})"
 
     def ternary_matmul(self, op: t.TernaryMatmulOp) -> str:
+        self.int8_unsupported(op.weight, op)
         x = self[op.input]
-        return f"F.linear({x}, _rt.ternary({self[op.weight]}).to({x}.dtype))"
+        return f"F.linear({x}, _rt.ternary({self.weight(op.weight, x)}).to({x}.dtype))"
 
     def conv2d(self, op: t.Conv2dOp) -> str:
         bias = self[op.bias] if op.bias is not None else "None"
-        return (f"F.conv2d({self[op.input]}, {self[op.weight]}, {bias}, stride={_pair(op.stride)}, "
-                f"padding={_pair(op.padding)}, dilation={_pair(op.dilation)}, groups={op.groups.value.data})")
+        geometry = _conv_geometry(op)
+        scale = self.int8_scale(op.weight)
+        if scale is not None:
+            extra = f", weight_scale={scale}" if scale else ""
+            return f"_rt.int8_conv2d({self[op.input]}, {self[op.weight]}, {bias}, {geometry}{extra})"
+        return f"F.conv2d({self[op.input]}, {self.weight(op.weight, self[op.input])}, {bias}, {geometry})"
+
+    # -- the tern dialect
+
+    def quantize(self, op: tern.QuantizeOp) -> str:
+        """`w_q = _rt.ternarize_ste(w, ...)`: α·T with the recorded rule, identity STE (QAT)."""
+        read = op.weight.owner
+        hint = f"{read.param.root_reference.data}_q" if isinstance(read, t.GetParamOp) else "w_q"
+        name = py_ident(hint, LOCAL, self.taken)
+        method = op.threshold.data
+        args = [self[op.weight], f"method={_literal(method)}", f"per_channel={_literal(bool(op.is_per_channel))}"]
+        if method == "sparsity":
+            args.append(f"target_sparsity={_literal(float(op.sparsity.value.data))}")
+        elif method == "fixed":
+            args.append(f"threshold={_literal(float(op.delta.value.data))}")
+        self.folded[op.trits] = self.folded[op.scale] = (op, name)
+        return f"{name} = _rt.ternarize_ste({', '.join(args)})"
+
+    def ternary_weight(self, trits: SSAValue, scale: SSAValue, x: str) -> str:
+        """α·T for a tern compute op: the folded quantize, or trits times scale."""
+        if trits in self.folded and scale in self.folded and self.folded[trits][0] is self.folded[scale][0]:
+            return self.folded[trits][1]
+        return f"_rt.dequantize_ternary({self[trits]}, {self[scale]}, {x}.dtype)"
+
+    def dequantize(self, op: tern.DequantizeOp) -> str | None:
+        if op.trits in self.folded and op.scale in self.folded:
+            self.names[op.output] = self.ternary_weight(op.trits, op.scale, "")
+            return None
+        return f"_rt.dequantize_ternary({self[op.trits]}, {self[op.scale]})"
+
+    def tern_linear(self, op: tern.TernLinearOp) -> str:
+        x = self[op.input]
+        bias = f", {self[op.bias]}" if op.bias is not None else ""
+        return f"F.linear({x}, {self.ternary_weight(op.weight, op.scale, x)}{bias})"
+
+    def tern_conv2d(self, op: tern.TernConv2dOp) -> str:
+        x = self[op.input]
+        bias = self[op.bias] if op.bias is not None else "None"
+        return f"F.conv2d({x}, {self.ternary_weight(op.weight, op.scale, x)}, {bias}, {_conv_geometry(op)})"
+
+    def get_packed(self, op: tern.GetPackedOp) -> None:
+        self.names[op.output] = self.plan.member_expr(op.param.root_reference.data)
+
+    def packed_weight(self, op: tern.PackedConv2dOp | tern.PackedLinearOp, x: str) -> str:
+        """α·T unpacked with tensor ops (`unpack_tensor`), in the activations' dtype."""
+        packed_type = op.weight.type
+        assert isinstance(packed_type, tern.PackedTensorType)
+        return (f"_rt.unpack_ternary({self[op.weight]}, {self[op.scale]}, {_literal(packed_type.get_shape())}, "
+                f"{_literal(packed_type.format.data)}, {x}.dtype)")
+
+    def packed_linear(self, op: tern.PackedLinearOp) -> str:
+        x = self[op.input]
+        bias = f", {self[op.bias]}" if op.bias is not None else ""
+        return f"F.linear({x}, {self.packed_weight(op, x)}{bias})"
+
+    def packed_conv2d(self, op: tern.PackedConv2dOp) -> str:
+        x = self[op.input]
+        bias = self[op.bias] if op.bias is not None else "None"
+        return f"F.conv2d({x}, {self.packed_weight(op, x)}, {bias}, {_conv_geometry(op)})"
 
     def batch_norm(self, op: t.BatchNormOp) -> str:
         operands = ", ".join(self[v] for v in (op.input, op.mean, op.var, op.weight, op.bias))
@@ -580,6 +822,12 @@ class _ForwardEmitter:
 def _tuple_of(idents: Sequence[str]) -> str:
     """`(a, b)` / `(a,)` from identifiers (no quotes, unlike `_literal`)."""
     return f"({idents[0]},)" if len(idents) == 1 else f"({', '.join(idents)})"
+
+
+def _conv_geometry(op: Operation) -> str:
+    """`stride=(…), padding=(…), dilation=(…), groups=g` of a conv op (tdsl or tern)."""
+    return (f"stride={_pair(op.stride)}, padding={_pair(op.padding)}, "  # type: ignore[attr-defined]
+            f"dilation={_pair(op.dilation)}, groups={op.groups.value.data}")  # type: ignore[attr-defined]
 
 
 def _pair(attr: DenseArrayBase) -> str:
@@ -619,5 +867,11 @@ _HANDLERS: dict[type[Operation], Callable] = {
     t.AdaptiveAvgPool2dOp: _ForwardEmitter.adaptive_avg_pool2d,
     t.FlattenOp: _ForwardEmitter.flatten,
     t.ReshapeOp: _ForwardEmitter.reshape,
+    tern.DequantizeOp: _ForwardEmitter.dequantize,
+    tern.TernConv2dOp: _ForwardEmitter.tern_conv2d,
+    tern.TernLinearOp: _ForwardEmitter.tern_linear,
+    tern.GetPackedOp: _ForwardEmitter.get_packed,
+    tern.PackedConv2dOp: _ForwardEmitter.packed_conv2d,
+    tern.PackedLinearOp: _ForwardEmitter.packed_linear,
 }
 """One row per op kind: the handler returns the right-hand side of the op's line (None: no line)."""
