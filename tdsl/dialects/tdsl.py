@@ -604,19 +604,24 @@ class LinearOp(ValueOp):
             _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)
 
     def infer_result_type(self) -> TensorType:
-        x = _ranked("linear", "input", self.input)
-        w = _ranked("linear", "weight", self.weight)
-        if not _same_dim(x[-1], w[1]):
-            raise ShapeInferenceError(
-                f"linear: input has {x[-1]} features but weight expects {w[1]} (weight is {format_dims(w)})"
-            )
-        if self.bias is not None:
-            b = _ranked("linear", "bias", self.bias)
-            if not _same_dim(b[0], w[0]):
-                raise ShapeInferenceError(
-                    f"linear: bias has {b[0]} elements but weight has {w[0]} outputs (weight is {format_dims(w)})"
-                )
-        return make_tensor(element_type_of(self.input.type), [*x[:-1], w[0]])
+        b = _ranked("linear", "bias", self.bias) if self.bias is not None else None
+        dims = linear_result_dims(
+            "linear", _ranked("linear", "input", self.input), _ranked("linear", "weight", self.weight), b
+        )
+        return make_tensor(element_type_of(self.input.type), dims)
+
+
+def linear_result_dims(op_name: str, x: Sequence[Dim], w: Sequence[Dim], b: Sequence[Dim] | None) -> list[Dim]:
+    """The shape rule of every linear op (tdsl, kern): x[..., in], w[out, in], b[out] -> [..., out]."""
+    if not _same_dim(x[-1], w[1]):
+        raise ShapeInferenceError(
+            f"{op_name}: input has {x[-1]} features but weight expects {w[1]} (weight is {format_dims(w)})"
+        )
+    if b is not None and not _same_dim(b[0], w[0]):
+        raise ShapeInferenceError(
+            f"{op_name}: bias has {b[0]} elements but weight has {w[0]} outputs (weight is {format_dims(w)})"
+        )
+    return [*x[:-1], w[0]]
 
 
 def _broadcast(op_name: str, a: Sequence[Dim], b: Sequence[Dim], what: str = "operands") -> list[Dim]:
@@ -764,30 +769,44 @@ class Conv2dOp(ValueOp):
             raise VerifyException(f"'tdsl.conv2d' groups must be >= 1, but got {self.groups.value.data}")
 
     def infer_result_type(self) -> TensorType:
-        x = _ranked("conv2d", "input", self.input)
-        w = _ranked("conv2d", "weight", self.weight)
-        groups = self.groups.value.data
-        if x[1] is not None and w[1] is not None and x[1] != w[1] * groups:
-            raise ShapeInferenceError(
-                f"conv2d: input has {x[1]} channels but weight expects {w[1] * groups} "
-                f"(weight is {format_dims(w)}, groups={groups})"
-            )
-        if w[0] is not None and w[0] % groups != 0:
-            raise ShapeInferenceError(f"conv2d: {w[0]} output channels are not divisible by groups={groups}")
-        if self.bias is not None:
-            b = _ranked("conv2d", "bias", self.bias)
-            if not _same_dim(b[0], w[0]):
-                raise ShapeInferenceError(f"conv2d: bias has {b[0]} elements but weight has {w[0]} output channels")
-        stride, padding, dilation = _ints(self.stride), _ints(self.padding), _ints(self.dilation)
-        if w[2] is None or w[3] is None:
-            raise ShapeInferenceError(f"conv2d: weight kernel size must be static, but weight is {format_dims(w)}")
-        out = [_window_out(x[2 + i], w[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
-        if any(o is not None and o < 1 for o in out):
-            raise ShapeInferenceError(
-                f"conv2d: kernel {w[2]}x{w[3]} (dilation {dilation[0]}x{dilation[1]}) does not fit input "
-                f"{format_dims(x[2:])} with padding {padding[0]}x{padding[1]}"
-            )
-        return make_tensor(element_type_of(self.input.type), [x[0], w[0], *out])
+        b = _ranked("conv2d", "bias", self.bias) if self.bias is not None else None
+        dims = conv2d_result_dims(
+            "conv2d", _ranked("conv2d", "input", self.input), _ranked("conv2d", "weight", self.weight), b,
+            _ints(self.stride), _ints(self.padding), _ints(self.dilation), self.groups.value.data,
+        )
+        return make_tensor(element_type_of(self.input.type), dims)
+
+
+def conv2d_result_dims(
+    op_name: str,
+    x: Sequence[Dim],
+    w: Sequence[Dim],
+    b: Sequence[Dim] | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> list[Dim]:
+    """The shape rule of every 2-D convolution (tdsl, kern): x[N, C, H, W], w[O, C/groups, kh, kw],
+    b[O] -> [N, O, oh, ow]."""
+    if x[1] is not None and w[1] is not None and x[1] != w[1] * groups:
+        raise ShapeInferenceError(
+            f"{op_name}: input has {x[1]} channels but weight expects {w[1] * groups} "
+            f"(weight is {format_dims(w)}, groups={groups})"
+        )
+    if w[0] is not None and w[0] % groups != 0:
+        raise ShapeInferenceError(f"{op_name}: {w[0]} output channels are not divisible by groups={groups}")
+    if b is not None and not _same_dim(b[0], w[0]):
+        raise ShapeInferenceError(f"{op_name}: bias has {b[0]} elements but weight has {w[0]} output channels")
+    if w[2] is None or w[3] is None:
+        raise ShapeInferenceError(f"{op_name}: weight kernel size must be static, but weight is {format_dims(w)}")
+    out = [_window_out(x[2 + i], w[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
+    if any(o is not None and o < 1 for o in out):
+        raise ShapeInferenceError(
+            f"{op_name}: kernel {w[2]}x{w[3]} (dilation {dilation[0]}x{dilation[1]}) does not fit input "
+            f"{format_dims(x[2:])} with padding {padding[0]}x{padding[1]}"
+        )
+    return [x[0], w[0], *out]
 
 
 @irdl_op_definition

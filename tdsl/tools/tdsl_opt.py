@@ -12,15 +12,13 @@ from collections.abc import Sequence
 from io import StringIO
 from typing import IO
 
-from xdsl.dialects.builtin import Builtin, ModuleOp
-from xdsl.dialects.func import Func
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from tdsl.dialects.tdsl import TDSL
-from tdsl.dialects.tern import TERN
+from tdsl.dialects.context import DIALECTS
 from tdsl.errors import TdslError, register_source
 from tdsl.passes import PASSES, parse_pipeline
 from tdsl.tools.common import parse_param, write_atomic
@@ -72,7 +70,7 @@ class TdslOptMain(xDSLOptMain):
     version_format = "tdsl-opt (xDSL {xdsl_version})"
 
     def register_all_dialects(self) -> None:
-        for dialect in (Builtin, Func, TDSL, TERN):
+        for dialect in DIALECTS:
             self.ctx.register_dialect(dialect.name, lambda d=dialect: d)
 
     def register_all_passes(self) -> None:
