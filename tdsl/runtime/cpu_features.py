@@ -1,0 +1,96 @@
+"""Which CPU kernel path runs: AVX-512 VNNI ("vnni") or plain Numba ("portable").
+
+The VNNI kernels call `llvm.x86.avx512.vpdpbusd.512` directly; on a CPU without AVX-512
+VNNI they would not even compile (or would die with SIGILL), so they are chosen only when
+the host has the feature *and* Numba compiles for it (a `NUMBA_CPU_NAME`/`NUMBA_CPU_FEATURES`
+override that drops it, e.g. for portable caches, also rules VNNI out).
+
+The path is resolved, first match wins, from:
+  1. the `path=` argument of a kernel entry point,
+  2. `set_kernel_path(...)` / `forced_kernel_path(...)` (what tests use),
+  3. the environment variable `TDSL_KERNEL_PATH=portable|vnni|auto` (read at each call),
+  4. auto: "vnni" if available, else "portable".
+Asking for "vnni" where it is not available is a `TdslError`, never a silent fallback.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from typing import Iterator
+
+from tdsl.errors import TdslError
+
+ENV_VAR = "TDSL_KERNEL_PATH"
+PATHS: tuple[str, ...] = ("portable", "vnni")
+_CHOICES: tuple[str, ...] = ("auto", "portable", "vnni")
+_VNNI_FEATURES = ("avx512f", "avx512bw", "avx512vnni")
+
+_forced: str | None = None
+
+
+def _feature_set(flags: str) -> set[str]:
+    """{'avx512f', ...} from an LLVM feature string like '+avx512f,-sse4a,...'."""
+    return {f[1:] for f in flags.split(",") if f.startswith("+")}
+
+
+@functools.lru_cache(maxsize=None)
+def has_avx512_vnni() -> bool:
+    """True if this CPU has AVX-512 F/BW/VNNI and Numba generates code that may use them."""
+    import llvmlite.binding as llvm
+    import numba
+
+    host = _feature_set(llvm.get_host_cpu_features().flatten())
+    if not all(f in host for f in _VNNI_FEATURES):
+        return False
+    if numba.config.CPU_FEATURES:  # Numba compiles for these features, not the host's
+        return all(f in _feature_set(numba.config.CPU_FEATURES) for f in _VNNI_FEATURES)
+    if numba.config.CPU_NAME and numba.config.CPU_NAME not in ("host", "native"):
+        return False  # a named generic target: we cannot tell, stay portable
+    return True
+
+
+def _check_choice(path: str, where: str) -> str:
+    if path not in _CHOICES:
+        raise TdslError(f"unknown kernel path {path!r} ({where}): valid paths are "
+                        + ", ".join(f"'{p}'" for p in _CHOICES))
+    return path
+
+
+def set_kernel_path(path: str | None) -> str | None:
+    """Force the kernel path for this process ("portable", "vnni", "auto" or None to unset).
+
+    Returns the previous forced value so a caller can restore it.
+    """
+    global _forced
+    if path is not None:
+        _check_choice(path, "set_kernel_path")
+    previous, _forced = _forced, path
+    return previous
+
+
+@contextlib.contextmanager
+def forced_kernel_path(path: str | None) -> Iterator[None]:
+    """`with forced_kernel_path("portable"): ...` runs the block on that path."""
+    previous = set_kernel_path(path)
+    try:
+        yield
+    finally:
+        set_kernel_path(previous)
+
+
+def kernel_path(requested: str | None = None) -> str:
+    """The path ("portable" or "vnni") a kernel call runs on; see the module docstring."""
+    if requested is not None:
+        choice = _check_choice(requested, "path= argument")
+    elif _forced is not None:
+        choice = _forced
+    else:
+        choice = _check_choice(os.environ.get(ENV_VAR, "auto").strip().lower() or "auto",
+                               f"environment variable {ENV_VAR}")
+    if choice == "auto":
+        return "vnni" if has_avx512_vnni() else "portable"
+    if choice == "vnni" and not has_avx512_vnni():
+        raise TdslError("kernel path 'vnni' was requested but this CPU (or Numba's target "
+                        "CPU) lacks AVX-512 VNNI; use 'portable' or 'auto'")
+    return choice

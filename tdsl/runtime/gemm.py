@@ -1,0 +1,454 @@
+"""Ternary linear layers on packed weights: y = act(x . (s*T)^T + bias + residual), CPU kernels.
+
+Shapes and dtypes: x float32 [B, K]; packed uint8 [N, ceil(K/4)] in the "2bit" layout of
+`tdsl.runtime.packing` (docs/PACKED_FORMAT.md: codes c = t + 1, byte i of a row holds
+k = 4i .. 4i+3, rows not padded); scale float32 [N] or a scalar; bias float32 [N];
+residual float32 [B, N]; result float32 [B, N]. Semantics: `tdsl.runtime.reference`.
+
+Paths (KERNELS.md has the measurements behind each choice):
+* act_quant="int8" (default): activations are quantised per token (per row of x) to int8
+  and de-interleaved (`quant_act`), the kernel forms the exact integer sums
+  acc = sum_k xq*c - sum_k xq = sum_k xq*t, and the epilogue computes
+  act(float32(acc) * (xs[b]*s[n]) + bias[n] + residual[b, n]). Relative error vs the
+  float64 reference is about 1e-2 (the int8 activations). Two kernels, same integers:
+  - "vnni": AVX-512 VNNI `vpdpbusd` (u8 codes x s8 activations -> int32) emitted through
+    llvmlite intrinsics, because LLVM never forms it from Numba loops. B = 1: mask-only
+    decode (plane j is `w & (3 << 2j)` = c_j * 4^j, one accumulator per plane, recombined
+    exactly as a0 + (a1 >> 2) + (a2 >> 4) + (a3 >> 6)), one row per pass (a single
+    sequential weight stream per thread is fastest from DRAM), prange over row blocks.
+    B >= 2: 4 weight rows x 4 batch rows per pass, shift decode, each decoded chunk reused
+    for 4 batch rows (the batch is zero-padded to a multiple of 4).
+  - "portable": plain Numba whose integer typing lets LLVM vectorise it (no intrinsics);
+    chosen automatically when the CPU lacks AVX-512 VNNI (`cpu_features`).
+* act_quant="float": fp32 activations, no quantisation, error about 1e-6 relative. Use it
+  where int8 activations are not acceptable: the first layer (raw pixels/embeddings) and the
+  last (logits) of a network, accuracy checks, or whenever a caller asks for exact results.
+  One plain Numba kernel serves both paths (there is no integer arithmetic to accelerate).
+* format "base3" has no fast kernel here: on the 2-core reference machine its decode makes it
+  slower than "2bit" (KERNELS.md); `reference.ternary_linear(..., format="base3")` computes it.
+
+Every kernel's result for act_quant="int8" has the same int32 accumulators on both paths,
+hence bitwise-identical outputs (the epilogue is shared). K is limited to 2^22 so that no
+int32 accumulator can overflow (|acc| <= 127 * 2 * K per lane sum).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from tdsl.errors import TdslError
+from tdsl.runtime.cpu_features import has_avx512_vnni, kernel_path
+from tdsl.runtime.packing import bytes_per_row
+from tdsl.runtime.quant_act import PARALLEL_MIN_ROWS, deinterleave_float, quantize_deinterleave
+
+ACTIVATIONS: dict[str | None, int] = {None: 0, "relu": 1, "relu6": 2}
+ACT_QUANTS: tuple[str, ...] = ("int8", "float")
+MAX_K = 1 << 22
+ROWS_PER_TASK = 32  # rows per prange iteration (B = 1 and float kernels)
+BLOCKS_PER_TASK = 8  # 4-row blocks per prange iteration (blocked VNNI kernel)
+
+# ---------------------------------------------------------------------------------------
+# VNNI intrinsics. Each takes arrays (any C layout: only their data pointer is used) plus
+# byte offsets, and walks `nchunks` 64-byte chunks of packed weights; plane j of the
+# de-interleaved activations starts j * k4p bytes after the activation offset.
+
+_V64I8 = ir.VectorType(ir.IntType(8), 64)
+_V16I32 = ir.VectorType(ir.IntType(32), 16)
+_I32 = ir.IntType(32)
+
+
+def _chunk_ptr(context, builder, aryty, ary, offset):
+    """<64 x i8>* at byte `offset` of the array's data."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    ptr = builder.gep(builder.bitcast(data, ir.IntType(8).as_pointer()), [offset])
+    return builder.bitcast(ptr, _V64I8.as_pointer())
+
+
+def _load(builder, base, index):
+    return builder.load(builder.gep(base, [index]), align=1)
+
+
+def _dpbusd(builder, acc, u8, s8):
+    fnty = ir.FunctionType(_V16I32, [_V16I32, _V16I32, _V16I32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.vpdpbusd.512")
+    return builder.call(fn, [acc, builder.bitcast(u8, _V16I32), builder.bitcast(s8, _V16I32)])
+
+
+def _hsum(builder, v):
+    total = builder.extract_element(v, ir.Constant(_I32, 0))
+    for i in range(1, 16):
+        total = builder.add(total, builder.extract_element(v, ir.Constant(_I32, i)))
+    return total
+
+
+def _splat8(value):
+    return ir.Constant(_V64I8, [value] * 64)
+
+
+@intrinsic
+def _dot_mask_vnni(typingctx, w, woff, x, xoff, k4p, nchunks):
+    """int32 sum_i sum_j c_j(w[woff + i]) * x[xoff + j*k4p + i] over nchunks*64 bytes i."""
+    sig = types.int32(w, woff, x, xoff, k4p, nchunks)
+
+    def codegen(context, builder, signature, args):
+        wv, woffv, xv, xoffv, k4pv, nv = args
+        wp = _chunk_ptr(context, builder, signature.args[0], wv, woffv)
+        xp = [_chunk_ptr(context, builder, signature.args[2], xv,
+                         builder.add(xoffv, builder.mul(k4pv, ir.Constant(k4pv.type, j))))
+              for j in range(4)]
+        zero = ir.Constant(_V16I32, None)
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]
+        with cgutils.for_range(builder, nv) as loop:
+            # chunk c sits 64*c bytes on, i.e. index c of a <64 x i8>* pointer
+            wchunk = _load(builder, wp, loop.index)
+            for j in range(4):
+                plane = builder.and_(wchunk, _splat8(3 << (2 * j)))
+                xj = _load(builder, xp[j], loop.index)
+                builder.store(_dpbusd(builder, builder.load(accs[j]), plane, xj), accs[j])
+        total = builder.load(accs[0])
+        for j in range(1, 4):
+            shift = ir.Constant(_V16I32, [2 * j] * 16)
+            total = builder.add(total, builder.ashr(builder.load(accs[j]), shift))
+        return _hsum(builder, total)
+
+    return sig, codegen
+
+
+def _make_block_vnni(nr: int, nbt: int):
+    """Intrinsic adding an nr x nbt block of dot products into out[ooff + r*nbt + b]."""
+
+    @intrinsic
+    def block(typingctx, w, woff, wstride, x, xoff, xstride, k4p, nchunks, out, ooff):
+        sig = types.none(w, woff, wstride, x, xoff, xstride, k4p, nchunks, out, ooff)
+
+        def codegen(context, builder, signature, args):
+            wv, woffv, wsv, xv, xoffv, xsv, k4pv, nv, outv, ooffv = args
+            ity = woffv.type
+            wps = [_chunk_ptr(context, builder, signature.args[0], wv,
+                              builder.add(woffv, builder.mul(wsv, ir.Constant(ity, r))))
+                   for r in range(nr)]
+            xps = [[_chunk_ptr(context, builder, signature.args[3], xv,
+                               builder.add(xoffv, builder.add(
+                                   builder.mul(xsv, ir.Constant(ity, b)),
+                                   builder.mul(k4pv, ir.Constant(ity, j)))))
+                    for j in range(4)] for b in range(nbt)]
+            zero = ir.Constant(_V16I32, None)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(nbt)]
+                    for _ in range(nr)]
+            with cgutils.for_range(builder, nv) as loop:
+                wch = [_load(builder, wps[r], loop.index) for r in range(nr)]
+                for j in range(4):
+                    xj = [_load(builder, xps[b][j], loop.index) for b in range(nbt)]
+                    for r in range(nr):
+                        c = wch[r] if j == 0 else builder.lshr(wch[r], _splat8(2 * j))
+                        if j < 3:
+                            c = builder.and_(c, _splat8(3))
+                        for b in range(nbt):
+                            acc = _dpbusd(builder, builder.load(accs[r][b]), c, xj[b])
+                            builder.store(acc, accs[r][b])
+            out_ary = context.make_array(signature.args[8])(context, builder, outv)
+            for r in range(nr):
+                for b in range(nbt):
+                    idx = builder.add(ooffv, ir.Constant(ooffv.type, r * nbt + b))
+                    ptr = builder.gep(out_ary.data, [idx])
+                    builder.store(builder.add(builder.load(ptr),
+                                              _hsum(builder, builder.load(accs[r][b]))), ptr)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return block
+
+
+_dot_block_4x4_vnni = _make_block_vnni(4, 4)
+_dot_block_1x4_vnni = _make_block_vnni(1, 4)
+
+# ---------------------------------------------------------------------------------------
+# Shared epilogue: v (already scaled) -> act(v + bias + residual), stored in y[b, n].
+
+
+@njit(cache=True)
+def _finish(v, b, n, bias, res, act, y):
+    v = np.float32(v + bias[n])
+    if res.shape[0] != 0:
+        v = np.float32(v + res[b, n])
+    if act == 1:
+        v = max(v, np.float32(0.0))
+    elif act == 2:
+        v = min(max(v, np.float32(0.0)), np.float32(6.0))
+    y[b, n] = v
+
+
+@njit(cache=True)
+def _finish_int(acc, b, n, xs, s, bias, res, act, y, yi):
+    if yi.shape[0] != 0:
+        yi[b, n] = acc
+    _finish(np.float32(acc) * (xs[b] * s[n]), b, n, bias, res, act, y)
+
+
+# ---------------------------------------------------------------------------------------
+# "vnni" path
+
+
+@njit(cache=True, parallel=True)
+def _gemv_vnni(xq, sums, xs, packed, s, bias, res, act, y, yi):
+    N, nb = packed.shape
+    K4p = xq.shape[1] // 4
+    nfull = nb // 64
+    rem = nb - nfull * 64
+    for task in prange((N + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        tail = np.zeros(64, np.uint8)
+        for n in range(task * ROWS_PER_TASK, min(N, (task + 1) * ROWS_PER_TASK)):
+            acc = _dot_mask_vnni(packed, n * nb, xq, 0, K4p, nfull)
+            if rem > 0:
+                for i in range(rem):
+                    tail[i] = packed[n, nfull * 64 + i]
+                acc += _dot_mask_vnni(tail, 0, xq, nfull * 64, K4p, 1)
+            _finish_int(np.int32(acc - sums[0]), 0, n, xs, s, bias, res, act, y, yi)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_vnni(xq, sums, xs, packed, s, bias, res, act, y, yi):
+    N, nb = packed.shape
+    B = y.shape[0]
+    xstride = xq.shape[1]
+    K4p = xstride // 4
+    nfull = nb // 64
+    rem = nb - nfull * 64
+    nblocks = (N + 3) // 4
+    for task in prange((nblocks + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK):
+        tail = np.zeros((4, 64), np.uint8)
+        out = np.zeros(16, np.int32)
+        for blk in range(task * BLOCKS_PER_TASK, min(nblocks, (task + 1) * BLOCKS_PER_TASK)):
+            n0 = blk * 4
+            nr = min(4, N - n0)
+            for r in range(nr):
+                for i in range(rem):
+                    tail[r, i] = packed[n0 + r, nfull * 64 + i]
+            for b0 in range(0, B, 4):
+                out[:] = 0
+                xoff = b0 * xstride
+                if nr == 4:
+                    _dot_block_4x4_vnni(packed, n0 * nb, nb, xq, xoff, xstride, K4p, nfull, out, 0)
+                    if rem > 0:
+                        _dot_block_4x4_vnni(tail, 0, 64, xq, xoff + nfull * 64, xstride, K4p, 1,
+                                            out, 0)
+                else:
+                    for r in range(nr):
+                        _dot_block_1x4_vnni(packed, (n0 + r) * nb, nb, xq, xoff, xstride, K4p,
+                                            nfull, out, 4 * r)
+                        if rem > 0:
+                            _dot_block_1x4_vnni(tail, 64 * r, 64, xq, xoff + nfull * 64, xstride,
+                                                K4p, 1, out, 4 * r)
+                for r in range(nr):
+                    for bb in range(min(4, B - b0)):
+                        _finish_int(np.int32(out[4 * r + bb] - sums[b0 + bb]), b0 + bb, n0 + r,
+                                    xs, s, bias, res, act, y, yi)
+
+
+# ---------------------------------------------------------------------------------------
+# "portable" path: every intermediate is typed (uint8 codes, int32 products) so that LLVM
+# keeps narrow vector lanes instead of Numba's default int64 (KERNELS.md, technique e).
+
+
+@njit(cache=True)
+def _dot_fused(w, x0, x1, x2, x3, nb):
+    acc = np.int32(0)
+    m = np.uint8(3)
+    for i in range(nb):
+        c = w[i]
+        acc = np.int32(acc + np.int32(x0[i]) * np.int32(c & m)
+                       + np.int32(x1[i]) * np.int32((c >> np.uint8(2)) & m)
+                       + np.int32(x2[i]) * np.int32((c >> np.uint8(4)) & m)
+                       + np.int32(x3[i]) * np.int32(c >> np.uint8(6)))
+    return acc
+
+
+@njit(cache=True, parallel=True)
+def _gemm_portable(xq, sums, xs, packed, s, bias, res, act, y, yi):
+    N, nb = packed.shape
+    B = y.shape[0]
+    K4p = xq.shape[1] // 4
+    for task in prange((N + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        for n in range(task * ROWS_PER_TASK, min(N, (task + 1) * ROWS_PER_TASK)):
+            w = packed[n]
+            for b in range(B):  # the decode is redone per batch row: it vectorises, a gather would not
+                x = xq[b]
+                acc = _dot_fused(w, x[0:K4p], x[K4p:2 * K4p], x[2 * K4p:3 * K4p], x[3 * K4p:], nb)
+                _finish_int(np.int32(acc - sums[b]), b, n, xs, s, bias, res, act, y, yi)
+
+
+# ---------------------------------------------------------------------------------------
+# float activations (both paths). Trits are decoded to float32 t = c - 1 (so there is no
+# large sum to cancel); reassociation lets LLVM vectorise the fp32 dot product.
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot_fused_float(w, x0, x1, x2, x3, nb):
+    acc = np.float32(0.0)
+    m = np.uint8(3)
+    one = np.float32(1.0)
+    for i in range(nb):
+        c = w[i]
+        c0 = np.uint8(c & m)  # keep uint8: Numba types `uint8 & uint8` as int64
+        c1 = np.uint8((c >> np.uint8(2)) & m)
+        c2 = np.uint8((c >> np.uint8(4)) & m)
+        c3 = np.uint8(c >> np.uint8(6))
+        acc += (x0[i] * (np.float32(c0) - one) + x1[i] * (np.float32(c1) - one)
+                + x2[i] * (np.float32(c2) - one) + x3[i] * (np.float32(c3) - one))
+    return acc
+
+
+@njit(cache=True, parallel=True)
+def _gemm_float(xd, packed, s, bias, res, act, y):
+    N, nb = packed.shape
+    B = y.shape[0]
+    K4p = xd.shape[1] // 4
+    for task in prange((N + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        for n in range(task * ROWS_PER_TASK, min(N, (task + 1) * ROWS_PER_TASK)):
+            w = packed[n]
+            for b in range(B):
+                x = xd[b]
+                acc = _dot_fused_float(w, x[0:K4p], x[K4p:2 * K4p], x[2 * K4p:3 * K4p], x[3 * K4p:], nb)
+                _finish(acc * s[n], b, n, bias, res, act, y)
+
+
+# ---------------------------------------------------------------------------------------
+# Python entry points
+
+
+def _as_f32(a: object, shape: tuple[int, ...], what: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TdslError(f"{what} must be a float array, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise TdslError(f"{what} has shape {arr.shape}, expected {shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def check_linear_args(x: np.ndarray, packed: np.ndarray, scale: object, bias: object,
+                      activation: str | None, residual: object, act_quant: str
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Validate and normalise the arguments of `ternary_linear` (shared with conv2d and CUDA).
+
+    Returns C-contiguous (x float32 [B, K], packed uint8 [N, nb], scale float32 [N],
+    bias float32 [N] (zeros if None), residual float32 [B, N] or [0, 0], activation code).
+    """
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
+        desc = f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise TdslError(f"x must be a float32 array [batch, K], got a {desc}")
+    if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.ndim != 2:
+        desc = (f"{packed.dtype} array of shape {packed.shape}" if isinstance(packed, np.ndarray)
+                else type(packed).__name__)
+        raise TdslError(f"packed weights must be a uint8 array [N, ceil(K/4)] (format '2bit'), "
+                        f"got a {desc}")
+    B, K = x.shape
+    N, nb = packed.shape
+    if nb != bytes_per_row(K):
+        raise TdslError(f"packed weights have {nb} bytes per row but x has K={K} features, "
+                        f"which need ceil(K/4)={bytes_per_row(K)} (format '2bit')")
+    if activation not in ACTIVATIONS:
+        raise TdslError(f"unknown activation {activation!r}: valid are None, 'relu', 'relu6'")
+    if act_quant not in ACT_QUANTS:
+        raise TdslError(f"unknown act_quant {act_quant!r}: valid are 'int8', 'float'")
+    if act_quant == "int8" and K > MAX_K:
+        raise TdslError(f"K={K} is too large for int32 accumulators (at most {MAX_K})")
+    s = np.asarray(scale)
+    if s.ndim == 0:
+        s = np.full(N, s, dtype=np.float32) if np.issubdtype(s.dtype, np.number) else s
+    s = _as_f32(s, (N,), "scale")
+    b = np.zeros(N, np.float32) if bias is None else _as_f32(bias, (N,), "bias")
+    res = (np.zeros((0, 0), np.float32) if residual is None
+           else _as_f32(residual, (B, N), "residual"))
+    return np.ascontiguousarray(x), np.ascontiguousarray(packed), s, b, res, ACTIVATIONS[activation]
+
+
+def _run_int8(x, packed, s, bias, res, act, path, y, yi) -> None:
+    if path == "vnni":
+        batch_multiple = 1 if x.shape[0] == 1 else 4
+        xq, xs, sums = quantize_deinterleave(x, batch_multiple)
+        kernel = _gemv_vnni if x.shape[0] == 1 else _gemm_vnni
+    else:
+        xq, xs, sums = quantize_deinterleave(x)
+        kernel = _gemm_portable
+    kernel(xq, sums, xs, packed, s, bias, res, act, y, yi)
+
+
+def ternary_linear(x: np.ndarray, packed: np.ndarray, scale: np.ndarray | float,
+                   bias: np.ndarray | None = None, *, activation: str | None = None,
+                   residual: np.ndarray | None = None, act_quant: str = "int8",
+                   path: str | None = None) -> np.ndarray:
+    """act(x . (scale * T)^T + bias + residual) as float32 [B, N]; see the module docstring.
+
+    `path` ("portable", "vnni", "auto") overrides `cpu_features.kernel_path` for this call.
+    """
+    x, packed, s, b, res, act = check_linear_args(x, packed, scale, bias, activation, residual,
+                                                  act_quant)
+    chosen = kernel_path(path)
+    y = np.empty((x.shape[0], packed.shape[0]), np.float32)
+    if act_quant == "float":
+        _gemm_float(deinterleave_float(x), packed, s, b, res, act, y)
+    else:
+        _run_int8(x, packed, s, b, res, act, chosen, y, np.zeros((0, 0), np.int32))
+    return y
+
+
+def int8_accumulators(x: np.ndarray, packed: np.ndarray, *, path: str | None = None
+                      ) -> np.ndarray:
+    """The exact integer sums sum_k xq[b, k] * t[n, k] (int32 [B, N]) a kernel path forms.
+
+    Equal to `reference.int8_accumulators`; exposed so tests can compare paths bit for bit.
+    """
+    x, packed, s, b, res, act = check_linear_args(x, packed, 1.0, None, None, None, "int8")
+    y = np.empty((x.shape[0], packed.shape[0]), np.float32)
+    yi = np.empty((x.shape[0], packed.shape[0]), np.int32)
+    _run_int8(x, packed, s, b, res, act, kernel_path(path), y, yi)
+    return yi
+
+
+def fold_batchnorm(scale: np.ndarray | float, bias: np.ndarray | None, gamma: np.ndarray,
+                   beta: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float = 1e-5
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(scale', bias') float32 such that bn(scale * acc + bias) = scale' * acc + bias'.
+
+    A batch-norm after a ternary layer is a per-channel affine map, so it folds into the
+    kernel's epilogue: k = gamma / sqrt(var + eps), scale' = scale * k,
+    bias' = (bias - mean) * k + beta.
+    """
+    k = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+    b = 0.0 if bias is None else np.asarray(bias, np.float64)
+    new_scale = np.asarray(scale, np.float64) * k
+    new_bias = (b - np.asarray(mean, np.float64)) * k + np.asarray(beta, np.float64)
+    return new_scale.astype(np.float32), new_bias.astype(np.float32)
+
+
+def kernels() -> list:
+    """The Numba dispatchers of this module (for cache statistics)."""
+    return [_gemv_vnni, _gemm_vnni, _gemm_portable, _gemm_float]
+
+
+def warmup(paths: tuple[str, ...] | None = None) -> float:
+    """Compile (or load from Numba's cache) every kernel signature the entry points use.
+
+    Returns the wall seconds it took; `compile_stats.compile_seconds()` says how much of it
+    was compilation. Paths default to "portable" plus "vnni" where the CPU has it.
+    """
+    if paths is None:
+        paths = ("portable", "vnni") if has_avx512_vnni() else ("portable",)
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    K, N = 70, 5  # a tail chunk and a partial row block
+    packed = np.full((N, bytes_per_row(K)), 0x55, np.uint8)
+    for B in (1, 5):
+        x = rng.standard_normal((B, K)).astype(np.float32)
+        for p in paths:
+            ternary_linear(x, packed, 1.0, path=p)
+            int8_accumulators(x, packed, path=p)
+        ternary_linear(x, packed, 1.0, act_quant="float")
+    quantize_deinterleave(rng.standard_normal((PARALLEL_MIN_ROWS, K)).astype(np.float32))
+    return time.perf_counter() - start
