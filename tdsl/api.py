@@ -93,6 +93,14 @@ class CompiledModel:
 
         return instantiate(self.module, self.torch_source)
 
+    def freeze(self, trained_module: Any, *, format: str = "2bit", thresholds: dict[str, Any] | None = None):
+        """The deployment form of a module trained from `to_torch()`: this program plus
+        `pack{format}`, filled from the trained latent weights (a `FrozenModel`; see
+        `tdsl.backends.torch.freeze`). `thresholds` gives Δ per ternary weight path."""
+        from tdsl.backends.torch.freeze import freeze
+
+        return freeze(self, trained_module, format=format, thresholds=thresholds)
+
 
 def compile(source_or_path: str | Path, *, entry: str | None = None,
             params: dict[str, Any] | None = None, pipeline: str | None = None,
