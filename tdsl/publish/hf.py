@@ -150,9 +150,17 @@ def _timeouts(policy: NetPolicy) -> Iterator[None]:
     previous = _http._GLOBAL_CLIENT_FACTORY
     previous_download = constants.HF_HUB_DOWNLOAD_TIMEOUT
 
+    def bound(request: Any) -> None:
+        # Calls such as `repo_info` pass `timeout=None` per request, which overrides a client
+        # default; fill in only the limits that are still unbounded.
+        limits = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {k: (policy.timeout if limits.get(k) is None else limits[k])
+                                         for k in ("connect", "read", "write", "pool")}
+
     def factory() -> Any:
         client = previous()
         client.timeout = policy.timeout
+        client.event_hooks["request"] = [*client.event_hooks["request"], bound]
         return client
 
     _http.set_client_factory(factory)

@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tdsl.train.cli import add_train_parser
     add_train_parser(sub)
+    from tdsl.publish.cli import add_publish_parsers
+    add_publish_parsers(sub)
     return parser
 
 

@@ -3,7 +3,7 @@
 `snapshot_download` call, found by running the client against it and logging its 404s.
 
 Endpoints:
-  POST /api/repos/create                                 {name, organization, type, private}
+  POST /api/repos/create                                 {name, organization, type, visibility}
   POST /api/validate-yaml                                the README's front matter (before a commit)
   POST /api/models/{repo}/branch/{branch}
   POST /api/models/{repo}/preupload/{rev}                *.safetensors / *.onnx are "lfs"
@@ -98,7 +98,8 @@ class HubHandler(FakeHandler):
             self.send_json(409, {"error": "You already created this model repo", "url": f"{self.server.url}/{repo}"})
             return
         oid = self.new_commit({".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
-        self.st.repos[repo] = {"private": bool(req.get("private")), "branches": {"main": oid}}
+        private = req.get("visibility", "private" if req.get("private") else "public") == "private"
+        self.st.repos[repo] = {"private": private, "branches": {"main": oid}}
         self.send_json(200, {"url": f"{self.server.url}/{repo}", "name": repo})
 
     def validate_yaml(self) -> None:
