@@ -389,13 +389,18 @@ def ternary_linear(x: np.ndarray, packed: np.ndarray, scale: np.ndarray | float,
     """
     x, packed, s, b, res, act = check_linear_args(x, packed, scale, bias, activation, residual,
                                                   act_quant)
-    chosen = kernel_path(path)
     y = np.empty((x.shape[0], packed.shape[0]), np.float32)
+    linear_into(y, x, packed, s, b, res, act, act_quant, kernel_path(path))
+    return y
+
+
+def linear_into(y: np.ndarray, x: np.ndarray, packed: np.ndarray, s: np.ndarray, b: np.ndarray,
+                res: np.ndarray, act: int, act_quant: str, path: str) -> None:
+    """Run the kernel for arguments already normalised by `check_linear_args` into y [B, N]."""
     if act_quant == "float":
         _gemm_float(deinterleave_float(x), packed, s, b, res, act, y)
     else:
-        _run_int8(x, packed, s, b, res, act, chosen, y, np.zeros((0, 0), np.int32))
-    return y
+        _run_int8(x, packed, s, b, res, act, path, y, np.zeros((0, 0), np.int32))
 
 
 def int8_accumulators(x: np.ndarray, packed: np.ndarray, *, path: str | None = None

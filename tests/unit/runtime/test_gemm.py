@@ -220,7 +220,7 @@ def test_runtime_does_not_import_torch() -> None:
     out = run_python("""
         import sys
         import numpy as np
-        import tdsl.runtime.gemm, tdsl.runtime.reference
+        import tdsl.runtime.gemm, tdsl.runtime.conv2d, tdsl.runtime.reference
         from tdsl.runtime.gemm import ternary_linear
         ternary_linear(np.ones((1, 8), np.float32), np.full((2, 2), 0x55, np.uint8), 1.0)
         print("torch" in sys.modules)
