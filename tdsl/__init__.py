@@ -8,7 +8,7 @@ from tdsl.errors import TdslError
 
 __version__ = "0.1.0"
 
-__all__ = ["TdslError", "parse", "compile", "__version__"]
+__all__ = ["TdslError", "parse", "compile", "quantize", "qat", "__version__"]
 
 
 def parse(source_or_path: str, filename: str | None = None):
@@ -24,3 +24,17 @@ def compile(source_or_path: str, *, entry: str | None = None, params: dict | Non
     from tdsl.api import compile as _compile
 
     return _compile(source_or_path, entry=entry, params=params, pipeline=pipeline)
+
+
+def quantize(model, **kwargs):
+    """Post-training quantisation to a `FrozenModel` (see `tdsl.precision.quantize`)."""
+    from tdsl.precision import quantize as _quantize
+
+    return _quantize(model, **kwargs)
+
+
+def qat(model, precision: str = "ternary", **kwargs):
+    """(CompiledModel, nn.Module) for quantisation-aware training (see `tdsl.precision.qat`)."""
+    from tdsl.precision import qat as _qat
+
+    return _qat(model, precision, **kwargs)

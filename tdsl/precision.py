@@ -1,0 +1,227 @@
+"""The precision pipeline: post-training quantisation (`quantize`) and quantisation-aware
+training (`qat`) of a tdsl model to fp32, fp16, int8, ternary or a per-layer mix.
+
+    frozen = tdsl.quantize("resnet18", precision="ternary", weights=fp32_state_dict)
+    frozen.memory_report().table()
+
+    compiled, net = tdsl.qat("resnet18", precision="ternary")
+    ...train net...
+    frozen = compiled.freeze(net)
+
+Which weight gets which precision (docs/TERNARY.md): `override` (`"conv1.weight=fp16
+layer4.*=int8"`, fnmatch on weight paths, first match wins), then DSL annotations, then
+the policy. For `precision="ternary"` the policy is the `ternarize` pass's: `default`
+keeps the first conv/linear and the last linear at fp16, `all` makes every weight
+ternary, `none` only what overrides and annotations say. `precision="mixed"` is ternary
+with the default policy keeping the first and last layers at int8 instead of fp16 (and
+the overrides on top). For fp32 / fp16 / int8 every weight gets that precision except
+where an override or annotation says otherwise; a `=ternary` override turns the
+ternarize pass on for those weights.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tdsl.errors import TdslError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from tdsl.api import CompiledModel
+    from tdsl.backends.torch.freeze import FrozenModel
+
+PRECISIONS = ("fp32", "fp16", "int8", "ternary", "mixed")
+POLICIES = ("default", "all", "none")
+THRESHOLDS = ("twn", "absmean", "fixed=<delta>", "sparsity=<fraction>")
+PIPELINE_ALL = ("fp32", "fp16", "int8", "ternary", "mixed")
+"""The stages `tdsl quantize --pipeline-all` runs, in order."""
+
+
+def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise TdslError(f"{name} must be one of {', '.join(choices)}, got '{value}'")
+
+
+def _quote(text: str) -> str:
+    if '"' in text:
+        raise TdslError(f"override must not contain a double quote: {text!r}")
+    return f'"{text}"'
+
+
+def threshold_options(threshold: str) -> str:
+    """`twn` / `absmean` / `fixed=0.05` / `sparsity=0.5` -> ternarize pass options."""
+    method, _, value = threshold.partition("=")
+    method = method.strip()
+    if method in ("twn", "absmean") and not value:
+        return f"threshold={method}"
+    if method in ("fixed", "sparsity"):
+        try:
+            number = float(value)
+        except ValueError:
+            raise TdslError(f"threshold '{method}' needs a number, e.g. '{method}=0.5', got {threshold!r}") from None
+        return f"threshold={method} {'delta' if method == 'fixed' else 'sparsity'}={number!r}"
+    raise TdslError(f"unknown threshold {threshold!r}; valid ones are {', '.join(THRESHOLDS)}")
+
+
+def expand_override(override: str) -> str:
+    """Overrides match weight paths (`layer1.0.conv1.weight`); a layer path selects its
+    weights too: `conv1=fp16` becomes `conv1=fp16 conv1.*=fp16` (first match still wins)."""
+    out = []
+    for entry in override.split():
+        glob, sep, prec = entry.rpartition("=")
+        out.append(entry)
+        if sep and glob and not glob.endswith("*"):
+            out.append(f"{glob}.*={prec}")
+    return " ".join(out)
+
+
+def pipeline_for(precision: str = "ternary", *, policy: str = "default", override: str = "",
+                 threshold: str = "twn", per_channel: bool = True) -> str:
+    """The pass pipeline that gives the QAT program for these choices."""
+    _check("precision", precision, PRECISIONS)
+    _check("policy", policy, POLICIES)
+    override = expand_override(override)
+    wants_ternary = precision in ("ternary", "mixed") or any(
+        e.rpartition("=")[2] == "ternary" for e in override.split())
+    if not wants_ternary:
+        opts = f"default={precision}" + (f" override={_quote(override)}" if override else "")
+        return f"shape-infer,precision{{{opts}}}"
+    opts = [threshold_options(threshold), f"per-channel={'true' if per_channel else 'false'}"]
+    if precision == "mixed":
+        opts += ["policy=default", "keep=int8"]
+    elif precision == "ternary":
+        opts.append(f"policy={policy}")
+    else:
+        # A float precision for everything, ternary where an override says so.
+        opts += ["policy=none"]
+        override = (override + f" *={precision}").strip()
+    if override:
+        opts.append(f"override={_quote(override)}")
+    return f"shape-infer,ternarize{{{' '.join(opts)}}}"
+
+
+def _load_weights(module: nn.Module, weights: Any) -> None:
+    import torch
+    from torch import nn
+
+    if weights is None:
+        return
+    if isinstance(weights, (str, Path)):
+        from safetensors.torch import load_file
+
+        weights = load_file(str(weights))
+    state = weights.state_dict() if isinstance(weights, nn.Module) else dict(weights)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else ""))
+        raise TdslError(f"weights do not fit the fp32 model: {'; '.join(parts)}")
+    with torch.no_grad():
+        for key, value in state.items():
+            if tuple(value.shape) != tuple(own[key].shape):
+                raise TdslError(f"weights: '{key}' has shape {tuple(value.shape)}, the model needs "
+                                f"{tuple(own[key].shape)}")
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)
+
+
+def qat(model: str | Path, precision: str = "ternary", *, policy: str = "default", override: str = "",
+        threshold: str = "twn", per_channel: bool = True, params: dict[str, Any] | None = None,
+        weights: Any = None, entry: str | None = None) -> tuple[CompiledModel, nn.Module]:
+    """The QAT entry point: the compiled program with latent float weights and fake-quant
+    (`ternarize_ste`, fp16 rounding, dynamic int8) and a fresh module of it, initialised
+    from `weights` (a state dict, module or safetensors path of the fp32 model) if given.
+    Train the module, then `compiled.freeze(module)`."""
+    from tdsl.api import compile as compile_
+
+    pipeline = pipeline_for(precision, policy=policy, override=override, threshold=threshold,
+                            per_channel=per_channel)
+    compiled = compile_(model, entry=entry, params=params, pipeline=pipeline)
+    module = compiled.to_torch()
+    _load_weights(module, weights)
+    return compiled, module
+
+
+def calibrate_thresholds(model: str | Path, module: nn.Module, layout: Mapping[str, Any],
+                         batches: Iterable[Any], *, params: dict[str, Any] | None = None,
+                         per_channel: bool = True, entry: str | None = None):
+    """Per ternary weight, the Δ that minimises the layer's output error on `batches`
+    (`tdsl.quant.calibration.calibrate_module` on the fp32 model holding `module`'s weights).
+    Returns the CalibrationReport keyed by weight path (`layer1.0.conv1.weight`)."""
+    from tdsl.api import compile as compile_
+    from tdsl.quant.calibration import calibrate_module
+
+    fp32 = compile_(model, entry=entry, params=params, pipeline="shape-infer").to_torch()
+    fp32.load_state_dict(module.state_dict(), strict=True)
+    layers: dict[str, Any] = {}
+    conv_kwargs: dict[str, dict[str, Any]] = {}
+    for s in layout.values():
+        if s.role != "packed" or s.op not in ("conv2d", "linear"):
+            continue
+        owner, _, name = s.latent_key.rpartition(".")
+        sub = fp32.get_submodule(owner) if owner else fp32
+        if name != "weight" or not hasattr(sub, "weight"):
+            continue
+        layers[s.weight] = sub
+        if s.op == "conv2d":
+            conv_kwargs[s.weight] = dict(s.op_kwargs)
+    return calibrate_module(fp32, layers, batches, per_channel=per_channel, conv_kwargs=conv_kwargs)
+
+
+def quantize(model: str | Path, *, precision: str = "ternary", policy: str = "default", override: str = "",
+             threshold: str = "twn", per_channel: bool = True, format: str = "2bit",
+             params: dict[str, Any] | None = None, weights: Any = None, calibrate: Iterable[Any] | None = None,
+             entry: str | None = None) -> FrozenModel:
+    """Post-training quantisation: compile `model` for `precision`, take the fp32
+    `weights` (state dict, module or safetensors path; the model's own initialisation if
+    None) and freeze. With `calibrate` (an iterable of input batches), each ternary
+    layer's Δ is chosen by `tdsl.quant.calibration` to minimise its output error; the
+    report (errors before with TWN and after) is `frozen.calibration`."""
+    from tdsl.runtime.packing import check_format
+
+    check_format(format)
+    compiled, module = qat(model, precision, policy=policy, override=override, threshold=threshold,
+                           per_channel=per_channel, params=params, weights=weights, entry=entry)
+    thresholds = None
+    report = None
+    if calibrate is not None:
+        from tdsl.backends.torch.freeze import _frozen_program, storage_layout
+
+        layout = storage_layout(_frozen_program(compiled, format).module)
+        report = calibrate_thresholds(model, module, layout, calibrate, params=params,
+                                      per_channel=per_channel, entry=entry)
+        thresholds = report.thresholds()
+    from tdsl.backends.torch.freeze import freeze
+
+    frozen = freeze(compiled, module, format=format, thresholds=thresholds, precision=precision)
+    frozen.calibration = report
+    return frozen
+
+
+def quantize_all(model: str | Path, *, precisions: Iterable[str] = PIPELINE_ALL, **kwargs: Any) -> dict[str, FrozenModel]:
+    """`quantize` at each precision (fp32 → fp16 → int8 → ternary → mixed) from the same
+    fp32 weights: pass `weights`, or the first stage's initial weights are used for all."""
+    from tdsl.api import compile as compile_
+
+    if kwargs.get("weights") is None:
+        kwargs["weights"] = compile_(model, entry=kwargs.get("entry"), params=kwargs.get("params"),
+                                     pipeline="shape-infer").to_torch().state_dict()
+    return {p: quantize(model, precision=p, **kwargs) for p in precisions}
+
+
+def summary_table(frozen: Mapping[str, FrozenModel]) -> str:
+    """One memory row per precision: stored bytes, fp32 bytes, ratio."""
+    head = f"{'precision':<10} {'format':<7} {'bytes':>13} {'fp32 bytes':>13} {'ratio':>8} {'% of fp32':>10}"
+    lines = [head, "-" * len(head)]
+    for name, model in frozen.items():
+        r = model.memory_report()
+        fmt = model.format if any(s.role == "packed" for s in model.layout.values()) else "-"
+        lines.append(f"{name:<10} {fmt:<7} {r.total:>13,} {r.fp32_total:>13,} {r.ratio:>7.2f}x "
+                     f"{100 * r.total / r.fp32_total if r.fp32_total else 0:>9.2f}%")
+    return "\n".join(lines)
