@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     from tdsl.publish.cli import add_publish_parsers
     add_publish_parsers(sub)
+    from tdsl.precision_cli import add_quantize_parser
+    add_quantize_parser(sub)
     return parser
 
 

@@ -1,0 +1,79 @@
+"""`tdsl quantize`: post-training quantisation from the command line, with memory and
+sparsity reports (registered in `tdsl.tools.tdsl_cli` by `add_quantize_parser`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tdsl.errors import TdslError
+
+
+def add_quantize_parser(sub: Any) -> None:
+    p = sub.add_parser("quantize", help="quantise a model (fp32, fp16, int8, ternary, mixed) and report its memory")
+    p.add_argument("model", help="a zoo model name (see `tdsl models`), or a .tdsl / .tri file")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a parameter of the entry layer (repeatable), e.g. --param num_classes=10")
+    p.add_argument("--entry", help="the layer to build (default: the last one in the file)")
+    p.add_argument("--precision", default="ternary", choices=["fp32", "fp16", "int8", "ternary", "mixed"])
+    p.add_argument("--policy", default="default", choices=["default", "all", "none"],
+                   help="ternary policy: default keeps the first and last layers at fp16")
+    p.add_argument("--override", default="", metavar="'GLOB=PREC ...'",
+                   help="per-layer precisions, e.g. 'conv1=fp16 layer4.*=int8' (first match wins)")
+    p.add_argument("--threshold", default="twn", help="twn, absmean, fixed=<delta> or sparsity=<fraction>")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--per-channel", dest="per_channel", action="store_true", default=True,
+                       help="one ternary scale per output channel (default)")
+    group.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                       help="one ternary scale per weight tensor")
+    p.add_argument("--format", default="2bit", choices=["2bit", "base3"], help="packed trit format")
+    p.add_argument("--weights", help="fp32 weights (.safetensors) to quantise; default: the model's initialisation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation when no --weights")
+    p.add_argument("--pipeline-all", action="store_true",
+                   help="run fp32 -> fp16 -> int8 -> ternary -> mixed and print one memory row per precision")
+    p.add_argument("--report", metavar="OUT.json", help="write the reports as JSON")
+    p.add_argument("-o", "--output", metavar="OUT.safetensors", help="save the frozen state dict")
+    p.set_defaults(func=cmd_quantize)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import torch
+
+    from tdsl.precision import PIPELINE_ALL, quantize, summary_table
+    from tdsl.tools.common import parse_param, write_atomic
+
+    params = dict(parse_param(p) for p in (args.param or []))
+    torch.manual_seed(args.seed)
+    weights: Any = args.weights
+    if weights is None:
+        from tdsl.api import compile as compile_
+
+        weights = compile_(args.model, entry=args.entry, params=params, pipeline="shape-infer").to_torch().state_dict()
+    options = dict(policy=args.policy, override=args.override, threshold=args.threshold,
+                   per_channel=args.per_channel, format=args.format, params=params, weights=weights,
+                   entry=args.entry)
+    stages = list(PIPELINE_ALL) if args.pipeline_all else [args.precision]
+    frozen = {p: quantize(args.model, precision=p, **options) for p in stages}
+    report: dict[str, Any] = {"model": args.model, "params": params, "format": args.format}
+    if args.pipeline_all:
+        print(summary_table(frozen))
+        print()
+        report["pipeline"] = {p: f.memory_report().to_dict() for p, f in frozen.items()}
+    main = frozen[args.precision if args.precision in frozen else stages[-1]]
+    memory, sparsity = main.memory_report(), main.sparsity_report()
+    print(f"memory ({main.precision}, {args.format}):")
+    print(memory.table())
+    print()
+    print("sparsity:")
+    print(sparsity.table())
+    report.update(precision=main.precision, memory=memory.to_dict(), sparsity=sparsity.to_dict())
+    if args.report:
+        write_atomic(args.report, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.report}", file=sys.stderr)
+    if args.output:
+        if not args.output.endswith(".safetensors"):
+            raise TdslError(f"--output must be a .safetensors file, got '{args.output}'")
+        main.save(args.output)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
