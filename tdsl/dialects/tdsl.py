@@ -1153,6 +1153,72 @@ class FlattenOp(ValueOp):
         return make_tensor(element_type_of(self.input.type), [*x[:s], size, *x[e + 1:]])
 
 
+class _DimOp(ValueOp):
+    """Inserts or removes one size-1 dim at `dim` (negative counts from the end)."""
+
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    dim = prop_def(IntegerAttr[i64])
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, dim: int, result_type: Attribute | None = None):
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)],
+                         properties={"dim": _i64(dim)})
+
+    def axis(self, rank: int) -> int | None:
+        """The dim index in an input of `rank`, or None when `dim` is out of range."""
+        d, limit = self.dim.value.data, rank + self.RANK_CHANGE
+        d = d + limit if d < 0 else d
+        return d if 0 <= d < max(limit, 1) else None
+
+    def verify_(self) -> None:
+        dims = dims_of(self.input.type)
+        if dims is not None and self.axis(len(dims)) is None:
+            raise VerifyException(
+                f"'{self.name}' dim {self.dim.value.data} is out of range for input of rank {len(dims)} "
+                f"({self.input.type})"
+            )
+
+
+@irdl_op_definition
+class UnsqueezeOp(_DimOp):
+    """Inserts a size-1 dim: what a 1-D convolution uses to run as a 2-D one.
+
+    `%y = tdsl.unsqueeze %x {dim = 2 : i64} : tensor<?x8x40xf32> -> tensor<?x8x1x40xf32>`
+    """
+
+    name = "tdsl.unsqueeze"
+    RANK_CHANGE: ClassVar[int] = 1
+
+    def infer_result_type(self) -> TensorType:
+        x = _ranked("unsqueeze", "input", self.input)
+        axis = self.axis(len(x))
+        if axis is None:
+            raise ShapeInferenceError(f"unsqueeze: dim {self.dim.value.data} is out of range for {format_dims(x)}")
+        return make_tensor(element_type_of(self.input.type), [*x[:axis], 1, *x[axis:]])
+
+
+@irdl_op_definition
+class SqueezeOp(_DimOp):
+    """Removes a size-1 dim.
+
+    `%y = tdsl.squeeze %x {dim = 2 : i64} : tensor<?x8x1x40xf32> -> tensor<?x8x40xf32>`
+    """
+
+    name = "tdsl.squeeze"
+    RANK_CHANGE: ClassVar[int] = 0
+
+    def infer_result_type(self) -> TensorType:
+        x = _ranked("squeeze", "input", self.input)
+        axis = self.axis(len(x))
+        if axis is None or not _same_dim(x[axis], 1):
+            raise ShapeInferenceError(
+                f"squeeze: dim {self.dim.value.data} of {format_dims(x)} is not a size-1 dim")
+        return make_tensor(element_type_of(self.input.type), [*x[:axis], *x[axis + 1:]])
+
+
 @irdl_op_definition
 class ReshapeOp(ValueOp):
     """Reshape to `shape`, where one `-1` takes the remaining size (`?` when the input is dynamic).
@@ -1265,6 +1331,8 @@ TDSL = Dialect(
         AdaptiveAvgPool2dOp,
         FlattenOp,
         ReshapeOp,
+        UnsqueezeOp,
+        SqueezeOp,
     ],
     [],
 )

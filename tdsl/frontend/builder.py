@@ -69,6 +69,7 @@ _KINDS: dict[str, type[Operation]] = {
     "dropout": d.DropoutOp, "add": d.AddOp, "sub": d.SubOp, "mul": d.MulOp, "div": d.DivOp,
     "max_pool2d": d.MaxPool2dOp, "avg_pool2d": d.AvgPool2dOp,
     "adaptive_avg_pool2d": d.AdaptiveAvgPool2dOp, "flatten": d.FlattenOp, "reshape": d.ReshapeOp,
+    "unsqueeze": d.UnsqueezeOp, "squeeze": d.SqueezeOp,
 }
 
 

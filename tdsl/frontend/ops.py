@@ -220,6 +220,10 @@ def _reshape_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
     return {"shape": tuple(shape)}
 
 
+def _dim_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    return {"dim": _int(b["dim"], "dim", _loc_of(kw, "dim", loc))}
+
+
 def _dropout_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
     return {"p": _prob(b["p"], "p", _loc_of(kw, "p", loc))}
 
@@ -248,6 +252,8 @@ TENSOR_OPS: dict[str, _Spec] = {
                 _flatten_props),
     "reshape": (("x", "shape"), {}, ("x",), "reshape", _reshape_props),
     "dropout": (("x", "p"), {"p": 0.5}, ("x",), "dropout", _dropout_props),
+    "unsqueeze": (("x", "dim"), {}, ("x",), "unsqueeze", _dim_props),
+    "squeeze": (("x", "dim"), {}, ("x",), "squeeze", _dim_props),
     **{n: (("x",), {}, ("x",), n, _none) for n in _UNARY},
     **{n: (("a", "b"), {}, ("a", "b"), k, _none) for n, k in _BINARY.items()},
 }

@@ -150,3 +150,17 @@ builtin.module attributes {tdsl.entry = @Open} {
     }
   }
 }
+
+// -----
+// CHECK-LABEL: tdsl.layer @Dims layer "Dims"
+// CHECK: tdsl.unsqueeze %x {dim = 2 : i64} : tensor<?x8x40xf32> -> tensor<?x8x1x40xf32>
+// CHECK: tdsl.squeeze %{{.*}} {dim = -2 : i64} : tensor<?x8x1x40xf32> -> tensor<?x8x40xf32>
+builtin.module attributes {tdsl.entry = @Dims} {
+  tdsl.layer @Dims layer "Dims" params {} {
+    tdsl.forward (%x: tensor<?x8x40xf32>) -> tensor<*xf32> {
+      %u = tdsl.unsqueeze %x {dim = 2 : i64} : tensor<?x8x40xf32> -> tensor<*xf32>
+      %s = tdsl.squeeze %u {dim = -2 : i64} : tensor<*xf32> -> tensor<*xf32>
+      tdsl.return %s : tensor<*xf32>
+    }
+  }
+}

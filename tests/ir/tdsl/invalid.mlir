@@ -240,3 +240,14 @@ builtin.module attributes {tdsl.entry = @L} {
   }
 }
 // CHECK: bad.tdsl:31:7: error: 'tdsl.return' names has 2 entries for 1 values
+
+// -----
+builtin.module attributes {tdsl.entry = @L} {
+  tdsl.layer @L layer "L" params {} {
+    tdsl.forward (%x: tensor<4x8xf32>) -> tensor<*xf32> {
+      %y = tdsl.unsqueeze %x {dim = 3 : i64} : tensor<4x8xf32> -> tensor<*xf32> loc("bad.tdsl":32:7)
+      tdsl.return %y : tensor<*xf32>
+    }
+  }
+}
+// CHECK: bad.tdsl:32:7: error: 'tdsl.unsqueeze' dim 3 is out of range for input of rank 2 (tensor<4x8xf32>)

@@ -32,7 +32,9 @@ builtin.module attributes {tdsl.entry = @Net} {
       %ap = tdsl.avg_pool2d %mp {kernel = array<i64: 2, 2>, padding = array<i64: 1, 1>, stride = array<i64: 1, 1>} : tensor<?x8x2x2xf32> -> tensor<?x8x3x3xf32>
       %aa = tdsl.adaptive_avg_pool2d %ap {output_size = array<i64: 1, 1>} : tensor<?x8x3x3xf32> -> tensor<?x8x1x1xf32>
       %fl = tdsl.flatten %aa {end_dim = -1 : i64, start_dim = 1 : i64} : tensor<?x8x1x1xf32> -> tensor<?x8xf32>
-      %rs = tdsl.reshape %fl {shape = array<i64: -1, 8>} : tensor<?x8xf32> -> tensor<?x8xf32>
+      %us = tdsl.unsqueeze %fl {dim = 1 : i64} : tensor<?x8xf32> -> tensor<?x1x8xf32>
+      %sq = tdsl.squeeze %us {dim = 1 : i64} : tensor<?x1x8xf32> -> tensor<?x8xf32>
+      %rs = tdsl.reshape %sq {shape = array<i64: -1, 8>} : tensor<?x8xf32> -> tensor<?x8xf32>
       %dr = tdsl.dropout %rs {p = 0.000000e+00 : f64} : tensor<?x8xf32> -> tensor<?x8xf32>
       %sm = tdsl.softmax %dr {dim = -1 : i64} : tensor<?x8xf32> -> tensor<?x8xf32>
       %li = tdsl.linear %sm, %t : (tensor<?x8xf32>, tensor<8x8xi2>) -> tensor<?x8xf32>
@@ -84,7 +86,9 @@ builtin.module attributes {tdsl.entry = @Net} {
 // CHECK-NEXT: %ap = tdsl.avg_pool2d %mp {kernel = array<i64: 2, 2>, padding = array<i64: 1, 1>, stride = array<i64: 1, 1>} : tensor<?x8x2x2xf32> -> tensor<?x8x3x3xf32>
 // CHECK-NEXT: %aa = tdsl.adaptive_avg_pool2d %ap {output_size = array<i64: 1, 1>} : tensor<?x8x3x3xf32> -> tensor<?x8x1x1xf32>
 // CHECK-NEXT: %fl = tdsl.flatten %aa {end_dim = -1 : i64, start_dim = 1 : i64} : tensor<?x8x1x1xf32> -> tensor<?x8xf32>
-// CHECK-NEXT: %rs = tdsl.reshape %fl {shape = array<i64: -1, 8>} : tensor<?x8xf32> -> tensor<?x8xf32>
+// CHECK-NEXT: %us = tdsl.unsqueeze %fl {dim = 1 : i64} : tensor<?x8xf32> -> tensor<?x1x8xf32>
+// CHECK-NEXT: %sq = tdsl.squeeze %us {dim = 1 : i64} : tensor<?x1x8xf32> -> tensor<?x8xf32>
+// CHECK-NEXT: %rs = tdsl.reshape %sq {shape = array<i64: -1, 8>} : tensor<?x8xf32> -> tensor<?x8xf32>
 // CHECK-NEXT: %dr = tdsl.dropout %rs {p = 0.000000e+00 : f64} : tensor<?x8xf32> -> tensor<?x8xf32>
 // CHECK-NEXT: %sm = tdsl.softmax %dr {dim = -1 : i64} : tensor<?x8xf32> -> tensor<?x8xf32>
 // CHECK-NEXT: %li = tdsl.linear %sm, %t : (tensor<?x8xf32>, tensor<8x8xi2>) -> tensor<?x8xf32>
