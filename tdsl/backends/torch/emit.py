@@ -808,6 +808,12 @@ class _ForwardEmitter:
     def flatten(self, op: t.FlattenOp) -> str:
         return f"torch.flatten({self[op.input]}, {op.start_dim.value.data}, {op.end_dim.value.data})"
 
+    def unsqueeze(self, op: t.UnsqueezeOp) -> str:
+        return f"torch.unsqueeze({self[op.input]}, {op.dim.value.data})"
+
+    def squeeze(self, op: t.SqueezeOp) -> str:
+        return f"torch.squeeze({self[op.input]}, {op.dim.value.data})"
+
     def reshape(self, op: t.ReshapeOp) -> str:
         shape = [int(d) for d in op.shape.get_values()]
         result = op.output.type
@@ -867,6 +873,8 @@ _HANDLERS: dict[type[Operation], Callable] = {
     t.AdaptiveAvgPool2dOp: _ForwardEmitter.adaptive_avg_pool2d,
     t.FlattenOp: _ForwardEmitter.flatten,
     t.ReshapeOp: _ForwardEmitter.reshape,
+    t.UnsqueezeOp: _ForwardEmitter.unsqueeze,
+    t.SqueezeOp: _ForwardEmitter.squeeze,
     tern.DequantizeOp: _ForwardEmitter.dequantize,
     tern.TernConv2dOp: _ForwardEmitter.tern_conv2d,
     tern.TernLinearOp: _ForwardEmitter.tern_linear,
