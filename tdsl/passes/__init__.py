@@ -40,12 +40,26 @@ def _pack() -> type[ModulePass]:
     return PackPass
 
 
+def _inline() -> type[ModulePass]:
+    from tdsl.passes.inline import InlinePass
+
+    return InlinePass
+
+
+def _fuse() -> type[ModulePass]:
+    from tdsl.passes.fuse import FusePass
+
+    return FusePass
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "shape-infer": _shape_infer,
     "canonicalize": _canonicalize,
     "ternarize": _ternarize,
     "precision": _precision,
     "pack": _pack,
+    "inline": _inline,
+    "fuse": _fuse,
 }
 
 DEFAULT_PIPELINE = "shape-infer,canonicalize"
