@@ -8,7 +8,7 @@ from tdsl.errors import TdslError
 
 __version__ = "0.1.0"
 
-__all__ = ["TdslError", "parse", "compile", "quantize", "qat", "__version__"]
+__all__ = ["TdslError", "parse", "compile", "quantize", "qat", "save", "load", "__version__"]
 
 
 def parse(source_or_path: str, filename: str | None = None):
@@ -38,3 +38,17 @@ def qat(model, precision: str = "ternary", **kwargs):
     from tdsl.precision import qat as _qat
 
     return _qat(model, precision, **kwargs)
+
+
+def save(model, path, **kwargs):
+    """Write a frozen model as a package folder (see `tdsl.package.writer.save`)."""
+    from tdsl.package import save as _save
+
+    return _save(model, path, **kwargs)
+
+
+def load(path):
+    """Load a package folder without torch (see `tdsl.package.reader.load`)."""
+    from tdsl.package import load as _load
+
+    return _load(path)

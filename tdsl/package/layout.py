@@ -1,0 +1,110 @@
+"""The tensors a frozen program's module stores, computed from the IR alone (no torch).
+
+The package loader checks a weights file against this before anything is built: every
+key present, none extra, shapes and dtypes exact. It walks the IR like
+`tdsl.backends.torch.freeze.storage_layout` (which needs torch) but answers what is *stored*: packed trits as uint8 `[rows,
+bytes_per_row]`, frozen fp16 weights as float16, int8 weights as int8 plus a float32
+scale per output channel, everything else in its declared element type. A test checks it
+against the state dict of the emitted torch module for every zoo model and precision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.dialects.builtin import ModuleOp
+
+from tdsl.dialects import tdsl as t
+from tdsl.dialects import tern
+from tdsl.dialects.tdsl import element_type_of, entry_layer, module_layers
+from tdsl.errors import TdslError
+from tdsl.runtime.packing import packed_shape
+
+NUMPY_DTYPES = {"f16": "float16", "f32": "float32", "f64": "float64", "i2": "int8", "i8": "int8",
+                "i32": "int32", "i64": "int64", "i1": "bool"}
+"""IR element type -> numpy dtype name of its stored tensor (trits `i2` are stored as int8)."""
+
+# The torch backend's naming (tdsl.backends.torch.emit, which imports torch): the module
+# attribute that marks frozen storage and the suffixes of packed and int8-scale buffers.
+FROZEN_ATTR = "tdsl.frozen"
+PACKED_SUFFIX = "_packed"
+SCALE_SUFFIX = "_scale"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A stored tensor: numpy dtype name and exact shape."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def dtype_name(element_type: object) -> str:
+    """The numpy dtype name for an IR element type; others cannot be stored in a package."""
+    name = str(element_type)
+    if name not in NUMPY_DTYPES:
+        raise TdslError(f"a package cannot store tensors of element type {name}")
+    return NUMPY_DTYPES[name]
+
+
+def expected_tensors(module: ModuleOp) -> dict[str, TensorSpec]:
+    """State-dict key -> stored dtype and shape, for the module emitted from `module`.
+
+    Keys are the dotted instance names from the entry plus the param name (`_packed` after
+    a packed weight, `<weight>_scale` for an int8 weight's scale): the torch backend keeps
+    DSL names as state-dict keys whenever they are plain identifiers (`names.py_ident`).
+    Saving checks that the emitted module agrees, so a package never holds keys this walk
+    would not find.
+    """
+    frozen = is_frozen(module)
+    layers = module_layers(module)
+    out: dict[str, TensorSpec] = {}
+
+    def visit(spec: t.LayerOp, prefix: str) -> None:
+        for op in spec.body.block.ops:
+            if isinstance(op, t.InstanceOp):
+                callee = layers.get(op.callee.root_reference.data)
+                if callee is None:
+                    raise TdslError(f"instance '{op.sym_name.data}' refers to unknown layer "
+                                    f"@{op.callee.root_reference.data}")
+                visit(callee, f"{prefix}{op.sym_name.data}.")
+            elif isinstance(op, tern.PackedParamOp):
+                out[f"{prefix}{op.sym_name.data}{PACKED_SUFFIX}"] = TensorSpec(
+                    "uint8", packed_shape(op.type.get_shape(), op.type.format.data))
+            elif isinstance(op, t.ParamOp):
+                key = prefix + op.sym_name.data
+                shape = tuple(op.type.get_shape())
+                precision = op.precision.data if op.precision is not None else None
+                if frozen and precision == "fp16":
+                    out[key] = TensorSpec("float16", shape)
+                elif frozen and precision == "int8":
+                    out[key] = TensorSpec("int8", shape)
+                    out[key + SCALE_SUFFIX] = TensorSpec("float32", (shape[0] if shape else 1,))
+                else:
+                    out[key] = TensorSpec(dtype_name(element_type_of(op.type)), shape)
+
+    visit(entry_layer(module), "")
+    return out
+
+
+def is_frozen(module: ModuleOp) -> bool:
+    """Whether the torch backend emits `module` in frozen storage (as `emit.is_frozen`)."""
+    if FROZEN_ATTR in module.attributes:
+        return True
+    return any(isinstance(op, tern.PackedParamOp) for layer in module_layers(module).values()
+               for op in layer.body.block.ops)
+
+
+def io_spec(module: ModuleOp) -> dict[str, list[dict[str, object]]]:
+    """Names, shapes (null for a dynamic dim) and dtypes of the entry forward's inputs/outputs."""
+    from tdsl.dialects.tdsl import dims_of
+
+    forward = entry_layer(module).forward
+    names = [a.data for a in forward.arg_names.data] if forward.arg_names is not None else []
+    fn_type = forward.function_type
+
+    def describe(types: list, prefix: str, known: list[str]) -> list[dict[str, object]]:
+        return [{"name": known[i] if i < len(known) else f"{prefix}{i}", "shape": dims_of(ty),
+                 "dtype": dtype_name(element_type_of(ty))} for i, ty in enumerate(types)]
+
+    return {"inputs": describe(list(fn_type.inputs.data), "input", names),
+            "outputs": describe(list(fn_type.outputs.data), "output", [])}

@@ -1,0 +1,223 @@
+"""Write a frozen model as a tdsl package (layout in `tdsl.package`, schema in docs/PACKAGE.md).
+
+The package must rebuild the same program from text, so `save` finds the DSL source (the
+file the model was compiled from, or `source=`) and the pass pipeline (`pipeline=`, or the
+one `tdsl.quantize` uses for the model's precision, or the pass names with default
+options), compiles them again and checks that the frozen IR is the model's before writing
+anything. Files are written into a temporary folder beside the target and renamed into
+place, so a failure never leaves half a package.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tdsl.errors import TdslError
+from tdsl.package import CARD_FILE, CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, WEIGHTS_FILE
+from tdsl.package.layout import expected_tensors, io_spec
+from tdsl.package.reader import build_frozen_program, normalized_ir, sha256_file
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from tdsl.api import CompiledModel
+    from tdsl.backends.torch.freeze import FrozenModel
+
+
+def as_frozen(model: Any, module: nn.Module | None = None) -> FrozenModel:
+    """A FrozenModel from a FrozenModel, or from a CompiledModel and its trained module."""
+    from tdsl.api import CompiledModel
+    from tdsl.backends.torch.freeze import FrozenModel
+
+    if isinstance(model, FrozenModel):
+        if module is not None:
+            raise TdslError("save: pass module= only with a CompiledModel; a FrozenModel holds its weights")
+        return model
+    if isinstance(model, CompiledModel):
+        if module is None:
+            raise TdslError("save: a CompiledModel needs its weights: pass module= (the nn.Module from "
+                            "compiled.to_torch(), trained or not)")
+        return model.freeze(module)
+    raise TdslError(f"save: expected a FrozenModel (tdsl.quantize, compiled.freeze) or a CompiledModel, "
+                    f"got {type(model).__name__}")
+
+
+def model_source(compiled: CompiledModel, source: str | None) -> tuple[str, str | None, str]:
+    """(DSL text, zoo name or None, file name) of the program `compiled` came from."""
+    from tdsl.models import ZOO, zoo_path
+
+    path = Path(compiled.filename)
+    zoo = next((n for n in ZOO if path.is_file() and path.resolve() == zoo_path(n).resolve()), None)
+    if source is not None:
+        return source, None, path.name if path.is_file() else "<input>"
+    if not path.is_file():
+        raise TdslError(f"save: the model was compiled from {compiled.filename}, not from a file; "
+                        "pass source= (the DSL text) so the package can rebuild it")
+    return path.read_text(encoding="utf-8"), zoo, path.name
+
+
+def _pass_names(pipeline: str) -> list[str]:
+    return [p.strip() for p in re.sub(r"\{[^}]*\}", "", pipeline).split(",") if p.strip()]
+
+
+def find_pipeline(frozen: FrozenModel, source: str, pipeline: str | None) -> str:
+    """The pipeline that compiles `source` into `frozen`'s program, checked by compiling it."""
+    from tdsl.precision import PRECISIONS, pipeline_for
+
+    compiled = frozen.compiled
+    passes = compiled.passes[:-1] if compiled.stages[-1][0] in ("pack", "freeze") else compiled.passes
+    if pipeline is not None:
+        candidates = [pipeline]
+    else:
+        preferred = [frozen.precision] if frozen.precision in PRECISIONS else []
+        candidates = [pipeline_for(p) for p in dict.fromkeys([*preferred, *PRECISIONS])] + [",".join(passes)]
+        candidates = [c for c in dict.fromkeys(candidates) if _pass_names(c) == passes]
+    target = normalized_ir(compiled.module)
+    for candidate in candidates:
+        rebuilt = build_frozen_program(source, entry=compiled.entry, params=compiled.params, pipeline=candidate,
+                                       format=frozen.format)
+        if normalized_ir(rebuilt.module) == target:
+            return candidate
+    if pipeline is not None:
+        raise TdslError(f"save: compiling the source with pipeline '{pipeline}' does not give the model's program")
+    raise TdslError(f"save: cannot tell which options the passes {', '.join(passes) or '(none)'} ran with; "
+                    "pass pipeline= (the spec given to tdsl.compile)")
+
+
+def precision_policy(frozen: FrozenModel) -> dict[str, Any]:
+    """The precision of every weight and the ternary quantiser, from the frozen layout."""
+    weights = {s.weight: s.precision for s in frozen.layout.values() if s.role in ("packed", "weight")}
+    quant = next((s.quant for s in frozen.layout.values() if s.role == "packed" and s.quant), None)
+    precision = frozen.precision
+    if not precision:
+        used = set(weights.values())
+        precision = used.pop() if len(used) == 1 else "custom"
+    packed = any(s.role == "packed" for s in frozen.layout.values())
+    return {"precision": precision, "packed": packed, "quantizer": quant, "weights": weights}
+
+
+def memory_markdown(frozen: FrozenModel) -> str:
+    """The memory report as a markdown table (by kind, total, fp32 baseline)."""
+    from tdsl.reports import KINDS
+
+    report = frozen.memory_report()
+    kinds = report.by_kind()
+    rows = ["| tensors | bytes |", "|---|---:|"]
+    rows += [f"| {kind} | {kinds[kind]:,} |" for kind in KINDS if kinds[kind]]
+    rows += [f"| **total** | **{report.total:,}** |", f"| fp32 model | {report.fp32_total:,} |",
+             f"| ratio | {report.ratio:.2f}x smaller |"]
+    return "\n".join(rows)
+
+
+def _write_card(path: Path, name: str, config: dict[str, Any], frozen: FrozenModel) -> None:
+    from tdsl.publish.card import write_model_card
+
+    model, policy = config["model"], config["precision"]
+    origin = f"the tdsl zoo model `{model['zoo_name']}`" if model["zoo_name"] else f"`{model['source_file']}`"
+    params = ", ".join(f"`{k}={v!r}`" for k, v in model["params"].items()) or "defaults"
+    io = "; ".join(f"{t['name']}: {t['dtype']} [{', '.join('N' if d is None else str(d) for d in t['shape'])}]"
+                   for t in config["inputs"])
+    counts: dict[str, int] = {}
+    for p in policy["weights"].values():
+        counts[p] = counts.get(p, 0) + 1
+    ternary = [w for w, p in policy["weights"].items() if p != "ternary"]
+    fmt = f", packed format `{config['freeze']['format']}` (version {config['packed_format']['version']})" \
+        if policy["packed"] else ""
+    write_model_card(
+        path, name=name,
+        description=f"`{model['entry']}` compiled by tdsl {config['tdsl_version']} and frozen at "
+                    f"{policy['precision']} precision{fmt}.",
+        architecture=f"Layer `{model['entry']}` from {origin}, parameters {params}.\n\nInputs: {io}.\n\n"
+                     f"Passes: `{config['pipeline'] or '(none)'}`.",
+        precision_policy=f"{policy['precision']}: " + ", ".join(f"{n} {p}" for p, n in counts.items())
+                         + " weights" + (f"; kept at higher precision: {', '.join(f'`{w}`' for w in ternary)}"
+                                         if policy["packed"] and ternary else "")
+                         + (f". Quantiser: `{json.dumps(policy['quantizer'])}`." if policy["quantizer"] else "."),
+        memory_table_md=memory_markdown(frozen),
+        how_to_load="import tdsl\n\npkg = tdsl.load(\"path/to/this/folder\")\nnet = pkg.to_torch()"
+                    "            # torch nn.Module, eval mode\nrunner = pkg.deploy(\"numba\")   # torch-free")
+
+
+def _is_package(path: Path) -> bool:
+    try:
+        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("format") == PACKAGE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None = None, source: str | None = None,
+         pipeline: str | None = None, name: str | None = None, overwrite: bool = False) -> Path:
+    """Write `model` as a package folder at `path` and return it.
+
+    `model` is a `FrozenModel` (any precision), or a `CompiledModel` with `module=` (frozen
+    here). `source` gives the DSL text when the model was not compiled from a file,
+    `pipeline` the pass pipeline when it is not one `tdsl.quantize` uses; `overwrite`
+    replaces an existing package (never a folder that is not one).
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    import tdsl
+    from tdsl.runtime.packing import PACK_FORMAT_VERSION
+
+    dest = Path(path)
+    if dest.exists() and not (overwrite and dest.is_dir() and not dest.is_symlink() and _is_package(dest)):
+        raise TdslError(f"{dest}: already exists" + ("" if overwrite else "; pass overwrite=True to replace a package")
+                        + (" and is not a tdsl package" if overwrite else ""))
+    frozen = as_frozen(model, module)
+    text, zoo, filename = model_source(frozen.compiled, source)
+    spec = find_pipeline(frozen, text, pipeline)
+    state = frozen.state_dict()
+    expected = expected_tensors(frozen.compiled.module)
+    actual = {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape)) for k, v in state.items()}
+    if actual != {k: (s.dtype, s.shape) for k, s in expected.items()}:
+        differ = sorted(set(actual) ^ set(expected)) or sorted(k for k in actual if actual[k] != (
+            expected[k].dtype, expected[k].shape))
+        raise TdslError(f"save: the torch module's state dict does not match the program's declarations "
+                        f"(first difference: {differ[0]}); the package could not be loaded back")
+    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in state.items()}
+    compiled = frozen.compiled
+    config: dict[str, Any] = {
+        "format": PACKAGE_FORMAT,
+        "format_version": PACKAGE_FORMAT_VERSION,
+        "tdsl_version": tdsl.__version__,
+        "name": name or zoo or compiled.entry,
+        "model": {"zoo_name": zoo, "source_file": filename, "entry": compiled.entry, "params": compiled.params,
+                  "source": text},
+        "pipeline": spec,
+        "freeze": {"format": frozen.format},
+        "precision": precision_policy(frozen),
+        **io_spec(compiled.module),
+        "packed_format": {"name": frozen.format, "version": PACK_FORMAT_VERSION},
+        "weights": {"file": WEIGHTS_FILE, "sha256": "", "bytes": 0},
+        "ir_sha256": hashlib.sha256(normalized_ir(compiled.module).encode("utf-8")).hexdigest(),
+    }
+    try:
+        json.dumps(config["model"]["params"], allow_nan=False)
+    except (TypeError, ValueError):
+        raise TdslError(f"save: parameters {compiled.params!r} cannot be stored as JSON") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    try:
+        os.chmod(tmp, 0o755)
+        save_file(arrays, str(tmp / WEIGHTS_FILE), metadata={"format": PACKAGE_FORMAT})
+        config["weights"].update(sha256=sha256_file(tmp / WEIGHTS_FILE), bytes=(tmp / WEIGHTS_FILE).stat().st_size)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        _write_card(tmp / CARD_FILE, config["name"], config, frozen)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+            os.replace(dest, old / "package")
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
