@@ -124,6 +124,7 @@ def _figures(model: str, labels: tuple[str, ...] | None = None) -> dict[str, tup
     return out
 
 
+@pytest.mark.slow
 def test_resnet18_imagenet_memory_ratios() -> None:
     figures = _figures("resnet18", ("ternary-all-2bit", "ternary-all-base3", "ternary-default-2bit"))
     assert figures["ternary-all-2bit"][2] >= 15
