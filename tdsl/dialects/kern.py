@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, IntegerAttr, StringAttr, TensorType, f64, i64
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    f64,
+    i64,
+)
 from xdsl.ir import Attribute, Dialect, SSAValue
 from xdsl.irdl import (
     AttrSizedOperandSegments,
@@ -189,9 +197,9 @@ class _KernOp(ValueOp):
         self.verify_weight(precision)
         residual = self.residual  # type: ignore[attr-defined]
         out = self.output.type  # type: ignore[attr-defined]
-        if residual is not None and isinstance(residual.type, TensorType) and isinstance(out, TensorType):
-            if residual.type != out:
-                raise VerifyException(f"'{name}' residual type {residual.type} does not match the result type {out}")
+        if residual is not None and isinstance(residual.type, TensorType) and isinstance(out, TensorType) \
+                and residual.type != out:
+            raise VerifyException(f"'{name}' residual type {residual.type} does not match the result type {out}")
 
     def verify_weight(self, precision: str) -> None:
         name, weight, scale = self.name, self.weight, self.scale  # type: ignore[attr-defined]

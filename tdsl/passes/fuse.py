@@ -18,8 +18,22 @@ from xdsl.pattern_rewriter import (
 
 from tdsl.dialects import kern
 from tdsl.dialects.locations import loc_of
-from tdsl.dialects.tdsl import AddOp, BatchNormOp, Conv2dOp, GetParamOp, LinearOp, Relu6Op, ReluOp
-from tdsl.dialects.tern import PackedConv2dOp, PackedLinearOp, PackedTensorType, TernConv2dOp, TernLinearOp
+from tdsl.dialects.tdsl import (
+    AddOp,
+    BatchNormOp,
+    Conv2dOp,
+    GetParamOp,
+    LinearOp,
+    Relu6Op,
+    ReluOp,
+)
+from tdsl.dialects.tern import (
+    PackedConv2dOp,
+    PackedLinearOp,
+    PackedTensorType,
+    TernConv2dOp,
+    TernLinearOp,
+)
 from tdsl.errors import PassError
 
 KernOp = kern.Conv2dOp | kern.LinearOp

@@ -4,12 +4,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr, SymbolRefAttr, UnrankedTensorType
+from xdsl.dialects.builtin import (
+    ModuleOp,
+    StringAttr,
+    SymbolRefAttr,
+    UnrankedTensorType,
+)
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from tdsl.dialects.locations import loc_of
-from tdsl.dialects.tdsl import CallOp, GetParamOp, InstanceOp, LayerOp, ParamOp, ReturnOp, module_layers
+from tdsl.dialects.tdsl import (
+    CallOp,
+    GetParamOp,
+    InstanceOp,
+    LayerOp,
+    ParamOp,
+    ReturnOp,
+    module_layers,
+)
 from tdsl.dialects.tern import GetPackedOp, PackedParamOp
 from tdsl.errors import PassError
 from tdsl.passes.instances import child_path

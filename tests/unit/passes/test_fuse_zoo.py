@@ -11,7 +11,15 @@ from xdsl.dialects.builtin import FileLineColLoc, ModuleOp
 
 import tdsl
 from tdsl.dialects import kern
-from tdsl.dialects.tdsl import BatchNormOp, CallOp, Conv2dOp, GetParamOp, InstanceOp, LayerOp, entry_layer
+from tdsl.dialects.tdsl import (
+    BatchNormOp,
+    CallOp,
+    Conv2dOp,
+    GetParamOp,
+    InstanceOp,
+    LayerOp,
+    entry_layer,
+)
 from tdsl.dialects.tern import GetPackedOp, PackedConv2dOp, PackedParamOp, TernConv2dOp
 from tdsl.errors import PassError
 
