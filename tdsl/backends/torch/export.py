@@ -1,0 +1,136 @@
+"""Export an emitted (usually frozen) model to files other stacks load without tdsl.
+
+- `.pt2` through `torch.export` (the primary format): the graph of the emitted module with
+  a dynamic batch axis, saved and loaded with `torch.export.save` / `torch.export.load`.
+- `.pt` TorchScript through `torch.jit.trace`, for deployment stacks that still need it.
+  TorchScript is deprecated in torch 2.13 (torch warns on every `torch.jit.trace`); this
+  export warns too (`FutureWarning`) and keeps working while torch ships TorchScript.
+
+A frozen ternary model keeps its weights packed in both files: the uint8 `*_packed`
+buffers are stored as they are and unpacked in the graph by tensor ops
+(`tdsl.backends.torch.packing.unpack_tensor`: shifts, masks, compares), so a ternary
+ResNet-18 `.pt2` is about 12x smaller than the fp32 one. Inputs follow the entry layer's
+declared shapes and dtypes, with the batch (every dynamic leading dim) set to `batch`.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from tdsl.errors import TdslError
+
+if TYPE_CHECKING:
+    from tdsl.api import CompiledModel
+
+_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
+                 "int8": torch.int8, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
+
+TORCHSCRIPT_DEPRECATION = ("TorchScript is deprecated in torch 2.13 and may be removed from a later torch; "
+                           "prefer the torch.export format (.pt2, `tdsl export --format torch-export`)")
+
+
+def module_and_program(model: Any, module: nn.Module | None = None) -> tuple[nn.Module, CompiledModel]:
+    """(eval-mode nn.Module, its CompiledModel) from a FrozenModel, a loaded package, or a
+    CompiledModel with `module`."""
+    from tdsl.api import CompiledModel
+    from tdsl.backends.torch.freeze import FrozenModel
+    from tdsl.package.reader import LoadedPackage
+
+    if isinstance(model, FrozenModel):
+        return model.module.eval(), model.compiled
+    if isinstance(model, LoadedPackage):
+        return model.to_torch(), model.compiled
+    if isinstance(model, CompiledModel):
+        return (module if module is not None else model.to_torch()).eval(), model
+    raise TdslError(f"export: expected a FrozenModel, a loaded package or a CompiledModel, got {type(model).__name__}")
+
+
+def example_inputs(compiled: CompiledModel, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the entry layer's declared shapes and dtypes, dynamic dims = `batch`."""
+    from tdsl.package.layout import io_spec
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for spec in io_spec(compiled.module)["inputs"]:
+        if spec["shape"] is None:
+            raise TdslError(f"export: the rank of input '{spec['name']}' is not known; give example inputs")
+        shape = [batch if d is None else int(d) for d in spec["shape"]]
+        dtype = _TORCH_DTYPES[str(spec["dtype"])]
+        x = torch.randn(shape, generator=gen) if dtype.is_floating_point else torch.randint(-4, 5, shape, generator=gen)
+        out.append(x.to(dtype))
+    return tuple(out)
+
+
+def _dynamic_shapes(compiled: CompiledModel) -> tuple[dict[int, Any] | None, ...]:
+    from tdsl.package.layout import io_spec
+
+    batch = torch.export.Dim("batch", min=1)
+    return tuple({0: batch} if spec["shape"] and spec["shape"][0] is None else None
+                 for spec in io_spec(compiled.module)["inputs"])
+
+
+def export_program(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None = None,
+                   inputs: tuple[torch.Tensor, ...] | None = None, dynamic_batch: bool = True) -> Path:
+    """Write the model as a `torch.export` program (`.pt2`) with a dynamic batch axis."""
+    net, compiled = module_and_program(model, module)
+    args = inputs if inputs is not None else example_inputs(compiled)
+    dynamic = _dynamic_shapes(compiled) if dynamic_batch else None
+    try:
+        program = torch.export.export(net, args, dynamic_shapes=dynamic)
+    except Exception as e:  # torch raises many kinds (UserError, GuardOnDataDependentSymNode, ...)
+        raise TdslError(f"export: torch.export could not capture {compiled.entry}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    return _write(path, lambda tmp: torch.export.save(program, tmp))
+
+
+def load_program(path: str | os.PathLike[str]) -> nn.Module:
+    """The callable module of a `.pt2` written by `export_program`."""
+    return torch.export.load(str(path)).module()
+
+
+def export_torchscript(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None = None,
+                       inputs: tuple[torch.Tensor, ...] | None = None) -> Path:
+    """Write the model as TorchScript (`.pt`, traced). Deprecated with TorchScript itself."""
+    warnings.warn(TORCHSCRIPT_DEPRECATION, FutureWarning, stacklevel=2)
+    net, compiled = module_and_program(model, module)
+    args = inputs if inputs is not None else example_inputs(compiled)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.*deprecated", category=Warning)
+        # int8 activation scales branch on `x.numel()`: the trace keeps the non-empty branch.
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean",
+                                category=torch.jit.TracerWarning)
+        with torch.no_grad():
+            traced = torch.jit.trace(net, args, check_trace=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.*deprecated", category=Warning)
+        return _write(path, lambda tmp: torch.jit.save(traced, tmp))
+
+
+def load_torchscript(path: str | os.PathLike[str]) -> nn.Module:
+    """The module of a `.pt` written by `export_torchscript`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=Warning)
+        return torch.jit.load(str(path))
+
+
+def _write(path: str | os.PathLike[str], writer: Any) -> Path:
+    """Write through a temporary file beside `path`, renamed into place on success."""
+    import tempfile
+
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
