@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_publish_parsers(sub)
     from tdsl.precision_cli import add_quantize_parser
     add_quantize_parser(sub)
+    from tdsl.tools.bench import add_bench_parser
+    add_bench_parser(sub)
     return parser
 
 

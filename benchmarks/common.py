@@ -1,0 +1,205 @@
+"""Shared machinery of the speed benchmarks (`bench_kernels.py`, `bench_roofline.py`, `bench_models.py`).
+
+The protocol (docs in /work/shared/KERNELS.md, "Method" and "Pitfalls"): every comparison runs
+in child processes started here, one per (shape, library), because torch's OpenMP pool and
+Numba's workqueue/OpenMP pool slow each other down 5-10x when they share a process. A child
+gets `child_env(threads)` (OpenBLAS pinned to one thread, the timed library to `threads`),
+times one thing and prints one JSON object as the last line of its stdout. Times are medians
+of per-call wall times after warm-up, with the garbage collector off while timing.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+MiB = 1 << 20
+
+
+def child_env(threads: int) -> dict[str, str]:
+    """Environment of a timing child: `threads` for the timed library, quiet foreign pools."""
+    env = dict(os.environ)
+    env.update({
+        "OPENBLAS_NUM_THREADS": "1",   # numpy's BLAS (references, checks) must not spin
+        "MKL_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "NUMBA_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
+    })
+    return env
+
+
+def run_child(script: Path, args: Sequence[str], threads: int, timeout: float = 3600.0
+              ) -> dict[str, Any]:
+    """Run `python script args` under `child_env(threads)`; its last stdout line is JSON."""
+    load_before = os.getloadavg()[0]
+    proc = subprocess.run([sys.executable, str(script), *args], env=child_env(threads),
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        sys.stderr.write(proc.stderr)
+        raise RuntimeError(f"benchmark child {script.name} {' '.join(args)} failed with "
+                           f"status {proc.returncode}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    return result
+
+
+def summarize(ns: list[int]) -> dict[str, float]:
+    """Median, 10th/90th percentile and minimum (ms) of per-call times in nanoseconds."""
+    ms = sorted(t / 1e6 for t in ns)
+    n = len(ms)
+    return {"median_ms": statistics.median(ms), "p10_ms": ms[int(0.1 * (n - 1))],
+            "p90_ms": ms[int(round(0.9 * (n - 1)))], "min_ms": ms[0], "n": n}
+
+
+def time_calls(call: Callable[[int], object], n: int, warmup: int) -> dict[str, float]:
+    """Time `call(i)` for i = 0 .. n-1 after `call(i)` for i = 0 .. warmup-1 (untimed).
+
+    Warm timing passes a call that ignores i (the same layer every time); cold timing passes
+    one that uses layer i mod R with warmup = R, i.e. after one full cycle through the set.
+    """
+    for i in range(warmup):
+        call(i)
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        ns = []
+        for i in range(n):
+            t0 = time.perf_counter_ns()
+            call(i)
+            ns.append(time.perf_counter_ns() - t0)
+    finally:
+        if gc_was_on:
+            gc.enable()
+    return summarize(ns)
+
+
+def rel_err(y: Any, ref: Any) -> float:
+    """max |y - ref| / max |ref| (float64)."""
+    import numpy as np
+
+    y64, r64 = np.asarray(y, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(y64 - r64)) / max(float(np.max(np.abs(r64))), 1e-300))
+
+
+def cache_bytes(level: int = 3) -> int:
+    """Size of the largest cache of this level the kernel reports (sysfs), or 0 if unknown."""
+    sizes = []
+    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if int((d / "level").read_text()) != level:
+                continue
+            text = (d / "size").read_text().strip()
+        except OSError:
+            continue
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+        sizes.append(int(text.rstrip("KMG")) * unit)
+    return max(sizes, default=0)
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() not in info:
+                info[key.strip()] = value.strip()
+            if not line.strip() and info:
+                break
+    except OSError:
+        pass
+    return info
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def meminfo_bytes(key: str) -> int:
+    """A /proc/meminfo field ("MemTotal", "MemAvailable") in bytes, 0 if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """CPU model, relevant ISA flags, caches, memory, threads and library versions.
+
+    Versions come from package metadata so that the orchestrator never imports torch or
+    numba itself (it starts the children that do).
+    """
+    cpu = _cpuinfo()
+    flags = set(cpu.get("flags", "").split())
+    wanted = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    try:
+        git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        git = ""
+    return {
+        "cpu_model": cpu.get("model name", platform.processor()),
+        "cpu_vendor": cpu.get("vendor_id", ""),
+        "logical_cpus": os.cpu_count(),
+        "isa_flags": [f for f in wanted if f in flags],
+        "hypervisor": "hypervisor" in flags,
+        "l2_bytes": cache_bytes(2),
+        "l3_bytes": cache_bytes(3),
+        "mem_total_bytes": meminfo_bytes("MemTotal"),
+        "threads": threads,
+        "env": {k: child_env(threads)[k] for k in
+                ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")},
+        "versions": {"python": platform.python_version(),
+                     **{d: _version(d) for d in ("numpy", "numba", "llvmlite", "torch", "tdsl")}},
+        "git_commit": git,
+        "platform": platform.platform(),
+        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A pipe table padded to column width: valid Markdown and readable in a terminal."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *(line(r) for r in rows)])
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file renamed into place, so a failure never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+
+
+def emit_child_result(data: dict[str, Any]) -> None:
+    """A child's result: one JSON line, the last line of stdout."""
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
