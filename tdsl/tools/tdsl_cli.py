@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_quantize_parser(sub)
     from tdsl.tools.bench import add_bench_parser
     add_bench_parser(sub)
+    from tdsl.package.cli import add_export_parser
+    add_export_parser(sub)
     return parser
 
 

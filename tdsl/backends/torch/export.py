@@ -124,7 +124,7 @@ def _write(path: str | os.PathLike[str], writer: Any) -> Path:
 
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.tmp-", suffix=dest.suffix)
     os.close(fd)
     try:
         writer(tmp)
