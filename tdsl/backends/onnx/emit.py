@@ -1,0 +1,508 @@
+"""ONNX graph from the kernel-level IR (docs/KERNEL_IR.md), built with the `onnx` helper API.
+
+One handler per op kind (`_GraphEmitter.emit`, a `singledispatchmethod`); an op without one
+is a `TdslError` at the op's DSL location. Weights come from the frozen state dict (the
+parameter store), keyed by the IR's param names after `inline` (docs/KERNEL_IR.md, "As built").
+
+Graph forms, chosen so that onnxruntime with *default* session options computes what the
+graph says (its level-2 optimiser rewrites `DequantizeLinear` + `MatMul` into `MatMulNBits`,
+which quantises activations: an error of 0.07 was measured; `Conv` and `Gemm` are left alone):
+
+| kern op, precision | graph |
+|---|---|
+| conv2d, ternary | `DequantizeLinear`(INT2 trits [O, C, kh, kw], scale' [O], zero point INT2 0, axis 0) → `Conv`(bias') |
+| linear, ternary | the same into `Gemm`(transB=1); never `MatMul` |
+| fp32 | FLOAT weight·m → `Conv` / `Gemm` |
+| fp16 | FLOAT16 weight → `Cast` (→ `Mul` m) → `Conv` / `Gemm` |
+| int8 | the torch backend's dynamic int8 exactly: per-tensor symmetric activation quantisation (`Abs`, `ReduceMax`, `Round`, `Clip`), `ConvInteger` / `MatMulInteger` on INT8 weights, `Cast` and the per-channel rescale in float32 (float64 when the integer sum may exceed 2^24, as torch) |
+
+then `Add` (residual), `Relu` / `Clip`(0, 6). The batch norm is folded numerically
+(`tensors.fold_bn`): scale' = α·m, bias' = β + (b − μ)·m with m = γ/√(σ²+ε), computed in
+float64 from the frozen arrays. `int2=False` stores trits as INT8 (opset 13, IR 7).
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from functools import singledispatchmethod
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from xdsl.dialects.builtin import TensorType
+from xdsl.ir import Operation, SSAValue
+from xdsl.irdl import IRDLOperation
+
+from tdsl.backends.onnx.tensors import array_tensor, fold_bn, int2_tensor, per_channel
+from tdsl.dialects import kern, tern
+from tdsl.dialects import tdsl as t
+from tdsl.dialects.locations import loc_of
+from tdsl.errors import TdslError
+
+INT8_MAX = 127
+_EXACT_F32 = 2 ** 24
+"""As `tdsl.backends.torch.runtime`: an int8 sum of k products is exact in float32 while 127²·k < 2^24."""
+
+_FLOAT_TYPES = {"f32": TensorProto.FLOAT, "f16": TensorProto.FLOAT16, "f64": TensorProto.DOUBLE}
+
+
+def _op_name(op: Operation) -> str:
+    return op.name if isinstance(op, IRDLOperation) else type(op).__name__
+
+
+def sanitize(hint: str) -> str:
+    """The one source of ONNX names: letters, digits, `_` and `.` (dotted param paths stay readable)."""
+    name = re.sub(r"[^A-Za-z0-9_.]", "_", hint).strip(".") or "v"
+    return name if not name[0].isdigit() else f"v{name}"
+
+
+class ParamStore:
+    """The frozen state dict as numpy arrays, looked up by IR param name."""
+
+    def __init__(self, state: Mapping[str, np.ndarray], layout: Mapping[str, object]):
+        self.state = dict(state)
+        self.key_of: dict[str, str] = {}
+        self.int8_scale: dict[str, str] = {}
+        self.ternary_scale: dict[str, str] = {}
+        for s in layout.values():
+            role, precision, weight, key = s.role, s.precision, s.weight, s.key  # type: ignore[attr-defined]
+            if role == "scale":
+                (self.int8_scale if precision == "int8" else self.ternary_scale)[weight] = key
+            else:
+                self.key_of[weight] = key
+
+    def array(self, name: str, op: Operation) -> np.ndarray:
+        key = self.key_of.get(name, name)
+        if key not in self.state:
+            raise TdslError(f"the ONNX backend finds no stored tensor for param '{name}'", loc_of(op))
+        return self.state[key]
+
+    def scale(self, table: Mapping[str, str], weight: str, op: Operation) -> np.ndarray:
+        if weight not in table:
+            raise TdslError(f"the ONNX backend finds no stored scale for weight '{weight}'", loc_of(op))
+        return self.state[table[weight]]
+
+
+def _ints(attr) -> list[int]:
+    return [int(v) for v in attr.get_values()]
+
+
+def _dims(value: SSAValue) -> list[int | None]:
+    typ = value.type
+    assert isinstance(typ, TensorType), typ
+    return [None if d < 0 else int(d) for d in typ.get_shape()]
+
+
+class _GraphEmitter:
+    """Builds one graph; all state (names, nodes, initializers) is per instance."""
+
+    def __init__(self, store: ParamStore, *, opset: int, int2: bool):
+        self.store = store
+        self.opset = opset
+        self.int2 = int2
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+        self.names: dict[SSAValue, str] = {}
+        self.params: dict[SSAValue, str] = {}
+        self.used: set[str] = set()
+        self.quantised: dict[SSAValue, tuple[str, str]] = {}
+        self.constants: dict[tuple, str] = {}
+        self.weight_types: dict[str, str] = {}
+        self.outputs: list[str] = []
+
+    # ------------------------------------------------------------------ names and nodes
+
+    def fresh(self, hint: str) -> str:
+        base = sanitize(hint)
+        name, n = base, 0
+        while name in self.used:
+            n += 1
+            name = f"{base}_{n}"
+        self.used.add(name)
+        return name
+
+    def node(self, op_type: str, inputs: Sequence[str], hint: str, **attrs) -> str:
+        out = self.fresh(hint)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self.fresh(f"{op_type}_{out}"),
+                                           **attrs))
+        return out
+
+    def initializer(self, hint: str, value: np.ndarray | TensorProto) -> str:
+        name = self.fresh(hint)
+        if isinstance(value, TensorProto):
+            value.name = name
+            self.initializers.append(value)
+        else:
+            self.initializers.append(array_tensor(name, value))
+        return name
+
+    def constant(self, value: np.ndarray, hint: str) -> str:
+        """A small shared initializer (shapes, axes, clip bounds)."""
+        key = (value.dtype.str, value.shape, value.tobytes())
+        if key not in self.constants:
+            self.constants[key] = self.initializer(hint, value)
+        return self.constants[key]
+
+    def __getitem__(self, value: SSAValue) -> str:
+        """The ONNX name of an IR value; a param read used as a plain tensor becomes a float32
+        initializer (a float16 one plus `Cast` when stored as float16)."""
+        if value in self.names:
+            return self.names[value]
+        owner = value.owner
+        if value in self.params:
+            assert isinstance(owner, Operation)
+            stored = self.store.array(self.params[value], owner)
+            if stored.dtype == np.float16:
+                name = self.node("Cast", [self.initializer(self.params[value], stored)], self.params[value] + ".f32",
+                                 to=TensorProto.FLOAT)
+            elif stored.dtype in (np.float32, np.float64):
+                name = self.initializer(self.params[value], stored.astype(np.float32))
+            else:
+                raise TdslError(f"the ONNX backend cannot read the {stored.dtype} param '{self.params[value]}' "
+                                "as a plain tensor", loc_of(owner))
+            self.names[value] = name
+            return name
+        raise AssertionError(f"value used before definition: {value}")
+
+    def param_name(self, value: SSAValue | None, op: Operation) -> str | None:
+        if value is None:
+            return None
+        if value not in self.params:
+            raise TdslError(f"the ONNX backend needs '{_op_name(op)}' operands that read params directly",
+                            loc_of(op))
+        return self.params[value]
+
+    def param_array(self, value: SSAValue | None, op: Operation) -> np.ndarray | None:
+        name = self.param_name(value, op)
+        return None if name is None else self.store.array(name, op)
+
+    # ------------------------------------------------------------------ the forward
+
+    def emit_forward(self, forward: t.ForwardOp, batch_dim: str) -> tuple[list[onnx.ValueInfoProto],
+                                                                           list[onnx.ValueInfoProto]]:
+        arg_names = [a.data for a in forward.arg_names.data] if forward.arg_names is not None else []
+        inputs = []
+        for i, arg in enumerate(forward.args):
+            name = self.fresh(arg_names[i] if i < len(arg_names) else f"input_{i}")
+            self.names[arg] = name
+            inputs.append(self.value_info(name, arg, batch_dim))
+        for op in forward.body.block.ops:
+            self.emit(op)
+        ret = forward.return_op
+        names = [n.data for n in ret.names.data] if ret.names is not None else (
+            ["output"] if len(ret.values) == 1 else [f"output_{i}" for i in range(len(ret.values))])
+        outputs = []
+        for value, hint in zip(ret.values, names):
+            name = self.node("Identity", [self[value]], hint)
+            outputs.append(self.value_info(name, value, batch_dim))
+        return inputs, outputs
+
+    def value_info(self, name: str, value: SSAValue, batch_dim: str) -> onnx.ValueInfoProto:
+        typ = value.type
+        if not isinstance(typ, TensorType) or str(typ.element_type) not in _FLOAT_TYPES:
+            raise TdslError(f"the ONNX backend needs float tensor inputs and outputs, not {typ}")
+        shape = [d if d is not None else (batch_dim if i == 0 else f"{name}_dim{i}")
+                 for i, d in enumerate(_dims(value))]
+        return helper.make_tensor_value_info(name, _FLOAT_TYPES[str(typ.element_type)], shape)
+
+    # ------------------------------------------------------------------ handlers
+
+    @singledispatchmethod
+    def emit(self, op: Operation) -> None:
+        raise TdslError(f"the ONNX backend has no handler for '{_op_name(op)}'", loc_of(op))
+
+    @emit.register
+    def _(self, op: t.ReturnOp) -> None:
+        return None
+
+    @emit.register
+    def _(self, op: t.GetParamOp) -> None:
+        self.params[op.output] = op.param.root_reference.data
+
+    @emit.register
+    def _(self, op: tern.GetPackedOp) -> None:
+        self.params[op.output] = op.param.root_reference.data
+
+    @emit.register
+    def _(self, op: kern.Conv2dOp) -> None:
+        stride, padding, dilation = _ints(op.stride), _ints(op.padding), _ints(op.dilation)
+        geometry = {"strides": stride, "pads": padding + padding, "dilations": dilation, "group": op.groups.value.data}
+        hint = self.param_name(op.weight, op) or "conv"
+        hint = hint.removesuffix(".weight")
+        if op.precision.data == "int8":
+            y = self.int8_product(op, "ConvInteger", geometry, hint)
+        else:
+            w, b = self.float_weight(op, hint)
+            y = self.node("Conv", [self[op.input], w] + ([b] if b else []), hint, **geometry)
+        self.epilogue(op, y, hint)
+
+    @emit.register
+    def _(self, op: kern.LinearOp) -> None:
+        hint = (self.param_name(op.weight, op) or "linear").removesuffix(".weight")
+        x_dims = _dims(op.input)
+        x = self[op.input]
+        x2 = x if len(x_dims) == 2 else self.node("Reshape", [x, self.constant(np.array([-1, x_dims[-1]]), "shape")],
+                                                   hint + ".in2d")
+        if op.precision.data == "int8":
+            y = self.int8_product(op, "MatMulInteger", {}, hint, flatten=len(x_dims) != 2)
+        else:
+            w, b = self.float_weight(op, hint)
+            y = self.node("Gemm", [x2, w] + ([b] if b else []), hint, transB=1)
+        if len(x_dims) != 2:
+            y = self.node("Reshape", [y, self.reshape_target(op.output, keep=len(x_dims) - 1)], hint + ".out")
+        self.epilogue(op, y, hint)
+
+    def folded(self, op: kern.Conv2dOp | kern.LinearOp, channels: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        bn = op.bn_operands()
+        arrays = None if bn is None else tuple(self.param_array(v, op) for v in bn)
+        eps = op.eps.value.data if op.eps is not None else 0.0
+        return fold_bn(channels, self.param_array(op.bias, op), arrays, eps)  # type: ignore[arg-type]
+
+    def float_weight(self, op: kern.Conv2dOp | kern.LinearOp, hint: str) -> tuple[str, str | None]:
+        """(weight as float32 in the graph, folded bias or None) for ternary, fp32 and fp16 weights."""
+        name = self.param_name(op.weight, op)
+        assert name is not None
+        precision = op.precision.data
+        dims = op.weight_dims()
+        assert dims is not None and all(d is not None for d in dims)
+        channels = int(dims[0])  # type: ignore[arg-type]
+        m, c = self.folded(op, channels)
+        bias = None if c is None else self.initializer(hint + ".bias", c.astype(np.float32))
+        bshape = (channels,) + (1,) * (len(dims) - 1)
+        if precision == "ternary":
+            if not op.is_packed:
+                raise TdslError("the ONNX backend needs packed ternary weights (run `pack`)", loc_of(op))
+            from tdsl.runtime.packing import unpack
+
+            trits = unpack(self.store.array(name, op), dims, op.format.data if op.format else "2bit")
+            scale = per_channel(self.store.scale(self.store.ternary_scale, name, op), channels)
+            if m is not None:
+                scale = scale * m
+            if self.int2:
+                q, zero = int2_tensor(name, trits), int2_tensor(name, np.zeros(channels, np.int8))
+            else:
+                q, zero = array_tensor(name, trits.astype(np.int8)), array_tensor(name, np.zeros(channels, np.int8))
+            self.weight_types[name] = "INT2" if self.int2 else "INT8"
+            w = self.node("DequantizeLinear", [self.initializer(name, q),
+                                               self.initializer(hint + ".weight_scale", scale.astype(np.float32)),
+                                               self.initializer(hint + ".weight_zero_point", zero)],
+                          name + ".dq", axis=0)
+            return w, bias
+        stored = self.store.array(name, op)
+        if precision == "fp16" or stored.dtype == np.float16:
+            self.weight_types[name] = "FLOAT16"
+            w = self.node("Cast", [self.initializer(name, stored.astype(np.float16))], name + ".f32",
+                          to=TensorProto.FLOAT)
+            if m is not None:
+                w = self.node("Mul", [w, self.initializer(hint + ".bn_scale", m.astype(np.float32).reshape(bshape))],
+                              name + ".folded")
+            return w, bias
+        if precision != "fp32":
+            raise TdslError(f"the ONNX backend has no weight form for precision '{precision}'", loc_of(op))
+        self.weight_types[name] = "FLOAT"
+        folded = stored.astype(np.float64) * (1.0 if m is None else m.reshape(bshape))
+        return self.initializer(name, folded.astype(np.float32)), bias
+
+    def quantise_activation(self, value: SSAValue, hint: str) -> tuple[str, str]:
+        """(INT8 values, float32 scale ()) of `value`: symmetric per tensor, as `_rt.int8_activation`."""
+        if value in self.quantised:
+            return self.quantised[value]
+        x = self[value]
+        f32 = lambda v: self.constant(np.array(v, dtype=np.float32), "c")  # noqa: E731
+        amax = self.node("ReduceMax", [self.node("Abs", [x], hint + ".abs")], hint + ".amax", keepdims=0)
+        scale = self.node("Where", [self.node("Greater", [amax, f32(0.0)], hint + ".nonzero"),
+                                    self.node("Div", [amax, f32(INT8_MAX)], hint + ".amax_127"), f32(1.0)],
+                          hint + ".act_scale")
+        rounded = self.node("Round", [self.node("Div", [x, scale], hint + ".scaled")], hint + ".rounded")
+        clipped = self.node("Clip", [rounded, f32(-INT8_MAX), f32(INT8_MAX)], hint + ".clipped")
+        q = self.node("Cast", [clipped], hint + ".act_q", to=TensorProto.INT8)
+        self.quantised[value] = (q, scale)
+        return q, scale
+
+    def int8_product(self, op: kern.Conv2dOp | kern.LinearOp, op_type: str, attrs: dict, hint: str,
+                     flatten: bool = False) -> str:
+        """`ConvInteger` / `MatMulInteger` of the quantised input and the INT8 weight, rescaled by
+        s_x·s_w·m and shifted by the folded bias (see the module docstring)."""
+        name = self.param_name(op.weight, op)
+        assert name is not None
+        stored = self.store.array(name, op)
+        if stored.dtype != np.int8:
+            raise TdslError(f"the int8 weight '{name}' is stored as {stored.dtype}, not int8", loc_of(op))
+        channels = stored.shape[0]
+        sw = per_channel(self.store.scale(self.store.int8_scale, name, op), channels)
+        m, c = self.folded(op, channels)
+        if m is not None:
+            sw = sw * m
+        q, sx = self.quantise_activation(op.input, hint)
+        if flatten:
+            q = self.node("Reshape", [q, self.constant(np.array([-1, stored.shape[1]]), "shape")], hint + ".q2d")
+        weight = stored if op_type == "ConvInteger" else np.ascontiguousarray(stored.T)
+        self.weight_types[name] = "INT8"
+        acc = self.node(op_type, [q, self.initializer(name, weight)], hint + ".acc", **attrs)
+        k = math.prod(stored.shape[1:])
+        exact_f32 = INT8_MAX * INT8_MAX * k < _EXACT_F32
+        dtype, np_dtype = (TensorProto.FLOAT, np.float32) if exact_f32 else (TensorProto.DOUBLE, np.float64)
+        shape = (1, channels, 1, 1) if op_type == "ConvInteger" else (channels,)
+        sw_name = self.initializer(hint + ".weight_scale", sw.astype(np_dtype).reshape(shape))
+        accf = self.node("Cast", [acc], hint + ".accf", to=dtype)
+        if exact_f32:
+            y = self.node("Mul", [accf, self.node("Mul", [sx, sw_name], hint + ".scale")], hint + ".rescaled")
+        else:
+            # (acc·s_x)·s_w: acc·s_x is exact in float64 (< 2^29 times 24 bits). Not acc·(s_x·s_w):
+            # onnxruntime 1.32 fuses that pattern into MatMulIntegerToFloat, which refuses float64.
+            sx64 = self.node("Cast", [sx], hint + ".act_scale64", to=dtype)
+            y = self.node("Mul", [self.node("Mul", [accf, sx64], hint + ".acc_sx"), sw_name], hint + ".rescaled")
+        if c is not None:
+            y = self.node("Add", [y, self.initializer(hint + ".bias", c.astype(np_dtype).reshape(shape))],
+                          hint + ".biased")
+        return y if exact_f32 else self.node("Cast", [y], hint + ".f32", to=TensorProto.FLOAT)
+
+    def epilogue(self, op: kern.Conv2dOp | kern.LinearOp, y: str, hint: str) -> None:
+        if op.residual is not None:
+            y = self.node("Add", [y, self[op.residual]], hint + ".residual")
+        activation = op.activation.data
+        if activation == "relu":
+            y = self.node("Relu", [y], hint + ".relu")
+        elif activation == "relu6":
+            y = self.node("Clip", [y, self.constant(np.array(0.0, np.float32), "zero"),
+                                   self.constant(np.array(6.0, np.float32), "six")], hint + ".relu6")
+        elif activation != "none":
+            raise TdslError(f"the ONNX backend has no activation '{activation}'", loc_of(op))
+        self.names[op.output] = y
+
+    def reshape_target(self, out: SSAValue, keep: int = 0) -> str:
+        """The `Reshape` shape of a result type: 0 (copy the input's dim) for a dynamic dim among
+        the first `keep`, -1 for one other dynamic dim."""
+        dims = _dims(out)
+        target = [d if d is not None else (0 if i < keep else -1) for i, d in enumerate(dims)]
+        if target.count(-1) > 1:
+            raise TdslError(f"the ONNX backend cannot reshape to {out.type}: several dynamic dims",
+                            loc_of(out.owner) if isinstance(out.owner, Operation) else None)
+        return self.constant(np.array(target, dtype=np.int64), "shape")
+
+    def unary(self, op: t.UnaryOp, op_type: str, **attrs) -> None:
+        self.names[op.output] = self.node(op_type, [self[op.input]], op_type.lower(), **attrs)
+
+    @emit.register
+    def _(self, op: t.ReluOp) -> None:
+        self.unary(op, "Relu")
+
+    @emit.register
+    def _(self, op: t.Relu6Op) -> None:
+        self.names[op.output] = self.node("Clip", [self[op.input], self.constant(np.array(0.0, np.float32), "zero"),
+                                                   self.constant(np.array(6.0, np.float32), "six")], "relu6")
+
+    @emit.register
+    def _(self, op: t.SigmoidOp) -> None:
+        self.unary(op, "Sigmoid")
+
+    @emit.register
+    def _(self, op: t.TanhOp) -> None:
+        self.unary(op, "Tanh")
+
+    @emit.register
+    def _(self, op: t.GeluOp) -> None:
+        if self.opset >= 20:
+            self.unary(op, "Gelu")
+            return
+        x = self[op.input]
+        half = self.constant(np.array(0.5, np.float32), "half")
+        erf = self.node("Erf", [self.node("Mul", [x, self.constant(np.array(1 / math.sqrt(2), np.float32), "rsqrt2")],
+                                          "gelu_in")], "gelu_erf")
+        one = self.constant(np.array(1.0, np.float32), "one")
+        self.names[op.output] = self.node("Mul", [self.node("Mul", [x, half], "gelu_half"),
+                                                  self.node("Add", [erf, one], "gelu_1p")], "gelu")
+
+    @emit.register
+    def _(self, op: t.SoftmaxOp) -> None:
+        self.unary(op, "Softmax", axis=op.dim.value.data)
+
+    @emit.register
+    def _(self, op: t.DropoutOp) -> None:
+        self.names[op.output] = self[op.input]
+
+    def binary(self, op: t.BinaryOp, op_type: str) -> None:
+        self.names[op.output] = self.node(op_type, [self[op.lhs], self[op.rhs]], op_type.lower())
+
+    @emit.register
+    def _(self, op: t.AddOp) -> None:
+        self.binary(op, "Add")
+
+    @emit.register
+    def _(self, op: t.SubOp) -> None:
+        self.binary(op, "Sub")
+
+    @emit.register
+    def _(self, op: t.MulOp) -> None:
+        self.binary(op, "Mul")
+
+    @emit.register
+    def _(self, op: t.DivOp) -> None:
+        self.binary(op, "Div")
+
+    @emit.register
+    def _(self, op: t.MatmulOp) -> None:
+        if op.rhs in self.params and self.store.array(self.params[op.rhs], op).dtype == np.int8:
+            raise TdslError("the ONNX backend supports int8 weights on conv2d and linear only", loc_of(op))
+        self.binary(op, "MatMul")
+
+    @emit.register
+    def _(self, op: t.BatchNormOp) -> None:
+        operands = [self[v] for v in (op.input, op.weight, op.bias, op.mean, op.var)]
+        self.names[op.output] = self.node("BatchNormalization", operands, "batch_norm", epsilon=op.eps.value.data)
+
+    def pool(self, op: t.Pool2dOp, op_type: str, **attrs) -> None:
+        padding = _ints(op.padding)
+        self.names[op.output] = self.node(op_type, [self[op.input]], op_type.lower(), kernel_shape=_ints(op.kernel),
+                                          strides=_ints(op.stride), pads=padding + padding, **attrs)
+
+    @emit.register
+    def _(self, op: t.MaxPool2dOp) -> None:
+        self.pool(op, "MaxPool")
+
+    @emit.register
+    def _(self, op: t.AvgPool2dOp) -> None:
+        self.pool(op, "AveragePool", count_include_pad=1)
+
+    @emit.register
+    def _(self, op: t.AdaptiveAvgPool2dOp) -> None:
+        size = _ints(op.output_size)
+        if size == [1, 1]:
+            self.names[op.output] = self.node("GlobalAveragePool", [self[op.input]], "global_avg_pool")
+            return
+        spatial = _dims(op.input)[2:]
+        if any(d is None or d % s for d, s in zip(spatial, size)):
+            raise TdslError(f"the ONNX backend supports adaptive_avg_pool2d to {size} only on static input sizes "
+                            f"divisible by it, not {spatial}", loc_of(op))
+        kernel = [int(d) // s for d, s in zip(spatial, size)]  # type: ignore[operator]
+        self.names[op.output] = self.node("AveragePool", [self[op.input]], "adaptive_avg_pool",
+                                          kernel_shape=kernel, strides=kernel)
+
+    @emit.register
+    def _(self, op: t.FlattenOp) -> None:
+        rank = len(_dims(op.input))
+        start = op.start_dim.value.data % max(rank, 1)
+        self.names[op.output] = self.node("Reshape", [self[op.input], self.reshape_target(op.output, keep=start)],
+                                          "flatten")
+
+    @emit.register
+    def _(self, op: t.ReshapeOp) -> None:
+        shape = _ints(op.shape)
+        dims = _dims(op.output)
+        if -1 not in shape and dims.count(None) == 1:
+            shape[dims.index(None)] = -1
+        self.names[op.output] = self.node("Reshape", [self[op.input], self.constant(np.array(shape, np.int64), "shape")],
+                                          "reshape")
+
+    @emit.register
+    def _(self, op: t.UnsqueezeOp) -> None:
+        axis = op.axis(len(_dims(op.input)))
+        self.names[op.output] = self.node("Unsqueeze", [self[op.input], self.constant(np.array([axis], np.int64),
+                                                                                       "axes")], "unsqueeze")
+
+    @emit.register
+    def _(self, op: t.SqueezeOp) -> None:
+        axis = op.axis(len(_dims(op.input)))
+        self.names[op.output] = self.node("Squeeze", [self[op.input], self.constant(np.array([axis], np.int64),
+                                                                                     "axes")], "squeeze")

@@ -1,0 +1,155 @@
+"""`export_onnx`: a frozen model as an ONNX file, from its kernel-level IR.
+
+The frozen program (`FrozenModel.compiled`, the trained program plus `pack`) is compiled one
+step further with `inline,fuse` (docs/KERNEL_IR.md), and `emit._GraphEmitter` turns each op
+into ONNX nodes, reading the numbers from the frozen state dict. The model is checked with
+`onnx.checker.check_model(full_check=True)` before it is written, and written atomically
+(a temporary file in the target's folder, renamed over it), so a failed export never leaves
+a partial file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from tdsl.backends.onnx.emit import ParamStore, _GraphEmitter
+from tdsl.errors import TdslError
+
+if TYPE_CHECKING:
+    from xdsl.dialects.builtin import ModuleOp
+
+    from tdsl.api import CompiledModel
+    from tdsl.backends.torch.freeze import FrozenModel
+
+INT2_MIN_OPSET = 25
+"""`DequantizeLinear` takes INT2 from opset 25 (ONNX IR 13) on."""
+MIN_OPSET = 13
+"""Per-axis `DequantizeLinear` and `Squeeze`/`Unsqueeze` with axes as an input."""
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What `export_onnx` wrote."""
+
+    path: Path
+    opset: int
+    ir_version: int
+    nbytes: int
+    """Size of the file."""
+    weight_types: dict[str, str]
+    """Weight path -> ONNX element type of its initializer (INT2, INT8, FLOAT16, FLOAT)."""
+    op_types: dict[str, int]
+    """ONNX op type -> number of nodes."""
+    metadata: dict[str, str]
+
+
+def kernel_module(frozen: FrozenModel) -> ModuleOp:
+    """The frozen program with `inline,fuse` applied (a copy; `frozen` is unchanged)."""
+    from tdsl.api import _verify
+    from tdsl.dialects.context import make_context
+    from tdsl.passes import parse_pipeline
+
+    module = frozen.compiled.module.clone()
+    ctx = make_context()
+    for p in parse_pipeline("inline,fuse").passes:
+        p.apply(ctx, module)
+        _verify(module)
+    return module
+
+
+def _as_frozen(model: Any, weights: Any) -> FrozenModel:
+    from tdsl.api import CompiledModel
+    from tdsl.backends.torch.freeze import FrozenModel
+
+    if isinstance(model, tuple) and len(model) == 2:
+        model, weights = model
+    if isinstance(model, FrozenModel):
+        if weights is not None:
+            raise TdslError("export_onnx: a FrozenModel carries its weights; do not pass `weights`")
+        return model
+    if isinstance(model, CompiledModel):
+        if weights is None:
+            raise TdslError("export_onnx: a CompiledModel needs its trained module or state dict as `weights`")
+        return model.freeze(weights)
+    raise TdslError(f"export_onnx: expected a FrozenModel or a CompiledModel, got {type(model).__name__}")
+
+
+def _metadata(frozen: FrozenModel, int2: bool) -> dict[str, str]:
+    compiled: CompiledModel = frozen.compiled
+    policy = {s.weight: s.precision for s in frozen.layout.values() if s.role in ("packed", "weight")}
+    return {
+        "tdsl.precision": frozen.precision or "custom",
+        "tdsl.precision_policy": json.dumps(policy),
+        "tdsl.source": Path(compiled.filename).name,
+        "tdsl.entry": compiled.entry,
+        "tdsl.params": json.dumps(compiled.params, sort_keys=True, default=str),
+        "tdsl.pipeline": ",".join(compiled.passes + ["inline", "fuse"]),
+        "tdsl.ternary_storage": "INT2" if int2 else "INT8",
+    }
+
+
+def build_model(frozen: FrozenModel, *, opset: int = INT2_MIN_OPSET, int2: bool = True,
+                batch_dim: str = "batch") -> tuple[onnx.ModelProto, _GraphEmitter]:
+    """The ONNX model of `frozen` (not checked, not written) and the emitter that built it."""
+    import torch
+
+    import tdsl
+    from tdsl.dialects.tdsl import entry_layer
+
+    state = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+             for k, v in frozen.state_dict().items()}
+    module = kernel_module(frozen)
+    emitter = _GraphEmitter(ParamStore(state, frozen.layout), opset=opset, int2=int2)
+    layer = entry_layer(module)
+    inputs, outputs = emitter.emit_forward(layer.forward, batch_dim)
+    graph = helper.make_graph(emitter.nodes, frozen.compiled.entry, inputs, outputs, emitter.initializers,
+                              doc_string=f"tdsl {frozen.compiled.entry} ({frozen.precision or 'custom'})")
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="tdsl", producer_version=tdsl.__version__,
+                              ir_version=helper.find_min_ir_version_for(opsets))
+    helper.set_model_props(model, _metadata(frozen, int2))
+    return model, emitter
+
+
+def export_onnx(model: Any, path: str | Path, *, opset: int | None = None, int2: bool = True,
+                batch_dim: str = "batch", weights: Any = None) -> OnnxExport:
+    """Write `model` (a `FrozenModel`, or a `CompiledModel` with its trained `weights`, or the
+    pair) as ONNX to `path`. Ternary weights are INT2 at opset 25 (the default), or INT8 at
+    opset 13 with `int2=False`; dim 0 of every input and output is the symbolic `batch_dim`."""
+    opset = (INT2_MIN_OPSET if int2 else MIN_OPSET) if opset is None else int(opset)
+    if int2 and opset < INT2_MIN_OPSET:
+        raise TdslError(f"export_onnx: INT2 weights need opset >= {INT2_MIN_OPSET}, got {opset} "
+                        "(pass int2=False for INT8 weights at opset 13)")
+    if opset < MIN_OPSET or opset > onnx.defs.onnx_opset_version():
+        raise TdslError(f"export_onnx: opset must be between {MIN_OPSET} and {onnx.defs.onnx_opset_version()}, "
+                        f"got {opset}")
+    if not batch_dim.isidentifier():
+        raise TdslError(f"export_onnx: batch_dim must be an identifier, got {batch_dim!r}")
+    frozen = _as_frozen(model, weights)
+    proto, emitter = build_model(frozen, opset=opset, int2=int2, batch_dim=batch_dim)
+    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return OnnxExport(target, opset, proto.ir_version, len(data), dict(emitter.weight_types),
+                      dict(Counter(n.op_type for n in proto.graph.node)),
+                      {p.key: p.value for p in proto.metadata_props})
