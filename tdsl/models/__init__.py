@@ -14,6 +14,8 @@ ZOO: dict[str, str] = {
     "mobilenetv2": "mobilenetv2.tdsl",
     "mlp": "mlp.tdsl",
     "lenet": "lenet.tdsl",
+    "mnist1d_cnn": "mnist1d_cnn.tdsl",
+    "mnist1d_mlp": "mnist1d_mlp.tdsl",
 }
 
 

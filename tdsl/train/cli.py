@@ -34,8 +34,18 @@ def add_train_parser(sub: Any) -> None:
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="a parameter of the entry layer (repeatable), e.g. --param image_size=8")
     p.add_argument("--dataset", default="digits",
-                   help="'digits' (bundled), an .npz with x and y, a folder with x.npy and y.npy, "
-                        "or an image folder root/<class>/*.png (default: digits)")
+                   help="'digits' (bundled), 'mnist1d' (generated offline), an .npz with x and y, a folder "
+                        "with x.npy and y.npy, or an image folder root/<class>/*.png (default: digits)")
+    r = p.add_argument_group("ternary QAT recipes (tdsl.train.recipes; unset: plain FP32 training)")
+    r.add_argument("--recipe", help="train ternary with this recipe: scratch, finetune, learned_scale, calibrate, "
+                                    "distill, long, or parts joined by '+' (e.g. finetune+distill)")
+    r.add_argument("--policy", choices=["default", "all"], default="default",
+                   help="with --recipe: ternary except first/last layer (default), or every layer (all)")
+    r.add_argument("--threshold", choices=["twn", "absmean"], default="twn", help="with --recipe: Δ rule")
+    r.add_argument("--per-tensor", action="store_true", help="with --recipe: one scale per tensor")
+    r.add_argument("--init", metavar="CKPT", help="FP32 weights to start from (checkpoint or .safetensors): "
+                                                  "finetune, calibrate")
+    r.add_argument("--teacher", metavar="CKPT", help="FP32 teacher for distill (default: --init)")
     g = p.add_argument_group("optimisation (unset: defaults, or the checkpoint's values with --resume)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="global batch size (default 64)")
@@ -113,7 +123,11 @@ def fit_dataset(model: Any, spec: str, dims: list[int | None]) -> Any:
 
     sample = dims[1:]
     layout = "image" if len(sample) == 3 else "flat"
-    data = load_dataset(spec, layout=layout)
+    if spec == "mnist1d":
+        from tdsl.train.recipes import mnist1d_dataset
+        data = mnist1d_dataset()
+    else:
+        data = load_dataset(spec, layout=layout)
     shown = "[N, " + ", ".join("?" if d is None else str(d) for d in sample) + "]"
     if any(d is None for d in sample):
         if len(sample) != len(data.sample_shape):
@@ -150,18 +164,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = build_config(args, saved)
         model = compile_(args.model, params=params_from(args))
         data = fit_dataset(model, args.dataset, input_dims(model))
-        torch.manual_seed(config.seed)
-        net = model.to_torch()
         out = Path(args.out) if args.out else Path("runs") / Path(args.model).stem
-        trainer = Trainer(net, config, (data.x_train, data.y_train), (data.x_test, data.y_test),
-                          out_dir=out, dist=env)
+        if args.recipe:
+            from tdsl.train.recipes import prepare
+
+            run = prepare(args.model, args.recipe, config, (data.x_train, data.y_train),
+                          policy=args.policy, threshold=args.threshold, per_channel=not args.per_tensor,
+                          params=params_from(args), init=args.init, teacher=args.teacher)
+            if args.resume:
+                run.config = config  # the checkpoint's config already holds the recipe's schedule
+            net, config = run.module, run.config
+            trainer = run.trainer((data.x_train, data.y_train), (data.x_test, data.y_test), out_dir=out, dist=env)
+        else:
+            torch.manual_seed(config.seed)
+            net = model.to_torch()
+            trainer = Trainer(net, config, (data.x_train, data.y_train), (data.x_test, data.y_test),
+                              out_dir=out, dist=env)
         if args.resume:
             trainer.load_checkpoint(args.resume)
         result = trainer.fit()
         if env.is_main:
             ckpts = trainer.ckpt.checkpoints() if trainer.ckpt else []
             print(f"model: {model.entry} ({model.filename}), "
-                  f"{sum(p.numel() for p in net.parameters()):,} parameters")
+                  f"{sum(p.numel() for p in net.parameters()):,} parameters"
+                  + (f"; ternary ({args.policy} policy), recipe {run.recipe.name}" if args.recipe else ""))
             print(f"data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test samples, "
                   f"{data.num_classes} classes" + (f", {env.world_size} processes" if env.enabled else ""))
             print(f"trained {result.epoch} epochs ({result.step} steps) in {result.seconds:.1f} s; "

@@ -1,0 +1,113 @@
+"""MNIST-1D accuracy table: FP32 vs ternary QAT for each training recipe (Issue B).
+
+    python benchmarks/accuracy_mnist1d.py                       # the full table (5 seeds)
+    python benchmarks/accuracy_mnist1d.py --seeds 1 --epochs 1 --ft-epochs 1 --out /tmp/t.md  # smoke
+
+Models: the MNIST-1D CNN (`mnist1d_cnn`, Greydanus 2020) and MLP (`mnist1d_mlp`); data:
+`load_mnist1d(42)` (4000 train / 1000 test); batch 100, AdamW (no weight decay), cosine LR.
+FP32 and `scratch` train `--epochs` (150 epochs = 6000 steps, the published budget); the
+fine-tuning recipes start from the FP32 model of the same seed and train `--ft-epochs` at
+`--ft-lr`. Rows: FP32, then for each policy (`default`: first conv and last linear kept at
+fp16, the rest ternary; `all`: every weight ternary) every recipe in `--recipes`. A digits
+smoke row (the zoo MLP, FP32 and default-policy ternary) closes the table.
+Writes docs/results/accuracy_mnist1d.md and .json (per-run figures) next to it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from accuracy_common import REPO, Row, Settings, run_grid  # noqa: E402
+
+DEFAULT_RECIPES = "scratch,finetune,finetune+learned_scale,calibrate,finetune+distill,finetune+long"
+MODELS = {"cnn": "mnist1d_cnn", "mlp": "mnist1d_mlp"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
+    ap.add_argument("--epochs", type=int, default=150, help="FP32 and scratch epochs (40 steps each)")
+    ap.add_argument("--ft-epochs", type=int, default=75, help="epochs of the recipes that start from FP32")
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--ft-lr", type=float, default=2e-3)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--models", default="cnn", help="comma list of cnn, mlp")
+    ap.add_argument("--mlp-recipes", default="scratch,finetune", help="recipes for the MLP rows")
+    ap.add_argument("--recipes", default=DEFAULT_RECIPES, help="comma list of recipes (parts joined by +)")
+    ap.add_argument("--policies", default="default,all")
+    ap.add_argument("--batch-norm", action="store_true", help="the CNN with BatchNorm1d after each conv")
+    ap.add_argument("--digits-epochs", type=int, default=30, help="digits smoke row epochs (0: no row)")
+    ap.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    ap.add_argument("--resume", action="store_true", help="keep the finished runs of the JSON file")
+    ap.add_argument("--out", default=str(REPO / "docs" / "results" / "accuracy_mnist1d.md"))
+    a = ap.parse_args(argv)
+
+    rows: list[Row] = []
+    for m in [s.strip() for s in a.models.split(",") if s.strip()]:
+        model = MODELS[m]
+        params = (("batch_norm", True),) if m == "cnn" and a.batch_norm else ()
+        rows.append(Row("mnist1d", model, params=params, epochs=a.epochs, lr=a.lr))
+        recipes = a.recipes if m == "cnn" else a.mlp_recipes
+        for policy in [s.strip() for s in a.policies.split(",") if s.strip()]:
+            for recipe in [s.strip() for s in recipes.split(",") if s.strip()]:
+                ft = recipe != "scratch" and not recipe.startswith("scratch+")
+                rows.append(Row("mnist1d", model, "ternary", policy, recipe=recipe, params=params,
+                                epochs=a.ft_epochs if ft else a.epochs, lr=a.ft_lr if ft else a.lr))
+    if a.digits_epochs > 0:
+        rows.append(Row("digits", "mlp", epochs=a.digits_epochs, lr=3e-3))
+        rows.append(Row("digits", "mlp", "ternary", "default", recipe="scratch", epochs=a.digits_epochs, lr=3e-3))
+    notes = [
+        "Setup: MNIST-1D generated offline with `load_mnist1d(42)` (4000 train / 1000 test sequences); "
+        f"batch {a.batch_size}, AdamW without weight decay, cosine LR; FP32 and `scratch`: {a.epochs} epochs "
+        f"({a.epochs * 40} steps) at lr {a.lr}; recipes starting from FP32 (`finetune`, `calibrate`, "
+        f"`learned_scale`, `distill`, `long`): the FP32 model of the same seed, then {a.ft_epochs} epochs "
+        f"({a.ft_epochs * 40} steps; `long` doubles them, with a 5% linear warm-up) at lr {a.ft_lr}. "
+        "Seeds vary initialisation and data order; the data set is fixed. Std is the sample std over seeds.",
+        "",
+        "Precision: `default` keeps the first conv/linear and the last linear at fp16 and makes the rest "
+        "ternary (TWN Δ = 0.7·mean|W|, per output channel); `all` makes every weight ternary. Accuracy is "
+        "the QAT module's in eval mode; the JSON also holds each frozen (packed) model's accuracy, equal "
+        "except for `learned_scale`, whose two TTQ scales the packed format (one scale per channel) "
+        "does not carry: its size counts the extra float32 per channel.",
+        "",
+        "Size: bytes of the frozen state dict (packed 2-bit trits + scales, fp16 kept layers, fp32 biases) "
+        "from `FrozenModel.memory_report()`; sparsity: fraction of zero trits over the ternary layers.",
+    ]
+    settings = Settings(batch_size=a.batch_size, threads=a.threads, data_seed=42)
+    title = "MNIST-1D: FP32 vs ternary QAT, by recipe"
+    # the digits smoke rows use digits' own split (seed 0) and batch 64
+    mn_rows = [r for r in rows if r.dataset == "mnist1d"]
+    dg_rows = [r for r in rows if r.dataset == "digits"]
+    out = Path(a.out)
+    seeds = list(range(a.seeds))
+    if dg_rows:
+        run_grid(dg_rows, seeds, Settings(batch_size=64, threads=a.threads, data_seed=0),
+                 out.with_name(out.stem + "_digits_smoke.md"), "digits smoke", [], a.jobs, a.resume)
+    result = run_grid(mn_rows, seeds, settings, out, title, notes, a.jobs, a.resume)
+    if dg_rows:
+        _merge_smoke(out, out.with_name(out.stem + "_digits_smoke.md"), result)
+    return 0
+
+
+def _merge_smoke(out: Path, smoke_md: Path, result: dict) -> None:
+    """Append the digits smoke rows to the main table (and their runs to its JSON)."""
+    import json
+
+    text = out.read_text().splitlines()
+    smoke = [ln for ln in smoke_md.read_text().splitlines() if ln.startswith("| digits")]
+    last = max(i for i, ln in enumerate(text) if ln.startswith("|"))
+    out.write_text("\n".join(text[:last + 1] + smoke + text[last + 1:]) + "\n")
+    js = out.with_suffix(".json")
+    data = json.loads(js.read_text())
+    data["runs"] += json.loads(smoke_md.with_suffix(".json").read_text())["runs"]
+    js.write_text(json.dumps(data, indent=1) + "\n")
+    smoke_md.unlink()
+    smoke_md.with_suffix(".json").unlink()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

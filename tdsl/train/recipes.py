@@ -1,0 +1,484 @@
+"""Training recipes for ternary networks: how a QAT run is initialised, quantised and supervised.
+
+A recipe is a `+`-joined set of parts, each a small composable function below:
+
+| part | what it does |
+|---|---|
+| `scratch` | QAT from the model's own initialisation (no part needed; the empty recipe) |
+| `finetune` | QAT initialised from an FP32 state dict / checkpoint (`init`), the usual practice |
+| `learned_scale` | TTQ (Zhu et al. 2017): learned positive/negative scales Wp, Wn per output channel |
+| `calibrate` | before QAT, pick each ternary layer's Δ by its output error on a few batches (`tdsl.quant.calibration`); needs trained weights, so it implies `finetune` |
+| `distill` | knowledge distillation from the FP32 teacher: α·CE + (1−α)·T²·KL(teacher_T ‖ student_T) |
+| `long` | a longer schedule (× `long_factor` epochs) with cosine decay after a linear warm-up |
+
+`Recipe.parse("finetune+distill+long")` builds one; `prepare(...)` applies it to a compiled
+QAT module and returns a `Prepared` run (module, config, loss), `train_recipe(...)` also
+trains it. The `tdsl train` CLI selects one with `--recipe` (`--init`, `--teacher`).
+
+**The quantiser hook.** The emitted QAT module computes α·T inline in each ternary layer's
+forward (`_rt.ternarize_ste(self.weight, method=…, per_channel=…)`), so it cannot carry learned
+Wp/Wn or a calibrated per-layer Δ. `install_quantizer` gives the generated module's namespace a
+proxy of the runtime whose `ternarize_ste` looks the latent weight up (by identity) in a
+registry and applies the registered quantiser, falling back to the emitted rule for every other
+weight. The hook is per generated module (each `to_torch()` loads a fresh one) and per
+parameter object; the module's parameter names and forward are unchanged. TTQ's scales are
+child modules of the layer that owns the weight (`conv2.weight_ttq.wp`, `.wn`), so the
+optimizer and checkpoints see them.
+
+**Freezing.** `Prepared.freeze()` gives the deployment form. A calibrated run freezes with
+Δ = m·mean|w| (its calibrated multipliers on the final weights), the rule it trained with, so
+the frozen trits equal the trained ones. The packed format stores one scale per output
+channel, so a TTQ model (two scales) freezes with its trits and the symmetric mean-|w| scale;
+its accuracy is the QAT module's, and `extra_scale_bytes` counts the second scale it would need.
+"""
+from __future__ import annotations
+
+import sys
+import weakref
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tdsl.errors import TdslError
+
+PARTS = ("scratch", "finetune", "learned_scale", "calibrate", "distill", "long")
+DESCRIPTIONS = {
+    "scratch": "QAT from scratch",
+    "finetune": "QAT fine-tuning from an FP32 checkpoint",
+    "learned_scale": "learned positive/negative scales (TTQ)",
+    "calibrate": "output-error threshold calibration before QAT",
+    "distill": "knowledge distillation from the FP32 teacher",
+    "long": "longer cosine schedule with linear warm-up",
+}
+
+
+# ----- the recipe ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Which parts a run uses, and their knobs."""
+
+    finetune: bool = False
+    learned_scale: bool = False
+    calibrate: bool = False
+    distill: bool = False
+    long: bool = False
+    kd_alpha: float = 0.5            # weight of the hard-label CE in the distillation loss
+    kd_temperature: float = 4.0
+    long_factor: float = 2.0         # `long`: epochs multiplied by this
+    warmup_fraction: float = 0.05    # `long`: linear warm-up over this fraction of the steps
+    calib_batches: int = 4           # `calibrate`: batches of the training set
+    calib_batch_size: int = 256
+
+    @classmethod
+    def parse(cls, text: str | Recipe, **options: Any) -> Recipe:
+        """`scratch`, `finetune`, `finetune+distill+long`, … (order does not matter)."""
+        if isinstance(text, Recipe):
+            return replace(text, **options) if options else text
+        parts = [p.strip().replace("-", "_") for p in str(text).split("+") if p.strip()]
+        if not parts:
+            raise TdslError("empty recipe; valid parts are " + ", ".join(PARTS))
+        flags: dict[str, bool] = {}
+        for p in parts:
+            if p not in PARTS:
+                from tdsl.errors import did_you_mean
+                raise TdslError(f"unknown recipe part '{p}'{did_you_mean(p, PARTS)}; valid parts are "
+                                + ", ".join(PARTS) + " (join them with '+')")
+            if p != "scratch":
+                flags[p] = True
+        if "scratch" in parts and (flags.get("finetune") or flags.get("calibrate")):
+            raise TdslError(f"recipe '{text}': 'scratch' contradicts 'finetune'/'calibrate' "
+                            "(which start from an FP32 checkpoint)")
+        if flags.get("calibrate"):
+            flags["finetune"] = True  # Δ calibrated on random weights means nothing
+        if flags.get("learned_scale") and flags.get("calibrate"):
+            raise TdslError("'learned_scale' and 'calibrate' both replace the quantiser; use one")
+        recipe = cls(**flags, **options)
+        recipe.validate()
+        return recipe
+
+    def validate(self) -> None:
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise TdslError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+        if not self.kd_temperature > 0:
+            raise TdslError(f"kd_temperature must be positive, got {self.kd_temperature}")
+        if not self.long_factor >= 1.0:
+            raise TdslError(f"long_factor must be >= 1, got {self.long_factor}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise TdslError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.calib_batches < 1 or self.calib_batch_size < 1:
+            raise TdslError("calibration needs at least one batch of at least one sample")
+
+    @property
+    def parts(self) -> list[str]:
+        names = [p for p in PARTS[1:] if getattr(self, p)]
+        if self.calibrate and "finetune" in names:
+            names.remove("finetune")  # implied
+        return names or ["scratch"]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.parts)
+
+    @property
+    def needs_init(self) -> bool:
+        return self.finetune or self.calibrate
+
+
+# ----- state dicts --------------------------------------------------------------------------
+
+
+def load_state(source: Any) -> dict[str, torch.Tensor]:
+    """A state dict from a dict, an `nn.Module`, a `.safetensors` file, or a `tdsl train`
+    checkpoint folder (or its `checkpoints/` folder: the latest)."""
+    if source is None:
+        raise TdslError("no weights given")
+    if isinstance(source, nn.Module):
+        return {k: v.detach().clone() for k, v in source.state_dict().items()}
+    if isinstance(source, Mapping):
+        return {k: torch.as_tensor(v) for k, v in source.items()}
+    path = Path(source)
+    if path.is_file() and path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    from tdsl.train.checkpoint import load_checkpoint
+    return dict(load_checkpoint(path).model)
+
+
+def finetune(module: nn.Module, init: Any) -> nn.Module:
+    """Load FP32 weights into the QAT module (same parameter names), strictly."""
+    state = load_state(init)
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise TdslError("the FP32 weights do not fit the QAT model: "
+                        + "; ".join(s for s in (f"missing {', '.join(missing[:5])}" if missing else "",
+                                                f"unexpected {', '.join(unexpected[:5])}" if unexpected else "")
+                                    if s))
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise TdslError(f"the FP32 weight '{k}' has shape {tuple(v.shape)}, the model needs {tuple(own[k].shape)}")
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+# ----- the quantiser hook -------------------------------------------------------------------
+
+
+class _HookedRuntime:
+    """Stands in for `tdsl.backends.torch.runtime` in one generated module's namespace."""
+
+    def __init__(self, runtime: Any):
+        self._runtime = runtime
+        self._quantizers: dict[int, tuple[weakref.ref, Callable[[torch.Tensor], torch.Tensor]]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    def register(self, weight: nn.Parameter, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self._quantizers[id(weight)] = (weakref.ref(weight), fn)
+
+    def ternarize_ste(self, w: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        entry = self._quantizers.get(id(w))
+        if entry is not None and entry[0]() is w:
+            return entry[1](w)
+        return self._runtime.ternarize_ste(w, *args, **kwargs)
+
+
+def install_quantizer(module: nn.Module, weight_key: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Make the ternary layer owning `weight_key` (`conv2.weight`) quantise with `fn(w)`."""
+    owner_path, _, name = weight_key.rpartition(".")
+    owner = module.get_submodule(owner_path) if owner_path else module
+    weight = getattr(owner, name, None)
+    if not isinstance(weight, nn.Parameter):
+        raise TdslError(f"'{weight_key}' is not a parameter of the model")
+    namespace = sys.modules.get(type(owner).__module__)
+    runtime = getattr(namespace, "_rt", None)
+    if runtime is None:
+        raise TdslError(f"'{owner_path}' is not a tdsl-generated layer; cannot hook its quantiser")
+    if not isinstance(runtime, _HookedRuntime):
+        runtime = _HookedRuntime(runtime)
+        namespace._rt = runtime  # type: ignore[union-attr]
+    runtime.register(weight, fn)
+
+
+def ternary_weights(compiled: Any) -> dict[str, Any]:
+    """The ternary weights of a compiled QAT program: latent state-dict key -> `Stored`."""
+    from tdsl.backends.torch.freeze import storage_layout
+
+    return {s.latent_key: s for s in storage_layout(compiled.module, frozen=False).values()
+            if s.role == "weight" and s.precision == "ternary"}
+
+
+def learned_scale(compiled: Any, module: nn.Module) -> dict[str, nn.Module]:
+    """TTQ: each ternary weight gets a `LearnedScaleTernary` (Δ by the layer's own rule,
+    Wp and Wn per output channel when the layer is per-channel, initialised from the current
+    weights), registered as `<layer>.<name>_ttq` and hooked in as the layer's quantiser."""
+    from tdsl.quant.torch_ste import LearnedScaleTernary
+
+    out: dict[str, nn.Module] = {}
+    for key, s in ternary_weights(compiled).items():
+        q = s.quant or {}
+        method = str(q.get("threshold", "twn"))
+        per_channel = bool(q.get("per_channel", False))
+        owner_path, _, name = key.rpartition(".")
+        owner = module.get_submodule(owner_path) if owner_path else module
+        w = getattr(owner, name)
+        ttq = LearnedScaleTernary(w.shape[0] if per_channel else None, method,
+                                  target_sparsity=float(q["sparsity"]) if method == "sparsity" else None,
+                                  threshold=float(q["delta"]) if method == "fixed" else None)
+        ttq.init_scales(w.detach())
+        ttq.to(w.device)
+        owner.add_module(f"{name}_ttq", ttq)
+        install_quantizer(module, key, ttq)
+        out[key] = ttq
+    return out
+
+
+def _mean_abs(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    a = w.detach().abs().double()
+    return (a.reshape(a.shape[0], -1).mean(dim=1) if per_channel else a.mean()).to(torch.float32)
+
+
+def calibrate(compiled: Any, module: nn.Module, batches: list[torch.Tensor],
+              fp32_compiled: Any = None) -> dict[str, Any]:
+    """Choose each ternary layer's Δ by the output error it causes on `batches`, with the
+    FP32 model (the module's current weights, nothing quantised) giving every layer its
+    input. The result is kept as a per-channel multiplier m = Δ/mean|w| and applied during
+    QAT as Δ = m·mean|w| of the current latent weight (TWN is m = 0.7), through the fixed-
+    threshold rule. Returns {weight key: LayerCalibration}."""
+    from tdsl.api import compile as compile_
+    from tdsl.quant.calibration import calibrate_threshold
+    from tdsl.quant.torch_ste import ternarize_ste
+
+    weights = ternary_weights(compiled)
+    if fp32_compiled is None:
+        fp32_compiled = compile_(compiled.filename, entry=compiled.entry, params=compiled.params,
+                                 pipeline="shape-infer")
+    fp32 = fp32_compiled.to_torch()
+    fp32.load_state_dict({k: v for k, v in module.state_dict().items() if k in fp32.state_dict()}, strict=True)
+    inputs: dict[str, list[torch.Tensor]] = {k: [] for k in weights}
+    handles = []
+    for key in weights:
+        owner_path = key.rpartition(".")[0]
+        owner = fp32.get_submodule(owner_path) if owner_path else fp32
+
+        def hook(_m: nn.Module, args: tuple, key: str = key) -> None:
+            inputs[key].append(args[0].detach())
+        handles.append(owner.register_forward_pre_hook(hook))
+    fp32.eval()
+    try:
+        with torch.no_grad():
+            for b in batches:
+                fp32(b)
+    finally:
+        for h in handles:
+            h.remove()
+    results: dict[str, Any] = {}
+    for key, s in weights.items():
+        per_channel = bool((s.quant or {}).get("per_channel", False))
+        owner_path, _, name = key.rpartition(".")
+        owner = module.get_submodule(owner_path) if owner_path else module
+        w = getattr(owner, name)
+        xs = inputs[key]
+        if s.op == "conv2d" and xs and xs[0].ndim == 3 and w.ndim == 4:
+            xs = [x.unsqueeze(2) for x in xs]  # Conv1d: conv2d over [N, C, 1, L]
+        cal = calibrate_threshold(w.detach(), xs, s.op or "linear", s.op_kwargs if s.op == "conv2d" else None,
+                                  per_channel=per_channel)
+        results[key] = cal
+        mult = torch.as_tensor(np.asarray(cal.multiplier, dtype=np.float32)).to(w.device)
+
+        def quantize(v: torch.Tensor, mult: torch.Tensor = mult, per_channel: bool = per_channel) -> torch.Tensor:
+            delta = (mult * _mean_abs(v, per_channel)).to(torch.float32)
+            return ternarize_ste(v, "fixed", per_channel, threshold=delta)
+        install_quantizer(module, key, quantize)
+    return results
+
+
+def distill_loss(student: nn.Module, teacher: nn.Module, alpha: float = 0.5,
+                 temperature: float = 4.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A trainer loss (sum over the batch) α·CE + (1−α)·T²·KL(softmax(t/T) ‖ softmax(s/T)).
+
+    The teacher sees the same batch as the student: a forward pre-hook on the student keeps
+    its input. In eval mode (the trainer's test loss) the loss is plain cross-entropy."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(_m: nn.Module, args: tuple) -> None:
+        seen["x"] = args[0]
+    student.register_forward_pre_hook(keep)
+    T = float(temperature)
+
+    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(output.float(), target, reduction="sum")
+        if not student.training or alpha >= 1.0:
+            return ce
+        x = seen["x"]
+        with torch.no_grad():
+            t = teacher.to(x.device)(x).float()
+        kl = F.kl_div(F.log_softmax(output.float() / T, dim=1), F.log_softmax(t / T, dim=1),
+                      reduction="sum", log_target=True)
+        return alpha * ce + (1.0 - alpha) * T * T * kl
+    return loss
+
+
+def long_schedule(config: Any, steps_per_epoch: int, factor: float = 2.0,
+                  warmup_fraction: float = 0.05) -> Any:
+    """The config with `factor`× the epochs, cosine decay and a linear warm-up."""
+    epochs = max(1, int(round(config.epochs * factor)))
+    warmup = int(warmup_fraction * epochs * steps_per_epoch)
+    return replace(config, epochs=epochs, schedule="cosine", warmup_steps=warmup)
+
+
+# ----- putting a run together ---------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A run ready to train: the QAT module, its config and loss, and how to freeze it."""
+
+    compiled: Any
+    module: nn.Module
+    config: Any
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    recipe: Recipe
+    precision: str
+    ttq: dict[str, nn.Module] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def trainer(self, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor] | None = None,
+                **kwargs: Any) -> Any:
+        from tdsl.train.trainer import Trainer
+
+        return Trainer(self.module, self.config, train, test, loss_fn=self.loss_fn, **kwargs)
+
+    def thresholds(self) -> dict[str, np.ndarray] | None:
+        """Δ per ternary weight path for `freeze`: the calibrated rule on the final weights."""
+        if not self.calibration:
+            return None
+        out = {}
+        for key, cal in self.calibration.items():
+            owner_path, _, name = key.rpartition(".")
+            w = getattr(self.module.get_submodule(owner_path) if owner_path else self.module, name)
+            per_channel = np.asarray(cal.multiplier).ndim == 1
+            mult = torch.as_tensor(np.asarray(cal.multiplier, dtype=np.float32))
+            out[key] = (mult * _mean_abs(w.cpu(), per_channel)).to(torch.float32).numpy()
+        return out
+
+    def freeze(self) -> Any:
+        return self.compiled.freeze(self.module, thresholds=self.thresholds())
+
+    @property
+    def extra_scale_bytes(self) -> int:
+        """Bytes a TTQ model needs beyond the packed format's one scale per channel (Wn)."""
+        return sum(4 * int(m.wn.numel()) for m in self.ttq.values())
+
+
+def compile_for(model: str | Path, precision: str = "ternary", *, policy: str = "default",
+                threshold: str = "twn", per_channel: bool = True, params: dict[str, Any] | None = None) -> Any:
+    from tdsl.api import compile as compile_
+    from tdsl.precision import pipeline_for
+
+    if precision == "fp32":
+        return compile_(model, params=params, pipeline="shape-infer")
+    return compile_(model, params=params, pipeline=pipeline_for(precision, policy=policy, threshold=threshold,
+                                                                   per_channel=per_channel))
+
+
+def prepare(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[torch.Tensor, torch.Tensor], *,
+            precision: str = "ternary", policy: str = "default", threshold: str = "twn",
+            per_channel: bool = True, params: dict[str, Any] | None = None, init: Any = None,
+            teacher: Any = None, compiled: Any = None,
+            compiler: Callable[..., Any] | None = None) -> Prepared:
+    """Compile `model` for QAT and apply `recipe` (see the module docstring).
+
+    `init`: FP32 weights for `finetune`/`calibrate` (state dict, module, .safetensors, or a
+    checkpoint). `teacher`: FP32 weights of the distillation teacher (default: `init`).
+    `precision="fp32"` gives the FP32 baseline (recipe parts that quantise are then errors).
+    The module is initialised under `torch.manual_seed(config.seed)`. `compiler` (default
+    `compile_for`) compiles the QAT and FP32 programs; pass a cached one to save time."""
+    recipe = Recipe.parse(recipe)
+    if precision == "fp32" and (recipe.learned_scale or recipe.calibrate):
+        raise TdslError(f"recipe '{recipe.name}' quantises; it needs precision 'ternary'")
+    if recipe.needs_init and init is None:
+        raise TdslError(f"recipe '{recipe.name}' starts from FP32 weights: give init (--init CKPT)")
+    if recipe.distill and teacher is None and init is None:
+        raise TdslError("recipe 'distill' needs the FP32 teacher's weights: give teacher (--teacher CKPT) or init")
+    compiler = compiler or compile_for
+    if compiled is None:
+        compiled = compiler(model, precision, policy=policy, threshold=threshold, per_channel=per_channel,
+                            params=params)
+    torch.manual_seed(config.seed)
+    module = compiled.to_torch()
+    if recipe.needs_init:
+        finetune(module, init)
+    prepared = Prepared(compiled, module, config, _ce_sum, recipe, precision)
+    if recipe.calibrate:
+        x = train[0]
+        g = torch.Generator().manual_seed(config.seed)
+        idx = torch.randperm(len(x), generator=g)[:recipe.calib_batches * recipe.calib_batch_size]
+        batches = list(x[idx].split(recipe.calib_batch_size))
+        prepared.calibration = calibrate(compiled, module, batches,
+                                         fp32_compiled=compiler(model, "fp32", params=params))
+    if recipe.learned_scale:
+        prepared.ttq = learned_scale(compiled, module)
+    if recipe.distill:
+        fp32 = compiler(model, "fp32", params=params).to_torch()
+        fp32.load_state_dict(load_state(teacher if teacher is not None else init), strict=True)
+        prepared.loss_fn = distill_loss(module, fp32, recipe.kd_alpha, recipe.kd_temperature)
+    if recipe.long:
+        steps = _steps_per_epoch(len(train[0]), config.batch_size)
+        prepared.config = long_schedule(config, steps, recipe.long_factor, recipe.warmup_fraction)
+    return prepared
+
+
+def train_recipe(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[torch.Tensor, torch.Tensor],
+                 test: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any) -> tuple[Prepared, Any]:
+    """`prepare` then train; returns (Prepared, TrainResult)."""
+    trainer_kwargs = {k: kwargs.pop(k) for k in ("out_dir",) if k in kwargs}
+    prepared = prepare(model, recipe, config, train, **kwargs)
+    result = prepared.trainer(train, test, **trainer_kwargs).fit()
+    return prepared, result
+
+
+def _ce_sum(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(output.float(), target, reduction="sum")
+
+
+def _steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, n // batch_size + (1 if n % batch_size else 0))
+
+
+def mnist1d_dataset(seed: int = 42) -> Any:
+    """MNIST-1D as a `tdsl.train.data.Dataset` ([N, 40]; reshaped to [N, 1, 40] for the CNN)."""
+    from tdsl.train.data import Dataset
+    from tdsl.train.mnist1d import NUM_CLASSES, load_mnist1d
+
+    d = load_mnist1d(seed)
+    return Dataset("mnist1d", torch.from_numpy(d.x_train), torch.from_numpy(d.y_train),
+                   torch.from_numpy(d.x_test), torch.from_numpy(d.y_test), NUM_CLASSES,
+                   [str(i) for i in range(NUM_CLASSES)])
+
+
+def evaluate(module: Any, x: torch.Tensor, y: torch.Tensor, batch: int = 1024) -> float:
+    """Accuracy of a module (or FrozenModel) in eval mode."""
+    net = getattr(module, "module", module)
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            correct += int((module(x[i:i + batch]).argmax(dim=1) == y[i:i + batch]).sum())
+    return correct / len(x)
+
+
+__all__ = ["PARTS", "Recipe", "Prepared", "prepare", "train_recipe", "finetune", "learned_scale",
+           "calibrate", "distill_loss", "long_schedule", "install_quantizer", "load_state",
+           "mnist1d_dataset", "evaluate", "compile_for"]

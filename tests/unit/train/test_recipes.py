@@ -1,0 +1,173 @@
+"""Training recipes for ternary QAT: each one trains (the loss goes down), each part does what
+it says (TTQ scales learn, calibration sets Δ, distillation mixes the teacher in, `long`
+lengthens the schedule), and `tdsl train --recipe` selects them."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tdsl.errors import TdslError
+from tdsl.quant.torch_ste import ternarize_torch
+from tdsl.train.recipes import PARTS, Recipe, distill_loss, install_quantizer, prepare, train_recipe
+from tdsl.train.trainer import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def config(**kw) -> TrainConfig:
+    base = dict(epochs=4, batch_size=64, optimizer="adamw", lr=3e-3, schedule="cosine", progress=False,
+                health="off", seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def fp32_mlp(small):
+    """The zoo MLP trained in FP32 for a few epochs on 300 digits: the init and teacher."""
+    torch.set_num_threads(1)
+    run, _ = train_recipe("mlp", "scratch", config(epochs=6), *small, precision="fp32")
+    return {k: v.detach().clone() for k, v in run.module.state_dict().items()}
+
+
+def train_loss(module, x, y) -> float:
+    module.eval()
+    with torch.no_grad():
+        return float(F.cross_entropy(module(x), y))
+
+
+def test_parse_names_parts_and_errors():
+    assert Recipe.parse("scratch").name == "scratch"
+    r = Recipe.parse("distill+finetune+long")
+    assert (r.finetune, r.distill, r.long, r.learned_scale) == (True, True, True, False)
+    assert r.name == "finetune+distill+long"
+    assert Recipe.parse("calibrate").finetune and Recipe.parse("calibrate").name == "calibrate"
+    assert Recipe.parse("learned-scale").learned_scale
+    with pytest.raises(TdslError, match="unknown recipe part 'distil'.*distill"):
+        Recipe.parse("finetune+distil")
+    with pytest.raises(TdslError, match="contradicts"):
+        Recipe.parse("scratch+finetune")
+    with pytest.raises(TdslError, match="both replace the quantiser"):
+        Recipe.parse("learned_scale+calibrate")
+    with pytest.raises(TdslError, match="kd_alpha"):
+        Recipe.parse("distill", kd_alpha=2.0)
+
+
+@pytest.mark.parametrize("recipe", ["scratch", "finetune", "finetune+learned_scale", "calibrate",
+                                    "finetune+distill", "long", "learned_scale"])
+def test_each_recipe_moves_the_loss_down(recipe, small, fp32_mlp):
+    train, test = small
+    run = prepare("mlp", recipe, config(lr=1e-3 if "finetune" in recipe or recipe == "calibrate" else 3e-3),
+                  train, init=fp32_mlp)
+    before = train_loss(run.module, *train)
+    run.trainer(train, test).fit()
+    after = train_loss(run.module, *train)
+    assert after < before * 0.9, (recipe, before, after)
+
+
+def test_finetune_loads_the_fp32_weights_and_needs_them(small, fp32_mlp):
+    run = prepare("mlp", "finetune", config(), small[0], init=fp32_mlp)
+    assert torch.equal(run.module.state_dict()["fc2.weight"], fp32_mlp["fc2.weight"])
+    with pytest.raises(TdslError, match="give init"):
+        prepare("mlp", "finetune", config(), small[0])
+    with pytest.raises(TdslError, match="do not fit the QAT model: missing fc3.bias"):
+        prepare("mlp", "finetune", config(), small[0], init={k: v for k, v in fp32_mlp.items() if k != "fc3.bias"})
+
+
+def test_learned_scales_are_trained_parameters_used_by_the_layer(small, fp32_mlp):
+    run = prepare("mlp", "finetune+learned_scale", config(epochs=2), small[0], init=fp32_mlp)
+    assert set(run.ttq) == {"fc2.weight"}  # the default policy keeps fc1 and fc3 at fp16
+    names = dict(run.module.named_parameters())
+    assert {"fc2.weight_ttq.wp", "fc2.weight_ttq.wn"} <= set(names)
+    ttq = run.ttq["fc2.weight"]
+    w = run.module.fc2.weight.detach()
+    trits, _, _ = ternarize_torch(w, "twn", per_channel=True)
+    x = small[0][0][:8]
+    h = torch.relu(run.module.fc1(x))
+    with torch.no_grad():
+        ttq.wp.fill_(2.0)
+        ttq.wn.fill_(0.5)
+        expected = F.linear(h, torch.where(trits > 0, 2.0, torch.where(trits < 0, -0.5, 0.0)), run.module.fc2.bias)
+        assert torch.allclose(run.module.fc2(h), expected, atol=1e-5)
+    run2 = prepare("mlp", "finetune+learned_scale", config(epochs=2), small[0], init=fp32_mlp)
+    wp0 = run2.ttq["fc2.weight"].wp.detach().clone()
+    run2.trainer(*small).fit()
+    assert not torch.equal(run2.ttq["fc2.weight"].wp.detach(), wp0)
+    assert run2.extra_scale_bytes == 4 * 128
+
+
+def test_calibrate_sets_delta_per_layer_and_freezes_the_same_trits(small, fp32_mlp):
+    run = prepare("mlp", "calibrate", config(epochs=1), small[0], init=fp32_mlp)
+    cal = run.calibration["fc2.weight"]
+    assert cal.error_after <= cal.error_before
+    w = run.module.fc2.weight.detach()
+    mult = torch.as_tensor(np.asarray(cal.multiplier, dtype=np.float32))
+    delta = mult * w.abs().double().mean(dim=1).float()
+    trits, alpha, _ = ternarize_torch(w, "fixed", True, threshold=delta)
+    h = torch.relu(run.module.fc1(small[0][0][:8]))
+    with torch.no_grad():
+        assert torch.allclose(run.module.fc2(h), F.linear(h, trits * alpha[:, None], run.module.fc2.bias), atol=1e-5)
+    run.trainer(*small).fit()
+    run.module.eval()
+    frozen = run.freeze()
+    x = small[1][0]
+    with torch.no_grad():
+        assert torch.allclose(frozen(x), run.module(x), atol=1e-4)
+
+
+def test_distill_loss_mixes_ce_and_teacher_kl():
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    loss = distill_loss(student, teacher, alpha=0.3, temperature=2.0)
+    out = student(x)
+    ce = F.cross_entropy(out, y, reduction="sum")
+    t = teacher(x)
+    kl = F.kl_div(F.log_softmax(out / 2, 1), F.softmax(t / 2, 1), reduction="sum")
+    assert torch.allclose(loss(out, y), 0.3 * ce + 0.7 * 4 * kl, atol=1e-5)
+    student.eval()
+    assert torch.allclose(loss(student(x), y), ce)  # the test loss stays plain CE
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_long_doubles_the_epochs_with_warmup_and_cosine(small):
+    run = prepare("mlp", "long", config(epochs=3, schedule="constant"), small[0])
+    assert (run.config.epochs, run.config.schedule) == (6, "cosine")
+    assert run.config.warmup_steps == int(0.05 * 6 * 5)  # 300 samples / 64 = 5 steps per epoch
+
+
+def test_fp32_precision_and_misuse(small):
+    run = prepare("mlp", "scratch", config(), small[0], precision="fp32")
+    assert "ternarize" not in run.compiled.passes
+    with pytest.raises(TdslError, match="needs precision 'ternary'"):
+        prepare("mlp", "learned_scale", config(), small[0], precision="fp32")
+    with pytest.raises(TdslError, match="not a parameter"):
+        install_quantizer(run.module, "fc2.nothing", lambda w: w)
+    assert PARTS[0] == "scratch"
+
+
+def test_cli_recipe_from_an_fp32_checkpoint(tmp_path: Path, capsys):
+    from tdsl.tools.tdsl_cli import main
+
+    fp32 = tmp_path / "fp32"
+    assert main(["train", "mlp", "--epochs", "1", "--out", str(fp32), "--no-progress",
+                 "--optimizer", "adamw"]) == 0
+    assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "q"), "--no-progress",
+                 "--optimizer", "adamw", "--lr", "1e-3", "--recipe", "finetune+distill",
+                 "--init", str(fp32 / "checkpoints")]) == 0
+    out = capsys.readouterr().out
+    assert "ternary (default policy), recipe finetune+distill" in out
+    assert float(re.search(r"test accuracy: ([\d.]+)%", out).group(1)) > 50
+    assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "x"), "--no-progress",
+                 "--recipe", "finetune"]) == 1
+    assert "give init (--init CKPT)" in capsys.readouterr().err
