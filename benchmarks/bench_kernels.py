@@ -33,6 +33,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 import zlib
@@ -57,6 +58,7 @@ COLD_FACTOR = 4          # cold sets hold at least this many L3s of the format
 DISTINCT_LAYERS = 4      # distinct weight matrices behind a cold set
 WARMUP_CALLS = 5
 MAX_REL_ERR = 0.1
+NOISY = 1.5              # p90 / p10 above this marks a measurement "~" (disturbed)
 
 # (path, batch, regime or None for both, (K, N) or None for every shape, metric, threshold).
 # Metrics: "x_fp32"/"x_int8" = torch time / tdsl time; "roof" = effective weight GB/s divided
@@ -159,11 +161,10 @@ def child_torch(cfg: ChildConfig) -> dict[str, Any]:
     refs = {B: reference(xs[B], *bases[0]) for B in cfg.batches}
 
     def build(fmt: str, i: int) -> nn.Module:
-        lin = nn.Linear(cfg.K, cfg.N, bias=False)
-        with torch.no_grad():
-            lin.weight.copy_(w_fp32[i % DISTINCT_LAYERS])
-        if fmt == "bf16":
-            return lin.to(torch.bfloat16)
+        lin = nn.Linear(cfg.K, cfg.N, bias=False, device="meta")  # no random init to undo
+        w = w_fp32[i % DISTINCT_LAYERS]
+        lin.weight = nn.Parameter(w.to(torch.bfloat16) if fmt == "bf16" else w.clone(),
+                                  requires_grad=False)
         if fmt == "int8":
             return torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear},
                                                           dtype=torch.qint8)[0]
@@ -299,7 +300,8 @@ def rows_table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for r in rows:
         lines.append([
-            r["shape"], str(r["batch"]), r["regime"], r["path"], _num(r["ms"], ".3f"),
+            r["shape"], str(r["batch"]), r["regime"], r["path"],
+            _num(r["ms"], ".3f") + ("~" if r["p90_ms"] > NOISY * r["p10_ms"] else ""),
             _num(r["torch-fp32_ms"], ".3f"), _num(r["torch-bf16_ms"], ".3f"),
             _num(r["torch-int8_ms"], ".3f"), _num(r["x_fp32"], ".1f"), _num(r["x_bf16"], ".1f"),
             _num(r["x_int8"], ".2f"), _num(r["gb_s"], ".1f"), _num(100 * r["roof"], ".0f"),
@@ -314,7 +316,8 @@ def baselines_table(measurements: list[dict[str, Any]], roofline_gb_s: float) ->
     for m in measurements:
         gb_s = m["weight_bytes"] / (m["median_ms"] * 1e-3) / 1e9
         lines.append([m["shape"], str(m["batch"]), m["regime"], m["lib"],
-                      f"{m['median_ms']:.3f}", f"{m['p10_ms']:.3f}-{m['p90_ms']:.3f}",
+                      f"{m['median_ms']:.3f}" + ("~" if m["p90_ms"] > NOISY * m["p10_ms"] else ""),
+                      f"{m['p10_ms']:.3f}-{m['p90_ms']:.3f}",
                       f"{gb_s:.1f}", f"{100 * gb_s / roofline_gb_s:.0f}" if roofline_gb_s else "-",
                       str(m["layers"]), f"{m['set_bytes'] / MiB:.0f}", f"{m['rel_err_ref']:.1e}"])
     return markdown_table(["K x N", "B", "regime", "lib", "median ms", "p10-p90 ms", "GB/s",
@@ -337,6 +340,7 @@ def plot(rows: list[dict[str, Any]], measurements: list[dict[str, Any]], rooflin
     width = 0.8 / len(series)
     for ax, shape in zip(axes[0], shapes):
         groups = list(dict.fromkeys((r["batch"], r["regime"]) for r in rows if r["shape"] == shape))
+        drawn_target = False
         for s, (p, metric, color) in enumerate(series):
             for g, (B, regime) in enumerate(groups):
                 row = next((r for r in rows if (r["shape"], r["batch"], r["regime"], r["path"])
@@ -349,7 +353,9 @@ def plot(rows: list[dict[str, Any]], measurements: list[dict[str, Any]], rooflin
                 for c in row["checks"]:
                     if c["metric"] == metric:
                         ax.hlines(c["target"], x - width / 2, x + width / 2, colors="black",
-                                  linestyles="dashed", linewidth=1.5)
+                                  linestyles="dashed", linewidth=1.5,
+                                  label="target" if not drawn_target else None)
+                        drawn_target = True
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xticks(range(len(groups)), [f"B={B}\n{reg}" for B, reg in groups])
         ax.set_yscale("log")
@@ -401,12 +407,16 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench_roofline import default_mib, run_roofline
-
+    """Run the children (their outputs go to a temporary folder), then write the results."""
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
-    work.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tdsl-bench-") as work:
+        return _run(args, out, Path(work))
+
+
+def _run(args: argparse.Namespace, out: Path, work: Path) -> int:
+    from bench_roofline import default_mib, run_roofline
+
     shapes = parse_shapes(args.shapes) if args.shapes else list(QUICK_SHAPES if args.quick else SHAPES)
     batches = ([int(b) for b in args.batches.split(",")] if args.batches
                else list(QUICK_BATCHES if args.quick else BATCHES))
@@ -482,7 +492,9 @@ def run(args: argparse.Namespace) -> int:
               f"roofline {roof:.1f} GB/s ({roofline['roofline_reader']}); "
               f"load avg {machine['loadavg_start'][0]} -> {machine['loadavg_end'][0]}"
               + ("; QUICK (tiny shapes, not comparable)" if args.quick else ""))
-    text = (header + "\n\n" + rows_table(rows) + "\n\nAll measurements:\n\n"
+    text = (header + f"\n\nRatios are torch time / tdsl time (> 1: tdsl faster); GB/s = weight "
+            f"bytes / median time; err = max |y - ref| / max |ref| vs float64; ~ = p90 > {NOISY} "
+            f"x p10 (a disturbed measurement).\n\n" + rows_table(rows) + "\n\nAll measurements:\n\n"
             + baselines_table(measurements, roof))
     print(text)
     write_text_atomic(out / "bench_kernels.md", text + "\n")
