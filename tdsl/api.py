@@ -101,6 +101,13 @@ class CompiledModel:
 
         return freeze(self, trained_module, format=format, thresholds=thresholds)
 
+    def deploy(self, arrays: Any, *, device: str = "cpu", act_quant: str = "int8", path: str | None = None):
+        """This program on the Numba backend with weights `arrays` (numpy arrays or tensors keyed
+        by frozen state-dict names); see `tdsl.backends.numba.deploy_arrays`. Imports no torch."""
+        from tdsl.backends.numba import deploy_arrays
+
+        return deploy_arrays(self, arrays, device=device, act_quant=act_quant, path=path)
+
 
 def compile(source_or_path: str | Path, *, entry: str | None = None,
             params: dict[str, Any] | None = None, pipeline: str | None = None,

@@ -232,6 +232,12 @@ class FrozenModel:
 
         save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(path))
 
+    def deploy(self, device: str = "cpu", *, act_quant: str = "int8", path: str | None = None):
+        """This model on the Numba backend (`tdsl.backends.numba.deploy`): numpy in, numpy out."""
+        from tdsl.backends.numba import deploy
+
+        return deploy(self, device=device, act_quant=act_quant, path=path)
+
     def ternary_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Weight path -> (trits int8 in the weight's shape, scale), unpacked from storage."""
         from tdsl.backends.torch.packing import unpack_torch

@@ -1,0 +1,376 @@
+"""Run a `Plan` on numpy arrays (CPU) or `numba.cuda` device arrays, and the `deploy` entry points.
+
+`deploy(frozen)` / `deploy_arrays(compiled, arrays)` lower the program (`plan.kernel_module`),
+build the plan from the weights and return a `DeployedModel`: call it with numpy arrays (or
+torch tensors, read through `np.asarray(t.detach())` when torch is already imported; this
+module never imports torch) and get numpy back. One runner per step kind (`_CPU_RUNNERS`;
+the CUDA ones are in `tdsl.backends.numba.gpu`).
+
+act_quant applies to the packed ternary kernels only: "int8" (the runtime's default, per-token
+int8 activations, about 1e-2 relative error per layer) or "float" (fp32 activations, what the
+torch backend computes). Kept-precision int8 layers always quantise their activations per
+tensor at run time, exactly as the torch backend's `_rt.int8_linear` / `_rt.int8_conv2d`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from tdsl.backends.numba import kernels as K
+from tdsl.backends.numba.plan import Plan, Schedule, Step, build_plan, dtype_of, kernel_module
+from tdsl.errors import TdslError
+from tdsl.runtime import compile_stats, gemm
+from tdsl.runtime.conv2d import _depthwise, _im2col
+from tdsl.runtime.cpu_features import kernel_path
+
+DEVICES = ("cpu", "cuda")
+_ACT_CODES = gemm.ACTIVATIONS
+_EMPTY2 = np.zeros((0, 0), np.float32)
+_EMPTY3 = np.zeros((0, 0, 0), np.float32)
+_EMPTY4 = np.zeros((0, 0, 0, 0), np.float32)
+_EXACT_F32 = 2 ** 24
+
+
+class _Ctx:
+    """Per-call state the runners share: kernel path, act_quant, scratch arrays."""
+
+    def __init__(self, act_quant: str, path: str, workspace: dict[str, np.ndarray]):
+        self.act_quant = act_quant
+        self.path = path
+        self.workspace = workspace
+
+
+# --------------------------------------------------------------------------- CPU runners
+
+
+def _conv_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    x = ins[0]
+    a, w = step.attrs, step.weights
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), g = a["kernel"], a["stride"], a["padding"], a["dilation"], a["groups"]
+    act = _ACT_CODES[a["activation"]]
+    N, C = x.shape[:2]
+    O, Ho, Wo = y.shape[1:]
+    if g > 1 and g == C == O:  # depthwise: exact fp32, act_quant does not apply (runtime.reference)
+        res = ins[1] if a["residual"] else _EMPTY4
+        _depthwise(x, w["packed"], kh, kw, sh, sw, ph, pw, dh, dw, w["scale"], w["bias"], res, act, y)
+        return
+    Cg, Og, P = C // g, O // g, N * Ho * Wo
+    cols = ctx.workspace["cols"][:P * Cg * kh * kw].reshape(P, Cg * kh * kw)
+    yg = ctx.workspace["gemm"][:P * Og].reshape(P, Og)
+    y3 = y.reshape(N, O, Ho * Wo)
+    res3 = ins[1].reshape(N, O, Ho * Wo) if a["residual"] else _EMPTY3
+    for gi in range(g):
+        rows = slice(gi * Og, (gi + 1) * Og)
+        _im2col(x, gi * Cg, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols)
+        gemm.linear_into(yg, cols, w["packed"][rows], w["scale"][rows], w["bias"][rows], _EMPTY2, 0,
+                         ctx.act_quant, ctx.path)
+        K.scatter_epilogue(yg, gi * Og, res3, act, y3)
+
+
+def _conv_columns(x: np.ndarray, weight: np.ndarray, a: dict[str, Any], acc: np.ndarray) -> None:
+    """acc [N, O, Ho*Wo] = conv(x, weight) with weight [O, C/g, kh, kw] (float32 or float64)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), g = a["kernel"], a["stride"], a["padding"], a["dilation"], a["groups"]
+    N, C, H, W = x.shape
+    O = weight.shape[0]
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    Cg, Og = C // g, O // g
+    w2 = weight.reshape(O, Cg * kh * kw)
+    if a.get("depthwise"):
+        K.depthwise_float(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, acc.reshape(N, O, Ho, Wo))
+        return
+    if (kh, kw, sh, sw, ph, pw, g) == (1, 1, 1, 1, 0, 0, 1):
+        xs = x.reshape(N, C, H * W)
+        for n in range(N):
+            np.matmul(w2, xs[n] if xs.dtype == w2.dtype else xs[n].astype(w2.dtype), out=acc[n])
+        return
+    cols = np.empty((Cg * kh * kw, Ho * Wo), w2.dtype)
+    for n in range(N):
+        for gi in range(g):
+            K.im2col_t(x, n, gi * Cg, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols)
+            np.matmul(w2[gi * Og:(gi + 1) * Og], cols, out=acc[n, gi * Og:(gi + 1) * Og])
+
+
+def _conv_float(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    a = step.attrs
+    N, O = y.shape[:2]
+    y3 = y.reshape(N, O, -1)
+    _conv_columns(ins[0], step.weights["weight"], a, y3)
+    res = ins[1].reshape(N, O, -1) if a["residual"] else _EMPTY3
+    K.bias_residual_act(y3, step.weights["bias"], res, _ACT_CODES[a["activation"]])
+
+
+def _quantize_tensor(x: np.ndarray, dtype: type) -> tuple[np.ndarray, np.float32]:
+    """Per-tensor symmetric int8 of `_rt.int8_activation`: (integer values in `dtype`, scale)."""
+    amax = np.float32(np.abs(x).max()) if x.size else np.float32(0)
+    scale = np.float32(amax / np.float32(127)) if amax > 0 else np.float32(1)
+    q = np.clip(np.round(x / scale), -127, 127)
+    return q.astype(dtype), scale
+
+
+def _int8_dtype(weight: np.ndarray) -> type:
+    """float32 while every integer sum is exact in it (as the torch backend decides), else float64."""
+    k = weight[0].size
+    return np.float32 if 127 * 127 * k < _EXACT_F32 else np.float64
+
+
+def _conv_int8(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    a, w = step.attrs, step.weights
+    dtype = _int8_dtype(w["weight"])
+    xq, sx = _quantize_tensor(ins[0], dtype)
+    N, O = y.shape[:2]
+    acc = np.empty((N, O, y[0, 0].size), dtype)
+    _conv_columns(xq, w["weight"].astype(dtype, copy=False), a, acc)
+    res = ins[1].reshape(N, O, -1) if a["residual"] else _EMPTY3
+    K.scale_bias_residual_act(acc, (w["scale"].astype(dtype) * dtype(sx)), w["bias"], res,
+                              _ACT_CODES[a["activation"]], y.reshape(N, O, -1))
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1, x.shape[-1])
+
+
+def _linear_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    w, a = step.weights, step.attrs
+    res = _rows(ins[1]) if a["residual"] else _EMPTY2
+    gemm.linear_into(_rows(y), _rows(ins[0]), w["packed"], w["scale"], w["bias"], res,
+                     _ACT_CODES[a["activation"]], ctx.act_quant, ctx.path)
+
+
+def _linear_epilogue(step: Step, ins: list[np.ndarray], y2: np.ndarray) -> None:
+    a = step.attrs
+    res = _rows(ins[1])[:, :, None] if a["residual"] else _EMPTY3
+    K.bias_residual_act(y2[:, :, None], step.weights["bias"], res, _ACT_CODES[a["activation"]])
+
+
+def _linear_float(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    y2 = _rows(y)
+    np.matmul(_rows(ins[0]), step.weights["weight_t"], out=y2)
+    _linear_epilogue(step, ins, y2)
+
+
+def _linear_int8(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    w, a = step.weights, step.attrs
+    dtype = _int8_dtype(w["weight_t"].T)
+    xq, sx = _quantize_tensor(_rows(ins[0]), dtype)
+    acc = xq @ w["weight_t"].astype(dtype, copy=False)
+    res = _rows(ins[1])[:, :, None] if a["residual"] else _EMPTY3
+    K.scale_bias_residual_act(acc[:, :, None], w["scale"].astype(dtype) * dtype(sx), w["bias"], res,
+                              _ACT_CODES[a["activation"]], _rows(y)[:, :, None])
+
+
+def _pool(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    (kh, kw), (sh, sw), (ph, pw) = step.attrs["kernel"], step.attrs["stride"], step.attrs["padding"]
+    fn = K.max_pool2d if step.kind == "max_pool2d" else K.avg_pool2d
+    fn(ins[0], kh, kw, sh, sw, ph, pw, y)
+
+
+def _adaptive_avg_pool2d(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    K.adaptive_avg_pool2d(ins[0], y)
+
+
+def _unary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    x, fn = ins[0], step.attrs["fn"]
+    if fn == "relu":
+        np.maximum(x, np.float32(0), out=y)
+    elif fn == "relu6":
+        np.clip(x, np.float32(0), np.float32(6), out=y)
+    elif fn == "tanh":
+        np.tanh(x, out=y)
+    elif fn == "sigmoid":
+        np.negative(x, out=y)
+        np.exp(y, out=y)
+        y += np.float32(1)
+        np.reciprocal(y, out=y)
+    elif fn == "gelu":
+        K.gelu(x.reshape(-1), y.reshape(-1))
+    else:
+        raise step.error(f"no CPU kernel for the unary function '{fn}'")
+
+
+def _softmax(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    dim = step.attrs["dim"]
+    np.subtract(ins[0], ins[0].max(axis=dim, keepdims=True), out=y)
+    np.exp(y, out=y)
+    y /= y.sum(axis=dim, keepdims=True)
+
+
+_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+
+
+def _binary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    operands = iter(ins)
+    a, b = (step.weights[o] if o != "in" else next(operands) for o in step.attrs["order"])
+    _BINARY[step.attrs["fn"]](a, b, out=y)
+
+
+def _affine(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    x = ins[0]
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    np.multiply(x, step.weights["scale"].reshape(shape), out=y)
+    y += step.weights["shift"].reshape(shape)
+
+
+def _matmul(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    rhs = ins[1] if len(ins) > 1 else step.weights["rhs"]
+    np.matmul(ins[0], rhs, out=y)
+
+
+_CPU_RUNNERS: dict[str, Callable[[Step, list[np.ndarray], np.ndarray, _Ctx], None]] = {
+    "conv2d_ternary": _conv_ternary,
+    "conv2d_float": _conv_float,
+    "conv2d_int8": _conv_int8,
+    "linear_ternary": _linear_ternary,
+    "linear_float": _linear_float,
+    "linear_int8": _linear_int8,
+    "max_pool2d": _pool,
+    "avg_pool2d": _pool,
+    "adaptive_avg_pool2d": _adaptive_avg_pool2d,
+    "unary": _unary,
+    "softmax": _softmax,
+    "binary": _binary,
+    "affine": _affine,
+    "matmul": _matmul,
+}
+"""One runner per step kind; `view` steps have none (their value is a view of the input)."""
+
+
+# --------------------------------------------------------------------------- binding
+
+
+class _Bound:
+    """A schedule made concrete on the CPU: the arena, a view per value, the scratch arrays."""
+
+    def __init__(self, plan: Plan, schedule: Schedule):
+        self.schedule = schedule
+        self.arena = [np.empty(n, np.uint8) for n in schedule.buffer_bytes]
+        self.views: list[np.ndarray | None] = [None] * len(plan.value_types)
+        for v, c in plan.consts.items():
+            self.views[v] = c
+        for v, shape in enumerate(schedule.shapes):
+            b = schedule.buffer_of[v]
+            if b is None or shape is None:
+                continue
+            dtype = dtype_of(plan.value_types[v])
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            self.views[v] = self.arena[b][:nbytes].view(dtype).reshape(shape)
+        self.workspace = {k: np.empty(n, np.float32) for k, n in schedule.workspace.items()}
+
+
+# --------------------------------------------------------------------------- the callable
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return np.asarray(x.detach().cpu())
+    return np.asarray(x)
+
+
+class DeployedModel:
+    """The plan bound to a device: call it like the model's forward, get numpy back."""
+
+    def __init__(self, plan: Plan, device: str, path: str | None):
+        self.plan = plan
+        self.device = device
+        self.path = path
+        self._bound: dict[tuple, Any] = {}
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.plan.compile_seconds
+
+    def schedule(self, *shapes: tuple[int, ...]) -> Schedule:
+        """The schedule (shapes, buffers, peak memory) for inputs of these shapes."""
+        return self.plan.schedule(tuple(tuple(int(d) for d in s) for s in shapes))
+
+    def __call__(self, *inputs: Any) -> Any:
+        plan = self.plan
+        if len(inputs) != len(plan.inputs):
+            raise TdslError(f"@{plan.entry} takes {len(plan.inputs)} input(s), got {len(inputs)}")
+        arrays = [_to_numpy(x) for x in inputs]
+        first = plan.first_call_seconds is None
+        start, compiled_before = time.perf_counter(), compile_stats.compile_seconds()
+        if self.device == "cuda":
+            from tdsl.backends.numba.gpu import run_cuda
+
+            outs = run_cuda(self, arrays)
+        else:
+            outs = self._run_cpu(arrays)
+        if first:
+            plan.first_call_seconds = time.perf_counter() - start
+            plan.compile_seconds = compile_stats.compile_seconds() - compiled_before
+        return self._pack_outputs(outs)
+
+    def _run_cpu(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        plan = self.plan
+        key = tuple(a.shape for a in arrays)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = _Bound(plan, plan.schedule(key))
+        views = bound.views
+        for v, a in zip(plan.inputs, arrays):
+            np.copyto(views[v], a, casting="unsafe")
+        ctx = _Ctx(plan.act_quant, kernel_path(self.path), bound.workspace)
+        for step in plan.steps:
+            if step.is_view:
+                continue
+            _CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
+        return [np.array(views[v]) for v in plan.outputs]
+
+    def _pack_outputs(self, outs: list[np.ndarray]) -> Any:
+        plan = self.plan
+        typed = [o.astype(_output_dtype(plan.value_types[v]), copy=False) for v, o in zip(plan.outputs, outs)]
+        if plan.output_names is not None:
+            return dict(zip(plan.output_names, typed))
+        return typed[0] if len(typed) == 1 else tuple(typed)
+
+
+def _output_dtype(ty: Any) -> np.dtype:
+    """The IR's element type for a returned value (f16 outputs come back as float16)."""
+    element = str(ty.get_element_type()) if hasattr(ty, "get_element_type") else "f32"
+    return np.dtype(np.float16) if element == "f16" else dtype_of(ty)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _check_device(device: str) -> None:
+    if device not in DEVICES:
+        raise TdslError(f"unknown device {device!r}: valid are " + ", ".join(f"'{d}'" for d in DEVICES))
+
+
+def deploy_arrays(compiled: Any, arrays: Mapping[str, Any], *, device: str = "cpu", act_quant: str = "int8",
+                  path: str | None = None) -> DeployedModel:
+    """Deploy a compiled program (`CompiledModel` or `ModuleOp`; frozen, or any program whose
+    weights `arrays` holds) with weights keyed by frozen state-dict names (numpy arrays, or
+    torch tensors when torch is already imported). Imports no torch."""
+    _check_device(device)
+    module = getattr(compiled, "module", compiled)
+    plan = build_plan(kernel_module(module), {k: _to_numpy(v) for k, v in arrays.items()}, act_quant=act_quant)
+    if path is not None:
+        kernel_path(path)  # an unknown or unavailable path fails here, not at the first call
+    if device == "cuda":
+        from tdsl.backends.numba.gpu import check_cuda_plan
+
+        check_cuda_plan(plan)
+    return DeployedModel(plan, device, path)
+
+
+def deploy(model: Any, arrays: Mapping[str, Any] | None = None, *, device: str = "cpu", act_quant: str = "int8",
+           path: str | None = None) -> DeployedModel:
+    """Deploy a `FrozenModel` (its program and state dict), or a compiled program with its
+    `arrays` (as `deploy_arrays`; what `tdsl.load(p).deploy("numba")` calls)."""
+    if arrays is None:
+        if not hasattr(model, "state_dict") or not hasattr(model, "compiled"):
+            raise TdslError("deploy needs a FrozenModel, or a compiled program and its weights: "
+                            "deploy(compiled, arrays)")
+        arrays = model.state_dict()
+        model = model.compiled
+    return deploy_arrays(model, arrays, device=device, act_quant=act_quant, path=path)

@@ -1,0 +1,287 @@
+"""Run a `Plan` on a GPU with `numba.cuda`: the same steps, device arrays between them.
+
+Packed ternary steps call the runtime's device entry points (`cuda_conv2d.ternary_conv2d_device`,
+`cuda_gemm.ternary_linear_device`); the other step kinds have small kernels here, one thread
+per output element (straightforward rather than tuned, like the runtime's CUDA kernels).
+Weights are copied to the device once per deployed model; inputs are copied in and outputs
+out, nothing else crosses the bus. A value's device array is dropped after its last reader,
+so the allocator can reuse its memory (the liveness of `Plan.schedule`, without an arena).
+Step kinds without a kernel here (kept-precision int8, softmax, gelu, matmul, broadcasting
+binary ops) are refused when the model is deployed, never run on the host behind the
+caller's back.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numba import config, cuda, float32
+
+from tdsl.backends.numba.plan import Plan, Step
+from tdsl.errors import TdslError
+from tdsl.runtime.cuda_conv2d import ternary_conv2d_device
+from tdsl.runtime.cuda_gemm import ternary_linear_device
+from tdsl.runtime.gemm import ACTIVATIONS
+
+if TYPE_CHECKING:
+    from tdsl.backends.numba.executor import DeployedModel
+
+TPB = 32 if config.ENABLE_CUDASIM else 128  # the simulator runs one Python thread per CUDA thread
+F0 = np.float32(0.0)
+F6 = np.float32(6.0)
+_UNARY = {"relu": 1, "relu6": 2}
+_BINARY = {"add": 0, "sub": 1, "mul": 2, "div": 3}
+
+
+@cuda.jit(device=True)
+def _act(v, act):
+    if act == 1:
+        return max(v, F0)
+    if act == 2:
+        return min(max(v, F0), F6)
+    return v
+
+
+@cuda.jit
+def _conv_direct_kernel(x, w, sh, sw, ph, pw, dh, dw, groups, bias, res, has_res, act, y):
+    idx = cuda.grid(1)
+    N, O, Ho, Wo = y.shape
+    if idx >= N * O * Ho * Wo:
+        return
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    Cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    ox = idx % Wo
+    oy = (idx // Wo) % Ho
+    o = (idx // (Ho * Wo)) % O
+    n = idx // (O * Ho * Wo)
+    c0 = (o // (O // groups)) * Cg
+    acc = F0
+    for c in range(Cg):
+        for i in range(kh):
+            iy = oy * sh - ph + i * dh
+            for j in range(kw):
+                ix = ox * sw - pw + j * dw
+                if 0 <= iy < H and 0 <= ix < W:
+                    acc += x[n, c0 + c, iy, ix] * w[o, c, i, j]
+    v = float32(acc + bias[o])
+    if has_res:
+        v = float32(v + res[n, o, oy, ox])
+    y[n, o, oy, ox] = _act(v, act)
+
+
+@cuda.jit
+def _linear_kernel(x, wt, bias, res, has_res, act, y):
+    idx = cuda.grid(1)
+    B, N = y.shape
+    if idx >= B * N:
+        return
+    b = idx // N
+    n = idx % N
+    acc = F0
+    for k in range(x.shape[1]):
+        acc += x[b, k] * wt[k, n]
+    v = float32(acc + bias[n])
+    if has_res:
+        v = float32(v + res[b, n])
+    y[b, n] = _act(v, act)
+
+
+@cuda.jit
+def _pool_kernel(x, kh, kw, sh, sw, ph, pw, is_max, y):
+    idx = cuda.grid(1)
+    N, C, Ho, Wo = y.shape
+    if idx >= N * C * Ho * Wo:
+        return
+    H, W = x.shape[2], x.shape[3]
+    ox = idx % Wo
+    oy = (idx // Wo) % Ho
+    c = (idx // (Ho * Wo)) % C
+    n = idx // (C * Ho * Wo)
+    m = -np.inf if is_max else F0
+    for i in range(kh):
+        iy = oy * sh - ph + i
+        for j in range(kw):
+            ix = ox * sw - pw + j
+            if 0 <= iy < H and 0 <= ix < W:
+                v = x[n, c, iy, ix]
+                if is_max:
+                    m = max(m, v)
+                else:
+                    m += v
+    y[n, c, oy, ox] = m if is_max else m / float32(kh * kw)
+
+
+@cuda.jit
+def _adaptive_avg_kernel(x, y):
+    idx = cuda.grid(1)
+    N, C, Ho, Wo = y.shape
+    if idx >= N * C * Ho * Wo:
+        return
+    H, W = x.shape[2], x.shape[3]
+    ox = idx % Wo
+    oy = (idx // Wo) % Ho
+    c = (idx // (Ho * Wo)) % C
+    n = idx // (C * Ho * Wo)
+    y0, y1 = (oy * H) // Ho, ((oy + 1) * H + Ho - 1) // Ho
+    x0, x1 = (ox * W) // Wo, ((ox + 1) * W + Wo - 1) // Wo
+    s = F0
+    for iy in range(y0, y1):
+        for ix in range(x0, x1):
+            s += x[n, c, iy, ix]
+    y[n, c, oy, ox] = s / float32((y1 - y0) * (x1 - x0))
+
+
+@cuda.jit
+def _elementwise_kernel(a, b, fn, y):
+    """Flat arrays: fn 0-3 is a binary op of a and b, 10 + act a unary activation of a."""
+    i = cuda.grid(1)
+    if i >= y.shape[0]:
+        return
+    if fn == 0:
+        y[i] = a[i] + b[i]
+    elif fn == 1:
+        y[i] = a[i] - b[i]
+    elif fn == 2:
+        y[i] = a[i] * b[i]
+    elif fn == 3:
+        y[i] = a[i] / b[i]
+    else:
+        y[i] = _act(a[i], fn - 10)
+
+
+def _blocks(n: int) -> int:
+    return max(1, math.ceil(n / TPB))
+
+
+def _none4() -> Any:
+    return cuda.device_array((1, 1, 1, 1), np.float32)
+
+
+def _conv_ternary(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
+    a = step.attrs
+    res = ins[1] if a["residual"] else None
+    return ternary_conv2d_device(ins[0], w["packed"], a["kernel"], a["stride"], a["padding"], a["dilation"],
+                                 a["groups"], w["scale"], w["bias"], res, ACTIVATIONS[a["activation"]],
+                                 act_quant)
+
+
+def _conv_float(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
+    a = step.attrs
+    y = cuda.device_array(out_shape, np.float32)
+    res = ins[1] if a["residual"] else _none4()
+    _conv_direct_kernel[_blocks(y.size), TPB](ins[0], w["weight"], *a["stride"], *a["padding"], *a["dilation"],
+                                              a["groups"], w["bias"], res, a["residual"],
+                                              ACTIVATIONS[a["activation"]], y)
+    return y
+
+
+def _rows(x: Any) -> Any:
+    last = x.shape[len(x.shape) - 1]  # the simulator's shapes take no negative index
+    return x.reshape(x.size // last, last)
+
+
+def _linear_ternary(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
+    a = step.attrs
+    res = _rows(ins[1]) if a["residual"] else None
+    y = ternary_linear_device(_rows(ins[0]), w["packed"], w["scale"], w["bias"], res,
+                              ACTIVATIONS[a["activation"]], act_quant)
+    return y.reshape(*out_shape)
+
+
+def _linear_float(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
+    a = step.attrs
+    x = _rows(ins[0])
+    y = cuda.device_array((x.shape[0], out_shape[len(out_shape) - 1]), np.float32)
+    res = _rows(ins[1]) if a["residual"] else cuda.device_array((1, 1), np.float32)
+    _linear_kernel[_blocks(y.size), TPB](x, w["weight_t"], w["bias"], res, a["residual"],
+                                         ACTIVATIONS[a["activation"]], y)
+    return y.reshape(*out_shape)
+
+
+def _pool(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
+    y = cuda.device_array(out_shape, np.float32)
+    a = step.attrs
+    _pool_kernel[_blocks(y.size), TPB](ins[0], *a["kernel"], *a["stride"], *a["padding"],
+                                       step.kind == "max_pool2d", y)
+    return y
+
+
+def _adaptive_avg_pool2d(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
+    y = cuda.device_array(out_shape, np.float32)
+    _adaptive_avg_kernel[_blocks(y.size), TPB](ins[0], y)
+    return y
+
+
+def _elementwise(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
+    y = cuda.device_array(out_shape, np.float32)
+    flat = ins[0].reshape(ins[0].size)
+    if step.kind == "unary":
+        fn, other = 10 + _UNARY[step.attrs["fn"]], flat
+    else:
+        fn, other = _BINARY[step.attrs["fn"]], ins[1].reshape(ins[1].size)
+    _elementwise_kernel[_blocks(y.size), TPB](flat, other, fn, y.reshape(y.size))
+    return y
+
+
+_CUDA_RUNNERS = {
+    "conv2d_ternary": _conv_ternary,
+    "conv2d_float": _conv_float,
+    "linear_ternary": _linear_ternary,
+    "linear_float": _linear_float,
+    "max_pool2d": _pool,
+    "avg_pool2d": _pool,
+    "adaptive_avg_pool2d": _adaptive_avg_pool2d,
+    "unary": _elementwise,
+    "binary": _elementwise,
+}
+
+
+def check_cuda_plan(plan: Plan) -> None:
+    """Refuse, at deploy time, a plan with a step this module has no kernel for."""
+    for step in plan.steps:
+        ok = step.is_view or step.kind in _CUDA_RUNNERS
+        if step.kind == "unary":
+            ok = step.attrs["fn"] in _UNARY
+        if step.kind == "binary":
+            ok = step.attrs["order"] == ("in", "in")
+        if not ok:
+            raise step.error(f"no CUDA kernel for step kind '{step.kind}'"
+                             + (f" ({step.attrs['fn']})" if "fn" in step.attrs else "")
+                             + "; deploy it with device='cpu'")
+
+
+def run_cuda(model: DeployedModel, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """One forward on the GPU: inputs in, every step on device arrays, outputs out."""
+    plan = model.plan
+    schedule = plan.schedule(tuple(a.shape for a in arrays))
+    weights = _device_weights(model)
+    last: dict[int, int] = {}
+    for k, step in enumerate(plan.steps):
+        for v in step.inputs:
+            last[v] = k
+    values: dict[int, Any] = {}
+    for v, a in zip(plan.inputs, arrays):
+        values[v] = cuda.to_device(np.ascontiguousarray(a, dtype=np.float32))
+    for k, step in enumerate(plan.steps):
+        ins = [values[v] for v in step.inputs]
+        shape = schedule.shapes[step.output]
+        if step.is_view:
+            values[step.output] = ins[0].reshape(*shape)
+        else:
+            if step.inputs and any(v in plan.consts for v in step.inputs):
+                raise step.error("a weight as an activation operand has no CUDA kernel")
+            values[step.output] = _CUDA_RUNNERS[step.kind](step, ins, shape, weights[k], plan.act_quant)
+        for v in step.inputs:
+            if last.get(v) == k and v not in plan.outputs:
+                values.pop(v, None)
+    return [values[v].copy_to_host() if v in values else np.array(plan.consts[v]) for v in plan.outputs]
+
+
+def _device_weights(model: DeployedModel) -> list[dict[str, Any]]:
+    cached = getattr(model, "_cuda_weights", None)
+    if cached is None:
+        cached = [{k: cuda.to_device(np.ascontiguousarray(w)) for k, w in step.weights.items()}
+                  for step in model.plan.steps]
+        model._cuda_weights = cached
+    return cached

@@ -1,0 +1,188 @@
+"""CPU kernels the plan needs besides the packed ternary GEMM of `tdsl.runtime`.
+
+All NCHW float32 (kept-precision int8 convolutions run the same column kernels in float64
+when their integer sums could exceed float32's exact range). Semantics are torch's eval
+mode: max pooling pads with -inf, average pooling counts the padding (`count_include_pad`),
+adaptive average pooling uses the windows [floor(i*H/oh), ceil((i+1)*H/oh)). Activation
+codes are those of `tdsl.runtime.gemm.ACTIVATIONS` (0 none, 1 relu, 2 relu6); every epilogue
+rounds like the runtime's (`float32(v + bias)`, then `+ residual`, then the activation), so
+a ternary convolution through `scatter_epilogue` equals `tdsl.runtime.conv2d.ternary_conv2d`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+_TILE = 32  # positions per task in scatter_epilogue: 32 rows of the GEMM result stay in L1
+
+
+@njit(cache=True)
+def _act(v, act):
+    if act == 1:
+        return max(v, np.float32(0.0))
+    if act == 2:
+        return min(max(v, np.float32(0.0)), np.float32(6.0))
+    return v
+
+
+@njit(cache=True, parallel=True)
+def scatter_epilogue(yg, o0, res, act, y):
+    """y[n, o0+o, p] = act(yg[n*HW + p, o] + res[n, o0+o, p]) for y viewed as [N, O, HW]."""
+    N, _, HW = y.shape
+    Og = yg.shape[1]
+    tiles = (HW + _TILE - 1) // _TILE
+    for task in prange(N * tiles):
+        n = task // tiles
+        p0 = (task - n * tiles) * _TILE
+        p1 = min(HW, p0 + _TILE)
+        for o in range(Og):
+            for p in range(p0, p1):
+                v = yg[n * HW + p, o]
+                if res.shape[0] != 0:
+                    v = np.float32(v + res[n, o0 + o, p])
+                y[n, o0 + o, p] = _act(v, act)
+
+
+@njit(cache=True, parallel=True)
+def bias_residual_act(y, bias, res, act):
+    """In place on y [N, C, L]: act(float32(y + bias[c]) + res[n, c, l])."""
+    N, C, L = y.shape
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        b = bias[c]
+        for i in range(L):
+            v = np.float32(y[n, c, i] + b)
+            if res.shape[0] != 0:
+                v = np.float32(v + res[n, c, i])
+            y[n, c, i] = _act(v, act)
+
+
+@njit(cache=True, parallel=True)
+def scale_bias_residual_act(acc, scale, bias, res, act, y):
+    """y[n, c, l] = act(float32(acc * scale[c]) + bias[c] + res[n, c, l]) (int8 epilogue)."""
+    N, C, L = y.shape
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        for i in range(L):
+            v = np.float32(np.float32(acc[n, c, i] * scale[c]) + bias[c])
+            if res.shape[0] != 0:
+                v = np.float32(v + res[n, c, i])
+            y[n, c, i] = _act(v, act)
+
+
+@njit(cache=True, parallel=True)
+def im2col_t(x, n, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
+    """cols[(c*kh + i)*kw + j, oy*Wo + ox] = x[n, c0+c, oy*sh - ph + i*dh, ox*sw - pw + j*dw] (0 outside)."""
+    H, W = x.shape[2], x.shape[3]
+    for k in prange(Cg * kh * kw):
+        c = k // (kh * kw)
+        i = (k // kw) % kh
+        j = k % kw
+        for oy in range(Ho):
+            iy = oy * sh - ph + i * dh
+            for ox in range(Wo):
+                ix = ox * sw - pw + j * dw
+                v = 0.0
+                if 0 <= iy < H and 0 <= ix < W:
+                    v = x[n, c0 + c, iy, ix]
+                cols[k, oy * Wo + ox] = v
+
+
+@njit(cache=True, parallel=True)
+def depthwise_float(x, w, kh, kw, sh, sw, ph, pw, dh, dw, y):
+    """y[n, c] = conv(x[n, c], w[c]) for a depthwise conv (w [C, kh*kw] float)."""
+    N, C, H, W = x.shape
+    Ho, Wo = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        for oy in range(Ho):
+            for ox in range(Wo):
+                acc = 0.0 * w[0, 0]
+                for i in range(kh):
+                    iy = oy * sh - ph + i * dh
+                    if iy < 0 or iy >= H:
+                        continue
+                    for j in range(kw):
+                        ix = ox * sw - pw + j * dw
+                        if 0 <= ix < W:
+                            acc += x[n, c, iy, ix] * w[c, i * kw + j]
+                y[n, c, oy, ox] = acc
+
+
+@njit(cache=True, parallel=True)
+def max_pool2d(x, kh, kw, sh, sw, ph, pw, y):
+    N, C, H, W = x.shape
+    Ho, Wo = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        for oy in range(Ho):
+            for ox in range(Wo):
+                m = -np.inf
+                for i in range(kh):
+                    iy = oy * sh - ph + i
+                    if iy < 0 or iy >= H:
+                        continue
+                    for j in range(kw):
+                        ix = ox * sw - pw + j
+                        if 0 <= ix < W and x[n, c, iy, ix] > m:
+                            m = x[n, c, iy, ix]
+                y[n, c, oy, ox] = m
+
+
+@njit(cache=True, parallel=True)
+def avg_pool2d(x, kh, kw, sh, sw, ph, pw, y):
+    N, C, H, W = x.shape
+    Ho, Wo = y.shape[2], y.shape[3]
+    inv = np.float32(1.0) / np.float32(kh * kw)
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        for oy in range(Ho):
+            for ox in range(Wo):
+                s = np.float32(0.0)
+                for i in range(kh):
+                    iy = oy * sh - ph + i
+                    if iy < 0 or iy >= H:
+                        continue
+                    for j in range(kw):
+                        ix = ox * sw - pw + j
+                        if 0 <= ix < W:
+                            s += x[n, c, iy, ix]
+                y[n, c, oy, ox] = s * inv
+
+
+@njit(cache=True, parallel=True)
+def adaptive_avg_pool2d(x, y):
+    N, C, H, W = x.shape
+    Ho, Wo = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        for oy in range(Ho):
+            y0 = (oy * H) // Ho
+            y1 = ((oy + 1) * H + Ho - 1) // Ho
+            for ox in range(Wo):
+                x0 = (ox * W) // Wo
+                x1 = ((ox + 1) * W + Wo - 1) // Wo
+                s = np.float32(0.0)
+                for iy in range(y0, y1):
+                    for ix in range(x0, x1):
+                        s += x[n, c, iy, ix]
+                y[n, c, oy, ox] = s / np.float32((y1 - y0) * (x1 - x0))
+
+
+@njit(cache=True, parallel=True)
+def gelu(x, y):
+    """Exact (erf) GELU on flat arrays."""
+    inv_sqrt2 = 1.0 / math.sqrt(2.0)
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = np.float32(0.5 * v * (1.0 + math.erf(v * inv_sqrt2)))
+
+
