@@ -66,10 +66,10 @@ from tdsl.dialects.tdsl import (
     _ranked,
     _result_type,
     _same_dim,
-    _window_out,
+    conv2d_result_dims,
     dims_of,
     element_type_of,
-    format_dims,
+    linear_result_dims,
     make_tensor,
 )
 
@@ -346,27 +346,10 @@ class _TernConv2dBase(_TernComputeOp):
     def infer_result_type(self) -> TensorType:
         op_name = self.name[5:]
         x = _ranked(op_name, "input", self.input)  # type: ignore[attr-defined]
-        w = self.ranked_weight(op_name)
-        groups = self.groups.value.data
-        if x[1] is not None and w[1] is not None and x[1] != w[1] * groups:
-            raise ShapeInferenceError(
-                f"{op_name}: input has {x[1]} channels but weight expects {w[1] * groups} "
-                f"(weight is {format_dims(w)}, groups={groups})"
-            )
-        if self.bias is not None:  # type: ignore[attr-defined]
-            b = _ranked(op_name, "bias", self.bias)  # type: ignore[attr-defined]
-            if not _same_dim(b[0], w[0]):
-                raise ShapeInferenceError(f"{op_name}: bias has {b[0]} elements but weight has {w[0]} output channels")
-        stride, padding, dilation = _ints(self.stride), _ints(self.padding), _ints(self.dilation)
-        if w[2] is None or w[3] is None:
-            raise ShapeInferenceError(f"{op_name}: weight kernel size must be static, but weight is {format_dims(w)}")
-        out = [_window_out(x[2 + i], w[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
-        if any(o is not None and o < 1 for o in out):
-            raise ShapeInferenceError(
-                f"{op_name}: kernel {w[2]}x{w[3]} (dilation {dilation[0]}x{dilation[1]}) does not fit input "
-                f"{format_dims(x[2:])} with padding {padding[0]}x{padding[1]}"
-            )
-        return make_tensor(element_type_of(self.input.type), [x[0], w[0], *out])  # type: ignore[attr-defined]
+        b = None if self.bias is None else _ranked(op_name, "bias", self.bias)  # type: ignore[attr-defined]
+        dims = conv2d_result_dims(op_name, x, self.ranked_weight(op_name), b, _ints(self.stride),
+                                  _ints(self.padding), _ints(self.dilation), self.groups.value.data)
+        return make_tensor(element_type_of(self.input.type), dims)  # type: ignore[attr-defined]
 
 
 class _TernLinearBase(_TernComputeOp):
@@ -395,18 +378,9 @@ class _TernLinearBase(_TernComputeOp):
     def infer_result_type(self) -> TensorType:
         op_name = self.name[5:]
         x = _ranked(op_name, "input", self.input)  # type: ignore[attr-defined]
-        w = self.ranked_weight(op_name)
-        if not _same_dim(x[-1], w[1]):
-            raise ShapeInferenceError(
-                f"{op_name}: input has {x[-1]} features but weight expects {w[1]} (weight is {format_dims(w)})"
-            )
-        if self.bias is not None:  # type: ignore[attr-defined]
-            b = _ranked(op_name, "bias", self.bias)  # type: ignore[attr-defined]
-            if not _same_dim(b[0], w[0]):
-                raise ShapeInferenceError(
-                    f"{op_name}: bias has {b[0]} elements but weight has {w[0]} outputs (weight is {format_dims(w)})"
-                )
-        return make_tensor(element_type_of(self.input.type), [*x[:-1], w[0]])  # type: ignore[attr-defined]
+        b = None if self.bias is None else _ranked(op_name, "bias", self.bias)  # type: ignore[attr-defined]
+        dims = linear_result_dims(op_name, x, self.ranked_weight(op_name), b)
+        return make_tensor(element_type_of(self.input.type), dims)  # type: ignore[attr-defined]
 
 
 @irdl_op_definition
