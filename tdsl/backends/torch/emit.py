@@ -440,9 +440,7 @@ class _ClassEmitter:
             lines.append(f"    {lookup}" if single else f"    self._spec = {lookup}")
         if single:
             return [*lines, *_indent(inits[0]), ""]
-        for k in range(len(keys)):
-            lines += [f"    {'if' if k == 0 else 'elif'} self._spec == {k}:", f"        self._init_{k}()"]
-        lines.append("")
+        lines += ['    getattr(self, f"_init_{self._spec}")()', ""]
         for k, body in enumerate(inits):
             lines += [f"def _init_{k}(self) -> None:", *_indent(body or ["pass"]), ""]
         return lines
