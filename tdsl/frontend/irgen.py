@@ -17,9 +17,10 @@ from tdsl.errors import SourceLoc, TdslError, TdslTypeError, UnknownNameError, d
 from tdsl.frontend import ast
 from tdsl.frontend.builder import IRBuilder, tensor_type
 from tdsl.frontend.ops import COMPILE_TIME_FNS, INIT_FNS, TENSOR_OPS, emit_tensor_op
-from tdsl.frontend.values import (BuiltinFn, FnValue, InitSpec, LayerDefValue, LayerInstance,
-                                  ParamRef, Signature, TensorValue, bind_args, check_scalar,
-                                  describe)
+from tdsl.frontend.values import (BuiltinFn, ConstTensor, FnValue, InitSpec, LayerDefValue,
+                                  LayerInstance, ParamRef, Scope, Signature, TensorValue,
+                                  TypedScalar, bind_args, check_scalar, compile_time_binop,
+                                  describe, flatten_values, freeze_value, show_value)
 
 _COMPILE_TIME_TYPES = {"int", "float", "bool", "str", "list"}
 _DTYPES = {"float32", "float16", "int8", "int32", "trit"}
@@ -33,42 +34,6 @@ class _Return(Exception):
         self.value = value
 
 
-class Scope:
-    """A chain of name tables: function locals → layer → globals → built-ins."""
-
-    def __init__(self, parent: Scope | None = None):
-        self.vars: dict[str, Any] = {}
-        self.parent = parent
-
-    def lookup(self, name: str) -> tuple[bool, Any]:
-        s: Scope | None = self
-        while s is not None:
-            if name in s.vars:
-                return True, s.vars[name]
-            s = s.parent
-        return False, None
-
-    def suggest(self, name: str) -> str:
-        """A did-you-mean suffix, preferring names of the innermost scope."""
-        s: Scope | None = self
-        while s is not None:
-            hint = did_you_mean(name, list(s.vars))
-            if hint:
-                return hint
-            s = s.parent
-        return ""
-
-    def assign(self, name: str, value: Any) -> None:
-        """Rebind where the name lives (Python-like), else bind locally."""
-        s: Scope | None = self
-        while s is not None:
-            if name in s.vars:
-                s.vars[name] = value
-                return
-            s = s.parent
-        self.vars[name] = value
-
-
 class _LayerState:
     """What elaborating one layer body declares: weights, children, order of names."""
 
@@ -78,6 +43,8 @@ class _LayerState:
         self.params = params
         self.weights: dict[str, tuple[ParamRef, InitSpec, str, str | None, SourceLoc]] = {}
         self.order: list[str] = []
+        self.child_names: dict[int, str] = {}
+        """id(instance) -> the child name it is bound to, once the body has run."""
 
 
 class Elaborator:
@@ -219,7 +186,7 @@ class Elaborator:
                 raise TdslTypeError(f"parameter '{p.name}' of layer '{node.name}' must be a "
                                     f"compile-time value, got {describe(value)}", loc)
             params[p.name] = value
-        key = (node.name, _freeze(params))
+        key = (node.name, freeze_value(params))
         spec = self.specialisations.get(key)
         if spec is None:
             sym = self._fresh_sym(node.name)
@@ -238,7 +205,7 @@ class Elaborator:
             if e.loc is not None and loc not in (e.loc, node.loc):
                 e.notes = e.notes + (f"in layer '{node.name}' created at {loc}",)
             return e
-        args = ", ".join(f"{k}={_show(v)}" for k, v in params.items())
+        args = ", ".join(f"{k}={show_value(v)}" for k, v in params.items())
         return type(e)(f"{node.name}({args}): {e.message}", loc, e.notes)
 
     def _fresh_sym(self, name: str) -> str:
@@ -285,7 +252,6 @@ class Elaborator:
         """Names whose final value is a layer instance (or a list of them) become children."""
         children: list[tuple[str, str, SourceLoc]] = []
         seen: dict[int, str] = {}
-        state.child_names = {}
         for name in state.order:
             value = scope.vars.get(name)
             items: list[tuple[str, LayerInstance]] = []
@@ -435,14 +401,14 @@ class Elaborator:
         if isinstance(value, InitSpec):
             raise TdslError(f"weights are declared in the layer body, not inside a function "
                             f"('{stmt.name}')", stmt.loc)
-        if isinstance(value, _TypedScalar):
+        if isinstance(value, TypedScalar):
             value = value.value if stmt.type is None or isinstance(stmt.type, ast.ScalarType) \
                 else value
         if isinstance(stmt.type, ast.ScalarType) and not isinstance(value, (TensorValue, ParamRef)):
             value = check_scalar(stmt.type.name, value, f"'{stmt.name}'", stmt.value.loc
                                  if stmt.value is not None else stmt.loc)
             if stmt.type.name in _DTYPES:
-                value = _TypedScalar(value, stmt.type.name)
+                value = TypedScalar(value, stmt.type.name)
         scope.vars[stmt.name] = value
 
     @staticmethod
@@ -456,7 +422,7 @@ class Elaborator:
         if isinstance(value, ast.TernaryLiteral):  # pragma: no cover - evaluated earlier
             raise AssertionError
         if isinstance(value, InitSpec) or (isinstance(type_, ast.TensorTypeExpr)
-                                           and isinstance(value, _ConstTensor)):
+                                           and isinstance(value, ConstTensor)):
             value = self._declare_weight(state, name, value, type_, annotations, scope, loc)
         elif annotations:
             raise TdslError(f"annotation '@{annotations[0].name}' needs a weight or layer "
@@ -494,7 +460,7 @@ class Elaborator:
                 raise TdslError(f"unknown annotation '@{a.name}'"
                                 f"{did_you_mean(a.name, ['buffer', 'fp32', 'fp16', 'int8', 'ternary'])}",
                                 a.loc)
-        if isinstance(spec, _ConstTensor):
+        if isinstance(spec, ConstTensor):
             init = InitSpec("constant", spec.shape, (("value", spec.values),), spec.loc)
         else:
             init = spec
@@ -518,7 +484,7 @@ class Elaborator:
             if not found:
                 raise UnknownNameError(f"unknown name '{e.id}'{scope.suggest(e.id)}",
                                        e.loc)
-            if isinstance(value, _TypedScalar) and not self.in_forward:
+            if isinstance(value, TypedScalar) and not self.in_forward:
                 return value.value
             return value
         if isinstance(e, ast.ListLit):
@@ -553,31 +519,31 @@ class Elaborator:
         if isinstance(v, (TensorValue, ParamRef)):
             raise TdslTypeError(f"'{op}' needs values known at compile time, not a tensor", loc)
 
-    def _ternary_literal(self, e: ast.TernaryLiteral, scope: Scope) -> _ConstTensor:
+    def _ternary_literal(self, e: ast.TernaryLiteral, scope: Scope) -> ConstTensor:
         shape: list[int] = []
         for s in e.shape:
             v = self.eval_expr(s, scope)
-            shape.extend(_flatten(v))
+            shape.extend(flatten_values(v))
         values: list[int] = []
         for item in e.values:
-            values.extend(_flatten(self.eval_expr(item, scope)))
+            values.extend(flatten_values(self.eval_expr(item, scope)))
         for v, node in zip(values, e.values):
             if v not in (-1, 0, 1) or isinstance(v, bool):
                 raise TdslTypeError(f"trit value must be -1, 0 or 1, got {v}", node.loc)
         if math.prod(shape) != len(values):
             raise TdslTypeError(f"TernaryTensor{shape} needs {math.prod(shape)} values, "
                                 f"got {len(values)}", e.loc)
-        return _ConstTensor(tuple(shape), tuple(values), "trit", e.loc)
+        return ConstTensor(tuple(shape), tuple(values), "trit", e.loc)
 
     def _unary(self, e: ast.UnaryOp, v: Any) -> Any:
         if e.op == "not":
             self._no_tensor(v, "not", e.loc)
             return not v
-        if isinstance(v, _TypedScalar):
+        if isinstance(v, TypedScalar):
             v = v.value
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return -v
-        if isinstance(v, (TensorValue, ParamRef, _ConstTensor)):
+        if isinstance(v, (TensorValue, ParamRef, ConstTensor)):
             return self._neg(v, e.loc)
         raise TdslTypeError(f"cannot negate {describe(v)}", e.loc)
 
@@ -587,15 +553,15 @@ class Elaborator:
         return TensorValue(self.ir.op("sub", [zero, t], {}, loc))
 
     def _binary(self, e: ast.BinOp, a: Any, b: Any) -> Any:
-        tensors = (TensorValue, ParamRef, _ConstTensor)
+        tensors = (TensorValue, ParamRef, ConstTensor)
         if isinstance(a, tensors) or isinstance(b, tensors):
             kind = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}.get(e.op)
             if kind is None:
                 raise TdslTypeError(f"operator '{e.op}' is not defined on tensors", e.loc)
             return self._tensor_binop(kind, a, b, e.loc)
-        a = a.value if isinstance(a, _TypedScalar) else a
-        b = b.value if isinstance(b, _TypedScalar) else b
-        return _python_binop(e.op, a, b, e.loc)
+        a = a.value if isinstance(a, TypedScalar) else a
+        b = b.value if isinstance(b, TypedScalar) else b
+        return compile_time_binop(e.op, a, b, e.loc)
 
     def _tensor_binop(self, kind: str, a: Any, b: Any, loc: SourceLoc) -> TensorValue:
         ta = self._as_tensor(a, loc, like=b)
@@ -645,7 +611,7 @@ class Elaborator:
 
     def _call_instance(self, inst: LayerInstance, args: list[Any], loc: SourceLoc) -> Any:
         state = self.builder_stack[-1]
-        child = state.child_names.get(id(inst)) if hasattr(state, "child_names") else None
+        child = state.child_names.get(id(inst))
         if child is None:
             raise TdslError(f"this {inst.layer} layer is not a declared sub-layer of "
                             f"'{state.node.name}' (bind it with let in the layer body)", loc)
@@ -726,9 +692,9 @@ class Elaborator:
             return v.value
         if isinstance(v, ParamRef):
             return self.read_param(v, loc)
-        if isinstance(v, _ConstTensor):
+        if isinstance(v, ConstTensor):
             return self.ir.constant_tensor(v.shape, v.values, v.dtype, loc)
-        if isinstance(v, _TypedScalar):
+        if isinstance(v, TypedScalar):
             return self.ir.constant_scalar(v.value, v.dtype, loc)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if like is not None and not isinstance(like, (int, float)):
@@ -739,75 +705,6 @@ class Elaborator:
         raise TdslTypeError(f"expected a tensor, got {describe(v)}", loc)
 
 
-class _TypedScalar:
-    """A compile-time scalar with a declared dtype (`let x: trit = 1`)."""
-
-    def __init__(self, value: Any, dtype: str):
-        self.value = value
-        self.dtype = dtype
-
-
-class _ConstTensor:
-    """A literal tensor (`TernaryTensor[2, 2](1, 0, -1, 1)`)."""
-
-    def __init__(self, shape: tuple[int, ...], values: tuple, dtype: str, loc: SourceLoc):
-        self.shape, self.values, self.dtype, self.loc = shape, values, dtype, loc
-
-
-def _flatten(v: Any) -> list:
-    if isinstance(v, list):
-        out: list = []
-        for x in v:
-            out.extend(_flatten(x))
-        return out
-    return [v]
-
-
-def _freeze(v: Any) -> Any:
-    if isinstance(v, dict):
-        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
-    if isinstance(v, list):
-        return ("list", tuple(_freeze(x) for x in v))
-    return (type(v).__name__, v)
-
-
-def _python_binop(op: str, a: Any, b: Any, loc: SourceLoc) -> Any:
-    num = (int, float)
-    try:
-        if op == "+":
-            if isinstance(a, list) and isinstance(b, list):
-                return a + b
-            if isinstance(a, str) and isinstance(b, str):
-                return a + b
-            _need(num, a, b, op, loc)
-            return a + b
-        if op in ("-", "*", "%"):
-            _need(num, a, b, op, loc)
-            return {"-": lambda: a - b, "*": lambda: a * b, "%": lambda: a % b}[op]()
-        if op == "/":
-            _need(num, a, b, op, loc)
-            if isinstance(a, int) and isinstance(b, int) and b != 0 and a % b == 0:
-                return a // b
-            return a / b
-        if op in ("==", "!="):
-            return (a == b) == (op == "==")
-        if op in ("<", "<=", ">", ">="):
-            _need(num, a, b, op, loc)
-            return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
-        if op == "@":
-            raise TdslTypeError("'@' multiplies tensors, not compile-time values", loc)
-    except ZeroDivisionError:
-        raise TdslError("division by zero", loc) from None
-    raise TdslError(f"unknown operator '{op}'", loc)
-
-
-def _need(kinds: tuple, a: Any, b: Any, op: str, loc: SourceLoc) -> None:
-    for v in (a, b):
-        if not isinstance(v, kinds) or isinstance(v, bool):
-            raise TdslTypeError(f"operator '{op}' cannot be applied to {describe(a)} and "
-                                f"{describe(b)}", loc)
-
-
 def build_module(text: str, filename: str = "<input>", entry: str | None = None,
                  params: dict[str, Any] | None = None) -> ModuleOp:
     """Parse DSL text and elaborate it (with the prelude) into a `tdsl` module."""
@@ -816,12 +713,3 @@ def build_module(text: str, filename: str = "<input>", entry: str | None = None,
 
     program = parse_program(text, filename)
     return Elaborator(program, prelude_program()).build(entry, params)
-
-
-def _show(v: Any) -> str:
-    """A compile-time value as the user would write it."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list):
-        return "[" + ", ".join(_show(x) for x in v) + "]"
-    return repr(v) if isinstance(v, str) else str(v)

@@ -171,3 +171,117 @@ def check_scalar(type_name: str, value: Any, what: str, loc: SourceLoc | None) -
     if type_name in ("float", "float16", "float32"):
         return float(value)
     return value
+
+
+class Scope:
+    """A chain of name tables: function locals → layer → globals → built-ins."""
+
+    def __init__(self, parent: Scope | None = None):
+        self.vars: dict[str, Any] = {}
+        self.parent = parent
+
+    def lookup(self, name: str) -> tuple[bool, Any]:
+        s: Scope | None = self
+        while s is not None:
+            if name in s.vars:
+                return True, s.vars[name]
+            s = s.parent
+        return False, None
+
+    def suggest(self, name: str) -> str:
+        """A did-you-mean suffix, preferring names of the innermost scope."""
+        s: Scope | None = self
+        while s is not None:
+            hint = did_you_mean(name, list(s.vars))
+            if hint:
+                return hint
+            s = s.parent
+        return ""
+
+    def assign(self, name: str, value: Any) -> None:
+        """Rebind where the name lives (Python-like), else bind locally."""
+        s: Scope | None = self
+        while s is not None:
+            if name in s.vars:
+                s.vars[name] = value
+                return
+            s = s.parent
+        self.vars[name] = value
+
+
+class TypedScalar:
+    """A compile-time scalar with a declared dtype (`let x: trit = 1`)."""
+
+    def __init__(self, value: Any, dtype: str):
+        self.value = value
+        self.dtype = dtype
+
+
+class ConstTensor:
+    """A literal tensor (`TernaryTensor[2, 2](1, 0, -1, 1)`)."""
+
+    def __init__(self, shape: tuple[int, ...], values: tuple, dtype: str, loc: SourceLoc):
+        self.shape, self.values, self.dtype, self.loc = shape, values, dtype, loc
+
+
+def flatten_values(v: Any) -> list:
+    if isinstance(v, list):
+        out: list = []
+        for x in v:
+            out.extend(flatten_values(x))
+        return out
+    return [v]
+
+
+def freeze_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return tuple(sorted((k, freeze_value(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return ("list", tuple(freeze_value(x) for x in v))
+    return (type(v).__name__, v)
+
+
+def compile_time_binop(op: str, a: Any, b: Any, loc: SourceLoc) -> Any:
+    num = (int, float)
+    try:
+        if op == "+":
+            if isinstance(a, list) and isinstance(b, list):
+                return a + b
+            if isinstance(a, str) and isinstance(b, str):
+                return a + b
+            _need_numbers(num, a, b, op, loc)
+            return a + b
+        if op in ("-", "*", "%"):
+            _need_numbers(num, a, b, op, loc)
+            return {"-": lambda: a - b, "*": lambda: a * b, "%": lambda: a % b}[op]()
+        if op == "/":
+            _need_numbers(num, a, b, op, loc)
+            if isinstance(a, int) and isinstance(b, int) and b != 0 and a % b == 0:
+                return a // b
+            return a / b
+        if op in ("==", "!="):
+            return (a == b) == (op == "==")
+        if op in ("<", "<=", ">", ">="):
+            _need_numbers(num, a, b, op, loc)
+            return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+        if op == "@":
+            raise TdslTypeError("'@' multiplies tensors, not compile-time values", loc)
+    except ZeroDivisionError:
+        raise TdslError("division by zero", loc) from None
+    raise TdslError(f"unknown operator '{op}'", loc)
+
+
+def _need_numbers(kinds: tuple, a: Any, b: Any, op: str, loc: SourceLoc) -> None:
+    for v in (a, b):
+        if not isinstance(v, kinds) or isinstance(v, bool):
+            raise TdslTypeError(f"operator '{op}' cannot be applied to {describe(a)} and "
+                                f"{describe(b)}", loc)
+
+
+def show_value(v: Any) -> str:
+    """A compile-time value as the user would write it."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(show_value(x) for x in v) + "]"
+    return repr(v) if isinstance(v, str) else str(v)
