@@ -158,7 +158,7 @@ def test_loading_never_unpickles(lenet_package, monkeypatch):
     assert isinstance(net, torch.nn.Module)
 
 
-def test_deploy_without_numba_backend_is_a_clear_error(lenet_package):
+def test_deploy_on_numba_or_a_clear_error(lenet_package):
     import importlib.util
 
     pkg = tdsl.load(lenet_package)
@@ -167,3 +167,10 @@ def test_deploy_without_numba_backend_is_a_clear_error(lenet_package):
     if importlib.util.find_spec("tdsl.backends.numba") is None:
         with pytest.raises(tdsl.TdslError, match="Numba backend is not available"):
             pkg.deploy("numba")
+        return
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    y = np.asarray(pkg.deploy("numba")(x))
+    with torch.no_grad():
+        ref = pkg.to_torch()(torch.from_numpy(x)).numpy()
+    assert y.shape == ref.shape
+    assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()  # int8 activations in the Numba runtime
