@@ -48,8 +48,10 @@ class CompiledModel:
     """A program compiled through a pass pipeline, with its IR after every pass."""
 
     def __init__(self, module: ModuleOp, stages: list[tuple[str, str]], filename: str,
-                 entry: str, params: dict[str, Any]):
+                 entry: str, params: dict[str, Any], pipeline: str = ""):
         self.module = module
+        self.pipeline = pipeline
+        """The pass pipeline given to `compile` (freezing appends `pack` on its own)."""
         self.stages = stages
         self.filename = filename
         self.entry = entry
@@ -135,7 +137,7 @@ def compile(source_or_path: str | Path, *, entry: str | None = None,
             if after_pass is not None:
                 after_pass(p.name, module)
     layer = entry_layer(module)
-    return CompiledModel(module, stages, filename, layer.layer.data, dict(params or {}))
+    return CompiledModel(module, stages, filename, layer.layer.data, dict(params or {}), spec)
 
 
 def _verify(module: ModuleOp) -> None:

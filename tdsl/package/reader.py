@@ -201,7 +201,8 @@ def build_frozen_program(source: str, *, entry: str, params: dict[str, Any], pip
         stages.append(("pack", print_ir(module)))
     else:
         stages.append(("freeze", print_ir(module)))
-    return CompiledModel(module, stages, compiled.filename, compiled.entry, dict(compiled.params))
+    return CompiledModel(module, stages, compiled.filename, compiled.entry, dict(compiled.params),
+                         compiled.pipeline)
 
 
 class LoadedPackage:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -62,32 +61,18 @@ def model_source(compiled: CompiledModel, source: str | None) -> tuple[str, str 
     return path.read_text(encoding="utf-8"), zoo, path.name
 
 
-def _pass_names(pipeline: str) -> list[str]:
-    return [p.strip() for p in re.sub(r"\{[^}]*\}", "", pipeline).split(",") if p.strip()]
-
-
 def find_pipeline(frozen: FrozenModel, source: str, pipeline: str | None) -> str:
-    """The pipeline that compiles `source` into `frozen`'s program, checked by compiling it."""
-    from tdsl.precision import PRECISIONS, pipeline_for
+    """The pipeline that compiles `source` into `frozen`'s program, checked by compiling it.
 
+    The compiled model records the pipeline it was given; `pipeline=` overrides it.
+    """
     compiled = frozen.compiled
-    passes = compiled.passes[:-1] if compiled.stages[-1][0] in ("pack", "freeze") else compiled.passes
-    if pipeline is not None:
-        candidates = [pipeline]
-    else:
-        preferred = [frozen.precision] if frozen.precision in PRECISIONS else []
-        candidates = [pipeline_for(p) for p in dict.fromkeys([*preferred, *PRECISIONS])] + [",".join(passes)]
-        candidates = [c for c in dict.fromkeys(candidates) if _pass_names(c) == passes]
-    target = normalized_ir(compiled.module)
-    for candidate in candidates:
-        rebuilt = build_frozen_program(source, entry=compiled.entry, params=compiled.params, pipeline=candidate,
-                                       format=frozen.format)
-        if normalized_ir(rebuilt.module) == target:
-            return candidate
-    if pipeline is not None:
-        raise TdslError(f"save: compiling the source with pipeline '{pipeline}' does not give the model's program")
-    raise TdslError(f"save: cannot tell which options the passes {', '.join(passes) or '(none)'} ran with; "
-                    "pass pipeline= (the spec given to tdsl.compile)")
+    spec = compiled.pipeline if pipeline is None else pipeline
+    rebuilt = build_frozen_program(source, entry=compiled.entry, params=compiled.params, pipeline=spec,
+                                   format=frozen.format)
+    if normalized_ir(rebuilt.module) != normalized_ir(compiled.module):
+        raise TdslError(f"save: compiling the source with pipeline '{spec}' does not give the model's program")
+    return spec
 
 
 def precision_policy(frozen: FrozenModel) -> dict[str, Any]:

@@ -291,7 +291,8 @@ def _frozen_program(compiled: CompiledModel, format: str) -> CompiledModel:
 
         check_format(format)
         stages.append(("freeze", print_ir(module)))
-    return CompiledModel(module, stages, compiled.filename, compiled.entry, dict(compiled.params))
+    return CompiledModel(module, stages, compiled.filename, compiled.entry, dict(compiled.params),
+                         compiled.pipeline)
 
 
 def _lookup(trained: Mapping[str, torch.Tensor], key: str, what: str) -> torch.Tensor:

@@ -106,16 +106,20 @@ def test_save_compiled_model_with_module_and_text_source(tmp_path):
     assert pkg.config["model"]["zoo_name"] is None and pkg.config["model"]["params"] == {"hidden": 16}
 
 
-def test_unknown_pipeline_options_need_pipeline_argument(tmp_path):
-    frozen = tdsl.quantize("mlp", precision="ternary", threshold="absmean", policy="all")
-    with pytest.raises(tdsl.TdslError, match="pass pipeline="):
-        tdsl.save(frozen, tmp_path / "p")
+def test_the_pipeline_with_its_options_is_recorded_and_checked(tmp_path):
     from tdsl.precision import pipeline_for
 
+    frozen = tdsl.quantize("mlp", precision="ternary", threshold="absmean", policy="all")
     spec = pipeline_for("ternary", threshold="absmean", policy="all")
+    assert frozen.compiled.pipeline == spec
     with pytest.raises(tdsl.TdslError, match="does not give the model's program"):
         tdsl.save(frozen, tmp_path / "p", pipeline=pipeline_for("ternary"))
-    assert tdsl.load(tdsl.save(frozen, tmp_path / "p", pipeline=spec)).config["pipeline"] == spec
+    assert not (tmp_path / "p").exists()
+    pkg = tdsl.load(tdsl.save(frozen, tmp_path / "p"))
+    assert pkg.config["pipeline"] == spec
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.equal(pkg.to_torch()(x), frozen.module.eval()(x))
 
 
 def test_overwrite_only_replaces_a_package(lenet_ternary, tmp_path):
