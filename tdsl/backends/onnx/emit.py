@@ -14,11 +14,11 @@ which quantises activations: an error of 0.07 was measured; `Conv` and `Gemm` ar
 | linear, ternary | the same into `Gemm`(transB=1); never `MatMul` |
 | fp32 | FLOAT weight·m → `Conv` / `Gemm` |
 | fp16 | FLOAT16 weight → `Cast` (→ `Mul` m) → `Conv` / `Gemm` |
-| int8 | the torch backend's dynamic int8 exactly: per-tensor symmetric activation quantisation (`Abs`, `ReduceMax`, `Round`, `Clip`), `ConvInteger` / `MatMulInteger` on INT8 weights, `Cast` and the per-channel rescale in float32 (float64 when the integer sum may exceed 2^24, as torch) |
+| int8 | the torch backend's dynamic int8: per-tensor symmetric activation quantisation (`Abs`, `ReduceMax`, `Round`, `Clip`), `ConvInteger` / `MatMulInteger` on INT8 weights, `Cast` and the per-channel rescale in float32 (float64 when the integer sum may exceed 2^24, as torch), bias, then the batch norm as `Mul`/`Add` in torch's float32 order (not folded: the next layer's quantisation must see the same values) |
 
-then `Add` (residual), `Relu` / `Clip`(0, 6). The batch norm is folded numerically
-(`tensors.fold_bn`): scale' = α·m, bias' = β + (b − μ)·m with m = γ/√(σ²+ε), computed in
-float64 from the frozen arrays. `int2=False` stores trits as INT8 (opset 13, IR 7).
+then `Add` (residual), `Relu` / `Clip`(0, 6). Except for int8, the batch norm is folded
+numerically (`tensors.fold_bn`): scale' = α·m, bias' = β + (b − μ)·m with m = γ/√(σ²+ε),
+computed in float64 from the frozen arrays. `int2=False` stores trits as INT8 (opset 13, IR 7).
 """
 from __future__ import annotations
 
@@ -323,7 +323,8 @@ class _GraphEmitter:
     def int8_product(self, op: kern.Conv2dOp | kern.LinearOp, op_type: str, attrs: dict, hint: str,
                      flatten: bool = False) -> str:
         """`ConvInteger` / `MatMulInteger` of the quantised input and the INT8 weight, rescaled by
-        s_x·s_w·m and shifted by the folded bias (see the module docstring)."""
+        s_x·s_w, plus the bias, then the batch norm: `_rt.int8_conv2d` / `int8_linear` and
+        `F.batch_norm` in their order of float operations."""
         name = self.param_name(op.weight, op)
         assert name is not None
         stored = self.store.array(name, op)
@@ -331,32 +332,42 @@ class _GraphEmitter:
             raise TdslError(f"the int8 weight '{name}' is stored as {stored.dtype}, not int8", loc_of(op))
         channels = stored.shape[0]
         sw = per_channel(self.store.scale(self.store.int8_scale, name, op), channels)
-        m, c = self.folded(op, channels)
-        if m is not None:
-            sw = sw * m
         q, sx = self.quantise_activation(op.input, hint)
         if flatten:
             q = self.node("Reshape", [q, self.constant(np.array([-1, stored.shape[1]]), "shape")], hint + ".q2d")
         weight = stored if op_type == "ConvInteger" else np.ascontiguousarray(stored.T)
         self.weight_types[name] = "INT8"
         acc = self.node(op_type, [q, self.initializer(name, weight)], hint + ".acc", **attrs)
-        k = math.prod(stored.shape[1:])
-        exact_f32 = INT8_MAX * INT8_MAX * k < _EXACT_F32
-        dtype, np_dtype = (TensorProto.FLOAT, np.float32) if exact_f32 else (TensorProto.DOUBLE, np.float64)
         shape = (1, channels, 1, 1) if op_type == "ConvInteger" else (channels,)
-        sw_name = self.initializer(hint + ".weight_scale", sw.astype(np_dtype).reshape(shape))
-        accf = self.node("Cast", [acc], hint + ".accf", to=dtype)
-        if exact_f32:
-            y = self.node("Mul", [accf, self.node("Mul", [sx, sw_name], hint + ".scale")], hint + ".rescaled")
+        if INT8_MAX * INT8_MAX * math.prod(stored.shape[1:]) < _EXACT_F32:
+            s = self.node("Mul", [sx, self.initializer(hint + ".weight_scale", sw.astype(np.float32).reshape(shape))],
+                          hint + ".scale")
+            y = self.node("Mul", [self.node("Cast", [acc], hint + ".accf", to=TensorProto.FLOAT), s],
+                          hint + ".rescaled")
         else:
-            # (acc·s_x)·s_w: acc·s_x is exact in float64 (< 2^29 times 24 bits). Not acc·(s_x·s_w):
-            # onnxruntime 1.32 fuses that pattern into MatMulIntegerToFloat, which refuses float64.
-            sx64 = self.node("Cast", [sx], hint + ".act_scale64", to=dtype)
-            y = self.node("Mul", [self.node("Mul", [accf, sx64], hint + ".acc_sx"), sw_name], hint + ".rescaled")
-        if c is not None:
-            y = self.node("Add", [y, self.initializer(hint + ".bias", c.astype(np_dtype).reshape(shape))],
-                          hint + ".biased")
-        return y if exact_f32 else self.node("Cast", [y], hint + ".f32", to=TensorProto.FLOAT)
+            # torch sums in float64 here; (acc·s_x)·s_w equals its acc·(s_x·s_w) (acc·s_x is exact:
+            # < 2^27 times 24 bits). Not acc·(s_x·s_w) itself: onnxruntime 1.32 fuses that pattern
+            # into MatMulIntegerToFloat, which refuses float64.
+            acc64 = self.node("Cast", [acc], hint + ".acc64", to=TensorProto.DOUBLE)
+            sx64 = self.node("Cast", [sx], hint + ".act_scale64", to=TensorProto.DOUBLE)
+            sw64 = self.initializer(hint + ".weight_scale", sw.astype(np.float32).astype(np.float64).reshape(shape))
+            y = self.node("Cast", [self.node("Mul", [self.node("Mul", [acc64, sx64], hint + ".acc_sx"), sw64],
+                                             hint + ".rescaled64")], hint + ".rescaled", to=TensorProto.FLOAT)
+        if op.bias is not None:
+            bias = self.param_array(op.bias, op).astype(np.float32).reshape(shape)  # type: ignore[union-attr]
+            y = self.node("Add", [y, self.initializer(hint + ".bias", bias)], hint + ".biased")
+        bn = op.bn_operands()
+        if bn is None:
+            return y
+        # Not folded: the batch norm runs as torch's eval batch_norm does, y·a + b with
+        # a = γ·(1/√(σ²+ε)) and b = β − μ·a in float32, so that the next layer quantises the
+        # same activations (a fold rounds differently and can move round(x/s_x) by one step).
+        mean, var, gamma, beta = (self.param_array(v, op).astype(np.float32) for v in bn)  # type: ignore[union-attr]
+        invstd = np.float32(1) / np.sqrt(var + np.float32(op.eps.value.data))  # type: ignore[union-attr]
+        a = (invstd * gamma).astype(np.float32)
+        b = (beta - mean * a).astype(np.float32)
+        y = self.node("Mul", [y, self.initializer(hint + ".bn_scale", a.reshape(shape))], hint + ".bn_scaled")
+        return self.node("Add", [y, self.initializer(hint + ".bn_shift", b.reshape(shape))], hint + ".bn")
 
     def epilogue(self, op: kern.Conv2dOp | kern.LinearOp, y: str, hint: str) -> None:
         if op.residual is not None:

@@ -7,10 +7,14 @@ Tolerances, as max|onnx − torch| / max|torch| over the output:
   layer rounds differently by a few ulp (about 1e-7 relative), which ~20 layers accumulate;
   measured at most 6e-7 on the zoo, 1e-5 leaves a margin without hiding a wrong weight
   (a single flipped trit or a wrong scale moves the output by far more than 1e-3).
-- int8, mixed: 1e-3. The integer products are exact on both sides, but the folded rescale
-  rounds differently, so an activation lying within an ulp of a rounding boundary of
-  round(x / s_x) can be quantised one step apart (one quantum, s_x = max|x| / 127, of one
-  input element); measured at most 2e-7, the bound allows a few such flips.
+- int8, mixed: 3e-2 against the torch backend, 1e-6 on the small models. The graph does what
+  `_rt.int8_conv2d` / `int8_linear` and `F.batch_norm` do, in their order of float
+  operations, and the integer products are exact, so MLP, LeNet and MobileNetV2 match to
+  the bit (measured 0 at batch 1, 3, 8). But torch's batch-norm kernel may round one
+  element differently (an FMA), and an activation lying within an ulp of a rounding
+  boundary of round(x / s_x) is then quantised one step apart; ResNet-18 requantises 20
+  times, so one such flip in layer1 (measured: 1 element of 196,608 at batch 3) spreads to
+  a 1.1e-2 difference at the output (one ResNet-18 int8 case is slow-marked; it passes).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ MODELS = {
     "lenet": ({}, (1, 8, 8)),
 }
 PRECISIONS = ("fp32", "fp16", "int8", "ternary", "mixed")
-TOLERANCE = {"fp32": 1e-5, "fp16": 1e-5, "ternary": 1e-5, "int8": 1e-3, "mixed": 1e-3}
+TOLERANCE = {"fp32": 1e-5, "fp16": 1e-5, "ternary": 1e-5, "int8": 3e-2, "mixed": 3e-2}
 FAST = {("mlp", p) for p in PRECISIONS} | {("lenet", p) for p in PRECISIONS} | {
     ("resnet18", "ternary"), ("mobilenetv2", "mixed")}
 
@@ -97,6 +101,14 @@ def test_matches_the_torch_backend_at_batch_1_and_3(exported):
     for batch in (1, 3):
         diff = verify_onnx(result.path, frozen, inputs(model, batch, seed=batch))
         assert diff.max_rel <= TOLERANCE[precision], (batch, diff)
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet"])
+def test_int8_follows_the_torch_backend_operation_by_operation(model, tmp_path):
+    frozen = frozen_model(model, "int8")
+    result = export_onnx(frozen, tmp_path / "m.onnx")
+    for batch in (1, 3, 8):
+        assert verify_onnx(result.path, frozen, inputs(model, batch, seed=batch)).max_rel <= 1e-6
 
 
 def test_batch_axis_is_symbolic(exported):
