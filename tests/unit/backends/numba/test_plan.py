@@ -1,0 +1,139 @@
+"""The plan: handlers, errors with locations, shapes per batch, liveness-based buffer reuse,
+and the executor's ternary conv driver against `tdsl.runtime.conv2d.ternary_conv2d`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tdsl
+from tdsl.backends.numba import build_plan, deploy, kernel_module
+from tdsl.backends.numba import kernels as K
+from tdsl.backends.numba.executor import _conv_ternary, _Ctx
+from tdsl.backends.numba.plan import Step
+from tdsl.errors import TdslError
+from tdsl.runtime.conv2d import ternary_conv2d
+from tdsl.runtime.packing import pack
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    torch.manual_seed(0)
+    return tdsl.quantize("lenet", precision="ternary")
+
+
+def test_lenet_plan_steps_and_folded_weights(lenet) -> None:
+    plan = deploy(lenet).plan
+    kinds = [s.kind for s in plan.steps]
+    assert kinds == ["conv2d_float", "max_pool2d", "conv2d_ternary", "max_pool2d", "view",
+                     "linear_ternary", "linear_ternary", "linear_float"]
+    conv2 = plan.steps[2]
+    assert conv2.weights["packed"].dtype == np.uint8 and conv2.weights["packed"].shape == (16, 38)
+    assert conv2.attrs["activation"] == "relu" and conv2.loc is not None
+    # bn folded: scale' = alpha * gamma / sqrt(var + eps)
+    sd = lenet.state_dict()
+    k = sd["bn2.weight"].numpy() / np.sqrt(sd["bn2.running_var"].numpy() + 1e-5)
+    np.testing.assert_allclose(conv2.weights["scale"], sd["conv2.weight_scale"].numpy() * k, rtol=1e-6)
+    assert plan.weight_bytes > 0 and "conv2d_ternary" in plan.describe()
+
+
+def test_schedule_per_batch_size_and_shape_errors(lenet) -> None:
+    model = deploy(lenet)
+    for batch in (1, 3):
+        assert model(np.random.rand(batch, 1, 8, 8).astype(np.float32)).shape == (batch, 10)
+    assert set(model.plan._schedules) == {((1, 1, 8, 8),), ((3, 1, 8, 8),)}
+    with pytest.raises(TdslError, match=r"input 0 of @LeNet has shape \(2, 1, 9, 9\), the model expects \?x1x8x8"):
+        model(np.zeros((2, 1, 9, 9), np.float32))
+    with pytest.raises(TdslError, match="takes 1 input"):
+        model()
+
+
+def test_liveness_keeps_resnet_peak_near_three_activations() -> None:
+    """A residual block keeps its input, the inner activation and the output live: the
+    arena must not exceed three of the largest activation (plus the small tail)."""
+    torch.manual_seed(0)
+    frozen = tdsl.quantize("resnet18", precision="ternary", params=dict(num_classes=10, cifar_stem=True,
+                                                                        image_size=32))
+    sched = deploy(frozen).schedule((2, 3, 32, 32))
+    largest = 2 * 64 * 32 * 32 * 4
+    assert sched.peak_activation_bytes <= 3 * largest
+    assert len(sched.buffer_bytes) <= 4
+
+
+def test_views_share_their_input_buffer(lenet) -> None:
+    plan = deploy(lenet).plan
+    sched = plan.schedule(((2, 1, 8, 8),))
+    view = next(s for s in plan.steps if s.is_view)
+    assert sched.buffer_of[view.output] == sched.buffer_of[view.inputs[0]]
+
+
+def test_missing_weight_names_the_store_key(lenet) -> None:
+    arrays = {k: v.numpy() for k, v in lenet.state_dict().items() if k != "conv2.weight_packed"}
+    with pytest.raises(TdslError, match="parameter store has no 'conv2.weight_packed'") as info:
+        build_plan(kernel_module(lenet.compiled.module), arrays)
+    assert info.value.loc is not None
+
+
+def test_op_without_a_handler_is_an_error_at_its_location() -> None:
+    """A ternarized but unpacked program still holds tern.quantize: no kernel for it."""
+    compiled = tdsl.compile("lenet", pipeline="shape-infer,ternarize")
+    arrays = {k: v.detach().numpy() for k, v in compiled.to_torch().state_dict().items()}
+    with pytest.raises(TdslError, match="the Numba backend has no kernel for 'tern.quantize'") as info:
+        compiled.deploy(arrays)
+    assert info.value.loc is not None and info.value.loc.file.endswith(".tdsl")
+
+
+def test_unknown_device_and_act_quant(lenet) -> None:
+    with pytest.raises(TdslError, match="unknown device 'tpu'"):
+        deploy(lenet, device="tpu")
+    with pytest.raises(TdslError, match="unknown act_quant 'int4'"):
+        deploy(lenet, act_quant="int4")
+
+
+@pytest.mark.parametrize("act_quant", ["int8", "float"])
+@pytest.mark.parametrize("groups, residual", [(1, False), (1, True), (2, True), (6, False)])
+def test_conv_driver_equals_runtime_ternary_conv2d(act_quant: str, groups: int, residual: bool) -> None:
+    """The executor's driver (arena output, shared scratch) is the runtime's conv, bit for bit."""
+    rng = np.random.default_rng(0)
+    C, O, k = 6, 6, 3
+    x = rng.standard_normal((2, C, 7, 7)).astype(np.float32)
+    packed = pack(rng.integers(-1, 2, (O, C // groups * k * k)).astype(np.int8))
+    s, b = rng.uniform(0.5, 2, O).astype(np.float32), rng.standard_normal(O).astype(np.float32)
+    res = rng.standard_normal((2, O, 4, 4)).astype(np.float32) if residual else None
+    kw = dict(stride=2, padding=1, groups=groups, activation="relu", act_quant=act_quant, path="portable")
+    want = ternary_conv2d(x, packed, k, s, b, residual=res, **kw)
+    step = Step("conv2d_ternary", (0,), 1, {"kernel": (k, k), "stride": (2, 2), "padding": (1, 1),
+                                            "dilation": (1, 1), "groups": groups, "out_channels": O,
+                                            "activation": "relu", "residual": residual},
+                {"packed": packed, "scale": s, "bias": b}, "kern.conv2d", None)
+    y = np.empty_like(want)
+    ws = {"cols": np.empty(2 * 16 * C * k * k, np.float32), "gemm": np.empty(2 * 16 * O, np.float32)}
+    _conv_ternary(step, [x] + ([res] if residual else []), y, _Ctx(act_quant, "portable", ws))
+    np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))])
+def test_pool_kernels_match_torch(kernel, stride, padding) -> None:
+    x = torch.randn(2, 3, 9, 9)
+    for fn, ours in ((F.max_pool2d, K.max_pool2d), (F.avg_pool2d, K.avg_pool2d)):
+        want = fn(x, kernel, stride=stride, padding=padding).numpy()
+        y = np.empty_like(want)
+        ours(x.numpy(), *kernel, *stride, *padding, y)
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("out", [(1, 1), (3, 2), (4, 4)])
+def test_adaptive_avg_pool_matches_torch(out) -> None:
+    x = torch.randn(2, 3, 7, 9)
+    want = F.adaptive_avg_pool2d(x, out).numpy()
+    y = np.empty_like(want)
+    K.adaptive_avg_pool2d(x.numpy(), y)
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+
+
+def test_gelu_matches_torch() -> None:
+    x = torch.randn(1000)
+    y = np.empty(1000, np.float32)
+    K.gelu(x.numpy(), y)
+    np.testing.assert_allclose(y, F.gelu(x).numpy(), rtol=1e-6, atol=1e-6)
