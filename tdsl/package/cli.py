@@ -69,7 +69,7 @@ def quantize_model(model: str, *, precision: str = "fp32", policy: str = "defaul
     import torch
 
     from tdsl.api import compile as compile_
-    from tdsl.precision import pipeline_for, quantize
+    from tdsl.precision import quantize
 
     if weights is None:
         torch.manual_seed(seed)
@@ -77,8 +77,6 @@ def quantize_model(model: str, *, precision: str = "fp32", policy: str = "defaul
     choice = _precision_args(precision)
     frozen = quantize(model, policy=policy, threshold=threshold, format=packed_format, params=params,
                       weights=weights, entry=entry, **choice)
-    frozen.package_pipeline = pipeline_for(choice["precision"], policy=policy, threshold=threshold,
-                                           override=choice.get("override", ""))
     return frozen
 
 
@@ -87,9 +85,7 @@ def write_export(frozen: Any, fmt: str, path: str | os.PathLike[str]) -> Path:
     if fmt == "package":
         from tdsl.package.writer import save
 
-        pipeline = getattr(frozen, "package_pipeline", None)
-        return save(frozen, path, pipeline=pipeline, source=getattr(frozen, "package_source", None),
-                    overwrite=True)
+        return save(frozen, path, source=getattr(frozen, "package_source", None), overwrite=True)
     if fmt == "torch-export":
         from tdsl.backends.torch.export import export_program
 
@@ -186,7 +182,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         pkg = load(args.model)
         frozen = pkg.to_frozen()
         frozen.package_source = pkg.config["model"]["source"]
-        frozen.package_pipeline = pkg.config["pipeline"]
         source, params, entry = pkg.config["model"]["source"], pkg.config["model"]["params"], pkg.config["model"]["entry"]
     else:
         frozen = quantize_model(args.model, precision=args.precision, policy=args.policy, threshold=args.threshold,
