@@ -37,7 +37,6 @@ def load_worker():
     return module
 
 
-@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
