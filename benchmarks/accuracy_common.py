@@ -37,6 +37,7 @@ class Row:
     params: tuple = ()            # model parameters as ((name, value), ...)
     epochs: int = 10
     lr: float = 1e-3
+    max_seeds: int | None = None  # run only the first N seeds (a cheaper, exploratory row)
 
     @property
     def key(self) -> str:
@@ -149,7 +150,10 @@ def run_grid(rows: list[Row], seeds: list[int], settings: Settings, out_md: Path
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     json_path = out_md.with_suffix(".json")
-    weights_dir = Path(weights_dir or out_md.parent / ".weights")
+    if weights_dir is None:  # FP32 weights shared by the runs of a seed: outside the repository
+        from tdsl.train.mnist1d import cache_dir
+        weights_dir = cache_dir() / "accuracy-weights" / out_md.stem
+    weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
     if resume and json_path.is_file():
@@ -179,7 +183,7 @@ def run_grid(rows: list[Row], seeds: list[int], settings: Settings, out_md: Path
     for phase in (fp32_rows, other):
         tasks = []
         for row in phase:
-            for seed in seeds:
+            for seed in seeds[:row.max_seeds]:
                 w = weights(row, seed)
                 if (row.key, seed) in done:
                     if row.precision != "fp32" or Path(w).is_file():

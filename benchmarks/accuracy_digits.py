@@ -27,8 +27,8 @@ MODELS = {"mlp": (), "lenet": (("image_size", 8),)}
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
-    ap.add_argument("--epochs", type=int, default=60, help="epochs of every row (23 steps each)")
-    ap.add_argument("--ft-epochs", type=int, default=30, help="epochs of the fine-tuning row")
+    ap.add_argument("--epochs", type=int, default=40, help="epochs of every row (23 steps each)")
+    ap.add_argument("--ft-epochs", type=int, default=20, help="epochs of the fine-tuning row")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--ft-lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--resume", action="store_true", help="keep the finished runs of the JSON file")
+    ap.add_argument("--weights-dir", help="where the FP32 weights of each seed go (default: under $TDSL_CACHE)")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "accuracy_digits.md"))
     a = ap.parse_args(argv)
 
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         "zero trits over the ternary layers.",
     ]
     run_grid(rows, list(range(a.seeds)), Settings(batch_size=a.batch_size, threads=a.threads, data_seed=0),
-             Path(a.out), "Digits: FP32 vs ternary QAT (thresholds and scale granularity)", notes, a.jobs, a.resume)
+             Path(a.out), "Digits: FP32 vs ternary QAT (thresholds and scale granularity)", notes, a.jobs, a.resume,
+             a.weights_dir)
     return 0
 
 

@@ -38,11 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mlp-recipes", default="scratch,finetune", help="recipes for the MLP rows")
     ap.add_argument("--recipes", default=DEFAULT_RECIPES, help="comma list of recipes (parts joined by +)")
     ap.add_argument("--policies", default="default,all")
+    ap.add_argument("--extra-recipes", default="", help="more CNN recipes, run on the first --extra-seeds seeds only")
+    ap.add_argument("--extra-seeds", type=int, default=1)
     ap.add_argument("--batch-norm", action="store_true", help="the CNN with BatchNorm1d after each conv")
     ap.add_argument("--digits-epochs", type=int, default=30, help="digits smoke row epochs (0: no row)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--resume", action="store_true", help="keep the finished runs of the JSON file")
+    ap.add_argument("--weights-dir", help="where the FP32 weights of each seed go (default: under $TDSL_CACHE)")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "accuracy_mnist1d.md"))
     a = ap.parse_args(argv)
 
@@ -51,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         model = MODELS[m]
         params = (("batch_norm", True),) if m == "cnn" and a.batch_norm else ()
         rows.append(Row("mnist1d", model, params=params, epochs=a.epochs, lr=a.lr))
-        recipes = a.recipes if m == "cnn" else a.mlp_recipes
+        recipes = [(r.strip(), None) for r in (a.recipes if m == "cnn" else a.mlp_recipes).split(",") if r.strip()]
+        if m == "cnn":
+            recipes += [(r.strip(), a.extra_seeds) for r in a.extra_recipes.split(",") if r.strip()]
         for policy in [s.strip() for s in a.policies.split(",") if s.strip()]:
-            for recipe in [s.strip() for s in recipes.split(",") if s.strip()]:
-                ft = recipe != "scratch" and not recipe.startswith("scratch+")
+            for recipe, max_seeds in recipes:
+                ft = "finetune" in recipe or "calibrate" in recipe
                 rows.append(Row("mnist1d", model, "ternary", policy, recipe=recipe, params=params,
-                                epochs=a.ft_epochs if ft else a.epochs, lr=a.ft_lr if ft else a.lr))
+                                epochs=a.ft_epochs if ft else a.epochs, lr=a.ft_lr if ft else a.lr,
+                                max_seeds=max_seeds))
     if a.digits_epochs > 0:
         rows.append(Row("digits", "mlp", epochs=a.digits_epochs, lr=3e-3))
         rows.append(Row("digits", "mlp", "ternary", "default", recipe="scratch", epochs=a.digits_epochs, lr=3e-3))
@@ -86,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(a.seeds))
     if dg_rows:
         run_grid(dg_rows, seeds, Settings(batch_size=64, threads=a.threads, data_seed=0),
-                 out.with_name(out.stem + "_digits_smoke.md"), "digits smoke", [], a.jobs, a.resume)
-    result = run_grid(mn_rows, seeds, settings, out, title, notes, a.jobs, a.resume)
+                 out.with_name(out.stem + "_digits_smoke.md"), "digits smoke", [], a.jobs, a.resume,
+                 Path(a.weights_dir) / "digits" if a.weights_dir else None)
+    result = run_grid(mn_rows, seeds, settings, out, title, notes, a.jobs, a.resume, a.weights_dir)
     if dg_rows:
         _merge_smoke(out, out.with_name(out.stem + "_digits_smoke.md"), result)
     return 0

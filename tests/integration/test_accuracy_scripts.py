@@ -44,7 +44,8 @@ def table_rows(md: str) -> list[list[str]]:
 def test_digits_table_tiny(tmp_path: Path):
     out = tmp_path / "digits.md"
     assert load("accuracy_digits").main(["--seeds", "1", "--epochs", "1", "--ft-epochs", "1",
-                                         "--models", "lenet", "--out", str(out)]) == 0
+                                         "--models", "lenet", "--out", str(out),
+                                         "--weights-dir", str(tmp_path / "w")]) == 0
     md = out.read_text()
     assert "Written by `" in md and "Machine:" in md
     rows = table_rows(md)
@@ -63,7 +64,7 @@ def test_mnist1d_table_tiny(tmp_path: Path):
     assert load("accuracy_mnist1d").main([
         "--seeds", "1", "--epochs", "1", "--ft-epochs", "1", "--digits-epochs", "1",
         "--recipes", "scratch,finetune+distill+long", "--policies", "default",
-        "--out", str(out)]) == 0
+        "--out", str(out), "--weights-dir", str(tmp_path / "w")]) == 0
     md = out.read_text()
     rows = table_rows(md)
     recipes = [(r[2].split(",")[0], r[3]) for r in rows if r[0] == "mnist1d"]
