@@ -161,13 +161,13 @@ def test_cli_recipe_from_an_fp32_checkpoint(tmp_path: Path, capsys):
 
     fp32 = tmp_path / "fp32"
     assert main(["train", "mlp", "--epochs", "1", "--out", str(fp32), "--no-progress",
-                 "--optimizer", "adamw"]) == 0
+                 "--optimizer", "adamw", "--batch-size", "128", "--lr", "3e-3"]) == 0
     assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "q"), "--no-progress",
-                 "--optimizer", "adamw", "--lr", "1e-3", "--recipe", "finetune+distill",
+                 "--optimizer", "adamw", "--batch-size", "128", "--lr", "1e-3", "--recipe", "finetune+distill",
                  "--init", str(fp32 / "checkpoints")]) == 0
     out = capsys.readouterr().out
     assert "ternary (default policy), recipe finetune+distill" in out
-    assert float(re.search(r"test accuracy: ([\d.]+)%", out).group(1)) > 50
+    assert float(re.search(r"test accuracy: ([\d.]+)%", out).group(1)) > 30
     assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "x"), "--no-progress",
                  "--recipe", "finetune"]) == 1
     assert "give init (--init CKPT)" in capsys.readouterr().err
