@@ -451,8 +451,12 @@ def build_plan(module: ModuleOp, arrays: Mapping[str, np.ndarray], *, act_quant:
         handler(b, op)
     ret = forward.return_op
     names = [n.data for n in ret.names.data] if ret.names is not None else None
-    return Plan(b.steps, inputs, [b.value(v) for v in ret.values], names, b.types, b.consts,
-                layer.layer.data, act_quant)
+    outputs = [b.value(v) for v in ret.values]
+    # Only constants a step reads or the forward returns stay: the store's arrays that were
+    # folded into step weights (bn statistics, packed originals, fp16 weights) are dropped.
+    used = {v for step in b.steps for v in step.inputs} | set(outputs)
+    consts = {v: c for v, c in b.consts.items() if v in used}
+    return Plan(b.steps, inputs, outputs, names, b.types, consts, layer.layer.data, act_quant)
 
 
 # --------------------------------------------------------------------------- shapes
