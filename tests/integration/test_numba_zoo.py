@@ -115,7 +115,7 @@ def test_kept_precision_models_match_torch(key: str, precision: str) -> None:
     x = inputs(key, 2)
     ref = reference(frozen, x)
     y = deploy(frozen, act_quant="float")(x)
-    if precision == "int8":
+    if precision in ("int8", "mixed"):  # mixed keeps the first and last layers at int8
         assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= 2e-2
         assert (y.argmax(1) == ref.argmax(1)).sum() >= len(ref) - 1  # a near-tie may flip
     else:
