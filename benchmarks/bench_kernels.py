@@ -324,6 +324,23 @@ def baselines_table(measurements: list[dict[str, Any]], roofline_gb_s: float) ->
                            "% roof", "R", "set MiB", "err vs f64"], lines)
 
 
+def setup_notes(data: dict[str, Any]) -> str:
+    """Where the numbers come from: caches, cold-set sizes, load average around each child."""
+    m, p = data["machine"], data["protocol"]
+    lines = [f"Setup: {m['cpu_model']} ({m['logical_cpus']} logical CPUs"
+             f"{', KVM guest' if m['hypervisor'] else ''}; {', '.join(m['isa_flags'])}), "
+             f"L2 {m['l2_bytes'] / MiB:.0f} MiB, L3 {m['l3_bytes'] / MiB:.0f} MiB (sysfs); "
+             + (f"cold sets of R = {p['layers_fixed']} layers (fixed, not necessarily cold); "
+                if p["layers_fixed"] else
+                f"cold sets sized against {p['l3_bytes_used'] / MiB:.0f} MiB x {p['cold_factor']}; ")
+             + 
+             f"{p['threads']} threads; versions {m['versions']}.",
+             "", "Load average (1 min) before -> after each child process:", ""]
+    for c in data["children"]:
+        lines.append(f"- {c['shape']} {c['lib']}: {c['loadavg_1min'][0]} -> {c['loadavg_1min'][1]}")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict[str, Any]], measurements: list[dict[str, Any]], roofline_gb_s: float,
          path: Path, title: str) -> None:
     """Speed-up bars by (batch, regime) per shape, targets as dashed marks; B = 1 cold GB/s."""
@@ -483,6 +500,7 @@ def _run(args: argparse.Namespace, out: Path, work: Path) -> int:
             "protocol": {"threads": args.threads, "repeats": repeats, "warmup_calls": WARMUP_CALLS,
                          "cold_factor": COLD_FACTOR, "l3_bytes_used": l3,
                          "protocol_l3_bytes": PROTOCOL_L3, "distinct_layers": DISTINCT_LAYERS,
+                         "layers_fixed": args.layers or (4 if args.quick else None),
                          "seed": args.seed},
             "roofline": roofline, "targets": [dict(zip(("path", "batch", "regime", "shape",
                                                         "metric", "threshold"), t)) for t in TARGETS],
@@ -495,7 +513,7 @@ def _run(args: argparse.Namespace, out: Path, work: Path) -> int:
     text = (header + f"\n\nRatios are torch time / tdsl time (> 1: tdsl faster); GB/s = weight "
             f"bytes / median time; err = max |y - ref| / max |ref| vs float64; ~ = p90 > {NOISY} "
             f"x p10 (a disturbed measurement).\n\n" + rows_table(rows) + "\n\nAll measurements:\n\n"
-            + baselines_table(measurements, roof))
+            + baselines_table(measurements, roof) + "\n\n" + setup_notes(data))
     print(text)
     write_text_atomic(out / "bench_kernels.md", text + "\n")
     plot(rows, measurements, roof, out / "bench_kernels.png", header)
