@@ -233,8 +233,8 @@ def render(title: str, rows: list[Row], runs: list[dict], meta: dict, notes: lis
     lines = [f"# {title}", "", f"Written by `{meta['command']}` on {meta['date']}.", "",
              f"Machine: {meta['machine']}; torch {meta.get('torch', '?')}. Per-run figures: `{json_name}`.", "",
              "| dataset | model | precision / policy | recipe | accuracy % (mean ± std) | Δ vs FP32 (pt) "
-             "| seeds | steps | sparsity | size (bytes) | size vs FP32 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| seeds | steps | sparsity | size (bytes) | size vs FP32 | frozen (packed) accuracy % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         rs = by_row.get(row.key, [])
         if not rs:
@@ -248,10 +248,11 @@ def render(title: str, rows: list[Row], runs: list[dict], meta: dict, notes: lis
         fp32_bytes = rs[0]["fp32_bytes"]
         sp = statistics.fmean(r["sparsity"] for r in rs)
         steps = rs[0]["steps"]
+        fm, fs = mean_std([100 * r["frozen_accuracy"] for r in rs])
         model = row.model + (" (" + ", ".join(f"{k}={v}" for k, v in row.params) + ")" if row.params else "")
         lines.append(f"| {row.dataset} | {model} | {prec} | {row.recipe} | {m:.2f} ± {s:.2f} | {delta} | "
                      f"{len(rs)} | {steps} | {'—' if row.precision == 'fp32' else f'{100 * sp:.1f}%'} | "
-                     f"{size:,} | {size / fp32_bytes:.3f}× ({fp32_bytes / size:.1f}× smaller) |")
+                     f"{size:,} | {size / fp32_bytes:.3f}× ({fp32_bytes / size:.1f}× smaller) | {fm:.2f} ± {fs:.2f} |")
     failed = [r for r in runs if "error" in r]
     lines.append("")
     if failed:

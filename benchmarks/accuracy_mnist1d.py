@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_common import REPO, Row, Settings, run_grid  # noqa: E402
 
 DEFAULT_RECIPES = "scratch,finetune,finetune+learned_scale,calibrate,finetune+distill,finetune+long"
-MODELS = {"cnn": "mnist1d_cnn", "mlp": "mnist1d_mlp"}
+MODELS = {"cnn": ("mnist1d_cnn", ()), "cnn_bn": ("mnist1d_cnn", (("batch_norm", True),)),
+          "mlp": ("mnist1d_mlp", ())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,13 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--ft-lr", type=float, default=2e-3)
     ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--models", default="cnn", help="comma list of cnn, mlp")
+    ap.add_argument("--models", default="cnn", help="comma list of cnn, cnn_bn (the CNN with BatchNorm1d), mlp")
     ap.add_argument("--mlp-recipes", default="scratch,finetune", help="recipes for the MLP rows")
     ap.add_argument("--recipes", default=DEFAULT_RECIPES, help="comma list of recipes (parts joined by +)")
     ap.add_argument("--policies", default="default,all")
     ap.add_argument("--extra-recipes", default="", help="more CNN recipes, run on the first --extra-seeds seeds only")
     ap.add_argument("--extra-seeds", type=int, default=1)
-    ap.add_argument("--batch-norm", action="store_true", help="the CNN with BatchNorm1d after each conv")
     ap.add_argument("--digits-epochs", type=int, default=30, help="digits smoke row epochs (0: no row)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
@@ -51,10 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     for m in [s.strip() for s in a.models.split(",") if s.strip()]:
-        model = MODELS[m]
-        params = (("batch_norm", True),) if m == "cnn" and a.batch_norm else ()
+        model, params = MODELS[m]
         rows.append(Row("mnist1d", model, params=params, epochs=a.epochs, lr=a.lr))
-        recipes = [(r.strip(), None) for r in (a.recipes if m == "cnn" else a.mlp_recipes).split(",") if r.strip()]
+        recipes = [(r.strip(), None) for r in (a.mlp_recipes if m == "mlp" else a.recipes).split(",") if r.strip()]
         if m == "cnn":
             recipes += [(r.strip(), a.extra_seeds) for r in a.extra_recipes.split(",") if r.strip()]
         for policy in [s.strip() for s in a.policies.split(",") if s.strip()]:
@@ -70,15 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         "Setup: MNIST-1D generated offline with `load_mnist1d(42)` (4000 train / 1000 test sequences); "
         f"batch {a.batch_size}, AdamW without weight decay, cosine LR; FP32 and `scratch`: {a.epochs} epochs "
         f"({a.epochs * 40} steps) at lr {a.lr}; recipes starting from FP32 (`finetune`, `calibrate`, "
-        f"`learned_scale`, `distill`, `long`): the FP32 model of the same seed, then {a.ft_epochs} epochs "
+        f"`learned_scale`, `shared_scale`, `distill`, `long`): the FP32 model of the same seed, then {a.ft_epochs} epochs "
         f"({a.ft_epochs * 40} steps; `long` doubles them, with a 5% linear warm-up) at lr {a.ft_lr}. "
         "Seeds vary initialisation and data order; the data set is fixed. Std is the sample std over seeds.",
         "",
         "Precision: `default` keeps the first conv/linear and the last linear at fp16 and makes the rest "
-        "ternary (TWN Δ = 0.7·mean|W|, per output channel); `all` makes every weight ternary. Accuracy is "
-        "the QAT module's in eval mode; the JSON also holds each frozen (packed) model's accuracy, equal "
-        "except for `learned_scale`, whose two TTQ scales the packed format (one scale per channel) "
-        "does not carry: its size counts the extra float32 per channel.",
+        "ternary (TWN Δ = 0.7·mean|W|, per output channel); `all` makes every weight ternary. "
+        "`mnist1d_cnn (batch_norm=True)` is the same CNN with BatchNorm1d after each conv (fp32 and "
+        "ternary alike). Accuracy is the QAT module's in eval mode; the last column is the frozen (packed, "
+        "deployable) model's, equal to it except for `learned_scale`: its two TTQ scales per channel do "
+        "not fit the packed format (one scale per channel), so it freezes with (Wp + Wn)/2 and loses "
+        "accuracy; its size counts the second scale a faithful deployment would need. `shared_scale` "
+        "(TTQ with Wp = Wn) freezes exactly.",
         "",
         "Size: bytes of the frozen state dict (packed 2-bit trits + scales, fp16 kept layers, fp32 biases) "
         "from `FrozenModel.memory_report()`; sparsity: fraction of zero trits over the ternary layers.",

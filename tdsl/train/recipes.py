@@ -7,6 +7,7 @@ A recipe is a `+`-joined set of parts, each a small composable function below:
 | `scratch` | QAT from the model's own initialisation (no part needed; the empty recipe) |
 | `finetune` | QAT initialised from an FP32 state dict / checkpoint (`init`), the usual practice |
 | `learned_scale` | TTQ (Zhu et al. 2017): learned positive/negative scales Wp, Wn per output channel |
+| `shared_scale` | TTQ with Wp = Wn: one learned scale per output channel, what the packed format stores |
 | `calibrate` | before QAT, pick each ternary layer's Δ by its output error on a few batches (`tdsl.quant.calibration`); needs trained weights, so it implies `finetune` |
 | `distill` | knowledge distillation from the FP32 teacher: α·CE + (1−α)·T²·KL(teacher_T ‖ student_T) |
 | `long` | a longer schedule (× `long_factor` epochs) with cosine decay after a linear warm-up |
@@ -28,8 +29,10 @@ optimizer and checkpoints see them.
 **Freezing.** `Prepared.freeze()` gives the deployment form. A calibrated run freezes with
 Δ = m·mean|w| (its calibrated multipliers on the final weights), the rule it trained with, so
 the frozen trits equal the trained ones. The packed format stores one scale per output
-channel, so a TTQ model (two scales) freezes with its trits and the symmetric mean-|w| scale;
-its accuracy is the QAT module's, and `extra_scale_bytes` counts the second scale it would need.
+channel: a `shared_scale` model freezes exactly (its learned scale becomes the stored scale);
+an asymmetric TTQ model (two scales) freezes with its trits and the scale (Wp + Wn)/2, which
+is NOT the model it trained (compare its frozen accuracy), and `extra_scale_bytes` counts the
+second scale a faithful deployment would need.
 """
 from __future__ import annotations
 
@@ -46,11 +49,12 @@ from torch import nn
 
 from tdsl.errors import TdslError
 
-PARTS = ("scratch", "finetune", "learned_scale", "calibrate", "distill", "long")
+PARTS = ("scratch", "finetune", "learned_scale", "shared_scale", "calibrate", "distill", "long")
 DESCRIPTIONS = {
     "scratch": "QAT from scratch",
     "finetune": "QAT fine-tuning from an FP32 checkpoint",
     "learned_scale": "learned positive/negative scales (TTQ)",
+    "shared_scale": "one learned scale per channel (TTQ with Wp = Wn)",
     "calibrate": "output-error threshold calibration before QAT",
     "distill": "knowledge distillation from the FP32 teacher",
     "long": "longer cosine schedule with linear warm-up",
@@ -66,6 +70,7 @@ class Recipe:
 
     finetune: bool = False
     learned_scale: bool = False
+    shared_scale: bool = False
     calibrate: bool = False
     distill: bool = False
     long: bool = False
@@ -97,8 +102,8 @@ class Recipe:
                             "(which start from an FP32 checkpoint)")
         if flags.get("calibrate"):
             flags["finetune"] = True  # Δ calibrated on random weights means nothing
-        if flags.get("learned_scale") and flags.get("calibrate"):
-            raise TdslError("'learned_scale' and 'calibrate' both replace the quantiser; use one")
+        if sum(bool(flags.get(p)) for p in ("learned_scale", "shared_scale", "calibrate")) > 1:
+            raise TdslError("'learned_scale', 'shared_scale' and 'calibrate' each replace the quantiser; use one")
         recipe = cls(**flags, **options)
         recipe.validate()
         return recipe
@@ -216,11 +221,11 @@ def ternary_weights(compiled: Any) -> dict[str, Any]:
             if s.role == "weight" and s.precision == "ternary"}
 
 
-def learned_scale(compiled: Any, module: nn.Module) -> dict[str, nn.Module]:
+def learned_scale(compiled: Any, module: nn.Module, symmetric: bool = False) -> dict[str, nn.Module]:
     """TTQ: each ternary weight gets a `LearnedScaleTernary` (Δ by the layer's own rule,
     Wp and Wn per output channel when the layer is per-channel, initialised from the current
     weights), registered as `<layer>.<name>_ttq` and hooked in as the layer's quantiser."""
-    from tdsl.quant.torch_ste import LearnedScaleTernary
+    from tdsl.quant.torch_ste import LearnedScaleTernary, _TTQFunction
 
     out: dict[str, nn.Module] = {}
     for key, s in ternary_weights(compiled).items():
@@ -235,8 +240,15 @@ def learned_scale(compiled: Any, module: nn.Module) -> dict[str, nn.Module]:
                                   threshold=float(q["delta"]) if method == "fixed" else None)
         ttq.init_scales(w.detach())
         ttq.to(w.device)
+        ttq.symmetric = symmetric
         owner.add_module(f"{name}_ttq", ttq)
-        install_quantizer(module, key, ttq)
+        if symmetric:  # one scale for both signs: Wn is Wp (the gradients of both roles add up)
+            with torch.no_grad():
+                ttq.wp.copy_((ttq.wp + ttq.wn) / 2)
+            del ttq.wn
+            install_quantizer(module, key, lambda v, m=ttq: _TTQFunction.apply(v, m.wp, m.wp, m.delta(v)))
+        else:
+            install_quantizer(module, key, ttq)
         out[key] = ttq
     return out
 
@@ -374,12 +386,21 @@ class Prepared:
         return out
 
     def freeze(self) -> Any:
-        return self.compiled.freeze(self.module, thresholds=self.thresholds())
+        frozen = self.compiled.freeze(self.module, thresholds=self.thresholds())
+        if self.ttq:  # the learned scale (asymmetric TTQ: the mean of Wp and Wn) becomes the stored one
+            state = frozen.module.state_dict()
+            with torch.no_grad():
+                for s in frozen.layout.values():
+                    if s.role == "scale" and s.precision == "ternary" and s.latent_key in self.ttq:
+                        m = self.ttq[s.latent_key]
+                        value = (m.wp if m.symmetric else (m.wp + m.wn) / 2).detach().to(state[s.key].dtype)
+                        state[s.key].copy_(value.reshape(state[s.key].shape))
+        return frozen
 
     @property
     def extra_scale_bytes(self) -> int:
         """Bytes a TTQ model needs beyond the packed format's one scale per channel (Wn)."""
-        return sum(4 * int(m.wn.numel()) for m in self.ttq.values())
+        return sum(4 * int(m.wn.numel()) for m in self.ttq.values() if not m.symmetric)
 
 
 def compile_for(model: str | Path, precision: str = "ternary", *, policy: str = "default",
@@ -406,7 +427,7 @@ def prepare(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[t
     The module is initialised under `torch.manual_seed(config.seed)`. `compiler` (default
     `compile_for`) compiles the QAT and FP32 programs; pass a cached one to save time."""
     recipe = Recipe.parse(recipe)
-    if precision == "fp32" and (recipe.learned_scale or recipe.calibrate):
+    if precision == "fp32" and (recipe.learned_scale or recipe.shared_scale or recipe.calibrate):
         raise TdslError(f"recipe '{recipe.name}' quantises; it needs precision 'ternary'")
     if recipe.needs_init and init is None:
         raise TdslError(f"recipe '{recipe.name}' starts from FP32 weights: give init (--init CKPT)")
@@ -428,8 +449,8 @@ def prepare(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[t
         batches = list(x[idx].split(recipe.calib_batch_size))
         prepared.calibration = calibrate(compiled, module, batches,
                                          fp32_compiled=compiler(model, "fp32", params=params))
-    if recipe.learned_scale:
-        prepared.ttq = learned_scale(compiled, module)
+    if recipe.learned_scale or recipe.shared_scale:
+        prepared.ttq = learned_scale(compiled, module, symmetric=recipe.shared_scale)
     if recipe.distill:
         fp32 = compiler(model, "fp32", params=params).to_torch()
         fp32.load_state_dict(load_state(teacher if teacher is not None else init), strict=True)

@@ -57,14 +57,14 @@ def test_parse_names_parts_and_errors():
         Recipe.parse("finetune+distil")
     with pytest.raises(TdslError, match="contradicts"):
         Recipe.parse("scratch+finetune")
-    with pytest.raises(TdslError, match="both replace the quantiser"):
+    with pytest.raises(TdslError, match="each replace the quantiser"):
         Recipe.parse("learned_scale+calibrate")
     with pytest.raises(TdslError, match="kd_alpha"):
         Recipe.parse("distill", kd_alpha=2.0)
 
 
-@pytest.mark.parametrize("recipe", ["scratch", "finetune", "finetune+learned_scale", "calibrate",
-                                    "finetune+distill", "long", "learned_scale"])
+@pytest.mark.parametrize("recipe", ["scratch", "finetune", "finetune+learned_scale", "finetune+shared_scale",
+                                    "calibrate", "finetune+distill", "long", "learned_scale"])
 def test_each_recipe_moves_the_loss_down(recipe, small, fp32_mlp):
     train, test = small
     run = prepare("mlp", recipe, config(lr=1e-3 if "finetune" in recipe or recipe == "calibrate" else 3e-3),
@@ -104,6 +104,22 @@ def test_learned_scales_are_trained_parameters_used_by_the_layer(small, fp32_mlp
     run2.trainer(*small).fit()
     assert not torch.equal(run2.ttq["fc2.weight"].wp.detach(), wp0)
     assert run2.extra_scale_bytes == 4 * 128
+
+
+def test_shared_scale_is_one_learned_scale_and_freezes_exactly(small, fp32_mlp):
+    run = prepare("mlp", "finetune+shared_scale", config(epochs=2), small[0], init=fp32_mlp, policy="all")
+    assert set(run.ttq) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+    names = {n for n, _ in run.module.named_parameters() if "_ttq" in n}
+    assert names == {"fc1.weight_ttq.wp", "fc2.weight_ttq.wp", "fc3.weight_ttq.wp"}
+    wp0 = run.ttq["fc2.weight"].wp.detach().clone()
+    run.trainer(*small).fit()
+    assert not torch.equal(run.ttq["fc2.weight"].wp.detach(), wp0)
+    assert run.extra_scale_bytes == 0
+    run.module.eval()
+    frozen = run.freeze()
+    x = small[1][0]
+    with torch.no_grad():
+        assert torch.allclose(frozen(x), run.module(x), atol=1e-4)
 
 
 def test_calibrate_sets_delta_per_layer_and_freezes_the_same_trits(small, fp32_mlp):
