@@ -8,7 +8,7 @@ from tdsl.errors import TdslError
 
 __version__ = "0.1.0"
 
-__all__ = ["TdslError", "parse", "compile", "quantize", "qat", "save", "load", "__version__"]
+__all__ = ["TdslError", "parse", "compile", "quantize", "qat", "save", "load", "from_pretrained", "__version__"]
 
 
 def parse(source_or_path: str, filename: str | None = None):
@@ -52,3 +52,12 @@ def load(path):
     from tdsl.package import load as _load
 
     return _load(path)
+
+
+def from_pretrained(repo_id_or_path, revision=None, *, token=None, endpoint=None, cache_dir=None, policy=None):
+    """Download (cached) and load a package from the Hub, or load a local folder, without torch
+    (see `tdsl.publish.pretrained.from_pretrained`)."""
+    from tdsl.publish.pretrained import from_pretrained as _from_pretrained
+
+    return _from_pretrained(repo_id_or_path, revision, token=token, endpoint=endpoint, cache_dir=cache_dir,
+                            policy=policy)
