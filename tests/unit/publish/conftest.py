@@ -62,6 +62,31 @@ def package(tmp_path: Path) -> Path:
     return root
 
 
+class RealPackage:
+    """A saved ternary LeNet (8x8 inputs): the frozen model, its package folder, its ONNX export,
+    an input batch and the frozen module's output on it (the reference for round trips)."""
+
+    def __init__(self, root: Path) -> None:
+        import torch
+
+        import tdsl
+        from tdsl.backends.onnx import export_onnx
+
+        self.frozen = tdsl.quantize("lenet", precision="ternary", params={"image_size": 8})
+        self.path = root / "lenet-ternary"
+        tdsl.save(self.frozen, self.path)
+        self.onnx = export_onnx(self.frozen, root / "onnx" / "model.onnx").path
+        self.x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
+        with torch.no_grad():
+            self.y = self.frozen.module(torch.from_numpy(self.x))
+
+
+@pytest.fixture(scope="session")
+def lenet_package(tmp_path_factory: pytest.TempPathFactory) -> RealPackage:
+    """Built once per session; tests must copy `.path` before changing anything in it."""
+    return RealPackage(tmp_path_factory.mktemp("real-package"))
+
+
 @pytest.fixture
 def onnx_file(tmp_path: Path) -> Path:
     p = tmp_path / "model.onnx"

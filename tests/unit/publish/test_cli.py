@@ -17,9 +17,10 @@ def fast_default(monkeypatch: pytest.MonkeyPatch, fast: Any) -> None:
     monkeypatch.setattr(retry, "DEFAULT_POLICY", fast)
 
 
-def test_github_publish_then_fetch(package: Path, onnx_file: Path, github: Any, gh_api: str, tmp_path: Path,
+def test_github_publish_then_fetch(lenet_package: Any, onnx_file: Path, github: Any, gh_api: str, tmp_path: Path,
                                    tree: Any, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
+    package = lenet_package.path
     monkeypatch.setenv("GITHUB_TOKEN", fake_github.TOKEN)
     assert main(["publish", "github", "acme/models", str(package), "--tag", "v1", "--notes", "hello",
                  "--onnx", str(onnx_file), "--base-url", gh_api]) == 0
@@ -27,19 +28,24 @@ def test_github_publish_then_fetch(package: Path, onnx_file: Path, github: Any, 
                  "--base-url", gh_api]) == 0
     out, err = capsys.readouterr()
     assert "lenet-ternary.tar.gz  (uploaded)" in out and "verified against SHA256SUMS" in err
+    assert "loaded lenet: entry LeNet(image_size=8)" in err and "also model.onnx" in err
     assert fake_github.TOKEN not in out + err
+    assert out.splitlines()[-1] == str(tmp_path / "out" / "lenet-ternary")
     assert tree(tmp_path / "out" / "lenet-ternary") == {**tree(package), "model.onnx": onnx_file.read_bytes()}
 
 
-def test_hf_publish_then_fetch(package: Path, hub: Any, tmp_path: Path, tree: Any,
+def test_hf_publish_then_fetch(lenet_package: Any, hub: Any, tmp_path: Path, tree: Any,
                                capsys: pytest.CaptureFixture[str]) -> None:
+    package = lenet_package.path
     assert main(["publish", "hf", "me/lenet", str(package), "--token", fake_hub.TOKEN, "--endpoint", hub.url,
                  "--message", "v1"]) == 0
     assert main(["fetch", "hf", "me/lenet", "-o", str(tmp_path / "out"), "--endpoint", hub.url]) == 0
     out, err = capsys.readouterr()
     assert out.strip().endswith(str(tmp_path / "out" / "lenet"))
+    assert "precision ternary" in err
     assert fake_hub.TOKEN not in out + err
     assert tree(tmp_path / "out" / "lenet")["config.json"] == (package / "config.json").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lenet"]
 
 
 @pytest.mark.parametrize("argv, message", [
