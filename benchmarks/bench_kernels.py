@@ -334,7 +334,7 @@ def setup_notes(data: dict[str, Any]) -> str:
                 if p["layers_fixed"] else
                 f"cold sets sized against {p['l3_bytes_used'] / MiB:.0f} MiB x {p['cold_factor']}; ")
              + 
-             f"{p['threads']} threads; versions {m['versions']}.",
+             f"{p['threads']} threads; niceness {m.get('niceness', 0)}; versions {m['versions']}.",
              "", "Load average (1 min) before -> after each child process:", ""]
     for c in data["children"]:
         lines.append(f"- {c['shape']} {c['lib']}: {c['loadavg_1min'][0]} -> {c['loadavg_1min'][1]}")

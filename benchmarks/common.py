@@ -171,6 +171,7 @@ def machine_info(threads: int) -> dict[str, Any]:
                      **{d: _version(d) for d in ("numpy", "numba", "llvmlite", "torch", "tdsl")}},
         "git_commit": git,
         "platform": platform.platform(),
+        "niceness": os.nice(0),  # children inherit it; KERNELS.md runs were at 0
         "loadavg_start": [round(v, 2) for v in os.getloadavg()],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
