@@ -7,10 +7,13 @@ Shapes: x float32 [Nimg, C, H, W]; packed uint8 [O, ceil(C/g*kh*kw / 4)] ("2bit"
 "token" is for int8 activations (one output position of one group):
 `tdsl.runtime.reference.ternary_conv2d`.
 
-Why two kernels:
-* im2col + the GEMM of `tdsl.runtime.gemm` (one GEMM per group over all images, batch rows =
-  Nimg*Ho*Wo output positions): the packed conv weight already is the GEMM's row layout, so
-  every GEMM path (vnni / portable / float) and epilogue is reused unchanged.
+Why three kernels:
+* act_quant="int8" (the default): `tdsl.runtime.conv_int8`, im2col fused with the per-token
+  quantisation and a micro-kernel for conv shapes (thousands of positions, small K and N);
+  the weight is re-laid out per call (`conv_panels`; the Numba backend does it once).
+* act_quant="float": im2col + the GEMM of `tdsl.runtime.gemm` (one GEMM per group over all
+  images, batch rows = Nimg*Ho*Wo output positions): the packed conv weight already is the
+  GEMM's row layout, so the float GEMM and its epilogue are reused unchanged.
 * a direct depthwise kernel (groups == C == O): im2col would build a K = kh*kw matrix per
   channel and run C GEMMs with a single output row each, mostly overhead. The direct kernel
   decodes the kh*kw trits of a channel once and adds/subtracts float activations, exact in
@@ -22,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from tdsl.errors import TdslError
-from tdsl.runtime import gemm
+from tdsl.runtime import conv_int8, gemm
 from tdsl.runtime.cpu_features import kernel_path
 from tdsl.runtime.packing import bytes_per_row
 from tdsl.runtime.reference import conv_out_size
@@ -152,6 +155,12 @@ def ternary_conv2d(x: np.ndarray, packed: np.ndarray, kernel_size: int | Pair,
                else np.ascontiguousarray(res4, dtype=np.float32))
         _depthwise(x, packed, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1], s, b,
                    res, act, y)
+        return y
+    if act_quant == "int8":  # the conv-shaped int8 kernel: same integers, same epilogue
+        res = (np.zeros((0, 0, 0, 0), np.float32) if res4 is None
+               else np.ascontiguousarray(res4, dtype=np.float32))
+        panels = conv_int8.conv_panels(packed, O, Cg, k[0], k[1], groups)
+        conv_int8.conv2d_int8_into(y, x, panels, k, st, pad, dil, groups, s, b, res, act, chosen)
         return y
     cols = np.empty((P, Cg * k[0] * k[1]), np.float32)
     yg = np.empty((P, Og), np.float32)

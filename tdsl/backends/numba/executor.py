@@ -23,7 +23,7 @@ import numpy as np
 from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba.plan import Plan, Schedule, Step, build_plan, dtype_of, kernel_module
 from tdsl.errors import TdslError
-from tdsl.runtime import compile_stats, gemm
+from tdsl.runtime import compile_stats, conv_int8, gemm
 from tdsl.runtime.conv2d import _depthwise, _im2col
 from tdsl.runtime.cpu_features import kernel_path
 
@@ -38,10 +38,13 @@ _EXACT_F32 = 2 ** 24
 class _Ctx:
     """Per-call state the runners share: kernel path, act_quant, scratch arrays."""
 
-    def __init__(self, act_quant: str, path: str, workspace: dict[str, np.ndarray]):
+    def __init__(self, act_quant: str, path: str, workspace: dict[str, np.ndarray],
+                 panels: dict[int, np.ndarray] | None = None):
         self.act_quant = act_quant
         self.path = path
         self.workspace = workspace
+        self.panels = {} if panels is None else panels
+        """id(step) -> the step's weight in `conv_int8.conv_panels` layout (built on first use)."""
 
 
 # --------------------------------------------------------------------------- CPU runners
@@ -59,6 +62,14 @@ def _conv_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -
         _depthwise(x, w["packed"], kh, kw, sh, sw, ph, pw, dh, dw, w["scale"], w["bias"], res, act, y)
         return
     Cg, Og, P = C // g, O // g, N * Ho * Wo
+    if ctx.act_quant == "int8":  # the conv-shaped int8 kernel (tdsl.runtime.conv_int8)
+        panels = ctx.panels.get(id(step))
+        if panels is None:
+            panels = ctx.panels[id(step)] = conv_int8.conv_panels(w["packed"], O, Cg, kh, kw, g)
+        res = ins[1] if a["residual"] else _EMPTY4
+        conv_int8.conv2d_int8_into(y, x, panels, (kh, kw), (sh, sw), (ph, pw), (dh, dw), g, w["scale"],
+                                   w["bias"], res, act, ctx.path, ctx.workspace)
+        return
     cols = ctx.workspace["cols"][:P * Cg * kh * kw].reshape(P, Cg * kh * kw)
     yg = ctx.workspace["gemm"][:P * Og].reshape(P, Og)
     y3 = y.reshape(N, O, Ho * Wo)
@@ -281,6 +292,7 @@ class DeployedModel:
         self.device = device
         self.path = path
         self._bound: dict[tuple, Any] = {}
+        self._panels: dict[int, np.ndarray] = {}
 
     @property
     def compile_seconds(self) -> float:
@@ -317,7 +329,7 @@ class DeployedModel:
         views = bound.views
         for v, a in zip(plan.inputs, arrays):
             np.copyto(views[v], a, casting="unsafe")
-        ctx = _Ctx(plan.act_quant, kernel_path(self.path), bound.workspace)
+        ctx = _Ctx(plan.act_quant, kernel_path(self.path), bound.workspace, self._panels)
         for step in plan.steps:
             if step.is_view:
                 continue

@@ -41,6 +41,7 @@ from tdsl.dialects import tern
 from tdsl.dialects.locations import loc_of
 from tdsl.dialects.tdsl import dims_of, entry_layer
 from tdsl.errors import SourceLoc, TdslError
+from tdsl.runtime.conv_int8 import workspace_sizes as conv_int8_workspace
 from tdsl.runtime.gemm import fold_batchnorm
 from tdsl.runtime.packing import bytes_per_row, matrix_shape, pack, unpack
 from tdsl.runtime.reference import conv_out_size
@@ -86,7 +87,8 @@ class Schedule:
     """Value -> index into `buffer_bytes` (None: a constant)."""
     buffer_bytes: list[int]
     workspace: dict[str, int]
-    """Scratch elements per name (im2col columns, GEMM result) shared by all steps."""
+    """Scratch float32 elements per name shared by all steps: im2col columns and GEMM
+    result (act_quant="float"), or the NHWC input, int8 rows and scales of `conv_int8`."""
 
     @property
     def peak_activation_bytes(self) -> int:
@@ -515,7 +517,12 @@ def _resolve(plan: Plan, input_shapes: tuple[Shape, ...]) -> Schedule:
             raise step.error(f"the result shape {out} is empty for inputs {ins}")
         shapes[step.output] = out
         _check_static(plan, step.output, out, step)
-        if step.kind == "conv2d_ternary" and not _is_depthwise(step, ins[0]):
+        if step.kind == "conv2d_ternary" and not _is_depthwise(step, ins[0]) and plan.act_quant == "int8":
+            (kh, kw), g = step.attrs["kernel"], step.attrs["groups"]
+            N, C, H, W = ins[0]
+            for name, nbytes in conv_int8_workspace(N, C, H, W, C // g, kh, kw, out[2], out[3]).items():
+                workspace[name] = max(workspace.get(name, 0), -(-nbytes // 4))
+        elif step.kind == "conv2d_ternary" and not _is_depthwise(step, ins[0]):
             (kh, kw), g = step.attrs["kernel"], step.attrs["groups"]
             positions = out[0] * out[2] * out[3]
             workspace["cols"] = max(workspace["cols"], positions * ins[0][1] // g * kh * kw)

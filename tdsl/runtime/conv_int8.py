@@ -1,0 +1,388 @@
+"""Ternary conv2d with int8 activations for the CPU: im2col fused with the per-token
+quantisation, and a GEMM micro-kernel made for conv shapes (many output positions, small
+K and N), NCHW float32 in and out.
+
+Semantics: exactly `tdsl.runtime.reference.ternary_conv2d` with act_quant="int8" (a token
+is one output position of one group: its absmax int8 scale is taken over its receptive
+field). Every integer accumulator equals the reference's; the float epilogue rounds like
+`tdsl.runtime.gemm` (`float32(acc) * (xs * s)`, `+ bias`, `+ residual`, activation), so
+the result is bitwise that of im2col + `gemm.ternary_linear`.
+
+Why not im2col + the LLM GEMM of `tdsl.runtime.gemm`: that kernel is built for K = 4096
+and a handful of batch rows. A conv layer is a GEMM with B = Nimg*Ho*Wo positions in the
+thousands and K = C*kh*kw, N = O in the tens to hundreds: the de-interleaved activation
+planes pad K to 4 x 64 bytes (16x waste at K = 16), the 4x4 register block re-reads every
+weight row B/4 times, and the float im2col + per-row quantise + [P, N] result + scatter
+cost as much memory traffic as the products themselves. Here:
+
+* Reduction order. The sum over k is an exact integer sum, so the k order is free: the
+  weights are re-laid out (`conv_panels`) in (i, j, c) order (kernel row, kernel column,
+  channel) instead of the packed (c, i, j). An im2col row is then kh*kw contiguous runs
+  of C channels of the NHWC input, which quantise as vector loops.
+* Quantisation. `_nhwc_absmax` transposes the input to NHWC once and takes the per-pixel
+  channel absmax; a token's absmax is the max of that map over its window (padding is 0,
+  which never exceeds an absmax), so no window is scanned twice. `_im2col_quant` writes
+  xq [P, Kp] int8 rows (Kp = K rounded up to 16, zero padded), xs [P] and sum(xq) [P].
+* Weights: "conv panels", 2 bits per trit as in the packed format. Output channels in
+  groups of 16 (zero-trit padded), K in chunks of 16: one 64-byte chunk holds, for 16
+  channels x 16 k, byte 4*lane + kk with bits 2j..2j+1 = code of channel lane at
+  k = 16*chunk + 4j + kk. Plane j = (chunk >> 2j) & 3 is then exactly the u8 operand of
+  `vpdpbusd` for 16 channels x the 4 k of quad j, and the s8 operand is the 4 activation
+  bytes of quad j of one position, broadcast to all 16 lanes.
+* Micro-kernel ("vnni"): MR = 6 positions x NR <= 4 channel groups (64 channels) of
+  int32 accumulators in zmm registers, each decoded weight plane reused for 6 positions
+  and each broadcast for NR groups. prange over (image, position tile, 64-channel block);
+  each task writes its NCHW output tile directly (no [P, N] intermediate, no scatter).
+* "portable": the same layout and the same integers in plain Numba.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from tdsl.runtime.gemm import _V16I32, _V64I8, _I32, _chunk_ptr, _dpbusd, _splat8
+from tdsl.runtime.packing import unpack
+
+MR = 6  # positions per micro-kernel call
+NR = 4  # 16-channel groups per micro-kernel call (64 channels)
+TILE_POSITIONS = 48  # positions per prange task (upper bound; tiles are evened out)
+CHUNK = 16  # k per 64-byte weight chunk
+
+
+def padded_k(K: int) -> int:
+    """Kp: the xq row length (K rounded up to a whole weight chunk)."""
+    return max(CHUNK, -(-K // CHUNK) * CHUNK)
+
+
+def conv_panels(packed: np.ndarray, out_channels: int, in_per_group: int, kh: int, kw: int,
+                groups: int = 1) -> np.ndarray:
+    """The "conv panels" layout (module docstring) of a packed "2bit" conv weight.
+
+    packed: uint8 [O, ceil(Cg*kh*kw/4)] (weight [O, Cg, kh, kw] as a row-major matrix).
+    Returns uint8 [groups * Gg, Kp/16, 64] with Gg = ceil(O/groups/16).
+    """
+    O, Cg = out_channels, in_per_group
+    Og = O // groups
+    K = Cg * kh * kw
+    Kp = padded_k(K)
+    Gg = -(-Og // 16)
+    t = unpack(packed, (O, Cg, kh, kw))
+    codes = np.ones((groups, Gg * 16, Kp), np.uint8)  # padding: code 1 = trit 0
+    codes[:, :Og, :K] = (t.astype(np.int16) + 1).astype(np.uint8).transpose(0, 2, 3, 1).reshape(groups, Og, K)
+    # [groups, Gg, lane, chunk, j, kk] -> [groups, Gg, chunk, lane, kk] with j in the bits
+    c6 = codes.reshape(groups, Gg, 16, Kp // 16, 4, 4).transpose(0, 1, 3, 2, 5, 4)
+    out = np.zeros(c6.shape[:-1], np.uint8)
+    for j in range(4):
+        out |= c6[..., j] << np.uint8(2 * j)
+    return np.ascontiguousarray(out.reshape(groups * Gg, Kp // 16, 64))
+
+
+# ---------------------------------------------------------------------------------------
+# Quantising im2col
+
+
+@njit(cache=True, parallel=True)
+def _nhwc_absmax(x, xt, amap):
+    """xt[n, y, x, c] = x[n, c, y, x]; amap[n, y, x] = max_c |x[n, c, y, x]|."""
+    Nimg, C, H, W = x.shape
+    for r in prange(Nimg * H):
+        n = r // H
+        iy = r - n * H
+        for ix in range(W):
+            amap[n, iy, ix] = np.float32(0.0)
+        for c in range(C):
+            for ix in range(W):
+                v = x[n, c, iy, ix]
+                xt[n, iy, ix, c] = v
+                a = abs(v)
+                if a > amap[n, iy, ix]:
+                    amap[n, iy, ix] = a
+
+
+@njit(cache=True)
+def _quant_run(src, inv, dst):
+    """dst[c] = clamp(rint(src[c] * inv), +-127) as int8; returns the int32 sum."""
+    total = np.int32(0)
+    lo = np.float32(-127.0)
+    hi = np.float32(127.0)
+    for c in range(src.shape[0]):
+        q = min(max(np.rint(src[c] * inv), lo), hi)
+        qi = np.int32(q)
+        dst[c] = np.int8(qi)
+        total += qi
+    return total
+
+
+@njit(cache=True, parallel=True)
+def _im2col_quant(xt, amap, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xq, xs, sums):
+    """Row p = (n, oy, ox) of xq: the (i, j, c)-ordered window, quantised per row."""
+    Nimg, H, W, _ = xt.shape
+    Kp = xq.shape[1]
+    K = kh * kw * Cg
+    for r in prange(Nimg * Ho):
+        n = r // Ho
+        oy = r - n * Ho
+        for ox in range(Wo):
+            p = r * Wo + ox
+            amax = np.float32(0.0)
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                if iy < 0 or iy >= H:
+                    continue
+                for j in range(kw):
+                    ix = ox * sw - pw + j * dw
+                    if 0 <= ix < W and amap[n, iy, ix] > amax:
+                        amax = amap[n, iy, ix]
+            row = xq[p]
+            if amax == np.float32(0.0):
+                row[:] = 0
+                xs[p] = np.float32(0.0)
+                sums[p] = 0
+                continue
+            inv = np.float32(127.0) / amax
+            xs[p] = amax / np.float32(127.0)
+            total = np.int32(0)
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                for j in range(kw):
+                    ix = ox * sw - pw + j * dw
+                    k0 = (i * kw + j) * Cg
+                    if 0 <= iy < H and 0 <= ix < W:
+                        total += _quant_run(xt[n, iy, ix], inv, row[k0:k0 + Cg])
+                    else:
+                        row[k0:k0 + Cg] = 0
+            row[K:Kp] = 0
+            sums[p] = total
+
+
+# ---------------------------------------------------------------------------------------
+# VNNI micro-kernel
+
+
+def _make_conv_block(mr: int, nr: int):
+    """acc[m, g*16 + lane] (int32, stored into out at ooff + m*ostride + g*16 + lane) for
+    positions m < mr of xq (rows xstride bytes apart from byte xoff) and channel groups
+    g < nr of the panels (groups wgstride bytes apart from byte woff), over nchunks chunks."""
+
+    @intrinsic
+    def block(typingctx, w, woff, wgstride, x, xoff, xstride, nchunks, out, ooff, ostride):
+        sig = types.none(w, woff, wgstride, x, xoff, xstride, nchunks, out, ooff, ostride)
+
+        def codegen(context, builder, signature, args):
+            wv, woffv, wgsv, xv, xoffv, xsv, nv, outv, ooffv, osv = args
+            ity = woffv.type
+            wps = [_chunk_ptr(context, builder, signature.args[0], wv,
+                              builder.add(woffv, builder.mul(wgsv, ir.Constant(ity, g))))
+                   for g in range(nr)]
+            xdata = context.make_array(signature.args[3])(context, builder, xv).data
+            xbase = builder.bitcast(xdata, ir.IntType(8).as_pointer())
+            xrows = [builder.gep(xbase, [builder.add(xoffv, builder.mul(xsv, ir.Constant(ity, m)))])
+                     for m in range(mr)]
+            zero = ir.Constant(_V16I32, None)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(nr)] for _ in range(mr)]
+            undef16 = ir.Constant(_V16I32, ir.Undefined)
+            splat_mask = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
+            with cgutils.for_range(builder, nv) as loop:
+                wch = [builder.load(builder.gep(wps[g], [loop.index]), align=1) for g in range(nr)]
+                kbase = builder.mul(loop.index, ir.Constant(ity, CHUNK))
+                for j in range(4):
+                    planes = []
+                    for g in range(nr):
+                        c = wch[g] if j == 0 else builder.lshr(wch[g], _splat8(2 * j))
+                        if j < 3:
+                            c = builder.and_(c, _splat8(3))
+                        planes.append(c)
+                    koff = builder.add(kbase, ir.Constant(ity, 4 * j))
+                    for m in range(mr):
+                        p = builder.bitcast(builder.gep(xrows[m], [koff]), _I32.as_pointer())
+                        d = builder.load(p, align=1)
+                        vec = builder.insert_element(undef16, d, ir.Constant(_I32, 0))
+                        bc = builder.shuffle_vector(vec, undef16, splat_mask)
+                        bc8 = builder.bitcast(bc, _V64I8)
+                        for g in range(nr):
+                            acc = _dpbusd(builder, builder.load(accs[m][g]), planes[g], bc8)
+                            builder.store(acc, accs[m][g])
+            out_ary = context.make_array(signature.args[7])(context, builder, outv)
+            for m in range(mr):
+                for g in range(nr):
+                    idx = builder.add(ooffv, builder.add(builder.mul(osv, ir.Constant(ity, m)),
+                                                         ir.Constant(ity, 16 * g)))
+                    ptr = builder.bitcast(builder.gep(out_ary.data, [idx]), _V16I32.as_pointer())
+                    builder.store(builder.load(accs[m][g]), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return block
+
+
+_block_n1 = _make_conv_block(MR, 1)
+_block_n2 = _make_conv_block(MR, 2)
+_block_n3 = _make_conv_block(MR, 3)
+_block_n4 = _make_conv_block(MR, 4)
+
+
+@njit(cache=True)
+def _tile_vnni(xq, panels, g0, ng, p0, np_, acc):
+    """acc[m, 16*g + lane] for positions p0 .. p0+np_ (rounded up to MR) x groups g0 .. g0+ng."""
+    nchunks = panels.shape[1]
+    Kp = xq.shape[1]
+    gstride = nchunks * 64
+    for m0 in range(0, np_, MR):
+        xoff = (p0 + m0) * Kp
+        ooff = m0 * acc.shape[1]
+        if ng == 4:
+            _block_n4(panels, g0 * gstride, gstride, xq, xoff, Kp, nchunks, acc, ooff, acc.shape[1])
+        elif ng == 3:
+            _block_n3(panels, g0 * gstride, gstride, xq, xoff, Kp, nchunks, acc, ooff, acc.shape[1])
+        elif ng == 2:
+            _block_n2(panels, g0 * gstride, gstride, xq, xoff, Kp, nchunks, acc, ooff, acc.shape[1])
+        else:
+            _block_n1(panels, g0 * gstride, gstride, xq, xoff, Kp, nchunks, acc, ooff, acc.shape[1])
+
+
+@njit(cache=True)
+def _tile_portable(xq, panels, g0, ng, p0, np_, acc):
+    """The same integers as `_tile_vnni`, in plain Numba."""
+    nchunks = panels.shape[1]
+    m3 = np.uint8(3)
+    for m in range(np_):
+        x = xq[p0 + m]
+        for g in range(ng):
+            a = np.zeros(16, np.int32)
+            for ch in range(nchunks):
+                w = panels[g0 + g, ch]
+                xk = x[ch * CHUNK:(ch + 1) * CHUNK]
+                for lane in range(16):
+                    s = np.int32(0)
+                    for kk in range(4):
+                        b = w[4 * lane + kk]
+                        s += (np.int32(xk[kk]) * np.int32(b & m3)
+                              + np.int32(xk[4 + kk]) * np.int32((b >> np.uint8(2)) & m3)
+                              + np.int32(xk[8 + kk]) * np.int32((b >> np.uint8(4)) & m3)
+                              + np.int32(xk[12 + kk]) * np.int32(b >> np.uint8(6)))
+                    a[lane] += s
+            for lane in range(16):
+                acc[m, 16 * g + lane] = a[lane]
+
+
+@njit(cache=True, parallel=True)
+def _conv_gemm(xq, xs, sums, panels, g0, Og, o0, s, bias, res, act, y, tp, vnni, yi):
+    """y[n, o0 + o, q] (y viewed [Nimg, O, HW]) for o < Og from xq rows p = n*HW + q.
+
+    Tasks: (image, tile of tp positions, block of NR channel groups). yi (int32, same
+    view, or [0, 0, 0]) receives acc - sum(xq), for tests."""
+    Nimg, _, HW = y.shape
+    G = (Og + 15) // 16
+    ntiles = (HW + tp - 1) // tp
+    ncb = (G + NR - 1) // NR
+    for task in prange(Nimg * ntiles * ncb):
+        cb = task % ncb
+        rest = task // ncb
+        t = rest % ntiles
+        n = rest // ntiles
+        q0 = t * tp
+        nq = min(tp, HW - q0)
+        gb = cb * NR
+        ng = min(NR, G - gb)
+        acc = np.empty(((tp + MR - 1) // MR * MR, 16 * NR), np.int32)
+        p0 = n * HW + q0
+        if vnni:
+            _tile_vnni(xq, panels, g0 + gb, ng, p0, nq, acc)
+        else:
+            _tile_portable(xq, panels, g0 + gb, ng, p0, nq, acc)
+        tsum = sums[p0:p0 + nq]
+        txs = xs[p0:p0 + nq]
+        for ol in range(min(16 * ng, Og - 16 * gb)):
+            o = o0 + 16 * gb + ol
+            so = s[o]
+            bo = bias[o]
+            dst = y[n, o, q0:q0 + nq]
+            # split loops (no branch inside) so that each one vectorises
+            for m in range(nq):
+                a = np.int32(acc[m, ol] - tsum[m])
+                dst[m] = np.float32(np.float32(np.float32(a) * (txs[m] * so)) + bo)
+            if yi.shape[0] != 0:
+                for m in range(nq):
+                    yi[n, o, q0 + m] = np.int32(acc[m, ol] - tsum[m])
+            if res.shape[0] != 0:
+                r = res[n, o, q0:q0 + nq]
+                for m in range(nq):
+                    dst[m] = np.float32(dst[m] + r[m])
+            if act == 1:
+                for m in range(nq):
+                    dst[m] = max(dst[m], np.float32(0.0))
+            elif act == 2:
+                for m in range(nq):
+                    dst[m] = min(max(dst[m], np.float32(0.0)), np.float32(6.0))
+
+
+# ---------------------------------------------------------------------------------------
+# Driver
+
+
+def workspace_sizes(Nimg: int, C: int, H: int, W: int, Cg: int, kh: int, kw: int, Ho: int, Wo: int
+                    ) -> dict[str, int]:
+    """Bytes of scratch one call needs: xt (NHWC float), amap, xq (+MR rows), xs, sums."""
+    P = Nimg * Ho * Wo
+    return {"xt": 4 * Nimg * H * W * Cg, "amap": 4 * Nimg * H * W,
+            "xq": (P + MR) * padded_k(Cg * kh * kw), "xs": 4 * P, "sums": 4 * P}
+
+
+def _scratch(ws: dict | None, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A view of workspace buffer `name` (any dtype; grown when too small) as dtype[shape]."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if ws is None:
+        return np.empty(shape, dtype)
+    buf = ws.get(name)
+    if buf is None or buf.nbytes < n:
+        buf = ws[name] = np.empty(-(-n // 4), np.float32)
+    return buf.view(np.uint8)[:n].view(dtype).reshape(shape)
+
+
+def _tile_positions(HW: int) -> int:
+    ntiles = -(-HW // TILE_POSITIONS)
+    tp = -(-HW // ntiles)
+    return -(-tp // MR) * MR
+
+
+def conv2d_int8_into(y: np.ndarray, x: np.ndarray, panels: np.ndarray, kernel: tuple[int, int],
+                     stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                     groups: int, s: np.ndarray, bias: np.ndarray, res: np.ndarray, act: int,
+                     path: str, workspace: dict | None = None, yi: np.ndarray | None = None) -> None:
+    """y [Nimg, O, Ho, Wo] = act(conv(x, s*T) + bias + res) with int8 tokens (checked args).
+
+    x float32 C-contiguous NCHW; panels from `conv_panels`; res float32 [Nimg, O, Ho, Wo]
+    or empty; act an activation code; workspace: a dict of reusable byte buffers."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    Nimg, C, H, W = x.shape
+    O, Ho, Wo = y.shape[1:]
+    Cg, Og = C // groups, O // groups
+    Gg = -(-Og // 16)
+    P = Nimg * Ho * Wo
+    Kp = padded_k(Cg * kh * kw)
+    xt = _scratch(workspace, "xt", (Nimg, H, W, Cg), np.float32)
+    amap = _scratch(workspace, "amap", (Nimg, H, W), np.float32)
+    xq = _scratch(workspace, "xq", (P + MR, Kp), np.int8)
+    xs = _scratch(workspace, "xs", (P,), np.float32)
+    sums = _scratch(workspace, "sums", (P,), np.int32)
+    xq[P:] = 0
+    y3 = y.reshape(Nimg, O, Ho * Wo)
+    res3 = res.reshape(Nimg, O, Ho * Wo) if res.size else np.zeros((0, 0, 0), np.float32)
+    yi3 = yi.reshape(Nimg, O, Ho * Wo) if yi is not None else np.zeros((0, 0, 0), np.int32)
+    tp = _tile_positions(Ho * Wo)
+    for g in range(groups):
+        # a token's absmax is over its own group's channels
+        _nhwc_absmax(x if groups == 1 else np.ascontiguousarray(x[:, g * Cg:(g + 1) * Cg]), xt, amap)
+        _im2col_quant(xt, amap, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo,
+                      xq, xs, sums)
+        _conv_gemm(xq, xs, sums, panels, g * Gg, Og, g * Og, s, bias, res3, act, y3, tp,
+                   path == "vnni", yi3)
+
+
+def kernels() -> list:
+    """The Numba dispatchers of this module (for cache statistics)."""
+    return [_nhwc_absmax, _im2col_quant, _conv_gemm]
