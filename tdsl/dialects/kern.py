@@ -45,21 +45,20 @@ from tdsl.dialects.tdsl import (
     Dim,
     ShapeInferenceError,
     ValueOp,
-    _array,
-    _check_pair,
     _check_rank,
     _f64,
-    _i64,
     _ints,
     _ranked,
     _result_type,
     _same_dim,
     conv2d_result_dims,
+    conv_properties,
     dims_of,
     element_type_of,
     format_dims,
     linear_result_dims,
     make_tensor,
+    verify_conv_geometry,
 )
 from tdsl.dialects.tern import PackedTensorType, _check_scale, i2
 
@@ -331,7 +330,7 @@ class Conv2dOp(_KernOp):
         result_type: Attribute | None = None,
     ):
         props = {
-            "stride": _array(stride), "padding": _array(padding), "dilation": _array(dilation), "groups": _i64(groups),
+            **conv_properties(stride, padding, dilation, groups),
             **_epilogue_properties(eps, activation, precision, format),
         }
         super().__init__(
@@ -343,11 +342,7 @@ class Conv2dOp(_KernOp):
     def verify_(self) -> None:
         _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)
         self.verify_epilogue()
-        _check_pair(self.name, "stride", _ints(self.stride), 1)
-        _check_pair(self.name, "padding", _ints(self.padding), 0)
-        _check_pair(self.name, "dilation", _ints(self.dilation), 1)
-        if self.groups.value.data < 1:
-            raise VerifyException(f"'kern.conv2d' groups must be >= 1, but got {self.groups.value.data}")
+        verify_conv_geometry(self)
 
     def infer_result_type(self) -> TensorType:
         b = _ranked("kern.conv2d", "bias", self.bias) if self.bias is not None else None

@@ -751,10 +751,7 @@ class Conv2dOp(ValueOp):
         super().__init__(
             operands=[x, w, [] if b is None else [b]],
             result_types=[_result_type(x, result_type)],
-            properties={
-                "stride": _array(stride), "padding": _array(padding), "dilation": _array(dilation),
-                "groups": _i64(groups),
-            },
+            properties=conv_properties(stride, padding, dilation, groups),
         )
 
     def verify_(self) -> None:
@@ -762,11 +759,7 @@ class Conv2dOp(ValueOp):
         _check_rank(self.name, "weight", self.weight, "rank 4 (O, C/groups, kh, kw)", lambda r: r == 4)
         if self.bias is not None:
             _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)
-        _check_pair(self.name, "stride", _ints(self.stride), 1)
-        _check_pair(self.name, "padding", _ints(self.padding), 0)
-        _check_pair(self.name, "dilation", _ints(self.dilation), 1)
-        if self.groups.value.data < 1:
-            raise VerifyException(f"'tdsl.conv2d' groups must be >= 1, but got {self.groups.value.data}")
+        verify_conv_geometry(self)
 
     def infer_result_type(self) -> TensorType:
         b = _ranked("conv2d", "bias", self.bias) if self.bias is not None else None
@@ -775,6 +768,23 @@ class Conv2dOp(ValueOp):
             _ints(self.stride), _ints(self.padding), _ints(self.dilation), self.groups.value.data,
         )
         return make_tensor(element_type_of(self.input.type), dims)
+
+
+def conv_properties(stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                    groups: int) -> dict[str, Attribute]:
+    """The geometry properties every 2-D convolution op (tdsl, tern, kern) carries."""
+    return {"stride": _array(stride), "padding": _array(padding), "dilation": _array(dilation),
+            "groups": _i64(groups)}
+
+
+def verify_conv_geometry(op: Operation) -> None:
+    """Check the stride, padding, dilation and groups of a 2-D convolution op."""
+    _check_pair(op.name, "stride", _ints(op.stride), 1)  # type: ignore[attr-defined]
+    _check_pair(op.name, "padding", _ints(op.padding), 0)  # type: ignore[attr-defined]
+    _check_pair(op.name, "dilation", _ints(op.dilation), 1)  # type: ignore[attr-defined]
+    groups = op.groups.value.data  # type: ignore[attr-defined]
+    if groups < 1:
+        raise VerifyException(f"'{op.name}' groups must be >= 1, but got {groups}")
 
 
 def conv2d_result_dims(

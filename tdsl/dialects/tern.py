@@ -56,21 +56,20 @@ from tdsl.dialects.tdsl import (
     LayerOp,
     ShapeInferenceError,
     ValueOp,
-    _array,
-    _check_pair,
     _check_rank,
     _f64,
-    _i64,
     _ints,
     _layer_of,
     _ranked,
     _result_type,
     _same_dim,
     conv2d_result_dims,
+    conv_properties,
     dims_of,
     element_type_of,
     linear_result_dims,
     make_tensor,
+    verify_conv_geometry,
 )
 
 i2 = IntegerType(2)
@@ -328,20 +327,13 @@ class _TernConv2dBase(_TernComputeOp):
         super().__init__(
             operands=[x, weight, scale, [] if b is None else [b]],
             result_types=[_result_type(x, result_type)],
-            properties={
-                "stride": _array(stride), "padding": _array(padding), "dilation": _array(dilation),
-                "groups": _i64(groups),
-            },
+            properties=conv_properties(stride, padding, dilation, groups),
         )
 
     def verify_(self) -> None:
         _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)  # type: ignore[attr-defined]
         self.verify_weight(4, "rank 4 (O, C/groups, kh, kw)")
-        _check_pair(self.name, "stride", _ints(self.stride), 1)
-        _check_pair(self.name, "padding", _ints(self.padding), 0)
-        _check_pair(self.name, "dilation", _ints(self.dilation), 1)
-        if self.groups.value.data < 1:
-            raise VerifyException(f"'{self.name}' groups must be >= 1, but got {self.groups.value.data}")
+        verify_conv_geometry(self)
 
     def infer_result_type(self) -> TensorType:
         op_name = self.name[5:]
