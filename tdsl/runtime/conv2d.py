@@ -56,6 +56,10 @@ def _im2col(x, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
 
 @njit(cache=True, parallel=True)
 def _depthwise(x, packed, kh, kw, sh, sw, ph, pw, dh, dw, s, bias, res, act, y):
+    """One (image, channel) plane per task, one output row at a time: for each tap (i, j)
+    in order, acc[ox] += x[iy, ox*sw - pw + j*dw] * t[i, j] over the ox range where that
+    column is inside the image, i.e. every output adds its in-image terms in (i, j) order
+    (exactly the sum a per-output loop forms) and the inner loop has no branch."""
     Nimg, C, H, W = x.shape
     Ho, Wo = y.shape[2], y.shape[3]
     for nc in prange(Nimg * C):
@@ -65,25 +69,46 @@ def _depthwise(x, packed, kh, kw, sh, sw, ph, pw, dh, dw, s, bias, res, act, y):
         for k in range(kh * kw):
             code = (packed[c, k >> 2] >> np.uint8(2 * (k & 3))) & np.uint8(3)
             taps[k] = np.float32(np.uint8(code)) - np.float32(1.0)
+        acc = np.empty(Wo, np.float32)
+        phases = np.empty((sw, (W + sw - 1) // sw), np.float32)
+        sc = s[c]
+        bc = bias[c]
         for oy in range(Ho):
-            for ox in range(Wo):
-                acc = np.float32(0.0)
-                for i in range(kh):
-                    iy = oy * sh - ph + i * dh
-                    if iy < 0 or iy >= H:
+            acc[:] = np.float32(0.0)
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                if iy < 0 or iy >= H:
+                    continue
+                xrow = x[n, c, iy]
+                if sw > 1:  # phases[r, q] = xrow[q*sw + r]: strided taps become contiguous
+                    for r in range(sw):
+                        for q in range((W - r + sw - 1) // sw):
+                            phases[r, q] = xrow[q * sw + r]
+                for j in range(kw):
+                    t = taps[i * kw + j]
+                    off = j * dw - pw  # ix = ox*sw + off
+                    lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                    hi = min(Wo, (W - 1 - off) // sw + 1) if W - 1 - off >= 0 else 0
+                    if hi <= lo:
                         continue
-                    for j in range(kw):
-                        ix = ox * sw - pw + j * dw
-                        if 0 <= ix < W:
-                            acc += x[n, c, iy, ix] * taps[i * kw + j]
-                v = np.float32(acc * s[c] + bias[c])
-                if res.shape[0] != 0:
-                    v = np.float32(v + res[n, c, oy, ox])
-                if act == 1:
-                    v = max(v, np.float32(0.0))
-                elif act == 2:
-                    v = min(max(v, np.float32(0.0)), np.float32(6.0))
-                y[n, c, oy, ox] = v
+                    a = acc[lo:hi]  # slices: non-negative indices, so no wraparound checks
+                    start = lo * sw + off
+                    xr = xrow[start:] if sw == 1 else phases[start % sw, start // sw:]
+                    for q in range(hi - lo):
+                        a[q] += xr[q] * t
+            yrow = y[n, c, oy]
+            for ox in range(Wo):
+                yrow[ox] = np.float32(acc[ox] * sc + bc)
+            if res.shape[0] != 0:
+                rrow = res[n, c, oy]
+                for ox in range(Wo):
+                    yrow[ox] = np.float32(yrow[ox] + rrow[ox])
+            if act == 1:
+                for ox in range(Wo):
+                    yrow[ox] = max(yrow[ox], np.float32(0.0))
+            elif act == 2:
+                for ox in range(Wo):
+                    yrow[ox] = min(max(yrow[ox], np.float32(0.0)), np.float32(6.0))
 
 
 def _pair(value: int | Pair, name: str, minimum: int) -> Pair:
