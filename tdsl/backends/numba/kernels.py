@@ -116,23 +116,40 @@ def depthwise_float(x, w, kh, kw, sh, sw, ph, pw, dh, dw, y):
 
 @njit(cache=True, parallel=True)
 def max_pool2d(x, kh, kw, sh, sw, ph, pw, y):
+    """Row-wise like the depthwise conv: for each window tap (i, j), a branch-free loop over
+    the output columns whose input column is inside the image, reading strided columns from
+    per-row phase buffers. Same comparisons in the same order as a per-output loop (a NaN
+    never replaces the running max; an all-padding window gives -inf)."""
     N, C, H, W = x.shape
     Ho, Wo = y.shape[2], y.shape[3]
     for nc in prange(N * C):
         n = nc // C
         c = nc - n * C
+        phases = np.empty((sw, (W + sw - 1) // sw), x.dtype)
         for oy in range(Ho):
-            for ox in range(Wo):
-                m = -np.inf
-                for i in range(kh):
-                    iy = oy * sh - ph + i
-                    if iy < 0 or iy >= H:
+            m = y[n, c, oy]
+            m[:] = -np.inf
+            for i in range(kh):
+                iy = oy * sh - ph + i
+                if iy < 0 or iy >= H:
+                    continue
+                xrow = x[n, c, iy]
+                if sw > 1:
+                    for r in range(sw):
+                        for q in range((W - r + sw - 1) // sw):
+                            phases[r, q] = xrow[q * sw + r]
+                for j in range(kw):
+                    off = j - pw  # ix = ox*sw + off
+                    lo = 0 if off >= 0 else (-off + sw - 1) // sw
+                    hi = min(Wo, (W - 1 - off) // sw + 1) if W - 1 - off >= 0 else 0
+                    if hi <= lo:
                         continue
-                    for j in range(kw):
-                        ix = ox * sw - pw + j
-                        if 0 <= ix < W and x[n, c, iy, ix] > m:
-                            m = x[n, c, iy, ix]
-                y[n, c, oy, ox] = m
+                    a = m[lo:hi]
+                    start = lo * sw + off
+                    xr = xrow[start:] if sw == 1 else phases[start % sw, start // sw:]
+                    for q in range(hi - lo):
+                        v = xr[q]
+                        a[q] = v if v > a[q] else a[q]
 
 
 @njit(cache=True, parallel=True)
