@@ -118,8 +118,11 @@ def _quant_run(src, inv, dst):
 
 @njit(cache=True, parallel=True)
 def _im2col_quant(xt, amap, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xq, xs, sums):
-    """Row p = (n, oy, ox) of xq: the (i, j, c)-ordered window, quantised per row."""
-    Nimg, H, W, _ = xt.shape
+    """Row p = (n, oy, ox) of xq: the (i, j, c)-ordered window, quantised per row.
+
+    xt is the NHWC input viewed [Nimg, H, W*Cg]: a window row (i fixed, all j) is one
+    contiguous run when dw == 1 and it lies inside the image."""
+    Nimg, H, W = amap.shape
     Kp = xq.shape[1]
     K = kh * kw * Cg
     for r in prange(Nimg * Ho):
@@ -145,15 +148,23 @@ def _im2col_quant(xt, amap, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xq, xs, 
             inv = np.float32(127.0) / amax
             xs[p] = amax / np.float32(127.0)
             total = np.int32(0)
+            ix0 = ox * sw - pw
+            whole = dw == 1 and ix0 >= 0 and ix0 + kw <= W  # the kw taps are one NHWC run
             for i in range(kh):
                 iy = oy * sh - ph + i * dh
-                for j in range(kw):
-                    ix = ox * sw - pw + j * dw
-                    k0 = (i * kw + j) * Cg
-                    if 0 <= iy < H and 0 <= ix < W:
-                        total += _quant_run(xt[n, iy, ix], inv, row[k0:k0 + Cg])
-                    else:
-                        row[k0:k0 + Cg] = 0
+                k0 = i * kw * Cg
+                if iy < 0 or iy >= H:
+                    row[k0:k0 + kw * Cg] = 0
+                elif whole:
+                    total += _quant_run(xt[n, iy, ix0 * Cg:(ix0 + kw) * Cg], inv, row[k0:k0 + kw * Cg])
+                else:
+                    for j in range(kw):
+                        ix = ix0 + j * dw
+                        k1 = k0 + j * Cg
+                        if 0 <= ix < W:
+                            total += _quant_run(xt[n, iy, ix * Cg:(ix + 1) * Cg], inv, row[k1:k1 + Cg])
+                        else:
+                            row[k1:k1 + Cg] = 0
             row[K:Kp] = 0
             sums[p] = total
 
@@ -377,7 +388,7 @@ def conv2d_int8_into(y: np.ndarray, x: np.ndarray, panels: np.ndarray, kernel: t
     for g in range(groups):
         # a token's absmax is over its own group's channels
         _nhwc_absmax(x if groups == 1 else np.ascontiguousarray(x[:, g * Cg:(g + 1) * Cg]), xt, amap)
-        _im2col_quant(xt, amap, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo,
+        _im2col_quant(xt.reshape(Nimg, H, W * Cg), amap, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo,
                       xq, xs, sums)
         _conv_gemm(xq, xs, sums, panels, g * Gg, Og, g * Og, s, bias, res3, act, y3, tp,
                    path == "vnni", yi3)
