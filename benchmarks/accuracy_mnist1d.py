@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--models", default="cnn", help="comma list of cnn, cnn_bn (the CNN with BatchNorm1d), mlp")
     ap.add_argument("--mlp-recipes", default="scratch,finetune", help="recipes for the MLP rows")
+    ap.add_argument("--bn-recipes", help="recipes for the cnn_bn rows (default: --recipes)")
     ap.add_argument("--recipes", default=DEFAULT_RECIPES, help="comma list of recipes (parts joined by +)")
     ap.add_argument("--policies", default="default,all")
     ap.add_argument("--extra-recipes", default="", help="more CNN recipes, run on the first --extra-seeds seeds only")
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     for m in [s.strip() for s in a.models.split(",") if s.strip()]:
         model, params = MODELS[m]
         rows.append(Row("mnist1d", model, params=params, epochs=a.epochs, lr=a.lr))
-        recipes = [(r.strip(), None) for r in (a.mlp_recipes if m == "mlp" else a.recipes).split(",") if r.strip()]
+        names = {"mlp": a.mlp_recipes, "cnn_bn": a.bn_recipes or a.recipes}.get(m, a.recipes)
+        recipes = [(r.strip(), None) for r in names.split(",") if r.strip()]
         if m == "cnn":
             recipes += [(r.strip(), a.extra_seeds) for r in a.extra_recipes.split(",") if r.strip()]
         for policy in [s.strip() for s in a.policies.split(",") if s.strip()]:
