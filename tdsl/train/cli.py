@@ -149,6 +149,13 @@ def fit_dataset(model: Any, spec: str, dims: list[int | None]) -> Any:
     return data
 
 
+def save_package(run: Any, path: Path) -> Path:
+    """Freeze a ternary QAT run into its packed form and save it as a model package."""
+    from tdsl.package.writer import save
+
+    return save(run.freeze(), path, overwrite=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -194,6 +201,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"train loss {result.loss:.4f}, train accuracy {result.train_acc:.2%}")
             print(f"test accuracy: {result.test_acc:.2%} (test loss {result.test_loss:.4f})")
             print(f"checkpoint: {ckpts[-1] if ckpts else '-'}")
+            if args.recipe:
+                print(f"package: {save_package(run, out / 'package')} (frozen, packed; tdsl.load / tdsl export)")
             print(f"metrics: {out / 'metrics.jsonl'}, plot: {out / 'metrics.png'}")
             sys.stdout.flush()
     finally:

@@ -178,12 +178,26 @@ def test_cli_recipe_from_an_fp32_checkpoint(tmp_path: Path, capsys):
     fp32 = tmp_path / "fp32"
     assert main(["train", "mlp", "--epochs", "1", "--out", str(fp32), "--no-progress",
                  "--optimizer", "adamw", "--batch-size", "128", "--lr", "3e-3"]) == 0
+    capsys.readouterr()  # only the ternary run's report below
     assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "q"), "--no-progress",
                  "--optimizer", "adamw", "--batch-size", "128", "--lr", "1e-3", "--recipe", "finetune+distill",
                  "--init", str(fp32 / "checkpoints")]) == 0
     out = capsys.readouterr().out
     assert "ternary (default policy), recipe finetune+distill" in out
-    assert float(re.search(r"test accuracy: ([\d.]+)%", out).group(1)) > 30
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)%", out).group(1))
+    assert accuracy > 30
+    # The run leaves a deployable package: packed trits only, scoring what training reported.
+    import tdsl
+    from tdsl.train.data import load_digits
+
+    pkg = tdsl.load(tmp_path / "q" / "package")
+    assert any(k.endswith("weight_packed") for k in pkg.arrays)
+    assert not any(a.dtype.kind == "f" and k.endswith("fc2.weight") for k, a in pkg.arrays.items())
+    data = load_digits()
+    with torch.no_grad():
+        pred = pkg.to_torch().eval()(data.x_test).argmax(dim=1)
+    frozen_acc = (pred == data.y_test).float().mean().item() * 100
+    assert abs(frozen_acc - accuracy) < 1.0
     assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "x"), "--no-progress",
                  "--recipe", "finetune"]) == 1
     assert "give init (--init CKPT)" in capsys.readouterr().err
