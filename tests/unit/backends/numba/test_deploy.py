@@ -3,6 +3,7 @@ subprocess (an import-boundary check in-process proves nothing once torch is loa
 the simulator must be switched on before numba.cuda is first imported)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,13 +52,15 @@ def test_deploy_from_arrays_imports_no_torch(tmp_path: Path) -> None:
 
 
 CUDA_SIM = """
+    import json
     import sys
     import numpy as np
     import tdsl
     from tdsl.backends.numba import deploy_arrays
     data = dict(np.load(sys.argv[1]))
     x = data.pop("__x__")
-    compiled = tdsl.compile(sys.argv[2], pipeline="shape-infer,ternarize,pack{format=2bit}")
+    compiled = tdsl.compile(sys.argv[2], params=json.loads(sys.argv[3]),
+                            pipeline="shape-infer,ternarize,pack{format=2bit}")
     for aq in ("float", "int8"):
         cpu = deploy_arrays(compiled, data, act_quant=aq, path="portable")(x)
         gpu = deploy_arrays(compiled, data, device="cuda", act_quant=aq)(x)
@@ -67,17 +70,26 @@ CUDA_SIM = """
 """
 
 
-@pytest.mark.parametrize("model, shape", [
-    ("mlp", (2, 64)),
-    pytest.param("lenet", (2, 1, 8, 8), marks=pytest.mark.slow),
+SMALL_RESNET = {"cifar_stem": True, "image_size": 8, "num_classes": 10}
+SMALL_MOBILENET = {"width_mult": 0.5, "image_size": 8, "num_classes": 10}
+
+
+@pytest.mark.parametrize("model, shape, params", [
+    ("mlp", (2, 64), {}),
+    ("mnist1d_mlp", (2, 40), {}),
+    pytest.param("lenet", (2, 1, 8, 8), {}, marks=pytest.mark.slow),
+    pytest.param("mnist1d_cnn", (2, 1, 40), {}, marks=pytest.mark.slow),
+    pytest.param("resnet18", (1, 3, 8, 8), SMALL_RESNET, marks=pytest.mark.slow),
+    pytest.param("mobilenetv2", (1, 3, 8, 8), SMALL_MOBILENET, marks=pytest.mark.slow),
 ])
-def test_cuda_simulator_matches_cpu(tmp_path: Path, model: str, shape: tuple[int, ...]) -> None:
+def test_cuda_simulator_matches_cpu(tmp_path: Path, model: str, shape: tuple[int, ...], params: dict) -> None:
     """The same plan on device arrays. int8: the CUDA kernels form the CPU's int32 sums (same
     float32 quantisation), so only the float epilogue may differ (an FMA on a real GPU);
     float: summation order, ~sqrt(K)·2^-24 relative. Asserted 1e-5 relative (measured ≤ 5e-7)."""
     torch.manual_seed(0)
-    frozen = tdsl.quantize(model, precision="ternary")
+    frozen = tdsl.quantize(model, precision="ternary", params=params)
     arrays = {k: v.numpy() for k, v in frozen.state_dict().items()}
     np.savez(tmp_path / "w.npz", __x__=np.random.default_rng(0).standard_normal(shape).astype(np.float32), **arrays)
-    out = _run(CUDA_SIM, str(tmp_path / "w.npz"), model, env={"NUMBA_ENABLE_CUDASIM": "1"})
+    out = _run(CUDA_SIM, str(tmp_path / "w.npz"), model, json.dumps(params), env={"NUMBA_ENABLE_CUDASIM": "1"},
+               timeout=1800)
     assert out.strip() == "ok"
