@@ -44,10 +44,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from tdsl.runtime.gemm import _V16I32, _V64I8, _I32, _chunk_ptr, _dpbusd, _splat8
+from tdsl.runtime.cpu_features import has_avx512_vnni
 from tdsl.runtime.packing import unpack
 
 MR = 6  # positions per micro-kernel call
 NR = 4  # 16-channel groups per micro-kernel call (64 channels)
+_HAS_VNNI = has_avx512_vnni()
+"""Read once at import: `_conv_gemm` sees it as a constant and drops the VNNI branch where
+the CPU lacks it (LLVM aborts the process on VNNI instructions it cannot select)."""
 TILE_POSITIONS = 48  # positions per prange task (upper bound; tiles are evened out)
 CHUNK = 16  # k per 64-byte weight chunk
 
@@ -301,7 +305,7 @@ def _conv_gemm(xq, xs, sums, panels, g0, Og, o0, s, bias, res, act, y, tp, vnni,
         ng = min(NR, G - gb)
         acc = np.empty(((tp + MR - 1) // MR * MR, 16 * NR), np.int32)
         p0 = n * HW + q0
-        if vnni:
+        if vnni and _HAS_VNNI:  # a constant: pruned, so no VNNI code is built where it cannot run
             _tile_vnni(xq, panels, g0 + gb, ng, p0, nq, acc)
         else:
             _tile_portable(xq, panels, g0 + gb, ng, p0, nq, acc)
