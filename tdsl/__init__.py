@@ -8,7 +8,8 @@ from tdsl.errors import TdslError
 
 __version__ = "0.1.0"
 
-__all__ = ["TdslError", "parse", "compile", "quantize", "qat", "save", "load", "from_pretrained", "__version__"]
+__all__ = ["TdslError", "parse", "compile", "quantize", "qat", "deploy", "save", "load", "from_pretrained",
+           "__version__"]
 
 
 def parse(source_or_path: str, filename: str | None = None):
@@ -38,6 +39,14 @@ def qat(model, precision: str = "ternary", **kwargs):
     from tdsl.precision import qat as _qat
 
     return _qat(model, precision, **kwargs)
+
+
+def deploy(model, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8", path=None):
+    """A frozen model, a loaded package or a compiled program with weights on a deployment
+    backend: numpy in, numpy out, no torch (see `tdsl.deploy.deploy`)."""
+    from tdsl.deploy import deploy as _deploy
+
+    return _deploy(model, backend, device=device, act_quant=act_quant, path=path)
 
 
 def save(model, path, **kwargs):

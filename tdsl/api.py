@@ -6,6 +6,8 @@ for.
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,8 @@ class CompiledModel:
         self.filename = filename
         self.entry = entry
         self.params = params
+        self.weights: Mapping[str, Any] | None = None
+        """Weights keyed by frozen state-dict names, for `deploy` (`with_weights`)."""
         self._torch_source: str | None = None
 
     @property
@@ -103,12 +107,21 @@ class CompiledModel:
 
         return freeze(self, trained_module, format=format, thresholds=thresholds)
 
-    def deploy(self, arrays: Any, *, device: str = "cpu", act_quant: str = "int8", path: str | None = None):
-        """This program on the Numba backend with weights `arrays` (numpy arrays or tensors keyed
-        by frozen state-dict names); see `tdsl.backends.numba.deploy_arrays`. Imports no torch."""
-        from tdsl.backends.numba import deploy_arrays
+    def with_weights(self, arrays: Mapping[str, Any]) -> CompiledModel:
+        """This program carrying `arrays` (numpy arrays or tensors keyed by frozen state-dict
+        names) as its weights, so that it can be deployed; `self` is unchanged."""
+        if not isinstance(arrays, Mapping):
+            raise TdslError(f"with_weights takes a mapping of names to arrays, got a {type(arrays).__name__}")
+        other = copy.copy(self)
+        other.weights = dict(arrays)
+        return other
 
-        return deploy_arrays(self, arrays, device=device, act_quant=act_quant, path=path)
+    def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
+               path: str | None = None):
+        """This program with its weights (`with_weights`) on a deployment backend; see `tdsl.deploy`."""
+        from tdsl.deploy import deploy
+
+        return deploy(self, backend, device=device, act_quant=act_quant, path=path)
 
 
 def compile(source_or_path: str | Path, *, entry: str | None = None,
@@ -142,6 +155,6 @@ def compile(source_or_path: str | Path, *, entry: str | None = None,
 
 def _verify(module: ModuleOp) -> None:
     """Verify, turning a verifier failure into a located TdslError."""
-    from tdsl.tools.diagnostics import verify_module
+    from tdsl.dialects.verify import verify_module
 
     verify_module(module)

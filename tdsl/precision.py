@@ -191,9 +191,10 @@ def quantize(model: str | Path, *, precision: str = "ternary", policy: str = "de
     thresholds = None
     report = None
     if calibrate is not None:
-        from tdsl.backends.torch.freeze import _frozen_program, storage_layout
+        from tdsl.backends.torch.freeze import storage_layout
+        from tdsl.lowering import frozen_program
 
-        layout = storage_layout(_frozen_program(compiled, format).module)
+        layout = storage_layout(frozen_program(compiled, format).module)
         report = calibrate_thresholds(model, module, layout, calibrate, params=params,
                                       per_channel=per_channel, entry=entry)
         thresholds = report.thresholds()

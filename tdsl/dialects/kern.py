@@ -12,7 +12,7 @@ attribute is an upstream builtin form, so the generic form parses in
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
@@ -40,30 +40,29 @@ from xdsl.printer import Printer
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-from tdsl.dialects.tdsl import (
-    AnyTensor,
+from tdsl.dialects.shapes import (
     Dim,
     ShapeInferenceError,
+    conv2d_result_dims,
+    dims_of,
+    format_dims,
+    linear_result_dims,
+    same_dim,
+)
+from tdsl.dialects.tdsl import (
+    AnyTensor,
     ValueOp,
     _check_rank,
     _f64,
     _ints,
-    _ranked,
     _result_type,
-    _same_dim,
-    conv2d_result_dims,
     conv_properties,
-    dims_of,
     element_type_of,
-    format_dims,
-    linear_result_dims,
-    make_tensor,
     verify_conv_geometry,
 )
 from tdsl.dialects.tern import PackedTensorType, _check_scale, i2
+from tdsl.ops.elementwise import epilogue_names
 
-ACTIVATIONS: tuple[str, ...] = ("none", "relu", "relu6")
-"""Activations a kernel applies last."""
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "ternary")
 """Weight precisions (docs/TERNARY.md); `ternary` weights carry a scale operand."""
@@ -184,9 +183,10 @@ class _KernOp(ValueOp):
             if value is not None:
                 _check_rank(name, operand, value, "rank 1", lambda r: r == 1)
         activation = self.activation.data  # type: ignore[attr-defined]
-        if activation not in ACTIVATIONS:
+        allowed = epilogue_names()
+        if activation not in allowed:
             raise VerifyException(
-                f"'{name}' activation must be one of {', '.join(ACTIVATIONS)}, but got \"{activation}\""
+                f"'{name}' activation must be one of {', '.join(allowed)}, but got \"{activation}\""
             )
         precision = self.precision.data  # type: ignore[attr-defined]
         if precision not in PRECISIONS:
@@ -237,22 +237,32 @@ class _KernOp(ValueOp):
             raise ShapeInferenceError(f"{op_name}: weight has unranked type {self.weight.type}; its shape is unknown")  # type: ignore[attr-defined]
         return dims
 
-    def check_epilogue_dims(self, op_name: str, out: list[Dim]) -> None:
+    @property
+    def shape_name(self) -> str:
+        return self.name
+
+    def operand_dims(self, name: str, value: SSAValue) -> list[Dim]:
+        if name == "weight":  # a packed weight's type holds its logical shape
+            return self.ranked_weight(self.name)
+        if name == "scale":  # checked by the verifier, not part of the rule
+            return dims_of(value.type) or []
+        return super().operand_dims(name, value)
+
+    def check_epilogue_dims(self, dims: Mapping[str, list[Dim]], out: list[Dim]) -> None:
         """bn operands have one entry per output channel (dim 1), the residual the output's shape."""
         for operand in BN_OPERANDS:
-            value = getattr(self, operand)
-            if value is not None:
-                d = _ranked(op_name, operand, value)
-                if len(out) < 2 or not _same_dim(d[0], out[1]):
+            if operand in dims:
+                d = dims[operand]
+                if len(out) < 2 or not same_dim(d[0], out[1]):
                     raise ShapeInferenceError(
-                        f"{op_name}: output {format_dims(out)} has {out[1] if len(out) > 1 else 'no'} channels "
+                        f"{self.name}: output {format_dims(out)} has {out[1] if len(out) > 1 else 'no'} channels "
                         f"but {operand} has {d[0]} elements"
                     )
-        if self.residual is not None:  # type: ignore[attr-defined]
-            r = _ranked(op_name, "residual", self.residual)  # type: ignore[attr-defined]
-            if len(r) != len(out) or not all(_same_dim(a, b) for a, b in zip(r, out)):
+        if "residual" in dims:
+            r = dims["residual"]
+            if len(r) != len(out) or not all(same_dim(a, b) for a, b in zip(r, out)):
                 raise ShapeInferenceError(
-                    f"{op_name}: residual {format_dims(r)} does not match the output {format_dims(out)}"
+                    f"{self.name}: residual {format_dims(r)} does not match the output {format_dims(out)}"
                 )
 
 
@@ -344,14 +354,13 @@ class Conv2dOp(_KernOp):
         self.verify_epilogue()
         verify_conv_geometry(self)
 
-    def infer_result_type(self) -> TensorType:
-        b = _ranked("kern.conv2d", "bias", self.bias) if self.bias is not None else None
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
         out = conv2d_result_dims(
-            "kern.conv2d", _ranked("kern.conv2d", "input", self.input), self.ranked_weight("kern.conv2d"), b,
+            self.name, dims["input"], self.ranked_weight(self.name), dims.get("bias"),
             _ints(self.stride), _ints(self.padding), _ints(self.dilation), self.groups.value.data,
         )
-        self.check_epilogue_dims("kern.conv2d", out)
-        return make_tensor(element_type_of(self.input.type), out)
+        self.check_epilogue_dims(dims, out)
+        return out
 
 
 @irdl_op_definition
@@ -412,13 +421,10 @@ class LinearOp(_KernOp):
         if self.has_bn:
             _check_rank(self.name, "input", self.input, "rank 2 (N, in) with a batch norm", lambda r: r == 2)
 
-    def infer_result_type(self) -> TensorType:
-        b = _ranked("kern.linear", "bias", self.bias) if self.bias is not None else None
-        out = linear_result_dims(
-            "kern.linear", _ranked("kern.linear", "input", self.input), self.ranked_weight("kern.linear"), b
-        )
-        self.check_epilogue_dims("kern.linear", out)
-        return make_tensor(element_type_of(self.input.type), out)
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        out = linear_result_dims(self.name, dims["input"], self.ranked_weight(self.name), dims.get("bias"))
+        self.check_epilogue_dims(dims, out)
+        return out
 
 
 KERN = Dialect(

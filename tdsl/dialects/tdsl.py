@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
-    DYNAMIC_INDEX,
     ArrayAttr,
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
@@ -61,15 +60,23 @@ from xdsl.traits import (
 )
 from xdsl.utils.exceptions import VerifyException
 
+from tdsl.dialects.shapes import (
+    Dim,
+    ShapeInferenceError,
+    broadcast,
+    conv2d_result_dims,
+    dims_of,
+    format_dims,
+    linear_result_dims,
+    make_tensor,
+    matmul_result_dims,
+    pool2d_result_dims,
+    reshape_result_dims,
+    same_dim,
+)
+
 AnyTensor = TensorType | UnrankedTensorType
 """A ranked or an unranked tensor type (results are unranked before shape-infer)."""
-
-Dim = int | None
-"""A dimension during shape computation: `None` is a dynamic (`?`) dim."""
-
-
-class ShapeInferenceError(Exception):
-    """An op's operand types do not fit its shape rule; the message says how."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -91,26 +98,9 @@ def _ints(attr: DenseArrayBase) -> tuple[int, ...]:
     return tuple(int(v) for v in attr.get_values())
 
 
-def dims_of(t: Attribute) -> list[Dim] | None:
-    """The dims of a ranked tensor type (`?` as None), or None for an unranked one."""
-    if not isinstance(t, TensorType):
-        return None
-    return [None if d == DYNAMIC_INDEX else d for d in t.get_shape()]
-
-
-def make_tensor(element_type: Attribute, dims: Sequence[Dim]) -> TensorType:
-    """A ranked tensor type from dims where None stands for `?`."""
-    return TensorType(element_type, [DYNAMIC_INDEX if d is None else d for d in dims])
-
-
 def element_type_of(t: Attribute) -> Attribute:
     assert isinstance(t, TensorType | UnrankedTensorType), t
     return t.get_element_type()
-
-
-def format_dims(dims: Sequence[Dim]) -> str:
-    """`1000x256`, `?x64` — how a shape reads in messages."""
-    return "x".join("?" if d is None else str(d) for d in dims)
 
 
 def _unranked_like(value: SSAValue) -> UnrankedTensorType:
@@ -142,10 +132,6 @@ def _check_pair(op_name: str, prop: str, values: tuple[int, ...], minimum: int) 
         raise VerifyException(f"'{op_name}' {prop} must have 2 entries, but got {len(values)}")
     if any(v < minimum for v in values):
         raise VerifyException(f"'{op_name}' {prop} entries must be >= {minimum}, but got {list(values)}")
-
-
-def _same_dim(a: Dim, b: Dim) -> bool:
-    return a is None or b is None or a == b
 
 
 def _layer_of(op: Operation) -> LayerOp | None:
@@ -455,10 +441,38 @@ class ReturnOp(IRDLOperation):
 
 
 class ValueOp(IRDLOperation):
-    """A single-result op inside a forward that owns a shape rule."""
+    """A single-result op inside a forward that owns a shape rule.
+
+    The rule is `result_dims(dims)`: the result's dims from the operands' dims (a dict by
+    operand name; absent optional operands are missing), raising `ShapeInferenceError`.
+    `shape-infer` calls `infer_result_type`, the Numba plan `shapes.concrete_result_shape`:
+    both run the same rule.
+    """
+
+    @property
+    def shape_name(self) -> str:
+        """How shape messages name the op (`conv2d`, `packed_linear`)."""
+        return self.name.split(".", 1)[1]
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        raise NotImplementedError
+
+    def operand_dims(self, name: str, value: SSAValue) -> list[Dim]:
+        """The static dims of an operand (a packed weight overrides this with its logical shape)."""
+        return _ranked(self.shape_name, name, value)
+
+    def named_operands(self) -> list[tuple[str, SSAValue]]:
+        """(operand name, value) for each operand present, in definition order."""
+        out: list[tuple[str, SSAValue]] = []
+        for name, _ in type(self).get_irdl_definition().operands:
+            value = getattr(self, name)
+            if isinstance(value, SSAValue):
+                out.append((name, value))
+        return out
 
     def infer_result_type(self) -> TensorType:
-        raise NotImplementedError
+        dims = {name: self.operand_dims(name, v) for name, v in self.named_operands()}
+        return make_tensor(element_type_of(self.operands[0].type), self.result_dims(dims))
 
 
 @irdl_op_definition
@@ -502,6 +516,9 @@ class GetParamOp(ValueOp):
         if decl is None:
             raise ShapeInferenceError(f"get_param: unknown parameter @{self.param.root_reference.data}")
         return decl.type
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return dims_of(self.infer_result_type()) or []
 
 
 @irdl_op_definition
@@ -563,6 +580,9 @@ class ConstantOp(ValueOp):
     def infer_result_type(self) -> TensorType:
         return self.value.type
 
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return dims_of(self.value.type) or []
+
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
         printer.print_attribute(self.value)
@@ -603,47 +623,10 @@ class LinearOp(ValueOp):
         if self.bias is not None:
             _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)
 
-    def infer_result_type(self) -> TensorType:
-        b = _ranked("linear", "bias", self.bias) if self.bias is not None else None
-        dims = linear_result_dims(
-            "linear", _ranked("linear", "input", self.input), _ranked("linear", "weight", self.weight), b
-        )
-        return make_tensor(element_type_of(self.input.type), dims)
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return linear_result_dims("linear", dims["input"], dims["weight"], dims.get("bias"))
 
 
-def linear_result_dims(op_name: str, x: Sequence[Dim], w: Sequence[Dim], b: Sequence[Dim] | None) -> list[Dim]:
-    """The shape rule of every linear op (tdsl, kern): x[..., in], w[out, in], b[out] -> [..., out]."""
-    if not _same_dim(x[-1], w[1]):
-        raise ShapeInferenceError(
-            f"{op_name}: input has {x[-1]} features but weight expects {w[1]} (weight is {format_dims(w)})"
-        )
-    if b is not None and not _same_dim(b[0], w[0]):
-        raise ShapeInferenceError(
-            f"{op_name}: bias has {b[0]} elements but weight has {w[0]} outputs (weight is {format_dims(w)})"
-        )
-    return [*x[:-1], w[0]]
-
-
-def _broadcast(op_name: str, a: Sequence[Dim], b: Sequence[Dim], what: str = "operands") -> list[Dim]:
-    """numpy broadcasting of two shapes; `?` against n > 1 gives n, `?` against 1 or `?` gives `?`."""
-    out: list[Dim] = []
-    for i in range(1, max(len(a), len(b)) + 1):
-        x = a[-i] if i <= len(a) else 1
-        y = b[-i] if i <= len(b) else 1
-        if x == 1:
-            out.append(y)
-        elif y == 1:
-            out.append(x)
-        elif x is None:
-            out.append(y)
-        elif y is None or x == y:
-            out.append(x)
-        else:
-            raise ShapeInferenceError(
-                f"{op_name}: cannot broadcast {what} of shapes {format_dims(a)} and {format_dims(b)} "
-                f"(dim {-i}: {x} vs {y})"
-            )
-    return out[::-1]
 
 
 @irdl_op_definition
@@ -667,16 +650,8 @@ class MatmulOp(ValueOp):
         _check_rank(self.name, "lhs", self.lhs, "rank >= 2", lambda r: r >= 2)
         _check_rank(self.name, "rhs", self.rhs, "rank >= 2", lambda r: r >= 2)
 
-    def infer_result_type(self) -> TensorType:
-        a = _ranked("matmul", "lhs", self.lhs)
-        b = _ranked("matmul", "rhs", self.rhs)
-        if not _same_dim(a[-1], b[-2]):
-            raise ShapeInferenceError(
-                f"matmul: lhs has {a[-1]} columns but rhs has {b[-2]} rows "
-                f"(lhs is {format_dims(a)}, rhs is {format_dims(b)})"
-            )
-        batch = _broadcast("matmul", a[:-2], b[:-2], "batch dims")
-        return make_tensor(element_type_of(self.lhs.type), [*batch, a[-2], b[-1]])
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return matmul_result_dims("matmul", dims["lhs"], dims["rhs"])
 
 
 @irdl_op_definition
@@ -700,20 +675,13 @@ class TernaryMatmulOp(ValueOp):
         _check_rank(self.name, "input", self.input, "rank >= 1", lambda r: r >= 1)
         _check_rank(self.name, "weight", self.weight, "rank 2", lambda r: r == 2)
 
-    def infer_result_type(self) -> TensorType:
-        x = _ranked("ternary_matmul", "input", self.input)
-        w = _ranked("ternary_matmul", "weight", self.weight)
-        if not _same_dim(x[-1], w[1]):
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x, w = dims["input"], dims["weight"]
+        if not same_dim(x[-1], w[1]):
             raise ShapeInferenceError(
                 f"ternary_matmul: input has {x[-1]} features but weight expects {w[1]} (weight is {format_dims(w)})"
             )
-        return make_tensor(element_type_of(self.input.type), [*x[:-1], w[0]])
-
-
-def _window_out(size: Dim, kernel: int, stride: int, padding: int, dilation: int = 1) -> Dim:
-    if size is None:
-        return None
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+        return [*x[:-1], w[0]]
 
 
 @irdl_op_definition
@@ -761,13 +729,9 @@ class Conv2dOp(ValueOp):
             _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)
         verify_conv_geometry(self)
 
-    def infer_result_type(self) -> TensorType:
-        b = _ranked("conv2d", "bias", self.bias) if self.bias is not None else None
-        dims = conv2d_result_dims(
-            "conv2d", _ranked("conv2d", "input", self.input), _ranked("conv2d", "weight", self.weight), b,
-            _ints(self.stride), _ints(self.padding), _ints(self.dilation), self.groups.value.data,
-        )
-        return make_tensor(element_type_of(self.input.type), dims)
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return conv2d_result_dims("conv2d", dims["input"], dims["weight"], dims.get("bias"), _ints(self.stride),
+                                  _ints(self.padding), _ints(self.dilation), self.groups.value.data)
 
 
 def conv_properties(stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
@@ -785,38 +749,6 @@ def verify_conv_geometry(op: Operation) -> None:
     groups = op.groups.value.data  # type: ignore[attr-defined]
     if groups < 1:
         raise VerifyException(f"'{op.name}' groups must be >= 1, but got {groups}")
-
-
-def conv2d_result_dims(
-    op_name: str,
-    x: Sequence[Dim],
-    w: Sequence[Dim],
-    b: Sequence[Dim] | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-) -> list[Dim]:
-    """The shape rule of every 2-D convolution (tdsl, kern): x[N, C, H, W], w[O, C/groups, kh, kw],
-    b[O] -> [N, O, oh, ow]."""
-    if x[1] is not None and w[1] is not None and x[1] != w[1] * groups:
-        raise ShapeInferenceError(
-            f"{op_name}: input has {x[1]} channels but weight expects {w[1] * groups} "
-            f"(weight is {format_dims(w)}, groups={groups})"
-        )
-    if w[0] is not None and w[0] % groups != 0:
-        raise ShapeInferenceError(f"{op_name}: {w[0]} output channels are not divisible by groups={groups}")
-    if b is not None and not _same_dim(b[0], w[0]):
-        raise ShapeInferenceError(f"{op_name}: bias has {b[0]} elements but weight has {w[0]} output channels")
-    if w[2] is None or w[3] is None:
-        raise ShapeInferenceError(f"{op_name}: weight kernel size must be static, but weight is {format_dims(w)}")
-    out = [_window_out(x[2 + i], w[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
-    if any(o is not None and o < 1 for o in out):
-        raise ShapeInferenceError(
-            f"{op_name}: kernel {w[2]}x{w[3]} (dilation {dilation[0]}x{dilation[1]}) does not fit input "
-            f"{format_dims(x[2:])} with padding {padding[0]}x{padding[1]}"
-        )
-    return [x[0], w[0], *out]
 
 
 @irdl_op_definition
@@ -863,13 +795,13 @@ class BatchNormOp(ValueOp):
         for operand in ("mean", "var", "weight", "bias"):
             _check_rank(self.name, operand, getattr(self, operand), "rank 1", lambda r: r == 1)
 
-    def infer_result_type(self) -> TensorType:
-        x = _ranked("batch_norm", "input", self.input)
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
         for operand in ("mean", "var", "weight", "bias"):
-            d = _ranked("batch_norm", operand, getattr(self, operand))
-            if not _same_dim(d[0], x[1]):
+            d = dims[operand]
+            if not same_dim(d[0], x[1]):
                 raise ShapeInferenceError(f"batch_norm: input has {x[1]} channels but {operand} has {d[0]} elements")
-        return make_tensor(element_type_of(self.input.type), x)
+        return list(x)
 
 
 class UnaryOp(ValueOp):
@@ -883,8 +815,8 @@ class UnaryOp(ValueOp):
     def __init__(self, x: SSAValue, result_type: Attribute | None = None):
         super().__init__(operands=[x], result_types=[_result_type(x, result_type)])
 
-    def infer_result_type(self) -> TensorType:
-        return make_tensor(element_type_of(self.input.type), _ranked(self.name[5:], "input", self.input))
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return list(dims["input"])
 
 
 @irdl_op_definition
@@ -982,10 +914,8 @@ class BinaryOp(ValueOp):
                 f"'{self.name}' operands must have the same element type, but lhs is {lt} and rhs is {rt}"
             )
 
-    def infer_result_type(self) -> TensorType:
-        a = _ranked(self.name[5:], "lhs", self.lhs)
-        b = _ranked(self.name[5:], "rhs", self.rhs)
-        return make_tensor(element_type_of(self.lhs.type), _broadcast(self.name[5:], a, b))
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return broadcast(self.shape_name, dims["lhs"], dims["rhs"])
 
 
 @irdl_op_definition
@@ -1057,17 +987,9 @@ class Pool2dOp(ValueOp):
                 f"for kernel {list(kernel)}"
             )
 
-    def infer_result_type(self) -> TensorType:
-        op_name = self.name[5:]
-        x = _ranked(op_name, "input", self.input)
-        kernel, stride, padding = _ints(self.kernel), _ints(self.stride), _ints(self.padding)
-        out = [_window_out(x[2 + i], kernel[i], stride[i], padding[i]) for i in range(2)]
-        if any(o is not None and o < 1 for o in out):
-            raise ShapeInferenceError(
-                f"{op_name}: kernel {kernel[0]}x{kernel[1]} does not fit input {format_dims(x[2:])} "
-                f"with padding {padding[0]}x{padding[1]}"
-            )
-        return make_tensor(element_type_of(self.input.type), [x[0], x[1], *out])
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return pool2d_result_dims(self.shape_name, dims["input"], _ints(self.kernel), _ints(self.stride),
+                                  _ints(self.padding))
 
 
 @irdl_op_definition
@@ -1110,9 +1032,9 @@ class AdaptiveAvgPool2dOp(ValueOp):
         _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)
         _check_pair(self.name, "output_size", _ints(self.output_size), 1)
 
-    def infer_result_type(self) -> TensorType:
-        x = _ranked("adaptive_avg_pool2d", "input", self.input)
-        return make_tensor(element_type_of(self.input.type), [x[0], x[1], *_ints(self.output_size)])
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
+        return [x[0], x[1], *_ints(self.output_size)]
 
 
 @irdl_op_definition
@@ -1152,15 +1074,15 @@ class FlattenOp(ValueOp):
                 f"do not select a dim range of input of rank {len(dims)} ({self.input.type})"
             )
 
-    def infer_result_type(self) -> TensorType:
-        x = _ranked("flatten", "input", self.input)
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
         rng = self._range(len(x))
         if rng is None:
             raise ShapeInferenceError(f"flatten: bad dim range for input {format_dims(x)}")
         s, e = rng
         merged = x[s:e + 1]
         size = None if any(d is None for d in merged) else math.prod(merged)  # type: ignore[arg-type]
-        return make_tensor(element_type_of(self.input.type), [*x[:s], size, *x[e + 1:]])
+        return [*x[:s], size, *x[e + 1:]]
 
 
 class _DimOp(ValueOp):
@@ -1202,12 +1124,12 @@ class UnsqueezeOp(_DimOp):
     name = "tdsl.unsqueeze"
     RANK_CHANGE: ClassVar[int] = 1
 
-    def infer_result_type(self) -> TensorType:
-        x = _ranked("unsqueeze", "input", self.input)
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
         axis = self.axis(len(x))
         if axis is None:
             raise ShapeInferenceError(f"unsqueeze: dim {self.dim.value.data} is out of range for {format_dims(x)}")
-        return make_tensor(element_type_of(self.input.type), [*x[:axis], 1, *x[axis:]])
+        return [*x[:axis], 1, *x[axis:]]
 
 
 @irdl_op_definition
@@ -1220,13 +1142,13 @@ class SqueezeOp(_DimOp):
     name = "tdsl.squeeze"
     RANK_CHANGE: ClassVar[int] = 0
 
-    def infer_result_type(self) -> TensorType:
-        x = _ranked("squeeze", "input", self.input)
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
         axis = self.axis(len(x))
-        if axis is None or not _same_dim(x[axis], 1):
+        if axis is None or not same_dim(x[axis], 1):
             raise ShapeInferenceError(
                 f"squeeze: dim {self.dim.value.data} of {format_dims(x)} is not a size-1 dim")
-        return make_tensor(element_type_of(self.input.type), [*x[:axis], *x[axis + 1:]])
+        return [*x[:axis], *x[axis + 1:]]
 
 
 @irdl_op_definition
@@ -1256,28 +1178,17 @@ class ReshapeOp(ValueOp):
         if any(d < -1 or d == 0 for d in shape):
             raise VerifyException(f"'tdsl.reshape' shape entries must be positive or -1, but got {list(shape)}")
 
-    def infer_result_type(self) -> TensorType:
-        x = _ranked("reshape", "input", self.input)
+    def target_shape(self) -> list[int]:
+        """`shape`, where a dim that the result type keeps dynamic (the batch, when a pass
+        wrote the reshape from a result type) reads as -1."""
         shape = list(_ints(self.shape))
-        known = math.prod(d for d in shape if d != -1)
-        out: list[Dim] = list(shape)
-        if any(d is None for d in x):
-            if -1 in shape:
-                out[shape.index(-1)] = None
-            return make_tensor(element_type_of(self.input.type), out)
-        total = math.prod(x)  # type: ignore[arg-type]
-        if -1 in shape:
-            if total % known != 0:
-                raise ShapeInferenceError(
-                    f"reshape: cannot reshape {format_dims(x)} ({total} elements) to {list(shape)}: "
-                    f"{total} is not divisible by {known}"
-                )
-            out[shape.index(-1)] = total // known
-        elif total != known:
-            raise ShapeInferenceError(
-                f"reshape: cannot reshape {format_dims(x)} ({total} elements) to {list(shape)} ({known} elements)"
-            )
-        return make_tensor(element_type_of(self.input.type), out)
+        result = dims_of(self.output.type)
+        if result is not None and -1 not in shape and result.count(None) == 1 and len(result) == len(shape):
+            shape[result.index(None)] = -1
+        return shape
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return reshape_result_dims("reshape", dims["input"], self.target_shape())
 
 
 # --------------------------------------------------------------------------- module helpers

@@ -13,7 +13,7 @@ form parses in `mlir-opt --allow-unregistered-dialect`.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
@@ -50,6 +50,7 @@ from xdsl.printer import Printer
 from xdsl.traits import HasParent, Pure, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
+from tdsl.dialects.shapes import conv2d_result_dims, dims_of, linear_result_dims, make_tensor, same_dim
 from tdsl.dialects.tdsl import (
     AnyTensor,
     Dim,
@@ -62,13 +63,8 @@ from tdsl.dialects.tdsl import (
     _layer_of,
     _ranked,
     _result_type,
-    _same_dim,
-    conv2d_result_dims,
     conv_properties,
-    dims_of,
     element_type_of,
-    linear_result_dims,
-    make_tensor,
     verify_conv_geometry,
 )
 
@@ -150,7 +146,7 @@ def _check_scale(op_name: str, value: SSAValue, out_channels: Dim) -> None:
     assert dims is not None
     if len(dims) > 1:
         raise VerifyException(f"'{op_name}' scale must have rank 0 or 1, but got rank {len(dims)} ({t})")
-    if len(dims) == 1 and not _same_dim(dims[0], out_channels):
+    if len(dims) == 1 and not same_dim(dims[0], out_channels):
         raise VerifyException(
             f"'{op_name}' scale has {dims[0]} entries but the weight has {out_channels} output channels"
         )
@@ -263,7 +259,10 @@ class DequantizeOp(ValueOp):
         dims = dims_of(self.trits.type)
         _check_scale(self.name, self.scale, dims[0] if dims else None)
 
-    def infer_result_type(self) -> TensorType:
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return list(dims["trits"])
+
+    def infer_result_type(self) -> TensorType:  # the result takes the scale's float type
         return make_tensor(element_type_of(self.scale.type), _ranked("dequantize", "trits", self.trits))
 
 
@@ -286,6 +285,13 @@ class _TernComputeOp(ValueOp):
         if dims is None:
             raise ShapeInferenceError(f"{op_name}: weight has unranked type {self.weight.type}; its shape is unknown")  # type: ignore[attr-defined]
         return dims
+
+    def operand_dims(self, name: str, value: SSAValue) -> list[Dim]:
+        if name == "weight":  # a packed weight's type holds its logical shape
+            return self.ranked_weight(self.shape_name)
+        if name == "scale":  # checked by the verifier, not part of the rule
+            return dims_of(value.type) or []
+        return super().operand_dims(name, value)
 
     def verify_weight(self, rank: int, expected: str) -> None:
         if self.PACKED:
@@ -335,13 +341,10 @@ class _TernConv2dBase(_TernComputeOp):
         self.verify_weight(4, "rank 4 (O, C/groups, kh, kw)")
         verify_conv_geometry(self)
 
-    def infer_result_type(self) -> TensorType:
-        op_name = self.name[5:]
-        x = _ranked(op_name, "input", self.input)  # type: ignore[attr-defined]
-        b = None if self.bias is None else _ranked(op_name, "bias", self.bias)  # type: ignore[attr-defined]
-        dims = conv2d_result_dims(op_name, x, self.ranked_weight(op_name), b, _ints(self.stride),
-                                  _ints(self.padding), _ints(self.dilation), self.groups.value.data)
-        return make_tensor(element_type_of(self.input.type), dims)  # type: ignore[attr-defined]
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return conv2d_result_dims(self.shape_name, dims["input"], self.ranked_weight(self.shape_name),
+                                  dims.get("bias"), _ints(self.stride), _ints(self.padding),
+                                  _ints(self.dilation), self.groups.value.data)
 
 
 class _TernLinearBase(_TernComputeOp):
@@ -367,12 +370,9 @@ class _TernLinearBase(_TernComputeOp):
         _check_rank(self.name, "input", self.input, "rank >= 1", lambda r: r >= 1)  # type: ignore[attr-defined]
         self.verify_weight(2, "rank 2")
 
-    def infer_result_type(self) -> TensorType:
-        op_name = self.name[5:]
-        x = _ranked(op_name, "input", self.input)  # type: ignore[attr-defined]
-        b = None if self.bias is None else _ranked(op_name, "bias", self.bias)  # type: ignore[attr-defined]
-        dims = linear_result_dims(op_name, x, self.ranked_weight(op_name), b)
-        return make_tensor(element_type_of(self.input.type), dims)  # type: ignore[attr-defined]
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return linear_result_dims(self.shape_name, dims["input"], self.ranked_weight(self.shape_name),
+                                  dims.get("bias"))
 
 
 @irdl_op_definition

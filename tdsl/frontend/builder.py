@@ -62,17 +62,6 @@ class _Forward:
         return tuple(self.block.args)
 
 
-_KINDS: dict[str, type[Operation]] = {
-    "linear": d.LinearOp, "matmul": d.MatmulOp, "ternary_matmul": d.TernaryMatmulOp,
-    "conv2d": d.Conv2dOp, "batch_norm": d.BatchNormOp, "relu": d.ReluOp, "relu6": d.Relu6Op,
-    "gelu": d.GeluOp, "sigmoid": d.SigmoidOp, "tanh": d.TanhOp, "softmax": d.SoftmaxOp,
-    "dropout": d.DropoutOp, "add": d.AddOp, "sub": d.SubOp, "mul": d.MulOp, "div": d.DivOp,
-    "max_pool2d": d.MaxPool2dOp, "avg_pool2d": d.AvgPool2dOp,
-    "adaptive_avg_pool2d": d.AdaptiveAvgPool2dOp, "flatten": d.FlattenOp, "reshape": d.ReshapeOp,
-    "unsqueeze": d.UnsqueezeOp, "squeeze": d.SqueezeOp,
-}
-
-
 class IRBuilder:
     """Collects layers in creation order (callees before callers) and builds the module."""
 
@@ -172,9 +161,9 @@ class IRBuilder:
     def element_of(self, value: SSAValue) -> str:
         return _DTYPE_OF.get(str(d.element_type_of(value.type)), "float32")
 
-    def op(self, kind: str, operands: list[SSAValue], props: dict[str, Any], loc: SourceLoc) -> SSAValue:
-        cls = _KINDS[kind]
-        if kind in ("linear", "conv2d"):
+    def op(self, cls: type[Operation], operands: list[SSAValue], props: dict[str, Any], loc: SourceLoc) -> SSAValue:
+        """Append a `cls` op built from its operands (x, w, optional b for linear/conv2d) and options."""
+        if cls in (d.LinearOp, d.Conv2dOp):
             x, w, *rest = operands
             op = cls(x, w, rest[0] if rest else None, **props)
         else:

@@ -13,18 +13,22 @@ from typing import Any
 
 from xdsl.dialects.builtin import ModuleOp
 
+from tdsl.dialects import tdsl as d
 from tdsl.errors import SourceLoc, TdslError, TdslTypeError, UnknownNameError, did_you_mean
 from tdsl.frontend import ast
 from tdsl.frontend.builder import IRBuilder, tensor_type
-from tdsl.frontend.ops import COMPILE_TIME_FNS, INIT_FNS, TENSOR_OPS, emit_tensor_op
+from tdsl.frontend.ops import BUILTINS, COMPILE_TIME_FNS, INIT_FNS, emit_tensor_op
 from tdsl.frontend.values import (BuiltinFn, ConstTensor, FnValue, InitSpec, LayerDefValue,
                                   LayerInstance, ParamRef, Scope, Signature, TensorValue,
                                   TypedScalar, bind_args, check_scalar, compile_time_binop,
                                   describe, flatten_values, freeze_value, show_value)
+from tdsl.ops.elementwise import BINARY
 
 _COMPILE_TIME_TYPES = {"int", "float", "bool", "str", "list"}
 _DTYPES = {"float32", "float16", "int8", "int32", "trit"}
 _MAX_UNROLL = 100_000
+_INFIX: dict[str, type[d.ValueOp]] = {**{row.symbol: row.op for row in BINARY.values()}, "@": d.MatmulOp}
+"""The op class of each infix operator on tensors."""
 
 
 class _Return(Exception):
@@ -57,7 +61,7 @@ class Elaborator:
         self.program = program
         self.ir = IRBuilder()
         self.globals = Scope()
-        for name in set(COMPILE_TIME_FNS) | set(INIT_FNS) | set(TENSOR_OPS) | {"Sequential"}:
+        for name in set(COMPILE_TIME_FNS) | set(INIT_FNS) | set(BUILTINS) | {"Sequential"}:
             self.globals.vars[name] = BuiltinFn(name)
         self.globals.vars["none"] = None  # leaves an optional argument out: linear(x, w, b=none)
         self.layer_defs: dict[str, ast.LayerDef] = {}
@@ -550,12 +554,12 @@ class Elaborator:
     def _neg(self, v: Any, loc: SourceLoc) -> Any:
         t = self._as_tensor(v, loc)
         zero = self.ir.constant_scalar(0, self.ir.element_of(t), loc)
-        return TensorValue(self.ir.op("sub", [zero, t], {}, loc))
+        return TensorValue(self.ir.op(d.SubOp, [zero, t], {}, loc))
 
     def _binary(self, e: ast.BinOp, a: Any, b: Any) -> Any:
         tensors = (TensorValue, ParamRef, ConstTensor)
         if isinstance(a, tensors) or isinstance(b, tensors):
-            kind = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}.get(e.op)
+            kind = _INFIX.get(e.op)
             if kind is None:
                 raise TdslTypeError(f"operator '{e.op}' is not defined on tensors", e.loc)
             return self._tensor_binop(kind, a, b, e.loc)
@@ -563,7 +567,7 @@ class Elaborator:
         b = b.value if isinstance(b, TypedScalar) else b
         return compile_time_binop(e.op, a, b, e.loc)
 
-    def _tensor_binop(self, kind: str, a: Any, b: Any, loc: SourceLoc) -> TensorValue:
+    def _tensor_binop(self, kind: type[d.ValueOp], a: Any, b: Any, loc: SourceLoc) -> TensorValue:
         ta = self._as_tensor(a, loc, like=b)
         tb = self._as_tensor(b, loc, like=a)
         return TensorValue(self.ir.op(kind, [ta, tb], {}, loc))

@@ -1,16 +1,21 @@
 """The built-in functions of the language: compile-time helpers, initialisers, tensor ops.
 
-Each tensor built-in has a `Signature` (so argument errors read like Python's) and maps
-to one `tdsl` op; option values are checked here, where the DSL location is known.
+Each tensor built-in has a `Signature` (so argument errors read like Python's) and names
+the `tdsl` op class it emits (`BUILTINS`, `builtin_of`); option values are checked here,
+where the DSL location is known. Activations and binary arithmetic come from the rows of
+`tdsl.ops.elementwise`: a new activation op is a built-in without an edit here.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from tdsl.dialects import tdsl as d
 from tdsl.errors import SourceLoc, TdslError, TdslTypeError
 from tdsl.frontend.values import (InitSpec, ParamRef, Signature, TensorValue, bind_args,
                                   describe)
+from tdsl.ops.elementwise import ACTIVATIONS, BINARY
 
 if TYPE_CHECKING:
     from tdsl.frontend.irgen import Elaborator
@@ -159,9 +164,19 @@ def _loc_of(kwargs: Kwargs, name: str, loc: SourceLoc) -> SourceLoc:
     return kwargs[name][1] if name in kwargs else loc
 
 
-# name -> (signature names, defaults, tensor argument names, op kind, property builder)
-_Spec = tuple[tuple[str, ...], dict[str, Any], tuple[str, ...], str,
-              Callable[[dict, Kwargs, SourceLoc], dict]]
+PropsFn = Callable[[dict, Kwargs, SourceLoc], dict]
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A tensor built-in: its signature, which arguments are tensors, the op class it emits
+    and the function that checks the other arguments and returns the op's keyword options."""
+
+    names: tuple[str, ...]
+    defaults: dict[str, Any]
+    tensors: tuple[str, ...]
+    op: type[d.ValueOp]
+    props: PropsFn
 
 
 def _none(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
@@ -228,50 +243,62 @@ def _dropout_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
     return {"p": _prob(b["p"], "p", _loc_of(kw, "p", loc))}
 
 
-_UNARY = {"relu", "relu6", "gelu", "sigmoid", "tanh"}
-_BINARY = {"add": "add", "residual": "add", "sub": "sub", "mul": "mul", "div": "div"}
+_POOL = (("x", "kernel", "stride", "padding"), {"stride": None, "padding": 0}, ("x",))
 
-TENSOR_OPS: dict[str, _Spec] = {
-    "linear": (("x", "w", "b"), {"b": None}, ("x", "w", "b"), "linear", _none),
-    "matmul": (("a", "b"), {}, ("a", "b"), "matmul", _none),
-    "ternary_matmul": (("x", "w"), {}, ("x", "w"), "ternary_matmul", _none),
-    "conv2d": (("x", "w", "b", "stride", "padding", "dilation", "groups"),
-               {"b": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1},
-               ("x", "w", "b"), "conv2d", _conv_props),
-    "batch_norm": (("x", "mean", "var", "weight", "bias", "eps", "momentum"),
-                   {"eps": 1e-5, "momentum": 0.1}, ("x", "mean", "var", "weight", "bias"),
-                   "batch_norm", _bn_props),
-    "softmax": (("x", "dim"), {"dim": -1}, ("x",), "softmax", _softmax_props),
-    "max_pool2d": (("x", "kernel", "stride", "padding"), {"stride": None, "padding": 0}, ("x",),
-                   "max_pool2d", _pool_props),
-    "avg_pool2d": (("x", "kernel", "stride", "padding"), {"stride": None, "padding": 0}, ("x",),
-                   "avg_pool2d", _pool_props),
-    "adaptive_avg_pool2d": (("x", "size"), {}, ("x",), "adaptive_avg_pool2d", _adaptive_props),
-    "global_avg_pool": (("x",), {}, ("x",), "adaptive_avg_pool2d", _global_props),
-    "flatten": (("x", "start_dim", "end_dim"), {"start_dim": 1, "end_dim": -1}, ("x",), "flatten",
-                _flatten_props),
-    "reshape": (("x", "shape"), {}, ("x",), "reshape", _reshape_props),
-    "dropout": (("x", "p"), {"p": 0.5}, ("x",), "dropout", _dropout_props),
-    "unsqueeze": (("x", "dim"), {}, ("x",), "unsqueeze", _dim_props),
-    "squeeze": (("x", "dim"), {}, ("x",), "squeeze", _dim_props),
-    **{n: (("x",), {}, ("x",), n, _none) for n in _UNARY},
-    **{n: (("a", "b"), {}, ("a", "b"), k, _none) for n, k in _BINARY.items()},
+BUILTINS: dict[str, Builtin] = {
+    "linear": Builtin(("x", "w", "b"), {"b": None}, ("x", "w", "b"), d.LinearOp, _none),
+    "matmul": Builtin(("a", "b"), {}, ("a", "b"), d.MatmulOp, _none),
+    "ternary_matmul": Builtin(("x", "w"), {}, ("x", "w"), d.TernaryMatmulOp, _none),
+    "conv2d": Builtin(("x", "w", "b", "stride", "padding", "dilation", "groups"),
+                      {"b": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1},
+                      ("x", "w", "b"), d.Conv2dOp, _conv_props),
+    "batch_norm": Builtin(("x", "mean", "var", "weight", "bias", "eps", "momentum"),
+                          {"eps": 1e-5, "momentum": 0.1}, ("x", "mean", "var", "weight", "bias"),
+                          d.BatchNormOp, _bn_props),
+    "softmax": Builtin(("x", "dim"), {"dim": -1}, ("x",), d.SoftmaxOp, _softmax_props),
+    "max_pool2d": Builtin(*_POOL, d.MaxPool2dOp, _pool_props),
+    "avg_pool2d": Builtin(*_POOL, d.AvgPool2dOp, _pool_props),
+    "adaptive_avg_pool2d": Builtin(("x", "size"), {}, ("x",), d.AdaptiveAvgPool2dOp, _adaptive_props),
+    "global_avg_pool": Builtin(("x",), {}, ("x",), d.AdaptiveAvgPool2dOp, _global_props),
+    "flatten": Builtin(("x", "start_dim", "end_dim"), {"start_dim": 1, "end_dim": -1}, ("x",), d.FlattenOp,
+                       _flatten_props),
+    "reshape": Builtin(("x", "shape"), {}, ("x",), d.ReshapeOp, _reshape_props),
+    "dropout": Builtin(("x", "p"), {"p": 0.5}, ("x",), d.DropoutOp, _dropout_props),
+    "unsqueeze": Builtin(("x", "dim"), {}, ("x",), d.UnsqueezeOp, _dim_props),
+    "squeeze": Builtin(("x", "dim"), {}, ("x",), d.SqueezeOp, _dim_props),
+    **{row.name: Builtin(("x",), {}, ("x",), row.op, _none) for row in ACTIVATIONS.values()},
+    **{row.name: Builtin(("a", "b"), {}, ("a", "b"), row.op, _none) for row in BINARY.values()},
+    "residual": Builtin(("a", "b"), {}, ("a", "b"), d.AddOp, _none),
 }
+"""Every tensor built-in of the language, by DSL name."""
+
+
+ELABORATED: dict[type[d.ValueOp], str] = {
+    d.GetParamOp: "a weight's name in a forward",
+    d.CallOp: "a sub-layer call",
+    d.ConstantOp: "a literal",
+}
+"""`tdsl` ops that no built-in emits: the elaborator writes them for this syntax."""
+
+
+def builtin_of(op: type[d.ValueOp]) -> str | None:
+    """The DSL built-in that emits `op` (its first name), or None for ops no program writes."""
+    return next((name for name, b in BUILTINS.items() if b.op is op), None)
 
 
 def emit_tensor_op(el: Elaborator, name: str, args: list, kwargs: Kwargs, loc: SourceLoc) -> TensorValue:
     """Bind a tensor built-in's arguments, check its options and emit its op."""
-    names, defaults, tensor_args, kind, props_fn = TENSOR_OPS[name]
-    bound = bind_args(Signature(f"{name}()", names, defaults), args, kwargs, loc)
+    spec = BUILTINS[name]
+    bound = bind_args(Signature(f"{name}()", spec.names, spec.defaults), args, kwargs, loc)
+    binary = issubclass(spec.op, d.BinaryOp)  # a number operand takes the other one's type
     operands = []
-    for i, n in enumerate(tensor_args):
+    for i, n in enumerate(spec.tensors):
         v = bound[n]
         if v is None:
             continue
-        if not isinstance(v, (TensorValue, ParamRef)) and kind not in ("add", "sub", "mul", "div"):
+        if not isinstance(v, (TensorValue, ParamRef)) and not binary:
             where = _loc_of(kwargs, n, loc)
             raise TdslTypeError(f"{name}() argument '{n}' must be a tensor, got {describe(v)}", where)
-        other = bound[tensor_args[1 - i]] if kind in ("add", "sub", "mul", "div") else None
+        other = bound[spec.tensors[1 - i]] if binary else None
         operands.append(el._as_tensor(v, loc, like=other))
-    props = props_fn(bound, kwargs, loc)
-    return TensorValue(el.ir.op(kind, operands, props, loc))
+    return TensorValue(el.ir.op(spec.op, operands, spec.props(bound, kwargs, loc), loc))

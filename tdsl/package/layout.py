@@ -15,6 +15,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tdsl.dialects import tdsl as t
 from tdsl.dialects import tern
+from tdsl.dialects.storage import FROZEN_ATTR, PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
 from tdsl.dialects.tdsl import element_type_of, entry_layer, module_layers
 from tdsl.errors import TdslError
 from tdsl.runtime.packing import packed_shape
@@ -23,11 +24,6 @@ NUMPY_DTYPES = {"f16": "float16", "f32": "float32", "f64": "float64", "i2": "int
                 "i32": "int32", "i64": "int64", "i1": "bool"}
 """IR element type -> numpy dtype name of its stored tensor (trits `i2` are stored as int8)."""
 
-# The torch backend's naming (tdsl.backends.torch.emit, which imports torch): the module
-# attribute that marks frozen storage and the suffixes of packed and int8-scale buffers.
-FROZEN_ATTR = "tdsl.frozen"
-PACKED_SUFFIX = "_packed"
-SCALE_SUFFIX = "_scale"
 
 
 @dataclass(frozen=True)
@@ -84,14 +80,6 @@ def expected_tensors(module: ModuleOp) -> dict[str, TensorSpec]:
 
     visit(entry_layer(module), "")
     return out
-
-
-def is_frozen(module: ModuleOp) -> bool:
-    """Whether the torch backend emits `module` in frozen storage (as `emit.is_frozen`)."""
-    if FROZEN_ATTR in module.attributes:
-        return True
-    return any(isinstance(op, tern.PackedParamOp) for layer in module_layers(module).values()
-               for op in layer.body.block.ops)
 
 
 def io_spec(module: ModuleOp) -> dict[str, list[dict[str, object]]]:

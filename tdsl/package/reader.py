@@ -178,31 +178,11 @@ def build_frozen_program(source: str, *, entry: str, params: dict[str, Any], pip
                          format: str) -> CompiledModel:
     """Compile `source` with `pipeline`, then freeze the program as `CompiledModel.freeze`
     does (the `tdsl.frozen` mark, and `pack{format}` when there are ternary weights)."""
-    from xdsl.dialects.builtin import UnitAttr
-
-    from tdsl.api import CompiledModel, _verify, compile as compile_, print_ir
-    from tdsl.dialects import tdsl as t
-    from tdsl.dialects import tern
-    from tdsl.package.layout import FROZEN_ATTR
+    from tdsl.api import compile as compile_
+    from tdsl.lowering import frozen_program
 
     text = source if "\n" in source else source + "\n"
-    compiled = compile_(text, entry=entry, params=params, pipeline=pipeline)
-    module = compiled.module
-    stages = list(compiled.stages)
-    module.attributes[FROZEN_ATTR] = UnitAttr()
-    has_ternary = any(isinstance(op, tern.QuantizeOp) for layer in module.ops if isinstance(layer, t.LayerOp)
-                      for op in layer.forward.body.block.ops)
-    if has_ternary:
-        from tdsl.dialects.context import make_context
-        from tdsl.passes.pack import PackPass
-
-        PackPass(format=format).apply(make_context(), module)
-        _verify(module)
-        stages.append(("pack", print_ir(module)))
-    else:
-        stages.append(("freeze", print_ir(module)))
-    return CompiledModel(module, stages, compiled.filename, compiled.entry, dict(compiled.params),
-                         compiled.pipeline)
+    return frozen_program(compile_(text, entry=entry, params=params, pipeline=pipeline), format)
 
 
 class LoadedPackage:
@@ -246,25 +226,12 @@ class LoadedPackage:
         return FrozenModel(self.to_torch(), self.compiled, storage_layout(self.compiled.module), self.format,
                            self.precision)
 
-    def deploy(self, backend: str = "numba", device: str = "cpu") -> Any:
-        """The model on a deployment backend: `numba` runs `tdsl.backends.numba.deploy(compiled,
-        arrays, device=...)` on the packed weights, without torch."""
-        if backend != "numba":
-            raise TdslError(f"unknown deployment backend {backend!r}; available: numba (use .to_torch() for torch)")
-        import importlib
+    def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
+               path: str | None = None) -> Any:
+        """The model on a deployment backend (`tdsl.deploy`), on the packed weights, without torch."""
+        from tdsl.deploy import deploy
 
-        try:
-            numba_backend = importlib.import_module("tdsl.backends.numba")
-        except ModuleNotFoundError as e:
-            if e.name not in ("tdsl.backends.numba", "tdsl.backends"):
-                raise
-            raise TdslError("the Numba backend is not available in this tdsl (tdsl.backends.numba is missing); "
-                            "use .to_torch() to run the package") from None
-        deploy = getattr(numba_backend, "deploy", None)
-        if deploy is None:
-            raise TdslError("the Numba backend is not available: tdsl.backends.numba has no "
-                            "deploy(compiled, arrays, device=...)")
-        return deploy(self.compiled, self.arrays, device=device)
+        return deploy(self, backend, device=device, act_quant=act_quant, path=path)
 
 
 def load(path: str | os.PathLike[str]) -> LoadedPackage:

@@ -24,8 +24,7 @@ from tdsl.dialects.tdsl import (
     Conv2dOp,
     GetParamOp,
     LinearOp,
-    Relu6Op,
-    ReluOp,
+    UnaryOp,
 )
 from tdsl.dialects.tern import (
     PackedConv2dOp,
@@ -35,6 +34,7 @@ from tdsl.dialects.tern import (
     TernLinearOp,
 )
 from tdsl.errors import PassError
+from tdsl.ops.elementwise import ACTIVATIONS
 
 KernOp = kern.Conv2dOp | kern.LinearOp
 
@@ -160,15 +160,19 @@ class FuseResidualPattern(RewritePattern):
 
 
 class FuseActivationPattern(RewritePattern):
-    """`relu(kern(x))` / `relu6(kern(x))` -> kern with that activation, when it is the
-    kern op's only user and the kern op has no activation yet."""
+    """`act(kern(x))` -> kern with that activation, for a fusable activation (`relu`,
+    `relu6`, ...: `tdsl.ops.elementwise`), when it is the kern op's only user and the kern
+    op has no activation yet."""
 
     @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: ReluOp | Relu6Op, rewriter: PatternRewriter) -> None:
+    def match_and_rewrite(self, op: UnaryOp, rewriter: PatternRewriter) -> None:
+        row = ACTIVATIONS.get(type(op))
+        if row is None or not row.fusable:
+            return
         producer = _sole_kern_producer(op.input)
         if producer is None or producer.activation.data != "none":
             return
-        _absorb(rewriter, producer, op, activation="relu" if isinstance(op, ReluOp) else "relu6")
+        _absorb(rewriter, producer, op, activation=row.name)
 
 
 def fuse_patterns(fold_bn: bool = True, epilogue: bool = True) -> list[RewritePattern]:
@@ -189,7 +193,7 @@ class FusePass(ModulePass):
     linear) with `precision` from its param (`fp32` when unset; `ternary` with a scale operand
     for tern ops, plus `format` when packed). Then, in the order conv -> bn -> + residual ->
     activation, a following `tdsl.batch_norm`, `tdsl.add` (same type, no broadcast) and
-    `tdsl.relu` / `tdsl.relu6` are absorbed, each only when it is the sole user of the value
+    fusable activation (`tdsl.relu`, `tdsl.relu6`, ...) are absorbed, each only when it is the sole user of the value
     it consumes. The bn is folded by reference (its mean/var/weight/bias become operands, the
     numbers are combined when weights are materialised). Run it after `inline`, which puts
     a conv and its bn in one forward. New ops keep the conv/linear's location.

@@ -10,6 +10,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from tdsl.dialects.locations import loc_of
+from tdsl.dialects.storage import SCALE_SUFFIX
 from tdsl.dialects.tdsl import GetParamOp, LayerOp, ParamOp, module_layers
 from tdsl.dialects.tern import (
     FORMATS,
@@ -27,8 +28,6 @@ from tdsl.errors import PassError
 from tdsl.passes.precision_policy import check_choice
 from tdsl.passes.shape_infer import find_entry
 
-SCALE_SUFFIX = "_scale"
-"""`weight` is stored as `tern.packed_param @weight` plus `tdsl.param @weight_scale`."""
 
 
 def _fail(message: str, op: Operation) -> PassError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import DictionaryAttr, FloatAttr, IntegerAttr, ModuleOp, StringAttr, f64
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
@@ -15,7 +15,6 @@ from tdsl.dialects.tdsl import (
     LinearOp,
     MatmulOp,
     TernaryMatmulOp,
-    _f64,
     module_layers,
 )
 from tdsl.dialects.tern import THRESHOLDS, DequantizeOp, QuantizeOp, TernConv2dOp, TernLinearOp
@@ -46,8 +45,8 @@ class Quantiser:
     def attr(self) -> DictionaryAttr:
         """The `quant` attribute recorded on a ternary `tdsl.param`."""
         return DictionaryAttr({
-            "threshold": StringAttr(self.threshold), "delta": _f64(self.delta),
-            "sparsity": _f64(self.sparsity), "per_channel": IntegerAttr.from_bool(self.per_channel),
+            "threshold": StringAttr(self.threshold), "delta": FloatAttr(float(self.delta), f64),
+            "sparsity": FloatAttr(float(self.sparsity), f64), "per_channel": IntegerAttr.from_bool(self.per_channel),
         })
 
 

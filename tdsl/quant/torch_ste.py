@@ -116,7 +116,7 @@ def ternarize_ste(w: torch.Tensor, method: str = "twn", per_channel: bool = Fals
     return identity_ste(w, q) if ste == "identity" else clipped_ste(w, q, clip)
 
 
-class _TTQFunction(torch.autograd.Function):
+class TTQFunction(torch.autograd.Function):
     """w_t = Wp where w > Δ, -Wn where w < -Δ, else 0 (Zhu et al. 2017, eqs. 6-8)."""
 
     @staticmethod
@@ -183,7 +183,7 @@ class LearnedScaleTernary(nn.Module):
             param.copy_(value if per_channel else value[0])
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return _TTQFunction.apply(w, self.wp, self.wn, self.delta(w))
+        return TTQFunction.apply(w, self.wp, self.wn, self.delta(w))
 
 
 def _check_weight(w: torch.Tensor, per_channel: bool) -> torch.Tensor:

@@ -34,7 +34,9 @@ Pair = tuple[int, int]
 
 
 @njit(cache=True, parallel=True)
-def _im2col(x, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
+def im2col(x, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
+    """cols[n*Ho*Wo + p, (c, i, j)] = x[n, c0 + c, iy, ix] (0 outside the image): the column
+    matrix of channels c0..c0+Cg for the float GEMM path."""
     Nimg, _, H, W = x.shape
     for r in prange(Nimg * Ho):
         n = r // Ho
@@ -55,7 +57,7 @@ def _im2col(x, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
 
 
 @njit(cache=True, parallel=True)
-def _depthwise(x, packed, kh, kw, sh, sw, ph, pw, dh, dw, s, bias, res, act, y):
+def depthwise_conv(x, packed, kh, kw, sh, sw, ph, pw, dh, dw, s, bias, res, act, y):
     """One (image, channel) plane per task, one output row at a time: for each tap (i, j)
     in order, acc[ox] += x[iy, ox*sw - pw + j*dw] * t[i, j] over the ox range where that
     column is inside the image, i.e. every output adds its in-image terms in (i, j) order
@@ -103,12 +105,9 @@ def _depthwise(x, packed, kh, kw, sh, sw, ph, pw, dh, dw, s, bias, res, act, y):
                 rrow = res[n, c, oy]
                 for ox in range(Wo):
                     yrow[ox] = np.float32(yrow[ox] + rrow[ox])
-            if act == 1:
+            if act != 0:
                 for ox in range(Wo):
-                    yrow[ox] = max(yrow[ox], np.float32(0.0))
-            elif act == 2:
-                for ox in range(Wo):
-                    yrow[ox] = min(max(yrow[ox], np.float32(0.0)), np.float32(6.0))
+                    yrow[ox] = gemm.activation(yrow[ox], act)
 
 
 def _pair(value: int | Pair, name: str, minimum: int) -> Pair:
@@ -178,7 +177,7 @@ def ternary_conv2d(x: np.ndarray, packed: np.ndarray, kernel_size: int | Pair,
     if groups == C == O:
         res = (np.zeros((0, 0, 0, 0), np.float32) if res4 is None
                else np.ascontiguousarray(res4, dtype=np.float32))
-        _depthwise(x, packed, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1], s, b,
+        depthwise_conv(x, packed, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1], s, b,
                    res, act, y)
         return y
     if act_quant == "int8":  # the conv-shaped int8 kernel: same integers, same epilogue
@@ -191,7 +190,7 @@ def ternary_conv2d(x: np.ndarray, packed: np.ndarray, kernel_size: int | Pair,
     yg = np.empty((P, Og), np.float32)
     for g in range(groups):
         rows = slice(g * Og, (g + 1) * Og)
-        _im2col(x, g * Cg, Cg, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1],
+        im2col(x, g * Cg, Cg, k[0], k[1], st[0], st[1], pad[0], pad[1], dil[0], dil[1],
                 Ho, Wo, cols)
         res = (np.zeros((0, 0), np.float32) if res4 is None else np.ascontiguousarray(
             res4[:, rows].astype(np.float32).reshape(Nimg, Og, Ho * Wo).transpose(0, 2, 1)

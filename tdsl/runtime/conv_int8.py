@@ -43,7 +43,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from tdsl.runtime.gemm import _V16I32, _V64I8, _I32, _chunk_ptr, _dpbusd, _splat8
+from tdsl.runtime.gemm import _V16I32, _V64I8, _I32, _chunk_ptr, _dpbusd, _splat8, activation
 from tdsl.runtime.cpu_features import has_avx512_vnni
 from tdsl.runtime.packing import unpack
 
@@ -327,12 +327,9 @@ def _conv_gemm(xq, xs, sums, panels, g0, Og, o0, s, bias, res, act, y, tp, vnni,
                 r = res[n, o, q0:q0 + nq]
                 for m in range(nq):
                     dst[m] = np.float32(dst[m] + r[m])
-            if act == 1:
+            if act != 0:
                 for m in range(nq):
-                    dst[m] = max(dst[m], np.float32(0.0))
-            elif act == 2:
-                for m in range(nq):
-                    dst[m] = min(max(dst[m], np.float32(0.0)), np.float32(6.0))
+                    dst[m] = activation(dst[m], act)
 
 
 # ---------------------------------------------------------------------------------------

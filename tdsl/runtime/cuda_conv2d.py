@@ -17,13 +17,12 @@ from numba import config, cuda, float32, int32
 
 from tdsl.errors import TdslError
 from tdsl.runtime.conv2d import Pair, conv_geometry
-from tdsl.runtime.cuda_gemm import ternary_linear_device
+from tdsl.runtime.cuda_gemm import activation, ternary_linear_device
 from tdsl.runtime.gemm import check_linear_args
 
 TPB = 32 if config.ENABLE_CUDASIM else 128  # the simulator: one Python thread per CUDA thread
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
-F6 = np.float32(6.0)
 
 
 @cuda.jit(cache=True)
@@ -48,13 +47,6 @@ def _im2col_kernel(x, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
                 k += 1
 
 
-@cuda.jit(device=True, cache=True)
-def _act(v, act):
-    if act == 1:
-        return max(v, F0)
-    if act == 2:
-        return min(max(v, F0), F6)
-    return v
 
 
 @cuda.jit(cache=True)
@@ -72,7 +64,7 @@ def _scatter_kernel(yg, o0, bias, res, has_res, act, y):
     v = float32(yg[p, o] + bias[o0 + o])
     if has_res:
         v = float32(v + res[n, o0 + o, oy, ox])
-    y[n, o0 + o, oy, ox] = _act(v, act)
+    y[n, o0 + o, oy, ox] = activation(v, act)
 
 
 @cuda.jit(cache=True)
@@ -98,7 +90,7 @@ def _depthwise_kernel(x, packed, kh, kw, sh, sw, ph, pw, dh, dw, s, bias, res, h
     v = float32(acc * s[c] + bias[c])
     if has_res:
         v = float32(v + res[n, c, oy, ox])
-    y[n, c, oy, ox] = _act(v, act)
+    y[n, c, oy, ox] = activation(v, act)
 
 
 def ternary_conv2d_device(x, packed, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair,

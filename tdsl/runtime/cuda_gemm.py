@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numba import config, cuda, float32, int32
 
+from tdsl.runtime import activations
 from tdsl.runtime.gemm import check_linear_args
 
 # threads per block: output rows per block in the GEMM, lanes in the quantiser. The
@@ -30,7 +31,6 @@ TPB = 32 if config.ENABLE_CUDASIM else 128
 TILE = 64 if config.ENABLE_CUDASIM else 256  # packed bytes per shared-memory activation tile (4*TILE activations)
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
-F6 = np.float32(6.0)
 F127 = np.float32(127.0)
 
 
@@ -78,16 +78,16 @@ def _quantize_kernel(x, xq, xs, sums):
         sums[b] = ired[0]
 
 
+activation = cuda.jit(device=True, cache=True)(activations.apply)
+"""`tdsl.runtime.activations.apply` as a CUDA device function: every CUDA kernel's epilogue."""
+
+
 @cuda.jit(device=True, cache=True)
 def _finish(v, b, n, bias, res, has_res, act, y):
     v = float32(v + bias[n])
     if has_res:
         v = float32(v + res[b, n])
-    if act == 1:
-        v = max(v, F0)
-    elif act == 2:
-        v = min(max(v, F0), F6)
-    y[b, n] = v
+    y[b, n] = activation(v, act)
 
 
 @cuda.jit(cache=True)

@@ -42,11 +42,13 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from tdsl.errors import TdslError
+from tdsl.runtime import activations
 from tdsl.runtime.cpu_features import has_avx512_vnni, kernel_path
 from tdsl.runtime.packing import bytes_per_row
 from tdsl.runtime.quant_act import PARALLEL_MIN_ROWS, deinterleave_float, quantize_deinterleave
 
-ACTIVATIONS: dict[str | None, int] = {None: 0, "relu": 1, "relu6": 2}
+activation = njit(inline="always", cache=True)(activations.apply)
+"""`tdsl.runtime.activations.apply` compiled for the CPU: every CPU kernel's epilogue."""
 ACT_QUANTS: tuple[str, ...] = ("int8", "float")
 MAX_K = 1 << 22
 ROWS_PER_TASK = 32  # rows per prange iteration (B = 1 and float kernels)
@@ -177,11 +179,7 @@ def _finish(v, b, n, bias, res, act, y):
     v = np.float32(v + bias[n])
     if res.shape[0] != 0:
         v = np.float32(v + res[b, n])
-    if act == 1:
-        v = max(v, np.float32(0.0))
-    elif act == 2:
-        v = min(max(v, np.float32(0.0)), np.float32(6.0))
-    y[b, n] = v
+    y[b, n] = activation(v, act)
 
 
 @njit(cache=True)
@@ -352,8 +350,10 @@ def check_linear_args(x: np.ndarray, packed: np.ndarray, scale: object, bias: ob
     if nb != bytes_per_row(K):
         raise TdslError(f"packed weights have {nb} bytes per row but x has K={K} features, "
                         f"which need ceil(K/4)={bytes_per_row(K)} (format '2bit')")
-    if activation not in ACTIVATIONS:
-        raise TdslError(f"unknown activation {activation!r}: valid are None, 'relu', 'relu6'")
+    try:
+        act = activations.code_of(activation)
+    except ValueError as e:
+        raise TdslError(str(e)) from None
     if act_quant not in ACT_QUANTS:
         raise TdslError(f"unknown act_quant {act_quant!r}: valid are 'int8', 'float'")
     if act_quant == "int8" and K > MAX_K:
@@ -365,7 +365,7 @@ def check_linear_args(x: np.ndarray, packed: np.ndarray, scale: object, bias: ob
     b = np.zeros(N, np.float32) if bias is None else _as_f32(bias, (N,), "bias")
     res = (np.zeros((0, 0), np.float32) if residual is None
            else _as_f32(residual, (B, N), "residual"))
-    return np.ascontiguousarray(x), np.ascontiguousarray(packed), s, b, res, ACTIVATIONS[activation]
+    return np.ascontiguousarray(x), np.ascontiguousarray(packed), s, b, res, act
 
 
 def _run_int8(x, packed, s, bias, res, act, path, y, yi) -> None:

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tdsl.runtime import activations
 from tdsl.runtime.packing import unpack
 
-ACTIVATIONS: tuple[str | None, ...] = (None, "relu", "relu6")
 
 
 def trits(packed: np.ndarray, K: int, format: str = "2bit") -> np.ndarray:
@@ -66,11 +66,7 @@ def epilogue(y: np.ndarray, bias: np.ndarray | None = None, residual: np.ndarray
         y = y + np.asarray(bias, dtype=np.float64)
     if residual is not None:
         y = y + np.asarray(residual, dtype=np.float64)
-    if activation == "relu":
-        y = np.maximum(y, 0.0)
-    elif activation == "relu6":
-        y = np.clip(y, 0.0, 6.0)
-    return y
+    return activations.apply_array(y, activations.code_of(activation))
 
 
 def ternary_linear(x: np.ndarray, packed: np.ndarray, scale: np.ndarray | float,

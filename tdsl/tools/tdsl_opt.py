@@ -22,7 +22,7 @@ from tdsl.dialects.context import DIALECTS
 from tdsl.errors import TdslError, register_source
 from tdsl.passes import PASSES, parse_pipeline
 from tdsl.tools.common import parse_param, write_atomic
-from tdsl.tools.diagnostics import verify_module
+from tdsl.dialects.verify import verify_module
 
 EMITS = ("mlir", "generic", "torch")
 

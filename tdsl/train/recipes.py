@@ -225,7 +225,7 @@ def learned_scale(compiled: Any, module: nn.Module, symmetric: bool = False) -> 
     """TTQ: each ternary weight gets a `LearnedScaleTernary` (Δ by the layer's own rule,
     Wp and Wn per output channel when the layer is per-channel, initialised from the current
     weights), registered as `<layer>.<name>_ttq` and hooked in as the layer's quantiser."""
-    from tdsl.quant.torch_ste import LearnedScaleTernary, _TTQFunction
+    from tdsl.quant.torch_ste import LearnedScaleTernary, TTQFunction
 
     out: dict[str, nn.Module] = {}
     for key, s in ternary_weights(compiled).items():
@@ -246,7 +246,7 @@ def learned_scale(compiled: Any, module: nn.Module, symmetric: bool = False) -> 
             with torch.no_grad():
                 ttq.wp.copy_((ttq.wp + ttq.wn) / 2)
             del ttq.wn
-            install_quantizer(module, key, lambda v, m=ttq: _TTQFunction.apply(v, m.wp, m.wp, m.delta(v)))
+            install_quantizer(module, key, lambda v, m=ttq: TTQFunction.apply(v, m.wp, m.wp, m.delta(v)))
         else:
             install_quantizer(module, key, ttq)
         out[key] = ttq

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 import tdsl
-from tdsl.backends.numba import deploy
+from tdsl import deploy
 from tdsl.runtime.cpu_features import forced_kernel_path, has_avx512_vnni
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "backends" / "numba"))
@@ -141,13 +141,13 @@ def test_simple_ternary_example_matches_torch() -> None:
 
 def test_hello_example_returns_its_named_constant() -> None:
     compiled = tdsl.compile(str(EXAMPLES / "hello.tri"))
-    out = compiled.deploy({})()
+    out = compiled.with_weights({}).deploy()()
     assert set(out) == {"x"} and int(out["x"]) == int(compiled.to_torch()()["x"]) == 1
 
 
-def test_compiled_model_deploy_takes_a_state_dict_of_arrays() -> None:
+def test_compiled_model_deploys_with_a_state_dict_of_arrays() -> None:
     frozen = frozen_model("lenet")
     arrays = {k: v.numpy() for k, v in frozen.state_dict().items()}
     x = inputs("lenet", 2)
-    y = frozen.compiled.deploy(arrays, act_quant="float")(x.numpy())
+    y = frozen.compiled.with_weights(arrays).deploy(act_quant="float")(x.numpy())
     assert max_rel(y, reference(frozen, x)) <= FLOAT_TOL

@@ -1,10 +1,10 @@
-"""Run a `Plan` on numpy arrays (CPU) or `numba.cuda` device arrays, and the `deploy` entry points.
+"""Run a `Plan` on numpy arrays (CPU) or `numba.cuda` device arrays.
 
-`deploy(frozen)` / `deploy_arrays(compiled, arrays)` lower the program (`plan.kernel_module`),
-build the plan from the weights and return a `DeployedModel`: call it with numpy arrays (or
-torch tensors, read through `np.asarray(t.detach())` when torch is already imported; this
-module never imports torch) and get numpy back. One runner per step kind (`_CPU_RUNNERS`;
-the CUDA ones are in `tdsl.backends.numba.gpu`).
+`deploy_module(module, arrays)` builds the plan of a kernel-level module (`tdsl.lowering`
+lowers it; users call `tdsl.deploy` or `.deploy()` on a model) and returns a `DeployedModel`:
+call it with numpy arrays (or torch tensors, read through `np.asarray(t.detach())` when torch
+is already imported; this module never imports torch) and get numpy back. One runner per
+`Kernel` (`CPU_RUNNERS`; the CUDA ones are `tdsl.backends.numba.gpu.CUDA_RUNNERS`).
 
 act_quant applies to the packed ternary kernels only: "int8" (the runtime's default, per-token
 int8 activations, about 1e-2 relative error per layer) or "float" (fp32 activations, what the
@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 
 from tdsl.backends.numba import kernels as K
-from tdsl.backends.numba.plan import Plan, Schedule, Step, build_plan, dtype_of, kernel_module
+from tdsl.backends.numba.plan import Kernel, Plan, Schedule, Step, build_plan, dtype_of
 from tdsl.errors import TdslError
+from tdsl.ops.elementwise import BINARY
+from tdsl.quant.int8 import int8_activation
 from tdsl.runtime import compile_stats, conv_int8, gemm
-from tdsl.runtime.conv2d import _depthwise, _im2col
+from tdsl.runtime.conv2d import depthwise_conv, im2col
 from tdsl.runtime.cpu_features import kernel_path
 
 DEVICES = ("cpu", "cuda")
-_ACT_CODES = gemm.ACTIVATIONS
 _EMPTY2 = np.zeros((0, 0), np.float32)
 _EMPTY3 = np.zeros((0, 0, 0), np.float32)
 _EMPTY4 = np.zeros((0, 0, 0, 0), np.float32)
@@ -54,12 +55,12 @@ def _conv_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -
     x = ins[0]
     a, w = step.attrs, step.weights
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), g = a["kernel"], a["stride"], a["padding"], a["dilation"], a["groups"]
-    act = _ACT_CODES[a["activation"]]
+    act = a["activation"]
     N, C = x.shape[:2]
     O, Ho, Wo = y.shape[1:]
     if g > 1 and g == C == O:  # depthwise: exact fp32, act_quant does not apply (runtime.reference)
         res = ins[1] if a["residual"] else _EMPTY4
-        _depthwise(x, w["packed"], kh, kw, sh, sw, ph, pw, dh, dw, w["scale"], w["bias"], res, act, y)
+        depthwise_conv(x, w["packed"], kh, kw, sh, sw, ph, pw, dh, dw, w["scale"], w["bias"], res, act, y)
         return
     Cg, Og, P = C // g, O // g, N * Ho * Wo
     if ctx.act_quant == "int8":  # the conv-shaped int8 kernel (tdsl.runtime.conv_int8)
@@ -76,7 +77,7 @@ def _conv_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -
     res3 = ins[1].reshape(N, O, Ho * Wo) if a["residual"] else _EMPTY3
     for gi in range(g):
         rows = slice(gi * Og, (gi + 1) * Og)
-        _im2col(x, gi * Cg, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols)
+        im2col(x, gi * Cg, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols)
         gemm.linear_into(yg, cols, w["packed"][rows], w["scale"][rows], w["bias"][rows], _EMPTY2, 0,
                          ctx.act_quant, ctx.path)
         K.scatter_epilogue(yg, gi * Og, res3, act, y3)
@@ -112,15 +113,7 @@ def _conv_float(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> 
     y3 = y.reshape(N, O, -1)
     _conv_columns(ins[0], step.weights["weight"], a, y3)
     res = ins[1].reshape(N, O, -1) if a["residual"] else _EMPTY3
-    K.bias_residual_act(y3, step.weights["bias"], res, _ACT_CODES[a["activation"]])
-
-
-def _quantize_tensor(x: np.ndarray, dtype: type) -> tuple[np.ndarray, np.float32]:
-    """Per-tensor symmetric int8 of `_rt.int8_activation`: (integer values in `dtype`, scale)."""
-    amax = np.float32(np.abs(x).max()) if x.size else np.float32(0)
-    scale = np.float32(amax / np.float32(127)) if amax > 0 else np.float32(1)
-    q = np.clip(np.round(x / scale), -127, 127)
-    return q.astype(dtype), scale
+    K.bias_residual_act(y3, step.weights["bias"], res, a["activation"])
 
 
 def _int8_dtype(weight: np.ndarray) -> type:
@@ -132,13 +125,13 @@ def _int8_dtype(weight: np.ndarray) -> type:
 def _conv_int8(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
     a, w = step.attrs, step.weights
     dtype = _int8_dtype(w["weight"])
-    xq, sx = _quantize_tensor(ins[0], dtype)
+    xq, sx = int8_activation(ins[0], dtype)
     N, O = y.shape[:2]
     acc = np.empty((N, O, y[0, 0].size), dtype)
     _conv_columns(xq, w["weight"].astype(dtype, copy=False), a, acc)
     res = ins[1].reshape(N, O, -1) if a["residual"] else _EMPTY3
     K.scale_bias_residual_act(acc, (w["scale"].astype(dtype) * dtype(sx)), w["bias"], res,
-                              _ACT_CODES[a["activation"]], y.reshape(N, O, -1))
+                              a["activation"], y.reshape(N, O, -1))
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
@@ -149,13 +142,13 @@ def _linear_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx)
     w, a = step.weights, step.attrs
     res = _rows(ins[1]) if a["residual"] else _EMPTY2
     gemm.linear_into(_rows(y), _rows(ins[0]), w["packed"], w["scale"], w["bias"], res,
-                     _ACT_CODES[a["activation"]], ctx.act_quant, ctx.path)
+                     a["activation"], ctx.act_quant, ctx.path)
 
 
 def _linear_epilogue(step: Step, ins: list[np.ndarray], y2: np.ndarray) -> None:
     a = step.attrs
     res = _rows(ins[1])[:, :, None] if a["residual"] else _EMPTY3
-    K.bias_residual_act(y2[:, :, None], step.weights["bias"], res, _ACT_CODES[a["activation"]])
+    K.bias_residual_act(y2[:, :, None], step.weights["bias"], res, a["activation"])
 
 
 def _linear_float(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
@@ -167,16 +160,16 @@ def _linear_float(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -
 def _linear_int8(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
     w, a = step.weights, step.attrs
     dtype = _int8_dtype(w["weight_t"].T)
-    xq, sx = _quantize_tensor(_rows(ins[0]), dtype)
+    xq, sx = int8_activation(_rows(ins[0]), dtype)
     acc = xq @ w["weight_t"].astype(dtype, copy=False)
     res = _rows(ins[1])[:, :, None] if a["residual"] else _EMPTY3
     K.scale_bias_residual_act(acc[:, :, None], w["scale"].astype(dtype) * dtype(sx), w["bias"], res,
-                              _ACT_CODES[a["activation"]], _rows(y)[:, :, None])
+                              a["activation"], _rows(y)[:, :, None])
 
 
 def _pool(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
     (kh, kw), (sh, sw), (ph, pw) = step.attrs["kernel"], step.attrs["stride"], step.attrs["padding"]
-    fn = K.max_pool2d if step.kind == "max_pool2d" else K.avg_pool2d
+    fn = K.max_pool2d if step.kind is Kernel.MAX_POOL2D else K.avg_pool2d
     fn(ins[0], kh, kw, sh, sw, ph, pw, y)
 
 
@@ -184,23 +177,8 @@ def _adaptive_avg_pool2d(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: 
     K.adaptive_avg_pool2d(ins[0], y)
 
 
-def _unary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
-    x, fn = ins[0], step.attrs["fn"]
-    if fn == "relu":
-        np.maximum(x, np.float32(0), out=y)
-    elif fn == "relu6":
-        np.clip(x, np.float32(0), np.float32(6), out=y)
-    elif fn == "tanh":
-        np.tanh(x, out=y)
-    elif fn == "sigmoid":
-        np.negative(x, out=y)
-        np.exp(y, out=y)
-        y += np.float32(1)
-        np.reciprocal(y, out=y)
-    elif fn == "gelu":
-        K.gelu(x.reshape(-1), y.reshape(-1))
-    else:
-        raise step.error(f"no CPU kernel for the unary function '{fn}'")
+def _activation(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    K.activation_map(ins[0].reshape(-1), step.attrs["activation"], y.reshape(-1))
 
 
 def _softmax(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
@@ -210,13 +188,10 @@ def _softmax(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> Non
     y /= y.sum(axis=dim, keepdims=True)
 
 
-_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
-
-
 def _binary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
     operands = iter(ins)
     a, b = (step.weights[o] if o != "in" else next(operands) for o in step.attrs["order"])
-    _BINARY[step.attrs["fn"]](a, b, out=y)
+    BINARY[type(step.op)].ufunc(a, b, out=y)
 
 
 def _affine(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
@@ -231,23 +206,23 @@ def _matmul(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None
     np.matmul(ins[0], rhs, out=y)
 
 
-_CPU_RUNNERS: dict[str, Callable[[Step, list[np.ndarray], np.ndarray, _Ctx], None]] = {
-    "conv2d_ternary": _conv_ternary,
-    "conv2d_float": _conv_float,
-    "conv2d_int8": _conv_int8,
-    "linear_ternary": _linear_ternary,
-    "linear_float": _linear_float,
-    "linear_int8": _linear_int8,
-    "max_pool2d": _pool,
-    "avg_pool2d": _pool,
-    "adaptive_avg_pool2d": _adaptive_avg_pool2d,
-    "unary": _unary,
-    "softmax": _softmax,
-    "binary": _binary,
-    "affine": _affine,
-    "matmul": _matmul,
+CPU_RUNNERS: dict[Kernel, Callable[[Step, list[np.ndarray], np.ndarray, _Ctx], None]] = {
+    Kernel.CONV2D_TERNARY: _conv_ternary,
+    Kernel.CONV2D_FLOAT: _conv_float,
+    Kernel.CONV2D_INT8: _conv_int8,
+    Kernel.LINEAR_TERNARY: _linear_ternary,
+    Kernel.LINEAR_FLOAT: _linear_float,
+    Kernel.LINEAR_INT8: _linear_int8,
+    Kernel.MAX_POOL2D: _pool,
+    Kernel.AVG_POOL2D: _pool,
+    Kernel.ADAPTIVE_AVG_POOL2D: _adaptive_avg_pool2d,
+    Kernel.ACTIVATION: _activation,
+    Kernel.SOFTMAX: _softmax,
+    Kernel.BINARY: _binary,
+    Kernel.AFFINE: _affine,
+    Kernel.MATMUL: _matmul,
 }
-"""One runner per step kind; `view` steps have none (their value is a view of the input)."""
+"""One runner per kernel; `Kernel.VIEW` steps have none (their value is a view of the input)."""
 
 
 # --------------------------------------------------------------------------- binding
@@ -333,7 +308,7 @@ class DeployedModel:
         for step in plan.steps:
             if step.is_view:
                 continue
-            _CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
+            CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
         return [np.array(views[v]) for v in plan.outputs]
 
     def _pack_outputs(self, outs: list[np.ndarray]) -> Any:
@@ -358,14 +333,12 @@ def _check_device(device: str) -> None:
         raise TdslError(f"unknown device {device!r}: valid are " + ", ".join(f"'{d}'" for d in DEVICES))
 
 
-def deploy_arrays(compiled: Any, arrays: Mapping[str, Any], *, device: str = "cpu", act_quant: str = "int8",
+def deploy_module(module: Any, arrays: Mapping[str, Any], *, device: str = "cpu", act_quant: str = "int8",
                   path: str | None = None) -> DeployedModel:
-    """Deploy a compiled program (`CompiledModel` or `ModuleOp`; frozen, or any program whose
-    weights `arrays` holds) with weights keyed by frozen state-dict names (numpy arrays, or
-    torch tensors when torch is already imported). Imports no torch."""
+    """Deploy a kernel-level module (`tdsl.lowering.kernel_level`) with weights keyed by frozen
+    state-dict names (numpy arrays, or torch tensors when torch is already imported)."""
     _check_device(device)
-    module = getattr(compiled, "module", compiled)
-    plan = build_plan(kernel_module(module), {k: _to_numpy(v) for k, v in arrays.items()}, act_quant=act_quant)
+    plan = build_plan(module, {k: _to_numpy(v) for k, v in arrays.items()}, act_quant=act_quant)
     if path is not None:
         kernel_path(path)  # an unknown or unavailable path fails here, not at the first call
     if device == "cuda":
@@ -373,16 +346,3 @@ def deploy_arrays(compiled: Any, arrays: Mapping[str, Any], *, device: str = "cp
 
         check_cuda_plan(plan)
     return DeployedModel(plan, device, path)
-
-
-def deploy(model: Any, arrays: Mapping[str, Any] | None = None, *, device: str = "cpu", act_quant: str = "int8",
-           path: str | None = None) -> DeployedModel:
-    """Deploy a `FrozenModel` (its program and state dict), or a compiled program with its
-    `arrays` (as `deploy_arrays`; what `tdsl.load(p).deploy("numba")` calls)."""
-    if arrays is None:
-        if not hasattr(model, "state_dict") or not hasattr(model, "compiled"):
-            raise TdslError("deploy needs a FrozenModel, or a compiled program and its weights: "
-                            "deploy(compiled, arrays)")
-        arrays = model.state_dict()
-        model = model.compiled
-    return deploy_arrays(model, arrays, device=device, act_quant=act_quant, path=path)

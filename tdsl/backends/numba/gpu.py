@@ -6,9 +6,10 @@ per output element (straightforward rather than tuned, like the runtime's CUDA k
 Weights are copied to the device once per deployed model; inputs are copied in and outputs
 out, nothing else crosses the bus. A value's device array is dropped after its last reader,
 so the allocator can reuse its memory (the liveness of `Plan.schedule`, without an arena).
-Step kinds without a kernel here (kept-precision int8, softmax, gelu, matmul, broadcasting
-binary ops) are refused when the model is deployed, never run on the host behind the
-caller's back.
+Kernels without a runner here (`UNSUPPORTED`: kept-precision int8, softmax, matmul, the
+batch-norm affine, broadcasting binary ops) are refused when the model is deployed, never run
+on the host behind the caller's back. Activations run through the one definition the CPU
+uses (`tdsl.runtime.cuda_gemm.activation`, compiled from `tdsl.runtime.activations.apply`).
 """
 from __future__ import annotations
 
@@ -18,29 +19,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numba import config, cuda, float32
 
-from tdsl.backends.numba.plan import Plan, Step
-from tdsl.errors import TdslError
+from tdsl.backends.numba.plan import Kernel, Plan, Step
+from tdsl.ops.elementwise import BINARY
 from tdsl.runtime.cuda_conv2d import ternary_conv2d_device
-from tdsl.runtime.cuda_gemm import ternary_linear_device
-from tdsl.runtime.gemm import ACTIVATIONS
+from tdsl.runtime.cuda_gemm import activation, ternary_linear_device
 
 if TYPE_CHECKING:
     from tdsl.backends.numba.executor import DeployedModel
 
 TPB = 32 if config.ENABLE_CUDASIM else 128  # the simulator runs one Python thread per CUDA thread
 F0 = np.float32(0.0)
-F6 = np.float32(6.0)
-_UNARY = {"relu": 1, "relu6": 2}
-_BINARY = {"add": 0, "sub": 1, "mul": 2, "div": 3}
-
-
-@cuda.jit(device=True)
-def _act(v, act):
-    if act == 1:
-        return max(v, F0)
-    if act == 2:
-        return min(max(v, F0), F6)
-    return v
+_ACTIVATION = -1
+"""The `fn` of `_elementwise_kernel` that applies an activation (the binary ops are 0..3)."""
 
 
 @cuda.jit
@@ -67,7 +57,7 @@ def _conv_direct_kernel(x, w, sh, sw, ph, pw, dh, dw, groups, bias, res, has_res
     v = float32(acc + bias[o])
     if has_res:
         v = float32(v + res[n, o, oy, ox])
-    y[n, o, oy, ox] = _act(v, act)
+    y[n, o, oy, ox] = activation(v, act)
 
 
 @cuda.jit
@@ -84,7 +74,7 @@ def _linear_kernel(x, wt, bias, res, has_res, act, y):
     v = float32(acc + bias[n])
     if has_res:
         v = float32(v + res[b, n])
-    y[b, n] = _act(v, act)
+    y[b, n] = activation(v, act)
 
 
 @cuda.jit
@@ -133,8 +123,9 @@ def _adaptive_avg_kernel(x, y):
 
 
 @cuda.jit
-def _elementwise_kernel(a, b, fn, y):
-    """Flat arrays: fn 0-3 is a binary op of a and b, 10 + act a unary activation of a."""
+def _elementwise_kernel(a, b, fn, act, y):
+    """Flat arrays: fn is a binary op's code (`tdsl.ops.elementwise.BINARY`) on a and b, or
+    `_ACTIVATION` with `act` an activation code on a."""
     i = cuda.grid(1)
     if i >= y.shape[0]:
         return
@@ -147,7 +138,7 @@ def _elementwise_kernel(a, b, fn, y):
     elif fn == 3:
         y[i] = a[i] / b[i]
     else:
-        y[i] = _act(a[i], fn - 10)
+        y[i] = activation(a[i], act)
 
 
 def _blocks(n: int) -> int:
@@ -162,7 +153,7 @@ def _conv_ternary(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: s
     a = step.attrs
     res = ins[1] if a["residual"] else None
     return ternary_conv2d_device(ins[0], w["packed"], a["kernel"], a["stride"], a["padding"], a["dilation"],
-                                 a["groups"], w["scale"], w["bias"], res, ACTIVATIONS[a["activation"]],
+                                 a["groups"], w["scale"], w["bias"], res, a["activation"],
                                  act_quant)
 
 
@@ -172,7 +163,7 @@ def _conv_float(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str
     res = ins[1] if a["residual"] else _none4()
     _conv_direct_kernel[_blocks(y.size), TPB](ins[0], w["weight"], *a["stride"], *a["padding"], *a["dilation"],
                                               a["groups"], w["bias"], res, a["residual"],
-                                              ACTIVATIONS[a["activation"]], y)
+                                              a["activation"], y)
     return y
 
 
@@ -185,7 +176,7 @@ def _linear_ternary(step: Step, ins: list, out_shape: tuple, w: dict, act_quant:
     a = step.attrs
     res = _rows(ins[1]) if a["residual"] else None
     y = ternary_linear_device(_rows(ins[0]), w["packed"], w["scale"], w["bias"], res,
-                              ACTIVATIONS[a["activation"]], act_quant)
+                              a["activation"], act_quant)
     return y.reshape(*out_shape)
 
 
@@ -195,7 +186,7 @@ def _linear_float(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: s
     y = cuda.device_array((x.shape[0], out_shape[len(out_shape) - 1]), np.float32)
     res = _rows(ins[1]) if a["residual"] else cuda.device_array((1, 1), np.float32)
     _linear_kernel[_blocks(y.size), TPB](x, w["weight_t"], w["bias"], res, a["residual"],
-                                         ACTIVATIONS[a["activation"]], y)
+                                         a["activation"], y)
     return y.reshape(*out_shape)
 
 
@@ -203,7 +194,7 @@ def _pool(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> A
     y = cuda.device_array(out_shape, np.float32)
     a = step.attrs
     _pool_kernel[_blocks(y.size), TPB](ins[0], *a["kernel"], *a["stride"], *a["padding"],
-                                       step.kind == "max_pool2d", y)
+                                       step.kind is Kernel.MAX_POOL2D, y)
     return y
 
 
@@ -216,39 +207,45 @@ def _adaptive_avg_pool2d(step: Step, ins: list, out_shape: tuple, w: dict, act_q
 def _elementwise(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
     y = cuda.device_array(out_shape, np.float32)
     flat = ins[0].reshape(ins[0].size)
-    if step.kind == "unary":
-        fn, other = 10 + _UNARY[step.attrs["fn"]], flat
+    if step.kind is Kernel.ACTIVATION:
+        fn, act, other = _ACTIVATION, step.attrs["activation"], flat
     else:
-        fn, other = _BINARY[step.attrs["fn"]], ins[1].reshape(ins[1].size)
-    _elementwise_kernel[_blocks(y.size), TPB](flat, other, fn, y.reshape(y.size))
+        fn, act, other = BINARY[type(step.op)].code, 0, ins[1].reshape(ins[1].size)
+    _elementwise_kernel[_blocks(y.size), TPB](flat, other, fn, act, y.reshape(y.size))
     return y
 
 
-_CUDA_RUNNERS = {
-    "conv2d_ternary": _conv_ternary,
-    "conv2d_float": _conv_float,
-    "linear_ternary": _linear_ternary,
-    "linear_float": _linear_float,
-    "max_pool2d": _pool,
-    "avg_pool2d": _pool,
-    "adaptive_avg_pool2d": _adaptive_avg_pool2d,
-    "unary": _elementwise,
-    "binary": _elementwise,
+CUDA_RUNNERS = {
+    Kernel.CONV2D_TERNARY: _conv_ternary,
+    Kernel.CONV2D_FLOAT: _conv_float,
+    Kernel.LINEAR_TERNARY: _linear_ternary,
+    Kernel.LINEAR_FLOAT: _linear_float,
+    Kernel.MAX_POOL2D: _pool,
+    Kernel.AVG_POOL2D: _pool,
+    Kernel.ADAPTIVE_AVG_POOL2D: _adaptive_avg_pool2d,
+    Kernel.ACTIVATION: _elementwise,
+    Kernel.BINARY: _elementwise,
 }
+"""One runner per kernel; `Kernel.VIEW` steps reshape the device array."""
+
+UNSUPPORTED: dict[Kernel, str] = {
+    Kernel.CONV2D_INT8: "kept-precision int8 layers have no CUDA kernel",
+    Kernel.LINEAR_INT8: "kept-precision int8 layers have no CUDA kernel",
+    Kernel.SOFTMAX: "softmax has no CUDA kernel",
+    Kernel.AFFINE: "a batch norm that no conv or linear absorbed has no CUDA kernel",
+    Kernel.MATMUL: "matmul between activations has no CUDA kernel",
+}
+"""Kernels refused on CUDA, with the reason users read."""
 
 
 def check_cuda_plan(plan: Plan) -> None:
     """Refuse, at deploy time, a plan with a step this module has no kernel for."""
     for step in plan.steps:
-        ok = step.is_view or step.kind in _CUDA_RUNNERS
-        if step.kind == "unary":
-            ok = step.attrs["fn"] in _UNARY
-        if step.kind == "binary":
-            ok = step.attrs["order"] == ("in", "in")
-        if not ok:
-            raise step.error(f"no CUDA kernel for step kind '{step.kind}'"
-                             + (f" ({step.attrs['fn']})" if "fn" in step.attrs else "")
-                             + "; deploy it with device='cpu'")
+        why = UNSUPPORTED.get(step.kind)
+        if step.kind is Kernel.BINARY and step.attrs["order"] != ("in", "in"):
+            why = "a binary op with a weight operand has no CUDA kernel"
+        if why is not None:
+            raise step.error(f"no CUDA kernel for step kind '{step.kind}': {why}; deploy it with device='cpu'")
 
 
 def run_cuda(model: DeployedModel, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -271,7 +268,7 @@ def run_cuda(model: DeployedModel, arrays: list[np.ndarray]) -> list[np.ndarray]
         else:
             if step.inputs and any(v in plan.consts for v in step.inputs):
                 raise step.error("a weight as an activation operand has no CUDA kernel")
-            values[step.output] = _CUDA_RUNNERS[step.kind](step, ins, shape, weights[k], plan.act_quant)
+            values[step.output] = CUDA_RUNNERS[step.kind](step, ins, shape, weights[k], plan.act_quant)
         for v in step.inputs:
             if last.get(v) == k and v not in plan.outputs:
                 values.pop(v, None)

@@ -4,27 +4,20 @@ All NCHW float32 (kept-precision int8 convolutions run the same column kernels i
 when their integer sums could exceed float32's exact range). Semantics are torch's eval
 mode: max pooling pads with -inf, average pooling counts the padding (`count_include_pad`),
 adaptive average pooling uses the windows [floor(i*H/oh), ceil((i+1)*H/oh)). Activation
-codes are those of `tdsl.runtime.gemm.ACTIVATIONS` (0 none, 1 relu, 2 relu6); every epilogue
+codes are those of `tdsl.runtime.activations` (one definition, `gemm.activation`); every epilogue
 rounds like the runtime's (`float32(v + bias)`, then `+ residual`, then the activation), so
 a ternary convolution through `scatter_epilogue` equals `tdsl.runtime.conv2d.ternary_conv2d`.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
+
+from tdsl.runtime.gemm import activation
 
 _TILE = 32  # positions per task in scatter_epilogue: 32 rows of the GEMM result stay in L1
 
 
-@njit(cache=True)
-def _act(v, act):
-    if act == 1:
-        return max(v, np.float32(0.0))
-    if act == 2:
-        return min(max(v, np.float32(0.0)), np.float32(6.0))
-    return v
 
 
 @njit(cache=True, parallel=True)
@@ -42,7 +35,7 @@ def scatter_epilogue(yg, o0, res, act, y):
                 v = yg[n * HW + p, o]
                 if res.shape[0] != 0:
                     v = np.float32(v + res[n, o0 + o, p])
-                y[n, o0 + o, p] = _act(v, act)
+                y[n, o0 + o, p] = activation(v, act)
 
 
 @njit(cache=True, parallel=True)
@@ -57,7 +50,7 @@ def bias_residual_act(y, bias, res, act):
             v = np.float32(y[n, c, i] + b)
             if res.shape[0] != 0:
                 v = np.float32(v + res[n, c, i])
-            y[n, c, i] = _act(v, act)
+            y[n, c, i] = activation(v, act)
 
 
 @njit(cache=True, parallel=True)
@@ -71,7 +64,7 @@ def scale_bias_residual_act(acc, scale, bias, res, act, y):
             v = np.float32(np.float32(acc[n, c, i] * scale[c]) + bias[c])
             if res.shape[0] != 0:
                 v = np.float32(v + res[n, c, i])
-            y[n, c, i] = _act(v, act)
+            y[n, c, i] = activation(v, act)
 
 
 @njit(cache=True, parallel=True)
@@ -195,11 +188,9 @@ def adaptive_avg_pool2d(x, y):
 
 
 @njit(cache=True, parallel=True)
-def gelu(x, y):
-    """Exact (erf) GELU on flat arrays."""
-    inv_sqrt2 = 1.0 / math.sqrt(2.0)
+def activation_map(x, act, y):
+    """y = act(x) on flat float32 arrays: an activation that no kernel absorbed."""
     for i in prange(x.size):
-        v = x[i]
-        y[i] = np.float32(0.5 * v * (1.0 + math.erf(v * inv_sqrt2)))
+        y[i] = activation(x[i], act)
 
 

@@ -1,10 +1,11 @@
 """Lower the kernel-level IR (docs/KERNEL_IR.md) to a `Plan`: ordered steps, weights, buffers.
 
-Input: a module after `...,pack{format=2bit},inline,fuse` (or an fp32 / fp16 / int8 program
-after `inline,fuse`) and its parameter store, numpy arrays keyed by the frozen state-dict
+Input: a module at the kernel level (`tdsl.lowering.kernel_level`: after `inline,fuse`, with
+ternary weights packed) and its parameter store, numpy arrays keyed by the frozen state-dict
 names (`layer1.0.conv1.weight_packed`, `conv1.weight` float16, `fc.weight` int8 plus
-`fc.weight_scale`). `build_plan` walks the entry forward once, one handler per op class
-(`_HANDLERS`), and materialises every weight the way its kernel wants it:
+`fc.weight_scale`; `tdsl.dialects.storage`). `build_plan` walks the entry forward once, one
+handler per op class (`HANDLERS`), and materialises every weight the way its kernel wants it.
+Each step names its runtime kernel by a `Kernel` member (the runners are keyed by it):
 
 | op | step kind | weights prepared at build time |
 |---|---|---|
@@ -12,13 +13,16 @@ names (`layer1.0.conv1.weight_packed`, `conv1.weight` float16, `fc.weight` int8 
 | the same, fp32 / fp16 | `conv2d_float` / `linear_float` | float32 weight with the bn folded in, bias' |
 | the same, int8 | `conv2d_int8` / `linear_int8` | int8 values as float (exact), per-channel scale with the bn folded in, bias' |
 | `tdsl.ternary_matmul` | `linear_ternary` | round-and-clamp of the weight, packed, scale 1 |
-| pools, softmax, unary, binary, batch_norm, matmul | one kind each | bn as a per-channel affine |
+| pools, softmax, activations, binary, batch_norm, matmul | one kind each | bn as a per-channel affine |
 | flatten, reshape, squeeze, unsqueeze, dropout | `view` | none: the output is the input's buffer |
 
-An op without a handler is a `TdslError` naming the op and its DSL location.
+An activation step carries its `tdsl.runtime.activations` code (from `tdsl.ops.elementwise`),
+as do the fused kernels. An op without a handler is a `TdslError` naming the op and its DSL
+location (with the reason, for the ops in `UNSUPPORTED`).
 
 Shapes are resolved when the plan first sees an input shape (`Plan.schedule`): every step
-has a shape rule, the result is checked against the IR's static dims, and buffers are
+runs its op's own shape rule (`shapes.concrete_result_shape`, the rule `shape-infer` runs),
+the result is checked against the IR's static dims, and buffers are
 assigned by liveness: a value's buffer returns to a free list after its last reader, and a
 new value takes the smallest free buffer that fits (or grows one), so peak activation memory
 stays near the two or three activations a residual block keeps live. A schedule is cached
@@ -26,6 +30,7 @@ per input shape (batch is the only dynamic dim of the zoo models).
 """
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,40 +44,67 @@ from tdsl.dialects import kern
 from tdsl.dialects import tdsl as t
 from tdsl.dialects import tern
 from tdsl.dialects.locations import loc_of
-from tdsl.dialects.tdsl import dims_of, entry_layer
+from tdsl.dialects.shapes import ShapeInferenceError, concrete_result_shape, dims_of
+from tdsl.dialects.storage import PACKED_SUFFIX, SCALE_SUFFIX
+from tdsl.dialects.tdsl import entry_layer
 from tdsl.errors import SourceLoc, TdslError
+from tdsl.ops.elementwise import ACTIVATIONS, BINARY
+from tdsl.quant.int8 import int8_weight
+from tdsl.runtime import activations
 from tdsl.runtime.conv_int8 import workspace_sizes as conv_int8_workspace
 from tdsl.runtime.gemm import fold_batchnorm
 from tdsl.runtime.packing import bytes_per_row, matrix_shape, pack, unpack
-from tdsl.runtime.reference import conv_out_size
-
-PACKED_SUFFIX = "_packed"
-"""Store key of a packed weight: the IR keeps the latent weight's name (docs/KERNEL_IR.md)."""
-SCALE_SUFFIX = "_scale"
-"""Store key of a frozen int8 weight's per-channel scale (docs/TERNARY.md)."""
 
 _NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64, "i2": np.int8, "i8": np.int8,
                  "i32": np.int32, "i64": np.int64, "i1": np.bool_}
-_ACTIVATIONS = {"none": None, "relu": "relu", "relu6": "relu6"}
 
 Shape = tuple[int, ...]
 
 
+class Kernel(str, enum.Enum):
+    """The runtime kernel a step calls; `executor.CPU_RUNNERS` and `gpu.CUDA_RUNNERS` are keyed
+    by it. (A `str` enum only so that `Plan.describe` and tests read the names.)"""
+
+    CONV2D_TERNARY = "conv2d_ternary"
+    CONV2D_FLOAT = "conv2d_float"
+    CONV2D_INT8 = "conv2d_int8"
+    LINEAR_TERNARY = "linear_ternary"
+    LINEAR_FLOAT = "linear_float"
+    LINEAR_INT8 = "linear_int8"
+    MAX_POOL2D = "max_pool2d"
+    AVG_POOL2D = "avg_pool2d"
+    ADAPTIVE_AVG_POOL2D = "adaptive_avg_pool2d"
+    ACTIVATION = "activation"
+    SOFTMAX = "softmax"
+    BINARY = "binary"
+    AFFINE = "affine"
+    MATMUL = "matmul"
+    VIEW = "view"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class Step:
-    """One kernel call: `outputs = kind(inputs, weights, attrs)`; values are indices."""
+    """One kernel call: `outputs = kind(inputs, weights, attrs)`; values are indices.
 
-    kind: str
+    `op` is the IR op the step runs (its shape rule gives the result shape) and `operands`
+    the value of each of its operands by name, weights included."""
+
+    kind: Kernel
     inputs: tuple[int, ...]
     output: int
     attrs: dict[str, Any]
     weights: dict[str, np.ndarray]
     op_name: str
     loc: SourceLoc | None
+    op: Any = None
+    operands: dict[str, int] = field(default_factory=dict)
 
     @property
     def is_view(self) -> bool:
-        return self.kind == "view"
+        return self.kind is Kernel.VIEW
 
     def error(self, message: str) -> TdslError:
         return TdslError(f"{self.op_name}: {message}", self.loc)
@@ -113,6 +145,8 @@ class Plan:
     """Values that are weights or literals, not activations."""
     entry: str
     act_quant: str
+    const_shapes: dict[int, Shape] = field(default_factory=dict)
+    """Shape of every constant value, the ones folded into step weights too (shape rules read them)."""
     compile_seconds: float = 0.0
     """Seconds Numba spent compiling during the first call (0 when every kernel came from
     Numba's on-disk cache); `first_call_seconds` is that call's whole wall time."""
@@ -184,10 +218,12 @@ class _Builder:
             raise TdslError(f"{op.name}: the parameter store has no '{key}'", loc_of(op))
         return np.asarray(self.arrays[key])
 
-    def emit(self, op: Operation, kind: str, inputs: list[SSAValue], attrs: dict[str, Any],
+    def emit(self, op: Operation, kind: Kernel, inputs: list[SSAValue], attrs: dict[str, Any],
              weights: dict[str, np.ndarray]) -> None:
+        operands = {name: self.value(v) for name, v in op.named_operands()}
         step = Step(kind, tuple(self.value(v) for v in inputs), self.value(op.results[0]), attrs,
-                    {k: np.ascontiguousarray(w) for k, w in weights.items()}, op.name, loc_of(op))
+                    {k: np.ascontiguousarray(w) for k, w in weights.items()}, op.name, loc_of(op),
+                    op, operands)
         self.steps.append(step)
 
     # -- parameters and literals
@@ -256,10 +292,8 @@ class _Builder:
                 q = w.astype(np.float32)
                 wscale = self.lookup(self._weight_name(op, op.weight) + SCALE_SUFFIX, op).astype(np.float32)
             else:  # a float weight of a program that was not frozen: quantise as freeze does
-                rows = w.astype(np.float32).reshape(out, -1)
-                amax = np.abs(rows).max(axis=1)
-                wscale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
-                q = np.clip(np.round(rows / wscale[:, None]), -127, 127).reshape(w.shape).astype(np.float32)
+                q8, wscale = int8_weight(w)
+                q = q8.astype(np.float32)
             s, b = self._epilogue(op, out, wscale)
             return "int8", {"weight": q, "scale": s, "bias": b}
         s, b = self._epilogue(op, out, 1.0)
@@ -271,28 +305,28 @@ class _Builder:
         dims = op.weight_dims()
         attrs = {"kernel": (dims[2], dims[3]), "stride": _pair(op.stride), "padding": _pair(op.padding),
                  "dilation": _pair(op.dilation), "groups": op.groups.value.data,
-                 "out_channels": dims[0], "activation": _ACTIVATIONS[op.activation.data],
+                 "out_channels": dims[0], "activation": activations.code_of(op.activation.data),
                  "residual": op.residual is not None}
         if family == "float" and attrs["groups"] > 1:
             attrs["depthwise"] = dims[1] == 1 and attrs["groups"] == dims[0]
         inputs = [op.input] + ([op.residual] if op.residual is not None else [])
-        self.emit(op, f"conv2d_{family}", inputs, attrs, weights)
+        self.emit(op, _CONV_KERNELS[family], inputs, attrs, weights)
 
     def linear(self, op: kern.LinearOp) -> None:
         family, weights = self._kernel_weights(op)
         if family != "ternary":
             weights["weight_t"] = np.ascontiguousarray(weights.pop("weight").T)
-        attrs = {"out_features": op.weight_dims()[0], "activation": _ACTIVATIONS[op.activation.data],
+        attrs = {"out_features": op.weight_dims()[0], "activation": activations.code_of(op.activation.data),
                  "residual": op.residual is not None}
         inputs = [op.input] + ([op.residual] if op.residual is not None else [])
-        self.emit(op, f"linear_{family}", inputs, attrs, weights)
+        self.emit(op, _LINEAR_KERNELS[family], inputs, attrs, weights)
 
     def ternary_matmul(self, op: t.TernaryMatmulOp) -> None:
         w = self.const(op.weight, op, "weight")
         trits = np.clip(np.round(w.astype(np.float32)), -1, 1).astype(np.int8)
         n = trits.shape[0]
-        self.emit(op, "linear_ternary", [op.input],
-                  {"out_features": n, "activation": None, "residual": False},
+        self.emit(op, Kernel.LINEAR_TERNARY, [op.input],
+                  {"out_features": n, "activation": activations.NONE, "residual": False},
                   {"packed": pack(trits, "2bit"), "scale": np.ones(n, np.float32),
                    "bias": np.zeros(n, np.float32)})
 
@@ -303,28 +337,28 @@ class _Builder:
             weights["rhs"] = self.consts[rhs].astype(np.float32)
         else:
             inputs.append(op.rhs)
-        self.emit(op, "matmul", inputs, {}, weights)
+        self.emit(op, Kernel.MATMUL, inputs, {}, weights)
 
     # -- everything else
 
     def batch_norm(self, op: t.BatchNormOp) -> None:
         mean, var, gamma, beta = (self.const(getattr(op, n), op, n) for n in ("mean", "var", "weight", "bias"))
         scale, shift = fold_batchnorm(1.0, None, gamma, beta, mean, var, op.eps.value.data)
-        self.emit(op, "affine", [op.input], {}, {"scale": scale, "shift": shift})
+        self.emit(op, Kernel.AFFINE, [op.input], {}, {"scale": scale, "shift": shift})
 
     def pool(self, op: t.MaxPool2dOp | t.AvgPool2dOp) -> None:
-        kind = "max_pool2d" if isinstance(op, t.MaxPool2dOp) else "avg_pool2d"
+        kind = Kernel.MAX_POOL2D if isinstance(op, t.MaxPool2dOp) else Kernel.AVG_POOL2D
         self.emit(op, kind, [op.input], {"kernel": _pair(op.kernel), "stride": _pair(op.stride),
                                          "padding": _pair(op.padding)}, {})
 
     def adaptive_avg_pool2d(self, op: t.AdaptiveAvgPool2dOp) -> None:
-        self.emit(op, "adaptive_avg_pool2d", [op.input], {"output_size": _pair(op.output_size)}, {})
+        self.emit(op, Kernel.ADAPTIVE_AVG_POOL2D, [op.input], {"output_size": _pair(op.output_size)}, {})
 
-    def unary(self, op: t.UnaryOp) -> None:
-        self.emit(op, "unary", [op.input], {"fn": op.name.removeprefix("tdsl.")}, {})
+    def activation(self, op: t.UnaryOp) -> None:
+        self.emit(op, Kernel.ACTIVATION, [op.input], {"activation": ACTIVATIONS[type(op)].code}, {})
 
     def softmax(self, op: t.SoftmaxOp) -> None:
-        self.emit(op, "softmax", [op.input], {"dim": op.dim.value.data}, {})
+        self.emit(op, Kernel.SOFTMAX, [op.input], {"dim": op.dim.value.data}, {})
 
     def binary(self, op: t.BinaryOp) -> None:
         inputs, weights, order = [], {}, []
@@ -336,16 +370,15 @@ class _Builder:
             else:
                 inputs.append(v)
                 order.append("in")
-        self.emit(op, "binary", inputs, {"fn": op.name.removeprefix("tdsl."), "order": tuple(order)}, weights)
+        self.emit(op, Kernel.BINARY, inputs, {"order": tuple(order)}, weights)
 
-    def view(self, op: Operation) -> None:
-        rule = _VIEW_RULES[type(op)](op)
+    def view(self, op: t.ValueOp) -> None:
         source = self.value(op.operands[0])
         if source in self.consts:  # a view of a weight is a weight
             c = self.consts[source]
-            self.consts[self.value(op.results[0])] = c.reshape(rule(tuple(c.shape)))
+            self.consts[self.value(op.results[0])] = c.reshape(concrete_result_shape(op, {"input": c.shape}))
             return
-        self.emit(op, "view", [op.operands[0]], {"what": op.name.removeprefix("tdsl."), "rule": rule}, {})
+        self.emit(op, Kernel.VIEW, [op.operands[0]], {}, {})
 
 
 def _pair(attr: Any) -> tuple[int, int]:
@@ -353,47 +386,12 @@ def _pair(attr: Any) -> tuple[int, int]:
     return a, b
 
 
-def _flatten_rule(op: t.FlattenOp) -> Callable[[Shape], Shape]:
-    s0, e0 = op.start_dim.value.data, op.end_dim.value.data
+_CONV_KERNELS = {"ternary": Kernel.CONV2D_TERNARY, "float": Kernel.CONV2D_FLOAT, "int8": Kernel.CONV2D_INT8}
+_LINEAR_KERNELS = {"ternary": Kernel.LINEAR_TERNARY, "float": Kernel.LINEAR_FLOAT, "int8": Kernel.LINEAR_INT8}
+_VIEWS = (t.FlattenOp, t.ReshapeOp, t.UnsqueezeOp, t.SqueezeOp, t.DropoutOp)
+"""Ops whose result is their input's data in another shape (dropout: identity at inference)."""
 
-    def rule(x: Shape) -> Shape:
-        s, e = s0 % len(x) if x else 0, e0 % len(x) if x else 0
-        return (*x[:s], math.prod(x[s:e + 1]), *x[e + 1:])
-    return rule
-
-
-def _reshape_rule(op: t.ReshapeOp) -> Callable[[Shape], Shape]:
-    shape = [int(d) for d in op.shape.get_values()]
-    result = dims_of(op.output.type)
-    if result is not None and -1 not in shape and result.count(None) == 1 and len(result) == len(shape):
-        shape[result.index(None)] = -1  # the IR's dynamic dim (the batch) stays dynamic
-
-    def rule(x: Shape) -> Shape:
-        known = math.prod(d for d in shape if d != -1)
-        total = math.prod(x)
-        return tuple(total // known if d == -1 else d for d in shape)
-    return rule
-
-
-def _unsqueeze_rule(op: t.UnsqueezeOp) -> Callable[[Shape], Shape]:
-    d = op.dim.value.data
-    return lambda x: (*x[:d % (len(x) + 1)], 1, *x[d % (len(x) + 1):])
-
-
-def _squeeze_rule(op: t.SqueezeOp) -> Callable[[Shape], Shape]:
-    d = op.dim.value.data
-    return lambda x: (*x[:d % len(x)], *x[d % len(x) + 1:])
-
-
-_VIEW_RULES: dict[type, Callable[[Any], Callable[[Shape], Shape]]] = {
-    t.FlattenOp: _flatten_rule,
-    t.ReshapeOp: _reshape_rule,
-    t.UnsqueezeOp: _unsqueeze_rule,
-    t.SqueezeOp: _squeeze_rule,
-    t.DropoutOp: lambda op: (lambda x: x),  # identity at inference
-}
-
-_HANDLERS: dict[type, Callable[[_Builder, Any], None]] = {
+HANDLERS: dict[type[Operation], Callable[[_Builder, Any], None]] = {
     t.GetParamOp: _Builder.get_param,
     tern.GetPackedOp: _Builder.get_packed,
     t.ConstantOp: _Builder.constant,
@@ -405,38 +403,31 @@ _HANDLERS: dict[type, Callable[[_Builder, Any], None]] = {
     t.MaxPool2dOp: _Builder.pool,
     t.AvgPool2dOp: _Builder.pool,
     t.AdaptiveAvgPool2dOp: _Builder.adaptive_avg_pool2d,
-    t.ReluOp: _Builder.unary,
-    t.Relu6Op: _Builder.unary,
-    t.GeluOp: _Builder.unary,
-    t.SigmoidOp: _Builder.unary,
-    t.TanhOp: _Builder.unary,
+    **{cls: _Builder.activation for cls in ACTIVATIONS},
     t.SoftmaxOp: _Builder.softmax,
-    t.AddOp: _Builder.binary,
-    t.SubOp: _Builder.binary,
-    t.MulOp: _Builder.binary,
-    t.DivOp: _Builder.binary,
-    **{cls: _Builder.view for cls in _VIEW_RULES},
+    **{cls: _Builder.binary for cls in BINARY},
+    **{cls: _Builder.view for cls in _VIEWS},
 }
 """One row per op class the plan lowers; any other op is an error at its location."""
 
-
-def kernel_module(module: ModuleOp) -> ModuleOp:
-    """A copy of `module` lowered to the kernel level: `inline` (when the entry calls
-    sub-layers) then `fuse`. Both passes leave an already lowered module unchanged."""
-    from tdsl.dialects.context import make_context
-    from tdsl.passes.fuse import FusePass
-    from tdsl.passes.inline import InlinePass
-
-    module = module.clone()
-    ctx = make_context()
-    if any(isinstance(op, t.CallOp) for op in entry_layer(module).forward.body.block.ops):
-        InlinePass().apply(ctx, module)
-    FusePass().apply(ctx, module)
-    return module
+_NOT_LOWERED = "run the program through `tdsl.lowering.kernel_level` (inline, fuse) first"
+_NOT_FROZEN = "freeze or quantize the model first: the runtime runs frozen weights"
+UNSUPPORTED: dict[type[Operation], str] = {
+    t.CallOp: _NOT_LOWERED,
+    t.LinearOp: _NOT_LOWERED,
+    t.Conv2dOp: _NOT_LOWERED,
+    tern.TernLinearOp: _NOT_LOWERED,
+    tern.TernConv2dOp: _NOT_LOWERED,
+    tern.PackedLinearOp: _NOT_LOWERED,
+    tern.PackedConv2dOp: _NOT_LOWERED,
+    tern.QuantizeOp: _NOT_FROZEN,
+    tern.DequantizeOp: _NOT_FROZEN,
+}
+"""Op classes the plan refuses, with the reason users read."""
 
 
 def build_plan(module: ModuleOp, arrays: Mapping[str, np.ndarray], *, act_quant: str = "int8") -> Plan:
-    """The plan of `module`'s entry forward (kernel level: see `kernel_module`) with its
+    """The plan of `module`'s entry forward (kernel level: `tdsl.lowering.kernel_level`) with its
     weights taken from `arrays` (numpy, keyed by frozen state-dict names)."""
     if act_quant not in ("int8", "float"):
         raise TdslError(f"unknown act_quant {act_quant!r}: valid are 'int8', 'float'")
@@ -447,9 +438,10 @@ def build_plan(module: ModuleOp, arrays: Mapping[str, np.ndarray], *, act_quant:
     for op in forward.body.block.ops:
         if isinstance(op, t.ReturnOp):
             continue
-        handler = _HANDLERS.get(type(op))
+        handler = HANDLERS.get(type(op))
         if handler is None:
-            raise TdslError(f"the Numba backend has no kernel for '{op.name}'", loc_of(op))
+            why = UNSUPPORTED.get(type(op), "it has no handler")
+            raise TdslError(f"the Numba backend has no kernel for '{op.name}': {why}", loc_of(op))
         handler(b, op)
     ret = forward.return_op
     names = [n.data for n in ret.names.data] if ret.names is not None else None
@@ -458,51 +450,23 @@ def build_plan(module: ModuleOp, arrays: Mapping[str, np.ndarray], *, act_quant:
     # folded into step weights (bn statistics, packed originals, fp16 weights) are dropped.
     used = {v for step in b.steps for v in step.inputs} | set(outputs)
     consts = {v: c for v, c in b.consts.items() if v in used}
-    return Plan(b.steps, inputs, outputs, names, b.types, consts, layer.layer.data, act_quant)
+    const_shapes = {v: tuple(c.shape) for v, c in b.consts.items()}
+    return Plan(b.steps, inputs, outputs, names, b.types, consts, layer.layer.data, act_quant, const_shapes)
 
 
 # --------------------------------------------------------------------------- shapes
 
 
-def _conv_shape(step: Step, x: Shape) -> Shape:
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (step.attrs[k] for k in ("kernel", "stride", "padding", "dilation"))
-    if len(x) != 4:
-        raise step.error(f"expected an input [N, C, H, W], got shape {x}")
-    return (x[0], step.attrs["out_channels"], conv_out_size(x[2], kh, sh, ph, dh), conv_out_size(x[3], kw, sw, pw, dw))
-
-
-def _pool_shape(step: Step, x: Shape) -> Shape:
-    (kh, kw), (sh, sw), (ph, pw) = step.attrs["kernel"], step.attrs["stride"], step.attrs["padding"]
-    return (x[0], x[1], conv_out_size(x[2], kh, sh, ph, 1), conv_out_size(x[3], kw, sw, pw, 1))
-
-
-def _out_shape(step: Step, shapes: list[Shape]) -> Shape:
-    k = step.kind
-    if k.startswith("conv2d_"):
-        return _conv_shape(step, shapes[0])
-    if k.startswith("linear_"):
-        return (*shapes[0][:-1], step.attrs["out_features"])
-    if k in ("max_pool2d", "avg_pool2d"):
-        return _pool_shape(step, shapes[0])
-    if k == "adaptive_avg_pool2d":
-        return (*shapes[0][:2], *step.attrs["output_size"])
-    if k == "view":
-        return step.attrs["rule"](shapes[0])
-    if k == "matmul":
-        rhs = shapes[1] if len(shapes) > 1 else step.weights["rhs"].shape
-        return np.broadcast_shapes(shapes[0][:-2], rhs[:-2]) + (shapes[0][-2], rhs[-1])
-    if k == "binary":
-        operands = iter(shapes)
-        full = [tuple(step.weights[o].shape) if o != "in" else next(operands) for o in step.attrs["order"]]
-        return np.broadcast_shapes(*full)
-    return shapes[0]  # elementwise: unary, softmax, affine
+def _out_shape(step: Step, shapes: list[Shape | None]) -> Shape:
+    """The step's result shape from its op's shape rule, for the operands' shapes now."""
+    return concrete_result_shape(step.op, {name: shapes[v] for name, v in step.operands.items()})
 
 
 def _resolve(plan: Plan, input_shapes: tuple[Shape, ...]) -> Schedule:
     n = len(plan.value_types)
     shapes: list[Shape | None] = [None] * n
-    for i, c in plan.consts.items():
-        shapes[i] = tuple(c.shape)
+    for i, shape in plan.const_shapes.items():
+        shapes[i] = shape
     for v, s in zip(plan.inputs, input_shapes):
         shapes[v] = s
         _check_static(plan, v, s, None)
@@ -510,19 +474,19 @@ def _resolve(plan: Plan, input_shapes: tuple[Shape, ...]) -> Schedule:
     for step in plan.steps:
         ins = [shapes[v] for v in step.inputs]
         try:
-            out = tuple(int(d) for d in _out_shape(step, ins))  # type: ignore[arg-type]
-        except (ValueError, IndexError, ZeroDivisionError) as e:
+            out = _out_shape(step, shapes)
+        except (ShapeInferenceError, ValueError, IndexError, ZeroDivisionError) as e:
             raise step.error(f"cannot compute the result shape for inputs {ins}: {e}") from None
         if any(d < 1 for d in out):
             raise step.error(f"the result shape {out} is empty for inputs {ins}")
         shapes[step.output] = out
         _check_static(plan, step.output, out, step)
-        if step.kind == "conv2d_ternary" and not _is_depthwise(step, ins[0]) and plan.act_quant == "int8":
+        if step.kind is Kernel.CONV2D_TERNARY and not _is_depthwise(step, ins[0]) and plan.act_quant == "int8":
             (kh, kw), g = step.attrs["kernel"], step.attrs["groups"]
             N, C, H, W = ins[0]
             for name, nbytes in conv_int8_workspace(N, C, H, W, C // g, kh, kw, out[2], out[3]).items():
                 workspace[name] = max(workspace.get(name, 0), -(-nbytes // 4))
-        elif step.kind == "conv2d_ternary" and not _is_depthwise(step, ins[0]):
+        elif step.kind is Kernel.CONV2D_TERNARY and not _is_depthwise(step, ins[0]):
             (kh, kw), g = step.attrs["kernel"], step.attrs["groups"]
             positions = out[0] * out[2] * out[3]
             workspace["cols"] = max(workspace["cols"], positions * ins[0][1] // g * kh * kw)

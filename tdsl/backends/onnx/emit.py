@@ -39,6 +39,7 @@ from tdsl.dialects import kern, tern
 from tdsl.dialects import tdsl as t
 from tdsl.dialects.locations import loc_of
 from tdsl.errors import TdslError
+from tdsl.ops.elementwise import ACTIVATIONS, BINARY, BY_NAME
 
 INT8_MAX = 127
 _EXACT_F32 = 2 ** 24
@@ -208,9 +209,13 @@ class _GraphEmitter:
 
     # ------------------------------------------------------------------ handlers
 
+    def unsupported(self, op: Operation) -> TdslError:
+        why = UNSUPPORTED.get(type(op), "it has no handler")
+        return TdslError(f"the ONNX backend has no handler for '{_op_name(op)}': {why}", loc_of(op))
+
     @singledispatchmethod
     def emit(self, op: Operation) -> None:
-        raise TdslError(f"the ONNX backend has no handler for '{_op_name(op)}'", loc_of(op))
+        raise self.unsupported(op)
 
     @emit.register
     def _(self, op: t.ReturnOp) -> None:
@@ -373,13 +378,8 @@ class _GraphEmitter:
         if op.residual is not None:
             y = self.node("Add", [y, self[op.residual]], hint + ".residual")
         activation = op.activation.data
-        if activation == "relu":
-            y = self.node("Relu", [y], hint + ".relu")
-        elif activation == "relu6":
-            y = self.node("Clip", [y, self.constant(np.array(0.0, np.float32), "zero"),
-                                   self.constant(np.array(6.0, np.float32), "six")], hint + ".relu6")
-        elif activation != "none":
-            raise TdslError(f"the ONNX backend has no activation '{activation}'", loc_of(op))
+        if activation != "none":
+            y = BY_NAME[activation].onnx(self, y, f"{hint}.{activation}")
         self.names[op.output] = y
 
     def reshape_target(self, out: SSAValue, keep: int = 0) -> str:
@@ -392,65 +392,27 @@ class _GraphEmitter:
                             loc_of(out.owner) if isinstance(out.owner, Operation) else None)
         return self.constant(np.array(target, dtype=np.int64), "shape")
 
-    def unary(self, op: t.UnaryOp, op_type: str, **attrs) -> None:
-        self.names[op.output] = self.node(op_type, [self[op.input]], op_type.lower(), **attrs)
-
     @emit.register
-    def _(self, op: t.ReluOp) -> None:
-        self.unary(op, "Relu")
-
-    @emit.register
-    def _(self, op: t.Relu6Op) -> None:
-        self.names[op.output] = self.node("Clip", [self[op.input], self.constant(np.array(0.0, np.float32), "zero"),
-                                                   self.constant(np.array(6.0, np.float32), "six")], "relu6")
-
-    @emit.register
-    def _(self, op: t.SigmoidOp) -> None:
-        self.unary(op, "Sigmoid")
-
-    @emit.register
-    def _(self, op: t.TanhOp) -> None:
-        self.unary(op, "Tanh")
-
-    @emit.register
-    def _(self, op: t.GeluOp) -> None:
-        if self.opset >= 20:
-            self.unary(op, "Gelu")
-            return
-        x = self[op.input]
-        half = self.constant(np.array(0.5, np.float32), "half")
-        erf = self.node("Erf", [self.node("Mul", [x, self.constant(np.array(1 / math.sqrt(2), np.float32), "rsqrt2")],
-                                          "gelu_in")], "gelu_erf")
-        one = self.constant(np.array(1.0, np.float32), "one")
-        self.names[op.output] = self.node("Mul", [self.node("Mul", [x, half], "gelu_half"),
-                                                  self.node("Add", [erf, one], "gelu_1p")], "gelu")
+    def _(self, op: t.UnaryOp) -> None:
+        row = ACTIVATIONS.get(type(op))
+        if row is None:
+            raise self.unsupported(op)
+        self.names[op.output] = row.onnx(self, self[op.input], row.name)
 
     @emit.register
     def _(self, op: t.SoftmaxOp) -> None:
-        self.unary(op, "Softmax", axis=op.dim.value.data)
+        self.names[op.output] = self.node("Softmax", [self[op.input]], "softmax", axis=op.dim.value.data)
 
     @emit.register
     def _(self, op: t.DropoutOp) -> None:
         self.names[op.output] = self[op.input]
 
-    def binary(self, op: t.BinaryOp, op_type: str) -> None:
+    def binary(self, op: t.BinaryOp | t.MatmulOp, op_type: str) -> None:
         self.names[op.output] = self.node(op_type, [self[op.lhs], self[op.rhs]], op_type.lower())
 
     @emit.register
-    def _(self, op: t.AddOp) -> None:
-        self.binary(op, "Add")
-
-    @emit.register
-    def _(self, op: t.SubOp) -> None:
-        self.binary(op, "Sub")
-
-    @emit.register
-    def _(self, op: t.MulOp) -> None:
-        self.binary(op, "Mul")
-
-    @emit.register
-    def _(self, op: t.DivOp) -> None:
-        self.binary(op, "Div")
+    def _(self, op: t.BinaryOp) -> None:
+        self.binary(op, BINARY[type(op)].onnx)
 
     @emit.register
     def _(self, op: t.MatmulOp) -> None:
@@ -517,3 +479,22 @@ class _GraphEmitter:
         axis = op.axis(len(_dims(op.input)))
         self.names[op.output] = self.node("Squeeze", [self[op.input], self.constant(np.array([axis], np.int64),
                                                                                      "axes")], "squeeze")
+
+
+_NEEDS_FUSE = "the ONNX export reads the kernel level: lower conv2d and linear to kern ops first (`fuse`)"
+_NEEDS_FREEZE = "the ONNX export holds frozen weights: freeze or quantize the model first"
+
+UNSUPPORTED: dict[type[Operation], str] = {
+    t.CallOp: "the ONNX export reads one flat forward: inline sub-layers first (`inline`)",
+    t.ConstantOp: "literal tensors in a forward are not exported",
+    t.LinearOp: _NEEDS_FUSE,
+    t.Conv2dOp: _NEEDS_FUSE,
+    t.TernaryMatmulOp: "a ternary matmul on a computed weight has no ONNX form; use linear with a ternary weight",
+    tern.TernLinearOp: _NEEDS_FUSE,
+    tern.TernConv2dOp: _NEEDS_FUSE,
+    tern.PackedLinearOp: _NEEDS_FUSE,
+    tern.PackedConv2dOp: _NEEDS_FUSE,
+    tern.QuantizeOp: _NEEDS_FREEZE,
+    tern.DequantizeOp: _NEEDS_FREEZE,
+}
+"""Op classes this backend refuses, with the reason users read."""

@@ -23,6 +23,7 @@ from onnx import helper
 
 from tdsl.backends.onnx.emit import ParamStore, _GraphEmitter
 from tdsl.errors import TdslError
+from tdsl.lowering import kernel_level
 
 if TYPE_CHECKING:
     from xdsl.dialects.builtin import ModuleOp
@@ -52,27 +53,12 @@ class OnnxExport:
     metadata: dict[str, str]
 
 
-def kernel_module(frozen: FrozenModel) -> ModuleOp:
-    """The frozen program with `inline,fuse` applied (a copy; `frozen` is unchanged)."""
-    from tdsl.api import _verify
-    from tdsl.dialects.context import make_context
-    from tdsl.passes import parse_pipeline
-
-    module = frozen.compiled.module.clone()
-    ctx = make_context()
-    for p in parse_pipeline("inline,fuse").passes:
-        p.apply(ctx, module)
-        _verify(module)
-    return module
-
-
 def _as_frozen(model: Any, weights: Any) -> FrozenModel:
     from tdsl.api import CompiledModel
-    from tdsl.backends.torch.freeze import FrozenModel
 
     if isinstance(model, tuple) and len(model) == 2:
         model, weights = model
-    if isinstance(model, FrozenModel):
+    if hasattr(model, "layout") and hasattr(model, "state_dict") and hasattr(model, "compiled"):  # a FrozenModel
         if weights is not None:
             raise TdslError("export_onnx: a FrozenModel carries its weights; do not pass `weights`")
         return model
@@ -107,7 +93,7 @@ def build_model(frozen: FrozenModel, *, opset: int = INT2_MIN_OPSET, int2: bool 
 
     state = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
              for k, v in frozen.state_dict().items()}
-    module = kernel_module(frozen)
+    module = kernel_level(frozen.compiled.module)
     emitter = _GraphEmitter(ParamStore(state, frozen.layout), opset=opset, int2=int2)
     layer = entry_layer(module)
     inputs, outputs = emitter.emit_forward(layer.forward, batch_dim)

@@ -36,9 +36,11 @@ from xdsl.ir import Attribute, Operation, SSAValue
 
 from tdsl.backends.torch.names import ATTRIBUTE, GLOBAL, LOCAL, py_ident
 from tdsl.dialects import tdsl as t
-from tdsl.dialects import tern
+from tdsl.dialects import kern, tern
 from tdsl.dialects.locations import loc_of
+from tdsl.dialects.storage import FROZEN_ATTR, PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
 from tdsl.errors import TdslError
+from tdsl.ops.elementwise import ACTIVATIONS, BINARY
 
 PyValue = bool | int | float | str | tuple
 """A DSL parameter value as the emitted code spells it."""
@@ -48,14 +50,6 @@ class EmitterBug(RuntimeError):
     """The IR broke an invariant the emitter relies on (a compiler bug, not a user error)."""
 
 
-FROZEN_ATTR = "tdsl.frozen"
-"""A module attribute (unit) that asks for frozen storage even without packed weights."""
-
-PACKED_SUFFIX = "_packed"
-"""`tern.packed_param @weight` is the uint8 buffer `weight_packed` of the emitted class."""
-
-SCALE_SUFFIX = "_scale"
-"""A frozen int8 weight `weight` keeps its per-channel scales in the buffer `weight_scale`."""
 
 
 def emit_module(module: ModuleOp, frozen: bool | None = None) -> str:
@@ -68,14 +62,6 @@ def emit_module(module: ModuleOp, frozen: bool | None = None) -> str:
     holds a `tern.packed_param` or carries the `tdsl.frozen` attribute.
     """
     return _ModuleEmitter(module, frozen).emit()
-
-
-def is_frozen(module: ModuleOp) -> bool:
-    """Whether `module` describes frozen storage (see `emit_module`)."""
-    if FROZEN_ATTR in module.attributes:
-        return True
-    return any(isinstance(op, tern.PackedParamOp) for layer in module.ops if isinstance(layer, t.LayerOp)
-               for op in layer.body.block.ops)
 
 
 def precision_of(op: t.ParamOp) -> str | None:
@@ -634,12 +620,13 @@ class _ForwardEmitter:
             if isinstance(op, t.ReturnOp):
                 body.append(self.return_line(op))
                 continue
-            if isinstance(op, tern.QuantizeOp):
-                body.append(self.quantize(op))
-                continue
-            handler = _HANDLERS.get(type(op))
+            handler = HANDLERS.get(type(op))
             if handler is None:
-                raise TdslError(f"the torch backend cannot emit '{_op_name(op)}'", loc_of(op))
+                why = UNSUPPORTED.get(type(op), "it has no handler")
+                raise TdslError(f"the torch backend cannot emit '{_op_name(op)}': {why}", loc_of(op))
+            if isinstance(op, tern.QuantizeOp):  # two results: the handler writes the whole line
+                body.append(handler(self, op))
+                continue
             expr = handler(self, op)
             if expr is None:
                 continue
@@ -846,7 +833,7 @@ def _binary(symbol: str) -> Callable[[_ForwardEmitter, t.BinaryOp], str]:
     return lambda emitter, op: f"{emitter[op.lhs]} {symbol} {emitter[op.rhs]}"
 
 
-_HANDLERS: dict[type[Operation], Callable] = {
+HANDLERS: dict[type[Operation], Callable] = {
     t.GetParamOp: _ForwardEmitter.get_param,
     t.CallOp: _ForwardEmitter.call,
     t.ConstantOp: _ForwardEmitter.constant,
@@ -855,17 +842,10 @@ _HANDLERS: dict[type[Operation], Callable] = {
     t.TernaryMatmulOp: _ForwardEmitter.ternary_matmul,
     t.Conv2dOp: _ForwardEmitter.conv2d,
     t.BatchNormOp: _ForwardEmitter.batch_norm,
-    t.ReluOp: _unary("F.relu"),
-    t.Relu6Op: _unary("F.relu6"),
-    t.GeluOp: _unary("F.gelu"),
-    t.SigmoidOp: _unary("torch.sigmoid"),
-    t.TanhOp: _unary("torch.tanh"),
+    **{row.op: _unary(row.torch) for row in ACTIVATIONS.values()},
+    **{row.op: _binary(row.symbol) for row in BINARY.values()},
     t.SoftmaxOp: _ForwardEmitter.softmax,
     t.DropoutOp: _ForwardEmitter.dropout,
-    t.AddOp: _binary("+"),
-    t.SubOp: _binary("-"),
-    t.MulOp: _binary("*"),
-    t.DivOp: _binary("/"),
     t.MaxPool2dOp: _ForwardEmitter.pool,
     t.AvgPool2dOp: _ForwardEmitter.pool,
     t.AdaptiveAvgPool2dOp: _ForwardEmitter.adaptive_avg_pool2d,
@@ -879,5 +859,14 @@ _HANDLERS: dict[type[Operation], Callable] = {
     tern.GetPackedOp: _ForwardEmitter.get_packed,
     tern.PackedConv2dOp: _ForwardEmitter.packed_conv2d,
     tern.PackedLinearOp: _ForwardEmitter.packed_linear,
+    tern.QuantizeOp: _ForwardEmitter.quantize,
 }
-"""One row per op kind: the handler returns the right-hand side of the op's line (None: no line)."""
+"""One row per op class: the handler returns the right-hand side of the op's line (None: no line)."""
+
+UNSUPPORTED: dict[type[Operation], str] = {
+    kern.Conv2dOp: "kern ops are the kernel level, which runs on the Numba and ONNX backends; "
+                   "emit torch code from the program before `fuse`",
+    kern.LinearOp: "kern ops are the kernel level, which runs on the Numba and ONNX backends; "
+                   "emit torch code from the program before `fuse`",
+}
+"""Op classes this backend refuses, with the reason users read."""

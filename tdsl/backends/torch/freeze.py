@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
-from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, UnitAttr
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 
 from tdsl.backends.torch.emit import (
-    FROZEN_ATTR,
     _int8_scale_key,
     _ModuleEmitter,
     _py_value,
@@ -41,6 +40,7 @@ from tdsl.dialects import tdsl as t
 from tdsl.dialects import tern
 from tdsl.dialects.tdsl import entry_layer
 from tdsl.errors import TdslError
+from tdsl.lowering import frozen_program
 
 if TYPE_CHECKING:
     from tdsl.api import CompiledModel
@@ -232,11 +232,12 @@ class FrozenModel:
 
         save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(path))
 
-    def deploy(self, device: str = "cpu", *, act_quant: str = "int8", path: str | None = None):
-        """This model on the Numba backend (`tdsl.backends.numba.deploy`): numpy in, numpy out."""
-        from tdsl.backends.numba import deploy
+    def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
+               path: str | None = None):
+        """This model on a deployment backend (`tdsl.deploy`): numpy in, numpy out."""
+        from tdsl.deploy import deploy
 
-        return deploy(self, device=device, act_quant=act_quant, path=path)
+        return deploy(self, backend, device=device, act_quant=act_quant, path=path)
 
     def ternary_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Weight path -> (trits int8 in the weight's shape, scale), unpacked from storage."""
@@ -272,29 +273,6 @@ class FrozenModel:
         return out
 
 
-def _frozen_program(compiled: CompiledModel, format: str) -> CompiledModel:
-    from tdsl.api import CompiledModel, _verify, print_ir
-    from tdsl.dialects.context import make_context
-    from tdsl.passes.pack import PackPass
-
-    module = compiled.module.clone()
-    stages = list(compiled.stages)
-    has_ternary = any(isinstance(op, tern.QuantizeOp) for layer in module.ops if isinstance(layer, t.LayerOp)
-                      for op in layer.forward.body.block.ops)
-    module.attributes[FROZEN_ATTR] = UnitAttr()
-    if has_ternary:
-        PackPass(format=format).apply(make_context(), module)
-        _verify(module)
-        stages.append(("pack", print_ir(module)))
-    else:
-        from tdsl.runtime.packing import check_format
-
-        check_format(format)
-        stages.append(("freeze", print_ir(module)))
-    return CompiledModel(module, stages, compiled.filename, compiled.entry, dict(compiled.params),
-                         compiled.pipeline)
-
-
 def _lookup(trained: Mapping[str, torch.Tensor], key: str, what: str) -> torch.Tensor:
     if key not in trained:
         raise TdslError(f"freeze: the trained module has no '{key}' ({what})")
@@ -310,7 +288,7 @@ def freeze(compiled: CompiledModel, trained: nn.Module | Mapping[str, torch.Tens
     from tdsl.quant.torch_ste import ternarize_torch
 
     state = trained.state_dict() if isinstance(trained, nn.Module) else dict(trained)
-    frozen = _frozen_program(compiled, format)
+    frozen = frozen_program(compiled, format)
     module = frozen.to_torch()
     layout = storage_layout(frozen.module)
     thresholds = dict(thresholds or {})

@@ -90,7 +90,7 @@ def test_paths_identical() -> None:
     (dict(padding=-1), "padding"),
     (dict(kernel_size=7), "bytes per row|empty"),
     (dict(residual=np.zeros((1, 4, 2, 2), np.float32)), "residual has shape"),
-    (dict(activation="tanh"), "unknown activation"),
+    (dict(activation="swish"), "unknown activation"),
 ])
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     args = dict(x=np.zeros((1, 3, 5, 5), np.float32), packed=np.full((4, 7), 0x55, np.uint8),

@@ -17,7 +17,7 @@ import pytest
 from tdsl.runtime import conv_int8 as CI
 from tdsl.runtime import reference as R
 from tdsl.runtime.cpu_features import has_avx512_vnni
-from tdsl.runtime.gemm import ACTIVATIONS
+from tdsl.runtime.activations import code_of
 from tdsl.runtime.packing import pack
 
 PATHS = ["portable", pytest.param("vnni", marks=pytest.mark.skipif(
@@ -56,7 +56,7 @@ def run(x, t, s, b, kw, path, residual=None, activation=None):
     yi = np.empty(shape, np.int32)
     res = np.zeros((0, 0, 0, 0), np.float32) if residual is None else residual
     CI.conv2d_int8_into(y, x, panels, (kh, kwid), kw["stride"], kw["padding"], kw["dilation"], g, s, b,
-                        res, ACTIVATIONS[activation], path, {}, yi)
+                        res, code_of(activation), path, {}, yi)
     return y, yi
 
 

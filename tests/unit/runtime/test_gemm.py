@@ -170,7 +170,7 @@ def test_zero_rows_and_scalar_scale() -> None:
     (dict(scale="a"), "scale must be a float"),
     (dict(bias=np.ones(2, np.float32)), "bias has shape"),
     (dict(residual=np.ones((3, 2), np.float32)), "residual has shape"),
-    (dict(activation="gelu"), "unknown activation"),
+    (dict(activation="swish"), "unknown activation"),
     (dict(act_quant="int4"), "unknown act_quant"),
     (dict(path="avx2"), "unknown kernel path"),
 ])

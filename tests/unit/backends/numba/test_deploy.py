@@ -22,11 +22,10 @@ TORCH_FREE = """
     import sys
     import numpy as np
     import tdsl
-    from tdsl.backends.numba import deploy_arrays
     data = dict(np.load(sys.argv[1]))
     x, want = data.pop("__x__"), data.pop("__y__")
     compiled = tdsl.compile("lenet", pipeline="shape-infer,ternarize,pack{format=2bit}")
-    y = deploy_arrays(compiled, data, act_quant="float")(x)
+    y = compiled.with_weights(data).deploy(act_quant="float")(x)
     assert np.abs(y - want).max() <= 1e-4 * np.abs(want).max(), np.abs(y - want).max()
     assert "torch" not in sys.modules, "deployment imported torch"
     print("ok")
@@ -56,14 +55,13 @@ CUDA_SIM = """
     import sys
     import numpy as np
     import tdsl
-    from tdsl.backends.numba import deploy_arrays
     data = dict(np.load(sys.argv[1]))
     x = data.pop("__x__")
     compiled = tdsl.compile(sys.argv[2], params=json.loads(sys.argv[3]),
                             pipeline="shape-infer,ternarize,pack{format=2bit}")
     for aq in ("float", "int8"):
-        cpu = deploy_arrays(compiled, data, act_quant=aq, path="portable")(x)
-        gpu = deploy_arrays(compiled, data, device="cuda", act_quant=aq)(x)
+        cpu = compiled.with_weights(data).deploy(act_quant=aq, path="portable")(x)
+        gpu = compiled.with_weights(data).deploy(device="cuda", act_quant=aq)(x)
         err = np.abs(gpu - cpu).max() / np.abs(cpu).max()
         assert err <= 1e-5, (aq, err)
     print("ok")

@@ -8,11 +8,14 @@ import torch
 import torch.nn.functional as F
 
 import tdsl
-from tdsl.backends.numba import build_plan, deploy, kernel_module
+from tdsl import deploy
+from tdsl.backends.numba import build_plan
 from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba.executor import _conv_ternary, _Ctx
 from tdsl.backends.numba.plan import Step
 from tdsl.errors import TdslError
+from tdsl.lowering import kernel_level
+from tdsl.runtime import activations
 from tdsl.runtime.conv2d import ternary_conv2d
 from tdsl.runtime.packing import pack
 
@@ -30,7 +33,7 @@ def test_lenet_plan_steps_and_folded_weights(lenet) -> None:
                      "linear_ternary", "linear_ternary", "linear_float"]
     conv2 = plan.steps[2]
     assert conv2.weights["packed"].dtype == np.uint8 and conv2.weights["packed"].shape == (16, 38)
-    assert conv2.attrs["activation"] == "relu" and conv2.loc is not None
+    assert conv2.attrs["activation"] == activations.RELU and conv2.loc is not None
     # bn folded: scale' = alpha * gamma / sqrt(var + eps)
     sd = lenet.state_dict()
     k = sd["bn2.weight"].numpy() / np.sqrt(sd["bn2.running_var"].numpy() + 1e-5)
@@ -71,7 +74,7 @@ def test_views_share_their_input_buffer(lenet) -> None:
 def test_missing_weight_names_the_store_key(lenet) -> None:
     arrays = {k: v.numpy() for k, v in lenet.state_dict().items() if k != "conv2.weight_packed"}
     with pytest.raises(TdslError, match="parameter store has no 'conv2.weight_packed'") as info:
-        build_plan(kernel_module(lenet.compiled.module), arrays)
+        build_plan(kernel_level(lenet.compiled.module), arrays)
     assert info.value.loc is not None
 
 
@@ -79,8 +82,8 @@ def test_op_without_a_handler_is_an_error_at_its_location() -> None:
     """A ternarized but unpacked program still holds tern.quantize: no kernel for it."""
     compiled = tdsl.compile("lenet", pipeline="shape-infer,ternarize")
     arrays = {k: v.detach().numpy() for k, v in compiled.to_torch().state_dict().items()}
-    with pytest.raises(TdslError, match="the Numba backend has no kernel for 'tern.quantize'") as info:
-        compiled.deploy(arrays)
+    with pytest.raises(TdslError, match="the Numba backend has no kernel for 'tern.quantize': freeze or quantize") as info:
+        compiled.with_weights(arrays).deploy()
     assert info.value.loc is not None and info.value.loc.file.endswith(".tdsl")
 
 
@@ -105,7 +108,7 @@ def test_conv_driver_equals_runtime_ternary_conv2d(act_quant: str, groups: int, 
     want = ternary_conv2d(x, packed, k, s, b, residual=res, **kw)
     step = Step("conv2d_ternary", (0,), 1, {"kernel": (k, k), "stride": (2, 2), "padding": (1, 1),
                                             "dilation": (1, 1), "groups": groups, "out_channels": O,
-                                            "activation": "relu", "residual": residual},
+                                            "activation": activations.RELU, "residual": residual},
                 {"packed": packed, "scale": s, "bias": b}, "kern.conv2d", None)
     y = np.empty_like(want)
     ws = {"cols": np.empty(2 * 16 * C * k * k, np.float32), "gemm": np.empty(2 * 16 * O, np.float32)}
@@ -135,5 +138,5 @@ def test_adaptive_avg_pool_matches_torch(out) -> None:
 def test_gelu_matches_torch() -> None:
     x = torch.randn(1000)
     y = np.empty(1000, np.float32)
-    K.gelu(x.numpy(), y)
+    K.activation_map(x.numpy(), activations.GELU, y)
     np.testing.assert_allclose(y, F.gelu(x).numpy(), rtol=1e-6, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Turning failures into the one-line diagnostics users see, shared by both CLIs and the API."""
+"""Verifying a module so that a failure is a located TdslError (shared by the CLIs, the API and lowering)."""
 from __future__ import annotations
 
 from xdsl.dialects.builtin import ModuleOp

@@ -1,0 +1,71 @@
+"""Activation functions: the one definition every kernel applies.
+
+A kernel takes an activation as an integer code (its index in `NAMES`, the spelling the IR
+uses in `kern.* {activation = "relu6"}`). `apply(v, code)` is plain Python over one float32
+scalar; Numba compiles this same function for the CPU (`tdsl.runtime.gemm.activation`) and as
+a CUDA device function (`tdsl.runtime.cuda_gemm.activation`), and every fused epilogue and
+elementwise step calls one of those two. `apply_array` is the numpy reference of the same
+functions (float64 in, float64 out), what the kernels are tested against.
+
+This module imports numpy only, so the dialects can read `NAMES` without loading Numba.
+Which op class is which code is the op registry's business (`tdsl.ops.activations`).
+Numba's on-disk cache keys a kernel on its own file: after editing `apply`, clear the
+`__pycache__/*.nbi` files of `tdsl/runtime` and `tdsl/backends/numba` in a working copy.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NAMES: tuple[str, ...] = ("none", "relu", "relu6", "gelu", "sigmoid", "tanh")
+"""Activation names by code."""
+NONE, RELU, RELU6, GELU, SIGMOID, TANH = range(len(NAMES))
+
+_F0 = np.float32(0.0)
+_F1 = np.float32(1.0)
+_F6 = np.float32(6.0)
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+def code_of(name: str | None) -> int:
+    """The code of an activation name (`None` and "none" are `NONE`); ValueError if unknown."""
+    if name is None:
+        return NONE
+    if name not in NAMES:
+        raise ValueError(f"unknown activation {name!r}: valid are {', '.join(NAMES)}")
+    return NAMES.index(name)
+
+
+def apply(v, act):  # noqa: ANN001, ANN201 - compiled by Numba for float32 scalars
+    """act(v) for one float32 scalar, rounded to float32 (GELU is evaluated in float64)."""
+    if act == RELU:
+        return max(v, _F0)
+    if act == RELU6:
+        return min(max(v, _F0), _F6)
+    if act == GELU:
+        return np.float32(0.5 * v * (1.0 + math.erf(v * _INV_SQRT2)))
+    if act == SIGMOID:
+        return np.float32(_F1 / (_F1 + math.exp(-v)))
+    if act == TANH:
+        return np.float32(math.tanh(v))
+    return v
+
+
+def apply_array(x: np.ndarray, act: int) -> np.ndarray:
+    """The numpy reference of `apply` on a whole array, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    if act == RELU:
+        return np.maximum(x, 0.0)
+    if act == RELU6:
+        return np.clip(x, 0.0, 6.0)
+    if act == GELU:
+        erf = np.vectorize(math.erf, otypes=[np.float64])
+        return 0.5 * x * (1.0 + erf(x * _INV_SQRT2))
+    if act == SIGMOID:
+        return 1.0 / (1.0 + np.exp(-x))
+    if act == TANH:
+        return np.tanh(x)
+    if act == NONE:
+        return x
+    raise ValueError(f"unknown activation code {act}")
