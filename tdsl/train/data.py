@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -233,3 +233,60 @@ def load_dataset(spec: str, layout: str = "flat", seed: int = 0) -> Dataset:
     if (path / "x.npy").exists() or (path / "y.npy").exists():
         return load_npy_pair(path / "x.npy", path / "y.npy", seed=seed)
     return load_image_folder(path, seed=seed)
+
+
+# Fitting a dataset to a compiled model (what `tdsl train` feeds it)
+
+def input_dims(model: Any) -> list[int | None]:
+    """The entry forward's input dims, None where dynamic; a TdslError unless one input."""
+    from tdsl.dialects.tdsl import dims_of, entry_layer
+
+    inputs = entry_layer(model.module).forward.function_type.inputs.data
+    if len(inputs) != 1:
+        raise TdslError(f"`tdsl train` feeds one input tensor, but {model.entry} takes {len(inputs)}")
+    dims = dims_of(inputs[0])
+    if dims is None:
+        raise TdslError(f"the rank of {model.entry}'s input is not known; `tdsl train` needs it")
+    return [None if d is None or d < 0 else d for d in dims]
+
+
+def output_classes(model: Any) -> int | None:
+    """The class count of the entry forward's one [N, C] output, or None."""
+    from tdsl.dialects.tdsl import dims_of, entry_layer
+
+    outputs = entry_layer(model.module).forward.function_type.outputs.data
+    dims = dims_of(outputs[0]) if len(outputs) == 1 else None
+    if not dims or len(dims) != 2 or dims[-1] is None or dims[-1] < 0:
+        return None
+    return int(dims[-1])
+
+
+def fit_dataset(model: Any, spec: str, dims: list[int | None]) -> Dataset:
+    """Load the dataset `spec` (`load_dataset`, or 'mnist1d') shaped for a compiled model
+    whose input dims are `dims` (`input_dims(model)`), or explain the mismatch."""
+    sample = dims[1:]
+    layout = "image" if len(sample) == 3 else "flat"
+    if spec == "mnist1d":
+        from tdsl.train.recipes import mnist1d_dataset
+        data = mnist1d_dataset()
+    else:
+        data = load_dataset(spec, layout=layout)
+    shown = "[N, " + ", ".join("?" if d is None else str(d) for d in sample) + "]"
+    if any(d is None for d in sample):
+        if len(sample) != len(data.sample_shape):
+            raise TdslError(f"model {model.entry} takes inputs {shown} but dataset '{data.name}' "
+                            f"has samples of shape {list(data.sample_shape)}")
+        return data
+    try:
+        data = data.reshaped([int(d) for d in sample if d is not None])
+    except TdslError:
+        hint = (" For digits (8x8 images) use `mlp` with its default in_features=64, or "
+                "`lenet --param image_size=8`." if spec == "digits" else "")
+        raise TdslError(f"model {model.entry} takes inputs {shown} but dataset '{data.name}' has "
+                        f"samples of shape {list(data.sample_shape)}.{hint}") from None
+    classes = output_classes(model)
+    if classes is not None and classes < data.num_classes:
+        raise TdslError(f"model {model.entry} has {classes} outputs but dataset '{data.name}' has "
+                        f"{data.num_classes} classes; set the model's class count, e.g. "
+                        f"--param num_classes={data.num_classes}")
+    return data

@@ -1,0 +1,137 @@
+"""A frozen model in one of the export formats (a package, a torch.export program,
+TorchScript or ONNX), reloaded and compared with the torch backend.
+
+    frozen = quantize_model("resnet18", precision="ternary")
+    path = write_export(frozen, "torch-export", "r18.pt2")
+    verify_export(frozen, "torch-export", path)     # the largest |difference|, 0.0 here
+
+What `tdsl export` (tdsl.tools.export) runs, and `benchmarks/size_table.py` too. torch is
+imported only when a function runs.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tdsl.errors import TdslError
+
+FORMATS = ("package", "torch-export", "torchscript", "onnx")
+SUFFIXES = {"package": "", "torch-export": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
+
+
+def _precision_args(text: str) -> dict[str, str]:
+    from tdsl.precision import PRECISIONS
+
+    if text in PRECISIONS:
+        return {"precision": text}
+    if "=" in text:
+        return {"precision": "fp32", "override": text}
+    raise TdslError(f"--precision must be one of {', '.join(PRECISIONS)} or a policy like 'conv1=fp16', got '{text}'")
+
+
+def is_package(path: str) -> bool:
+    from tdsl.package import CONFIG_FILE
+
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE))
+
+
+def quantize_model(model: str, *, precision: str = "fp32", policy: str = "default", threshold: str = "twn",
+                   packed_format: str = "2bit", params: dict[str, Any] | None = None, entry: str | None = None,
+                   weights: Any = None, seed: int = 0) -> Any:
+    """`tdsl.quantize` of a zoo name / file / source text at a precision or policy, from
+    `weights` (state dict or .safetensors) or the model's random initialisation."""
+    import torch
+
+    from tdsl.api import compile as compile_
+    from tdsl.precision import quantize
+
+    if weights is None:
+        torch.manual_seed(seed)
+        weights = compile_(model, entry=entry, params=params, pipeline="shape-infer").to_torch().state_dict()
+    choice = _precision_args(precision)
+    frozen = quantize(model, policy=policy, threshold=threshold, format=packed_format, params=params,
+                      weights=weights, entry=entry, **choice)
+    return frozen
+
+
+def write_export(frozen: Any, fmt: str, path: str | os.PathLike[str]) -> Path:
+    """Write `frozen` (a FrozenModel) in format `fmt` to `path`."""
+    if fmt == "package":
+        from tdsl.package.writer import save
+
+        return save(frozen, path, source=getattr(frozen, "package_source", None), overwrite=True)
+    if fmt == "torch-export":
+        from tdsl.backends.torch.export import export_program
+
+        return export_program(frozen, path)
+    if fmt == "torchscript":
+        import warnings
+
+        from tdsl.backends.torch.export import export_torchscript
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return export_torchscript(frozen, path)
+    if fmt == "onnx":
+        try:
+            from tdsl.backends.onnx import export_onnx
+        except ImportError as e:
+            if getattr(e, "name", None) not in ("tdsl.backends.onnx", None) and "export_onnx" not in str(e):
+                raise
+            raise TdslError("--format onnx needs the ONNX backend (tdsl.backends.onnx.export_onnx), "
+                            "which this tdsl does not have yet") from None
+        export_onnx(frozen, str(path))
+        return Path(path)
+    raise TdslError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
+
+
+def verify_export(frozen: Any, fmt: str, path: str | os.PathLike[str], *, batch: int = 2, seed: int = 0) -> float:
+    """Reload the written file and return the largest |difference| of its output from the
+    torch backend's (the frozen module) on one random batch."""
+    import numpy as np
+    import torch
+
+    from tdsl.backends.torch.export import example_inputs
+
+    inputs = example_inputs(frozen.compiled, batch=batch, seed=seed)
+    with torch.no_grad():
+        reference = frozen.module(*inputs)
+        if fmt == "package":
+            from tdsl.package.reader import load
+
+            got = load(path).to_torch()(*inputs)
+        elif fmt == "torch-export":
+            from tdsl.backends.torch.export import load_program
+
+            got = load_program(path)(*inputs)
+        elif fmt == "torchscript":
+            from tdsl.backends.torch.export import load_torchscript
+
+            got = load_torchscript(path)(*inputs)
+        else:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)}
+            got = torch.from_numpy(np.asarray(session.run(None, feeds)[0]))
+    if tuple(got.shape) != tuple(reference.shape):
+        raise TdslError(f"{path}: the reloaded model gives shape {tuple(got.shape)}, the torch backend "
+                        f"{tuple(reference.shape)}")
+    return float((got.to(torch.float64) - reference.to(torch.float64)).abs().max()) if got.numel() else 0.0
+
+
+def size_of(path: str | os.PathLike[str]) -> int:
+    """Bytes of a file, or of every file in a package folder."""
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.iterdir() if f.is_file()) if p.is_dir() else p.stat().st_size
+
+
+def fp32_size(frozen: Any, fmt: str, source: str, params: dict[str, Any], entry: str | None) -> int:
+    """Size of the same model at fp32 in the same format (written to a temporary folder)."""
+    baseline = quantize_model(source, precision="fp32", params=params, entry=entry)
+    if fmt == "package":
+        baseline.package_source = getattr(frozen, "package_source", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        return size_of(write_export(baseline, fmt, Path(tmp) / f"fp32{SUFFIXES[fmt] or '.pkg'}"))
