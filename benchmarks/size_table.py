@@ -3,7 +3,7 @@ precision, with each file's largest output difference from the torch backend.
 
     python benchmarks/size_table.py            # writes docs/results/sizes.md
 
-Every file is written by `tdsl export`'s own functions (`tdsl.package.cli.write_export`),
+Every file is written by `tdsl export`'s own functions (`tdsl.package.export.write_export`),
 reloaded and run on one random 1x3x224x224 batch (`verify_export`). All precisions start
 from the same random fp32 weights, so the sizes compare like with like. ONNX rows appear
 when `tdsl.backends.onnx` is installed.
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from tdsl.api import compile as compile_
-    from tdsl.package.cli import quantize_model, size_of, verify_export, write_export
+    from tdsl.package.export import quantize_model, size_of, verify_export, write_export
 
     formats = ["package", "torch-export", "torchscript"]
     if importlib.util.find_spec("tdsl.backends.onnx") is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tdsl
 from tdsl.errors import TdslError
+from tdsl.tools.common import command_main
 
 SCRIPTS: dict[str, str] = {"kernels": "bench_kernels.py", "roofline": "bench_roofline.py",
                            "models": "bench_models.py"}
@@ -52,7 +53,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run the speed benchmarks (table, JSON and PNG in --out)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=[*SCRIPTS, "all"], help="which benchmark to run")
@@ -63,3 +64,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=None,
                    help="timed calls per measurement (default: each script's own)")
     p.set_defaults(func=cmd_bench)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_main(add_parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,11 +2,11 @@
 
 Modules: `trainer` (Trainer, TrainConfig), `schedules` (LR as a function of the step),
 `health` (gradient checks), `regularizers` (latent-weight penalties), `checkpoint`,
-`metrics` (JSONL log and plot), `data` (digits, numpy, image folders), `distributed`,
-and `cli` (the `tdsl train` subcommand).
+`metrics` (JSONL log and plot), `data` (digits, numpy, image folders, fitting one to a
+model) and `distributed`. The `tdsl train` subcommand is `tdsl.tools.train`.
 
 The names below are imported on first use, so that the `tdsl` CLI, which registers
-`tdsl.train.cli`, does not import torch for commands that do not train.
+`tdsl.tools.train`, does not import torch for commands that do not train.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """`tdsl train`: compile a model, train it on a dataset, write checkpoints, metrics and a plot.
 
-Registered into the `tdsl` CLI by `add_train_parser(sub)`. Training options left unset take
-`TrainConfig`'s defaults, or, with `--resume`, the values stored in the checkpoint (so a resumed
-run continues the same schedule); options given explicitly override either. Under `torchrun`
-the same command trains with DistributedDataParallel, rank 0 printing and writing.
+Training options left unset take `TrainConfig`'s defaults, or, with `--resume`, the values
+stored in the checkpoint (so a resumed run continues the same schedule); options given
+explicitly override either. Under `torchrun` the same command trains with
+DistributedDataParallel, rank 0 printing and writing. The training itself is `tdsl.train`
+(Trainer, recipes, datasets); torch is imported only when the command runs.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tdsl.errors import TdslError
+from tdsl.tools.common import command_main, params_from
 
 # argparse dest -> TrainConfig field, for options whose default is "not given"
 CONFIG_ARGS = {
@@ -27,8 +28,7 @@ CONFIG_ARGS = {
 DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
 
 
-def add_train_parser(sub: Any) -> None:
-    """Add the `train` subcommand to the `tdsl` CLI's subparsers."""
+def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model (digits, .npz, x.npy/y.npy folder or image folder)")
     p.add_argument("model", help="a zoo model name (see `tdsl models`), or a .tdsl / .tri file")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
@@ -94,75 +94,13 @@ def build_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
     return config
 
 
-def input_dims(model: Any) -> list[int | None]:
-    """The entry forward's input dims, None where dynamic; a TdslError unless one input."""
-    from tdsl.dialects.tdsl import dims_of, entry_layer
-
-    inputs = entry_layer(model.module).forward.function_type.inputs.data
-    if len(inputs) != 1:
-        raise TdslError(f"`tdsl train` feeds one input tensor, but {model.entry} takes {len(inputs)}")
-    dims = dims_of(inputs[0])
-    if dims is None:
-        raise TdslError(f"the rank of {model.entry}'s input is not known; `tdsl train` needs it")
-    return [None if d is None or d < 0 else d for d in dims]
-
-
-def output_classes(model: Any) -> int | None:
-    from tdsl.dialects.tdsl import dims_of, entry_layer
-
-    outputs = entry_layer(model.module).forward.function_type.outputs.data
-    dims = dims_of(outputs[0]) if len(outputs) == 1 else None
-    if not dims or len(dims) != 2 or dims[-1] is None or dims[-1] < 0:
-        return None
-    return int(dims[-1])
-
-
-def fit_dataset(model: Any, spec: str, dims: list[int | None]) -> Any:
-    """Load the dataset shaped for the model, or explain the mismatch."""
-    from tdsl.train.data import load_dataset
-
-    sample = dims[1:]
-    layout = "image" if len(sample) == 3 else "flat"
-    if spec == "mnist1d":
-        from tdsl.train.recipes import mnist1d_dataset
-        data = mnist1d_dataset()
-    else:
-        data = load_dataset(spec, layout=layout)
-    shown = "[N, " + ", ".join("?" if d is None else str(d) for d in sample) + "]"
-    if any(d is None for d in sample):
-        if len(sample) != len(data.sample_shape):
-            raise TdslError(f"model {model.entry} takes inputs {shown} but dataset '{data.name}' "
-                            f"has samples of shape {list(data.sample_shape)}")
-        return data
-    try:
-        data = data.reshaped([int(d) for d in sample if d is not None])
-    except TdslError:
-        hint = (" For digits (8x8 images) use `mlp` with its default in_features=64, or "
-                "`lenet --param image_size=8`." if spec == "digits" else "")
-        raise TdslError(f"model {model.entry} takes inputs {shown} but dataset '{data.name}' has "
-                        f"samples of shape {list(data.sample_shape)}.{hint}") from None
-    classes = output_classes(model)
-    if classes is not None and classes < data.num_classes:
-        raise TdslError(f"model {model.entry} has {classes} outputs but dataset '{data.name}' has "
-                        f"{data.num_classes} classes; set the model's class count, e.g. "
-                        f"--param num_classes={data.num_classes}")
-    return data
-
-
-def save_package(run: Any, path: Path) -> Path:
-    """Freeze a ternary QAT run into its packed form and save it as a model package."""
-    from tdsl.package.writer import save
-
-    return save(run.freeze(), path, overwrite=True)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from tdsl.api import compile as compile_
-    from tdsl.tools.tdsl_cli import params_from
     from tdsl.train import distributed as D
     from tdsl.train.checkpoint import load_checkpoint
+    from tdsl.train.data import fit_dataset, input_dims
     from tdsl.train.trainer import Trainer
 
     env = D.init_distributed()
@@ -202,9 +140,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"test accuracy: {result.test_acc:.2%} (test loss {result.test_loss:.4f})")
             print(f"checkpoint: {ckpts[-1] if ckpts else '-'}")
             if args.recipe:
-                print(f"package: {save_package(run, out / 'package')} (frozen, packed; tdsl.load / tdsl export)")
+                from tdsl.package.writer import save
+
+                package = save(run.freeze(), out / "package", overwrite=True)  # frozen, packed
+                print(f"package: {package} (frozen, packed; tdsl.load / tdsl export)")
             print(f"metrics: {out / 'metrics.jsonl'}, plot: {out / 'metrics.png'}")
             sys.stdout.flush()
     finally:
         D.shutdown(env)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_main(add_parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,5 @@
 """`tdsl quantize`: post-training quantisation from the command line, with memory and
-sparsity reports (registered in `tdsl.tools.tdsl_cli` by `add_quantize_parser`)."""
+sparsity reports (the quantisation is `tdsl.precision.quantize`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +8,10 @@ import sys
 from typing import Any
 
 from tdsl.errors import TdslError
+from tdsl.tools.common import command_main, params_from, write_atomic
 
 
-def add_quantize_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     p = sub.add_parser("quantize", help="quantise a model (fp32, fp16, int8, ternary, mixed) and report its memory")
     p.add_argument("model", help="a zoo model name (see `tdsl models`), or a .tdsl / .tri file")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
@@ -41,9 +42,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     import torch
 
     from tdsl.precision import PIPELINE_ALL, quantize, summary_table
-    from tdsl.tools.common import parse_param, write_atomic
 
-    params = dict(parse_param(p) for p in (args.param or []))
+    params = params_from(args)
     torch.manual_seed(args.seed)
     weights: Any = args.weights
     if weights is None:
@@ -60,20 +60,28 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(summary_table(frozen))
         print()
         report["pipeline"] = {p: f.memory_report().to_dict() for p, f in frozen.items()}
-    main = frozen[args.precision if args.precision in frozen else stages[-1]]
-    memory, sparsity = main.memory_report(), main.sparsity_report()
-    print(f"memory ({main.precision}, {args.format}):")
+    chosen = frozen[args.precision if args.precision in frozen else stages[-1]]
+    memory, sparsity = chosen.memory_report(), chosen.sparsity_report()
+    print(f"memory ({chosen.precision}, {args.format}):")
     print(memory.table())
     print()
     print("sparsity:")
     print(sparsity.table())
-    report.update(precision=main.precision, memory=memory.to_dict(), sparsity=sparsity.to_dict())
+    report.update(precision=chosen.precision, memory=memory.to_dict(), sparsity=sparsity.to_dict())
     if args.report:
         write_atomic(args.report, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.report}", file=sys.stderr)
     if args.output:
         if not args.output.endswith(".safetensors"):
             raise TdslError(f"--output must be a .safetensors file, got '{args.output}'")
-        main.save(args.output)
+        chosen.save(args.output)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_main(add_parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

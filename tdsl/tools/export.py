@@ -1,0 +1,107 @@
+"""`tdsl export`: a model (zoo name, .tdsl file or saved package) to a package, a
+torch.export program, TorchScript or ONNX, each reloaded and compared with the torch
+backend.
+
+    tdsl export resnet18 --precision ternary --format torch-export -o r18.pt2
+
+The summary gives the file's size against the same model exported at fp32 in the same
+format, and the largest output difference of the reloaded file. The writing and checking
+are `tdsl.package.export` (`write_export`, `verify_export`), which `benchmarks/size_table.py`
+uses too. torch is imported only when the command runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from tdsl.errors import TdslError
+from tdsl.package.export import FORMATS
+from tdsl.tools.common import command_main, params_from
+
+PRECISION_HELP = "fp32, fp16, int8, ternary, mixed, or a per-layer policy such as 'conv1=fp16 layer4.*=int8'"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="export a model or package (package, torch-export, torchscript, onnx) "
+                                      "and verify it against the torch backend")
+    p.add_argument("model", help="a zoo model name (see `tdsl models`), a .tdsl / .tri file, or a saved package folder")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("-o", "--output", required=True, help="the file (or package folder) to write")
+    p.add_argument("--precision", default="fp32", metavar="PRECISION", help=PRECISION_HELP + " (default fp32)")
+    p.add_argument("--policy", default="default", choices=["default", "all", "none"], help="ternary policy")
+    p.add_argument("--threshold", default="twn", help="twn, absmean, fixed=<delta> or sparsity=<fraction>")
+    p.add_argument("--packed-format", default="2bit", choices=["2bit", "base3"], help="packed trit format")
+    p.add_argument("--param", "--params", action="append", metavar="NAME=VALUE", dest="param",
+                   help="a parameter of the entry layer (repeatable), e.g. --param num_classes=10")
+    p.add_argument("--entry", help="the layer to build (default: the last one in the file)")
+    p.add_argument("--weights", help="fp32 weights (.safetensors state dict) to quantise; default: random init")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation and of the test input")
+    p.add_argument("--batch", type=int, default=2, help="batch size of the verification input")
+    p.add_argument("--no-verify", action="store_true", help="skip reloading and comparing the written file")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from tdsl.package.export import fp32_size, is_package, quantize_model, size_of, verify_export, write_export
+
+    params = params_from(args)
+    steps = ["load" if is_package(args.model) else f"quantize ({args.precision})", f"write {args.format}",
+             "fp32 baseline"] + ([] if args.no_verify else ["verify"])
+    bar = tqdm(steps, desc="export", unit="step", file=sys.stderr, disable=None, leave=False)
+    step = iter(bar)
+    next(step)
+    bar.set_postfix_str(steps[0])
+    if is_package(args.model):
+        if params or args.precision != "fp32" or args.weights:
+            raise TdslError(f"{args.model} is a package: --precision, --param and --weights apply to models, "
+                            "not to a saved package")
+        from tdsl.package.reader import load
+
+        pkg = load(args.model)
+        frozen = pkg.to_frozen()
+        frozen.package_source = pkg.config["model"]["source"]
+        source, params, entry = pkg.config["model"]["source"], pkg.config["model"]["params"], pkg.config["model"]["entry"]
+    else:
+        frozen = quantize_model(args.model, precision=args.precision, policy=args.policy, threshold=args.threshold,
+                                packed_format=args.packed_format, params=params, entry=args.entry,
+                                weights=args.weights, seed=args.seed)
+        source, entry = args.model, args.entry
+    next(step)
+    bar.set_postfix_str(steps[1])
+    if args.format == "torchscript":
+        from tdsl.backends.torch.export import TORCHSCRIPT_DEPRECATION
+
+        print(f"warning: {TORCHSCRIPT_DEPRECATION}", file=sys.stderr)
+    path = write_export(frozen, args.format, args.output)
+    next(step)
+    bar.set_postfix_str(steps[2])
+    baseline = fp32_size(frozen, args.format, source, params, entry)
+    diff = None
+    if not args.no_verify:
+        next(step)
+        bar.set_postfix_str(steps[3])
+        diff = verify_export(frozen, args.format, path, batch=args.batch, seed=args.seed)
+    bar.close()
+    size = size_of(path)
+    tolerance = 0.0 if args.format in ("package", "torch-export", "torchscript") else 1e-4
+    verdict = "skipped" if diff is None else (f"ok, max |diff| {diff:.3g}" if diff <= tolerance
+                                              else f"FAILED, max |diff| {diff:.3g}")
+    rows = [("format", "file", "size", "vs fp32", "verification"),
+            (args.format, str(path), f"{size:,} B", f"{baseline / size:.2f}x smaller" if size else "-", verdict)]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for k, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    return 0 if diff is None or diff <= tolerance else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_main(add_parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
