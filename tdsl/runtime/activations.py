@@ -9,8 +9,8 @@ functions (float64 in, float64 out), what the kernels are tested against.
 
 This module imports numpy only, so the dialects can read `NAMES` without loading Numba.
 Which op class is which code is the op registry's business (`tdsl.ops.activations`).
-Numba's on-disk cache keys a kernel on its own file: after editing `apply`, clear the
-`__pycache__/*.nbi` files of `tdsl/runtime` and `tdsl/backends/numba` in a working copy.
+Numba's on-disk cache keys a kernel on its own file, so `tdsl.runtime.kernel_cache` drops
+the cached kernels when this file changes.
 """
 from __future__ import annotations
 
