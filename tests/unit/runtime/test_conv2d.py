@@ -17,6 +17,7 @@ import pytest
 
 from tdsl.errors import TdslError
 from tdsl.runtime import reference as R
+from tdsl.runtime.activations import NAMES
 from tdsl.runtime.conv2d import ternary_conv2d
 from tdsl.runtime.cpu_features import has_avx512_vnni
 from tdsl.runtime.packing import pack
@@ -61,7 +62,7 @@ def test_conv_matches_reference(case, act_quant: str, path: str) -> None:
     assert np.abs(y - ref_float).max() <= 3e-2 * np.abs(ref_float).max()
 
 
-@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
+@pytest.mark.parametrize("activation", [None, *NAMES[1:]])  # every code the kernels apply
 @pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]])
 def test_conv_epilogues(case, activation: str | None) -> None:
     x, t, p, s, b, kw = make(case, seed=1)

@@ -29,6 +29,7 @@ import pytest
 
 from tdsl.errors import TdslError
 from tdsl.runtime import reference as R
+from tdsl.runtime.activations import NAMES
 from tdsl.runtime.compile_stats import compile_seconds
 from tdsl.runtime.cpu_features import (
     ENV_VAR,
@@ -122,7 +123,7 @@ def test_float_path(B: int, K: int, N: int) -> None:
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("act_quant", ["int8", "float"])
-@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
+@pytest.mark.parametrize("activation", [None, *NAMES[1:]])  # every code the kernels apply
 @pytest.mark.parametrize("B", [1, 5])
 def test_epilogues(path: str, act_quant: str, activation: str | None, B: int) -> None:
     x, t, p, s = make(B, 75, 11, seed=4)
