@@ -855,6 +855,14 @@ class TanhOp(UnaryOp):
 
 
 @irdl_op_definition
+class HardswishOp(UnaryOp):
+    """`x * relu6(x + 3) / 6` (Howard et al. 2019, MobileNetV3).
+    `%y = tdsl.hardswish %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.hardswish"
+
+
+@irdl_op_definition
 class DropoutOp(UnaryOp):
     """Dropout with probability `p` (identity at inference).
 
@@ -1240,6 +1248,7 @@ TDSL = Dialect(
         GeluOp,
         SigmoidOp,
         TanhOp,
+        HardswishOp,
         SoftmaxOp,
         DropoutOp,
         AddOp,

@@ -77,6 +77,15 @@ def _clip(low: float, high: float) -> OnnxBuilder:
     return build
 
 
+def _hardswish(g: Any, x: str, hint: str) -> str:
+    if g.opset >= 14:
+        return g.node("HardSwish", [x], hint)
+    shifted = g.node("Add", [x, g.constant(np.array(3.0, np.float32), "three")], hint + "_shift")
+    gate = _clip(0.0, 6.0)(g, shifted, hint + "_gate")
+    return g.node("Div", [g.node("Mul", [x, gate], hint + "_mul"), g.constant(np.array(6.0, np.float32), "six")],
+                  hint)
+
+
 def _gelu(g: Any, x: str, hint: str) -> str:
     if g.opset >= 20:
         return g.node("Gelu", [x], hint)
@@ -93,6 +102,7 @@ _ACTIVATIONS = (
     Activation(t.GeluOp, A.GELU, "F.gelu", _gelu),
     Activation(t.SigmoidOp, A.SIGMOID, "torch.sigmoid", _node("Sigmoid")),
     Activation(t.TanhOp, A.TANH, "torch.tanh", _node("Tanh")),
+    Activation(t.HardswishOp, A.HARDSWISH, "F.hardswish", _hardswish, fusable=True),
 )
 
 ACTIVATIONS: dict[type[t.UnaryOp], Activation] = {row.op: row for row in _ACTIVATIONS}

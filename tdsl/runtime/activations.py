@@ -18,12 +18,13 @@ import math
 
 import numpy as np
 
-NAMES: tuple[str, ...] = ("none", "relu", "relu6", "gelu", "sigmoid", "tanh")
+NAMES: tuple[str, ...] = ("none", "relu", "relu6", "gelu", "sigmoid", "tanh", "hardswish")
 """Activation names by code."""
-NONE, RELU, RELU6, GELU, SIGMOID, TANH = range(len(NAMES))
+NONE, RELU, RELU6, GELU, SIGMOID, TANH, HARDSWISH = range(len(NAMES))
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
+_F3 = np.float32(3.0)
 _F6 = np.float32(6.0)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
@@ -49,6 +50,8 @@ def apply(v, act):  # noqa: ANN001, ANN201 - compiled by Numba for float32 scala
         return np.float32(_F1 / (_F1 + math.exp(-v)))
     if act == TANH:
         return np.float32(math.tanh(v))
+    if act == HARDSWISH:
+        return np.float32(v * min(max(v + _F3, _F0), _F6) / _F6)
     return v
 
 
@@ -66,6 +69,8 @@ def apply_array(x: np.ndarray, act: int) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
     if act == TANH:
         return np.tanh(x)
+    if act == HARDSWISH:
+        return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
     if act == NONE:
         return x
     raise ValueError(f"unknown activation code {act}")

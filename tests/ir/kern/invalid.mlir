@@ -36,7 +36,7 @@ func.func @f(%x: tensor<?x4x8x8xf32>, %w: tensor<8x4x3x3xf32>, %t: tensor<8x4x3x
   %y = kern.conv2d %x, %w {activation = "gelu", dilation = array<i64: 1, 1>, groups = 1 : i64, padding = array<i64: 1, 1>, stride = array<i64: 1, 1>, precision = "fp32"} : (tensor<?x4x8x8xf32>, tensor<8x4x3x3xf32>) -> tensor<?x8x8x8xf32> loc("bad.tdsl":5:5)
   func.return
 }
-// CHECK: bad.tdsl:5:5: error: 'kern.conv2d' activation must be one of none, relu, relu6, but got "gelu"
+// CHECK: bad.tdsl:5:5: error: 'kern.conv2d' activation must be one of none, relu, relu6, hardswish, but got "gelu"
 
 // -----
 

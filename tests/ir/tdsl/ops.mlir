@@ -28,7 +28,8 @@ builtin.module attributes {tdsl.entry = @Net} {
       %ge = tdsl.gelu %r6 : tensor<?x8x4x4xf32> -> tensor<?x8x4x4xf32>
       %sg = tdsl.sigmoid %ge : tensor<?x8x4x4xf32> -> tensor<?x8x4x4xf32>
       %th = tdsl.tanh %sg : tensor<?x8x4x4xf32> -> tensor<?x8x4x4xf32>
-      %mp = tdsl.max_pool2d %th {kernel = array<i64: 2, 2>, padding = array<i64: 0, 0>, stride = array<i64: 2, 2>} : tensor<?x8x4x4xf32> -> tensor<?x8x2x2xf32>
+      %hs = tdsl.hardswish %th : tensor<?x8x4x4xf32> -> tensor<?x8x4x4xf32>
+      %mp = tdsl.max_pool2d %hs {kernel = array<i64: 2, 2>, padding = array<i64: 0, 0>, stride = array<i64: 2, 2>} : tensor<?x8x4x4xf32> -> tensor<?x8x2x2xf32>
       %ap = tdsl.avg_pool2d %mp {kernel = array<i64: 2, 2>, padding = array<i64: 1, 1>, stride = array<i64: 1, 1>} : tensor<?x8x2x2xf32> -> tensor<?x8x3x3xf32>
       %aa = tdsl.adaptive_avg_pool2d %ap {output_size = array<i64: 1, 1>} : tensor<?x8x3x3xf32> -> tensor<?x8x1x1xf32>
       %fl = tdsl.flatten %aa {end_dim = -1 : i64, start_dim = 1 : i64} : tensor<?x8x1x1xf32> -> tensor<?x8xf32>
@@ -82,7 +83,8 @@ builtin.module attributes {tdsl.entry = @Net} {
 // CHECK-NEXT: %ge = tdsl.gelu %r6 : tensor<?x8x4x4xf32> -> tensor<?x8x4x4xf32>
 // CHECK-NEXT: %sg = tdsl.sigmoid %ge : tensor<?x8x4x4xf32> -> tensor<?x8x4x4xf32>
 // CHECK-NEXT: %th = tdsl.tanh %sg : tensor<?x8x4x4xf32> -> tensor<?x8x4x4xf32>
-// CHECK-NEXT: %mp = tdsl.max_pool2d %th {kernel = array<i64: 2, 2>, padding = array<i64: 0, 0>, stride = array<i64: 2, 2>} : tensor<?x8x4x4xf32> -> tensor<?x8x2x2xf32>
+// CHECK-NEXT: %hs = tdsl.hardswish %th : tensor<?x8x4x4xf32> -> tensor<?x8x4x4xf32>
+// CHECK-NEXT: %mp = tdsl.max_pool2d %hs {kernel = array<i64: 2, 2>, padding = array<i64: 0, 0>, stride = array<i64: 2, 2>} : tensor<?x8x4x4xf32> -> tensor<?x8x2x2xf32>
 // CHECK-NEXT: %ap = tdsl.avg_pool2d %mp {kernel = array<i64: 2, 2>, padding = array<i64: 1, 1>, stride = array<i64: 1, 1>} : tensor<?x8x2x2xf32> -> tensor<?x8x3x3xf32>
 // CHECK-NEXT: %aa = tdsl.adaptive_avg_pool2d %ap {output_size = array<i64: 1, 1>} : tensor<?x8x3x3xf32> -> tensor<?x8x1x1xf32>
 // CHECK-NEXT: %fl = tdsl.flatten %aa {end_dim = -1 : i64, start_dim = 1 : i64} : tensor<?x8x1x1xf32> -> tensor<?x8xf32>
