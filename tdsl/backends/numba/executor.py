@@ -23,6 +23,7 @@ import numpy as np
 from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba.plan import Kernel, Plan, Schedule, Step, build_plan, dtype_of
 from tdsl.errors import TdslError
+from tdsl.ops.composite import COMPOSITES
 from tdsl.ops.elementwise import BINARY
 from tdsl.quant.int8 import int8_activation
 from tdsl.runtime import compile_stats, conv_int8, gemm
@@ -194,6 +195,12 @@ def _binary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None
     BINARY[type(step.op)].ufunc(a, b, out=y)
 
 
+def _reference(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    operands = iter(ins)
+    arrays = [step.weights[o] if o != "in" else next(operands) for o in step.attrs["order"]]
+    np.copyto(y, COMPOSITES[type(step.op)].reference(step.op, *arrays), casting="unsafe")
+
+
 def _affine(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
     x = ins[0]
     shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -221,6 +228,7 @@ CPU_RUNNERS: dict[Kernel, Callable[[Step, list[np.ndarray], np.ndarray, _Ctx], N
     Kernel.BINARY: _binary,
     Kernel.AFFINE: _affine,
     Kernel.MATMUL: _matmul,
+    Kernel.REFERENCE: _reference,
 }
 """One runner per kernel; `Kernel.VIEW` steps have none (their value is a view of the input)."""
 

@@ -234,6 +234,7 @@ UNSUPPORTED: dict[Kernel, str] = {
     Kernel.SOFTMAX: "softmax has no CUDA kernel",
     Kernel.AFFINE: "a batch norm that no conv or linear absorbed has no CUDA kernel",
     Kernel.MATMUL: "matmul between activations has no CUDA kernel",
+    Kernel.REFERENCE: "ops the runtime runs by their numpy reference (tdsl.ops.composite) have no CUDA kernel",
 }
 """Kernels refused on CUDA, with the reason users read."""
 

@@ -48,6 +48,7 @@ from tdsl.dialects.shapes import ShapeInferenceError, concrete_result_shape, dim
 from tdsl.dialects.storage import PACKED_SUFFIX, SCALE_SUFFIX
 from tdsl.dialects.tdsl import entry_layer
 from tdsl.errors import SourceLoc, TdslError
+from tdsl.ops.composite import COMPOSITES
 from tdsl.ops.elementwise import ACTIVATIONS, BINARY
 from tdsl.quant.int8 import int8_weight
 from tdsl.runtime import activations
@@ -79,6 +80,8 @@ class Kernel(str, enum.Enum):
     BINARY = "binary"
     AFFINE = "affine"
     MATMUL = "matmul"
+    REFERENCE = "reference"
+    """An op without a tuned kernel: its numpy reference (`tdsl.ops.composite`), on the CPU."""
     VIEW = "view"
 
     def __str__(self) -> str:
@@ -372,6 +375,18 @@ class _Builder:
                 order.append("in")
         self.emit(op, Kernel.BINARY, inputs, {"order": tuple(order)}, weights)
 
+    def composite(self, op: t.ValueOp) -> None:
+        inputs, weights, order = [], {}, []
+        for name, v in op.named_operands():
+            i = self.value(v)
+            if i in self.consts:
+                weights[name] = self.consts[i].astype(np.float32)
+                order.append(name)
+            else:
+                inputs.append(v)
+                order.append("in")
+        self.emit(op, Kernel.REFERENCE, inputs, {"order": tuple(order)}, weights)
+
     def view(self, op: t.ValueOp) -> None:
         source = self.value(op.operands[0])
         if source in self.consts:  # a view of a weight is a weight
@@ -407,6 +422,7 @@ HANDLERS: dict[type[Operation], Callable[[_Builder, Any], None]] = {
     t.SoftmaxOp: _Builder.softmax,
     **{cls: _Builder.binary for cls in BINARY},
     **{cls: _Builder.view for cls in _VIEWS},
+    **{cls: _Builder.composite for cls in COMPOSITES},
 }
 """One row per op class the plan lowers; any other op is an error at its location."""
 

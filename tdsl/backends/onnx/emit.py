@@ -39,6 +39,7 @@ from tdsl.dialects import kern, tern
 from tdsl.dialects import tdsl as t
 from tdsl.dialects.locations import loc_of
 from tdsl.errors import TdslError
+from tdsl.ops.composite import COMPOSITES
 from tdsl.ops.elementwise import ACTIVATIONS, BINARY, BY_NAME
 
 INT8_MAX = 127
@@ -208,6 +209,14 @@ class _GraphEmitter:
         return helper.make_tensor_value_info(name, _FLOAT_TYPES[str(typ.element_type)], shape)
 
     # ------------------------------------------------------------------ handlers
+
+    def refuse(self, op: Operation, why: str) -> TdslError:
+        """The error for an op this graph cannot hold, at the op's location."""
+        return TdslError(f"the ONNX backend cannot export '{_op_name(op)}': {why}", loc_of(op))
+
+    def composite(self, op: Operation) -> None:
+        row = COMPOSITES[type(op)]
+        self.names[op.results[0]] = row.onnx(self, op, [self[v] for v in op.operands], _op_name(op))
 
     def unsupported(self, op: Operation) -> TdslError:
         why = UNSUPPORTED.get(type(op), "it has no handler")
@@ -480,6 +489,10 @@ class _GraphEmitter:
         self.names[op.output] = self.node("Squeeze", [self[op.input], self.constant(np.array([axis], np.int64),
                                                                                      "axes")], "squeeze")
 
+
+
+for _op in COMPOSITES:  # one generic handler: the row builds the nodes
+    _GraphEmitter.__dict__["emit"].register(_op)(_GraphEmitter.composite)
 
 _NEEDS_FUSE = "the ONNX export reads the kernel level: lower conv2d and linear to kern ops first (`fuse`)"
 _NEEDS_FREEZE = "the ONNX export holds frozen weights: freeze or quantize the model first"

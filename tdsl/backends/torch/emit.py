@@ -40,6 +40,7 @@ from tdsl.dialects import kern, tern
 from tdsl.dialects.locations import loc_of
 from tdsl.dialects.storage import FROZEN_ATTR, PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
 from tdsl.errors import TdslError
+from tdsl.ops.composite import COMPOSITES, Composite
 from tdsl.ops.elementwise import ACTIVATIONS, BINARY
 
 PyValue = bool | int | float | str | tuple
@@ -833,6 +834,10 @@ def _binary(symbol: str) -> Callable[[_ForwardEmitter, t.BinaryOp], str]:
     return lambda emitter, op: f"{emitter[op.lhs]} {symbol} {emitter[op.rhs]}"
 
 
+def _composite(row: Composite) -> Callable[[_ForwardEmitter, Operation], str]:
+    return lambda emitter, op: row.torch(op, [emitter[v] for v in op.operands])
+
+
 HANDLERS: dict[type[Operation], Callable] = {
     t.GetParamOp: _ForwardEmitter.get_param,
     t.CallOp: _ForwardEmitter.call,
@@ -844,6 +849,7 @@ HANDLERS: dict[type[Operation], Callable] = {
     t.BatchNormOp: _ForwardEmitter.batch_norm,
     **{row.op: _unary(row.torch) for row in ACTIVATIONS.values()},
     **{row.op: _binary(row.symbol) for row in BINARY.values()},
+    **{row.op: _composite(row) for row in COMPOSITES.values()},
     t.SoftmaxOp: _ForwardEmitter.softmax,
     t.DropoutOp: _ForwardEmitter.dropout,
     t.MaxPool2dOp: _ForwardEmitter.pool,

@@ -1,0 +1,35 @@
+"""Ops that every backend runs from one row: a numpy reference, a torch expression, an ONNX builder.
+
+For an op without a tuned runtime kernel, the row is the whole lowering (tinygrad's habit
+of making a composite op one function): the torch backend emits `torch(op, operands)`, the
+ONNX backend calls `onnx(graph, op, inputs, hint)`, and the Numba backend runs `reference`
+on the CPU (`Kernel.REFERENCE`; refused on CUDA with a message). Adding such an op is its op
+class (with its shape rule), its DSL built-in (`tdsl.frontend.ops`) and one row here.
+Imports numpy only.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tdsl.dialects import tdsl as t
+
+
+@dataclass(frozen=True)
+class Composite:
+    """`reference(op, *operands)` takes numpy arrays in operand order and returns the result
+    (float64 or float32); `torch(op, exprs)` and `onnx(graph, op, names, hint)` build the
+    result from the operands' expressions or ONNX names."""
+
+    op: type[t.ValueOp]
+    reference: Callable[..., np.ndarray]
+    torch: Callable[[Any, list[str]], str]
+    onnx: Callable[[Any, Any, list[str], str], str]
+
+
+COMPOSITES: dict[type[t.ValueOp], Composite] = {row.op: row for row in (
+)}
+"""Every composite op, by class."""
