@@ -804,6 +804,44 @@ class BatchNormOp(ValueOp):
         return list(x)
 
 
+@irdl_op_definition
+class LayerNormOp(ValueOp):
+    """Layer normalisation over the last dim: x[..., D], weight/bias[D] -> same type as x.
+
+    `%y = tdsl.layer_norm %x, %g, %b {eps = 1.0e-05 : f64} : (tensor<?x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<?x8xf32>`
+    """
+
+    name = "tdsl.layer_norm"
+    input = operand_def(AnyTensor)
+    weight = operand_def(AnyTensor)
+    bias = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    eps = prop_def(FloatAttr[f64])
+    traits = traits_def(Pure())
+    assembly_format = "$input `,` $weight `,` $bias attr-dict `:` functional-type(operands, results)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, weight: SSAValue, bias: SSAValue, eps: float = 1e-5,
+                 result_type: Attribute | None = None):
+        super().__init__(operands=[x, weight, bias], result_types=[_result_type(x, result_type)],
+                         properties={"eps": _f64(eps)})
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank >= 1", lambda r: r >= 1)
+        for operand in ("weight", "bias"):
+            _check_rank(self.name, operand, getattr(self, operand), "rank 1", lambda r: r == 1)
+        if not self.eps.value.data > 0.0:
+            raise VerifyException(f"'tdsl.layer_norm' eps must be > 0, but got {self.eps.value.data}")
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
+        for operand in ("weight", "bias"):
+            if not same_dim(dims[operand][0], x[-1]):
+                raise ShapeInferenceError(
+                    f"layer_norm: input has {x[-1]} features but {operand} has {dims[operand][0]} elements")
+        return list(x)
+
+
 class UnaryOp(ValueOp):
     """An elementwise op x -> same shape; subclasses differ in name only."""
 
@@ -1242,6 +1280,7 @@ TDSL = Dialect(
         TernaryMatmulOp,
         Conv2dOp,
         BatchNormOp,
+        LayerNormOp,
         # elementwise
         ReluOp,
         Relu6Op,

@@ -216,6 +216,13 @@ def _global_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
     return {"output_size": (1, 1)}
 
 
+def _ln_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    eps = float(_num(b["eps"], "eps", _loc_of(kw, "eps", loc)))
+    if eps <= 0:
+        raise TdslError(f"eps must be positive, got {eps:g}", _loc_of(kw, "eps", loc))
+    return {"eps": eps}
+
+
 def _softmax_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
     return {"dim": _int(b["dim"], "dim", _loc_of(kw, "dim", loc))}
 
@@ -255,6 +262,8 @@ BUILTINS: dict[str, Builtin] = {
     "batch_norm": Builtin(("x", "mean", "var", "weight", "bias", "eps", "momentum"),
                           {"eps": 1e-5, "momentum": 0.1}, ("x", "mean", "var", "weight", "bias"),
                           d.BatchNormOp, _bn_props),
+    "layer_norm": Builtin(("x", "weight", "bias", "eps"), {"eps": 1e-5}, ("x", "weight", "bias"), d.LayerNormOp,
+                          _ln_props),
     "softmax": Builtin(("x", "dim"), {"dim": -1}, ("x",), d.SoftmaxOp, _softmax_props),
     "max_pool2d": Builtin(*_POOL, d.MaxPool2dOp, _pool_props),
     "avg_pool2d": Builtin(*_POOL, d.AvgPool2dOp, _pool_props),

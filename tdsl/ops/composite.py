@@ -30,6 +30,25 @@ class Composite:
     onnx: Callable[[Any, Any, list[str], str], str]
 
 
+def _layer_norm(op: t.LayerNormOp, x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + op.eps.value.data) * weight + bias
+
+
+def _layer_norm_torch(op: t.LayerNormOp, exprs: list[str]) -> str:
+    x, weight, bias = exprs
+    return f"F.layer_norm({x}, ({weight}.shape[0],), {weight}, {bias}, eps={op.eps.value.data!r})"
+
+
+def _layer_norm_onnx(g: Any, op: t.LayerNormOp, names: list[str], hint: str) -> str:
+    if g.opset < 17:
+        raise g.refuse(op, f"LayerNormalization needs opset >= 17, got {g.opset}")
+    return g.node("LayerNormalization", names, hint, axis=-1, epsilon=op.eps.value.data)
+
+
 COMPOSITES: dict[type[t.ValueOp], Composite] = {row.op: row for row in (
+    Composite(t.LayerNormOp, _layer_norm, _layer_norm_torch, _layer_norm_onnx),
 )}
 """Every composite op, by class."""

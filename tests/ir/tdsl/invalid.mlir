@@ -55,6 +55,20 @@ func.func @f(%x: tensor<?x8xf32>, %m: tensor<8xf32>) -> tensor<*xf32> {
 // CHECK: bad.tdsl:9:5: error: 'tdsl.batch_norm' mean must have rank 1, but got rank 2 (tensor<?x8xf32>)
 
 // -----
+func.func @f(%x: tensor<?x8xf32>, %m: tensor<8xf32>) -> tensor<*xf32> {
+  %y = tdsl.layer_norm %x, %m, %m {eps = 0.0 : f64} : (tensor<?x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<*xf32> loc("bad.tdsl":10:5)
+  func.return %y : tensor<*xf32>
+}
+// CHECK: bad.tdsl:10:5: error: 'tdsl.layer_norm' eps must be > 0, but got 0.0
+
+// -----
+func.func @f(%x: tensor<?x8xf32>, %m: tensor<8xf32>) -> tensor<*xf32> {
+  %y = tdsl.layer_norm %x, %x, %m {eps = 1.0e-05 : f64} : (tensor<?x8xf32>, tensor<?x8xf32>, tensor<8xf32>) -> tensor<*xf32> loc("bad.tdsl":11:5)
+  func.return %y : tensor<*xf32>
+}
+// CHECK: bad.tdsl:11:5: error: 'tdsl.layer_norm' weight must have rank 1, but got rank 2 (tensor<?x8xf32>)
+
+// -----
 func.func @f(%x: tensor<?x8xf32>, %w: tensor<8x4xf32>) -> tensor<*xf32> {
   %y = tdsl.matmul %x, %x : (tensor<?x8xf32>, tensor<?x8xf32>) -> tensor<*xf32>
   %z = tdsl.matmul %y, %x : (tensor<*xf32>, tensor<?x8xf32>) -> tensor<*xf32>

@@ -33,6 +33,7 @@ builtin.module attributes {tdsl.entry = @Net} {
       %ap = tdsl.avg_pool2d %mp {kernel = array<i64: 2, 2>, padding = array<i64: 1, 1>, stride = array<i64: 1, 1>} : tensor<?x8x2x2xf32> -> tensor<?x8x3x3xf32>
       %aa = tdsl.adaptive_avg_pool2d %ap {output_size = array<i64: 1, 1>} : tensor<?x8x3x3xf32> -> tensor<?x8x1x1xf32>
       %fl = tdsl.flatten %aa {end_dim = -1 : i64, start_dim = 1 : i64} : tensor<?x8x1x1xf32> -> tensor<?x8xf32>
+      %ln = tdsl.layer_norm %fl, %g, %b {eps = 1.000000e-05 : f64} : (tensor<?x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<?x8xf32>
       %us = tdsl.unsqueeze %fl {dim = 1 : i64} : tensor<?x8xf32> -> tensor<?x1x8xf32>
       %sq = tdsl.squeeze %us {dim = 1 : i64} : tensor<?x1x8xf32> -> tensor<?x8xf32>
       %rs = tdsl.reshape %sq {shape = array<i64: -1, 8>} : tensor<?x8xf32> -> tensor<?x8xf32>
@@ -88,6 +89,7 @@ builtin.module attributes {tdsl.entry = @Net} {
 // CHECK-NEXT: %ap = tdsl.avg_pool2d %mp {kernel = array<i64: 2, 2>, padding = array<i64: 1, 1>, stride = array<i64: 1, 1>} : tensor<?x8x2x2xf32> -> tensor<?x8x3x3xf32>
 // CHECK-NEXT: %aa = tdsl.adaptive_avg_pool2d %ap {output_size = array<i64: 1, 1>} : tensor<?x8x3x3xf32> -> tensor<?x8x1x1xf32>
 // CHECK-NEXT: %fl = tdsl.flatten %aa {end_dim = -1 : i64, start_dim = 1 : i64} : tensor<?x8x1x1xf32> -> tensor<?x8xf32>
+// CHECK-NEXT: %ln = tdsl.layer_norm %fl, %g, %b {eps = 1.000000e-05 : f64} : (tensor<?x8xf32>, tensor<8xf32>, tensor<8xf32>) -> tensor<?x8xf32>
 // CHECK-NEXT: %us = tdsl.unsqueeze %fl {dim = 1 : i64} : tensor<?x8xf32> -> tensor<?x1x8xf32>
 // CHECK-NEXT: %sq = tdsl.squeeze %us {dim = 1 : i64} : tensor<?x1x8xf32> -> tensor<?x8xf32>
 // CHECK-NEXT: %rs = tdsl.reshape %sq {shape = array<i64: -1, 8>} : tensor<?x8xf32> -> tensor<?x8xf32>
