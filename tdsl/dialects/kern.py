@@ -13,16 +13,13 @@ attribute is an upstream builtin form, so the generic form parses in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import (
-    DenseArrayBase,
     FloatAttr,
-    IntegerAttr,
     StringAttr,
     TensorType,
     f64,
-    i64,
 )
 from xdsl.ir import Attribute, Dialect, SSAValue
 from xdsl.irdl import (
@@ -43,24 +40,21 @@ from xdsl.utils.exceptions import VerifyException
 from tdsl.dialects.shapes import (
     Dim,
     ShapeInferenceError,
-    conv2d_result_dims,
-    dims_of,
     format_dims,
     linear_result_dims,
     same_dim,
 )
 from tdsl.dialects.tdsl import (
     AnyTensor,
+    ConvGeometry,
     ValueOp,
     _check_rank,
     _f64,
-    _ints,
     _result_type,
     conv_properties,
     element_type_of,
-    verify_conv_geometry,
 )
-from tdsl.dialects.tern import PackedTensorType, _check_scale, i2
+from tdsl.dialects.tern import PackedTensorType, ScaledWeight, _check_scale, i2
 from tdsl.ops.elementwise import epilogue_names
 
 
@@ -70,18 +64,55 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "ternary")
 BN_OPERANDS: tuple[str, ...] = ("bn_mean", "bn_var", "bn_weight", "bn_bias")
 
 
-class _KernOp(ValueOp):
-    """A fused conv/linear; subclasses declare the operands
-    `input, weight, scale?, bias?, bn_mean?, bn_var?, bn_weight?, bn_bias?, residual?`."""
+class _KernOp(ScaledWeight, ValueOp):
+    """A fused conv/linear: the operands `input, weight, scale?, bias?, bn_mean?, bn_var?,
+    bn_weight?, bn_bias?, residual?` and the epilogue properties; conv adds its geometry."""
+
+    input = operand_def(AnyTensor)
+    weight = operand_def(AnyTensor | PackedTensorType)
+    scale = opt_operand_def(AnyTensor)
+    bias = opt_operand_def(AnyTensor)
+    bn_mean = opt_operand_def(AnyTensor)
+    bn_var = opt_operand_def(AnyTensor)
+    bn_weight = opt_operand_def(AnyTensor)
+    bn_bias = opt_operand_def(AnyTensor)
+    residual = opt_operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    eps = opt_prop_def(FloatAttr[f64])
+    activation = prop_def(StringAttr)
+    precision = prop_def(StringAttr)
+    format = opt_prop_def(StringAttr)
+    traits = traits_def(Pure())
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
 
     WEIGHT_RANK: ClassVar[int]
     WEIGHT_RANK_TEXT: ClassVar[str]
 
-    def weight_dims(self) -> list[Dim] | None:
-        t = self.weight.type  # type: ignore[attr-defined]
-        if isinstance(t, PackedTensorType):
-            return list(t.get_shape())
-        return dims_of(t)
+    def __init__(
+        self,
+        x: SSAValue,
+        weight: SSAValue,
+        *,
+        scale: SSAValue | None = None,
+        bias: SSAValue | None = None,
+        bn: Sequence[SSAValue] | None = None,
+        eps: float | None = None,
+        residual: SSAValue | None = None,
+        activation: str = "none",
+        precision: str = "fp32",
+        format: str | None = None,
+        result_type: Attribute | None = None,
+        **geometry: Any,
+    ):
+        if geometry and not isinstance(self, ConvGeometry):
+            raise TypeError(f"{self.name} takes no {', '.join(geometry)}")
+        props = conv_properties(**geometry) if isinstance(self, ConvGeometry) else {}
+        props.update(_epilogue_properties(eps, activation, precision, format))
+        super().__init__(
+            operands=[x, weight, *_optional_operands(scale, bias, bn, residual)],
+            result_types=[_result_type(x, result_type)],
+            properties=props,
+        )
 
     @property
     def has_bn(self) -> bool:
@@ -231,22 +262,9 @@ class _KernOp(ValueOp):
             dims = self.weight_dims()
             _check_scale(name, scale, dims[0] if dims else None)
 
-    def ranked_weight(self, op_name: str) -> list[Dim]:
-        dims = self.weight_dims()
-        if dims is None:
-            raise ShapeInferenceError(f"{op_name}: weight has unranked type {self.weight.type}; its shape is unknown")  # type: ignore[attr-defined]
-        return dims
-
     @property
     def shape_name(self) -> str:
         return self.name
-
-    def operand_dims(self, name: str, value: SSAValue) -> list[Dim]:
-        if name == "weight":  # a packed weight's type holds its logical shape
-            return self.ranked_weight(self.name)
-        if name == "scale":  # checked by the verifier, not part of the rule
-            return dims_of(value.type) or []
-        return super().operand_dims(name, value)
 
     def check_epilogue_dims(self, dims: Mapping[str, list[Dim]], out: list[Dim]) -> None:
         """bn operands have one entry per output channel (dim 1), the residual the output's shape."""
@@ -287,7 +305,7 @@ def _optional_operands(
 
 
 @irdl_op_definition
-class Conv2dOp(_KernOp):
+class Conv2dOp(ConvGeometry, _KernOp):
     """One fused convolution kernel: act(bn(conv(x, W) [+ b]) [+ residual]), W = weight [* scale].
 
     `%y = kern.conv2d %x, %p scale %s bn(%m, %v, %g, %b) residual %r {activation = "relu", dilation = array<i64: 1, 1>,
@@ -296,69 +314,16 @@ class Conv2dOp(_KernOp):
     """
 
     name = "kern.conv2d"
-    input = operand_def(AnyTensor)
-    weight = operand_def(AnyTensor | PackedTensorType)
-    scale = opt_operand_def(AnyTensor)
-    bias = opt_operand_def(AnyTensor)
-    bn_mean = opt_operand_def(AnyTensor)
-    bn_var = opt_operand_def(AnyTensor)
-    bn_weight = opt_operand_def(AnyTensor)
-    bn_bias = opt_operand_def(AnyTensor)
-    residual = opt_operand_def(AnyTensor)
-    output = result_def(AnyTensor)
-    stride = prop_def(DenseArrayBase.constr(i64))
-    padding = prop_def(DenseArrayBase.constr(i64))
-    dilation = prop_def(DenseArrayBase.constr(i64))
-    groups = prop_def(IntegerAttr[i64])
-    eps = opt_prop_def(FloatAttr[f64])
-    activation = prop_def(StringAttr)
-    precision = prop_def(StringAttr)
-    format = opt_prop_def(StringAttr)
-    traits = traits_def(Pure())
-    irdl_options = (AttrSizedOperandSegments(as_property=True),)
-
     WEIGHT_RANK: ClassVar[int] = 4
     WEIGHT_RANK_TEXT: ClassVar[str] = "rank 4 (O, C/groups, kh, kw)"
-
-    def __init__(
-        self,
-        x: SSAValue,
-        weight: SSAValue,
-        *,
-        scale: SSAValue | None = None,
-        bias: SSAValue | None = None,
-        bn: Sequence[SSAValue] | None = None,
-        eps: float | None = None,
-        residual: SSAValue | None = None,
-        stride: Sequence[int] = (1, 1),
-        padding: Sequence[int] = (0, 0),
-        dilation: Sequence[int] = (1, 1),
-        groups: int = 1,
-        activation: str = "none",
-        precision: str = "fp32",
-        format: str | None = None,
-        result_type: Attribute | None = None,
-    ):
-        props = {
-            **conv_properties(stride, padding, dilation, groups),
-            **_epilogue_properties(eps, activation, precision, format),
-        }
-        super().__init__(
-            operands=[x, weight, *_optional_operands(scale, bias, bn, residual)],
-            result_types=[_result_type(x, result_type)],
-            properties=props,
-        )
 
     def verify_(self) -> None:
         _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)
         self.verify_epilogue()
-        verify_conv_geometry(self)
+        self.verify_geometry()
 
     def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
-        out = conv2d_result_dims(
-            self.name, dims["input"], self.ranked_weight(self.name), dims.get("bias"),
-            _ints(self.stride), _ints(self.padding), _ints(self.dilation), self.groups.value.data,
-        )
+        out = self.conv_dims(self.name, dims["input"], self.ranked_weight(self.name), dims.get("bias"))
         self.check_epilogue_dims(dims, out)
         return out
 
@@ -374,46 +339,8 @@ class LinearOp(_KernOp):
     """
 
     name = "kern.linear"
-    input = operand_def(AnyTensor)
-    weight = operand_def(AnyTensor | PackedTensorType)
-    scale = opt_operand_def(AnyTensor)
-    bias = opt_operand_def(AnyTensor)
-    bn_mean = opt_operand_def(AnyTensor)
-    bn_var = opt_operand_def(AnyTensor)
-    bn_weight = opt_operand_def(AnyTensor)
-    bn_bias = opt_operand_def(AnyTensor)
-    residual = opt_operand_def(AnyTensor)
-    output = result_def(AnyTensor)
-    eps = opt_prop_def(FloatAttr[f64])
-    activation = prop_def(StringAttr)
-    precision = prop_def(StringAttr)
-    format = opt_prop_def(StringAttr)
-    traits = traits_def(Pure())
-    irdl_options = (AttrSizedOperandSegments(as_property=True),)
-
     WEIGHT_RANK: ClassVar[int] = 2
     WEIGHT_RANK_TEXT: ClassVar[str] = "rank 2 (out, in)"
-
-    def __init__(
-        self,
-        x: SSAValue,
-        weight: SSAValue,
-        *,
-        scale: SSAValue | None = None,
-        bias: SSAValue | None = None,
-        bn: Sequence[SSAValue] | None = None,
-        eps: float | None = None,
-        residual: SSAValue | None = None,
-        activation: str = "none",
-        precision: str = "fp32",
-        format: str | None = None,
-        result_type: Attribute | None = None,
-    ):
-        super().__init__(
-            operands=[x, weight, *_optional_operands(scale, bias, bn, residual)],
-            result_types=[_result_type(x, result_type)],
-            properties=_epilogue_properties(eps, activation, precision, format),
-        )
 
     def verify_(self) -> None:
         _check_rank(self.name, "input", self.input, "rank >= 1", lambda r: r >= 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -475,21 +475,38 @@ class ValueOp(IRDLOperation):
         return make_tensor(element_type_of(self.operands[0].type), self.result_dims(dims))
 
 
+class ParamReadOp(ValueOp):
+    """Reads a declaration of the enclosing layer by name; subclasses declare `output`."""
+
+    param = prop_def(FlatSymbolRefAttr, prop_name="name")
+    traits = traits_def(Pure())
+    assembly_format = "$name attr-dict `:` type($output)"
+
+    def __init__(self, name: str, result_type: Attribute):
+        super().__init__(properties={"name": SymbolRefAttr(name)}, result_types=[result_type])
+
+    def declaration(self) -> Operation | None:
+        raise NotImplementedError
+
+    def infer_result_type(self) -> Attribute:
+        decl = self.declaration()
+        if decl is None:
+            raise ShapeInferenceError(f"{self.shape_name}: unknown parameter @{self.param.root_reference.data}")
+        return decl.type  # type: ignore[attr-defined]
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return dims_of(self.infer_result_type()) or []
+
+
 @irdl_op_definition
-class GetParamOp(ValueOp):
+class GetParamOp(ParamReadOp):
     """Reads a `tdsl.param` of the enclosing layer.
 
     `%w = tdsl.get_param @weight : tensor<4x8xf32>`
     """
 
     name = "tdsl.get_param"
-    param = prop_def(FlatSymbolRefAttr, prop_name="name")
     output = result_def(AnyTensor)
-    traits = traits_def(Pure())
-    assembly_format = "$name attr-dict `:` type($output)"
-
-    def __init__(self, name: str, result_type: Attribute):
-        super().__init__(properties={"name": SymbolRefAttr(name)}, result_types=[result_type])
 
     def declaration(self) -> ParamOp | None:
         layer = _layer_of(self)
@@ -511,14 +528,6 @@ class GetParamOp(ValueOp):
                 f"of @{decl.sym_name.data}"
             )
 
-    def infer_result_type(self) -> TensorType:
-        decl = self.declaration()
-        if decl is None:
-            raise ShapeInferenceError(f"get_param: unknown parameter @{self.param.root_reference.data}")
-        return decl.type
-
-    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
-        return dims_of(self.infer_result_type()) or []
 
 
 @irdl_op_definition
@@ -684,8 +693,30 @@ class TernaryMatmulOp(ValueOp):
         return [*x[:-1], w[0]]
 
 
+class ConvGeometry:
+    """The geometry properties of every 2-D convolution op (tdsl, tern, kern), their checks and
+    the rule they give the output: a mixin beside the op's `ValueOp` base."""
+
+    stride = prop_def(DenseArrayBase.constr(i64))
+    padding = prop_def(DenseArrayBase.constr(i64))
+    dilation = prop_def(DenseArrayBase.constr(i64))
+    groups = prop_def(IntegerAttr[i64])
+
+    def geometry(self) -> dict[str, Any]:
+        """stride, padding, dilation, groups as constructor keywords (to rebuild the op)."""
+        return {"stride": _ints(self.stride), "padding": _ints(self.padding), "dilation": _ints(self.dilation),
+                "groups": self.groups.value.data}
+
+    def verify_geometry(self) -> None:
+        verify_conv_geometry(self)  # type: ignore[arg-type]
+
+    def conv_dims(self, op_name: str, x: Sequence[Dim], w: Sequence[Dim], b: Sequence[Dim] | None) -> list[Dim]:
+        return conv2d_result_dims(op_name, x, w, b, _ints(self.stride), _ints(self.padding),
+                                  _ints(self.dilation), self.groups.value.data)
+
+
 @irdl_op_definition
-class Conv2dOp(ValueOp):
+class Conv2dOp(ConvGeometry, ValueOp):
     """2-D convolution: x[N, C, H, W], w[O, C/groups, kh, kw], optional b[O] -> [N, O, oh, ow].
 
     `%y = tdsl.conv2d %x, %w {dilation = array<i64: 1, 1>, groups = 1 : i64, padding = array<i64: 1, 1>,
@@ -697,29 +728,16 @@ class Conv2dOp(ValueOp):
     weight = operand_def(AnyTensor)
     bias = opt_operand_def(AnyTensor)
     output = result_def(AnyTensor)
-    stride = prop_def(DenseArrayBase.constr(i64))
-    padding = prop_def(DenseArrayBase.constr(i64))
-    dilation = prop_def(DenseArrayBase.constr(i64))
-    groups = prop_def(IntegerAttr[i64])
     traits = traits_def(Pure())
     assembly_format = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
     irdl_options = (ParsePropInAttrDict(),)
 
-    def __init__(
-        self,
-        x: SSAValue,
-        w: SSAValue,
-        b: SSAValue | None = None,
-        stride: Sequence[int] = (1, 1),
-        padding: Sequence[int] = (0, 0),
-        dilation: Sequence[int] = (1, 1),
-        groups: int = 1,
-        result_type: Attribute | None = None,
-    ):
+    def __init__(self, x: SSAValue, w: SSAValue, b: SSAValue | None = None, *,
+                 result_type: Attribute | None = None, **geometry: Any):
         super().__init__(
             operands=[x, w, [] if b is None else [b]],
             result_types=[_result_type(x, result_type)],
-            properties=conv_properties(stride, padding, dilation, groups),
+            properties=conv_properties(**geometry),
         )
 
     def verify_(self) -> None:
@@ -727,15 +745,14 @@ class Conv2dOp(ValueOp):
         _check_rank(self.name, "weight", self.weight, "rank 4 (O, C/groups, kh, kw)", lambda r: r == 4)
         if self.bias is not None:
             _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)
-        verify_conv_geometry(self)
+        self.verify_geometry()
 
     def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
-        return conv2d_result_dims("conv2d", dims["input"], dims["weight"], dims.get("bias"), _ints(self.stride),
-                                  _ints(self.padding), _ints(self.dilation), self.groups.value.data)
+        return self.conv_dims("conv2d", dims["input"], dims["weight"], dims.get("bias"))
 
 
-def conv_properties(stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-                    groups: int) -> dict[str, Attribute]:
+def conv_properties(stride: Sequence[int] = (1, 1), padding: Sequence[int] = (0, 0),
+                    dilation: Sequence[int] = (1, 1), groups: int = 1) -> dict[str, Attribute]:
     """The geometry properties every 2-D convolution op (tdsl, tern, kern) carries."""
     return {"stride": _array(stride), "padding": _array(padding), "dilation": _array(dilation),
             "groups": _i64(groups)}
@@ -1159,6 +1176,15 @@ class _DimOp(ValueOp):
                 f"({self.input.type})"
             )
 
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
+        axis = self.axis(len(x))
+        inserts = self.RANK_CHANGE == 1
+        if axis is None or not (inserts or same_dim(x[axis], 1)):
+            raise ShapeInferenceError(f"{self.shape_name}: dim {self.dim.value.data} " + (
+                f"is out of range for {format_dims(x)}" if inserts else f"of {format_dims(x)} is not a size-1 dim"))
+        return [*x[:axis], 1, *x[axis:]] if inserts else [*x[:axis], *x[axis + 1:]]
+
 
 @irdl_op_definition
 class UnsqueezeOp(_DimOp):
@@ -1170,31 +1196,13 @@ class UnsqueezeOp(_DimOp):
     name = "tdsl.unsqueeze"
     RANK_CHANGE: ClassVar[int] = 1
 
-    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
-        x = dims["input"]
-        axis = self.axis(len(x))
-        if axis is None:
-            raise ShapeInferenceError(f"unsqueeze: dim {self.dim.value.data} is out of range for {format_dims(x)}")
-        return [*x[:axis], 1, *x[axis:]]
-
 
 @irdl_op_definition
 class SqueezeOp(_DimOp):
-    """Removes a size-1 dim.
-
-    `%y = tdsl.squeeze %x {dim = 2 : i64} : tensor<?x8x1x40xf32> -> tensor<?x8x40xf32>`
-    """
+    """Removes a size-1 dim: `%y = tdsl.squeeze %x {dim = 2 : i64} : tensor<?x8x1x40xf32> -> tensor<?x8x40xf32>`"""
 
     name = "tdsl.squeeze"
     RANK_CHANGE: ClassVar[int] = 0
-
-    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
-        x = dims["input"]
-        axis = self.axis(len(x))
-        if axis is None or not same_dim(x[axis], 1):
-            raise ShapeInferenceError(
-                f"squeeze: dim {self.dim.value.data} of {format_dims(x)} is not a size-1 dim")
-        return [*x[:axis], *x[axis + 1:]]
 
 
 @irdl_op_definition

@@ -14,24 +14,20 @@ form parses in `mlir-opt --allow-unregistered-dialect`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
     BoolAttr,
-    DenseArrayBase,
-    FlatSymbolRefAttr,
     FloatAttr,
     IntAttr,
     IntegerAttr,
     IntegerType,
     StringAttr,
     SymbolNameConstraint,
-    SymbolRefAttr,
     TensorType,
     f32,
     f64,
-    i64,
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
@@ -50,22 +46,22 @@ from xdsl.printer import Printer
 from xdsl.traits import HasParent, Pure, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
-from tdsl.dialects.shapes import conv2d_result_dims, dims_of, linear_result_dims, make_tensor, same_dim
+from tdsl.dialects.shapes import dims_of, linear_result_dims, make_tensor, same_dim
 from tdsl.dialects.tdsl import (
     AnyTensor,
+    ConvGeometry,
+    ParamReadOp,
     Dim,
     LayerOp,
     ShapeInferenceError,
     ValueOp,
     _check_rank,
     _f64,
-    _ints,
     _layer_of,
     _ranked,
     _result_type,
     conv_properties,
     element_type_of,
-    verify_conv_geometry,
 )
 
 i2 = IntegerType(2)
@@ -269,10 +265,9 @@ class DequantizeOp(ValueOp):
 # --------------------------------------------------------------------------- compute
 
 
-class _TernComputeOp(ValueOp):
-    """A conv/linear whose weight is alpha * T; subclasses declare `input, weight, scale, bias`."""
-
-    PACKED: ClassVar[bool] = False
+class ScaledWeight:
+    """A weight operand that may be packed (its type then holds the logical shape) and a
+    scale operand outside the shape rule: what the tern and kern compute ops share."""
 
     def weight_dims(self) -> list[Dim] | None:
         t = self.weight.type  # type: ignore[attr-defined]
@@ -287,13 +282,41 @@ class _TernComputeOp(ValueOp):
         return dims
 
     def operand_dims(self, name: str, value: SSAValue) -> list[Dim]:
-        if name == "weight":  # a packed weight's type holds its logical shape
-            return self.ranked_weight(self.shape_name)
+        if name == "weight":
+            return self.ranked_weight(self.shape_name)  # type: ignore[attr-defined]
         if name == "scale":  # checked by the verifier, not part of the rule
             return dims_of(value.type) or []
-        return super().operand_dims(name, value)
+        return super().operand_dims(name, value)  # type: ignore[misc]
+
+
+class _TernComputeOp(ScaledWeight, ValueOp):
+    """A conv/linear whose weight is alpha * T; subclasses declare `input, weight, scale, bias`
+    (conv adds its geometry, `ConvGeometry`)."""
+
+    input = operand_def(AnyTensor)
+    weight = operand_def(AnyTensor | PackedTensorType)
+    scale = operand_def(AnyTensor)
+    bias = opt_operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    traits = traits_def(Pure())
+    assembly_format = "$input `,` $weight `,` $scale (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
+
+    PACKED: ClassVar[bool] = False
+    """Whether the weight is `!tern.packed` (the packed_* ops) or `i2` trits (the others)."""
+
+    def __init__(self, x: SSAValue, weight: SSAValue, scale: SSAValue, b: SSAValue | None = None, *,
+                 result_type: Attribute | None = None, **geometry: Any):
+        super().__init__(
+            operands=[x, weight, scale, [] if b is None else [b]],
+            result_types=[_result_type(x, result_type)],
+            properties=conv_properties(**geometry) if isinstance(self, ConvGeometry) else {},
+        )
+
 
     def verify_weight(self, rank: int, expected: str) -> None:
+        if self.PACKED != isinstance(self.weight.type, PackedTensorType):  # type: ignore[attr-defined]
+            want = "a !tern.packed weight" if self.PACKED else "a tensor of i2 trits"
+            raise VerifyException(f"'{self.name}' weight must be {want}, but got {self.weight.type}")  # type: ignore[attr-defined]
         if self.PACKED:
             t = self.weight.type  # type: ignore[attr-defined]
             if len(t.get_shape()) != rank:
@@ -307,64 +330,22 @@ class _TernComputeOp(ValueOp):
             _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)  # type: ignore[attr-defined]
 
 
-class _TernConv2dBase(_TernComputeOp):
+class _TernConv2dBase(ConvGeometry, _TernComputeOp):
     """2-D convolution with a ternary weight, same attributes and shape rule as `tdsl.conv2d`."""
 
-    stride = prop_def(DenseArrayBase.constr(i64))
-    padding = prop_def(DenseArrayBase.constr(i64))
-    dilation = prop_def(DenseArrayBase.constr(i64))
-    groups = prop_def(IntegerAttr[i64])
-    traits = traits_def(Pure())
-    assembly_format = "$input `,` $weight `,` $scale (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
     irdl_options = (ParsePropInAttrDict(),)
-
-    def __init__(
-        self,
-        x: SSAValue,
-        weight: SSAValue,
-        scale: SSAValue,
-        b: SSAValue | None = None,
-        stride: Sequence[int] = (1, 1),
-        padding: Sequence[int] = (0, 0),
-        dilation: Sequence[int] = (1, 1),
-        groups: int = 1,
-        result_type: Attribute | None = None,
-    ):
-        super().__init__(
-            operands=[x, weight, scale, [] if b is None else [b]],
-            result_types=[_result_type(x, result_type)],
-            properties=conv_properties(stride, padding, dilation, groups),
-        )
 
     def verify_(self) -> None:
         _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)  # type: ignore[attr-defined]
         self.verify_weight(4, "rank 4 (O, C/groups, kh, kw)")
-        verify_conv_geometry(self)
+        self.verify_geometry()
 
     def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
-        return conv2d_result_dims(self.shape_name, dims["input"], self.ranked_weight(self.shape_name),
-                                  dims.get("bias"), _ints(self.stride), _ints(self.padding),
-                                  _ints(self.dilation), self.groups.value.data)
+        return self.conv_dims(self.shape_name, dims["input"], self.ranked_weight(self.shape_name), dims.get("bias"))
 
 
 class _TernLinearBase(_TernComputeOp):
     """`y = x @ (alpha * T)^T + b`: x[..., in], weight[out, in], optional b[out] -> [..., out]."""
-
-    traits = traits_def(Pure())
-    assembly_format = "$input `,` $weight `,` $scale (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
-
-    def __init__(
-        self,
-        x: SSAValue,
-        weight: SSAValue,
-        scale: SSAValue,
-        b: SSAValue | None = None,
-        result_type: Attribute | None = None,
-    ):
-        super().__init__(
-            operands=[x, weight, scale, [] if b is None else [b]],
-            result_types=[_result_type(x, result_type)],
-        )
 
     def verify_(self) -> None:
         _check_rank(self.name, "input", self.input, "rank >= 1", lambda r: r >= 1)  # type: ignore[attr-defined]
@@ -384,11 +365,6 @@ class TernConv2dOp(_TernConv2dBase):
     """
 
     name = "tern.conv2d"
-    input = operand_def(AnyTensor)
-    weight = operand_def(AnyTensor)
-    scale = operand_def(AnyTensor)
-    bias = opt_operand_def(AnyTensor)
-    output = result_def(AnyTensor)
 
 
 @irdl_op_definition
@@ -399,11 +375,6 @@ class TernLinearOp(_TernLinearBase):
     """
 
     name = "tern.linear"
-    input = operand_def(AnyTensor)
-    weight = operand_def(AnyTensor)
-    scale = operand_def(AnyTensor)
-    bias = opt_operand_def(AnyTensor)
-    output = result_def(AnyTensor)
 
 
 # --------------------------------------------------------------------------- packed storage
@@ -466,20 +437,14 @@ def lookup_packed_param(layer: LayerOp, name: str) -> PackedParamOp | None:
 
 
 @irdl_op_definition
-class GetPackedOp(IRDLOperation):
+class GetPackedOp(ParamReadOp):
     """Reads a `tern.packed_param` of the enclosing layer.
 
     `%p = tern.get_packed @weight : !tern.packed<64x64x3x3, "2bit">`
     """
 
     name = "tern.get_packed"
-    param = prop_def(FlatSymbolRefAttr, prop_name="name")
     output = result_def(PackedTensorType)
-    traits = traits_def(Pure())
-    assembly_format = "$name attr-dict `:` type($output)"
-
-    def __init__(self, name: str, result_type: PackedTensorType):
-        super().__init__(properties={"name": SymbolRefAttr(name)}, result_types=[result_type])
 
     def declaration(self) -> PackedParamOp | None:
         layer = _layer_of(self)
@@ -511,11 +476,6 @@ class PackedConv2dOp(_TernConv2dBase):
     """
 
     name = "tern.packed_conv2d"
-    input = operand_def(AnyTensor)
-    weight = operand_def(PackedTensorType)
-    scale = operand_def(AnyTensor)
-    bias = opt_operand_def(AnyTensor)
-    output = result_def(AnyTensor)
     PACKED: ClassVar[bool] = True
 
 
@@ -527,11 +487,6 @@ class PackedLinearOp(_TernLinearBase):
     """
 
     name = "tern.packed_linear"
-    input = operand_def(AnyTensor)
-    weight = operand_def(PackedTensorType)
-    scale = operand_def(AnyTensor)
-    bias = opt_operand_def(AnyTensor)
-    output = result_def(AnyTensor)
     PACKED: ClassVar[bool] = True
 
 

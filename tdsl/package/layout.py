@@ -15,7 +15,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tdsl.dialects import tdsl as t
 from tdsl.dialects import tern
-from tdsl.dialects.storage import FROZEN_ATTR, PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
+from tdsl.dialects.storage import PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
 from tdsl.dialects.tdsl import element_type_of, entry_layer, module_layers
 from tdsl.errors import TdslError
 from tdsl.runtime.packing import packed_shape

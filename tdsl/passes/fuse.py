@@ -74,10 +74,7 @@ def _fields(op: KernOp) -> dict[str, Any]:
         "format": op.format.data if op.format is not None else None, "result_type": op.output.type,
     }
     if isinstance(op, kern.Conv2dOp):
-        fields.update(
-            stride=op.stride.get_values(), padding=op.padding.get_values(), dilation=op.dilation.get_values(),
-            groups=op.groups.value.data,
-        )
+        fields.update(op.geometry())
     return fields
 
 
@@ -106,9 +103,7 @@ class ConvToKernPattern(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: Conv2dOp | TernConv2dOp | PackedConv2dOp, rewriter: PatternRewriter) -> None:
         new = kern.Conv2dOp(
-            op.input, op.weight, bias=op.bias, stride=op.stride.get_values(), padding=op.padding.get_values(),
-            dilation=op.dilation.get_values(), groups=op.groups.value.data, result_type=op.output.type,
-            **_weight_fields(op),
+            op.input, op.weight, bias=op.bias, result_type=op.output.type, **op.geometry(), **_weight_fields(op),
         )
         new.location = op.location
         new.attributes.update(op.attributes)

@@ -73,12 +73,11 @@ def _pack_quantize(layer: LayerOp, quant: QuantizeOp, fmt: str) -> None:
     for user in users:
         assert isinstance(user, TernConv2dOp | TernLinearOp)
         if isinstance(user, TernConv2dOp):
-            new: Operation = PackedConv2dOp(
-                user.input, get_packed.output, get_scale.output, user.bias, user.stride.get_values(),
-                user.padding.get_values(), user.dilation.get_values(), user.groups.value.data, user.output.type,
-            )
+            new: Operation = PackedConv2dOp(user.input, get_packed.output, get_scale.output, user.bias,
+                                            result_type=user.output.type, **user.geometry())
         else:
-            new = PackedLinearOp(user.input, get_packed.output, get_scale.output, user.bias, user.output.type)
+            new = PackedLinearOp(user.input, get_packed.output, get_scale.output, user.bias,
+                                 result_type=user.output.type)
         new.location = user.location
         new.attributes.update(user.attributes)
         Rewriter.replace_op(user, new)

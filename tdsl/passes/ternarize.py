@@ -68,13 +68,11 @@ def ternarize_op(op: WeightOp, read: GetParamOp, q: Quantiser) -> None:
         op.operands = [op.lhs, deq.output]
         return
     if isinstance(op, Conv2dOp):
-        new = TernConv2dOp(
-            op.input, quant.trits, quant.scale, op.bias, op.stride.get_values(), op.padding.get_values(),
-            op.dilation.get_values(), op.groups.value.data, op.output.type,
-        )
+        new = TernConv2dOp(op.input, quant.trits, quant.scale, op.bias, result_type=op.output.type,
+                           **op.geometry())
     else:
         bias = op.bias if isinstance(op, LinearOp) else None
-        new = TernLinearOp(op.input, quant.trits, quant.scale, bias, op.output.type)
+        new = TernLinearOp(op.input, quant.trits, quant.scale, bias, result_type=op.output.type)
     new.location = op.location
     new.attributes.update(op.attributes)
     Rewriter.replace_op(op, new)

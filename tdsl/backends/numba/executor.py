@@ -189,16 +189,19 @@ def _softmax(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> Non
     y /= y.sum(axis=dim, keepdims=True)
 
 
-def _binary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+def operands_in_order(step: Step, ins: list[np.ndarray]) -> list[np.ndarray]:
+    """The op's operands in operand order: step weights and activation inputs, per `order`."""
     operands = iter(ins)
-    a, b = (step.weights[o] if o != "in" else next(operands) for o in step.attrs["order"])
+    return [step.weights[o] if o != "in" else next(operands) for o in step.attrs["order"]]
+
+
+def _binary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    a, b = operands_in_order(step, ins)
     BINARY[type(step.op)].ufunc(a, b, out=y)
 
 
 def _reference(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
-    operands = iter(ins)
-    arrays = [step.weights[o] if o != "in" else next(operands) for o in step.attrs["order"]]
-    np.copyto(y, COMPOSITES[type(step.op)].reference(step.op, *arrays), casting="unsafe")
+    np.copyto(y, COMPOSITES[type(step.op)].reference(step.op, *operands_in_order(step, ins)), casting="unsafe")
 
 
 def _affine(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:

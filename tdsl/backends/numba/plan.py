@@ -363,19 +363,10 @@ class _Builder:
     def softmax(self, op: t.SoftmaxOp) -> None:
         self.emit(op, Kernel.SOFTMAX, [op.input], {"dim": op.dim.value.data}, {})
 
-    def binary(self, op: t.BinaryOp) -> None:
-        inputs, weights, order = [], {}, []
-        for name, v in (("lhs", op.lhs), ("rhs", op.rhs)):
-            i = self.value(v)
-            if i in self.consts:
-                weights[name] = self.consts[i].astype(np.float32)
-                order.append(name)
-            else:
-                inputs.append(v)
-                order.append("in")
-        self.emit(op, Kernel.BINARY, inputs, {"order": tuple(order)}, weights)
-
-    def composite(self, op: t.ValueOp) -> None:
+    def operands_in_order(self, op: t.ValueOp, kind: Kernel) -> None:
+        """A step over all of `op`'s operands: constants become float32 step weights; `order`
+        says, operand by operand, which weight or "in" (the next activation input) it is
+        (`executor.operands_in_order` puts them back together)."""
         inputs, weights, order = [], {}, []
         for name, v in op.named_operands():
             i = self.value(v)
@@ -385,7 +376,13 @@ class _Builder:
             else:
                 inputs.append(v)
                 order.append("in")
-        self.emit(op, Kernel.REFERENCE, inputs, {"order": tuple(order)}, weights)
+        self.emit(op, kind, inputs, {"order": tuple(order)}, weights)
+
+    def binary(self, op: t.BinaryOp) -> None:
+        self.operands_in_order(op, Kernel.BINARY)
+
+    def composite(self, op: t.ValueOp) -> None:
+        self.operands_in_order(op, Kernel.REFERENCE)
 
     def view(self, op: t.ValueOp) -> None:
         source = self.value(op.operands[0])

@@ -26,7 +26,6 @@ from tdsl.errors import TdslError
 from tdsl.lowering import kernel_level
 
 if TYPE_CHECKING:
-    from xdsl.dialects.builtin import ModuleOp
 
     from tdsl.api import CompiledModel
     from tdsl.backends.torch.freeze import FrozenModel

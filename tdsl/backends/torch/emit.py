@@ -38,7 +38,7 @@ from tdsl.backends.torch.names import ATTRIBUTE, GLOBAL, LOCAL, py_ident
 from tdsl.dialects import tdsl as t
 from tdsl.dialects import kern, tern
 from tdsl.dialects.locations import loc_of
-from tdsl.dialects.storage import FROZEN_ATTR, PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
+from tdsl.dialects.storage import PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
 from tdsl.errors import TdslError
 from tdsl.ops.composite import COMPOSITES, Composite
 from tdsl.ops.elementwise import ACTIVATIONS, BINARY
