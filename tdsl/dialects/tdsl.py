@@ -638,14 +638,9 @@ class LinearOp(ValueOp):
 
 
 
-@irdl_op_definition
-class MatmulOp(ValueOp):
-    """Matrix product a[..., m, k] @ b[..., k, n] -> [..., m, n], batch dims broadcast.
+class LhsRhsOp(ValueOp):
+    """An op of two activations, `lhs` and `rhs` (matmul and the elementwise binary ops)."""
 
-    `%y = tdsl.matmul %a, %b : (tensor<?x3x4xf32>, tensor<4x5xf32>) -> tensor<?x3x5xf32>`
-    """
-
-    name = "tdsl.matmul"
     lhs = operand_def(AnyTensor)
     rhs = operand_def(AnyTensor)
     output = result_def(AnyTensor)
@@ -654,6 +649,16 @@ class MatmulOp(ValueOp):
 
     def __init__(self, a: SSAValue, b: SSAValue, result_type: Attribute | None = None):
         super().__init__(operands=[a, b], result_types=[_result_type(a, result_type)])
+
+
+@irdl_op_definition
+class MatmulOp(LhsRhsOp):
+    """Matrix product a[..., m, k] @ b[..., k, n] -> [..., m, n], batch dims broadcast.
+
+    `%y = tdsl.matmul %a, %b : (tensor<?x3x4xf32>, tensor<4x5xf32>) -> tensor<?x3x5xf32>`
+    """
+
+    name = "tdsl.matmul"
 
     def verify_(self) -> None:
         _check_rank(self.name, "lhs", self.lhs, "rank >= 2", lambda r: r >= 2)
@@ -958,17 +963,8 @@ class SoftmaxOp(UnaryOp):
             )
 
 
-class BinaryOp(ValueOp):
+class BinaryOp(LhsRhsOp):
     """An elementwise op on two operands with numpy broadcasting."""
-
-    lhs = operand_def(AnyTensor)
-    rhs = operand_def(AnyTensor)
-    output = result_def(AnyTensor)
-    traits = traits_def(Pure())
-    assembly_format = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
-
-    def __init__(self, a: SSAValue, b: SSAValue, result_type: Attribute | None = None):
-        super().__init__(operands=[a, b], result_types=[_result_type(a, result_type)])
 
     def verify_(self) -> None:
         lt, rt = self.lhs.type, self.rhs.type
