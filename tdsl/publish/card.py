@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from tdsl.errors import TdslError
-from tdsl.tools.common import write_atomic
+from tdsl.package.files import write_atomic
 
 BASE_TAGS = ("ternary", "quantized")
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from typing import Any, Callable
 
 from tdsl.errors import TdslError
@@ -28,20 +26,6 @@ def parse_param(text: str) -> tuple[str, object]:
 def params_from(args: argparse.Namespace) -> dict[str, Any]:
     """The entry layer's parameters from the repeatable `--param NAME=VALUE` options."""
     return dict(parse_param(p) for p in (args.param or []))
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write via a temporary file in the target's folder, renamed into place on success."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -65,7 +49,8 @@ def add_remote_args(p: argparse.ArgumentParser, token_env: str, url_flag: str, u
 def compile_model(args: argparse.Namespace) -> Any:
     """`tdsl.compile` of the model `add_model_args` describes, printing the IR after every
     pass with --print-ir-after-all."""
-    from tdsl.api import compile as compile_, print_ir
+    from tdsl.api import compile as compile_
+    from tdsl.api import print_ir
 
     def show(name: str, module: Any) -> None:
         if args.print_ir_after_all:

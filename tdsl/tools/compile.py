@@ -5,7 +5,8 @@ import argparse
 import sys
 from typing import Any
 
-from tdsl.tools.common import add_model_args, command_main, compile_model, write_atomic
+from tdsl.package.files import write_atomic
+from tdsl.tools.common import add_model_args, command_main, compile_model
 
 
 def add_parser(sub: Any) -> None:

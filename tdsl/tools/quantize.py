@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 from tdsl.errors import TdslError
-from tdsl.tools.common import command_main, params_from, write_atomic
+from tdsl.package.files import write_atomic
+from tdsl.tools.common import command_main, params_from
 
 
 def add_parser(sub: Any) -> None:

@@ -19,10 +19,11 @@ from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseE
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from tdsl.dialects.context import DIALECTS
-from tdsl.errors import TdslError, register_source
-from tdsl.passes import PASSES, parse_pipeline
-from tdsl.tools.common import parse_param, write_atomic
 from tdsl.dialects.verify import verify_module
+from tdsl.errors import TdslError, register_source
+from tdsl.package.files import write_atomic
+from tdsl.passes import PASSES, parse_pipeline
+from tdsl.tools.common import parse_param
 
 EMITS = ("mlir", "generic", "torch")
 

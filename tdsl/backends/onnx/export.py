@@ -10,8 +10,6 @@ a partial file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from onnx import helper
 from tdsl.backends.onnx.emit import ParamStore, _GraphEmitter
 from tdsl.errors import TdslError
 from tdsl.lowering import kernel_level
+from tdsl.package.files import write_atomic
 
 if TYPE_CHECKING:
 
@@ -123,18 +122,7 @@ def export_onnx(model: Any, path: str | Path, *, opset: int | None = None, int2:
     proto, emitter = build_model(frozen, opset=opset, int2=int2, batch_dim=batch_dim)
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = write_atomic(path, data)
     return OnnxExport(target, opset, proto.ir_version, len(data), dict(emitter.weight_types),
                       dict(Counter(n.op_type for n in proto.graph.node)),
                       {p.key: p.value for p in proto.metadata_props})

@@ -120,17 +120,6 @@ def load_torchscript(path: str | os.PathLike[str]) -> nn.Module:
 
 def _write(path: str | os.PathLike[str], writer: Any) -> Path:
     """Write through a temporary file beside `path`, renamed into place on success."""
-    import tempfile
+    from tdsl.package.files import write_with
 
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.tmp-", suffix=dest.suffix)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return dest
+    return write_with(path, writer)

@@ -1,0 +1,32 @@
+"""Atomic writes: complete or absent, never a temporary left behind, and the mode of a plain open()."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tdsl.package.files import write_atomic, write_with
+
+
+def test_written_file_has_the_mode_of_a_plain_open(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    out = write_atomic(tmp_path / "sub" / "a.txt", "héllo")
+    assert out.read_text(encoding="utf-8") == "héllo"
+    assert (out.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
+    assert write_atomic(tmp_path / "b.bin", b"\x00\x01").read_bytes() == b"\x00\x01"
+
+
+def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+
+    def boom(tmp: str) -> None:
+        Path(tmp).write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_with(target, boom)
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx"]
