@@ -41,12 +41,13 @@ def qat(model, precision: str = "ternary", **kwargs):
     return _qat(model, precision, **kwargs)
 
 
-def deploy(model, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8", path=None):
+def deploy(model, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8", path=None,
+           profile: bool = False):
     """A frozen model, a loaded package or a compiled program with weights on a deployment
     backend: numpy in, numpy out, no torch (see `tdsl.deploy.deploy`)."""
     from tdsl.deploy import deploy as _deploy
 
-    return _deploy(model, backend, device=device, act_quant=act_quant, path=path)
+    return _deploy(model, backend, device=device, act_quant=act_quant, path=path, profile=profile)
 
 
 def save(model, path, **kwargs):

@@ -39,11 +39,12 @@ def program_and_weights(model: Any) -> tuple[Any, Mapping[str, Any]]:
 
 
 def deploy(model: Any, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
-           path: str | None = None) -> Any:
+           path: str | None = None, profile: bool = False) -> Any:
     """`model` on a deployment backend: a callable, numpy in, numpy out (`DeployedModel`).
 
     device: "cpu" or "cuda"; act_quant: "int8" (per-token int8 activations into the packed
-    ternary kernels) or "float"; path: force a CPU kernel path ("portable", "vnni")."""
+    ternary kernels) or "float"; path: force a CPU kernel path ("portable", "vnni");
+    profile: time every step (`run.profile_table()` shows where the time goes)."""
     if not isinstance(backend, str):
         raise TdslError(f"deploy's first argument is the backend name ({', '.join(map(repr, BACKENDS))}), "
                         f"got a {type(backend).__name__}; the weights come from the model "
@@ -62,4 +63,5 @@ def deploy(model: Any, backend: str = "numba", *, device: str = "cpu", act_quant
         raise TdslError(f"the Numba backend is not available in this installation ({e.name} is missing): "
                         "install numba, or run the model with .to_torch()") from None
 
-    return deploy_module(kernel_level(module), weights, device=device, act_quant=act_quant, path=path)
+    return deploy_module(kernel_level(module), weights, device=device, act_quant=act_quant, path=path,
+                         profile=profile)

@@ -227,11 +227,11 @@ class LoadedPackage:
                            self.precision)
 
     def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
-               path: str | None = None) -> Any:
+               path: str | None = None, profile: bool = False) -> Any:
         """The model on a deployment backend (`tdsl.deploy`), on the packed weights, without torch."""
         from tdsl.deploy import deploy
 
-        return deploy(self, backend, device=device, act_quant=act_quant, path=path)
+        return deploy(self, backend, device=device, act_quant=act_quant, path=path, profile=profile)
 
 
 def load(path: str | os.PathLike[str]) -> LoadedPackage:

@@ -8,6 +8,10 @@ scripts next to the `tdsl` package (an editable install or a checkout on PYTHONP
 each in its own process; it imports neither torch nor numba. `all` runs `kernels` (which
 measures the roofline itself) and then `models`. More options (shapes, batches, L3 size,
 rerunning rows into an existing JSON): `python benchmarks/bench_<what>.py --help`.
+
+`tdsl bench models --profile MODEL` needs no checkout: it quantizes a zoo model (random
+weights, the default precision policy unless `--policy all`), deploys it on the Numba CPU
+runtime with profiling on, and prints where the time of one forward goes, step by step.
 """
 from __future__ import annotations
 
@@ -34,7 +38,46 @@ def benchmarks_dir() -> Path:
     return folder
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    """The per-step table of one zoo model on the Numba CPU runtime (imports torch to quantize)."""
+    import time
+
+    import numpy as np
+
+    from tdsl.models import zoo_path
+    from tdsl.precision import quantize
+
+    zoo_path(args.profile)  # an unknown name fails here, naming the zoo
+    params = {"image_size": args.image_size} if args.image_size else {}
+    policy = {} if args.policy == "default" else {"policy": args.policy}
+    frozen = quantize(args.profile, precision="ternary", params=params, **policy)
+    run = frozen.deploy(profile=True, act_quant=args.act_quant)
+    from tdsl.dialects.tdsl import dims_of, entry_layer
+
+    dims = dims_of(entry_layer(frozen.compiled.module).forward.function_type.inputs.data[0])
+    if dims is None:
+        raise TdslError(f"{args.profile} has an input of unknown rank; it cannot be profiled here")
+    shape = tuple(args.batch if d is None else d for d in dims)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    start = time.perf_counter()
+    run(x)
+    first = time.perf_counter() - start
+    for _ in range(args.calls):
+        run(x)
+    rows = run.profile()
+    from tdsl.backends.numba.profile import format_table
+
+    print(f"{args.profile} {'x'.join(map(str, shape))}, policy {args.policy}, act_quant {args.act_quant}: "
+          f"first call {first * 1e3:.0f} ms (compiles or loads the kernels), median of {args.calls} calls below")
+    print(format_table(rows, args.top))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.profile is not None:
+        if args.what != "models":
+            raise TdslError("--profile goes with `tdsl bench models`")
+        return cmd_profile(args)
     folder = benchmarks_dir()
     names = ALL if args.what == "all" else (args.what,)
     scripts = [folder / SCRIPTS[name] for name in names]
@@ -63,6 +106,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder for the JSON, Markdown table and PNG (default ./bench_results)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed calls per measurement (default: each script's own)")
+    p.add_argument("--profile", metavar="MODEL", default=None,
+                   help="with `models`: print the per-step time table of one zoo model (no checkout needed)")
+    p.add_argument("--batch", type=int, default=1, help="with --profile: the batch size (default 1)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="with --profile: the model's image_size parameter (default: the model's own)")
+    p.add_argument("--policy", choices=["default", "all"], default="default",
+                   help="with --profile: 'default' keeps the first and last layers fp16, 'all' is all-ternary")
+    p.add_argument("--act-quant", choices=["int8", "float"], default="int8",
+                   help="with --profile: the packed kernels' activations (default int8)")
+    p.add_argument("--calls", type=int, default=10, help="with --profile: timed calls (default 10)")
+    p.add_argument("--top", type=int, default=None, help="with --profile: only the N slowest steps")
     p.set_defaults(func=cmd_bench)
 
 

@@ -273,12 +273,34 @@ def _to_numpy(x: Any) -> np.ndarray:
 class DeployedModel:
     """The plan bound to a device: call it like the model's forward, get numpy back."""
 
-    def __init__(self, plan: Plan, device: str, path: str | None):
+    def __init__(self, plan: Plan, device: str, path: str | None, profile: bool = False):
         self.plan = plan
         self.device = device
         self.path = path
+        self.profiling = profile
+        """Time every step of every CPU call (`profile()` summarises them)."""
         self._bound: dict[tuple, Any] = {}
         self._panels: dict[int, np.ndarray] = {}
+        self._timings: dict[tuple, list[list[float]]] = {}
+
+    def profile(self, *, skip_first: bool = True) -> list[Any]:
+        """Per-step times of the profiled calls with the most recent input shapes (`StepTime`
+        rows, `tdsl.backends.numba.profile`); the first call (compilation) is left out."""
+        from tdsl.backends.numba.profile import summarise
+
+        if not self.profiling:
+            raise TdslError("this deployment does not profile: deploy it with profile=True")
+        if not self._timings:
+            raise TdslError("no call has been profiled yet: call the model first")
+        shapes, calls = list(self._timings.items())[-1]
+        kept = calls[1:] if skip_first and len(calls) > 1 else calls
+        return summarise(self.plan, kept, shapes, kernel_path(self.path))
+
+    def profile_table(self, top: int | None = None) -> str:
+        """`profile()` as a text table (the `top` slowest steps, or all in plan order)."""
+        from tdsl.backends.numba.profile import format_table
+
+        return format_table(self.profile(), top)
 
     @property
     def compile_seconds(self) -> float:
@@ -316,10 +338,18 @@ class DeployedModel:
         for v, a in zip(plan.inputs, arrays):
             np.copyto(views[v], a, casting="unsafe")
         ctx = _Ctx(plan.act_quant, kernel_path(self.path), bound.workspace, self._panels)
-        for step in plan.steps:
-            if step.is_view:
-                continue
-            CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
+        if self.profiling:
+            times = []
+            for step in plan.steps:
+                if not step.is_view:
+                    start = time.perf_counter()
+                    CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
+                    times.append(time.perf_counter() - start)
+            self._timings.setdefault(key, []).append(times)
+        else:
+            for step in plan.steps:
+                if not step.is_view:
+                    CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
         return [np.array(views[v]) for v in plan.outputs]
 
     def _pack_outputs(self, outs: list[np.ndarray]) -> Any:
@@ -345,7 +375,7 @@ def _check_device(device: str) -> None:
 
 
 def deploy_module(module: Any, arrays: Mapping[str, Any], *, device: str = "cpu", act_quant: str = "int8",
-                  path: str | None = None) -> DeployedModel:
+                  path: str | None = None, profile: bool = False) -> DeployedModel:
     """Deploy a kernel-level module (`tdsl.lowering.kernel_level`) with weights keyed by frozen
     state-dict names (numpy arrays, or torch tensors when torch is already imported)."""
     _check_device(device)
@@ -356,4 +386,6 @@ def deploy_module(module: Any, arrays: Mapping[str, Any], *, device: str = "cpu"
         from tdsl.backends.numba.gpu import check_cuda_plan
 
         check_cuda_plan(plan)
-    return DeployedModel(plan, device, path)
+        if profile:
+            raise TdslError("profile=True times the CPU runtime; deploy with device='cpu' to profile")
+    return DeployedModel(plan, device, path, profile)

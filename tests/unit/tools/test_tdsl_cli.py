@@ -124,3 +124,17 @@ def test_console_script_exits_1_without_traceback(tmp_path):
     assert proc.stderr.splitlines()[0] == (
         f"{path}:2:26: error: relu() takes at most 1 positional argument (2 given)")
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_models_profile_prints_the_step_table(capsys):
+    assert main(["bench", "models", "--profile", "lenet", "--calls", "2", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet 1x1x8x8, policy default" in out and "the 3 slowest shown" in out
+    assert "conv2d_ternary" in out and "GOPS" in out
+
+
+def test_bench_profile_errors_are_diagnostics(capsys):
+    assert main(["bench", "kernels", "--profile", "lenet"]) == 1
+    assert "--profile goes with `tdsl bench models`" in capsys.readouterr().err
+    assert main(["bench", "models", "--profile", "no_such_model"]) == 1
+    assert "no_such_model" in capsys.readouterr().err

@@ -140,3 +140,30 @@ def test_gelu_matches_torch() -> None:
     y = np.empty(1000, np.float32)
     K.activation_map(x.numpy(), activations.GELU, y)
     np.testing.assert_allclose(y, F.gelu(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_profile_reports_every_step_with_its_path(lenet) -> None:
+    run = deploy(lenet, profile=True)
+    with pytest.raises(TdslError, match="no call has been profiled"):
+        run.profile()
+    x = np.random.rand(2, 1, 8, 8).astype(np.float32)
+    for _ in range(3):
+        run(x)
+    rows = run.profile()
+    assert [r.kernel for r in rows] == [str(s.kind) for s in run.plan.steps if not s.is_view]
+    assert abs(sum(r.share for r in rows) - 1) < 1e-6 and all(r.ms >= 0 for r in rows)
+    paths = {r.kernel: r.path for r in rows}
+    assert paths["conv2d_float"] == "fp16-kept" and paths["max_pool2d"] == "numba"
+    assert paths["conv2d_ternary"].endswith("/int8")
+    conv = rows[0]
+    assert conv.rate_unit == "GOPS" and conv.inputs == ((2, 1, 8, 8),) and conv.rate > 0
+    table = run.profile_table(top=3)
+    assert "fp16-kept" in table or "portable/int8" in table or "vnni/int8" in table
+    assert table.count("\n") == 3 + 2  # header, rule, 3 rows, total
+
+
+def test_profile_needs_profile_true_and_the_cpu(lenet) -> None:
+    with pytest.raises(TdslError, match="deploy it with profile=True"):
+        deploy(lenet).profile()
+    with pytest.raises(TdslError, match="profile=True times the CPU runtime"):
+        deploy(lenet, device="cuda", profile=True)
