@@ -32,6 +32,9 @@ def resolve_source(source_or_path: str | Path) -> tuple[str, str]:
     """(text, file name) for a zoo model name, a `.tdsl`/`.tri` path, or DSL text."""
     from tdsl.models import is_zoo_name, zoo_path
 
+    if not isinstance(source_or_path, str | Path):
+        raise TdslError(f"expected DSL text, a .tdsl/.tri path or a zoo model name, got a "
+                        f"{type(source_or_path).__name__} (a torch module's weights go in weights=...)")
     s = str(source_or_path)
     if isinstance(source_or_path, Path) or (("\n" not in s) and s.endswith((".tdsl", ".tri"))):
         path = Path(s)

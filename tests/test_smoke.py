@@ -1,6 +1,7 @@
 """The public API as a user meets it: write a network, compile it, read the IR, train a step."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -61,3 +62,8 @@ def test_mistakes_are_tdsl_errors():
         assert e.loc is not None and e.loc.line == 6
     else:
         raise AssertionError("no error")
+
+
+def test_a_torch_module_is_not_read_as_dsl_text() -> None:
+    with pytest.raises(tdsl.TdslError, match="got a Linear"):
+        tdsl.quantize(torch.nn.Linear(2, 2))

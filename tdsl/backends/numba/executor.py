@@ -383,9 +383,14 @@ def deploy_module(module: Any, arrays: Mapping[str, Any], *, device: str = "cpu"
     if path is not None:
         kernel_path(path)  # an unknown or unavailable path fails here, not at the first call
     if device == "cuda":
+        from numba import cuda
+
         from tdsl.backends.numba.gpu import check_cuda_plan
 
-        check_cuda_plan(plan)
         if profile:
             raise TdslError("profile=True times the CPU runtime; deploy with device='cpu' to profile")
+        check_cuda_plan(plan)
+        if not cuda.is_available():
+            raise TdslError("device='cuda' was asked for, but Numba finds no usable CUDA GPU and driver here "
+                            "(NUMBA_ENABLE_CUDASIM=1 runs the simulator); deploy with device='cpu'")
     return DeployedModel(plan, device, path, profile)

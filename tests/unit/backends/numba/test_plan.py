@@ -167,3 +167,13 @@ def test_profile_needs_profile_true_and_the_cpu(lenet) -> None:
         deploy(lenet).profile()
     with pytest.raises(TdslError, match="profile=True times the CPU runtime"):
         deploy(lenet, device="cuda", profile=True)
+
+
+def test_cuda_without_a_gpu_is_refused_at_deploy_time(lenet) -> None:
+    """Here the simulator is off and there is no GPU: the error comes at deploy, not at the first call."""
+    from numba import cuda
+
+    if cuda.is_available():
+        pytest.skip("a CUDA device (or the simulator) is available in this process")
+    with pytest.raises(TdslError, match="finds no usable CUDA GPU"):
+        deploy(lenet, device="cuda")
