@@ -6,6 +6,12 @@ call it with numpy arrays (or torch tensors, read through `np.asarray(t.detach()
 is already imported; this module never imports torch) and get numpy back. One runner per
 `Kernel` (`CPU_RUNNERS`; the CUDA ones are `tdsl.backends.numba.gpu.CUDA_RUNNERS`).
 
+Kept-precision float and int8 layers call numpy's BLAS. Numba's OpenMP workers spin for a
+while after each parallel kernel, and on a small machine a multi-threaded BLAS call right
+after one waits for cores they hold (measured on 2 cores: the ResNet-18 fp16 stem conv took
+20 ms instead of 7.5). So a call whose plan has BLAS steps runs BLAS single-threaded
+(`threadpoolctl`, about 30 us per call): the Numba kernels own the cores.
+
 act_quant applies to the packed ternary kernels only: "int8" (the runtime's default, per-token
 int8 activations, about 1e-2 relative error per layer) or "float" (fp32 activations, what the
 torch backend computes). Kept-precision int8 layers always quantise their activations per
@@ -13,6 +19,7 @@ tensor at run time, exactly as the torch backend's `_rt.int8_linear` / `_rt.int8
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +38,9 @@ from tdsl.runtime.conv2d import depthwise_conv, im2col
 from tdsl.runtime.cpu_features import kernel_path
 
 DEVICES = ("cpu", "cuda")
+_BLAS_KERNELS = frozenset({Kernel.CONV2D_FLOAT, Kernel.CONV2D_INT8, Kernel.LINEAR_FLOAT, Kernel.LINEAR_INT8,
+                           Kernel.MATMUL})
+"""Kernels that call numpy's BLAS (see the module docstring)."""
 _EMPTY2 = np.zeros((0, 0), np.float32)
 _EMPTY3 = np.zeros((0, 0, 0), np.float32)
 _EMPTY4 = np.zeros((0, 0, 0, 0), np.float32)
@@ -338,6 +348,16 @@ class DeployedModel:
         for v, a in zip(plan.inputs, arrays):
             np.copyto(views[v], a, casting="unsafe")
         ctx = _Ctx(plan.act_quant, kernel_path(self.path), bound.workspace, self._panels)
+        with _single_threaded_blas(self._uses_blas):
+            self._run_steps(key, views, ctx)
+        return [np.array(views[v]) for v in plan.outputs]
+
+    @property
+    def _uses_blas(self) -> bool:
+        return any(step.kind in _BLAS_KERNELS for step in self.plan.steps)
+
+    def _run_steps(self, key: tuple, views: list, ctx: _Ctx) -> None:
+        plan = self.plan
         if self.profiling:
             times = []
             for step in plan.steps:
@@ -350,7 +370,6 @@ class DeployedModel:
             for step in plan.steps:
                 if not step.is_view:
                     CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
-        return [np.array(views[v]) for v in plan.outputs]
 
     def _pack_outputs(self, outs: list[np.ndarray]) -> Any:
         plan = self.plan
@@ -358,6 +377,20 @@ class DeployedModel:
         if plan.output_names is not None:
             return dict(zip(plan.output_names, typed))
         return typed[0] if len(typed) == 1 else tuple(typed)
+
+
+_BLAS_CONTROLLER: list[Any] = []
+
+
+def _single_threaded_blas(active: bool) -> Any:
+    """A context in which numpy's BLAS uses one thread (a no-op when `active` is false)."""
+    if not active:
+        return contextlib.nullcontext()
+    if not _BLAS_CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER.append(ThreadpoolController())
+    return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def _output_dtype(ty: Any) -> np.dtype:

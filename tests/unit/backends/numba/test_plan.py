@@ -177,3 +177,25 @@ def test_cuda_without_a_gpu_is_refused_at_deploy_time(lenet) -> None:
         pytest.skip("a CUDA device (or the simulator) is available in this process")
     with pytest.raises(TdslError, match="finds no usable CUDA GPU"):
         deploy(lenet, device="cuda")
+
+
+def test_blas_runs_single_threaded_inside_a_call_and_is_restored(lenet, monkeypatch) -> None:
+    from threadpoolctl import threadpool_info
+
+    from tdsl.backends.numba import executor
+    from tdsl.backends.numba.plan import Kernel
+
+    def blas_threads() -> set[int]:  # numpy's BLAS, the one the runtime calls
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas" and "numpy" in p["filepath"]}
+
+    seen: list[set[int]] = []
+    inner = executor.CPU_RUNNERS[Kernel.LINEAR_FLOAT]
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return inner(*args)
+
+    monkeypatch.setitem(executor.CPU_RUNNERS, Kernel.LINEAR_FLOAT, spy)
+    before = blas_threads()
+    deploy(lenet)(np.random.rand(2, 1, 8, 8).astype(np.float32))
+    assert seen == [{1}] and blas_threads() == before
