@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tdsl import __version__
 from tdsl.tools import bench, export, fetch, models, publish, quantize, run, train
 from tdsl.tools import compile as compile_cmd
 from tdsl.tools.common import dispatch
@@ -21,6 +22,7 @@ COMMANDS = (compile_cmd, run, models, train, publish, fetch, quantize, bench, ex
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdsl", description="tdsl: ternary neural network compiler")
+    parser.add_argument("--version", action="version", version=f"tdsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)

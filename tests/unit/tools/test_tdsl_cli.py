@@ -138,3 +138,10 @@ def test_bench_profile_errors_are_diagnostics(capsys):
     assert "--profile goes with `tdsl bench models`" in capsys.readouterr().err
     assert main(["bench", "models", "--profile", "no_such_model"]) == 1
     assert "no_such_model" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    import tdsl
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"tdsl {tdsl.__version__}"
