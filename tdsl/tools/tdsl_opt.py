@@ -133,6 +133,8 @@ class TdslOptMain(xDSLOptMain):
 
     def run(self) -> None:
         """Parse, verify, run the pipeline and print each input chunk; write `-o` atomically."""
+        if self.args.input_file == "-":  # the conventional name of standard input
+            self.args.input_file = None
         if self.args.param and self.args.input_file and not self.args.input_file.endswith((".tdsl", ".tri")):
             raise InputError("--param applies to DSL input (.tdsl, .tri) only")
         chunks, extension = self.prepare_input()
@@ -175,8 +177,8 @@ class _Rewound(StringIO):
 
 
 def write_output(text: str, path: str | None) -> None:
-    """Print to stdout, or write `path` through a temp file renamed on success."""
-    if path is None:
+    """Print to stdout (no `-o`, or `-o -`), or write `path` through a temp file renamed on success."""
+    if path is None or path == "-":
         sys.stdout.write(text)
     else:
         write_atomic(path, text)

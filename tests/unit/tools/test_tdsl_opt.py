@@ -148,3 +148,15 @@ def test_bad_param_value_is_one_diagnostic(capsys) -> None:
     err = capsys.readouterr().err
     assert "--param expects NAME=VALUE, but got 'nonsense'" in err
     no_traceback(err)
+
+
+def test_dash_means_standard_input_and_output(good: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import io
+    import os
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(MODULE.encode())))
+    assert main(["-", "-p", "shape-infer", "-o", "-"]) == 0
+    assert "tensor<?x10xf32>" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "-")
