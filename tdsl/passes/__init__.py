@@ -7,7 +7,7 @@ from collections.abc import Callable
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.utils.exceptions import ArgSpecParseError
 
-from tdsl.errors import PassError
+from tdsl.errors import PassError, did_you_mean
 
 
 def _shape_infer() -> type[ModulePass]:
@@ -74,7 +74,9 @@ def parse_pipeline(spec: str, callback: PipelineCallback | None = None) -> PassP
     except ValueError as e:
         hint = ""
         if str(e).startswith("Unrecognized passes"):
-            hint = f" (available: {', '.join(PASSES)})"
+            names = re.findall(r"(?:^|,)\s*([A-Za-z0-9_-]+)", re.sub(r"\{[^}]*\}", "", spec))
+            guesses = "".join(did_you_mean(n, list(PASSES)) for n in names if n not in PASSES)
+            hint = f"{guesses} (available: {', '.join(PASSES)})"
         raise PassError(f"invalid pass pipeline '{spec}': {e}{hint}") from None
     except ArgSpecParseError as e:  # derives from BaseException, not Exception
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]

@@ -19,6 +19,8 @@ def test_default_pipeline_parses() -> None:
 @pytest.mark.parametrize("spec, message", [
     ("nosuch", "invalid pass pipeline 'nosuch': Unrecognized passes: ['nosuch'] "
                "(available: shape-infer, canonicalize, ternarize, precision, pack, inline, fuse)"),
+    ("shape-infer,ternarise{policy=all}", "invalid pass pipeline 'shape-infer,ternarise{policy=all}': "
+                                          "Unrecognized passes: ['ternarise'] (did you mean 'ternarize'?) (available:"),
     ("shape-infer{bogus=1}", "invalid pass pipeline 'shape-infer{bogus=1}': Provided arguments [\"bogus\"] not found"),
     ("shape-infer{a=1,b=2", "invalid pass pipeline 'shape-infer{a=1,b=2' at column 18: Malformed pass arguments"),
 ])
