@@ -77,7 +77,8 @@ def parse_pipeline(spec: str, callback: PipelineCallback | None = None) -> PassP
             names = re.findall(r"(?:^|,)\s*([A-Za-z0-9_-]+)", re.sub(r"\{[^}]*\}", "", spec))
             guesses = "".join(did_you_mean(n, list(PASSES)) for n in names if n not in PASSES)
             hint = f"{guesses} (available: {', '.join(PASSES)})"
-        raise PassError(f"invalid pass pipeline '{spec}': {e}{hint}") from None
+        message = re.sub(r'"(\w+)"', lambda m: '"' + m.group(1).replace("_", "-") + '"', str(e))
+        raise PassError(f"invalid pass pipeline '{spec}': {message}{hint}") from None
     except ArgSpecParseError as e:  # derives from BaseException, not Exception
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         where = re.search(r"pass-pipeline:\d+:(\d+)", str(e))

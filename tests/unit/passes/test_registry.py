@@ -22,6 +22,8 @@ def test_default_pipeline_parses() -> None:
     ("shape-infer,ternarise{policy=all}", "invalid pass pipeline 'shape-infer,ternarise{policy=all}': "
                                           "Unrecognized passes: ['ternarise'] (did you mean 'ternarize'?) (available:"),
     ("shape-infer{bogus=1}", "invalid pass pipeline 'shape-infer{bogus=1}': Provided arguments [\"bogus\"] not found"),
+    ("ternarize{bogus=1}", "invalid pass pipeline 'ternarize{bogus=1}': Provided arguments [\"bogus\"] not found in "
+                           "expected arguments [\"policy\", \"threshold\", \"delta\", \"sparsity\", \"per-channel\""),
     ("shape-infer{a=1,b=2", "invalid pass pipeline 'shape-infer{a=1,b=2' at column 18: Malformed pass arguments"),
 ])
 def test_bad_pipeline_is_pass_error(spec: str, message: str) -> None:
