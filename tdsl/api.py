@@ -46,6 +46,9 @@ def resolve_source(source_or_path: str | Path) -> tuple[str, str]:
         return path.read_text(encoding="utf-8"), str(path)
     if "\n" not in s and s.isidentifier():
         zoo_path(s)  # raises a TdslError naming the zoo models
+    if "\n" not in s and not any(c.isspace() for c in s) and ("/" in s or "\\" in s or Path(s).exists()):
+        what = "a folder" if Path(s).is_dir() else ("no such file" if not Path(s).exists() else "not a .tdsl/.tri file")
+        raise TdslError(f"{s}: {what}; give a zoo model name, a .tdsl or .tri file, or DSL text")
     return s, "<input>"
 
 

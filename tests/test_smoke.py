@@ -67,3 +67,13 @@ def test_mistakes_are_tdsl_errors():
 def test_a_torch_module_is_not_read_as_dsl_text() -> None:
     with pytest.raises(tdsl.TdslError, match="got a Linear"):
         tdsl.quantize(torch.nn.Linear(2, 2))
+
+
+def test_a_folder_or_missing_path_is_named_not_parsed_as_dsl(tmp_path) -> None:
+    (tmp_path / "run").mkdir()
+    with pytest.raises(tdsl.TdslError, match="run: a folder"):
+        tdsl.compile(str(tmp_path / "run"))
+    with pytest.raises(tdsl.TdslError, match="no such file"):
+        tdsl.compile("missing/model.tdsl")
+    one_line = "layer A { fn forward(x: Tensor[float32, N, 4]) -> Tensor[float32, N, 4] { return x / 2 } }"
+    assert "tdsl.div" in tdsl.compile(one_line).ir
