@@ -65,6 +65,21 @@ class MemoryReport:
         """fp32 bytes / stored bytes (how many times smaller)."""
         return self.fp32_total / self.total if self.total else 0.0
 
+    def layer_precisions(self) -> dict[str, int]:
+        """How many weight layers are stored in each precision (e.g. {"ternary": 3, "fp16": 2});
+        layers without a weight precision (batch norms: "-") are not counted."""
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            if layer.precision not in ("", "-"):
+                counts[layer.precision] = counts.get(layer.precision, 0) + 1
+        return counts
+
+    @property
+    def stored_precision(self) -> str:
+        """The precision of every layer, or "mixed" when the policy kept some in another one."""
+        kinds = self.layer_precisions()
+        return next(iter(kinds)) if len(kinds) == 1 else ("mixed" if kinds else self.precision)
+
     def by_kind(self) -> dict[str, int]:
         return {k: sum(layer.bytes[k] for layer in self.layers) for k in KINDS}
 
@@ -72,6 +87,7 @@ class MemoryReport:
         return {
             "precision": self.precision, "format": self.format, "total_bytes": self.total,
             "fp32_bytes": self.fp32_total, "ratio": self.ratio, "by_kind": self.by_kind(),
+            "stored_precision": self.stored_precision, "layer_precisions": self.layer_precisions(),
             "layers": [{"layer": layer.layer, "precision": layer.precision, "bytes": layer.total,
                         "fp32_bytes": layer.fp32_bytes, "by_kind": dict(layer.bytes)} for layer in self.layers],
         }
@@ -90,8 +106,12 @@ class MemoryReport:
                          + f"{layer.total:>11,}{layer.fp32_bytes:>11,}")
         kinds = self.by_kind()
         lines.append("-" * len(head))
-        lines.append(f"{'total':<{width}}  {self.precision:<12}" + "".join(f"{kinds[k]:>11,}" for k in KINDS)
+        lines.append(f"{'total':<{width}}  {self.stored_precision:<12}" + "".join(f"{kinds[k]:>11,}" for k in KINDS)
                      + f"{self.total:>11,}{self.fp32_total:>11,}")
+        if self.stored_precision == "mixed":
+            mix = ", ".join(f"{n} {p}" for p, n in self.layer_precisions().items())
+            lines.append(f"mixed: {mix} layers (asked for {self.precision or 'a custom policy'}; the precision "
+                         "policy keeps the layers it lists, by default the first and the last, in higher precision)")
         lines.append(f"{_fmt_bytes(self.total)} stored vs {_fmt_bytes(self.fp32_total)} in fp32: "
                      f"{self.ratio:.2f}x smaller ({100 / self.ratio if self.ratio else 0:.2f}% of fp32)")
         return "\n".join(lines)

@@ -159,3 +159,13 @@ def test_cli_quantize_report(tmp_path, capsys) -> None:
     assert data["memory"]["total_bytes"] > 0 and data["sparsity"]["layers"] == []
     assert main(["quantize", "mlp", "--precision", "int4"]) == 1
     assert main(["quantize", "mlp", "--threshold", "nope"]) == 1
+
+
+def test_memory_total_says_mixed_when_the_policy_kept_layers() -> None:
+    import tdsl
+
+    default = tdsl.quantize("lenet", precision="ternary").memory_report()
+    assert default.stored_precision == "mixed" and default.layer_precisions() == {"fp16": 2, "ternary": 3}
+    assert "\ntotal  mixed" in default.table() and "mixed: 2 fp16, 3 ternary layers" in default.table()
+    everything = tdsl.quantize("lenet", precision="ternary", policy="all").memory_report()
+    assert everything.stored_precision == "ternary" and "mixed" not in everything.table()
