@@ -47,12 +47,15 @@ def quantize_model(model: str, *, precision: str = "fp32", policy: str = "defaul
     from tdsl.api import compile as compile_
     from tdsl.precision import quantize
 
-    if weights is None:
+    untrained = weights is None
+    if untrained:
         torch.manual_seed(seed)
         weights = compile_(model, entry=entry, params=params, pipeline="shape-infer").to_torch().state_dict()
     choice = _precision_args(precision)
     frozen = quantize(model, policy=policy, threshold=threshold, format=packed_format, params=params,
                       weights=weights, entry=entry, **choice)
+    if untrained:  # said on stderr by `tdsl export` and in the package's model card
+        frozen.weights_origin = f"a random initialisation (seed {seed}), not trained weights"
     return frozen
 
 

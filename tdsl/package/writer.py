@@ -114,10 +114,13 @@ def _write_card(path: Path, name: str, config: dict[str, Any], frozen: FrozenMod
     ternary = [w for w, p in policy["weights"].items() if p != "ternary"]
     fmt = f", packed format `{config['freeze']['format']}` (version {config['packed_format']['version']})" \
         if policy["packed"] else ""
+    origin_note = getattr(frozen, "weights_origin", None)
+    untrained = (f"\n\n**The weights are {origin_note}: this package shows the format and the runtime, "
+                 "its outputs mean nothing.**") if origin_note else ""
     write_model_card(
         path, name=name,
         description=f"`{model['entry']}` compiled by tdsl {config['tdsl_version']} and frozen at "
-                    f"{policy['precision']} precision{fmt}.",
+                    f"{policy['precision']} precision{fmt}.{untrained}",
         architecture=f"Layer `{model['entry']}` from {origin}, parameters {params}.\n\nInputs: {io}.\n\n"
                      f"Passes: `{config['pipeline'] or '(none)'}`.",
         precision_policy=f"{policy['precision']}: " + ", ".join(f"{n} {p}" for p, n in counts.items())

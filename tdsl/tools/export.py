@@ -69,6 +69,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                                 packed_format=args.packed_format, params=params, entry=args.entry,
                                 weights=args.weights, seed=args.seed)
         source, entry = args.model, args.entry
+        if args.weights is None:
+            print(f"warning: no --weights given: the export holds {frozen.weights_origin}", file=sys.stderr)
     next(step)
     bar.set_postfix_str(steps[1])
     if args.format == "torchscript":

@@ -17,9 +17,13 @@ from tdsl.tools.tdsl_cli import main
 def test_package_from_zoo_model(tmp_path, capsys):
     out = tmp_path / "lenet"
     assert main(["export", "lenet", "--precision", "ternary", "--format", "package", "-o", str(out)]) == 0
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     assert "package" in table and "ok, max |diff| 0" in table and "x smaller" in table
     assert tdsl.load(out).config["precision"]["precision"] == "ternary"
+    # no --weights: said on stderr and in the card, so nobody mistakes it for a trained model
+    assert "warning: no --weights given: the export holds a random initialisation (seed 0)" in captured.err
+    assert "The weights are a random initialisation (seed 0)" in (out / "README.md").read_text()
 
 
 def test_torch_export_from_a_package_and_no_verify(lenet_package, tmp_path, capsys):
@@ -53,6 +57,7 @@ def test_weights_are_quantised(tmp_path):
     assert main(["export", "mlp", "--precision", "ternary", "--weights", str(tmp_path / "w.safetensors"),
                  "--format", "package", "--no-verify", "-o", str(out)]) == 0
     expected = tdsl.quantize("mlp", precision="ternary", weights=fp32).state_dict()
+    assert "random initialisation" not in (out / "README.md").read_text()
     arrays = tdsl.load(out).arrays
     assert all(np.array_equal(arrays[k], v.numpy()) for k, v in expected.items())
 
