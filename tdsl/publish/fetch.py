@@ -25,6 +25,7 @@ def fetch_and_load(fetch: Callable[[Path], Path], output: str | Path) -> LoadedP
     from tdsl.publish.archive import fresh_dir_beside, replace_dir
 
     out = Path(output)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # folders this call creates
     try:
         staging = fresh_dir_beside(out / ".tdsl-fetch")
     except OSError as e:
@@ -40,8 +41,15 @@ def fetch_and_load(fetch: Callable[[Path], Path], output: str | Path) -> LoadedP
         target = out / fetched.name
         replace_dir(fetched, target)
         pkg.path = target
-    finally:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # innermost first: only the empty folders this call made
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
     return pkg
 
 
