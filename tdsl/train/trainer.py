@@ -341,8 +341,11 @@ class Trainer:
         record: dict[str, Any] | None = self.history[-1] if self.history else None
         start = time.perf_counter() - self.elapsed
         show = c.progress and self.dist.is_main and sys.stderr.isatty()
+        plain = c.progress and self.dist.is_main and not show  # logs, CI, notebooks: a line per epoch
         while self.epoch < last:
             record = self._run_epoch(start, show)
+            if plain:
+                print(_epoch_line(record, c.epochs), file=sys.stderr, flush=True)
         self.elapsed = time.perf_counter() - start
         if self.out_dir is not None and self.dist.is_main and self.log is not None:
             plot_metrics(self.log.read(), self.out_dir / "metrics.png")
@@ -437,3 +440,13 @@ class Trainer:
         if self.log is not None:
             self.log.truncate_after(self.step)
         return ck.path
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """The plain-text progress line of one epoch (where no progress bar can be drawn)."""
+    parts = [f"epoch {record['epoch']}/{epochs}", f"step {record['step']}", f"loss {record['loss']:.4f}",
+             f"train_acc {record['train_acc']:.4f}"]
+    if record["test_acc"] is not None:
+        parts += [f"test_loss {record['test_loss']:.4f}", f"test_acc {record['test_acc']:.4f}"]
+    parts += [f"lr {record['lr']:.3g}", f"{record['time']:.1f}s"]
+    return "  ".join(parts)
