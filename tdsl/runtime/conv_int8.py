@@ -43,7 +43,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from tdsl.runtime.gemm import _V16I32, _V64I8, _I32, _chunk_ptr, _dpbusd, _splat8, activation
+from tdsl.runtime.gemm import (_V16I32, _V64I8, _I32, _chunk_ptrs, _dpbusd, _shift_plane, _zero_accs,
+                               activation)
 from tdsl.runtime.cpu_features import has_avx512_vnni
 from tdsl.runtime.packing import unpack
 
@@ -189,27 +190,19 @@ def _make_conv_block(mr: int, nr: int):
         def codegen(context, builder, signature, args):
             wv, woffv, wgsv, xv, xoffv, xsv, nv, outv, ooffv, osv = args
             ity = woffv.type
-            wps = [_chunk_ptr(context, builder, signature.args[0], wv,
-                              builder.add(woffv, builder.mul(wgsv, ir.Constant(ity, g))))
-                   for g in range(nr)]
+            wps = _chunk_ptrs(context, builder, signature.args[0], wv, woffv, wgsv, nr)
             xdata = context.make_array(signature.args[3])(context, builder, xv).data
             xbase = builder.bitcast(xdata, ir.IntType(8).as_pointer())
             xrows = [builder.gep(xbase, [builder.add(xoffv, builder.mul(xsv, ir.Constant(ity, m)))])
                      for m in range(mr)]
-            zero = ir.Constant(_V16I32, None)
-            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(nr)] for _ in range(mr)]
+            accs = _zero_accs(builder, mr, nr)
             undef16 = ir.Constant(_V16I32, ir.Undefined)
             splat_mask = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
             with cgutils.for_range(builder, nv) as loop:
                 wch = [builder.load(builder.gep(wps[g], [loop.index]), align=1) for g in range(nr)]
                 kbase = builder.mul(loop.index, ir.Constant(ity, CHUNK))
                 for j in range(4):
-                    planes = []
-                    for g in range(nr):
-                        c = wch[g] if j == 0 else builder.lshr(wch[g], _splat8(2 * j))
-                        if j < 3:
-                            c = builder.and_(c, _splat8(3))
-                        planes.append(c)
+                    planes = [_shift_plane(builder, wch[g], j) for g in range(nr)]
                     koff = builder.add(kbase, ir.Constant(ity, 4 * j))
                     for m in range(mr):
                         p = builder.bitcast(builder.gep(xrows[m], [koff]), _I32.as_pointer())

@@ -93,6 +93,25 @@ def _splat8(value):
     return ir.Constant(_V64I8, [value] * 64)
 
 
+def _chunk_ptrs(context, builder, aryty, ary, offset, stride, count):
+    """`_chunk_ptr` at byte offset + i*stride for i < count (weight rows, activation planes)."""
+    return [_chunk_ptr(context, builder, aryty, ary,
+                       builder.add(offset, builder.mul(stride, ir.Constant(stride.type, i))))
+            for i in range(count)]
+
+
+def _shift_plane(builder, chunk, j):
+    """The u8 codes of quad j of 64 packed bytes: (chunk >> 2j) & 3, the shift decode."""
+    c = chunk if j == 0 else builder.lshr(chunk, _splat8(2 * j))
+    return builder.and_(c, _splat8(3)) if j < 3 else c
+
+
+def _zero_accs(builder, rows, cols):
+    """rows x cols stack slots of <16 x i32> accumulators, set to zero."""
+    zero = ir.Constant(_V16I32, None)
+    return [[cgutils.alloca_once_value(builder, zero) for _ in range(cols)] for _ in range(rows)]
+
+
 @intrinsic
 def _dot_mask_vnni(typingctx, w, woff, x, xoff, k4p, nchunks):
     """int32 sum_i sum_j c_j(w[woff + i]) * x[xoff + j*k4p + i] over nchunks*64 bytes i."""
@@ -101,11 +120,8 @@ def _dot_mask_vnni(typingctx, w, woff, x, xoff, k4p, nchunks):
     def codegen(context, builder, signature, args):
         wv, woffv, xv, xoffv, k4pv, nv = args
         wp = _chunk_ptr(context, builder, signature.args[0], wv, woffv)
-        xp = [_chunk_ptr(context, builder, signature.args[2], xv,
-                         builder.add(xoffv, builder.mul(k4pv, ir.Constant(k4pv.type, j))))
-              for j in range(4)]
-        zero = ir.Constant(_V16I32, None)
-        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]
+        xp = _chunk_ptrs(context, builder, signature.args[2], xv, xoffv, k4pv, 4)
+        accs = _zero_accs(builder, 1, 4)[0]
         with cgutils.for_range(builder, nv) as loop:
             # chunk c sits 64*c bytes on, i.e. index c of a <64 x i8>* pointer
             wchunk = _load(builder, wp, loop.index)
@@ -131,26 +147,19 @@ def _make_block_vnni(nr: int, nbt: int):
 
         def codegen(context, builder, signature, args):
             wv, woffv, wsv, xv, xoffv, xsv, k4pv, nv, outv, ooffv = args
-            ity = woffv.type
-            wps = [_chunk_ptr(context, builder, signature.args[0], wv,
-                              builder.add(woffv, builder.mul(wsv, ir.Constant(ity, r))))
-                   for r in range(nr)]
+            wps = _chunk_ptrs(context, builder, signature.args[0], wv, woffv, wsv, nr)
             xps = [[_chunk_ptr(context, builder, signature.args[3], xv,
                                builder.add(xoffv, builder.add(
-                                   builder.mul(xsv, ir.Constant(ity, b)),
-                                   builder.mul(k4pv, ir.Constant(ity, j)))))
+                                   builder.mul(xsv, ir.Constant(xsv.type, b)),
+                                   builder.mul(k4pv, ir.Constant(k4pv.type, j)))))
                     for j in range(4)] for b in range(nbt)]
-            zero = ir.Constant(_V16I32, None)
-            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(nbt)]
-                    for _ in range(nr)]
+            accs = _zero_accs(builder, nr, nbt)
             with cgutils.for_range(builder, nv) as loop:
                 wch = [_load(builder, wps[r], loop.index) for r in range(nr)]
                 for j in range(4):
                     xj = [_load(builder, xps[b][j], loop.index) for b in range(nbt)]
                     for r in range(nr):
-                        c = wch[r] if j == 0 else builder.lshr(wch[r], _splat8(2 * j))
-                        if j < 3:
-                            c = builder.and_(c, _splat8(3))
+                        c = _shift_plane(builder, wch[r], j)
                         for b in range(nbt):
                             acc = _dpbusd(builder, builder.load(accs[r][b]), c, xj[b])
                             builder.store(acc, accs[r][b])
