@@ -96,3 +96,22 @@ def did_you_mean(name: str, candidates: list[str] | set[str] | tuple[str, ...]) 
 
     match = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+EXTRAS: dict[str, str] = {
+    "torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "numba_cuda": "cuda", "tqdm": "train",
+    "matplotlib": "train", "sklearn": "train", "mnist1d": "train", "huggingface_hub": "publish",
+    "github": "publish", "yaml": "publish",
+}
+"""Optional dependencies by import name -> the extra of `pip install 'tdsl[EXTRA]'` that brings them."""
+
+
+def missing_dependency(error: ModuleNotFoundError) -> TdslError | None:
+    """A TdslError naming the extra to install when `error` is about an optional dependency."""
+    top = (error.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    return TdslError(f"this needs {top}, which this installation lacks: pip install 'tdsl[{extra}]' "
+                     "(or 'tdsl[all]'; with torch, add -c constraints.txt for the CPU build)")
+

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any, Callable
 
-from tdsl.errors import TdslError
+from tdsl.errors import TdslError, missing_dependency
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -67,6 +67,12 @@ def run_main(fn: Callable[[], int]) -> int:
         return fn()
     except TdslError as e:
         print(e.render(), file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:
+        missing = missing_dependency(e)
+        if missing is None:
+            raise
+        print(missing.render(), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
