@@ -18,6 +18,11 @@ def _umask() -> int:
     return mask
 
 
+def plain_mode(folder: bool = False) -> int:
+    """The mode `open(path, "w")` (or `mkdir`) gives under the current umask."""
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
 def write_with(path: str | os.PathLike[str], writer: Callable[[str], None]) -> Path:
     """Call `writer(tmp_path)` to write the file, then rename it to `path` (folders are made)."""
     dest = Path(path)
@@ -26,7 +31,7 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[str], None]) -> P
     os.close(fd)
     try:
         writer(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, plain_mode())
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tdsl.errors import TdslError
 from tdsl.package import CARD_FILE, CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, WEIGHTS_FILE
+from tdsl.package.files import plain_mode
 from tdsl.package.layout import expected_tensors, io_spec
 from tdsl.package.reader import build_frozen_program, normalized_ir, sha256_file
 
@@ -193,8 +194,9 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
     try:
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, plain_mode(folder=True))
         save_file(arrays, str(tmp / WEIGHTS_FILE), metadata={"format": PACKAGE_FORMAT})
+        os.chmod(tmp / WEIGHTS_FILE, plain_mode())  # safetensors writes 0600
         config["weights"].update(sha256=sha256_file(tmp / WEIGHTS_FILE), bytes=(tmp / WEIGHTS_FILE).stat().st_size)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         _write_card(tmp / CARD_FILE, config["name"], config, frozen)

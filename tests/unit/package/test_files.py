@@ -30,3 +30,13 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -
         write_with(target, boom)
     assert target.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["model.onnx"]
+
+
+def test_a_saved_package_has_plain_modes(lenet_package: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    (tmp_path / "d").mkdir()
+    want_file, want_dir = plain.stat().st_mode & 0o777, (tmp_path / "d").stat().st_mode & 0o777
+    assert lenet_package.stat().st_mode & 0o777 == want_dir
+    assert {f.name: f.stat().st_mode & 0o777 for f in lenet_package.iterdir()} == \
+        {f.name: want_file for f in lenet_package.iterdir()}
