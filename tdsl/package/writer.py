@@ -159,8 +159,19 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
     if dest.exists() and not (overwrite and dest.is_dir() and not dest.is_symlink() and _is_package(dest)):
         raise TdslError(f"{dest}: already exists" + ("" if overwrite else "; pass overwrite=True to replace a package")
                         + (" and is not a tdsl package" if overwrite else ""))
+    from tdsl.package.reader import LoadedPackage
+
+    origin: tuple[str | None, str] | None = None
+    if isinstance(model, LoadedPackage):  # saving a loaded package again: its own source and weights
+        stored = model.config["model"]
+        if source is None:
+            source, origin = stored["source"], (stored["zoo_name"], stored["source_file"])
+        pipeline = model.config["pipeline"] if pipeline is None else pipeline
+        model = model.to_frozen()
     frozen = as_frozen(model, module)
     text, zoo, filename = model_source(frozen.compiled, source)
+    if origin is not None:
+        zoo, filename = origin
     spec = find_pipeline(frozen, text, pipeline)
     state = frozen.state_dict()
     expected = expected_tensors(frozen.compiled.module)

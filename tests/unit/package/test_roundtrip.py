@@ -178,3 +178,12 @@ def test_deploy_on_numba_or_a_clear_error(lenet_package):
         ref = pkg.to_torch()(torch.from_numpy(x)).numpy()
     assert y.shape == ref.shape
     assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()  # int8 activations in the Numba runtime
+
+
+def test_a_loaded_package_saves_again_unchanged(lenet_package, tmp_path):
+    first = tdsl.load(lenet_package)
+    tdsl.save(first, tmp_path / "again")
+    second = tdsl.load(tmp_path / "again")
+    assert second.config["model"] == first.config["model"] and second.config["pipeline"] == first.config["pipeline"]
+    assert set(second.arrays) == set(first.arrays)
+    assert all(np.array_equal(second.arrays[k], first.arrays[k]) for k in first.arrays)
