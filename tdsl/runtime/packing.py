@@ -107,40 +107,17 @@ def packed_nbytes(shape: Sequence[int], format: str = "2bit") -> int:
 
 
 @njit(cache=True)
-def _pack_2bit(m, out):
-    rows, K = m.shape
-    nb = out.shape[1]
-    for r in range(rows):
-        for i in range(nb):
-            byte = np.uint8(0)
-            for j in range(4):
-                k = 4 * i + j
-                c = np.uint8(1)  # padding code
-                if k < K:
-                    x = m[r, k]
-                    if x == 1:
-                        c = np.uint8(2)
-                    elif x == 0:
-                        c = np.uint8(1)
-                    elif x == -1:
-                        c = np.uint8(0)
-                    else:
-                        return r * K + k
-                byte = np.uint8(byte | (c << np.uint8(2 * j)))
-            out[r, i] = byte
-    return -1
-
-
-@njit(cache=True)
-def _pack_base3(m, out):
+def _pack_rows(m, out, per):
+    """Both formats, per trits a byte: 4 ("2bit", code j at bits 2j) or 5 ("base3", the
+    base-3 number v of the codes, the first most significant, stored as ceil(v*256/243))."""
     rows, K = m.shape
     nb = out.shape[1]
     for r in range(rows):
         for i in range(nb):
             v = np.uint32(0)
-            for j in range(5):
-                k = 5 * i + j
-                c = np.uint32(1)  # padding digit
+            for j in range(per):
+                k = per * i + j
+                c = np.uint32(1)  # padding code
                 if k < K:
                     x = m[r, k]
                     if x == 1:
@@ -151,8 +128,14 @@ def _pack_base3(m, out):
                         c = np.uint32(0)
                     else:
                         return r * K + k
-                v = np.uint32(v * np.uint32(3) + c)
-            out[r, i] = np.uint8((v * np.uint32(256) + np.uint32(242)) // np.uint32(243))
+                if per == 4:
+                    v = np.uint32(v | (c << np.uint32(2 * j)))
+                else:
+                    v = np.uint32(v * np.uint32(3) + c)
+            if per == 4:
+                out[r, i] = np.uint8(v)
+            else:
+                out[r, i] = np.uint8((v * np.uint32(256) + np.uint32(242)) // np.uint32(243))
     return -1
 
 
@@ -208,15 +191,23 @@ def _as_matrix(trits: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
     return np.ascontiguousarray(a).reshape(rows, K), a.shape
 
 
-def _bad_value_error(a: np.ndarray, shape: tuple[int, ...], flat: int) -> TdslError:
-    index = tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
-    value = a.reshape(-1)[flat].item()
-    if np.issubdtype(a.dtype, np.floating) and not (np.isfinite(value) and value == np.trunc(value)):
-        return TdslError(f"cannot pack: non-integral value {value!r} at index {index} in a "
-                         f"{a.dtype} array; ternary weights must be exactly -1, 0 or +1 "
+def bad_value_error(value: object, index: tuple[int, ...], integral: bool, where: str) -> TdslError:
+    """The error for a value that is not a trit, at `index` of `where` (e.g. "a float32
+    array"); shared with `tdsl.backends.torch.packing` so both say the same."""
+    if not integral:
+        return TdslError(f"cannot pack: non-integral value {value!r} at index {index} in "
+                         f"{where}; ternary weights must be exactly -1, 0 or +1 "
                          "(quantize them first)")
     return TdslError(f"cannot pack: non-ternary value {value!r} at index {index}; "
                      "ternary weights must be -1, 0 or +1")
+
+
+def _bad_value_error(a: np.ndarray, shape: tuple[int, ...], flat: int) -> TdslError:
+    index = tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+    value = a.reshape(-1)[flat].item()
+    integral = (not np.issubdtype(a.dtype, np.floating)
+                or bool(np.isfinite(value) and value == np.trunc(value)))
+    return bad_value_error(value, index, integral, f"a {a.dtype} array")
 
 
 def pack(trits: np.ndarray, format: str = "2bit") -> np.ndarray:
@@ -228,10 +219,7 @@ def pack(trits: np.ndarray, format: str = "2bit") -> np.ndarray:
     m, shape = _as_matrix(trits)
     rows, K = m.shape
     out = np.empty((rows, bytes_per_row(K, format)), dtype=np.uint8)
-    if format == "2bit":
-        bad = _pack_2bit(m, out)
-    else:
-        bad = _pack_base3(m, out)
+    bad = _pack_rows(m, out, TRITS_PER_BYTE[format])
     if bad >= 0:
         raise _bad_value_error(m, shape, int(bad))
     return out

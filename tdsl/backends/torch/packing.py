@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from tdsl.errors import TdslError
-from tdsl.runtime.packing import BASE3_VALID, bytes_per_row, check_format, matrix_shape
+from tdsl.runtime.packing import BASE3_VALID, bad_value_error, bytes_per_row, check_format, matrix_shape
 
 _INT_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _SHIFTS_2BIT = (0, 2, 4, 6)
@@ -34,12 +34,8 @@ def _check_ternary(t: torch.Tensor) -> None:
     flat = int(torch.nonzero(bad.reshape(-1))[0, 0])
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), t.shape)) if t.dim() else ()
     value = t.reshape(-1)[flat].item()
-    if t.is_floating_point() and not (torch.isfinite(t.reshape(-1)[flat]) and value == int(value)):
-        raise TdslError(f"cannot pack: non-integral value {value!r} at index {index} in a "
-                        f"{t.dtype} tensor; ternary weights must be exactly -1, 0 or +1 "
-                        "(quantize them first)")
-    raise TdslError(f"cannot pack: non-ternary value {value!r} at index {index}; "
-                    "ternary weights must be -1, 0 or +1")
+    integral = not t.is_floating_point() or bool(torch.isfinite(t.reshape(-1)[flat]) and value == int(value))
+    raise bad_value_error(value, index, integral, f"a {t.dtype} tensor")
 
 
 def pack_torch(t: torch.Tensor, format: str = "2bit") -> torch.Tensor:
