@@ -31,29 +31,40 @@ from tdsl.runtime.packing import bytes_per_row
 from tdsl.runtime.reference import conv_out_size
 
 Pair = tuple[int, int]
+_F0 = np.float32(0.0)
+
+
+def im2col_row(x, n, c0, Cg, kh, kw, iy0, ix0, dh, dw, cols, row):  # noqa: ANN001, ANN201
+    """cols[row, (c*kh + i)*kw + j] = x[n, c0 + c, iy0 + i*dh, ix0 + j*dw] (0 outside the
+    image): one row of the column matrix. Plain Python: compiled for the CPU here and as a
+    CUDA device function by `cuda_conv2d` (one definition for both im2col kernels)."""
+    H, W = x.shape[2], x.shape[3]
+    k = 0
+    for c in range(Cg):
+        for i in range(kh):
+            iy = iy0 + i * dh
+            for j in range(kw):
+                ix = ix0 + j * dw
+                v = _F0
+                if 0 <= iy < H and 0 <= ix < W:
+                    v = x[n, c0 + c, iy, ix]
+                cols[row, k] = v
+                k += 1
+
+
+_im2col_row = njit(inline="always", cache=True)(im2col_row)
 
 
 @njit(cache=True, parallel=True)
 def im2col(x, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
     """cols[n*Ho*Wo + p, (c, i, j)] = x[n, c0 + c, iy, ix] (0 outside the image): the column
     matrix of channels c0..c0+Cg for the float GEMM path."""
-    Nimg, _, H, W = x.shape
+    Nimg = x.shape[0]
     for r in prange(Nimg * Ho):
         n = r // Ho
         oy = r - n * Ho
         for ox in range(Wo):
-            row = r * Wo + ox
-            k = 0
-            for c in range(Cg):
-                for i in range(kh):
-                    iy = oy * sh - ph + i * dh
-                    for j in range(kw):
-                        ix = ox * sw - pw + j * dw
-                        v = np.float32(0.0)
-                        if 0 <= iy < H and 0 <= ix < W:
-                            v = x[n, c0 + c, iy, ix]
-                        cols[row, k] = v
-                        k += 1
+            _im2col_row(x, n, c0, Cg, kh, kw, oy * sh - ph, ox * sw - pw, dh, dw, cols, r * Wo + ox)
 
 
 @njit(cache=True, parallel=True)
@@ -89,8 +100,7 @@ def depthwise_conv(x, packed, kh, kw, sh, sw, ph, pw, dh, dw, s, bias, res, act,
                 for j in range(kw):
                     t = taps[i * kw + j]
                     off = j * dw - pw  # ix = ox*sw + off
-                    lo = 0 if off >= 0 else (-off + sw - 1) // sw
-                    hi = min(Wo, (W - 1 - off) // sw + 1) if W - 1 - off >= 0 else 0
+                    lo, hi = conv_int8.tap_range(off, sw, Wo, W)
                     if hi <= lo:
                         continue
                     a = acc[lo:hi]  # slices: non-negative indices, so no wraparound checks

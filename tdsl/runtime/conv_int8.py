@@ -47,6 +47,7 @@ from tdsl.runtime.gemm import (_V16I32, _V64I8, _I32, _chunk_ptrs, _dpbusd, _shi
                                activation)
 from tdsl.runtime.cpu_features import has_avx512_vnni
 from tdsl.runtime.packing import unpack
+from tdsl.runtime.quant_act import token_scale
 
 MR = 6  # positions per micro-kernel call
 NR = 4  # 16-channel groups per micro-kernel call (64 channels)
@@ -87,6 +88,16 @@ def conv_panels(packed: np.ndarray, out_channels: int, in_per_group: int, kh: in
 
 # ---------------------------------------------------------------------------------------
 # Quantising im2col
+
+
+@njit(inline="always", cache=True)
+def tap_range(base, step, count, size):
+    """[lo, hi) (empty when hi <= lo): the t < count with base + t*step in [0, size). The taps
+    of a conv/pool window inside the image (base = o*stride - pad, step = dilation), or the
+    outputs one tap reaches (base = tap offset, step = stride); shared by the CPU kernels."""
+    lo = 0 if base >= 0 else (-base + step - 1) // step
+    hi = min(count, (size - 1 - base) // step + 1) if size - 1 - base >= 0 else 0
+    return lo, hi
 
 
 @njit(cache=True, parallel=True)
@@ -135,28 +146,25 @@ def _im2col_quant(xt, amap, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xq, xs, 
         oy = r - n * Ho
         for ox in range(Wo):
             p = r * Wo + ox
-            amax = np.float32(0.0)
-            for i in range(kh):
-                iy = oy * sh - ph + i * dh
-                if iy < 0 or iy >= H:
-                    continue
-                for j in range(kw):
-                    ix = ox * sw - pw + j * dw
-                    if 0 <= ix < W and amap[n, iy, ix] > amax:
-                        amax = amap[n, iy, ix]
-            row = xq[p]
-            if amax == np.float32(0.0):
-                row[:] = 0
-                xs[p] = np.float32(0.0)
-                sums[p] = 0
-                continue
-            inv = np.float32(127.0) / amax
-            xs[p] = amax / np.float32(127.0)
-            total = np.int32(0)
+            iy0 = oy * sh - ph
             ix0 = ox * sw - pw
+            i0, i1 = tap_range(iy0, dh, kh, H)
+            j0, j1 = tap_range(ix0, dw, kw, W)
+            amax = np.float32(0.0)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    a = amap[n, iy0 + i * dh, ix0 + j * dw]
+                    if a > amax:
+                        amax = a
+            row = xq[p]
+            inv, nonzero = token_scale(amax, xs, sums, p)
+            if not nonzero:
+                row[:] = 0
+                continue
+            total = np.int32(0)
             whole = dw == 1 and ix0 >= 0 and ix0 + kw <= W  # the kw taps are one NHWC run
             for i in range(kh):
-                iy = oy * sh - ph + i * dh
+                iy = iy0 + i * dh
                 k0 = i * kw * Cg
                 if iy < 0 or iy >= H:
                     row[k0:k0 + kw * Cg] = 0

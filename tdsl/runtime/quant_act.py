@@ -29,6 +29,19 @@ def plane_stride(K: int) -> int:
     return max(64, -(-nb // 64) * 64)
 
 
+@njit(inline="always", cache=True)
+def token_scale(amax, xs, sums, t):
+    """Store token t's scale xs[t] = amax/127 (x ~ xs * xq) and return (127/amax, True), the
+    multiplier that maps the token to int8; an all-zero token (amax == 0) gets xs[t] =
+    sums[t] = 0 and (0, False): its xq is all zero. Shared with `conv_int8`."""
+    if amax == np.float32(0.0):
+        xs[t] = np.float32(0.0)
+        sums[t] = 0
+        return np.float32(0.0), False
+    xs[t] = amax / np.float32(127.0)
+    return np.float32(127.0) / amax, True
+
+
 @njit(cache=True)
 def _quantize_row(x, b, xq, xs, sums, K4p):
     K = x.shape[1]
@@ -37,12 +50,9 @@ def _quantize_row(x, b, xq, xs, sums, K4p):
         a = abs(x[b, k])
         if a > amax:
             amax = a
-    if amax == np.float32(0.0):
-        xs[b] = np.float32(0.0)
-        sums[b] = 0
+    inv, nonzero = token_scale(amax, xs, sums, b)
+    if not nonzero:
         return
-    inv = np.float32(127.0) / amax
-    xs[b] = amax / np.float32(127.0)
     total = np.int32(0)
     for k in range(K):
         q = np.rint(x[b, k] * inv)

@@ -13,11 +13,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from tdsl.runtime.conv_int8 import tap_range
 from tdsl.runtime.gemm import activation
 
 _TILE = 32  # positions per task in scatter_epilogue: 32 rows of the GEMM result stay in L1
 
 
+@njit(inline="always", cache=True)
+def image_channel(nc, C):
+    """(n, c) of task nc of a prange over the N*C planes of an NCHW array."""
+    n = nc // C
+    return n, nc - n * C
 
 
 @njit(cache=True, parallel=True)
@@ -43,8 +49,7 @@ def bias_residual_act(y, bias, res, act):
     """In place on y [N, C, L]: act(float32(y + bias[c]) + res[n, c, l])."""
     N, C, L = y.shape
     for nc in prange(N * C):
-        n = nc // C
-        c = nc - n * C
+        n, c = image_channel(nc, C)
         b = bias[c]
         for i in range(L):
             v = np.float32(y[n, c, i] + b)
@@ -58,8 +63,7 @@ def scale_bias_residual_act(acc, scale, bias, res, act, y):
     """y[n, c, l] = act(float32(acc * scale[c]) + bias[c] + res[n, c, l]) (int8 epilogue)."""
     N, C, L = y.shape
     for nc in prange(N * C):
-        n = nc // C
-        c = nc - n * C
+        n, c = image_channel(nc, C)
         for i in range(L):
             v = np.float32(np.float32(acc[n, c, i] * scale[c]) + bias[c])
             if res.shape[0] != 0:
@@ -91,19 +95,17 @@ def depthwise_float(x, w, kh, kw, sh, sw, ph, pw, dh, dw, y):
     N, C, H, W = x.shape
     Ho, Wo = y.shape[2], y.shape[3]
     for nc in prange(N * C):
-        n = nc // C
-        c = nc - n * C
+        n, c = image_channel(nc, C)
         for oy in range(Ho):
+            iy0 = oy * sh - ph
+            i0, i1 = tap_range(iy0, dh, kh, H)
             for ox in range(Wo):
+                ix0 = ox * sw - pw
+                j0, j1 = tap_range(ix0, dw, kw, W)
                 acc = 0.0 * w[0, 0]
-                for i in range(kh):
-                    iy = oy * sh - ph + i * dh
-                    if iy < 0 or iy >= H:
-                        continue
-                    for j in range(kw):
-                        ix = ox * sw - pw + j * dw
-                        if 0 <= ix < W:
-                            acc += x[n, c, iy, ix] * w[c, i * kw + j]
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        acc += x[n, c, iy0 + i * dh, ix0 + j * dw] * w[c, i * kw + j]
                 y[n, c, oy, ox] = acc
 
 
@@ -116,8 +118,7 @@ def max_pool2d(x, kh, kw, sh, sw, ph, pw, y):
     N, C, H, W = x.shape
     Ho, Wo = y.shape[2], y.shape[3]
     for nc in prange(N * C):
-        n = nc // C
-        c = nc - n * C
+        n, c = image_channel(nc, C)
         phases = np.empty((sw, (W + sw - 1) // sw), x.dtype)
         for oy in range(Ho):
             m = y[n, c, oy]
@@ -133,8 +134,7 @@ def max_pool2d(x, kh, kw, sh, sw, ph, pw, y):
                             phases[r, q] = xrow[q * sw + r]
                 for j in range(kw):
                     off = j - pw  # ix = ox*sw + off
-                    lo = 0 if off >= 0 else (-off + sw - 1) // sw
-                    hi = min(Wo, (W - 1 - off) // sw + 1) if W - 1 - off >= 0 else 0
+                    lo, hi = tap_range(off, sw, Wo, W)
                     if hi <= lo:
                         continue
                     a = m[lo:hi]
@@ -151,8 +151,7 @@ def avg_pool2d(x, kh, kw, sh, sw, ph, pw, y):
     Ho, Wo = y.shape[2], y.shape[3]
     inv = np.float32(1.0) / np.float32(kh * kw)
     for nc in prange(N * C):
-        n = nc // C
-        c = nc - n * C
+        n, c = image_channel(nc, C)
         for oy in range(Ho):
             for ox in range(Wo):
                 s = np.float32(0.0)
@@ -172,8 +171,7 @@ def adaptive_avg_pool2d(x, y):
     N, C, H, W = x.shape
     Ho, Wo = y.shape[2], y.shape[3]
     for nc in prange(N * C):
-        n = nc // C
-        c = nc - n * C
+        n, c = image_channel(nc, C)
         for oy in range(Ho):
             y0 = (oy * H) // Ho
             y1 = ((oy + 1) * H + Ho - 1) // Ho
