@@ -16,13 +16,23 @@ import numpy as np
 from numba import config, cuda, float32, int32
 
 from tdsl.errors import TdslError
-from tdsl.runtime.conv2d import Pair, conv_geometry
+from tdsl.runtime.conv2d import Pair, conv_geometry, im2col_row
 from tdsl.runtime.cuda_gemm import activation, ternary_linear_device
 from tdsl.runtime.gemm import check_linear_args
 
 TPB = 32 if config.ENABLE_CUDASIM else 128  # the simulator: one Python thread per CUDA thread
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
+_im2col_row = cuda.jit(device=True, cache=True)(im2col_row)
+"""`conv2d.im2col_row` as a CUDA device function: both im2col kernels fill a row alike."""
+
+
+@cuda.jit(device=True, cache=True)
+def nchw_position(idx, y):
+    """(n, c, oy, ox) of flat index idx < y.size of y [N, C, Ho, Wo] (C order): the output
+    element of thread idx in the one-thread-per-element kernels."""
+    C, Ho, Wo = y.shape[1], y.shape[2], y.shape[3]
+    return idx // (C * Ho * Wo), (idx // (Ho * Wo)) % C, (idx // Wo) % Ho, idx % Wo
 
 
 @cuda.jit(cache=True)
@@ -30,23 +40,10 @@ def _im2col_kernel(x, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
     row = cuda.grid(1)
     if row >= cols.shape[0]:
         return
-    H, W = x.shape[2], x.shape[3]
     n = row // (Ho * Wo)
     oy = (row // Wo) % Ho
     ox = row % Wo
-    k = 0
-    for c in range(Cg):
-        for i in range(kh):
-            iy = oy * sh - ph + i * dh
-            for j in range(kw):
-                ix = ox * sw - pw + j * dw
-                v = F0
-                if 0 <= iy < H and 0 <= ix < W:
-                    v = x[n, c0 + c, iy, ix]
-                cols[row, k] = v
-                k += 1
-
-
+    _im2col_row(x, n, c0, Cg, kh, kw, oy * sh - ph, ox * sw - pw, dh, dw, cols, row)
 
 
 @cuda.jit(cache=True)
@@ -70,14 +67,10 @@ def _scatter_kernel(yg, o0, bias, res, has_res, act, y):
 @cuda.jit(cache=True)
 def _depthwise_kernel(x, packed, kh, kw, sh, sw, ph, pw, dh, dw, s, bias, res, has_res, act, y):
     idx = cuda.grid(1)
-    Nimg, C, Ho, Wo = y.shape
-    if idx >= Nimg * C * Ho * Wo:
+    if idx >= y.size:
         return
+    n, c, oy, ox = nchw_position(idx, y)
     H, W = x.shape[2], x.shape[3]
-    ox = idx % Wo
-    oy = (idx // Wo) % Ho
-    c = (idx // (Ho * Wo)) % C
-    n = idx // (C * Ho * Wo)
     acc = F0
     for i in range(kh):
         iy = oy * sh - ph + i * dh

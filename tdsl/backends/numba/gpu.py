@@ -21,7 +21,7 @@ from numba import config, cuda, float32
 
 from tdsl.backends.numba.plan import Kernel, Plan, Step
 from tdsl.ops.elementwise import BINARY
-from tdsl.runtime.cuda_conv2d import ternary_conv2d_device
+from tdsl.runtime.cuda_conv2d import nchw_position, ternary_conv2d_device
 from tdsl.runtime.cuda_gemm import activation, ternary_linear_device
 
 if TYPE_CHECKING:
@@ -36,16 +36,12 @@ _ACTIVATION = -1
 @cuda.jit
 def _conv_direct_kernel(x, w, sh, sw, ph, pw, dh, dw, groups, bias, res, has_res, act, y):
     idx = cuda.grid(1)
-    N, O, Ho, Wo = y.shape
-    if idx >= N * O * Ho * Wo:
+    if idx >= y.size:
         return
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    n, o, oy, ox = nchw_position(idx, y)
+    H, W = x.shape[2], x.shape[3]
     Cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-    ox = idx % Wo
-    oy = (idx // Wo) % Ho
-    o = (idx // (Ho * Wo)) % O
-    n = idx // (O * Ho * Wo)
-    c0 = (o // (O // groups)) * Cg
+    c0 = (o // (y.shape[1] // groups)) * Cg
     acc = F0
     for c in range(Cg):
         for i in range(kh):
@@ -80,14 +76,10 @@ def _linear_kernel(x, wt, bias, res, has_res, act, y):
 @cuda.jit
 def _pool_kernel(x, kh, kw, sh, sw, ph, pw, is_max, y):
     idx = cuda.grid(1)
-    N, C, Ho, Wo = y.shape
-    if idx >= N * C * Ho * Wo:
+    if idx >= y.size:
         return
+    n, c, oy, ox = nchw_position(idx, y)
     H, W = x.shape[2], x.shape[3]
-    ox = idx % Wo
-    oy = (idx // Wo) % Ho
-    c = (idx // (Ho * Wo)) % C
-    n = idx // (C * Ho * Wo)
     m = -np.inf if is_max else F0
     for i in range(kh):
         iy = oy * sh - ph + i
@@ -105,14 +97,10 @@ def _pool_kernel(x, kh, kw, sh, sw, ph, pw, is_max, y):
 @cuda.jit
 def _adaptive_avg_kernel(x, y):
     idx = cuda.grid(1)
-    N, C, Ho, Wo = y.shape
-    if idx >= N * C * Ho * Wo:
+    if idx >= y.size:
         return
-    H, W = x.shape[2], x.shape[3]
-    ox = idx % Wo
-    oy = (idx // Wo) % Ho
-    c = (idx // (Ho * Wo)) % C
-    n = idx // (C * Ho * Wo)
+    n, c, oy, ox = nchw_position(idx, y)
+    H, W, Ho, Wo = x.shape[2], x.shape[3], y.shape[2], y.shape[3]
     y0, y1 = (oy * H) // Ho, ((oy + 1) * H + Ho - 1) // Ho
     x0, x1 = (ox * W) // Wo, ((ox + 1) * W + Wo - 1) // Wo
     s = F0
