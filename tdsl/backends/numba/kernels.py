@@ -104,8 +104,9 @@ def depthwise_float(x, w, kh, kw, sh, sw, ph, pw, dh, dw, y):
                 j0, j1 = tap_range(ix0, dw, kw, W)
                 acc = 0.0 * w[0, 0]
                 for i in range(i0, i1):
+                    iy = iy0 + i * dh
                     for j in range(j0, j1):
-                        acc += x[n, c, iy0 + i * dh, ix0 + j * dw] * w[c, i * kw + j]
+                        acc += x[n, c, iy, ix0 + j * dw] * w[c, i * kw + j]
                 y[n, c, oy, ox] = acc
 
 
