@@ -10,7 +10,7 @@ functions (float64 in, float64 out), what the kernels are tested against.
 This module imports numpy only, so the dialects can read `NAMES` without loading Numba.
 Which op class is which code is the op registry's business (`tdsl.ops.elementwise`).
 Numba's on-disk cache keys a kernel on its own file, so `tdsl.runtime.kernel_cache` drops
-the cached kernels when this file changes.
+the cached kernels when a kernel source file (this one included) changes.
 """
 from __future__ import annotations
 

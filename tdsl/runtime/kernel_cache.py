@@ -1,11 +1,13 @@
-"""Keep Numba's on-disk kernel cache honest about `tdsl.runtime.activations`.
+"""Keep Numba's on-disk kernel cache honest across the kernel files.
 
-Numba keys a cached kernel on its own source file only, yet every kernel inlines
-`activations.apply` from another file: after an edit there (a new activation), the cached
-kernels would silently run the old definition. `drop_stale_caches()` runs before any kernel
-is loaded (the modules that compile `apply` call it at import) and removes the cached kernels
-of `tdsl.runtime` and `tdsl.backends.numba` when `activations.py` differs from the copy they
-were built with (a stamp beside them). Imports no Numba.
+Numba keys a cached kernel on its own source file only, yet kernels inline helpers from other
+files (`activations.apply`, `conv2d.im2col_row`, `conv_int8.tap_range`, the VNNI codegen of
+`gemm`): after an edit there, cached kernels would silently run the old code (seen: a new
+activation came back as the identity). `drop_stale_caches()` runs before any kernel is loaded
+(`gemm` and `cuda_gemm` call it at import) and removes the cached kernels of `tdsl.runtime`
+and `tdsl.backends.numba` when any source file of those two folders differs from the set they
+were built with (a stamp beside them). An installed tdsl never changes, so only a working
+copy pays the recompilation. Imports no Numba.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 _KERNEL_DIRS = (_PACKAGE / "runtime", _PACKAGE / "backends" / "numba")
-_STAMP = "activations.stamp"
+_STAMP = "kernel-sources.stamp"
 
 
 def _cache_dirs(source_dir: Path) -> list[Path]:
@@ -28,8 +30,11 @@ def _cache_dirs(source_dir: Path) -> list[Path]:
 
 
 def drop_stale_caches() -> bool:
-    """Remove the cached kernels built with another `activations.py`; True if any were stale."""
-    digest = hashlib.sha256((_PACKAGE / "runtime" / "activations.py").read_bytes()).hexdigest()
+    """Remove the cached kernels built from other kernel sources; True if any were stale."""
+    h = hashlib.sha256()
+    for source in sorted(p for folder in _KERNEL_DIRS for p in folder.glob("*.py")):
+        h.update(source.name.encode() + b"\0" + source.read_bytes())
+    digest = h.hexdigest()
     stale = False
     for source_dir in _KERNEL_DIRS:
         for cache in _cache_dirs(source_dir):
