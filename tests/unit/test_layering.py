@@ -53,7 +53,7 @@ def _private_across_packages(path: Path, node: ast.ImportFrom | ast.Import) -> s
         return None
     source_package = node.module.rsplit(".", 1)[0] if (ROOT.parent / (node.module.replace(".", "/") + ".py")).exists() \
         else node.module
-    private = [a.name for a in node.names if a.name.startswith("_")]
+    private = [a.name for a in node.names if a.name.startswith("_") and not a.name.endswith("__")]
     if private and source_package != _package_of(path):
         return f"imports private {', '.join(private)} from {node.module}"
     return None
