@@ -26,6 +26,13 @@ from tdsl.passes import PASSES, parse_pipeline
 from tdsl.tools.common import parse_param
 
 EMITS = ("mlir", "generic", "torch")
+IGNORED_XDSL_FLAGS: dict[str, str] = {
+    "print_between_passes": "--print-between-passes", "time_passes": "--time-passes",
+    "print_no_properties": "--print-no-properties", "target": "-t/--target",
+    "syntax_highlight": "--syntax-highlight", "shrink": "--shrink",
+}
+"""xdsl-opt flags that the inherited parser accepts but this driver's `run` does not honour:
+hidden from --help, and an error when given (--print-ir-after-all and --emit are tdsl's)."""
 
 
 class InputError(TdslError):
@@ -92,6 +99,8 @@ class TdslOptMain(xDSLOptMain):
         for action in arg_parser._actions:  # the inherited help joins all pass names on one line
             if action.dest == "passes":
                 action.help = "pass pipeline, e.g. 'shape-infer,canonicalize' (passes are listed below)"
+            if action.dest in IGNORED_XDSL_FLAGS:  # accepted by xDSL's parser, but this driver does not do them
+                action.help = argparse.SUPPRESS
         arg_parser.add_argument("--emit", choices=EMITS, default="mlir",
                                 help="output: custom IR (mlir), generic IR, or PyTorch source (torch)")
         arg_parser.add_argument("--print-ir-after-all", action="store_true",
@@ -133,6 +142,10 @@ class TdslOptMain(xDSLOptMain):
 
     def run(self) -> None:
         """Parse, verify, run the pipeline and print each input chunk; write `-o` atomically."""
+        for dest, flag in IGNORED_XDSL_FLAGS.items():
+            if getattr(self.args, dest, None) not in (None, False, "mlir"):
+                raise InputError(f"{flag} is an xdsl-opt option that tdsl-opt does not support "
+                                 "(see tdsl-opt --help)")
         if self.args.input_file == "-":  # the conventional name of standard input
             self.args.input_file = None
         if self.args.param and self.args.input_file and not self.args.input_file.endswith((".tdsl", ".tri")):

@@ -160,3 +160,13 @@ def test_dash_means_standard_input_and_output(good: Path, tmp_path: Path, monkey
     assert main(["-", "-p", "shape-infer", "-o", "-"]) == 0
     assert "tensor<?x10xf32>" in capsys.readouterr().out
     assert not os.path.exists(tmp_path / "-")
+
+
+def test_xdsl_flags_that_do_nothing_here_are_hidden_and_refused(good: Path, capsys) -> None:
+    assert main(["--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "--time-passes" not in help_text and "riscv-asm" not in help_text and "--emit" in help_text
+    assert main([str(good), "--time-passes"]) == 1
+    err = capsys.readouterr().err
+    assert "--time-passes is an xdsl-opt option that tdsl-opt does not support" in err
+    no_traceback(err)
