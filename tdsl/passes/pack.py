@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType
@@ -100,11 +101,13 @@ class PackPass(ModulePass):
     """
 
     name = "pack"
+    OPTION_CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"format": FORMATS}
+    """The values `--help` lists and `apply` accepts, per option."""
 
     format: str = "2bit"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        check_choice(self.name, "format", self.format, FORMATS)
+        check_choice(self.name, "format", self.format, self.OPTION_CHOICES["format"])
         find_entry(op, self.name)
         quantizes = [
             (layer, q) for layer in module_layers(op).values()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -28,12 +29,14 @@ class PrecisionPass(ModulePass):
     """
 
     name = "precision"
+    OPTION_CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"default": FLOAT_PRECISIONS}
+    """The values `--help` lists and `apply` accepts, per option."""
 
     default: str = "fp16"
     override: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        check_choice(self.name, "default", self.default, FLOAT_PRECISIONS)
+        check_choice(self.name, "default", self.default, self.OPTION_CHOICES["default"])
         overrides = parse_overrides(self.override, self.name, FLOAT_PRECISIONS)
         entry = find_entry(op, self.name)
         sites = collect_sites(op, entry, self.name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import DictionaryAttr, FloatAttr, IntegerAttr, ModuleOp, StringAttr, f64
@@ -126,6 +127,10 @@ class TernarizePass(ModulePass):
     """
 
     name = "ternarize"
+    OPTION_CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "policy": POLICIES, "threshold": THRESHOLDS, "keep": tuple(p for p in PRECISIONS if p != "ternary"),
+    }
+    """The values `--help` lists and `validate` accepts, per option."""
 
     policy: str = "default"
     threshold: str = "twn"
@@ -137,13 +142,12 @@ class TernarizePass(ModulePass):
 
     def validate(self) -> list[tuple[str, str]]:
         """Check every option, naming the one that is wrong; the parsed overrides."""
-        check_choice(self.name, "policy", self.policy, POLICIES)
-        check_choice(self.name, "threshold", self.threshold, THRESHOLDS)
+        for option in ("policy", "threshold", "keep"):
+            check_choice(self.name, option, getattr(self, option), self.OPTION_CHOICES[option])
         if not self.delta > 0:
             raise PassError(f"{self.name}: delta must be > 0, got {self.delta}")
         if not 0 <= self.sparsity < 1:
             raise PassError(f"{self.name}: sparsity must be in [0, 1), got {self.sparsity}")
-        check_choice(self.name, "keep", self.keep, tuple(p for p in PRECISIONS if p != "ternary"))
         return parse_overrides(self.override, self.name)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

@@ -66,9 +66,11 @@ def pass_help() -> str:
         cls = factory()
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         lines.append(f"  {name:<16} {summary}")
+        choices = getattr(cls, "OPTION_CHOICES", {})
         for f in dataclasses.fields(cls):
             default = "" if f.default is dataclasses.MISSING else f" (default {f.default})"
-            lines.append(f"  {'':<16}   {f.name.replace('_', '-')}: {f.type}{default}")
+            kind = " | ".join(choices[f.name]) if f.name in choices else f.type
+            lines.append(f"  {'':<16}   {f.name.replace('_', '-')}: {kind}{default}")
     return "\n".join(lines)
 
 

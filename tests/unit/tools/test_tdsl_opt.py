@@ -170,3 +170,10 @@ def test_xdsl_flags_that_do_nothing_here_are_hidden_and_refused(good: Path, caps
     err = capsys.readouterr().err
     assert "--time-passes is an xdsl-opt option that tdsl-opt does not support" in err
     no_traceback(err)
+
+
+def test_help_lists_the_allowed_option_values(capsys) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "threshold: twn | absmean | fixed | sparsity (default twn)" in out
+    assert "format: 2bit | base3 (default 2bit)" in out
