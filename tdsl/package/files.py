@@ -1,4 +1,4 @@
-"""Writing a file so that a failure never leaves half of it: one implementation for every writer.
+"""Writing a file so that a failure never leaves half of it, and hashing one: one implementation each.
 
 The data goes to a temporary file beside the target, which is renamed into place only when
 complete. The result gets the mode a plain `open(path, "w")` would give (0666 less the
@@ -6,6 +6,7 @@ umask), not the 0600 of `tempfile.mkstemp`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -48,3 +49,12 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
             os.fsync(f.fileno())
 
     return write_with(path, write)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -68,14 +68,6 @@ def read_member(path: Path, limit: int | None = None) -> bytes:
     return data
 
 
-def sha256_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _field(config: dict[str, Any], where: Path, dotted: str, kind: type | tuple[type, ...]) -> Any:
     value: Any = config
     for part in dotted.split("."):

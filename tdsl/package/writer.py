@@ -21,7 +21,8 @@ from tdsl.errors import TdslError
 from tdsl.package import CARD_FILE, CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, WEIGHTS_FILE
 from tdsl.package.files import plain_mode
 from tdsl.package.layout import expected_tensors, io_spec
-from tdsl.package.reader import build_frozen_program, normalized_ir, sha256_file
+from tdsl.package.files import sha256_file
+from tdsl.package.reader import build_frozen_program, normalized_ir
 
 if TYPE_CHECKING:
     from torch import nn

@@ -24,7 +24,6 @@ from tdsl.errors import TdslError
 REQUIRED_FILES = ("model.safetensors", "config.json", "README.md")
 SKIPPED_DIRS = (".git", ".cache")  # VCS data and huggingface_hub's local_dir metadata
 SUMS_NAME = "SHA256SUMS"
-_CHUNK = 1 << 20
 
 
 def check_package(package_dir: str | os.PathLike[str]) -> Path:
@@ -49,14 +48,6 @@ def package_files(package_dir: Path) -> list[str]:
                 raise TdslError(f"{full}: not a regular file; a package holds plain files only")
             out.append(full.relative_to(package_dir).as_posix())
     return sorted(out)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build_tarball(package_dir: Path, out_path: Path) -> None:

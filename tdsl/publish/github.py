@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from tdsl.errors import TdslError
+from tdsl.package.files import sha256_file
 from tdsl.publish.archive import (SUMS_NAME, build_tarball, check_package, copy_verified, format_sums,
-                                  fresh_dir_beside, parse_sums, replace_dir, safe_extract, sha256_file)
+                                  fresh_dir_beside, parse_sums, replace_dir, safe_extract)
 from tdsl.publish import retry
 from tdsl.publish.retry import NetPolicy, retry_call
 

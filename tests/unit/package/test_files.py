@@ -40,3 +40,13 @@ def test_a_saved_package_has_plain_modes(lenet_package: Path, tmp_path: Path) ->
     assert lenet_package.stat().st_mode & 0o777 == want_dir
     assert {f.name: f.stat().st_mode & 0o777 for f in lenet_package.iterdir()} == \
         {f.name: want_file for f in lenet_package.iterdir()}
+
+
+def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
+    import hashlib
+
+    from tdsl.package.files import sha256_file
+
+    data = bytes(range(256)) * 9000  # more than one 1 MiB block
+    (tmp_path / "blob").write_bytes(data)
+    assert sha256_file(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
