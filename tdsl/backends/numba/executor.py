@@ -20,6 +20,7 @@ tensor at run time, exactly as the torch backend's `_rt.int8_linear` / `_rt.int8
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -222,8 +223,7 @@ def _affine(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None
 
 
 def _matmul(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
-    rhs = ins[1] if len(ins) > 1 else step.weights["rhs"]
-    np.matmul(ins[0], rhs, out=y)
+    np.matmul(*operands_in_order(step, ins), out=y)
 
 
 CPU_RUNNERS: dict[Kernel, Callable[[Step, list[np.ndarray], np.ndarray, _Ctx], None]] = {
@@ -289,6 +289,7 @@ class DeployedModel:
         self.path = path
         self.profiling = profile
         """Time every step of every CPU call (`profile()` summarises them)."""
+        self._uses_blas = any(step.kind in _BLAS_KERNELS for step in plan.steps)
         self._bound: dict[tuple, Any] = {}
         self._panels: dict[int, np.ndarray] = {}
         self._timings: dict[tuple, list[list[float]]] = {}
@@ -352,24 +353,15 @@ class DeployedModel:
             self._run_steps(key, views, ctx)
         return [np.array(views[v]) for v in plan.outputs]
 
-    @property
-    def _uses_blas(self) -> bool:
-        return any(step.kind in _BLAS_KERNELS for step in self.plan.steps)
-
     def _run_steps(self, key: tuple, views: list, ctx: _Ctx) -> None:
-        plan = self.plan
+        times = []
+        for step in self.plan.steps:
+            if not step.is_view:
+                start = time.perf_counter()
+                CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
+                times.append(time.perf_counter() - start)
         if self.profiling:
-            times = []
-            for step in plan.steps:
-                if not step.is_view:
-                    start = time.perf_counter()
-                    CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
-                    times.append(time.perf_counter() - start)
             self._timings.setdefault(key, []).append(times)
-        else:
-            for step in plan.steps:
-                if not step.is_view:
-                    CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
 
     def _pack_outputs(self, outs: list[np.ndarray]) -> Any:
         plan = self.plan
@@ -379,18 +371,17 @@ class DeployedModel:
         return typed[0] if len(typed) == 1 else tuple(typed)
 
 
-_BLAS_CONTROLLER: list[Any] = []
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, made once (it takes milliseconds)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _single_threaded_blas(active: bool) -> Any:
     """A context in which numpy's BLAS uses one thread (a no-op when `active` is false)."""
-    if not active:
-        return contextlib.nullcontext()
-    if not _BLAS_CONTROLLER:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS_CONTROLLER.append(ThreadpoolController())
-    return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
+    return _blas_controller().limit(limits=1, user_api="blas") if active else contextlib.nullcontext()
 
 
 def _output_dtype(ty: Any) -> np.dtype:

@@ -306,9 +306,7 @@ class _Builder:
     def conv2d(self, op: kern.Conv2dOp) -> None:
         family, weights = self._kernel_weights(op)
         dims = op.weight_dims()
-        attrs = {"kernel": (dims[2], dims[3]), "stride": _pair(op.stride), "padding": _pair(op.padding),
-                 "dilation": _pair(op.dilation), "groups": op.groups.value.data,
-                 "out_channels": dims[0], "activation": activations.code_of(op.activation.data),
+        attrs = {"kernel": (dims[2], dims[3]), **op.geometry(), "out_channels": dims[0], "activation": activations.code_of(op.activation.data),
                  "residual": op.residual is not None}
         if family == "float" and attrs["groups"] > 1:
             attrs["depthwise"] = dims[1] == 1 and attrs["groups"] == dims[0]
@@ -334,13 +332,7 @@ class _Builder:
                    "bias": np.zeros(n, np.float32)})
 
     def matmul(self, op: t.MatmulOp) -> None:
-        inputs, weights = [op.lhs], {}
-        rhs = self.value(op.rhs)
-        if rhs in self.consts:
-            weights["rhs"] = self.consts[rhs].astype(np.float32)
-        else:
-            inputs.append(op.rhs)
-        self.emit(op, Kernel.MATMUL, inputs, {}, weights)
+        self.operands_in_order(op, Kernel.MATMUL)
 
     # -- everything else
 

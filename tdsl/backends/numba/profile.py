@@ -62,13 +62,14 @@ def path_of(step: Step, cpu_path: str, act_quant: str) -> str:
     return "numba" if step.kind in _NUMBA else "numpy"
 
 
-def flops_of(step: Step, shapes: list[tuple[int, ...]], out: tuple[int, ...]) -> int:
-    """Multiply-adds x 2 of a conv/linear/matmul step (0 for the others)."""
+def flops_of(step: Step, x: tuple[int, ...], out: tuple[int, ...]) -> int:
+    """Multiply-adds x 2 of a conv/linear/matmul step (0 for the others); `x` is the shape of
+    the op's first operand (its input, or a matmul's lhs), a weight or not."""
     if step.kind in (Kernel.CONV2D_TERNARY, Kernel.CONV2D_FLOAT, Kernel.CONV2D_INT8):
         (kh, kw), g = step.attrs["kernel"], step.attrs["groups"]
-        return 2 * math.prod(out) * (shapes[0][1] // g) * kh * kw
+        return 2 * math.prod(out) * (x[1] // g) * kh * kw
     if step.kind in (Kernel.LINEAR_TERNARY, Kernel.LINEAR_FLOAT, Kernel.LINEAR_INT8, Kernel.MATMUL):
-        return 2 * math.prod(out) * shapes[0][-1]
+        return 2 * math.prod(out) * x[-1]
     return 0
 
 
@@ -83,7 +84,7 @@ def summarise(plan: Plan, calls: list[list[float]], input_shapes: tuple[tuple[in
     for i, (step, seconds) in enumerate(zip(steps, medians)):
         ins = tuple(schedule.shapes[v] for v in step.inputs)
         out = schedule.shapes[step.output]
-        flops = flops_of(step, list(ins), out)
+        flops = flops_of(step, schedule.shapes[next(iter(step.operands.values()))], out)
         if flops:
             rate, unit = flops / seconds / 1e9 if seconds > 0 else 0.0, "GOPS"
         else:

@@ -199,3 +199,23 @@ def test_blas_runs_single_threaded_inside_a_call_and_is_restored(lenet, monkeypa
     before = blas_threads()
     deploy(lenet)(np.random.rand(2, 1, 8, 8).astype(np.float32))
     assert seen == [{1}] and blas_threads() == before
+
+
+def test_matmul_with_a_weight_operand_matches_torch() -> None:
+    src = """
+layer P() {
+    let w: Tensor[float32, 8, 3] = randn()
+    fn forward(x: Tensor[float32, N, 4, 8]) -> Tensor[float32, N, 4, 3] {
+        return x @ w
+    }
+}
+"""
+    compiled = tdsl.compile(src)
+    net = compiled.to_torch()
+    state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    x = np.random.default_rng(0).standard_normal((2, 4, 8)).astype(np.float32)
+    run = compiled.with_weights(state).deploy()
+    (step,) = run.plan.steps
+    assert step.kind == "matmul" and step.attrs["order"] == ("in", "rhs") and step.weights["rhs"].shape == (8, 3)
+    with torch.no_grad():
+        np.testing.assert_allclose(run(x), net(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
