@@ -55,7 +55,7 @@ from tdsl.dialects.tdsl import (
     element_type_of,
 )
 from tdsl.dialects.tern import PackedTensorType, ScaledWeight, _check_scale, i2
-from tdsl.ops.elementwise import epilogue_names
+from tdsl.ops.elementwise import EPILOGUES
 
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "ternary")
@@ -214,10 +214,9 @@ class _KernOp(ScaledWeight, ValueOp):
             if value is not None:
                 _check_rank(name, operand, value, "rank 1", lambda r: r == 1)
         activation = self.activation.data  # type: ignore[attr-defined]
-        allowed = epilogue_names()
-        if activation not in allowed:
+        if activation not in EPILOGUES:
             raise VerifyException(
-                f"'{name}' activation must be one of {', '.join(allowed)}, but got \"{activation}\""
+                f"'{name}' activation must be one of {', '.join(EPILOGUES)}, but got \"{activation}\""
             )
         precision = self.precision.data  # type: ignore[attr-defined]
         if precision not in PRECISIONS:

@@ -190,11 +190,15 @@ def _conv_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
             "groups": _int(b["groups"], "groups", _loc_of(kw, "groups", loc), 1)}
 
 
-def _bn_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+def _eps(b: dict, kw: Kwargs, loc: SourceLoc) -> float:
     eps = float(_num(b["eps"], "eps", _loc_of(kw, "eps", loc)))
     if eps <= 0:
         raise TdslError(f"eps must be positive, got {eps:g}", _loc_of(kw, "eps", loc))
-    return {"eps": eps, "momentum": _prob(b["momentum"], "momentum", _loc_of(kw, "momentum", loc))}
+    return eps
+
+
+def _bn_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    return {"eps": _eps(b, kw, loc), "momentum": _prob(b["momentum"], "momentum", _loc_of(kw, "momentum", loc))}
 
 
 def _pool_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
@@ -217,10 +221,7 @@ def _global_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
 
 
 def _ln_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
-    eps = float(_num(b["eps"], "eps", _loc_of(kw, "eps", loc)))
-    if eps <= 0:
-        raise TdslError(f"eps must be positive, got {eps:g}", _loc_of(kw, "eps", loc))
-    return {"eps": eps}
+    return {"eps": _eps(b, kw, loc)}
 
 
 def _softmax_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:

@@ -62,9 +62,6 @@ class Binary:
     def name(self) -> str:
         return self.op.name.removeprefix("tdsl.")
 
-    def reference(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return self.ufunc(np.asarray(a, np.float64), np.asarray(b, np.float64))
-
 
 def _node(op_type: str) -> OnnxBuilder:
     return lambda g, x, hint: g.node(op_type, [x], hint)
@@ -120,6 +117,5 @@ BINARY: dict[type[t.BinaryOp], Binary] = {row.op: row for row in (
 """Every binary arithmetic op, by class."""
 
 
-def epilogue_names() -> tuple[str, ...]:
-    """The `activation` values a `kern` op may carry: "none" and every fusable activation."""
-    return ("none", *(row.name for row in _ACTIVATIONS if row.fusable))
+EPILOGUES: tuple[str, ...] = ("none", *(row.name for row in _ACTIVATIONS if row.fusable))
+"""The `activation` values a `kern` op may carry: "none" and every fusable activation."""

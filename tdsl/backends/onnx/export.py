@@ -25,7 +25,6 @@ from tdsl.lowering import kernel_level
 from tdsl.package.files import write_atomic
 
 if TYPE_CHECKING:
-
     from tdsl.api import CompiledModel
     from tdsl.backends.torch.freeze import FrozenModel
 
