@@ -11,6 +11,7 @@ copy pays the recompilation. Imports no Numba.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -29,8 +30,10 @@ def _cache_dirs(source_dir: Path) -> list[Path]:
     return [source_dir / "__pycache__"]
 
 
+@functools.cache
 def drop_stale_caches() -> bool:
-    """Remove the cached kernels built from other kernel sources; True if any were stale."""
+    """Remove the cached kernels built from other kernel sources; True if any were stale.
+    Once per process: `gemm` and `cuda_gemm` both call it."""
     h = hashlib.sha256()
     for source in sorted(p for folder in _KERNEL_DIRS for p in folder.glob("*.py")):
         h.update(source.name.encode() + b"\0" + source.read_bytes())

@@ -46,18 +46,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     from tdsl.models import zoo_path
     from tdsl.precision import quantize
+    from tdsl.tools.run import input_shape_for
 
     zoo_path(args.profile)  # an unknown name fails here, naming the zoo
     params = {"image_size": args.image_size} if args.image_size else {}
     policy = {} if args.policy == "default" else {"policy": args.policy}
     frozen = quantize(args.profile, precision="ternary", params=params, **policy)
     run = frozen.deploy(profile=True, act_quant=args.act_quant)
-    from tdsl.dialects.tdsl import dims_of, entry_layer
-
-    dims = dims_of(entry_layer(frozen.compiled.module).forward.function_type.inputs.data[0])
-    if dims is None:
-        raise TdslError(f"{args.profile} has an input of unknown rank; it cannot be profiled here")
-    shape = tuple(args.batch if d is None else d for d in dims)
+    shape = input_shape_for(frozen.compiled, args.batch, None)  # every zoo model has one ranked input
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     start = time.perf_counter()
     run(x)
