@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
+    BoolAttr,
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
     DictionaryAttr,
@@ -23,6 +24,7 @@ from xdsl.dialects.builtin import (
     FloatAttr,
     FunctionType,
     IntegerAttr,
+    IntegerType,
     ModuleOp,
     StringAttr,
     SymbolNameConstraint,
@@ -30,6 +32,7 @@ from xdsl.dialects.builtin import (
     TensorType,
     UnrankedTensorType,
     f64,
+    i32,
     i64,
 )
 from xdsl.ir import Attribute, Block, Dialect, Operation, Region, SSAValue
@@ -923,6 +926,22 @@ class HardswishOp(UnaryOp):
 
 
 @irdl_op_definition
+class SiluOp(UnaryOp):
+    """`x * sigmoid(x)` (SiLU / swish; the gate of a SwiGLU MLP).
+    `%y = tdsl.silu %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.silu"
+
+
+@irdl_op_definition
+class Relu2Op(UnaryOp):
+    """`relu(x)^2`, squared ReLU (So et al. 2021, Primer; the BitNet b1.58 2B4T MLP).
+    `%y = tdsl.relu2 %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.relu2"
+
+
+@irdl_op_definition
 class DropoutOp(UnaryOp):
     """Dropout with probability `p` (identity at inference).
 
@@ -1241,6 +1260,394 @@ class ReshapeOp(ValueOp):
         return reshape_result_dims("reshape", dims["input"], self.target_shape())
 
 
+# --------------------------------------------------------------------------- sequence models
+# The ops transformers need (issue 15). Activations are [N, T, D]; attention and rotary
+# embedding take the heads packed into the last dim ([N, T, H*Dh]), as a linear writes
+# them, so a block needs no reshape or transpose around them.
+
+
+def _axis(d: int, rank: int) -> int | None:
+    """`d` (negative counts from the end) as an index into `rank` dims, or None if out of range."""
+    d = d + rank if d < 0 else d
+    return d if 0 <= d < rank else None
+
+
+def _check_axis(op_name: str, prop: str, value: SSAValue, d: int) -> None:
+    dims = dims_of(value.type)
+    if dims is not None and _axis(d, len(dims)) is None:
+        raise VerifyException(f"'{op_name}' {prop} {d} is out of range for input of rank {len(dims)} ({value.type})")
+
+
+def _is_integer(t: Attribute) -> bool:
+    return isinstance(element_type_of(t), IntegerType)
+
+
+@irdl_op_definition
+class RmsNormOp(ValueOp):
+    """Root-mean-square normalisation over the last dim (Zhang & Sennrich 2019):
+    `x / sqrt(mean(x^2) + eps) * weight`, x[..., D], weight[D] -> same type as x.
+
+    `%y = tdsl.rms_norm %x, %g {eps = 1.0e-06 : f64} : (tensor<?x8xf32>, tensor<8xf32>) -> tensor<?x8xf32>`
+    """
+
+    name = "tdsl.rms_norm"
+    input = operand_def(AnyTensor)
+    weight = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    eps = prop_def(FloatAttr[f64])
+    traits = traits_def(Pure())
+    assembly_format = "$input `,` $weight attr-dict `:` functional-type(operands, results)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, weight: SSAValue, eps: float = 1e-6, result_type: Attribute | None = None):
+        super().__init__(operands=[x, weight], result_types=[_result_type(x, result_type)],
+                         properties={"eps": _f64(eps)})
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank >= 1", lambda r: r >= 1)
+        _check_rank(self.name, "weight", self.weight, "rank 1", lambda r: r == 1)
+        if not self.eps.value.data > 0.0:
+            raise VerifyException(f"'tdsl.rms_norm' eps must be > 0, but got {self.eps.value.data}")
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x, w = dims["input"], dims["weight"]
+        if not same_dim(w[0], x[-1]):
+            raise ShapeInferenceError(f"rms_norm: input has {x[-1]} features but weight has {w[0]} elements")
+        return list(x)
+
+
+@irdl_op_definition
+class EmbeddingOp(ValueOp):
+    """Rows of a table by integer id: ids[...] (integers), weight[V, D] -> [..., D] in weight's type.
+
+    `%y = tdsl.embedding %ids, %w : (tensor<?x?xi32>, tensor<256x16xf32>) -> tensor<?x?x16xf32>`
+    """
+
+    name = "tdsl.embedding"
+    input = operand_def(AnyTensor)
+    weight = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    traits = traits_def(Pure())
+    assembly_format = "$input `,` $weight attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, ids: SSAValue, weight: SSAValue, result_type: Attribute | None = None):
+        super().__init__(operands=[ids, weight],
+                         result_types=[_unranked_like(weight) if result_type is None else result_type])
+
+    def verify_(self) -> None:
+        if not _is_integer(self.input.type):
+            raise VerifyException(f"'tdsl.embedding' ids must be an integer tensor, but got {self.input.type}")
+        _check_rank(self.name, "weight", self.weight, "rank 2 (vocabulary, dim)", lambda r: r == 2)
+
+    def infer_result_type(self) -> TensorType:
+        dims = {name: self.operand_dims(name, v) for name, v in self.named_operands()}
+        return make_tensor(element_type_of(self.weight.type), self.result_dims(dims))
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return [*dims["input"], dims["weight"][1]]
+
+
+@irdl_op_definition
+class PositionsOp(ValueOp):
+    """The position of each element along the last dim, as int32: ids[..., T] -> [..., T]
+    holding 0..T-1 (what a learned position embedding looks up).
+
+    `%p = tdsl.positions %ids : tensor<?x?xi32> -> tensor<?x?xi32>`
+    """
+
+    name = "tdsl.positions"
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+
+    def __init__(self, x: SSAValue, result_type: Attribute | None = None):
+        super().__init__(operands=[x], result_types=[UnrankedTensorType(i32) if result_type is None else result_type])
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank >= 1", lambda r: r >= 1)
+
+    def infer_result_type(self) -> TensorType:
+        return make_tensor(i32, self.result_dims({"input": self.operand_dims("input", self.input)}))
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        return list(dims["input"])
+
+
+@irdl_op_definition
+class PermuteOp(ValueOp):
+    """Reorders the dims: result dim i is input dim `dims[i]` (`transpose(x, a, b)` swaps two).
+
+    `%y = tdsl.permute %x {dims = array<i64: 0, 2, 1>} : tensor<?x3x4xf32> -> tensor<?x4x3xf32>`
+    """
+
+    name = "tdsl.permute"
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    dims = prop_def(DenseArrayBase.constr(i64))
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, dims: Sequence[int], result_type: Attribute | None = None):
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)], properties={"dims": _array(dims)})
+
+    def order(self) -> tuple[int, ...]:
+        return _ints(self.dims)
+
+    def verify_(self) -> None:
+        order = self.order()
+        if sorted(order) != list(range(len(order))):
+            raise VerifyException(f"'tdsl.permute' dims must be a permutation of 0..{len(order) - 1}, "
+                                  f"but got {list(order)}")
+        _check_rank(self.name, "input", self.input, f"rank {len(order)} (one entry of dims per dim)",
+                    lambda r: r == len(order))
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
+        if len(x) != len(self.order()):
+            raise ShapeInferenceError(f"permute: dims {list(self.order())} do not fit input {format_dims(x)}")
+        return [x[i] for i in self.order()]
+
+
+@irdl_op_definition
+class TransposeOp(ValueOp):
+    """Swaps two dims (negative counts from the end), any rank: what `k^T` in attention needs.
+
+    `%y = tdsl.transpose %x {dim0 = -2 : i64, dim1 = -1 : i64} : tensor<?x3x4xf32> -> tensor<?x4x3xf32>`
+    """
+
+    name = "tdsl.transpose"
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    dim0 = prop_def(IntegerAttr[i64])
+    dim1 = prop_def(IntegerAttr[i64])
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, dim0: int, dim1: int, result_type: Attribute | None = None):
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)],
+                         properties={"dim0": _i64(dim0), "dim1": _i64(dim1)})
+
+    def verify_(self) -> None:
+        _check_axis(self.name, "dim0", self.input, self.dim0.value.data)
+        _check_axis(self.name, "dim1", self.input, self.dim1.value.data)
+
+    def order(self, rank: int) -> list[int]:
+        """The permutation this transpose is for an input of `rank`."""
+        a, b = _axis(self.dim0.value.data, rank), _axis(self.dim1.value.data, rank)
+        if a is None or b is None:
+            raise ShapeInferenceError(f"transpose: dims {self.dim0.value.data}, {self.dim1.value.data} are out of "
+                                      f"range for rank {rank}")
+        order = list(range(rank))
+        order[a], order[b] = b, a
+        return order
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
+        return [x[i] for i in self.order(len(x))]
+
+
+@irdl_op_definition
+class SliceOp(ValueOp):
+    """Elements `start..end-1` of dim `dim` (static bounds; negative ones count from the end
+    of a static dim): `%y = tdsl.slice %x {dim = -1 : i64, end = 8 : i64, start = 4 : i64}
+    : tensor<?x16xf32> -> tensor<?x4xf32>`"""
+
+    name = "tdsl.slice"
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    dim = prop_def(IntegerAttr[i64])
+    start = prop_def(IntegerAttr[i64])
+    end = prop_def(IntegerAttr[i64])
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, dim: int, start: int, end: int, result_type: Attribute | None = None):
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)],
+                         properties={"dim": _i64(dim), "start": _i64(start), "end": _i64(end)})
+
+    def verify_(self) -> None:
+        _check_axis(self.name, "dim", self.input, self.dim.value.data)
+        s, e = self.start.value.data, self.end.value.data
+        if s >= 0 and e >= 0 and e <= s:
+            raise VerifyException(f"'tdsl.slice' end must be > start, but got start {s} and end {e}")
+
+    def bounds(self, size: int) -> tuple[int, int] | None:
+        """(start, end) within a dim of `size`, or None when the slice is empty or out of range."""
+        s, e = self.start.value.data, self.end.value.data
+        s, e = s + size if s < 0 else s, e + size if e < 0 else e
+        return (s, e) if 0 <= s < e <= size else None
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = list(dims["input"])
+        axis = _axis(self.dim.value.data, len(x))
+        if axis is None:
+            raise ShapeInferenceError(f"slice: dim {self.dim.value.data} is out of range for {format_dims(x)}")
+        s, e = self.start.value.data, self.end.value.data
+        if x[axis] is None:
+            if s < 0 or e < 0:
+                raise ShapeInferenceError(f"slice: negative bounds need a static dim, but dim {axis} of "
+                                          f"{format_dims(x)} is dynamic")
+            x[axis] = e - s
+            return x
+        rng = self.bounds(x[axis])
+        if rng is None:
+            raise ShapeInferenceError(f"slice: [{s}, {e}) is not a non-empty range of dim {axis} of {format_dims(x)}")
+        x[axis] = rng[1] - rng[0]
+        return x
+
+
+@irdl_op_definition
+class ConcatOp(ValueOp):
+    """Joins two tensors along `dim`; the other dims must agree.
+
+    `%y = tdsl.concat %a, %b {dim = -1 : i64} : (tensor<?x4xf32>, tensor<?x2xf32>) -> tensor<?x6xf32>`
+    """
+
+    name = "tdsl.concat"
+    lhs = operand_def(AnyTensor)
+    rhs = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    dim = prop_def(IntegerAttr[i64])
+    traits = traits_def(Pure())
+    assembly_format = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, a: SSAValue, b: SSAValue, dim: int = -1, result_type: Attribute | None = None):
+        super().__init__(operands=[a, b], result_types=[_result_type(a, result_type)], properties={"dim": _i64(dim)})
+
+    def verify_(self) -> None:
+        _check_axis(self.name, "dim", self.lhs, self.dim.value.data)
+        if element_type_of(self.lhs.type) != element_type_of(self.rhs.type):
+            raise VerifyException(f"'tdsl.concat' operands must have the same element type, but lhs is "
+                                  f"{self.lhs.type} and rhs is {self.rhs.type}")
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        a, b = dims["lhs"], dims["rhs"]
+        axis = _axis(self.dim.value.data, len(a))
+        if len(a) != len(b) or axis is None:
+            raise ShapeInferenceError(f"concat: cannot join {format_dims(a)} and {format_dims(b)} "
+                                      f"along dim {self.dim.value.data}")
+        out: list[Dim] = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            if i == axis:
+                out.append(None if x is None or y is None else x + y)
+            elif not same_dim(x, y):
+                raise ShapeInferenceError(f"concat: dim {i} differs ({format_dims(a)} vs {format_dims(b)})")
+            else:
+                out.append(x if x is not None else y)
+        return out
+
+
+def _head_dim(op_name: str, what: str, features: Dim, heads: int) -> Dim:
+    if features is None:
+        return None
+    if features % heads:
+        raise ShapeInferenceError(f"{op_name}: {what} has {features} features, not divisible by {heads} heads")
+    return features // heads
+
+
+@irdl_op_definition
+class RotaryOp(ValueOp):
+    """Rotary position embedding (Su et al. 2021, RoFormer), the rotate-half form of
+    GPT-NeoX and Llama: x[N, T, H*Dh] with Dh even; position t rotates the pair (i, i + Dh/2)
+    of each head by angle t * base^(-2i/Dh).
+
+    `%y = tdsl.rope %x {base = 1.0e+04 : f64, heads = 2 : i64} : tensor<?x?x8xf32> -> tensor<?x?x8xf32>`
+    """
+
+    name = "tdsl.rope"
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    heads = prop_def(IntegerAttr[i64])
+    base = prop_def(FloatAttr[f64])
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, heads: int, base: float = 10000.0, result_type: Attribute | None = None):
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)],
+                         properties={"heads": _i64(heads), "base": _f64(base)})
+
+    def verify_(self) -> None:
+        _check_rank(self.name, "input", self.input, "rank 3 (N, T, heads*head_dim)", lambda r: r == 3)
+        if self.heads.value.data < 1:
+            raise VerifyException(f"'tdsl.rope' heads must be >= 1, but got {self.heads.value.data}")
+        if not self.base.value.data > 1.0:
+            raise VerifyException(f"'tdsl.rope' base must be > 1, but got {self.base.value.data}")
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = dims["input"]
+        if len(x) != 3:
+            raise ShapeInferenceError(f"rope: input must be N x T x heads*head_dim, not {format_dims(x)}")
+        dh = _head_dim("rope", "input", x[2], self.heads.value.data)
+        if dh is not None and dh % 2:
+            raise ShapeInferenceError(f"rope: the head dim {dh} must be even")
+        return list(x)
+
+
+@irdl_op_definition
+class AttentionOp(ValueOp):
+    """Scaled dot-product attention over heads packed in the last dim: q[N, T, H*Dh],
+    k and v[N, S, Hkv*Dh] -> [N, T, H*Dh]. `heads / kv_heads` query heads share each key/value
+    head (grouped-query attention; kv_heads = heads is multi-head). Scores are scaled by
+    1/sqrt(Dh); `causal` lets query t see keys up to t + S - T (the last T of S positions,
+    as in decoding with a key/value cache).
+
+    `%y = tdsl.attention %q, %k, %v {causal = true, heads = 4 : i64, kv_heads = 2 : i64}
+    : (tensor<?x?x16xf32>, tensor<?x?x8xf32>, tensor<?x?x8xf32>) -> tensor<?x?x16xf32>`
+    """
+
+    name = "tdsl.attention"
+    query = operand_def(AnyTensor)
+    key = operand_def(AnyTensor)
+    value = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    heads = prop_def(IntegerAttr[i64])
+    kv_heads = prop_def(IntegerAttr[i64])
+    causal = prop_def(BoolAttr)
+    traits = traits_def(Pure())
+    assembly_format = "$query `,` $key `,` $value attr-dict `:` functional-type(operands, results)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, q: SSAValue, k: SSAValue, v: SSAValue, heads: int, kv_heads: int | None = None,
+                 causal: bool = True, result_type: Attribute | None = None):
+        super().__init__(operands=[q, k, v], result_types=[_result_type(q, result_type)],
+                         properties={"heads": _i64(heads), "kv_heads": _i64(heads if kv_heads is None else kv_heads),
+                                     "causal": BoolAttr.from_bool(causal)})
+
+    @property
+    def is_causal(self) -> bool:
+        return bool(self.causal.value.data)
+
+    def verify_(self) -> None:
+        for operand in ("query", "key", "value"):
+            _check_rank(self.name, operand, getattr(self, operand), "rank 3 (N, T, heads*head_dim)",
+                        lambda r: r == 3)
+        h, kvh = self.heads.value.data, self.kv_heads.value.data
+        if h < 1 or kvh < 1 or h % kvh:
+            raise VerifyException(f"'tdsl.attention' heads ({h}) must be a positive multiple of kv_heads ({kvh})")
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        q, k, v = dims["query"], dims["key"], dims["value"]
+        if not (len(q) == len(k) == len(v) == 3):
+            raise ShapeInferenceError("attention: query, key and value must be N x T x heads*head_dim")
+        h, kvh = self.heads.value.data, self.kv_heads.value.data
+        dq = _head_dim("attention", "query", q[2], h)
+        dk = _head_dim("attention", "key", k[2], kvh)
+        if not same_dim(dq, dk):
+            raise ShapeInferenceError(f"attention: query head dim {dq} ({h} heads) differs from key head dim "
+                                      f"{dk} ({kvh} kv_heads)")
+        if not same_dim(k[2], v[2]) or not same_dim(k[1], v[1]):
+            raise ShapeInferenceError(f"attention: key {format_dims(k)} and value {format_dims(v)} differ")
+        if not same_dim(q[0], k[0]):
+            raise ShapeInferenceError(f"attention: query batch {q[0]} differs from key batch {k[0]}")
+        return list(q)
+
+
 # --------------------------------------------------------------------------- module helpers
 
 
@@ -1292,6 +1699,8 @@ TDSL = Dialect(
         SigmoidOp,
         TanhOp,
         HardswishOp,
+        SiluOp,
+        Relu2Op,
         SoftmaxOp,
         DropoutOp,
         AddOp,
@@ -1306,6 +1715,16 @@ TDSL = Dialect(
         ReshapeOp,
         UnsqueezeOp,
         SqueezeOp,
+        # sequence models
+        RmsNormOp,
+        EmbeddingOp,
+        PositionsOp,
+        PermuteOp,
+        TransposeOp,
+        SliceOp,
+        ConcatOp,
+        RotaryOp,
+        AttentionOp,
     ],
     [],
 )

@@ -251,6 +251,58 @@ def _dropout_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
     return {"p": _prob(b["p"], "p", _loc_of(kw, "p", loc))}
 
 
+def _rms_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    return {"eps": _eps(b, kw, loc)}
+
+
+def _ints_arg(v: Any, what: str, loc: SourceLoc) -> tuple[int, ...]:
+    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
+        raise TdslTypeError(f"{what} must be a list of integers, got {describe(v)}", loc)
+    return tuple(v)
+
+
+def _permute_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    where = _loc_of(kw, "dims", loc)
+    dims = _ints_arg(b["dims"], "dims", where)
+    if sorted(dims) != list(range(len(dims))):
+        raise TdslError(f"permute() dims {list(dims)} must be a permutation of 0..{len(dims) - 1}", where)
+    return {"dims": dims}
+
+
+def _transpose_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    return {"dim0": _int(b["dim0"], "dim0", _loc_of(kw, "dim0", loc)),
+            "dim1": _int(b["dim1"], "dim1", _loc_of(kw, "dim1", loc))}
+
+
+def _slice_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    start = _int(b["start"], "start", _loc_of(kw, "start", loc))
+    end = _int(b["end"], "end", _loc_of(kw, "end", loc))
+    if start >= 0 and end >= 0 and end <= start:
+        raise TdslError(f"slice() end ({end}) must be greater than start ({start})", _loc_of(kw, "end", loc))
+    return {"dim": _int(b["dim"], "dim", _loc_of(kw, "dim", loc)), "start": start, "end": end}
+
+
+def _heads(b: dict, kw: Kwargs, loc: SourceLoc, name: str) -> int:
+    return _int(b[name], name, _loc_of(kw, name, loc), 1)
+
+
+def _rope_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    base = float(_num(b["base"], "base", _loc_of(kw, "base", loc)))
+    if base <= 1.0:
+        raise TdslError(f"base must be greater than 1, got {base:g}", _loc_of(kw, "base", loc))
+    return {"heads": _heads(b, kw, loc, "heads"), "base": base}
+
+
+def _attention_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    heads = _heads(b, kw, loc, "heads")
+    kv_heads = heads if b["kv_heads"] is None else _heads(b, kw, loc, "kv_heads")
+    if heads % kv_heads:
+        raise TdslError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})", _loc_of(kw, "kv_heads", loc))
+    if not isinstance(b["causal"], bool):
+        raise TdslTypeError(f"causal must be true or false, got {describe(b['causal'])}", _loc_of(kw, "causal", loc))
+    return {"heads": heads, "kv_heads": kv_heads, "causal": b["causal"]}
+
+
 _POOL = (("x", "kernel", "stride", "padding"), {"stride": None, "padding": 0}, ("x",))
 
 BUILTINS: dict[str, Builtin] = {
@@ -279,6 +331,17 @@ BUILTINS: dict[str, Builtin] = {
     **{row.name: Builtin(("x",), {}, ("x",), row.op, _none) for row in ACTIVATIONS.values()},
     **{row.name: Builtin(("a", "b"), {}, ("a", "b"), row.op, _none) for row in BINARY.values()},
     "residual": Builtin(("a", "b"), {}, ("a", "b"), d.AddOp, _none),
+    # sequence models (issue 15)
+    "rms_norm": Builtin(("x", "weight", "eps"), {"eps": 1e-6}, ("x", "weight"), d.RmsNormOp, _rms_props),
+    "embedding": Builtin(("ids", "weight"), {}, ("ids", "weight"), d.EmbeddingOp, _none),
+    "positions": Builtin(("ids",), {}, ("ids",), d.PositionsOp, _none),
+    "permute": Builtin(("x", "dims"), {}, ("x",), d.PermuteOp, _permute_props),
+    "transpose": Builtin(("x", "dim0", "dim1"), {"dim0": -2, "dim1": -1}, ("x",), d.TransposeOp, _transpose_props),
+    "slice": Builtin(("x", "dim", "start", "end"), {}, ("x",), d.SliceOp, _slice_props),
+    "concat": Builtin(("a", "b", "dim"), {"dim": -1}, ("a", "b"), d.ConcatOp, _softmax_props),
+    "rope": Builtin(("x", "heads", "base"), {"base": 10000.0}, ("x",), d.RotaryOp, _rope_props),
+    "attention": Builtin(("q", "k", "v", "heads", "kv_heads", "causal"), {"kv_heads": None, "causal": True},
+                         ("q", "k", "v"), d.AttentionOp, _attention_props),
 }
 """Every tensor built-in of the language, by DSL name."""
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tdsl.dialects import tdsl as t
+from tdsl.ops import sequence as S
 
 
 @dataclass(frozen=True)
@@ -50,5 +51,14 @@ def _layer_norm_onnx(g: Any, op: t.LayerNormOp, names: list[str], hint: str) -> 
 
 COMPOSITES: dict[type[t.ValueOp], Composite] = {row.op: row for row in (
     Composite(t.LayerNormOp, _layer_norm, _layer_norm_torch, _layer_norm_onnx),
+    Composite(t.RmsNormOp, S.rms_norm, S.rms_norm_torch, S.rms_norm_onnx),
+    Composite(t.EmbeddingOp, S.embedding, S.embedding_torch, S.embedding_onnx),
+    Composite(t.PositionsOp, S.positions, S.positions_torch, S.positions_onnx),
+    Composite(t.PermuteOp, S.permute, S.permute_torch, S.permute_onnx),
+    Composite(t.TransposeOp, S.transpose, S.transpose_torch, S.transpose_onnx),
+    Composite(t.SliceOp, S.slice_, S.slice_torch, S.slice_onnx),
+    Composite(t.ConcatOp, S.concat, S.concat_torch, S.concat_onnx),
+    Composite(t.RotaryOp, S.rope, S.rope_torch, S.rope_onnx),
+    Composite(t.AttentionOp, S.attention, S.attention_torch, S.attention_onnx),
 )}
 """Every composite op, by class."""

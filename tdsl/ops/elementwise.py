@@ -93,6 +93,15 @@ def _gelu(g: Any, x: str, hint: str) -> str:
     return g.node("Mul", [g.node("Mul", [x, half], hint + "_half"), g.node("Add", [erf, one], hint + "_1p")], hint)
 
 
+def _silu(g: Any, x: str, hint: str) -> str:
+    return g.node("Mul", [x, g.node("Sigmoid", [x], hint + "_gate")], hint)
+
+
+def _relu2(g: Any, x: str, hint: str) -> str:
+    r = g.node("Relu", [x], hint + "_relu")
+    return g.node("Mul", [r, r], hint)
+
+
 _ACTIVATIONS = (
     Activation(t.ReluOp, A.RELU, "F.relu", _node("Relu"), fusable=True),
     Activation(t.Relu6Op, A.RELU6, "F.relu6", _clip(0.0, 6.0), fusable=True),
@@ -100,6 +109,8 @@ _ACTIVATIONS = (
     Activation(t.SigmoidOp, A.SIGMOID, "torch.sigmoid", _node("Sigmoid")),
     Activation(t.TanhOp, A.TANH, "torch.tanh", _node("Tanh")),
     Activation(t.HardswishOp, A.HARDSWISH, "F.hardswish", _hardswish, fusable=True),
+    Activation(t.SiluOp, A.SILU, "F.silu", _silu, fusable=True),
+    Activation(t.Relu2Op, A.RELU2, "_rt.relu2", _relu2, fusable=True),
 )
 
 ACTIVATIONS: dict[type[t.UnaryOp], Activation] = {row.op: row for row in _ACTIVATIONS}

@@ -18,9 +18,9 @@ import math
 
 import numpy as np
 
-NAMES: tuple[str, ...] = ("none", "relu", "relu6", "gelu", "sigmoid", "tanh", "hardswish")
+NAMES: tuple[str, ...] = ("none", "relu", "relu6", "gelu", "sigmoid", "tanh", "hardswish", "silu", "relu2")
 """Activation names by code."""
-NONE, RELU, RELU6, GELU, SIGMOID, TANH, HARDSWISH = range(len(NAMES))
+NONE, RELU, RELU6, GELU, SIGMOID, TANH, HARDSWISH, SILU, RELU2 = range(len(NAMES))
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
@@ -52,6 +52,11 @@ def apply(v, act):  # noqa: ANN001, ANN201 - compiled by Numba for float32 scala
         return np.float32(math.tanh(v))
     if act == HARDSWISH:
         return np.float32(v * min(max(v + _F3, _F0), _F6) / _F6)
+    if act == SILU:
+        return np.float32(v / (_F1 + math.exp(-v)))
+    if act == RELU2:
+        r = max(v, _F0)
+        return np.float32(r * r)
     return v
 
 
@@ -71,6 +76,10 @@ def apply_array(x: np.ndarray, act: int) -> np.ndarray:
         return np.tanh(x)
     if act == HARDSWISH:
         return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+    if act == SILU:
+        return x / (1.0 + np.exp(-x))
+    if act == RELU2:
+        return np.maximum(x, 0.0) ** 2
     if act == NONE:
         return x
     raise ValueError(f"unknown activation code {act}")

@@ -47,6 +47,8 @@ _EXACT_F32 = 2 ** 24
 """As `tdsl.backends.torch.runtime`: an int8 sum of k products is exact in float32 while 127²·k < 2^24."""
 
 _FLOAT_TYPES = {"f32": TensorProto.FLOAT, "f16": TensorProto.FLOAT16, "f64": TensorProto.DOUBLE}
+_IO_TYPES = {**_FLOAT_TYPES, "i32": TensorProto.INT32, "i64": TensorProto.INT64}
+"""Element types a graph input or output may have: floats, and integers for token ids."""
 
 
 def _op_name(op: Operation) -> str:
@@ -202,11 +204,11 @@ class _GraphEmitter:
 
     def value_info(self, name: str, value: SSAValue, batch_dim: str) -> onnx.ValueInfoProto:
         typ = value.type
-        if not isinstance(typ, TensorType) or str(typ.element_type) not in _FLOAT_TYPES:
-            raise TdslError(f"the ONNX backend needs float tensor inputs and outputs, not {typ}")
+        if not isinstance(typ, TensorType) or str(typ.element_type) not in _IO_TYPES:
+            raise TdslError(f"the ONNX backend needs float or int32/int64 tensor inputs and outputs, not {typ}")
         shape = [d if d is not None else (batch_dim if i == 0 else f"{name}_dim{i}")
                  for i, d in enumerate(_dims(value))]
-        return helper.make_tensor_value_info(name, _FLOAT_TYPES[str(typ.element_type)], shape)
+        return helper.make_tensor_value_info(name, _IO_TYPES[str(typ.element_type)], shape)
 
     # ------------------------------------------------------------------ handlers
 
