@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from io import StringIO
 from typing import IO
 
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import FileLineColLoc, ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError
@@ -20,10 +20,12 @@ from xdsl.xdsl_opt_main import xDSLOptMain
 
 from tdsl.dialects.context import DIALECTS
 from tdsl.dialects.verify import verify_module
-from tdsl.errors import TdslError, register_source
+from tdsl.errors import SourceLoc, TdslError, register_source
 from tdsl.package.files import write_atomic
 from tdsl.passes import PASSES, parse_pipeline
 from tdsl.tools.common import parse_param
+from tdsl.tools.ir_input import parse_located, strip_stamped
+from tdsl.tools.verify_diagnostics import Diagnostic, Expectation, check, parse_expectations
 
 EMITS = ("mlir", "generic", "torch")
 IGNORED_XDSL_FLAGS: dict[str, str] = {
@@ -119,8 +121,7 @@ class TdslOptMain(xDSLOptMain):
                 verify_module(module)
             if self.args.print_ir_after_all:
                 print(f"// -----// IR after {prev.name} //----- //", file=sys.stderr)
-                Printer(stream=sys.stderr, print_debuginfo=self.args.print_debuginfo).print_op(module)
-                print(file=sys.stderr)
+                sys.stderr.write(self.print_ir(module))
 
         self.pipeline: PassPipeline = parse_pipeline(self.args.passes, callback)
 
@@ -136,14 +137,33 @@ class TdslOptMain(xDSLOptMain):
             from tdsl.backends.torch.emit import emit_module
 
             return emit_module(prog)
+        return self.print_ir(prog, self.args.print_op_generic or self.args.emit == "generic")
+
+    def print_ir(self, module: ModuleOp, generic: bool = False) -> str:
+        """The IR as text, without the locations that only the parser gave (see `ir_input`)."""
+        if self.args.print_debuginfo and self.stamped:
+            module = module.clone()
+            strip_stamped(module, self.stamped)
         out = StringIO()
-        generic = self.args.print_op_generic or self.args.emit == "generic"
-        Printer(stream=out, print_generic_format=generic, print_debuginfo=self.args.print_debuginfo).print_op(prog)
+        Printer(stream=out, print_generic_format=generic, print_debuginfo=self.args.print_debuginfo).print_op(module)
         out.write("\n")
         return out.getvalue()
 
+    def parse_chunk(self, chunk: IO[bytes], file_extension: str, start_offset: int = 0) -> ModuleOp | None:
+        """`.mlir` goes through the locating parser, so its ops and errors have positions."""
+        if file_extension != "mlir":
+            return super().parse_chunk(chunk, file_extension, start_offset)
+        module, stamped = parse_located(self.ctx, chunk.read(), self.get_input_name(), start_offset,
+                                        not self.args.no_implicit_module)
+        self.stamped |= stamped
+        return module
+
     def run(self) -> None:
-        """Parse, verify, run the pipeline and print each input chunk; write `-o` atomically."""
+        """Parse, verify, run the pipeline and print each input chunk; write `-o` atomically.
+
+        With --verify-diagnostics a failing chunk prints nothing; its diagnostics are checked
+        against the file's `expected-*` annotations and any mismatch fails the run.
+        """
         for dest, flag in IGNORED_XDSL_FLAGS.items():
             if getattr(self.args, dest, None) not in (None, False, "mlir"):
                 raise InputError(f"{flag} is an xdsl-opt option that tdsl-opt does not support "
@@ -152,32 +172,64 @@ class TdslOptMain(xDSLOptMain):
             self.args.input_file = None
         if self.args.param and self.args.input_file and not self.args.input_file.endswith((".tdsl", ".tri")):
             raise InputError("--param applies to DSL input (.tdsl, .tri) only")
+        self.stamped: set[FileLineColLoc] = set()
+        name = self.get_input_name()
         chunks, extension = self.prepare_input()
+        datas = []
+        for chunk, offset in chunks:
+            datas.append((chunk.read(), offset))
+            chunk.close()
+        register_source(name, b"// -----".join(d for d, _ in datas).decode("utf-8", "replace"))
+        expected: list[Expectation] = []
+        produced: list[Diagnostic] = []
         out = StringIO()
-        for i, (chunk, offset) in enumerate(chunks):
-            if i > 0:
-                out.write("// -----\n")
+        for i, (data, offset) in enumerate(datas):
+            if self.args.verify_diagnostics:
+                expected += parse_expectations(data.decode("utf-8", "replace"), name, offset)
             try:
-                data = chunk.read()
-                register_source(self.get_input_name(), data.decode("utf-8", "replace"))
                 module = self.parse_chunk(_Rewound(data), extension, offset)
                 assert module is not None
                 if not self.args.disable_verify:
                     verify_module(module)
                 self.apply_passes(module)
-                out.write(self.output_resulting_program(module))
+                text = self.output_resulting_program(module)
             except ParseError as e:
                 e.span = dataclasses.replace(e.span, line_offset=offset)
                 if not self.args.verify_diagnostics:
                     raise
-                out.write(parse_error_text(e) + "\n")
+                produced += diagnostics_of(e, name)
+                continue
             except (TdslError, DiagnosticException) as e:
                 if not self.args.verify_diagnostics:
                     raise
-                out.write(render(e, self.get_input_name()) + "\n")
-            finally:
-                chunk.close()
+                produced += diagnostics_of(e, name)
+                continue
+            if i > 0:
+                out.write("// -----\n")
+            out.write(text)
+        if self.args.verify_diagnostics:
+            problems = check(expected, produced, name)
+            if problems:
+                raise DiagnosticsMismatch(problems)
         write_output(out.getvalue(), self.args.output_file)
+
+
+class DiagnosticsMismatch(Exception):
+    """--verify-diagnostics found diagnostics that differ from the annotations."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def diagnostics_of(e: BaseException, input_name: str) -> list[Diagnostic]:
+    """The error (and its notes) that `e` reports, for --verify-diagnostics."""
+    if isinstance(e, ParseError):
+        where = e.span.get_location()
+        return [Diagnostic("error", e.msg, SourceLoc(where.file, where.line, where.col))]
+    if isinstance(e, TdslError):
+        return [Diagnostic("error", e.message, e.loc), *(Diagnostic("note", n, e.loc) for n in e.notes)]
+    return [Diagnostic("error", first_line(e), None)]
 
 
 class _Rewound(StringIO):
@@ -218,6 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         tool.run()
     except SystemExit as e:  # argparse: --help exits 0, a usage error 2
         return 0 if e.code in (0, None) else 1
+    except DiagnosticsMismatch as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        n = len(e.problems)
+        print(f"tdsl-opt: error: --verify-diagnostics: {n} diagnostic{'s' * (n != 1)} did not match "
+              "the expected-* annotations", file=sys.stderr)
+        return 1
     except (TdslError, ParseError, DiagnosticException) as e:
         print(render(e, input_name), file=sys.stderr)
         return 1
