@@ -5,20 +5,30 @@ is a `TdslError` at the op's DSL location. Weights come from the frozen state di
 parameter store), keyed by the IR's param names after `inline` (docs/KERNEL_IR.md, "As built").
 
 Graph forms, chosen so that onnxruntime with *default* session options computes what the
-graph says (its level-2 optimiser rewrites `DequantizeLinear` + `MatMul` into `MatMulNBits`,
-which quantises activations: an error of 0.07 was measured; `Conv` and `Gemm` are left alone):
+graph says, as fast as it runs the fp32 model (its level-2 optimiser rewrites
+`DequantizeLinear` + `MatMul` into `MatMulNBits`, which quantises activations: an error of
+0.07 was measured; `Conv` and `Gemm` are left alone):
 
 | kern op, precision | graph |
 |---|---|
-| conv2d, ternary | `DequantizeLinear`(INT2 trits [O, C, kh, kw], scale' [O], zero point INT2 0, axis 0) → `Conv`(bias') |
+| conv2d, ternary, form `packed` (default) | UINT8 2-bit codes [O, ⌈K/4⌉] → `Unsqueeze` → `BitShift`(0, 2, 4, 6) → `BitwiseAnd` 3 → `Reshape`/`Slice` to [O, K] → `Cast` → `Sub` 1 → `Reshape` [O, C, kh, kw] → `Mul` scale' [O, 1, 1, 1] → `Conv`(bias') |
+| conv2d, ternary, form `int2` / `int8` | `DequantizeLinear`(INT2 or INT8 trits [O, C, kh, kw], scale' [O], zero point 0, axis 0) → `Conv`(bias') |
 | linear, ternary | the same into `Gemm`(transB=1); never `MatMul` |
 | fp32 | FLOAT weight·m → `Conv` / `Gemm` |
 | fp16 | FLOAT16 weight → `Cast` (→ `Mul` m) → `Conv` / `Gemm` |
 | int8 | the torch backend's dynamic int8: per-tensor symmetric activation quantisation (`Abs`, `ReduceMax`, `Round`, `Clip`), `ConvInteger` / `MatMulInteger` on INT8 weights, `Cast` and the per-channel rescale in float32 (float64 when the integer sum may exceed 2^24, as torch), bias, then the batch norm as `Mul`/`Add` in torch's float32 order (not folded: the next layer's quantisation must see the same values) |
 
+Why `packed` is the default: every input of its unpacking chain is an initializer, so
+onnxruntime's constant folding (graph optimisation level 1, on by default) evaluates it
+once when the session is created and runs a plain `Conv`/`Gemm` on the resulting float32
+weight, exactly as fast as the fp32 model, while the file holds 2 bits per trit. A
+`DequantizeLinear` is never folded (onnxruntime keeps it for its QDQ fusions), so the
+`int2`/`int8` forms dequantise the weights on every run: 3-7x slower than fp32 (measured).
+`int2` is the standard-typed form for tools that read ONNX's INT2 (opset 25).
+
 then `Add` (residual), `Relu` / `Clip`(0, 6). Except for int8, the batch norm is folded
 numerically (`tensors.fold_bn`): scale' = α·m, bias' = β + (b − μ)·m with m = γ/√(σ²+ε),
-computed in float64 from the frozen arrays. `int2=False` stores trits as INT8 (opset 13, IR 7).
+computed in float64 from the frozen arrays.
 """
 from __future__ import annotations
 
@@ -101,10 +111,10 @@ def _dims(value: SSAValue) -> list[int | None]:
 class _GraphEmitter:
     """Builds one graph; all state (names, nodes, initializers) is per instance."""
 
-    def __init__(self, store: ParamStore, *, opset: int, int2: bool):
+    def __init__(self, store: ParamStore, *, opset: int, ternary_form: str = "packed"):
         self.store = store
         self.opset = opset
-        self.int2 = int2
+        self.ternary_form = ternary_form
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.names: dict[SSAValue, str] = {}
@@ -295,11 +305,14 @@ class _GraphEmitter:
             scale = per_channel(self.store.scale(self.store.ternary_scale, name, op), channels)
             if m is not None:
                 scale = scale * m
-            if self.int2:
+            if self.ternary_form == "packed":
+                self.weight_types[name] = "UINT8"
+                return self.unpacked_weight(name, trits, scale, hint), bias
+            if self.ternary_form == "int2":
                 q, zero = int2_tensor(name, trits), int2_tensor(name, np.zeros(channels, np.int8))
             else:
                 q, zero = array_tensor(name, trits.astype(np.int8)), array_tensor(name, np.zeros(channels, np.int8))
-            self.weight_types[name] = "INT2" if self.int2 else "INT8"
+            self.weight_types[name] = "INT2" if self.ternary_form == "int2" else "INT8"
             w = self.node("DequantizeLinear", [self.initializer(name, q),
                                                self.initializer(hint + ".weight_scale", scale.astype(np.float32)),
                                                self.initializer(hint + ".weight_zero_point", zero)],
@@ -319,6 +332,29 @@ class _GraphEmitter:
         self.weight_types[name] = "FLOAT"
         folded = stored.astype(np.float64) * (1.0 if m is None else m.reshape(bshape))
         return self.initializer(name, folded.astype(np.float32)), bias
+
+    def unpacked_weight(self, name: str, trits: np.ndarray, scale: np.ndarray, hint: str) -> str:
+        """The float32 weight scale'·trits, computed in the graph from 2-bit codes (form
+        `packed`, module docstring): tdsl's `2bit` rows, [O, ⌈K/4⌉] bytes with the code
+        t + 1 of element 4i + j at bits 2j of byte i."""
+        from tdsl.runtime.packing import pack
+
+        rows, K = trits.shape[0], int(np.prod(trits.shape[1:]))
+        codes = self.initializer(name, pack(trits.reshape(rows, K), "2bit"))
+        i64 = lambda *v: self.constant(np.array(v, dtype=np.int64), "c")  # noqa: E731
+        planes = self.node("BitShift", [self.node("Unsqueeze", [codes, i64(2)], name + ".bytes"),
+                                        self.constant(np.array([0, 2, 4, 6], np.uint8), "shifts")],
+                           name + ".shifted", direction="RIGHT")
+        fields = self.node("BitwiseAnd", [planes, self.constant(np.array(3, np.uint8), "c")], name + ".codes")
+        flat = self.node("Reshape", [fields, i64(rows, -1)], name + ".codes2d")
+        if K % 4:  # the last byte of each row is padded
+            flat = self.node("Slice", [flat, i64(0), i64(K), i64(1)], name + ".codes_k")
+        values = self.node("Sub", [self.node("Cast", [flat], name + ".codesf", to=TensorProto.FLOAT),
+                                   self.constant(np.array(1.0, np.float32), "c")], name + ".trits")
+        shaped = self.node("Reshape", [values, i64(*trits.shape)], name + ".trits_shaped")
+        bshape = (rows,) + (1,) * (trits.ndim - 1)
+        return self.node("Mul", [shaped, self.initializer(hint + ".weight_scale",
+                                                          scale.astype(np.float32).reshape(bshape))], name + ".w")
 
     def quantise_activation(self, value: SSAValue, hint: str) -> tuple[str, str]:
         """(INT8 values, float32 scale ()) of `value`: symmetric per tensor, as `_rt.int8_activation`."""

@@ -32,6 +32,9 @@ INT2_MIN_OPSET = 25
 """`DequantizeLinear` takes INT2 from opset 25 (ONNX IR 13) on."""
 MIN_OPSET = 13
 """Per-axis `DequantizeLinear` and `Squeeze`/`Unsqueeze` with axes as an input."""
+TERNARY_FORMS = {"packed": (18, 21), "int2": (INT2_MIN_OPSET, INT2_MIN_OPSET), "int8": (MIN_OPSET, MIN_OPSET)}
+"""Graph form of ternary weights (`emit` docstring) -> (lowest opset, default opset). `packed`
+needs `BitwiseAnd` (opset 18); 21 is the default as onnxruntime 1.16 and later run it."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def _as_frozen(model: Any, weights: Any) -> FrozenModel:
     raise TdslError(f"export_onnx: expected a FrozenModel or a CompiledModel, got {type(model).__name__}")
 
 
-def _metadata(frozen: FrozenModel, int2: bool) -> dict[str, str]:
+def _metadata(frozen: FrozenModel, ternary_form: str) -> dict[str, str]:
     compiled: CompiledModel = frozen.compiled
     policy = {s.weight: s.precision for s in frozen.layout.values() if s.role in ("packed", "weight")}
     return {
@@ -76,11 +79,11 @@ def _metadata(frozen: FrozenModel, int2: bool) -> dict[str, str]:
         "tdsl.entry": compiled.entry,
         "tdsl.params": json.dumps(compiled.params, sort_keys=True, default=str),
         "tdsl.pipeline": ",".join(compiled.passes + ["inline", "fuse"]),
-        "tdsl.ternary_storage": "INT2" if int2 else "INT8",
+        "tdsl.ternary_storage": {"packed": "UINT8 2bit codes", "int2": "INT2", "int8": "INT8"}[ternary_form],
     }
 
 
-def build_model(frozen: FrozenModel, *, opset: int = INT2_MIN_OPSET, int2: bool = True,
+def build_model(frozen: FrozenModel, *, opset: int = 21, ternary_form: str = "packed",
                 batch_dim: str = "batch") -> tuple[onnx.ModelProto, _GraphEmitter]:
     """The ONNX model of `frozen` (not checked, not written) and the emitter that built it."""
     import torch
@@ -91,7 +94,7 @@ def build_model(frozen: FrozenModel, *, opset: int = INT2_MIN_OPSET, int2: bool 
     state = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
              for k, v in frozen.state_dict().items()}
     module = kernel_level(frozen.compiled.module)
-    emitter = _GraphEmitter(ParamStore(state, frozen.layout), opset=opset, int2=int2)
+    emitter = _GraphEmitter(ParamStore(state, frozen.layout), opset=opset, ternary_form=ternary_form)
     layer = entry_layer(module)
     inputs, outputs = emitter.emit_forward(layer.forward, batch_dim)
     graph = helper.make_graph(emitter.nodes, frozen.compiled.entry, inputs, outputs, emitter.initializers,
@@ -99,26 +102,38 @@ def build_model(frozen: FrozenModel, *, opset: int = INT2_MIN_OPSET, int2: bool 
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="tdsl", producer_version=tdsl.__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))
-    helper.set_model_props(model, _metadata(frozen, int2))
+    helper.set_model_props(model, _metadata(frozen, ternary_form))
     return model, emitter
 
 
-def export_onnx(model: Any, path: str | Path, *, opset: int | None = None, int2: bool = True,
-                batch_dim: str = "batch", weights: Any = None) -> OnnxExport:
+def export_onnx(model: Any, path: str | Path, *, opset: int | None = None, ternary_form: str | None = None,
+                int2: bool | None = None, batch_dim: str = "batch", weights: Any = None) -> OnnxExport:
     """Write `model` (a `FrozenModel`, or a `CompiledModel` with its trained `weights`, or the
-    pair) as ONNX to `path`. Ternary weights are INT2 at opset 25 (the default), or INT8 at
-    opset 13 with `int2=False`; dim 0 of every input and output is the symbolic `batch_dim`."""
-    opset = (INT2_MIN_OPSET if int2 else MIN_OPSET) if opset is None else int(opset)
-    if int2 and opset < INT2_MIN_OPSET:
-        raise TdslError(f"export_onnx: INT2 weights need opset >= {INT2_MIN_OPSET}, got {opset} "
-                        "(pass int2=False for INT8 weights at opset 13)")
+    pair) as ONNX to `path`; dim 0 of every input and output is the symbolic `batch_dim`.
+
+    `ternary_form` (module `emit`): "packed" (the default: 2-bit codes that onnxruntime
+    unpacks once at session load, then fp32 speed), "int2" (`DequantizeLinear` of INT2,
+    opset 25) or "int8" (`DequantizeLinear` of INT8, opset 13). `int2=True/False` is the
+    older spelling of "int2"/"int8"."""
+    if int2 is not None:
+        if ternary_form is not None:
+            raise TdslError("export_onnx: pass ternary_form or int2, not both")
+        ternary_form = "int2" if int2 else "int8"
+    ternary_form = "packed" if ternary_form is None else ternary_form
+    if ternary_form not in TERNARY_FORMS:
+        raise TdslError(f"export_onnx: ternary_form must be one of {', '.join(TERNARY_FORMS)}, got {ternary_form!r}")
+    lowest, default = TERNARY_FORMS[ternary_form]
+    opset = default if opset is None else int(opset)
+    if opset < lowest:
+        raise TdslError(f"export_onnx: ternary_form {ternary_form!r} needs opset >= {lowest}, got {opset} "
+                        "(ternary_form='int8' runs from opset 13)")
     if opset < MIN_OPSET or opset > onnx.defs.onnx_opset_version():
         raise TdslError(f"export_onnx: opset must be between {MIN_OPSET} and {onnx.defs.onnx_opset_version()}, "
                         f"got {opset}")
     if not batch_dim.isidentifier():
         raise TdslError(f"export_onnx: batch_dim must be an identifier, got {batch_dim!r}")
     frozen = _as_frozen(model, weights)
-    proto, emitter = build_model(frozen, opset=opset, int2=int2, batch_dim=batch_dim)
+    proto, emitter = build_model(frozen, opset=opset, ternary_form=ternary_form, batch_dim=batch_dim)
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
     target = write_atomic(path, data)

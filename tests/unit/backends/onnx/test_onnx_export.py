@@ -92,7 +92,7 @@ def test_file_passes_the_full_checker(exported):
     *_, result = exported
     proto = onnx.load(str(result.path))
     onnx.checker.check_model(proto, full_check=True)
-    assert (result.opset, result.ir_version) == (25, 13)
+    assert (result.opset, result.ir_version) == (21, 10)
     assert result.nbytes == result.path.stat().st_size
 
 
@@ -122,28 +122,58 @@ def test_weights_are_stored_in_their_precision(exported):
     _, precision, frozen, result = exported
     proto = onnx.load(str(result.path))
     types = {i.name: i.data_type for i in proto.graph.initializer}
-    want = {"ternary": TensorProto.INT2, "int8": TensorProto.INT8, "fp16": TensorProto.FLOAT16,
+    want = {"ternary": TensorProto.UINT8, "int8": TensorProto.INT8, "fp16": TensorProto.FLOAT16,
             "fp32": TensorProto.FLOAT}
     weights = {s.weight: s.precision for s in frozen.layout.values() if s.role in ("packed", "weight")}
     assert set(result.weight_types) == set(weights)
     for path, p in weights.items():
         assert types[path] == want[p], (path, p)
     if precision in ("ternary", "mixed"):
-        assert result.op_types["DequantizeLinear"] == sum(p == "ternary" for p in weights.values())
+        assert result.op_types["BitShift"] == sum(p == "ternary" for p in weights.values())
+        assert "DequantizeLinear" not in result.op_types
     if precision == "fp32":
         assert "Cast" not in result.op_types and "DequantizeLinear" not in result.op_types
 
 
-def test_no_matmul_on_dequantized_weights(exported):
+def test_no_matmul_on_dequantized_weights(exported, tmp_path):
     """DequantizeLinear only feeds Conv and Gemm: onnxruntime's default optimiser rewrites
     DequantizeLinear + MatMul into MatMulNBits, which quantises activations."""
-    *_, result = exported
-    graph = onnx.load(str(result.path)).graph
+    _, _, frozen, result = exported
+    int2 = export_onnx(frozen, tmp_path / "int2.onnx", ternary_form="int2")
+    graph = onnx.load(str(int2.path)).graph
     users = {i: n.op_type for n in graph.node for i in n.input}
     for node in graph.node:
         if node.op_type == "DequantizeLinear":
             assert users[node.output[0]] in ("Conv", "Gemm")
             assert node.attribute[0].name == "axis" and node.attribute[0].i == 0
+
+
+PRODUCTS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "ConvInteger", "MatMulInteger",
+            "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+UNPACKING = {"Unsqueeze", "BitShift", "BitwiseAnd", "Slice", "Sub", "DequantizeLinear"}
+
+
+def optimised_node_types(path, tmp_path) -> list[str]:
+    """The node types onnxruntime runs for `path` with default session options (the CPU
+    provider writes its optimised graph to `optimized_model_filepath`)."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node]
+
+
+def test_onnxruntime_unpacks_the_ternary_weights_once_at_load(exported, tmp_path):
+    """The `packed` form's unpacking chain is folded away when the session is created: the
+    graph onnxruntime runs holds no unpacking node and as many Conv/Gemm as the fp32 model."""
+    model, precision, frozen, result = exported
+    ran = optimised_node_types(result.path, tmp_path)
+    assert not set(ran) & UNPACKING, sorted(set(ran) & UNPACKING)
+    if precision == "int8":  # no ternary weight: the integer products stay integer
+        assert {"ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"} & set(ran)
+        return
+    products = lambda ops: sum(o in PRODUCTS for o in ops)  # noqa: E731
+    fp32 = export_onnx(frozen_model(model, "fp32"), tmp_path / "fp32.onnx")
+    assert products(ran) == products(optimised_node_types(fp32.path, tmp_path)) > 0
 
 
 def test_metadata_names_producer_precision_and_source(exported):
@@ -185,7 +215,10 @@ def test_default_optimiser_computes_what_the_graph_says(resnet_ternary, tmp_path
 
 
 def test_int8_option_writes_int8_trits_at_opset_13(resnet_ternary, tmp_path):
-    frozen, int2 = resnet_ternary
+    frozen, default = resnet_ternary
+    int2 = export_onnx(frozen, tmp_path / "int2.onnx", ternary_form="int2")
+    assert (int2.opset, int2.ir_version) == (25, 13)
+    assert int2.metadata["tdsl.ternary_storage"] == "INT2" and default.metadata["tdsl.ternary_storage"] != "INT2"
     result = export_onnx(frozen, tmp_path / "int8.onnx", int2=False)
     proto = onnx.load(str(result.path))
     onnx.checker.check_model(proto, full_check=True)
@@ -197,12 +230,17 @@ def test_int8_option_writes_int8_trits_at_opset_13(resnet_ternary, tmp_path):
     assert verify_onnx(result.path, frozen, inputs("resnet18", 2)).max_rel <= 1e-5
     x = inputs("resnet18", 2)[0]
     np.testing.assert_array_equal(run_onnx(result.path, [x])[0], run_onnx(int2.path, [x])[0])
+    assert np.abs(run_onnx(default.path, [x])[0] - run_onnx(int2.path, [x])[0]).max() <= 1e-5
 
 
-def test_int2_needs_opset_25(resnet_ternary, tmp_path):
+def test_each_form_needs_its_opset(resnet_ternary, tmp_path):
     frozen, _ = resnet_ternary
-    with pytest.raises(TdslError, match="INT2 weights need opset >= 25"):
-        export_onnx(frozen, tmp_path / "x.onnx", opset=21)
+    with pytest.raises(TdslError, match="'int2' needs opset >= 25"):
+        export_onnx(frozen, tmp_path / "x.onnx", ternary_form="int2", opset=21)
+    with pytest.raises(TdslError, match="'packed' needs opset >= 18"):
+        export_onnx(frozen, tmp_path / "x.onnx", opset=17)
+    with pytest.raises(TdslError, match="must be one of packed, int2, int8"):
+        export_onnx(frozen, tmp_path / "x.onnx", ternary_form="nibble")
     assert not (tmp_path / "x.onnx").exists()
 
 
