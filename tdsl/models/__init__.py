@@ -16,6 +16,8 @@ ZOO: dict[str, str] = {
     "lenet": "lenet.tdsl",
     "mnist1d_cnn": "mnist1d_cnn.tdsl",
     "mnist1d_mlp": "mnist1d_mlp.tdsl",
+    "bitnet": "bitnet.tdsl",
+    "bert_tiny": "bert_tiny.tdsl",
 }
 
 

@@ -8,7 +8,8 @@ from tdsl.models import ZOO, is_zoo_name, list_models, zoo_path
 
 
 def test_list_models_is_sorted_and_complete() -> None:
-    assert list_models() == ["lenet", "mlp", "mnist1d_cnn", "mnist1d_mlp", "mobilenetv2", "resnet18"]
+    assert list_models() == ["bert_tiny", "bitnet", "lenet", "mlp", "mnist1d_cnn", "mnist1d_mlp",
+                             "mobilenetv2", "resnet18"]
     assert set(list_models()) == set(ZOO)
 
 
