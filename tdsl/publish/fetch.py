@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     from tdsl.package.reader import LoadedPackage
 
 
-def fetch_and_load(fetch: Callable[[Path], Path], output: str | Path) -> LoadedPackage:
+def fetch_and_load(fetch: Callable[[Path], Path], output: str | Path, overwrite: bool = True) -> LoadedPackage:
     """Run `fetch(staging)` (which returns the package folder it made inside `staging`), load
     the package there, then move it to `output/NAME` and return it loaded, its `path` the
     final folder. A download or a package that fails to load leaves no new files behind (and
-    a previous `output/NAME` untouched)."""
+    a previous `output/NAME` untouched); so does an existing `output/NAME` when not `overwrite`
+    (NAME is known only once the download is there)."""
     from tdsl.package import load
     from tdsl.publish.archive import fresh_dir_beside, replace_dir
 
@@ -39,6 +40,8 @@ def fetch_and_load(fetch: Callable[[Path], Path], output: str | Path) -> LoadedP
             raise TdslError(f"the fetched package {fetched.name} does not load, so it was not kept: {message}",
                             e.loc, e.notes) from None
         target = out / fetched.name
+        if not overwrite and (target.exists() or target.is_symlink()):
+            raise TdslError(f"-o {out}: {target} already exists; pass --force to replace it")
         replace_dir(fetched, target)
         pkg.path = target
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -26,6 +27,20 @@ def parse_param(text: str) -> tuple[str, object]:
 def params_from(args: argparse.Namespace) -> dict[str, Any]:
     """The entry layer's parameters from the repeatable `--param NAME=VALUE` options."""
     return dict(parse_param(p) for p in (args.param or []))
+
+
+def add_force_arg(p: argparse.ArgumentParser) -> None:
+    """`--force`: the one way to let a command replace an output that already exists."""
+    p.add_argument("--force", action="store_true", help="replace output files or folders that already exist")
+
+
+def refuse_overwrite(path: str | os.PathLike[str] | None, force: bool, flag: str = "-o") -> None:
+    """Fail before any work when `path` exists and `--force` was not given: a typo in `-o`
+    must not silently replace a file (mlir-opt and most tools would; we ask instead)."""
+    if path is None or str(path) == "-" or force or not os.path.lexists(path):
+        return
+    kind = "folder" if os.path.isdir(path) else "file"
+    raise TdslError(f"{flag} {path}: the {kind} already exists; pass --force to replace it")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

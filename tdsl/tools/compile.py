@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from tdsl.package.files import write_atomic
-from tdsl.tools.common import add_model_args, command_main, compile_model
+from tdsl.tools.common import add_force_arg, add_model_args, command_main, compile_model, refuse_overwrite
 
 
 def add_parser(sub: Any) -> None:
@@ -14,10 +14,12 @@ def add_parser(sub: Any) -> None:
     add_model_args(p)
     p.add_argument("--emit", choices=["mlir", "generic", "torch"], default="mlir")
     p.add_argument("-o", "--output", help="write the output here instead of stdout")
+    add_force_arg(p)
     p.set_defaults(func=cmd_compile)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    refuse_overwrite(args.output, args.force)
     model = compile_model(args)
     if args.emit == "torch":
         text = model.torch_source

@@ -17,7 +17,7 @@ from typing import Any
 
 from tdsl.errors import TdslError
 from tdsl.package.export import FORMATS
-from tdsl.tools.common import command_main, params_from
+from tdsl.tools.common import add_force_arg, command_main, params_from, refuse_overwrite
 
 PRECISION_HELP = "fp32, fp16, int8, ternary, mixed, or a per-layer policy such as 'conv1=fp16 layer4.*=int8'"
 
@@ -39,6 +39,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation and of the test input")
     p.add_argument("--batch", type=int, default=2, help="batch size of the verification input")
     p.add_argument("--no-verify", action="store_true", help="skip reloading and comparing the written file")
+    add_force_arg(p)
     p.set_defaults(func=cmd_export)
 
 
@@ -47,6 +48,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from tdsl.package.export import fp32_size, is_package, quantize_model, size_of, verify_export, write_export
 
+    refuse_overwrite(args.output, args.force)
     params = params_from(args)
     steps = ["load" if is_package(args.model) else f"quantize ({args.precision})", f"write {args.format}",
              "fp32 baseline"] + ([] if args.no_verify else ["verify"])

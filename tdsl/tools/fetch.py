@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from tdsl.tools.common import add_remote_args, command_main
+from tdsl.tools.common import add_force_arg, add_remote_args, command_main
 from tdsl.tools.publish import GITHUB_URL_HELP, HF_TOKEN, HF_URL_HELP
 
 
@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the package lands in DIR/NAME")
     p.add_argument("--revision", help="branch, tag or commit (default main)")
     add_remote_args(p, HF_TOKEN, "--endpoint", HF_URL_HELP)
+    add_force_arg(p)
     p.set_defaults(func=cmd_fetch_hf)
 
     p = sources.add_parser("github", help="download a release, verify SHA256SUMS, extract safely")
@@ -35,6 +36,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tag", required=True, help="release tag")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the package lands in DIR/NAME")
     add_remote_args(p, "GITHUB_TOKEN", "--base-url", GITHUB_URL_HELP)
+    add_force_arg(p)
     p.set_defaults(func=cmd_fetch_github)
 
 
@@ -42,7 +44,7 @@ def cmd_fetch_hf(args: argparse.Namespace) -> int:
     from tdsl.publish.hf import fetch_hf
 
     _fetch_and_report(lambda dest: fetch_hf(args.repo_id, dest, revision=args.revision, token=args.token,
-                                            endpoint=args.url), args.output)
+                                            endpoint=args.url), args.output, force=args.force)
     return 0
 
 
@@ -51,15 +53,15 @@ def cmd_fetch_github(args: argparse.Namespace) -> int:
 
     _fetch_and_report(lambda dest: fetch_github(args.owner_repo, args.tag, dest, token=args.token,
                                                 base_url=args.url),
-                      args.output, verified="verified against SHA256SUMS")
+                      args.output, force=args.force, verified="verified against SHA256SUMS")
     return 0
 
 
-def _fetch_and_report(fetch: Callable[[Path], Path], output: str, verified: str | None = None) -> Path:
+def _fetch_and_report(fetch: Callable[[Path], Path], output: str, force: bool, verified: str | None = None) -> Path:
     """`fetch_and_load`, then the summary on stderr and the package path on stdout."""
     from tdsl.publish.fetch import fetch_and_load, package_summary
 
-    pkg = fetch_and_load(fetch, output)
+    pkg = fetch_and_load(fetch, output, overwrite=force)
     if verified:
         print(f"{verified}: {pkg.path}", file=sys.stderr)
     for line in package_summary(pkg):

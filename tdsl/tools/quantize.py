@@ -9,7 +9,7 @@ from typing import Any
 
 from tdsl.errors import TdslError
 from tdsl.package.files import write_atomic
-from tdsl.tools.common import command_main, params_from
+from tdsl.tools.common import add_force_arg, command_main, params_from, refuse_overwrite
 
 
 def add_parser(sub: Any) -> None:
@@ -36,6 +36,7 @@ def add_parser(sub: Any) -> None:
                    help="run fp32 -> fp16 -> int8 -> ternary -> mixed and print one memory row per precision")
     p.add_argument("--report", metavar="OUT.json", help="write the reports as JSON")
     p.add_argument("-o", "--output", metavar="OUT.safetensors", help="save the frozen state dict")
+    add_force_arg(p)
     p.set_defaults(func=cmd_quantize)
 
 
@@ -44,6 +45,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     from tdsl.precision import PIPELINE_ALL, quantize, summary_table
 
+    refuse_overwrite(args.output, args.force)
+    refuse_overwrite(args.report, args.force, "--report")
+    if args.output and not args.output.endswith(".safetensors"):
+        raise TdslError(f"--output must be a .safetensors file, got '{args.output}'")
     params = params_from(args)
     torch.manual_seed(args.seed)
     weights: Any = args.weights
@@ -73,8 +78,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         write_atomic(args.report, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.report}", file=sys.stderr)
     if args.output:
-        if not args.output.endswith(".safetensors"):
-            raise TdslError(f"--output must be a .safetensors file, got '{args.output}'")
         chosen.save(args.output)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -23,7 +23,7 @@ from tdsl.dialects.verify import verify_module
 from tdsl.errors import SourceLoc, TdslError, register_source
 from tdsl.package.files import write_atomic
 from tdsl.passes import PASSES, parse_pipeline
-from tdsl.tools.common import parse_param
+from tdsl.tools.common import add_force_arg, parse_param, refuse_overwrite
 from tdsl.tools.ir_input import parse_located, strip_stamped
 from tdsl.tools.verify_diagnostics import Diagnostic, Expectation, check, parse_expectations
 
@@ -112,6 +112,7 @@ class TdslOptMain(xDSLOptMain):
         arg_parser.add_argument("--entry", help="entry layer of a DSL program (default: the program's own)")
         arg_parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                                 help="set a parameter of the entry layer (repeatable)")
+        add_force_arg(arg_parser)
 
     def setup_pipeline(self) -> None:
         def callback(prev: ModulePass | None, module: ModuleOp, _next: ModulePass | None) -> None:
@@ -172,6 +173,10 @@ class TdslOptMain(xDSLOptMain):
             self.args.input_file = None
         if self.args.param and self.args.input_file and not self.args.input_file.endswith((".tdsl", ".tri")):
             raise InputError("--param applies to DSL input (.tdsl, .tri) only")
+        try:
+            refuse_overwrite(self.args.output_file, self.args.force)
+        except TdslError as e:
+            raise InputError(e.message) from None
         self.stamped: set[FileLineColLoc] = set()
         name = self.get_input_name()
         chunks, extension = self.prepare_input()
@@ -253,6 +258,8 @@ def write_output(text: str, path: str | None) -> None:
 
 def render(e: BaseException, input_name: str) -> str:
     """The one diagnostic printed for a user error."""
+    if isinstance(e, InputError) and e.loc is None:  # about the command line, not the input's text
+        return f"tdsl-opt: {e.render()}"
     if isinstance(e, TdslError):
         return e.render() if e.loc is not None else f"{input_name}: {e.render()}"
     if isinstance(e, ParseError):

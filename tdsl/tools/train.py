@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tdsl.tools.common import command_main, params_from
+from tdsl.tools.common import command_main, params_from, refuse_overwrite
 
 # argparse dest -> TrainConfig field, for options whose default is "not given"
 CONFIG_ARGS = {
@@ -69,7 +69,9 @@ def add_parser(sub: Any) -> None:
                    help="on NaN/Inf or exploding/vanishing gradients: stop (default), warn, or ignore")
     g.add_argument("--device", help="auto (default), cpu or cuda")
     o = p.add_argument_group("output")
-    o.add_argument("--out", help="output folder (default: runs/<model>)")
+    o.add_argument("--out", help="output folder (default: runs/<model>); an existing non-empty one needs "
+                              "--resume or --force")
+    o.add_argument("--force", action="store_true", help="train into an existing output folder, replacing its files")
     o.add_argument("--resume", metavar="CKPT",
                    help="checkpoint folder, or a checkpoints folder (its latest), to continue from")
     o.add_argument("--keep-last", type=int, help="checkpoints to keep (default 3; 0 keeps all)")
@@ -95,6 +97,9 @@ def build_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path("runs") / Path(args.model).stem
+    if not args.resume and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
+        refuse_overwrite(out, args.force, "--out")  # a second run would mix its checkpoints with the first's
     import torch
 
     from tdsl.api import compile as compile_
@@ -109,7 +114,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = build_config(args, saved)
         model = compile_(args.model, params=params_from(args))
         data = fit_dataset(model, args.dataset, input_dims(model))
-        out = Path(args.out) if args.out else Path("runs") / Path(args.model).stem
         if args.recipe:
             from tdsl.train.recipes import prepare
 

@@ -48,6 +48,24 @@ def test_hf_publish_then_fetch(lenet_package: Any, hub: Any, tmp_path: Path, tre
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lenet"]
 
 
+
+def test_fetch_into_an_existing_package_needs_force(lenet_package: Any, hub: Any, tmp_path: Path, tree: Any,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["publish", "hf", "me/lenet", str(lenet_package.path), "--token", fake_hub.TOKEN,
+                 "--endpoint", hub.url]) == 0
+    fetch = ["fetch", "hf", "me/lenet", "-o", str(tmp_path / "out"), "--endpoint", hub.url]
+    assert main(fetch) == 0
+    target = tmp_path / "out" / "lenet"
+    (target / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(fetch) == 1
+    err = capsys.readouterr().err
+    assert f"{target} already exists; pass --force to replace it" in err and "Traceback" not in err
+    assert (target / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lenet"]  # no staging folder left
+    assert main([*fetch, "--force"]) == 0
+    assert not (target / "notes.txt").exists()
+
 @pytest.mark.parametrize("argv, message", [
     (["publish", "github", "acme/models", "{missing}", "--tag", "v1"], "not a folder"),
     (["publish", "github", "not-a-repo", "{package}", "--tag", "v1", "--token", "t"], "not a GitHub repository name"),
