@@ -7,9 +7,11 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from tdsl.errors import TdslError, missing_dependency
+from tdsl.errors import TdslError, did_you_mean, missing_dependency
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -43,9 +45,75 @@ def refuse_overwrite(path: str | os.PathLike[str] | None, force: bool, flag: str
     raise TdslError(f"{flag} {path}: the {kind} already exists; pass --force to replace it")
 
 
+MODEL_HELP = ("a zoo model name (see `tdsl models`), a .tdsl / .tri file, a saved package folder "
+              "(one holding config.json), or - for DSL text on stdin")
+
+
+def add_model_arg(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
+    """The model positional and `--source TEXT`, its alternative for DSL text on the command line."""
+    p.add_argument("model", nargs="?", help=help)
+    p.add_argument("--source", metavar="TEXT", help="the DSL program itself, instead of MODEL")
+
+
+@dataclass(frozen=True)
+class ModelArg:
+    """What the model argument named: `value` is what the API takes (a zoo name, a file path,
+    DSL text, or a package folder when `package`); `name` names the model for output folders."""
+
+    value: str
+    name: str
+    package: bool = False
+
+
+def resolve_model(args: argparse.Namespace, what: str = "model") -> ModelArg:
+    """The model of `args.model` / `args.source`, by rules a user can predict: a folder with
+    config.json is a package; a path ending in .tdsl/.tri is a file that must exist; `-` is DSL
+    text on stdin; a zoo name is a zoo model; anything else is an error (it used to be parsed
+    as DSL text, so a mistyped path came back as an 'unknown name' in line 1)."""
+    from tdsl.models import is_zoo_name, list_models
+    from tdsl.package import CONFIG_FILE
+
+    arg, source = getattr(args, "model", None), getattr(args, "source", None)
+    if source is not None:
+        if arg is not None:
+            raise TdslError(f"give the {what} either as MODEL ('{arg}') or as --source TEXT, not both")
+        return ModelArg(source, "source")
+    if arg is None:
+        raise TdslError(f"no {what} given: name a zoo model, a .tdsl / .tri file or a package folder, "
+                        "or pass DSL text with --source TEXT or on stdin as -")
+    if arg == "-":
+        return ModelArg(sys.stdin.read(), "stdin")
+    path = Path(arg)
+    if path.is_dir():
+        if (path / CONFIG_FILE).is_file():
+            return ModelArg(str(path), path.resolve().name, package=True)
+        raise TdslError(f"{arg}: a folder without {CONFIG_FILE}, so not a tdsl package "
+                        "(no such file or package)")
+    if arg.endswith((".tdsl", ".tri")):
+        if not path.is_file():
+            raise TdslError(f"{arg}: no such file")
+        return ModelArg(arg, path.stem)
+    if is_zoo_name(arg):
+        return ModelArg(arg, arg)
+    if path.exists():
+        raise TdslError(f"{arg}: not a .tdsl / .tri file or a package folder (DSL source files end in "
+                        ".tdsl or .tri; DSL text goes in --source TEXT or on stdin as -)")
+    hint = did_you_mean(arg, list_models()) if not any(c in arg for c in "/\\.") else ""
+    raise TdslError(f"{arg}: no such file or package, and not a zoo model name{hint} (zoo: "
+                    f"{', '.join(list_models())}; DSL text goes in --source TEXT or on stdin as -)")
+
+
+def no_package(model: ModelArg, command: str) -> ModelArg:
+    """Refuse a package where `command` needs a program to build, saying what to do instead."""
+    if model.package:
+        raise TdslError(f"{model.value} is a saved package (already frozen): `tdsl {command}` takes a zoo name, "
+                        "a .tdsl / .tri file or --source; `tdsl export` and `tdsl run` take packages")
+    return model
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model to compile and how: `tdsl compile` and `tdsl run`."""
-    p.add_argument("model", help="a zoo model name (see `tdsl models`), or a .tdsl / .tri file")
+    add_model_arg(p)
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="a parameter of the entry layer (repeatable), e.g. --param num_classes=10")
     p.add_argument("--entry", help="the layer to build (default: the last one in the file)")
@@ -61,18 +129,33 @@ def add_remote_args(p: argparse.ArgumentParser, token_env: str, url_flag: str, u
     p.add_argument(url_flag, dest="url", help=url_help)
 
 
-def compile_model(args: argparse.Namespace) -> Any:
+def compile_model(args: argparse.Namespace, model: ModelArg | None = None) -> Any:
     """`tdsl.compile` of the model `add_model_args` describes, printing the IR after every
-    pass with --print-ir-after-all."""
+    pass with --print-ir-after-all. A package gives its stored program, as `tdsl.load` builds
+    it (--param, --entry and --pipeline are the package's own then)."""
     from tdsl.api import compile as compile_
     from tdsl.api import print_ir
+
+    model = model or resolve_model(args)
+    if model.package:
+        if args.param or args.entry or args.pipeline:
+            raise TdslError(f"{model.value} is a package: its parameters, entry and pipeline are stored in it "
+                            "(--param, --entry and --pipeline apply to models)")
+        from tdsl.package import load
+
+        compiled = load(model.value).compiled
+        if args.print_ir_after_all:
+            for name, text in compiled.stages:
+                print(f"// -----// IR after {name} //----- //")
+                print(text)
+        return compiled
 
     def show(name: str, module: Any) -> None:
         if args.print_ir_after_all:
             print(f"// -----// IR after {name} //----- //")
             print(print_ir(module))
 
-    return compile_(args.model, entry=args.entry, params=params_from(args),
+    return compile_(model.value, entry=args.entry, params=params_from(args),
                     pipeline=args.pipeline, after_pass=show)
 
 

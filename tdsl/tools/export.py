@@ -17,7 +17,7 @@ from typing import Any
 
 from tdsl.errors import TdslError
 from tdsl.package.export import FORMATS
-from tdsl.tools.common import add_force_arg, command_main, params_from, refuse_overwrite
+from tdsl.tools.common import add_force_arg, add_model_arg, command_main, params_from, refuse_overwrite, resolve_model
 
 PRECISION_HELP = "fp32, fp16, int8, ternary, mixed, or a per-layer policy such as 'conv1=fp16 layer4.*=int8'"
 
@@ -25,7 +25,7 @@ PRECISION_HELP = "fp32, fp16, int8, ternary, mixed, or a per-layer policy such a
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export a model or package (package, torch-export, torchscript, onnx) "
                                       "and verify it against the torch backend")
-    p.add_argument("model", help="a zoo model name (see `tdsl models`), a .tdsl / .tri file, or a saved package folder")
+    add_model_arg(p)
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("-o", "--output", required=True, help="the file (or package folder) to write")
     p.add_argument("--precision", default="fp32", metavar="PRECISION", help=PRECISION_HELP + " (default fp32)")
@@ -46,17 +46,19 @@ def add_parser(sub: Any) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from tdsl.package.export import fp32_size, is_package, quantize_model, size_of, verify_export, write_export
+    from tdsl.package.export import fp32_size, quantize_model, size_of, verify_export, write_export
 
     refuse_overwrite(args.output, args.force)
+    target = resolve_model(args)
+    args.model = target.value
     params = params_from(args)
-    steps = ["load" if is_package(args.model) else f"quantize ({args.precision})", f"write {args.format}",
+    steps = ["load" if target.package else f"quantize ({args.precision})", f"write {args.format}",
              "fp32 baseline"] + ([] if args.no_verify else ["verify"])
     bar = tqdm(steps, desc="export", unit="step", file=sys.stderr, disable=None, leave=False)
     step = iter(bar)
     next(step)
     bar.set_postfix_str(steps[0])
-    if is_package(args.model):
+    if target.package:
         if params or args.precision != "fp32" or args.weights:
             raise TdslError(f"{args.model} is a package: --precision, --param and --weights apply to models, "
                             "not to a saved package")

@@ -9,12 +9,12 @@ from typing import Any
 
 from tdsl.errors import TdslError
 from tdsl.package.files import write_atomic
-from tdsl.tools.common import add_force_arg, command_main, params_from, refuse_overwrite
+from tdsl.tools.common import add_force_arg, add_model_arg, command_main, no_package, params_from, refuse_overwrite, resolve_model
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("quantize", help="quantise a model (fp32, fp16, int8, ternary, mixed) and report its memory")
-    p.add_argument("model", help="a zoo model name (see `tdsl models`), or a .tdsl / .tri file")
+    add_model_arg(p, "a zoo model name (see `tdsl models`), a .tdsl / .tri file, or - for DSL text on stdin")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="a parameter of the entry layer (repeatable), e.g. --param num_classes=10")
     p.add_argument("--entry", help="the layer to build (default: the last one in the file)")
@@ -47,6 +47,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     refuse_overwrite(args.output, args.force)
     refuse_overwrite(args.report, args.force, "--report")
+    args.model = no_package(resolve_model(args), "quantize").value
     if args.output and not args.output.endswith(".safetensors"):
         raise TdslError(f"--output must be a .safetensors file, got '{args.output}'")
     params = params_from(args)

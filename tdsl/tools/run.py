@@ -7,11 +7,12 @@ import time
 from typing import Any
 
 from tdsl.errors import TdslError
-from tdsl.tools.common import add_model_args, command_main, compile_model
+from tdsl.tools.common import add_model_args, command_main, compile_model, resolve_model
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("run", help="compile a model, build it in PyTorch and run one forward pass")
+    p = sub.add_parser("run", help="compile a model (or load a package), build it in PyTorch and run one "
+                                   "forward pass")
     add_model_args(p)
     p.add_argument("--batch", type=int, default=2, help="batch size for the dynamic batch dim")
     p.add_argument("--input-shape", help="full input shape, e.g. 1,3,32,32")
@@ -52,9 +53,15 @@ def input_dtype(model: Any) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    model = compile_model(args)
+    target = resolve_model(args)
+    model = compile_model(args, target)
     t0 = time.perf_counter()
-    net = model.to_torch().eval()
+    if target.package:  # its stored weights, not a fresh initialisation
+        from tdsl.package import load
+
+        net = load(target.value).to_torch().eval()
+    else:
+        net = model.to_torch().eval()
     n_params = sum(p.numel() for p in net.parameters())
     from tdsl.dialects.tdsl import entry_layer
 

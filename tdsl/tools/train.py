@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tdsl.tools.common import command_main, params_from, refuse_overwrite
+from tdsl.tools.common import add_model_arg, command_main, no_package, params_from, refuse_overwrite, resolve_model
 
 # argparse dest -> TrainConfig field, for options whose default is "not given"
 CONFIG_ARGS = {
@@ -30,7 +30,7 @@ DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model (digits, .npz, x.npy/y.npy folder or image folder)")
-    p.add_argument("model", help="a zoo model name (see `tdsl models`), or a .tdsl / .tri file")
+    add_model_arg(p, "a zoo model name (see `tdsl models`), a .tdsl / .tri file, or - for DSL text on stdin")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="a parameter of the entry layer (repeatable), e.g. --param image_size=8")
     p.add_argument("--dataset", default="digits",
@@ -97,7 +97,9 @@ def build_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path("runs") / Path(args.model).stem
+    target = no_package(resolve_model(args), "train")
+    args.model = target.value
+    out = Path(args.out) if args.out else Path("runs") / target.name
     if not args.resume and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
         refuse_overwrite(out, args.force, "--out")  # a second run would mix its checkpoints with the first's
     import torch
