@@ -12,7 +12,9 @@ Which weight gets which precision (docs/TERNARY.md): `override` (`"conv1.weight=
 layer4.*=int8"`, fnmatch on weight paths, first match wins), then DSL annotations, then
 the policy. For `precision="ternary"` the policy is the `ternarize` pass's: `default`
 keeps the first conv/linear and the last linear at fp16, `all` makes every weight
-ternary, `none` only what overrides and annotations say. `precision="mixed"` is ternary
+ternary, `none` only what overrides and annotations say, `b158` BitNet b1.58's recipe
+(every linear ternary with the absmean rule per tensor but the LM head, int8 activations
+per token; `threshold` and `per_channel` do not apply). `precision="mixed"` is ternary
 with the default policy keeping the first and last layers at int8 instead of fp16 (and
 the overrides on top). For fp32 / fp16 / int8 every weight gets that precision except
 where an override or annotation says otherwise; a `=ternary` override turns the
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from tdsl.backends.torch.freeze import FrozenModel
 
 PRECISIONS = ("fp32", "fp16", "int8", "ternary", "mixed")
-POLICIES = ("default", "all", "none")
+POLICIES = ("default", "all", "none", "b158")
 THRESHOLDS = ("twn", "absmean", "fixed=<delta>", "sparsity=<fraction>")
 PIPELINE_ALL = ("fp32", "fp16", "int8", "ternary", "mixed")
 """The stages `tdsl quantize --pipeline-all` runs, in order."""
@@ -91,6 +93,8 @@ def pipeline_for(precision: str = "ternary", *, policy: str = "default", overrid
     opts = [threshold_options(threshold), f"per-channel={'true' if per_channel else 'false'}"]
     if precision == "mixed":
         opts += ["policy=default", "keep=int8"]
+    elif precision == "ternary" and policy == "b158":  # the recipe fixes the threshold rule
+        opts = ["policy=b158"]
     elif precision == "ternary":
         opts.append(f"policy={policy}")
     else:

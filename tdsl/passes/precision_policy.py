@@ -34,7 +34,7 @@ from tdsl.errors import PassError, SourceLoc
 from tdsl.passes.instances import child_path, clone_layer
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "ternary")
-POLICIES: tuple[str, ...] = ("default", "all", "none")
+POLICIES: tuple[str, ...] = ("default", "all", "none", "b158")
 
 WeightOp = Conv2dOp | LinearOp | TernaryMatmulOp | MatmulOp
 
@@ -154,6 +154,8 @@ def resolve(
                 chosen = "ternary"
             elif policy == "default":
                 chosen = keep if site.path in (first, last_linear) else "ternary"
+            elif policy == "b158":  # BitNet b1.58: every projection ternary but the LM head
+                chosen = keep if site.path == last_linear else "ternary"
         out[site.path] = chosen
     return out
 

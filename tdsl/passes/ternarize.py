@@ -51,7 +51,13 @@ class Quantiser:
         })
 
 
-def ternarize_op(op: WeightOp, read: GetParamOp, q: Quantiser) -> None:
+ACT_QUANT = "act_quant"
+"""The attribute `policy=b158` sets on each ternary linear: its input is quantised per token."""
+TOKEN_INT8 = "int8_token"
+"""Per-token absmax int8 (x ~ amax/127 * round(x * 127/amax)), BitNet b1.58's activations."""
+
+
+def ternarize_op(op: WeightOp, read: GetParamOp, q: Quantiser, act_quant: str | None = None) -> None:
     """Rewrite one weight-bearing op to read alpha * T; new ops take `op`'s location.
 
     conv2d/linear/ternary_matmul become `tern.quantize` + `tern.conv2d`/`tern.linear`; a
@@ -76,13 +82,17 @@ def ternarize_op(op: WeightOp, read: GetParamOp, q: Quantiser) -> None:
         new = TernLinearOp(op.input, quant.trits, quant.scale, bias, result_type=op.output.type)
     new.location = op.location
     new.attributes.update(op.attributes)
+    if act_quant is not None and isinstance(new, TernLinearOp):
+        new.attributes[ACT_QUANT] = StringAttr(act_quant)
     Rewriter.replace_op(op, new)
 
 
 def apply_precisions(
     module: ModuleOp, assignment: dict[str, dict[str, str | None]], quantiser: Quantiser | None,
+    act_quant: str | None = None,
 ) -> None:
-    """Record each param's precision; with a quantiser, rewrite the ternary ones to `tern` ops."""
+    """Record each param's precision; with a quantiser, rewrite the ternary ones to `tern` ops
+    (ternary linears marked with `act_quant` when given)."""
     layers = module_layers(module)
     for sym, params in assignment.items():
         layer: LayerOp = layers[sym]
@@ -100,7 +110,7 @@ def apply_precisions(
                 continue
             if isinstance(op, TernaryMatmulOp) and not _is_float(read):
                 continue  # already trits: nothing to quantise
-            ternarize_op(op, read, quantiser)
+            ternarize_op(op, read, quantiser, act_quant)
 
 
 def _is_float(read: GetParamOp) -> bool:
@@ -116,7 +126,11 @@ class TernarizePass(ModulePass):
     `layer1.0.conv1.weight`, first match wins), else the param's DSL annotation, else
     `policy`: `default` keeps the first conv/linear and the last linear (execution order)
     at `keep` and makes every other one ternary, `all` makes every one ternary, `none`
-    none. The precision is recorded as `precision` on the `tdsl.param`; a ternary param
+    none. `b158` is BitNet b1.58's recipe (Ma et al. 2024): every weight ternary but the
+    last linear (the LM head, kept at `keep`; embeddings are not weight-bearing ops and stay
+    float), absmean threshold per tensor (it fixes `threshold` and `per-channel`), and each
+    ternary linear marked `act_quant = "int8_token"`: its input is quantised to int8 per
+    token (absmax) in training and in the frozen model, as the Numba runtime's int8 path does. The precision is recorded as `precision` on the `tdsl.param`; a ternary param
     also gets `quant = {threshold, delta, sparsity, per_channel}`, and its conv2d / linear
     becomes `tern.quantize` (latent weight -> trits, scale) + `tern.conv2d` / `tern.linear`.
     Layers shared by instances that need different precisions are cloned (`Name_N`).
@@ -156,5 +170,7 @@ class TernarizePass(ModulePass):
         sites = collect_sites(op, entry, self.name)
         precisions = resolve(sites, overrides, self.policy, self.keep)
         assignment = specialise(op, entry, precisions)
-        quantiser = Quantiser(self.threshold, float(self.delta), float(self.sparsity), self.per_channel)
-        apply_precisions(op, assignment, quantiser)
+        b158 = self.policy == "b158"
+        quantiser = Quantiser("absmean" if b158 else self.threshold, float(self.delta), float(self.sparsity),
+                              False if b158 else self.per_channel)
+        apply_precisions(op, assignment, quantiser, TOKEN_INT8 if b158 else None)

@@ -48,6 +48,13 @@ HEALTH_MODES = ("raise", "warn", "off")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def correct_count(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Samples classified right (argmax over dim 1); a sample with several positions (a
+    sequence: logits [N, C, T], targets [N, T]) counts the fraction of its positions right."""
+    hits = (output.argmax(dim=1) == target).float()
+    return hits.reshape(len(target), -1).mean(dim=1).sum()
+
+
 def cross_entropy_sum(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The default loss: cross-entropy summed over the batch (the trainer divides)."""
     return F.cross_entropy(output.float(), target, reduction="sum")
@@ -253,7 +260,7 @@ class Trainer:
 
     # ----- one step -----------------------------------------------------------------------
 
-    def train_step(self, batch: torch.Tensor) -> tuple[float, float, int, float]:
+    def train_step(self, batch: torch.Tensor) -> tuple[float, float, float, int]:
         """One update on a global batch of indices: (global mean loss, grad norm, correct, n)."""
         c = self.config
         local = D.shard(batch, self.dist)
@@ -270,10 +277,9 @@ class Trainer:
         loss = loss_sum * (self.dist.world_size / len(batch))
         if c.ternary_reg > 0:
             loss = loss + c.ternary_reg * ternary_l2(self.model)
-        stats = torch.stack([loss_sum.detach().float(),
-                             (out.detach().argmax(dim=1) == yb).sum().float()])
+        stats = torch.stack([loss_sum.detach().float(), correct_count(out.detach(), yb)])
         stats = D.all_reduce_sum(stats, self.dist)
-        mean_loss, correct = stats[0].item() / len(batch), int(stats[1].item())
+        mean_loss, correct = stats[0].item() / len(batch), stats[1].item()
 
         if c.health != "off" and not math.isfinite(mean_loss):
             with torch.random.fork_rng(devices=[]):
@@ -320,14 +326,14 @@ class Trainer:
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """(mean loss, accuracy) of the model in eval mode; every rank evaluates all of it."""
         self.model.eval()
-        total, correct = 0.0, 0
+        total, correct = 0.0, 0.0
         for i in range(0, len(x), self.config.eval_batch_size):
             xb = x[i:i + self.config.eval_batch_size].to(self.device)
             yb = y[i:i + self.config.eval_batch_size].to(self.device)
             with self._autocast():
                 out = self.model(xb)
             total += float(self.loss_fn(out, yb))
-            correct += int((out.argmax(dim=1) == yb).sum())
+            correct += float(correct_count(out, yb))
         return total / len(x), correct / len(x)
 
     # ----- the loop -----------------------------------------------------------------------

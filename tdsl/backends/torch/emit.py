@@ -746,7 +746,7 @@ class _ForwardEmitter:
     def tern_linear(self, op: tern.TernLinearOp) -> str:
         x = self[op.input]
         bias = f", {self[op.bias]}" if op.bias is not None else ""
-        return f"F.linear({x}, {self.ternary_weight(op.weight, op.scale, x)}{bias})"
+        return f"F.linear({_act_quant(op, x)}, {self.ternary_weight(op.weight, op.scale, x)}{bias})"
 
     def tern_conv2d(self, op: tern.TernConv2dOp) -> str:
         x = self[op.input]
@@ -766,7 +766,7 @@ class _ForwardEmitter:
     def packed_linear(self, op: tern.PackedLinearOp) -> str:
         x = self[op.input]
         bias = f", {self[op.bias]}" if op.bias is not None else ""
-        return f"F.linear({x}, {self.packed_weight(op, x)}{bias})"
+        return f"F.linear({_act_quant(op, x)}, {self.packed_weight(op, x)}{bias})"
 
     def packed_conv2d(self, op: tern.PackedConv2dOp) -> str:
         x = self[op.input]
@@ -824,6 +824,17 @@ def _conv_geometry(op: Operation) -> str:
 
 def _pair(attr: DenseArrayBase) -> str:
     return _literal(tuple(int(v) for v in attr.get_values()))
+
+
+def _act_quant(op: Operation, x: str) -> str:
+    """`x`, fake-quantised per token when the ternarize policy marked the op (`policy=b158`)."""
+    mark = op.attributes.get("act_quant")
+    if mark is None:
+        return x
+    if not isinstance(mark, StringAttr) or mark.data != "int8_token":
+        raise TdslError(f"'{_op_name(op)}': unknown act_quant {mark}; the torch backend knows \"int8_token\"",
+                        loc_of(op))
+    return f"_rt.int8_tokens({x})"
 
 
 def _unary(fn: str) -> Callable[[_ForwardEmitter, t.UnaryOp], str]:

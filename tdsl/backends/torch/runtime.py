@@ -9,7 +9,7 @@ from collections.abc import Hashable, Mapping
 
 import torch
 
-from tdsl.backends.torch.sequence import attention, positions, relu2, rope  # noqa: F401 - called as _rt.*
+from tdsl.backends.torch.sequence import attention, int8_tokens, positions, relu2, rope  # noqa: F401 - as _rt.*
 from tdsl.errors import TdslError
 
 

@@ -54,3 +54,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, kv_
                 <= torch.arange(t, device=q.device)[:, None] + (s - t))
     out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
     return out.transpose(1, 2).reshape(n, t, features)
+
+
+def int8_tokens(x: torch.Tensor) -> torch.Tensor:
+    """x fake-quantised to int8 per token (the last dim), absmax scale: amax/127 *
+    rint(x * 127/amax), as the Numba runtime's int8 kernels quantise (`runtime.quant_act`);
+    an all-zero token stays zero. The gradient passes straight through (BitNet's STE)."""
+    amax = x.detach().abs().amax(dim=-1, keepdim=True).to(torch.float32)
+    safe = torch.where(amax > 0, amax, torch.ones_like(amax))
+    inv = torch.where(amax > 0, 127.0 / safe, torch.zeros_like(amax))
+    q = torch.clamp(torch.round(x.detach().to(torch.float32) * inv), -127.0, 127.0) * (amax / 127.0)
+    return x + (q.to(x.dtype) - x).detach()
