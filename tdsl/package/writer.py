@@ -182,7 +182,8 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
             expected[k].dtype, expected[k].shape))
         raise TdslError(f"save: the torch module's state dict does not match the program's declarations "
                         f"(first difference: {differ[0]}); the package could not be loaded back")
-    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in state.items()}
+    # np.ascontiguousarray makes a 0-d array 1-d: a per-tensor scale () would load as (1,)
+    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()).reshape(tuple(v.shape)) for k, v in state.items()}
     compiled = frozen.compiled
     config: dict[str, Any] = {
         "format": PACKAGE_FORMAT,
