@@ -1,0 +1,194 @@
+"""Token generation on the Numba runtime: `prefill` and `decode_step` with a key/value cache,
+greedy and sampled decoding, on a deployed decoder's plan (packed weights, no torch).
+
+The plan is the whole-sequence forward (ids [N, T] -> logits [N, T, vocab]). `Generator`
+runs its steps itself: every step as `DeployedModel` runs it, except the ones that depend on
+a token's position or on earlier tokens: `tdsl.rope` and `tdsl.positions` get the position
+offset, and each causal `tdsl.attention` appends its keys and values to the cache
+(`tdsl.runtime.kv_cache`) and attends over all of them (`tdsl.runtime.attention`, the same
+numpy code the composite reference runs, so a decode step computes what the full forward
+computes for that token). Every other step must work token by token; a plan with a step
+that mixes positions (a transpose, a non-causal attention, a matmul between activations)
+is refused at construction, at that op's location.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tdsl.backends.numba.executor import CPU_RUNNERS, DeployedModel, _Bound, _Ctx, _single_threaded_blas
+from tdsl.backends.numba.executor import operands_in_order
+from tdsl.backends.numba.plan import Kernel, Step
+from tdsl.dialects import tdsl as t
+from tdsl.errors import TdslError
+from tdsl.runtime import attention as A
+from tdsl.runtime.cpu_features import kernel_path
+from tdsl.runtime.kv_cache import KVCache
+
+_TOKENWISE_KERNELS = frozenset({Kernel.LINEAR_TERNARY, Kernel.LINEAR_FLOAT, Kernel.LINEAR_INT8,
+                                Kernel.ACTIVATION, Kernel.BINARY})
+"""Kernels that compute each token from that token alone."""
+_TOKENWISE_COMPOSITES = (t.RmsNormOp, t.LayerNormOp, t.EmbeddingOp)
+
+
+@dataclass
+class Generation:
+    """What `Generator.generate` returns: the new token ids and how fast they came."""
+
+    tokens: list[list[int]]
+    """Per sequence of the batch, the generated ids (the prompt not included)."""
+    prompt_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        return self.prompt_tokens * len(self.tokens) / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Generated tokens after the first (which prefill gives) per second of decode steps."""
+        steps = max(len(self.tokens[0]) - 1, 0) * len(self.tokens)
+        return steps / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+
+class Generator:
+    """Prefill and decode on one deployed decoder; one cache, so one sequence batch at a time."""
+
+    def __init__(self, model: DeployedModel, capacity: int = 256):
+        if model.device != "cpu":
+            raise TdslError("generation runs on the CPU runtime; deploy the model with device='cpu'")
+        plan = model.plan
+        if len(plan.inputs) != 1 or len(plan.outputs) != 1:
+            raise TdslError(f"@{plan.entry} must take token ids and return logits to generate, but it takes "
+                            f"{len(plan.inputs)} input(s) and returns {len(plan.outputs)} value(s)")
+        self.model = model
+        self.plan = plan
+        self.handlers: dict[int, Callable[[Step, list[np.ndarray], np.ndarray], None]] = {}
+        attention_steps = 0
+        for step in plan.steps:
+            if step.is_view or step.kind in _TOKENWISE_KERNELS:
+                continue
+            op = step.op
+            if step.kind is Kernel.REFERENCE and isinstance(op, t.AttentionOp) and op.is_causal:
+                self.handlers[id(step)] = self._attention_handler(attention_steps)
+                attention_steps += 1
+            elif step.kind is Kernel.REFERENCE and isinstance(op, t.RotaryOp):
+                self.handlers[id(step)] = self._rope
+            elif step.kind is Kernel.REFERENCE and isinstance(op, t.PositionsOp):
+                self.handlers[id(step)] = self._positions
+            elif not (step.kind is Kernel.REFERENCE and isinstance(op, _TOKENWISE_COMPOSITES)):
+                raise step.error("cannot decode token by token with a key/value cache: this step "
+                                 f"({step.kind}) is not computed from each token alone")
+        if attention_steps == 0:
+            raise TdslError(f"@{plan.entry} has no causal attention: it is not a decoder to generate from")
+        self.cache = KVCache(attention_steps, capacity)
+        self.offset = 0
+        """The position of the next token fed (the cache's length)."""
+        self._bound: dict[tuple, _Bound] = {}
+
+    # -- the position-dependent steps
+
+    def _rope(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
+        (x,) = operands_in_order(step, ins)
+        op = step.op
+        y[...] = A.rope(x, op.heads.value.data, op.base.value.data, self.offset)
+
+    def _positions(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
+        (ids,) = operands_in_order(step, ins)
+        y[...] = np.arange(self.offset, self.offset + ids.shape[-1], dtype=np.int32)
+
+    def _attention_handler(self, layer: int) -> Callable[[Step, list[np.ndarray], np.ndarray], None]:
+        def run(step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
+            q, k, v = operands_in_order(step, ins)
+            keys, values = self.cache.append(layer, self.offset, k, v)
+            op = step.op
+            y[...] = A.attention(q, keys, values, op.heads.value.data, op.kv_heads.value.data, True)
+        return run
+
+    # -- running the plan
+
+    def _forward(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.ascontiguousarray(ids)
+        if ids.ndim != 2 or ids.dtype.kind not in "iu":
+            raise TdslError(f"token ids must be an integer array [batch, tokens], got {ids.dtype} {ids.shape}")
+        plan, key = self.plan, (ids.shape,)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = _Bound(plan, plan.schedule(key))
+        views = bound.views
+        np.copyto(views[plan.inputs[0]], ids, casting="unsafe")
+        ctx = _Ctx(plan.act_quant, kernel_path(self.model.path), bound.workspace, self.model._panels)
+        with _single_threaded_blas(self.model._uses_blas):
+            for step in plan.steps:
+                if step.is_view:
+                    continue
+                ins, y = [views[v] for v in step.inputs], views[step.output]
+                handler = self.handlers.get(id(step))
+                if handler is not None:
+                    handler(step, ins, y)
+                else:
+                    CPU_RUNNERS[step.kind](step, ins, y, ctx)
+        self.offset += ids.shape[1]
+        self.cache.length = self.offset
+        return np.array(views[plan.outputs[0]])
+
+    def prefill(self, ids: np.ndarray) -> np.ndarray:
+        """Start a sequence: the logits [N, T, vocab] of prompt `ids` [N, T]; fills the cache."""
+        self.cache.reset()
+        self.offset = 0
+        return self._forward(ids)
+
+    def decode_step(self, ids: np.ndarray) -> np.ndarray:
+        """The logits [N, 1, vocab] of the next token `ids` [N, 1], attending over the cache."""
+        if self.offset == 0:
+            raise TdslError("decode_step before prefill: start a sequence with prefill(prompt)")
+        if np.ndim(ids) != 2 or np.shape(ids)[1] != 1:
+            raise TdslError(f"decode_step takes one token per sequence, ids [N, 1], got shape {np.shape(ids)}")
+        return self._forward(ids)
+
+    def generate(self, prompt: Sequence[Sequence[int]] | np.ndarray, max_new_tokens: int, *,
+                 temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
+                 stop: int | None = None) -> Generation:
+        """Continue each prompt by `max_new_tokens` ids: greedy when `temperature` is 0, else
+        sampled from softmax(logits / temperature), among the `top_k` likeliest if given.
+        `stop`: an id that ends the generation when every sequence has produced it."""
+        ids = np.asarray(prompt, dtype=np.int32)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise TdslError(f"the prompt must be token ids [batch, tokens] with at least one token, got {ids.shape}")
+        if max_new_tokens < 1:
+            raise TdslError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if temperature < 0 or (top_k is not None and top_k < 1):
+            raise TdslError(f"temperature must be >= 0 and top_k >= 1, got {temperature} and {top_k}")
+        rng = np.random.default_rng(seed)
+        start = time.perf_counter()
+        logits = self.prefill(ids)[:, -1]
+        prefill_seconds = time.perf_counter() - start
+        out: list[list[int]] = [[] for _ in range(len(ids))]
+        start = time.perf_counter()
+        for i in range(max_new_tokens):
+            nxt = _choose(logits, temperature, top_k, rng)
+            for row, token in zip(out, nxt):
+                row.append(int(token))
+            if (stop is not None and all(stop in row for row in out)) or i == max_new_tokens - 1:
+                break
+            logits = self.decode_step(nxt[:, None].astype(np.int32))[:, -1]
+        return Generation(out, int(ids.shape[1]), prefill_seconds, time.perf_counter() - start)
+
+
+def _choose(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator) -> np.ndarray:
+    """The next id per row of logits [N, vocab]."""
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    z = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
+        z = np.where(z >= kth, z, -np.inf)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    return np.array([rng.choice(len(row), p=row) for row in p])
