@@ -41,7 +41,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import (MiB, emit_child_result, machine_info, markdown_table, meminfo_bytes, rel_err,
+from common import (DISTURBED, MiB, Progress, emit_child_result, footnotes, is_disturbed,
+                    machine_info, markdown_table, meminfo_bytes, memory_budget, ms_cell, rel_err, roof_cell,
                     run_child, time_calls, write_json, write_text_atomic)
 
 SCRIPT = Path(__file__).resolve()
@@ -58,7 +59,6 @@ COLD_FACTOR = 4          # cold sets hold at least this many L3s of the format
 DISTINCT_LAYERS = 4      # distinct weight matrices behind a cold set
 WARMUP_CALLS = 5
 MAX_REL_ERR = 0.1
-NOISY = 1.5              # p90 / p10 above this marks a measurement "~" (disturbed)
 
 # (path, batch, regime or None for both, (K, N) or None for every shape, metric, threshold).
 # Metrics: "x_fp32"/"x_int8" = torch time / tdsl time; "roof" = effective weight GB/s divided
@@ -264,9 +264,11 @@ def derive_rows(measurements: list[dict[str, Any]], roofline_gb_s: float) -> lis
         row = {"shape": m["shape"], "batch": m["batch"], "regime": m["regime"], "path": path,
                "ms": m["median_ms"], "p10_ms": m["p10_ms"], "p90_ms": m["p90_ms"],
                "gb_s": gb_s, "roof": gb_s / roofline_gb_s if roofline_gb_s else float("nan"),
-               "rel_err_ref": m["rel_err_ref"], "rel_err_torch_fp32": m.get("rel_err_torch_fp32")}
+               "rel_err_ref": m["rel_err_ref"], "rel_err_torch_fp32": m.get("rel_err_torch_fp32"),
+               "disturbed": {"tdsl": is_disturbed(m)}}
         for lib in TORCH_LIBS:
             base = index.get((key[0], lib, key[1], key[2]))
+            row["disturbed"][lib] = base is not None and is_disturbed(base)
             row[f"{lib}_ms"] = base["median_ms"] if base else None
             row[f"x_{lib.removeprefix('torch-')}"] = (base["median_ms"] / m["median_ms"]
                                                       if base else None)
@@ -297,14 +299,25 @@ ROW_HEADER = ["K x N", "B", "regime", "path", "tdsl ms", "fp32 ms", "bf16 ms", "
 
 
 def rows_table(rows: list[dict[str, Any]]) -> str:
+    """One line per tdsl row; `~` and `^` as explained by `common.FOOTNOTES`."""
     lines = []
     for r in rows:
+        flags = r.get("disturbed", {})
+
+        def ratio(lib: str, spec: str) -> str:
+            value = r[f"x_{lib.removeprefix('torch-')}"]
+            mark = DISTURBED if value is not None and (flags.get("tdsl") or flags.get(lib)) else ""
+            return _num(value, spec) + mark
+
+        def torch_ms(lib: str) -> str:
+            return _num(r[f"{lib}_ms"], ".3f") + (DISTURBED if flags.get(lib) else "")
+
         lines.append([
             r["shape"], str(r["batch"]), r["regime"], r["path"],
-            _num(r["ms"], ".3f") + ("~" if r["p90_ms"] > NOISY * r["p10_ms"] else ""),
-            _num(r["torch-fp32_ms"], ".3f"), _num(r["torch-bf16_ms"], ".3f"),
-            _num(r["torch-int8_ms"], ".3f"), _num(r["x_fp32"], ".1f"), _num(r["x_bf16"], ".1f"),
-            _num(r["x_int8"], ".2f"), _num(r["gb_s"], ".1f"), _num(100 * r["roof"], ".0f"),
+            _num(r["ms"], ".3f") + (DISTURBED if flags.get("tdsl") else ""),
+            torch_ms("torch-fp32"), torch_ms("torch-bf16"), torch_ms("torch-int8"),
+            ratio("torch-fp32", ".1f"), ratio("torch-bf16", ".1f"), ratio("torch-int8", ".2f"),
+            _num(r["gb_s"], ".1f"), roof_cell(r["roof"]),
             _num(r["rel_err_ref"], ".1e"), ", ".join(_fmt_check(c) for c in r["checks"]) or "-",
             r["verdict"] if r["verdict"] != "MISS" else "MISS " + ", ".join(
                 f"{c['metric'].removeprefix('x_')}" for c in r["checks"] if not c["pass"])])
@@ -315,10 +328,9 @@ def baselines_table(measurements: list[dict[str, Any]], roofline_gb_s: float) ->
     lines = []
     for m in measurements:
         gb_s = m["weight_bytes"] / (m["median_ms"] * 1e-3) / 1e9
-        lines.append([m["shape"], str(m["batch"]), m["regime"], m["lib"],
-                      f"{m['median_ms']:.3f}" + ("~" if m["p90_ms"] > NOISY * m["p10_ms"] else ""),
+        lines.append([m["shape"], str(m["batch"]), m["regime"], m["lib"], ms_cell(m),
                       f"{m['p10_ms']:.3f}-{m['p90_ms']:.3f}",
-                      f"{gb_s:.1f}", f"{100 * gb_s / roofline_gb_s:.0f}" if roofline_gb_s else "-",
+                      f"{gb_s:.1f}", roof_cell(gb_s / roofline_gb_s if roofline_gb_s else None),
                       str(m["layers"]), f"{m['set_bytes'] / MiB:.0f}", f"{m['rel_err_ref']:.1e}"])
     return markdown_table(["K x N", "B", "regime", "lib", "median ms", "p10-p90 ms", "GB/s",
                            "% roof", "R", "set MiB", "err vs f64"], lines)
@@ -335,38 +347,43 @@ def setup_notes(data: dict[str, Any]) -> str:
                 f"cold sets sized against {p['l3_bytes_used'] / MiB:.0f} MiB x {p['cold_factor']}; ")
              + 
              f"{p['threads']} threads; niceness {m.get('niceness', 0)}; versions {m['versions']}.",
-             "", "Load average (1 min) before -> after each child process:", ""]
+             "", "Load average (1 min) before -> after each child process, and its peak resident memory:", ""]
     for c in data["children"]:
-        lines.append(f"- {c['shape']} {c['lib']}: {c['loadavg_1min'][0]} -> {c['loadavg_1min'][1]}")
+        peak = f", peak {c['peak_rss_bytes'] / 2**30:.2f} GiB" if c.get("peak_rss_bytes") else ""
+        lines.append(f"- {c['shape']} {c['lib']}: {c['loadavg_1min'][0]} -> {c['loadavg_1min'][1]}{peak}")
     return "\n".join(lines)
 
 
 def plot(rows: list[dict[str, Any]], measurements: list[dict[str, Any]], roofline_gb_s: float,
          path: Path, title: str) -> None:
-    """Speed-up bars by (batch, regime) per shape, targets as dashed marks; B = 1 cold GB/s."""
-    import matplotlib
+    """Speed-up bars by (batch, regime) per shape with p10-p90 spreads, targets as dashed marks,
+    disturbed timings hatched; then B = 1 cold GB/s against the roofline (`plots` has the marks)."""
+    import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    index = {(m["shape"], m["lib"], m["batch"], m["regime"]): m for m in measurements}
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
     series = [("vnni", "x_fp32", "#1f77b4"), ("vnni", "x_bf16", "#9ecae1"),
               ("vnni", "x_int8", "#d62728"), ("portable", "x_fp32", "#2ca02c"),
               ("portable", "x_int8", "#ff7f0e")]
-    fig, axes = plt.subplots(1, len(shapes) + 1, figsize=(6.5 * len(shapes) + 5, 5), squeeze=False)
+    fig, axes = plots.figure(len(shapes) + 1, 6.5 * len(shapes) + 5, 6)
     width = 0.8 / len(series)
+    any_disturbed = any_above = False
     for ax, shape in zip(axes[0], shapes):
         groups = list(dict.fromkeys((r["batch"], r["regime"]) for r in rows if r["shape"] == shape))
         drawn_target = False
         for s, (p, metric, color) in enumerate(series):
+            base_lib = "torch-" + metric.removeprefix("x_")
             for g, (B, regime) in enumerate(groups):
+                ours = index.get((shape, f"tdsl-{p}", B, regime))
+                base = index.get((shape, base_lib, B, regime))
                 row = next((r for r in rows if (r["shape"], r["batch"], r["regime"], r["path"])
                             == (shape, B, regime, p)), None)
-                if row is None or row[metric] is None:
+                if row is None or ours is None or base is None:
                     continue
                 x = g - 0.4 + (s + 0.5) * width
-                ax.bar(x, row[metric], width, color=color,
-                       label=f"{p} {metric.replace('x_', 'vs ')}" if g == 0 else None)
+                plots.ratio_bar(ax, x, base, ours, width, color=color,
+                                label=f"{p} {metric.replace('x_', 'vs ')}" if g == 0 else None)
+                any_disturbed |= is_disturbed(base) or is_disturbed(ours)
                 for c in row["checks"]:
                     if c["metric"] == metric:
                         ax.hlines(c["target"], x - width / 2, x + width / 2, colors="black",
@@ -377,28 +394,32 @@ def plot(rows: list[dict[str, Any]], measurements: list[dict[str, Any]], rooflin
         ax.set_xticks(range(len(groups)), [f"B={B}\n{reg}" for B, reg in groups])
         ax.set_yscale("log")
         ax.set_ylabel("speed-up (torch time / tdsl time)")
-        ax.set_title(f"K x N = {shape} (dashed: targets)")
-        ax.legend(fontsize=7)
+        ax.set_title(f"K x N = {shape}")
+        handles, labels = ax.get_legend_handles_labels()
+        plots.legend_outside(ax, [*handles, plots.disturbed_handle()], [*labels, "disturbed"])
     ax = axes[0][-1]
     cold1 = [m for m in measurements if m["batch"] == 1 and m["regime"] == "cold"]
-    labels = [f"{m['lib']}\n{m['shape']}" for m in cold1]
-    gb = [m["weight_bytes"] / (m["median_ms"] * 1e-3) / 1e9 for m in cold1]
-    ax.bar(range(len(gb)), gb, color=["#1f77b4" if m["lib"].startswith("tdsl") else "#bbbbbb"
-                                      for m in cold1])
+    for i, m in enumerate(cold1):
+        gb = m["weight_bytes"] * 1e-6  # GB/s = bytes / (ms * 1e-3) / 1e9
+        plots.timing_bar(ax, i, m, 0.8, color="#1f77b4" if m["lib"].startswith("tdsl") else "#bbbbbb",
+                         scale=gb)
+        any_disturbed |= is_disturbed(m)
+        if roofline_gb_s and gb / m["median_ms"] > roofline_gb_s:
+            plots.mark_above(ax, i, gb / m["p10_ms"])
+            any_above = True
     if roofline_gb_s:
         ax.axhline(roofline_gb_s, color="black", linestyle="dashed",
                    label=f"streaming roofline {roofline_gb_s:.1f} GB/s")
         ax.axhline(0.9 * roofline_gb_s, color="black", linestyle="dotted", label="90 % target")
-        ax.legend(fontsize=7)
-    ax.set_xticks(range(len(gb)), labels, rotation=90, fontsize=7)
+        plots.legend_outside(ax, side="right")
+    ax.set_xticks(range(len(cold1)), [f"{m['lib']}\n{m['shape']}" for m in cold1], rotation=90, fontsize=7)
     ax.set_ylabel("effective weight GB/s")
     ax.set_title("B = 1, cold")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    caption = [plots.CAPTION, plots.TARGET_CAPTION] + ([plots.ROOF_CAPTION] if any_above else [])
+    if not any_disturbed:
+        caption[0] += " (none in this run)"
+    plots.save(fig, path, caption)
 
 
 def compare_outputs(work: Path, shape: str, measurements: list[dict[str, Any]]) -> None:
@@ -443,11 +464,18 @@ def _run(args: argparse.Namespace, out: Path, work: Path) -> int:
     json_path = out / "bench_kernels.json"
     previous = json.loads(json_path.read_text()) if args.update and json_path.exists() else None
 
-    if previous and not args.roofline:
+    mem_limit = int(args.max_mem_gib * 2**30) if args.max_mem_gib else memory_budget()
+    measure_roofline = not (previous and not args.roofline)
+    # step costs ~ the weights a child streams: K x N per shape and library, the roofline as a small shape
+    progress = Progress(([min(K * N for K, N in shapes) / 2] if measure_roofline else [])
+                        + [K * N for K, N in shapes for _ in ("torch", "tdsl")])
+    print(f"{len(shapes)} shapes x B = {batches}, {repeats} repeats; each child bounded to "
+          f"{mem_limit / 2**30:.1f} GiB (--max-mem-gib)", file=sys.stderr)
+    if not measure_roofline:
         roofline = previous["roofline"]
     else:
         mib = 64 if args.quick else default_mib()
-        print(f"roofline: streaming read of {mib} MiB ...", file=sys.stderr)
+        progress.step(f"roofline: streaming read of {mib} MiB")
         roofline = run_roofline(mib, 3 if args.quick else 10, args.threads)
     roof = roofline["roofline_gb_s"]
 
@@ -457,16 +485,19 @@ def _run(args: argparse.Namespace, out: Path, work: Path) -> int:
         layers = cold_layers(K, N, l3, args.layers or (4 if args.quick else None))
         biggest = max(BYTES_PER_WEIGHT[f] * K * N * r for f, r in layers.items())
         avail = meminfo_bytes("MemAvailable")
-        if avail and 2.5 * biggest > avail:
+        if avail and 2.5 * biggest > min(avail, mem_limit or avail):
             raise SystemExit(f"the cold sets for {label(K, N)} need about {2.5 * biggest / 2**30:.1f} "
-                             f"GiB but {avail / 2**30:.1f} GiB are available; lower --l3-mib or "
-                             f"set --layers")
+                             f"GiB but {avail / 2**30:.1f} GiB are available and children are bounded to "
+                             f"{mem_limit / 2**30:.1f} GiB; lower --l3-mib, set --layers or raise --max-mem-gib")
         cfg = ChildConfig(K, N, batches, layers, repeats, args.threads, args.seed, str(work))
         results = []
         for lib in ("torch", "tdsl"):
-            print(f"{label(K, N)}: {lib} (R = {layers}) ...", file=sys.stderr)
-            results.append(run_child(SCRIPT, ["--child", lib, "--config", json.dumps(asdict(cfg))],
-                                     args.threads))
+            progress.step(f"{label(K, N)}: {lib} (R = {layers})")
+            try:
+                results.append(run_child(SCRIPT, ["--child", lib, "--config", json.dumps(asdict(cfg))],
+                                         args.threads, mem_limit=mem_limit))
+            except RuntimeError as e:
+                raise SystemExit(str(e)) from None
             time.sleep(1.0)
         if results[0]["fingerprint"] != results[1]["fingerprint"]:
             raise SystemExit(f"{label(K, N)}: the torch and tdsl children built different inputs")
@@ -494,10 +525,12 @@ def _run(args: argparse.Namespace, out: Path, work: Path) -> int:
     order = {lib: i for i, lib in enumerate((*TORCH_LIBS, "tdsl-vnni", "tdsl-portable"))}
     measurements.sort(key=lambda m: (m["K"], m["N"], m["batch"], m["regime"] != "warm",
                                      order[m["lib"]]))
+    progress.finish()
     rows = derive_rows(measurements, roof)
     machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     data = {"benchmark": "kernels", "quick": args.quick, "machine": machine,
             "protocol": {"threads": args.threads, "repeats": repeats, "warmup_calls": WARMUP_CALLS,
+                         "mem_limit_bytes": mem_limit,
                          "cold_factor": COLD_FACTOR, "l3_bytes_used": l3,
                          "protocol_l3_bytes": PROTOCOL_L3, "distinct_layers": DISTINCT_LAYERS,
                          "layers_fixed": args.layers or (4 if args.quick else None),
@@ -510,10 +543,12 @@ def _run(args: argparse.Namespace, out: Path, work: Path) -> int:
               f"roofline {roof:.1f} GB/s ({roofline['roofline_reader']}); "
               f"load avg {machine['loadavg_start'][0]} -> {machine['loadavg_end'][0]}"
               + ("; QUICK (tiny shapes, not comparable)" if args.quick else ""))
-    text = (header + f"\n\nRatios are torch time / tdsl time (> 1: tdsl faster); GB/s = weight "
-            f"bytes / median time; err = max |y - ref| / max |ref| vs float64; ~ = p90 > {NOISY} "
-            f"x p10 (a disturbed measurement).\n\n" + rows_table(rows) + "\n\nAll measurements:\n\n"
-            + baselines_table(measurements, roof) + "\n\n" + setup_notes(data))
+    tables = (rows_table(rows), baselines_table(measurements, roof))
+    notes = footnotes(*tables)
+    text = (header + "\n\nRatios are torch time / tdsl time (> 1: tdsl faster); GB/s = weight "
+            "bytes / median time; err = max |y - ref| / max |ref| vs float64.\n\n" + tables[0]
+            + "\n\nAll measurements:\n\n" + tables[1] + ("\n\n" + notes if notes else "")
+            + "\n\n" + setup_notes(data))
     print(text)
     write_text_atomic(out / "bench_kernels.md", text + "\n")
     plot(rows, measurements, roof, out / "bench_kernels.png", header)
@@ -536,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l3-mib", type=float, default=None,
                     help="L3 size the cold sets are sized against (default: sysfs)")
     ap.add_argument("--layers", type=int, default=None, help="force R for every format")
+    ap.add_argument("--max-mem-gib", type=float, default=None,
+                    help="stop a timing child above this resident memory (default: 3/4 of what is available)")
     ap.add_argument("--update", action="store_true",
                     help="rerun only the given shapes/batches and replace them in the existing JSON "
                          "(keeps its roofline unless --roofline)")

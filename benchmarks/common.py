@@ -41,19 +41,104 @@ def child_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_child(script: Path, args: Sequence[str], threads: int, timeout: float = 3600.0
-              ) -> dict[str, Any]:
-    """Run `python script args` under `child_env(threads)`; its last stdout line is JSON."""
+def memory_budget(fraction: float = 0.75) -> int:
+    """Default memory bound of one benchmark child: a share of what is available now, so a
+    run never pushes the machine into swap or the OOM killer (0 when /proc says nothing)."""
+    return int(fraction * meminfo_bytes("MemAvailable"))
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process `pid` (0 when /proc cannot tell)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def run_child(script: Path, args: Sequence[str], threads: int, timeout: float = 3600.0,
+              mem_limit: int | None = None) -> dict[str, Any]:
+    """Run `python script args` under `child_env(threads)`; its last stdout line is JSON.
+
+    The child's resident memory is sampled 5 times a second: its peak goes into the result
+    (`peak_rss_bytes`), and a child above `mem_limit` bytes (default `memory_budget()`) is
+    stopped with an error that says so, instead of the machine starting to swap.
+    """
+    limit = memory_budget() if mem_limit is None else mem_limit
     load_before = os.getloadavg()[0]
-    proc = subprocess.run([sys.executable, str(script), *args], env=child_env(threads),
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        sys.stderr.write(proc.stderr)
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, str(script), *args], env=child_env(threads),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            peak = max(peak, rss_bytes(proc.pid))
+            over_memory = limit > 0 and peak > limit
+            if over_memory or time.monotonic() - started > timeout:
+                proc.kill()
+                proc.communicate()
+                why = (f"used {peak / 2**30:.2f} GiB, above the bound of {limit / 2**30:.2f} GiB "
+                       "(--max-mem-gib)" if over_memory else f"ran longer than {timeout:.0f} s")
+                raise RuntimeError(f"benchmark child {script.name} {' '.join(args)[:80]} {why}") from None
+    if proc.returncode != 0 or not stdout.strip():
+        sys.stderr.write(stderr)
         raise RuntimeError(f"benchmark child {script.name} {' '.join(args)} failed with "
                            f"status {proc.returncode}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(stdout.strip().splitlines()[-1])
     result["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result["peak_rss_bytes"] = peak
     return result
+
+
+class Progress:
+    """Plain progress lines on stderr (they survive logs and CI), with elapsed time and an ETA.
+
+    `weights` is the expected relative cost of each step (e.g. K x N of a shape), so the
+    estimate after the small shapes does not promise an early end for the big ones.
+    """
+
+    def __init__(self, weights: Sequence[float], stream: Any = None, now: Callable[[], float] = time.monotonic):
+        self.weights = list(weights)
+        self.done = 0
+        self.now = now
+        self.started = now()
+        self.stream = stream if stream is not None else sys.stderr
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left, from the time per unit of weight so far; None before any step ended."""
+        finished = sum(self.weights[:self.done])
+        if finished <= 0:
+            return None
+        return (self.now() - self.started) / finished * sum(self.weights[self.done:])
+
+    def step(self, what: str) -> None:
+        """Announce the next step (call `step` again or `finish` when it is over)."""
+        if self.done >= len(self.weights):
+            raise ValueError(f"Progress has {len(self.weights)} steps; step {self.done + 1} was announced")
+        self._line(f"[{self.done + 1}/{len(self.weights)}] {what}")
+        self.done += 1
+
+    def finish(self) -> None:
+        self.done = len(self.weights)
+        self._line(f"[done] {len(self.weights)} steps")
+
+    def _line(self, text: str) -> None:
+        eta = self.eta_seconds() if self.done < len(self.weights) else 0.0
+        left = "ETA unknown" if eta is None else f"ETA {clock(eta)}"
+        print(f"{text} (elapsed {clock(self.now() - self.started)}, {left})",
+              file=self.stream, flush=True)
+
+
+def clock(seconds: float) -> str:
+    """`m:ss` (or `h:mm:ss`) for progress lines."""
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 def summarize(ns: list[int]) -> dict[str, float]:
@@ -175,6 +260,46 @@ def machine_info(threads: int) -> dict[str, Any]:
         "loadavg_start": [round(v, 2) for v in os.getloadavg()],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+NOISY = 1.5
+"""p90 / p10 above this marks a measurement as disturbed (another process took the CPU)."""
+DISTURBED = "~"
+ABOVE_ROOF = "^"
+FOOTNOTES = {
+    DISTURBED: (f"{DISTURBED} disturbed: p90 > {NOISY} x p10 of the calls (another process took the CPU); "
+                "a ratio is marked when either of its two timings is; rerun those rows (--update) before "
+                "trusting them."),
+    ABOVE_ROOF: (f"{ABOVE_ROOF} above 100 % of the streaming (DRAM) roofline: the weights were served from "
+                 "cache (a warm set, or a cold set that still fits a cache), so the roofline does not bound "
+                 "this row; it is not a kernel faster than memory."),
+}
+"""The one explanation of each table marker, printed under every table that uses it."""
+
+
+def is_disturbed(m: dict[str, Any]) -> bool:
+    """Whether a timing's spread says the machine was busy while it ran."""
+    return m["p90_ms"] > NOISY * m["p10_ms"]
+
+
+def ms_cell(m: dict[str, Any], spec: str = ".3f") -> str:
+    """A median in ms, marked when disturbed."""
+    return format(m["median_ms"], spec) + (DISTURBED if is_disturbed(m) else "")
+
+
+def roof_cell(fraction: float | None) -> str:
+    """A share of the roofline in %, marked above 100 % (cache, not DRAM, served it)."""
+    if fraction is None or fraction != fraction:  # NaN: no roofline measured
+        return "-"
+    return f"{100 * fraction:.0f}" + (ABOVE_ROOF if fraction > 1.0 else "")
+
+
+def footnotes(*tables: str) -> str:
+    """The FOOTNOTES of the markers that appear in `tables`, one per line ('' when none)."""
+    text = "\n".join(tables)
+    used = [note for mark, note in FOOTNOTES.items() if any(
+        line.startswith("|") and mark in line for line in text.splitlines())]
+    return "\n".join(used)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

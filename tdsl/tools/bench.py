@@ -86,6 +86,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             argv.append("--quick")
         if args.repeats is not None:
             argv += ["--repeats", str(args.repeats)]
+        if args.max_mem_gib is not None and script.name == SCRIPTS["kernels"]:
+            argv += ["--max-mem-gib", str(args.max_mem_gib)]
         status = subprocess.call(argv)
         if status != 0:
             raise TdslError(f"{script.name} failed with exit status {status}")
@@ -102,6 +104,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder for the JSON, Markdown table and PNG (default ./bench_results)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed calls per measurement (default: each script's own)")
+    p.add_argument("--max-mem-gib", type=float, default=None,
+                   help="with `kernels`: stop a timing child above this resident memory "
+                        "(default: 3/4 of the memory available at the start)")
     p.add_argument("--profile", metavar="MODEL", default=None,
                    help="with `models`: print the per-step time table of one zoo model (no checkout needed)")
     p.add_argument("--batch", type=int, default=1, help="with --profile: the batch size (default 1)")
