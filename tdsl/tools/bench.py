@@ -1,4 +1,4 @@
-"""`tdsl bench kernels|roofline|models|all`: run the speed benchmarks of a source checkout.
+"""`tdsl bench kernels|roofline|models|llm|all`: run the speed benchmarks of a source checkout.
 
 The benchmarks live in `benchmarks/` at the repository root, not in the installed package:
 they time tdsl against torch, need a checkout anyway (their results are committed under
@@ -7,7 +7,8 @@ pools never share a process (KERNELS.md, "Pitfalls"). This command therefore onl
 scripts next to the `tdsl` package (an editable install or a checkout on PYTHONPATH) and runs
 each in its own process; it imports neither torch nor numba. `all` runs `kernels` (which
 measures the roofline itself) and then `models`. More options (shapes, batches, L3 size,
-rerunning rows into an existing JSON): `python benchmarks/bench_<what>.py --help`.
+rerunning rows into an existing JSON): `python benchmarks/bench_<what>.py --help`. `llm` times
+decoder prefill and decode tokens/s (tdsl b1.58 on Numba vs torch fp32, bf16, int8 dynamic).
 
 `tdsl bench models --profile MODEL` needs no checkout: it quantizes a zoo model (random
 weights, the default precision policy unless `--policy all`), deploys it on the Numba CPU
@@ -25,7 +26,7 @@ from tdsl.errors import TdslError
 from tdsl.tools.common import command_main
 
 SCRIPTS: dict[str, str] = {"kernels": "bench_kernels.py", "roofline": "bench_roofline.py",
-                           "models": "bench_models.py"}
+                           "models": "bench_models.py", "llm": "bench_llm.py"}
 ALL: tuple[str, ...] = ("kernels", "models")
 
 

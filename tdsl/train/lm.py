@@ -75,3 +75,12 @@ def perplexity(decoder: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size:
         total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"))
         count += target.numel()
     return math.exp(total / count)
+
+
+def python_docs_corpus() -> str:
+    """English prose that ships with every CPython: the Language Reference topics of
+    `pydoc_data.topics` (what `help("assert")` prints; PSF licence), ~466 KB, in a fixed
+    order. A text corpus that needs no download."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k] for k in sorted(topics))
