@@ -82,17 +82,30 @@ def expected_tensors(module: ModuleOp) -> dict[str, TensorSpec]:
     return out
 
 
+def io_names(forward: t.ForwardOp) -> tuple[list[str], list[str]]:
+    """The names of the entry's inputs and outputs, the same in config.json, ONNX and
+    torch.export: the DSL's argument names (else `input_<i>`), the return's names (else
+    `output`, or `output_<i>` for several). Packages before this rule said `output0`."""
+    n_in, n_out = len(forward.function_type.inputs.data), len(forward.function_type.outputs.data)
+    args = [a.data for a in forward.arg_names.data] if forward.arg_names is not None else []
+    inputs = [args[i] if i < len(args) else f"input_{i}" for i in range(n_in)]
+    ret = forward.return_op.names
+    if ret is not None and len(ret.data) == n_out:
+        return inputs, [n.data for n in ret.data]
+    return inputs, ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+
+
 def io_spec(module: ModuleOp) -> dict[str, list[dict[str, object]]]:
-    """Names, shapes (null for a dynamic dim) and dtypes of the entry forward's inputs/outputs."""
+    """Names (`io_names`), shapes (null for a dynamic dim) and dtypes of the entry forward's inputs/outputs."""
     from tdsl.dialects.tdsl import dims_of
 
     forward = entry_layer(module).forward
-    names = [a.data for a in forward.arg_names.data] if forward.arg_names is not None else []
     fn_type = forward.function_type
+    in_names, out_names = io_names(forward)
 
-    def describe(types: list, prefix: str, known: list[str]) -> list[dict[str, object]]:
-        return [{"name": known[i] if i < len(known) else f"{prefix}{i}", "shape": dims_of(ty),
-                 "dtype": dtype_name(element_type_of(ty))} for i, ty in enumerate(types)]
+    def describe(types: list, names: list[str]) -> list[dict[str, object]]:
+        return [{"name": name, "shape": dims_of(ty), "dtype": dtype_name(element_type_of(ty))}
+                for name, ty in zip(names, types)]
 
-    return {"inputs": describe(list(fn_type.inputs.data), "input", names),
-            "outputs": describe(list(fn_type.outputs.data), "output", [])}
+    return {"inputs": describe(list(fn_type.inputs.data), in_names),
+            "outputs": describe(list(fn_type.outputs.data), out_names)}

@@ -23,7 +23,7 @@ import numpy as np
 
 from tdsl.errors import TdslError
 from tdsl.package import CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION
-from tdsl.package.layout import TensorSpec, expected_tensors
+from tdsl.package.layout import TensorSpec, expected_tensors, io_names
 
 if TYPE_CHECKING:
     from torch import nn
@@ -226,6 +226,21 @@ class LoadedPackage:
         return deploy(self, backend, device=device, act_quant=act_quant, path=path, profile=profile)
 
 
+def rename_legacy_io(config: dict[str, Any], compiled: CompiledModel) -> None:
+    """Give the IO of an older package (`input0`, `output0`) today's names (`layout.io_names`),
+    in memory, so a loaded package names its output as its ONNX export does."""
+    from tdsl.dialects.tdsl import entry_layer
+
+    current = dict(zip(("inputs", "outputs"), io_names(entry_layer(compiled.module).forward)))
+    for key, prefix in (("inputs", "input"), ("outputs", "output")):
+        entries = config.get(key)
+        if not isinstance(entries, list):
+            continue
+        for entry, name in zip(entries, current[key]):
+            if isinstance(entry, dict) and re.fullmatch(prefix + r"\d+", str(entry.get("name", ""))):
+                entry["name"] = name
+
+
 def load(path: str | os.PathLike[str]) -> LoadedPackage:
     """Check the package folder at `path` and rebuild its model (see the module docstring)."""
     folder = Path(path)
@@ -242,6 +257,7 @@ def load(path: str | os.PathLike[str]) -> LoadedPackage:
     except TdslError as e:
         raise TdslError(f"{config_path}: the stored model does not compile: {e.message}", e.loc, e.notes) from None
     check_arrays(weights_path, arrays, expected_tensors(compiled.module))
+    rename_legacy_io(config, compiled)
     recorded = config.get("ir_sha256")
     if isinstance(recorded, str):
         actual = hashlib.sha256(normalized_ir(compiled.module).encode("utf-8")).hexdigest()

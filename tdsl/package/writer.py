@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tdsl.errors import TdslError
 from tdsl.package import CARD_FILE, CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, WEIGHTS_FILE
@@ -102,6 +102,34 @@ def memory_markdown(frozen: FrozenModel) -> str:
     return "\n".join(rows)
 
 
+MODEL_TYPE = "tdsl"
+"""config.json's `model_type`, as Hugging Face configs name their model family."""
+
+
+def pipeline_tag(io: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The Hub task a program's inputs and outputs suggest: one float image batch [N, C, H, W]
+    to class scores [N, K] is image classification, a float feature batch [N, F] to [N, K]
+    tabular classification; anything else (token ids, several outputs) gets no tag rather
+    than a wrong one (`save(task=...)` sets it)."""
+    if len(io["inputs"]) != 1 or len(io["outputs"]) != 1:
+        return None
+    x, y = io["inputs"][0], io["outputs"][0]
+    if not str(x["dtype"]).startswith("float") or not x["shape"] or not y["shape"] or len(y["shape"]) != 2:
+        return None
+    return {4: "image-classification", 2: "tabular-classification"}.get(len(x["shape"]))
+
+
+def evaluation_entry(dataset: str | None, metrics: Mapping[str, float] | None,
+                     split: str | None) -> dict[str, Any] | None:
+    """config.json's `evaluation`: what was measured on which data (None when nothing was)."""
+    if not metrics:
+        return None
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise TdslError(f"save: metric '{key}' must be a number, got {value!r}")
+    return {"dataset": dataset, "split": split, "metrics": {k: float(v) for k, v in metrics.items()}}
+
+
 def _write_card(path: Path, name: str, config: dict[str, Any], frozen: FrozenModel) -> None:
     from tdsl.publish.card import write_model_card
 
@@ -116,6 +144,9 @@ def _write_card(path: Path, name: str, config: dict[str, Any], frozen: FrozenMod
     ternary = [w for w, p in policy["weights"].items() if p != "ternary"]
     fmt = f", packed format `{config['freeze']['format']}` (version {config['packed_format']['version']})" \
         if policy["packed"] else ""
+    evaluation = config.get("evaluation") or {}
+    scores = dict(evaluation.get("metrics") or {})
+    accuracy = scores.pop("accuracy", None)
     origin_note = getattr(frozen, "weights_origin", None)
     untrained = (f"\n\n**The weights are {origin_note}: this package shows the format and the runtime, "
                  "its outputs mean nothing.**") if origin_note else ""
@@ -131,7 +162,10 @@ def _write_card(path: Path, name: str, config: dict[str, Any], frozen: FrozenMod
                          + (f". Quantiser: `{json.dumps(policy['quantizer'])}`." if policy["quantizer"] else "."),
         memory_table_md=memory_markdown(frozen),
         how_to_load="import tdsl\n\npkg = tdsl.load(\"path/to/this/folder\")\nnet = pkg.to_torch()"
-                    "            # torch nn.Module, eval mode\nrunner = pkg.deploy(\"numba\")   # torch-free")
+                    "            # torch nn.Module, eval mode\nrunner = pkg.deploy(\"numba\")   # torch-free",
+        accuracy=accuracy, metrics=scores or None, dataset=evaluation.get("dataset"),
+        split=evaluation.get("split"), task=config.get("pipeline_tag"),
+        tags=("ternary", "quantized", *([model["zoo_name"]] if model["zoo_name"] else [])))
 
 
 def _is_package(path: Path) -> bool:
@@ -142,13 +176,17 @@ def _is_package(path: Path) -> bool:
 
 
 def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None = None, source: str | None = None,
-         pipeline: str | None = None, name: str | None = None, overwrite: bool = False) -> Path:
+         pipeline: str | None = None, name: str | None = None, overwrite: bool = False,
+         dataset: str | None = None, metrics: Mapping[str, float] | None = None, split: str | None = "test",
+         task: str | None = None) -> Path:
     """Write `model` as a package folder at `path` and return it.
 
     `model` is a `FrozenModel` (any precision), or a `CompiledModel` with `module=` (frozen
     here). `source` gives the DSL text when the model was not compiled from a file,
     `pipeline` the pass pipeline when it is not one `tdsl.quantize` uses; `overwrite`
-    replaces an existing package (never a folder that is not one).
+    replaces an existing package (never a folder that is not one). `metrics` (e.g.
+    `{"accuracy": 0.97}`, measured on `split` of `dataset`) go into config.json and the
+    card's model-index; `task` is the Hub pipeline tag (default: `pipeline_tag` of the IO).
     """
     import numpy as np
     from safetensors.numpy import save_file
@@ -163,11 +201,15 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
     from tdsl.package.reader import LoadedPackage
 
     origin: tuple[str | None, str] | None = None
-    if isinstance(model, LoadedPackage):  # saving a loaded package again: its own source and weights
+    if isinstance(model, LoadedPackage):  # saving a loaded package again: its own source, weights, scores
         stored = model.config["model"]
         if source is None:
             source, origin = stored["source"], (stored["zoo_name"], stored["source_file"])
         pipeline = model.config["pipeline"] if pipeline is None else pipeline
+        kept = model.config.get("evaluation") or {}
+        if metrics is None and kept.get("metrics"):
+            dataset, metrics, split = kept.get("dataset"), kept["metrics"], kept.get("split")
+        task = task or model.config.get("pipeline_tag")
         model = model.to_frozen()
     frozen = as_frozen(model, module)
     text, zoo, filename = model_source(frozen.compiled, source)
@@ -185,21 +227,28 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
     # np.ascontiguousarray makes a 0-d array 1-d: a per-tensor scale () would load as (1,)
     arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()).reshape(tuple(v.shape)) for k, v in state.items()}
     compiled = frozen.compiled
+    io = io_spec(compiled.module)
     config: dict[str, Any] = {
         "format": PACKAGE_FORMAT,
         "format_version": PACKAGE_FORMAT_VERSION,
         "tdsl_version": tdsl.__version__,
+        "model_type": MODEL_TYPE,
+        "architectures": [compiled.entry],
+        "pipeline_tag": task or pipeline_tag(io),
         "name": name or zoo or compiled.entry,
         "model": {"zoo_name": zoo, "source_file": filename, "entry": compiled.entry, "params": compiled.params,
                   "source": text},
         "pipeline": spec,
         "freeze": {"format": frozen.format},
         "precision": precision_policy(frozen),
-        **io_spec(compiled.module),
+        **io,
         "packed_format": {"name": frozen.format, "version": PACK_FORMAT_VERSION},
         "weights": {"file": WEIGHTS_FILE, "sha256": "", "bytes": 0},
         "ir_sha256": hashlib.sha256(normalized_ir(compiled.module).encode("utf-8")).hexdigest(),
     }
+    evaluation = evaluation_entry(dataset, metrics, split)
+    if evaluation is not None:
+        config["evaluation"] = evaluation
     try:
         json.dumps(config["model"]["params"], allow_nan=False)
     except (TypeError, ValueError):

@@ -96,6 +96,11 @@ def build_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
     return config
 
 
+DATASET_TASKS = {"digits": "image-classification"}
+"""Hub pipeline tags of the built-in data sets whose samples the IO shape alone would misname
+(digits are 8x8 images, also when an MLP reads them flattened)."""
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     target = no_package(resolve_model(args), "train")
     args.model = target.value
@@ -148,7 +153,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.recipe:
                 from tdsl.package.writer import save
 
-                package = save(run.freeze(), out / "package", overwrite=True)  # frozen, packed
+                package = save(run.freeze(), out / "package", overwrite=True,  # frozen, packed
+                               dataset=data.name, metrics={"accuracy": result.test_acc}, split="test",
+                               task=DATASET_TASKS.get(data.name))
                 print(f"package: {package} (frozen, packed; tdsl.load / tdsl export)")
             print(f"metrics: {out / 'metrics.jsonl'}, plot: {out / 'metrics.png'}")
             sys.stdout.flush()

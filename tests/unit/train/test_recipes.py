@@ -198,6 +198,15 @@ def test_cli_recipe_from_an_fp32_checkpoint(tmp_path: Path, capsys):
         pred = pkg.to_torch().eval()(data.x_test).argmax(dim=1)
     frozen_acc = (pred == data.y_test).float().mean().item() * 100
     assert abs(frozen_acc - accuracy) < 1.0
+    # ... and its card reports that accuracy to the Hub (model-index), as config.json does.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "q" / "package" / "README.md")
+    (result,) = card.data.eval_results
+    assert (result.dataset_name, result.dataset_split, result.metric_type) == ("digits", "test", "accuracy")
+    assert abs(result.metric_value * 100 - accuracy) < 0.01
+    assert card.data.pipeline_tag == "image-classification" and card.data.datasets == ["digits"]
+    assert pkg.config["evaluation"]["metrics"]["accuracy"] == result.metric_value
     assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "x"), "--no-progress",
                  "--recipe", "finetune"]) == 1
     assert "give init (--init CKPT)" in capsys.readouterr().err
