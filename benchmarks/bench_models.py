@@ -1,210 +1,389 @@
-"""ResNet-18 and MobileNetV2 end to end: tdsl's Numba deployment against torch fp32 eager.
+"""End to end: tdsl's Numba deployment against what a user would deploy instead, in one process.
 
-Each zoo model (ImageNet shape: 3 x 224 x 224 inputs, 1000 classes) is initialised from a
-seed and quantised to ternary by `tdsl.quantize` (default policy). Two child processes per
-model, so that torch's and Numba's thread pools never meet (KERNELS.md, "Pitfalls"):
-  torch  builds the fp32 eager module of the same program, loaded with the frozen model's
-         dequantised weights (the numbers the ternary model computes with), saves the package
-         (`tdsl.save`), its inputs and outputs, and times the eager module;
-  tdsl   loads the package without torch (`tdsl.load(...).deploy("numba")`), checks its
-         outputs against torch's (max |y - y_torch| / max |y_torch| and top-1 agreement;
-         above MAX_REL_ERR it stops) and times the deployed model.
-Times: median of `repeats` calls after 2 warm-up calls (the first deployed call compiles;
-its time is recorded apart). Target (issue "Benchmarks"): ResNet-18, batch 1, >= 2x torch fp32.
+Workloads (ImageNet shapes, random weights from a seed): ResNet-18 and MobileNetV2 at 224²
+with batch 1 and 8, and a stack of 16 Linear(4096, 4096) at batch 1, 8 and 64. Every
+contender computes the same function: the weights of `tdsl.quantize` (default policy for
+the CNNs, all-ternary for the linear stack), dequantised for the float contenders.
 
-    python benchmarks/bench_models.py [--quick] [--out DIR] [--repeats N] [--models resnet18,...]
+Contenders (all with `threads` threads, in this one process):
+  tdsl-default   `tdsl.quantize(model)` (first conv and classifier kept fp16) on the Numba CPU runtime
+  tdsl-all       `tdsl.quantize(model, policy="all")`, every conv/linear ternary
+  torch-fp32     eager fp32 module with the dequantised weights
+  torch-int8     `torch.ao.quantization.quantize_dynamic` of that module (Linear layers; linear stack only)
+  ort-fp32       onnxruntime on tdsl's fp32 ONNX of the dequantised weights
+  ort-int8       onnxruntime on `quantize_static` of that file: QDQ, per-channel int8 weights,
+                 uint8 activations calibrated (MinMax) on 8 random batches
+  ort-ternary    onnxruntime on tdsl's ternary ONNX (`export_onnx` default form: 2-bit codes
+                 unpacked once at session load)
+
+Two timing modes, both reported:
+  interleaved    R rounds; each round calls every contender once (order rotated), as in an
+                 application that mixes libraries: a pool that spins after its call (torch's
+                 OpenMP, onnxruntime's intra-op pool) takes CPU from the next one;
+  alone          each contender's calls back to back after a pause: its own pool warm, the
+                 others idle (the best case for each).
+Times: median (p10-p90) over the calls, after 2 warm-up calls. Outputs are checked against
+torch fp32 on the same weights (max |y - y_ref| / max |y_ref|, top-1 agreement).
+
+Targets (issue "Deployment that beats what users already run"): CNNs faster than ort-int8;
+linear stack B=1 >= 3x torch-int8, B=8 and B=64 >= 1x; ort-ternary >= 1x ort-fp32 at
+<= 1/10 of its bytes.
+
+    python benchmarks/bench_models.py [--quick] [--out DIR] [--repeats N] [--workloads resnet18,...]
 """
 from __future__ import annotations
 
 import argparse
-import json
+import gc
 import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from common import (emit_child_result, machine_info, markdown_table, rel_err, run_child,
-                    time_calls, write_json, write_text_atomic)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS spins otherwise (KERNELS.md)
 
-SCRIPT = Path(__file__).resolve()
-MODELS = ("resnet18", "mobilenetv2")
-BATCHES = (1, 32)
-QUICK_BATCHES = (1, 2)
-WARMUP_CALLS = 2
-MAX_REL_ERR = 0.25  # int8 activations through ~20 layers; measured values go to the JSON
-CALIBRATION_BATCHES = 4
-TARGETS = {("resnet18", 1): 2.0}  # (model, batch) -> speed-up over torch fp32 eager
+from common import machine_info, markdown_table, rel_err, summarize, write_json, write_text_atomic  # noqa: E402
+
+LINEAR_STACK = str(Path(__file__).with_name("linear_stack.tdsl"))
+WORKLOADS = {"resnet18": (1, 8), "mobilenetv2": (1, 8), "linear4096": (1, 8, 64)}
+QUICK = {"resnet18": (1, 2), "linear4096": (1, 8)}
+WARMUP = 2
+CALIBRATION_BATCHES = 8
+MAX_REL_ERR = 0.25  # int8 activations through ~20 layers; the measured values go to the JSON
+CONTENDERS = ("tdsl-default", "tdsl-all", "torch-fp32", "torch-int8", "ort-fp32", "ort-int8", "ort-ternary")
 
 
-def model_params(quick: bool) -> dict[str, int]:
+@dataclass
+class Contender:
+    name: str
+    call: Callable[[Any], Any]
+    """numpy float32 batch -> numpy output."""
+    weight_bytes: int
+    ref: str
+    """The torch-fp32 module (by name) whose function this one computes."""
+    times: dict[str, list[int]] = field(default_factory=dict)
+
+
+def params_of(workload: str, quick: bool) -> dict[str, Any]:
+    if workload == "linear4096":
+        return {"d": 256, "depth": 4} if quick else {"d": 4096, "depth": 16}
     return {"num_classes": 10, "image_size": 32} if quick else {"num_classes": 1000, "image_size": 224}
 
 
-def inputs(seed: int, B: int, size: int) -> Any:
+def input_batch(workload: str, params: dict[str, Any], B: int, seed: int) -> Any:
     import numpy as np
 
-    return np.random.default_rng([seed, B]).standard_normal((B, 3, size, size)).astype(np.float32)
+    shape = (B, params["d"]) if workload == "linear4096" else (B, 3, params["image_size"], params["image_size"])
+    return np.random.default_rng([seed, B]).standard_normal(shape).astype(np.float32)
 
 
-def calibrated_fp32(model: str, params: dict[str, int]) -> Any:
-    """The fp32 module at its seeded initialisation with batch-norm statistics measured on
-    random inputs: with the default running statistics (mean 0, variance 1) the activations
-    of a freshly initialised MobileNetV2 die out and every input gives the same logits,
-    which would make the agreement check vacuous."""
+def fp32_weights(source: str, workload: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Seeded initial weights; for the CNNs, batch-norm statistics measured on random inputs
+    (with mean 0 / variance 1 a fresh MobileNetV2 gives the same logits for every input,
+    which would make the agreement check vacuous)."""
     import torch
 
     import tdsl
 
-    net = tdsl.compile(model, params=params, pipeline="shape-infer").to_torch()
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the calibration batches
-    net.train()
-    with torch.no_grad():
-        for _ in range(CALIBRATION_BATCHES):
-            net(torch.randn(8, 3, params["image_size"], params["image_size"]))
-    return net.eval()
+    torch.manual_seed(seed)
+    net = tdsl.compile(source, params=params, pipeline="shape-infer").to_torch()
+    if workload != "linear4096":
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        net.train()
+        with torch.no_grad():
+            for _ in range(4):
+                net(torch.randn(8, 3, params["image_size"], params["image_size"]))
+    return net.eval().state_dict()
 
 
-def child_torch(cfg: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
+def ort_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def ort_int8(fp32_path: Path, out: Path, calib: list[Any]) -> Path:
+    """`quantize_static` as onnxruntime's documentation does it: pre-processing, QDQ,
+    per-channel QInt8 weights, QUInt8 activations, MinMax calibration."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{name: x} for x in calib])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    pre = out.with_name(out.stem + ".pre.onnx")
+    quant_pre_process(str(fp32_path), str(pre))
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def torch_call(module: Any) -> Callable[[Any], Any]:
+    import torch
+
+    def call(x: Any) -> Any:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return call
+
+
+def build(workload: str, params: dict[str, Any], seed: int, threads: int, work: Path,
+          log: Callable[[str], None]) -> tuple[dict[str, Contender], dict[str, Any]]:
+    """Every contender of one workload, and the reference modules they are checked against."""
     import torch
 
     import tdsl
+    from tdsl.backends.onnx import export_onnx
 
-    torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(cfg["seed"])
-    start = time.perf_counter()
-    frozen = tdsl.quantize(cfg["model"], precision="ternary", params=cfg["params"],
-                           weights=calibrated_fp32(cfg["model"], cfg["params"]).state_dict())
-    eager = tdsl.compile(cfg["model"], params=cfg["params"], pipeline="shape-infer").to_torch()
-    eager.load_state_dict(frozen.dequantized_state_dict(), strict=True)
-    eager.eval()
-    tdsl.save(frozen, cfg["package"], overwrite=True)
-    setup_s = time.perf_counter() - start
-    out, results = {}, []
+    source = LINEAR_STACK if workload == "linear4096" else workload
+    weights = fp32_weights(source, workload, params, seed)
+    policies = {"tdsl-all": "all"} if workload == "linear4096" else {"tdsl-default": "default", "tdsl-all": "all"}
+    contenders: dict[str, Contender] = {}
+    refs: dict[str, Any] = {}
+    first = next(iter(policies))
+    for name, policy in policies.items():
+        log(f"  quantize + deploy {name}")
+        frozen = tdsl.quantize(source, precision="ternary", policy=policy, params=params, weights=weights)
+        eager = tdsl.compile(source, params=params, pipeline="shape-infer").to_torch()
+        eager.load_state_dict(frozen.dequantized_state_dict(), strict=True)
+        refs[name] = eager.eval()
+        run = frozen.deploy("numba")
+        contenders[name] = Contender(name, run, int(frozen.memory_report().total), name)
+        if name == first:
+            base, base_frozen = frozen.dequantized_state_dict(), frozen
+    eager = refs[first]
+    contenders["torch-fp32"] = Contender("torch-fp32", torch_call(eager),
+                                         sum(v.numel() * 4 for v in base.values() if v.is_floating_point()), first)
+    if workload == "linear4096":
+        # what a torch user deploys: nn.Linear layers (tdsl's emitted Linear is its own module,
+        # which quantize_dynamic would leave in fp32), quantised dynamically
+        plain = torch.nn.Sequential(*(torch.nn.Linear(params["d"], params["d"], bias=False)
+                                      for _ in range(params["depth"])))
+        plain.load_state_dict({k.removeprefix("layers."): v for k, v in base.items()}, strict=True)
+        dyn = torch.ao.quantization.quantize_dynamic(plain.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in dyn.modules()) == params["depth"]
+        contenders["torch-int8"] = Contender("torch-int8", torch_call(dyn),
+                                             sum(p.numel() for p in eager.parameters()), first)
+    log("  export ONNX (fp32, ternary) and quantize_static (int8)")
+    fp32_path = export_onnx(tdsl.quantize(source, precision="fp32", params=params, weights=base),
+                            work / f"{workload}.fp32.onnx").path
+    ternary_path = export_onnx(base_frozen, work / f"{workload}.ternary.onnx").path
+    calib = [input_batch(workload, params, 8, seed + 100 + i) for i in range(CALIBRATION_BATCHES)]
+    int8_path = ort_int8(fp32_path, work / f"{workload}.int8.onnx", calib)
+    for name, path in (("ort-fp32", fp32_path), ("ort-int8", int8_path), ("ort-ternary", ternary_path)):
+        contenders[name] = Contender(name, ort_session(path, threads), path.stat().st_size, first)
+    return contenders, refs
+
+
+def check(contenders: dict[str, Contender], refs: dict[str, Any], x: Any) -> dict[str, dict[str, float]]:
+    """Each contender's output against torch fp32 on the weights it computes with."""
+    import numpy as np
+    import torch
+
+    out = {}
     with torch.inference_mode():
-        for B in cfg["batches"]:
-            x = torch.from_numpy(inputs(cfg["seed"], B, cfg["params"]["image_size"]))
-            out[f"b{B}"] = eager(x).numpy()
-            t = time_calls(lambda i: eager(x), cfg["repeats"], WARMUP_CALLS)
-            results.append({"model": cfg["model"], "lib": "torch-fp32-eager", "batch": B, **t})
-    np.savez(cfg["outputs"], **out)
-    mem = frozen.memory_report()
-    return {"lib": "torch", "measurements": results, "setup_s": setup_s,
-            "frozen_bytes": int(mem.total), "fp32_bytes": int(mem.fp32_total),
-            "torch_threads": torch.get_num_threads()}
+        want = {name: m(torch.from_numpy(x)).numpy() for name, m in refs.items()}
+    for c in contenders.values():
+        y, ref = c.call(x), want[c.ref]
+        agree = float(np.mean(np.argmax(y, axis=-1) == np.argmax(ref, axis=-1)))
+        out[c.name] = {"rel_err": rel_err(y, ref), "top1_agree": agree}
+    return out
 
 
-def child_tdsl(cfg: dict[str, Any]) -> dict[str, Any]:
-    import numba
-    import numpy as np
+def time_workload(contenders: dict[str, Contender], x: Any, repeats: int) -> None:
+    """Fill `times["interleaved"]` and `times["alone"]` (ns per call) of every contender."""
+    import torch
 
-    import tdsl
-    from tdsl.runtime.cpu_features import kernel_path
-
-    numba.set_num_threads(cfg["threads"])
-    start = time.perf_counter()
-    model = tdsl.load(cfg["package"]).deploy("numba")
-    load_s = time.perf_counter() - start
-    expected = np.load(cfg["outputs"])
-    results = []
-    for B in cfg["batches"]:
-        x = inputs(cfg["seed"], B, cfg["params"]["image_size"])
-        t0 = time.perf_counter()
-        y = model(x)
-        first_s = time.perf_counter() - t0
-        ref = expected[f"b{B}"]
-        err = rel_err(y, ref)
-        top1 = float(np.mean(np.argmax(y, axis=1) == np.argmax(ref, axis=1)))
-        if B > 1 and float(np.max(np.std(ref, axis=0))) == 0.0:
-            raise SystemExit(f"{cfg['model']} B={B}: torch gives the same logits for every "
-                             f"input, so agreement would prove nothing")
-        if err > MAX_REL_ERR:
-            raise SystemExit(f"{cfg['model']} B={B}: the Numba deployment disagrees with torch "
-                             f"fp32 (max rel. error {err:.3g} > {MAX_REL_ERR})")
-        t = time_calls(lambda i: model(x), cfg["repeats"], WARMUP_CALLS)
-        results.append({"model": cfg["model"], "lib": "tdsl-numba", "batch": B, **t,
-                        "first_call_s": first_s, "rel_err_torch_fp32": err, "top1_agree": top1})
-    return {"lib": "tdsl", "measurements": results, "load_s": load_s,
-            "compile_s": model.compile_seconds, "kernel_path": kernel_path(),
-            "numba_threads": numba.get_num_threads(), "torch_imported": "torch" in sys.modules}
+    order = list(contenders.values())
+    with torch.inference_mode():
+        for c in order:
+            for _ in range(WARMUP):
+                c.call(x)
+        gc.disable()
+        try:
+            for c in order:
+                c.times["interleaved"] = []
+            for r in range(repeats):
+                for c in order[r % len(order):] + order[:r % len(order)]:
+                    t0 = time.perf_counter_ns()
+                    c.call(x)
+                    c.times["interleaved"].append(time.perf_counter_ns() - t0)
+            for c in order:
+                time.sleep(0.3)  # let the previous library's spinning workers go to sleep
+                c.call(x)
+                ns = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter_ns()
+                    c.call(x)
+                    ns.append(time.perf_counter_ns() - t0)
+                c.times["alone"] = ns
+        finally:
+            gc.enable()
 
 
-def derive_rows(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    index = {(m["model"], m["lib"], m["batch"]): m for m in measurements}
+def targets(workload: str, B: int, ms: dict[str, float], sizes: dict[str, int]) -> list[dict[str, Any]]:
+    """The issue's targets for one row: (what, ratio, bar, verdict)."""
     rows = []
-    for m in measurements:
-        if m["lib"] != "tdsl-numba":
-            continue
-        base = index[(m["model"], "torch-fp32-eager", m["batch"])]
-        speedup = base["median_ms"] / m["median_ms"]
-        target = TARGETS.get((m["model"], m["batch"]))
-        rows.append({"model": m["model"], "batch": m["batch"], "tdsl_ms": m["median_ms"],
-                     "torch_fp32_ms": base["median_ms"], "x_fp32": speedup,
-                     "rel_err_torch_fp32": m["rel_err_torch_fp32"], "top1_agree": m["top1_agree"],
-                     "first_call_s": m["first_call_s"], "target": target,
-                     "verdict": "-" if target is None else "PASS" if speedup >= target else "MISS"})
+
+    def add(what: str, ratio: float, bar: float) -> None:
+        rows.append({"target": what, "ratio": ratio, "bar": bar, "verdict": "PASS" if ratio >= bar else "MISS"})
+
+    if workload == "linear4096":
+        add("tdsl-all / torch-int8", ms["torch-int8"] / ms["tdsl-all"], 3.0 if B == 1 else 1.0)
+    else:
+        for name in ("tdsl-default", "tdsl-all"):
+            add(f"{name} / ort-int8", ms["ort-int8"] / ms[name], 1.0)
+    add("ort-ternary / ort-fp32 speed", ms["ort-fp32"] / ms["ort-ternary"], 1.0)
+    add("ort-fp32 bytes / ort-ternary bytes", sizes["ort-fp32"] / sizes["ort-ternary"], 10.0)
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    return markdown_table(
-        ["model", "B", "tdsl numba ms", "torch fp32 ms", "x fp32", "err vs torch", "top-1 agree",
-         "first call s", "target", "result"],
-        [[r["model"], str(r["batch"]), f"{r['tdsl_ms']:.2f}", f"{r['torch_fp32_ms']:.2f}",
-          f"{r['x_fp32']:.2f}", f"{r['rel_err_torch_fp32']:.1e}", f"{r['top1_agree']:.0%}",
-          f"{r['first_call_s']:.1f}", "-" if r["target"] is None else f">={r['target']:g}x fp32",
-          r["verdict"]] for r in rows])
+def disturbed(stats: dict[str, float]) -> bool:
+    """A measurement whose p90 is more than twice its p10: the machine was busy."""
+    return stats["p90_ms"] > 2 * stats["p10_ms"]
+
+
+def tables(rows: list[dict[str, Any]], mode: str) -> str:
+    present = [c for c in CONTENDERS if any(c in r["stats"][mode] for r in rows)]
+    body = []
+    for r in rows:
+        cells = [r["workload"], str(r["batch"])]
+        for c in present:
+            s = r["stats"][mode].get(c)
+            cells.append("-" if s is None else f"{s['median_ms']:.2f}{'*' if disturbed(s) else ''}")
+        body.append(cells)
+    return markdown_table(["workload", "B", *(f"{c} ms" for c in present)], body)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Median ms per contender and workload (log scale), p10-p90 bars, interleaved and alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), sharey=True)
+    labels = [f"{r['workload']}\nB={r['batch']}" for r in rows]
+    present = [c for c in CONTENDERS if any(c in r["stats"]["alone"] for r in rows)]
+    width = 0.8 / len(present)
+    for ax, mode in zip(axes, ("interleaved", "alone")):
+        for i, c in enumerate(present):
+            xs, med, lo, hi = [], [], [], []
+            for j, r in enumerate(rows):
+                s = r["stats"][mode].get(c)
+                if s is None:
+                    continue
+                xs.append(j + (i - (len(present) - 1) / 2) * width)
+                med.append(s["median_ms"])
+                lo.append(s["median_ms"] - s["p10_ms"])
+                hi.append(s["p90_ms"] - s["median_ms"])
+            ax.bar(xs, med, width, yerr=[lo, hi], capsize=2, label=c,
+                   hatch="//" if c.startswith("tdsl") else None)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(rows)), labels, fontsize=8)
+        ax.set_title(f"{mode}: median ms per call (bars p10-p90; lower is better)")
+    axes[0].set_ylabel("ms per call")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="32 x 32 inputs, 10 classes, B = 1, 2")
+    ap.add_argument("--quick", action="store_true", help="tiny shapes (32x32 images, d=256), 3 repeats")
     ap.add_argument("--out", type=Path, default=Path("bench_results"))
-    ap.add_argument("--repeats", type=int, default=None, help="timed calls (default 10, quick 1)")
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per contender and mode (default 15)")
+    ap.add_argument("--workloads", default=None, help=f"comma list of {', '.join(WORKLOADS)}")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--child", choices=["torch", "tdsl"], help=argparse.SUPPRESS)
-    ap.add_argument("--config", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child:
-        cfg = json.loads(args.config)
-        emit_child_result(child_torch(cfg) if args.child == "torch" else child_tdsl(cfg))
-        return 0
+    import numba
+    import torch
+
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(args.threads)
+    plan = QUICK if args.quick else WORKLOADS
+    names = args.workloads.split(",") if args.workloads else list(plan)
+    for name in names:
+        if name not in WORKLOADS:
+            raise SystemExit(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+    repeats = args.repeats or (3 if args.quick else 15)
     args.out.mkdir(parents=True, exist_ok=True)
     machine = machine_info(args.threads)
-    measurements, children = [], []
-    with tempfile.TemporaryDirectory(prefix="tdsl-bench-models-") as work:
-        for name in args.models.split(","):
-            cfg = {"model": name, "params": model_params(args.quick), "seed": args.seed,
-                   "batches": list(QUICK_BATCHES if args.quick else BATCHES),
-                   "repeats": args.repeats or (1 if args.quick else 10), "threads": args.threads,
-                   "package": os.path.join(work, f"{name}.pkg"),
-                   "outputs": os.path.join(work, f"{name}.npz")}
-            for lib in ("torch", "tdsl"):
-                print(f"{name}: {lib} ...", file=sys.stderr)
-                result = run_child(SCRIPT, ["--child", lib, "--config", json.dumps(cfg)], args.threads)
-                measurements += result.pop("measurements")
-                children.append({"model": name, **result})
-                time.sleep(1.0)
-    rows = derive_rows(measurements)
+    started = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - started:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    rows, checks = [], {}
+    with tempfile.TemporaryDirectory(prefix="tdsl-bench-models-") as tmp:
+        for name in names:
+            params = params_of(name, args.quick)
+            log(f"{name} {params}: building {len(CONTENDERS)} contenders")
+            contenders, refs = build(name, params, args.seed, args.threads, Path(tmp), log)
+            sizes = {c.name: c.weight_bytes for c in contenders.values()}
+            for B in plan.get(name, WORKLOADS[name]):
+                x = input_batch(name, params, B, args.seed)
+                checks[f"{name}/B{B}"] = agreement = check(contenders, refs, x)
+                for c, a in agreement.items():
+                    if a["rel_err"] > MAX_REL_ERR:
+                        raise SystemExit(f"{name} B={B}: {c} disagrees with torch fp32 (rel. error {a['rel_err']:.3g})")
+                log(f"{name} B={B}: timing {len(contenders)} contenders x {repeats} calls x 2 modes")
+                time_workload(contenders, x, repeats)
+                stats = {mode: {c.name: summarize(c.times[mode]) for c in contenders.values()}
+                         for mode in ("interleaved", "alone")}
+                rows.append({"workload": name, "batch": B, "params": params, "stats": stats, "bytes": sizes,
+                             "agreement": agreement,
+                             "targets": {mode: targets(name, B, {c: s["median_ms"] for c, s in stats[mode].items()},
+                                                       sizes) for mode in stats}})
+            del contenders, refs
+            gc.collect()
     machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    data = {"benchmark": "models", "quick": args.quick, "machine": machine,
-            "params": model_params(args.quick), "children": children,
-            "measurements": measurements, "rows": rows}
+    data = {"benchmark": "models", "quick": args.quick, "machine": machine, "repeats": repeats, "rows": rows}
     write_json(args.out / "bench_models.json", data)
-    header = (f"tdsl Numba deployment vs torch fp32 eager, {args.threads} threads, "
-              f"{machine['cpu_model']}; load avg {machine['loadavg_start'][0]} -> "
-              f"{machine['loadavg_end'][0]}" + ("; QUICK (not comparable)" if args.quick else ""))
-    text = header + "\n\n" + table(rows)
+    plot(rows, args.out / "bench_models.png")
+    header = (f"Models end to end, {args.threads} threads, {machine['cpu_model']} "
+              f"({', '.join(machine['isa_flags'])}); load avg {machine['loadavg_start'][0]} -> "
+              f"{machine['loadavg_end'][0]}; median of {repeats} calls" + ("; QUICK (not comparable)" if args.quick else ""))
+    target_rows = [[r["workload"], str(r["batch"]), t["target"], f"{t['ratio']:.2f}",
+                    f">= {t['bar']:g}", t["verdict"], f"{r['targets']['alone'][i]['ratio']:.2f}"]
+                   for r in rows for i, t in enumerate(r["targets"]["interleaved"])]
+    size_rows = [[r["workload"], *(f"{r['bytes'][c] / 2**20:.1f}" if c in r["bytes"] else "-" for c in CONTENDERS)]
+                 for r in rows if r["batch"] == plan.get(r["workload"], WORKLOADS[r["workload"]])[0]]
+    agree_rows = [[r["workload"], str(r["batch"]),
+                   *(f"{r['agreement'][c]['rel_err']:.1e} / {r['agreement'][c]['top1_agree']:.0%}"
+                     if c in r["agreement"] else "-" for c in CONTENDERS)] for r in rows]
+    text = "\n\n".join([
+        header,
+        "### Interleaved (one call of each contender per round; * = p90 > 2 x p10, a disturbed measurement)",
+        tables(rows, "interleaved"),
+        "### Alone (each contender's calls back to back)", tables(rows, "alone"),
+        "### Targets (ratio > 1 means tdsl or the ternary ONNX is faster / smaller; last column: alone)",
+        markdown_table(["workload", "B", "target", "interleaved", "bar", "result", "alone"], target_rows),
+        "### Weight bytes (MiB: tdsl frozen model, torch fp32 parameters, ONNX files)",
+        markdown_table(["workload", *CONTENDERS], size_rows),
+        "### Agreement with torch fp32 on the same weights (max rel. error / top-1)",
+        markdown_table(["workload", "B", *CONTENDERS], agree_rows),
+    ])
     print(text)
     write_text_atomic(args.out / "bench_models.md", text + "\n")
-    print(f"\nwrote {args.out / 'bench_models.json'}", file=sys.stderr)
+    print(f"\nwrote {args.out / 'bench_models.json'}, .md and .png", file=sys.stderr)
     return 0
 
 

@@ -153,6 +153,16 @@ def _rows(x: np.ndarray) -> np.ndarray:
 def _linear_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
     w, a = step.weights, step.attrs
     res = _rows(ins[1]) if a["residual"] else _EMPTY2
+    x2 = _rows(ins[0])
+    if ctx.act_quant == "int8" and ctx.path == "vnni" and x2.shape[0] >= conv_int8.LINEAR_MIN_ROWS:
+        # several rows: the conv micro-kernel on panels, built on first use (conv_int8.LINEAR_MIN_ROWS)
+        panels = ctx.panels.get(id(step))
+        if panels is None:
+            N, K = w["packed"].shape[0], x2.shape[1]
+            panels = ctx.panels[id(step)] = conv_int8.linear_panels(w["packed"], N, K)
+        conv_int8.linear_int8_into(_rows(y), np.ascontiguousarray(x2), panels, w["scale"], w["bias"], res,
+                                   a["activation"], ctx.path, ctx.workspace)
+        return
     gemm.linear_into(_rows(y), _rows(ins[0]), w["packed"], w["scale"], w["bias"], res,
                      a["activation"], ctx.act_quant, ctx.path)
 

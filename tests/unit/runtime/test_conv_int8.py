@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tdsl.runtime import conv_int8 as CI
+from tdsl.runtime import gemm
 from tdsl.runtime import reference as R
 from tdsl.runtime.cpu_features import has_avx512_vnni
 from tdsl.runtime.activations import code_of
@@ -114,3 +115,28 @@ def test_panels_layout() -> None:
             got = (panels[g, c, 4 * lane + kk] >> (2 * j)) & 3
             want = codes[o, k] if o < 20 and k < 18 else 1
             assert got == want, (o, k)
+
+
+# --------------------------------------------------------------------------- linear on panels
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("B,K,N", [(2, 64, 16), (7, 70, 33), (8, 256, 64), (13, 1000, 130)])
+def test_linear_on_panels_equals_the_row_kernels_bit_for_bit(path: str, B: int, K: int, N: int) -> None:
+    """The linear layer as a 1x1-conv GEMM (`linear_int8_into`) forms the same int32 sums and
+    the same float epilogue as `gemm.linear_into`, including the bias, residual and activation;
+    K = 70 and N = 33, 130 exercise the padded chunk and the partial channel groups."""
+    rng = np.random.default_rng(B * K + N)
+    trits = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    packed = pack(trits)
+    x = rng.standard_normal((B, K)).astype(np.float32)
+    x[1] = 0.0  # an all-zero token (scale 1, sum 0)
+    s, bias = rng.random(N).astype(np.float32), rng.standard_normal(N).astype(np.float32)
+    res = rng.standard_normal((B, N)).astype(np.float32)
+    want, got = np.empty((B, N), np.float32), np.empty((B, N), np.float32)
+    gemm.linear_into(want, x, packed, s, bias, res, 1, "int8", path)
+    yi = np.empty((B, N), np.int32)
+    CI.linear_int8_into(got, x, CI.linear_panels(packed, N, K), s, bias, res, 1, path, {}, yi)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(yi, gemm.int8_accumulators(x, packed, path=path))
+    assert np.any(got != 0) and np.all(got >= 0)  # relu ran
