@@ -40,16 +40,29 @@ def resolve_source(source_or_path: str | Path) -> tuple[str, str]:
         path = Path(s)
         if not path.is_file():
             raise TdslError(f"no such file: {s}")
-        return path.read_text(encoding="utf-8"), str(path)
+        return _read_source(path), str(path)
     if "\n" not in s and is_zoo_name(s):
         path = zoo_path(s)
-        return path.read_text(encoding="utf-8"), str(path)
+        return _read_source(path), str(path)
     if "\n" not in s and s.isidentifier():
         zoo_path(s)  # raises a TdslError naming the zoo models
     if "\n" not in s and not any(c.isspace() for c in s) and ("/" in s or "\\" in s or Path(s).exists()):
         what = "a folder" if Path(s).is_dir() else ("no such file" if not Path(s).exists() else "not a .tdsl/.tri file")
         raise TdslError(f"{s}: {what}; give a zoo model name, a .tdsl or .tri file, or DSL text")
     return s, "<input>"
+
+
+def _read_source(path: Path) -> str:
+    """A source file's text; one too large to be a program is refused before it is read."""
+    from tdsl.errors import SourceLoc
+    from tdsl.frontend.limits import MAX_SOURCE_CHARS, LimitError
+    from tdsl.frontend.parser import decode_source
+
+    size = path.stat().st_size
+    if size > 4 * MAX_SOURCE_CHARS:  # a UTF-8 character is at most 4 bytes
+        raise LimitError(f"the file has {size} bytes, more than a source may ({MAX_SOURCE_CHARS} "
+                         "characters)", SourceLoc(str(path), 1, 1))
+    return decode_source(path.read_bytes(), str(path))
 
 
 class CompiledModel:

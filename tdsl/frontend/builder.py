@@ -16,6 +16,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from tdsl.dialects import tdsl as d
 from tdsl.dialects.locations import set_loc
 from tdsl.errors import SourceLoc
+from tdsl.frontend.limits import check_scalar_range
 
 DYNAMIC = -(2**63)
 
@@ -148,6 +149,7 @@ class IRBuilder:
         return op.results[0]
 
     def constant_scalar(self, value: Any, dtype: str, loc: SourceLoc) -> SSAValue:
+        check_scalar_range(value, dtype, loc)
         if dtype.startswith("float"):
             value = float(value)
         attr = DenseIntOrFPElementsAttr.from_list(tensor_type(dtype, ()), [value])

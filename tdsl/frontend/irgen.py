@@ -15,7 +15,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tdsl.dialects import tdsl as d
 from tdsl.errors import SourceLoc, TdslError, TdslTypeError, UnknownNameError, did_you_mean
-from tdsl.frontend import ast
+from tdsl.frontend import ast, limits
 from tdsl.frontend.builder import IRBuilder, tensor_type
 from tdsl.frontend.ops import BUILTINS, COMPILE_TIME_FNS, INIT_FNS, emit_tensor_op
 from tdsl.frontend.values import (BuiltinFn, ConstTensor, FnValue, InitSpec, LayerDefValue,
@@ -26,7 +26,6 @@ from tdsl.ops.elementwise import BINARY
 
 _COMPILE_TIME_TYPES = {"int", "float", "bool", "str", "list"}
 _DTYPES = {"float32", "float16", "int8", "int32", "trit"}
-_MAX_UNROLL = 100_000
 _INFIX: dict[str, type[d.ValueOp]] = {**{row.symbol: row.op for row in BINARY.values()}, "@": d.MatmulOp}
 """The op class of each infix operator on tensors."""
 
@@ -76,9 +75,24 @@ class Elaborator:
         self.sym_counts: dict[str, int] = {}
         self.builder_stack: list[_LayerState] = []
         self.in_forward = False
+        self.steps = 0
+        """Work done so far, against `limits.MAX_STEPS`."""
+        self.calls: list[tuple[str, SourceLoc]] = []
+        """The layer instantiations and fn calls being evaluated, outermost first."""
+        self.elaborating: set[tuple] = set()
+        """Specialisations whose body is running: creating one again would nest it in itself."""
 
     # ------------------------------------------------------------ entry points
     def build(self, entry: str | None, params: dict[str, Any] | None) -> ModuleOp:
+        """The module of the entry layer; a Python stack overflow becomes a located error."""
+        try:
+            return self._build(entry, params)
+        except RecursionError:
+            loc = self.calls[-1][1] if self.calls else self.program.loc
+            raise limits.LimitError("compile-time evaluation nests too deeply (recursion through "
+                                    "calls and nested expressions)", loc) from None
+
+    def _build(self, entry: str | None, params: dict[str, Any] | None) -> ModuleOp:
         user_layers = self.program.layers
         top = [s for s in self.program.body if not isinstance(s, (ast.LayerDef, ast.FnDef))]
         if entry is None and not user_layers:
@@ -123,7 +137,9 @@ class Elaborator:
             self.ir.emit_return([self._as_tensor(ret, loc)], None, loc)
         else:
             names = [n for n in scope.vars if not isinstance(scope.vars[n], (FnValue, LayerDefValue))]
-            self.ir.emit_return([self._as_tensor(scope.vars[n], loc) for n in names], names, loc)
+            where = {s.name: (s.value or s).loc for s in top if isinstance(s, ast.Let)}
+            self.ir.emit_return([self._as_tensor(scope.vars[n], where.get(n, loc)) for n in names],
+                                names, loc)
         self.ir.end_forward(fwd)
         self.builder_stack.pop()
         self.ir.emit_layer("main", "main", {}, [], [], fwd, loc)
@@ -141,7 +157,7 @@ class Elaborator:
         args: dict[str, Any] = {}
         for p in ct_params:
             if p.name in params:
-                args[p.name] = params[p.name]
+                args[p.name] = limits.check_value(params[p.name], p.loc, f"parameter '{p.name}'")
             elif p.default is None:
                 raise TdslError(f"layer '{node.name}' needs a value for parameter '{p.name}' "
                                 f"(pass params={{'{p.name}': ...}} or --param {p.name}=...)", p.loc)
@@ -182,7 +198,11 @@ class Elaborator:
         for p in self._ct_params(node):
             value = bound[p.name]
             if isinstance(value, ast.Node):  # a default: evaluate in the global scope
-                value = self.eval_expr(value, self.globals)
+                self._enter(f"the default of '{p.name}' of layer '{node.name}'", value.loc)
+                try:
+                    value = self.eval_expr(value, self.globals)
+                finally:
+                    self.calls.pop()
             if p.type is not None and isinstance(p.type, ast.ScalarType):
                 value = check_scalar(p.type.name, value,
                                      f"parameter '{p.name}' of layer '{node.name}'", loc)
@@ -191,16 +211,46 @@ class Elaborator:
                                     f"compile-time value, got {describe(value)}", loc)
             params[p.name] = value
         key = (node.name, freeze_value(params))
+        if key in self.elaborating:
+            raise limits.LimitError(f"layer '{node.name}' contains itself: "
+                                    f"{self._show_call(node.name, params)} is created inside its own "
+                                    "body", loc)
         spec = self.specialisations.get(key)
         if spec is None:
             sym = self._fresh_sym(node.name)
             spec = LayerInstance(node.name, sym, params, loc)
             self.specialisations[key] = spec
+            self._enter(self._show_call(node.name, params), loc)
+            self.elaborating.add(key)
             try:
                 self._elaborate(node, sym, params)
             except TdslError as e:
                 raise self._relocate(e, node, params, loc) from None
+            finally:
+                self.calls.pop()
+                self.elaborating.discard(key)
         return LayerInstance(node.name, spec.sym, params, loc)
+
+    @staticmethod
+    def _show_call(name: str, params: dict[str, Any]) -> str:
+        args = ", ".join(f"{k}={show_value(v)}" for k, v in params.items())
+        return f"{name}({args})" if len(args) <= 60 else f"{name}(...)"
+
+    def _enter(self, what: str, loc: SourceLoc) -> None:
+        """Push a call, refusing one nested deeper than `MAX_CALL_DEPTH` (unbounded recursion)."""
+        self.step(loc)
+        if len(self.calls) >= limits.MAX_CALL_DEPTH:
+            chain = " -> ".join(w for w, _ in self.calls[-3:])
+            raise limits.LimitError(f"calls nest more than {limits.MAX_CALL_DEPTH} deep, through "
+                                    f"{chain} -> {what}: is it recursive without end?", loc)
+        self.calls.append((what, loc))
+
+    def step(self, loc: SourceLoc, n: int = 1) -> None:
+        """Count `n` units of compile-time work, refusing more than `MAX_STEPS` in all."""
+        self.steps += n
+        if self.steps > limits.MAX_STEPS:
+            raise limits.LimitError(f"compile-time evaluation takes more than {limits.MAX_STEPS} "
+                                    "steps (statements, loop iterations, calls and list elements)", loc)
 
     def _relocate(self, e: TdslError, node: ast.LayerDef, params: dict[str, Any],
                   loc: SourceLoc) -> TdslError:
@@ -311,6 +361,7 @@ class Elaborator:
         dims = None
         if t.dims is not None:
             dims = tuple(self._dim(d, scope, free_ok=True) for d in t.dims)
+            limits.check_volume([x for x in dims if x is not None], t.loc, f"input '{p.name}'")
         return tensor_type(t.dtype, dims)
 
     def _dim(self, d: ast.Expr, scope: Scope, free_ok: bool) -> int | None:
@@ -329,6 +380,9 @@ class Elaborator:
             raise TdslTypeError(f"a shape dimension must be an integer, got {describe(value)}", d.loc)
         if value <= 0:
             raise TdslTypeError(f"a shape dimension must be positive, got {value}", d.loc)
+        if value > limits.MAX_TENSOR_ELEMENTS:
+            raise limits.LimitError(f"a shape dimension of {value} is larger than the limit of "
+                                    f"{limits.MAX_TENSOR_ELEMENTS}", d.loc)
         return value
 
     # ------------------------------------------------------------ statements
@@ -338,6 +392,7 @@ class Elaborator:
             self.exec_stmt(stmt, scope, body_mode)
 
     def exec_stmt(self, stmt: ast.Stmt, scope: Scope, body_mode: bool) -> None:
+        self.step(stmt.loc)
         if isinstance(stmt, ast.Let):
             self._exec_let(stmt, scope, body_mode)
         elif isinstance(stmt, ast.Assign):
@@ -358,14 +413,18 @@ class Elaborator:
             self.exec_block(stmt.then if cond else stmt.orelse, scope, body_mode)
         elif isinstance(stmt, ast.For):
             items = self.eval_expr(stmt.iterable, scope)
-            if isinstance(items, range):
-                items = list(items)
-            if not isinstance(items, list):
+            if not isinstance(items, (list, range)):
                 raise TdslTypeError(f"'for' needs a range or a list known at compile time, "
                                     f"got {describe(items)}", stmt.iterable.loc)
-            if len(items) > _MAX_UNROLL:
-                raise TdslError(f"loop of {len(items)} iterations is too long to unroll", stmt.loc)
+            try:
+                count = len(items)
+            except OverflowError:  # a range longer than sys.maxsize
+                count = limits.MAX_UNROLL + 1
+            if count > limits.MAX_UNROLL:
+                raise limits.LimitError(f"a loop of more than {limits.MAX_UNROLL} iterations is too "
+                                        "long to unroll", stmt.loc)
             for item in items:
+                self.step(stmt.loc)
                 if body_mode:
                     scope.vars[stmt.var] = item
                 else:
@@ -468,6 +527,8 @@ class Elaborator:
             init = InitSpec("constant", spec.shape, (("value", spec.values),), spec.loc)
         else:
             init = spec
+        if init.shape is not None:
+            limits.check_volume(init.shape, init.loc or loc, f"weight '{name}'")
         if init.shape is not None and shape is not None and tuple(init.shape) != shape:
             raise TdslError(f"'{name}' is declared with shape {list(shape)} but its initialiser "
                             f"makes {list(init.shape)}", init.loc or loc)
@@ -475,6 +536,7 @@ class Elaborator:
         if shape is None:
             raise TdslError(f"the shape of weight '{name}' is unknown: give it in the type "
                             f"(Tensor[float32, d0, d1]) or to the initialiser", loc)
+        limits.check_volume(shape, loc, f"weight '{name}'")
         ref = ParamRef(name, tuple(shape), dtype)
         state.weights[name] = (ref, init, kind, precision, loc)
         return ref
@@ -492,7 +554,9 @@ class Elaborator:
                 return value.value
             return value
         if isinstance(e, ast.ListLit):
-            return [self.eval_expr(i, scope) for i in e.items]
+            items = [self.eval_expr(i, scope) for i in e.items]
+            self.step(e.loc, limits.flat_size(items, e.loc))
+            return items
         if isinstance(e, ast.Ellipsis_):
             return InitSpec("kaiming_uniform", None, (), e.loc)
         if isinstance(e, ast.UnaryOp):
@@ -526,8 +590,12 @@ class Elaborator:
     def _ternary_literal(self, e: ast.TernaryLiteral, scope: Scope) -> ConstTensor:
         shape: list[int] = []
         for s in e.shape:
-            v = self.eval_expr(s, scope)
-            shape.extend(flatten_values(v))
+            for v in flatten_values(self.eval_expr(s, scope)):
+                if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                    raise TdslTypeError(f"a TernaryTensor dimension must be a positive integer, "
+                                        f"got {describe(v)}", s.loc)
+                shape.append(v)
+        limits.check_volume(shape, e.loc, "TernaryTensor literal")
         values: list[int] = []
         for item in e.values:
             values.extend(flatten_values(self.eval_expr(item, scope)))
@@ -545,7 +613,9 @@ class Elaborator:
             return not v
         if isinstance(v, TypedScalar):
             v = v.value
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if isinstance(v, int) and not isinstance(v, bool):
+            return limits.check_int(-v, e.loc)
+        if isinstance(v, float):
             return -v
         if isinstance(v, (TensorValue, ParamRef, ConstTensor)):
             return self._neg(v, e.loc)
@@ -565,7 +635,10 @@ class Elaborator:
             return self._tensor_binop(kind, a, b, e.loc)
         a = a.value if isinstance(a, TypedScalar) else a
         b = b.value if isinstance(b, TypedScalar) else b
-        return compile_time_binop(e.op, a, b, e.loc)
+        result = compile_time_binop(e.op, a, b, e.loc)
+        if isinstance(result, list):
+            self.step(e.loc, limits.flat_size(result, e.loc))
+        return result
 
     def _tensor_binop(self, kind: type[d.ValueOp], a: Any, b: Any, loc: SourceLoc) -> TensorValue:
         ta = self._as_tensor(a, loc, like=b)
@@ -629,17 +702,20 @@ class Elaborator:
                         {p.name: p.default for p in node.params if p.default is not None})
         bound = bind_args(sig, args, kwargs, loc)
         scope = Scope(self.globals if fn.closure is None else fn.closure)
-        for p in node.params:
-            v = bound[p.name]
-            if isinstance(v, ast.Node):
-                v = self.eval_expr(v, self.globals)
-            if isinstance(p.type, ast.ScalarType) and p.type.name in _COMPILE_TIME_TYPES:
-                v = check_scalar(p.type.name, v, f"argument '{p.name}' of {node.name}()", loc)
-            scope.vars[p.name] = v
+        self._enter(f"{node.name}()", loc)
         try:
+            for p in node.params:
+                v = bound[p.name]
+                if isinstance(v, ast.Node):
+                    v = self.eval_expr(v, self.globals)
+                if isinstance(p.type, ast.ScalarType) and p.type.name in _COMPILE_TIME_TYPES:
+                    v = check_scalar(p.type.name, v, f"argument '{p.name}' of {node.name}()", loc)
+                scope.vars[p.name] = v
             self.exec_block(node.body, scope, body_mode=False)
         except _Return as r:
             return r.value if r.value != () else None
+        finally:
+            self.calls.pop()
         return None
 
     def _call_builtin(self, name: str, args: list[Any], kwargs: dict[str, tuple[Any, SourceLoc]],
@@ -650,7 +726,10 @@ class Elaborator:
             items = args[0] if len(args) == 1 and isinstance(args[0], list) else args
             return self._sequential(items, kwargs, e.loc)
         if name in COMPILE_TIME_FNS:
-            return COMPILE_TIME_FNS[name](args, kwargs, e.loc)
+            result = COMPILE_TIME_FNS[name](args, kwargs, e.loc)
+            if isinstance(result, int) and not isinstance(result, bool):
+                limits.check_int(result, e.loc)
+            return result
         if name in INIT_FNS:
             return INIT_FNS[name](args, kwargs, e.loc)
         if not self.in_forward:

@@ -8,18 +8,20 @@ Every lark failure becomes a `ParseError` with a location; no lark exception esc
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
 from lark.tree import Meta
 
 from tdsl.errors import ParseError, SourceLoc, did_you_mean, register_source
 from tdsl.frontend import ast as A
+from tdsl.frontend import limits
 from tdsl.frontend.checks import check_program
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
@@ -86,11 +88,15 @@ def _lark() -> Lark:
 def parse_program(text: str, filename: str = "<input>") -> A.Program:
     """Parse tdsl source (both `.tri` dialects included) and run the static checks."""
     register_source(filename, text)
+    if len(text) > limits.MAX_SOURCE_CHARS:
+        raise limits.LimitError(f"the source has {len(text)} characters, more than the limit of "
+                                f"{limits.MAX_SOURCE_CHARS}", SourceLoc(filename, 1, 1))
     parser = _lark()
     try:
         tree = parser.parse(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, text, filename, parser) from None
+    _check_nesting(tree, filename)
     try:
         program = _ToAst(filename, text).transform(tree)
         check_program(program)
@@ -105,9 +111,39 @@ def parse_program_or_file(source_or_path: str, filename: str | None = None) -> A
     """Parse a `.tdsl`/`.tri` file if the argument names one, else treat it as source."""
     looks_like_path = "\n" not in source_or_path and source_or_path.endswith((".tdsl", ".tri"))
     if looks_like_path and os.path.isfile(source_or_path):
-        text = Path(source_or_path).read_text(encoding="utf-8-sig")  # drop a BOM
+        text = decode_source(Path(source_or_path).read_bytes(), filename or source_or_path)
         return parse_program(text, filename or source_or_path)
     return parse_program(source_or_path, filename or "<input>")
+
+
+def decode_source(data: bytes, filename: str) -> str:
+    """The text of a source file (a UTF-8 BOM dropped); a byte that is not UTF-8 is a located error."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = data.rfind(b"\n", 0, err.start) + 1
+        line = data.count(b"\n", 0, err.start) + 1
+        col = len(data[start:err.start].decode("utf-8", "replace")) + 1
+        register_source(filename, data.decode("utf-8", "replace"))
+        raise ParseError(f"the file is not valid UTF-8 (byte 0x{data[err.start]:02x})",
+                         SourceLoc(filename, line, col)) from None
+
+
+def _check_nesting(tree: Tree, filename: str) -> None:
+    """Refuse a parse tree deeper than `MAX_NESTING`, walking it without recursion.
+
+    The tree walks after this one (AST building, checks, elaboration) recurse, so this
+    bound is what keeps them inside Python's stack.
+    """
+    stack: list[tuple[Tree, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limits.MAX_NESTING:
+            meta = node.meta
+            loc = SourceLoc(filename, getattr(meta, "line", 1), getattr(meta, "column", 1))
+            raise limits.LimitError(f"the program nests more than {limits.MAX_NESTING} levels deep "
+                                    "(calls, brackets, blocks and operators)", loc)
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
 
 
 # ---------------------------------------------------------------- syntax errors
@@ -380,10 +416,19 @@ class _ToAst(Transformer):
         return A.Name(self._loc(meta), str(children[0]))
 
     def int_lit(self, meta: Meta, children: list) -> A.IntLit:
-        return A.IntLit(self._loc(meta), int(children[0]))
+        digits = str(children[0]).lstrip("0") or "0"
+        loc = self._loc(meta)
+        if len(digits) > 19:  # before int(): Python refuses to convert over 4,300 digits
+            raise limits.LimitError(f"integer literal of {len(digits)} digits is out of the int64 "
+                                    f"range (largest {limits.INT64_MAX})", loc)
+        return A.IntLit(loc, limits.check_int(int(digits), loc, "integer literal"))
 
     def float_lit(self, meta: Meta, children: list) -> A.FloatLit:
-        return A.FloatLit(self._loc(meta), float(children[0]))
+        value = float(children[0])
+        if not math.isfinite(value):
+            raise limits.LimitError(f"float literal {children[0]} is out of the float64 range",
+                                    self._loc(meta))
+        return A.FloatLit(self._loc(meta), value)
 
     def str_lit(self, meta: Meta, children: list) -> A.StrLit:
         body = str(children[0])[1:-1]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tdsl.errors import SourceLoc, TdslError, TdslTypeError, did_you_mean
-from tdsl.frontend import ast
+from tdsl.frontend import ast, limits
 
 if TYPE_CHECKING:
     from xdsl.ir import SSAValue
@@ -242,12 +242,25 @@ def freeze_value(v: Any) -> Any:
 
 
 def compile_time_binop(op: str, a: Any, b: Any, loc: SourceLoc) -> Any:
+    """`a op b` on compile-time values; numbers stay int64 / finite, strings bounded."""
+    result = _binop(op, a, b, loc)
+    if isinstance(result, bool):
+        return result
+    if isinstance(result, int):
+        return limits.check_int(result, loc, "the integer result")
+    if isinstance(result, float):
+        return limits.check_float(result, loc, f"'{op}'")
+    return result
+
+
+def _binop(op: str, a: Any, b: Any, loc: SourceLoc) -> Any:
     num = (int, float)
     try:
         if op == "+":
             if isinstance(a, list) and isinstance(b, list):
                 return a + b
             if isinstance(a, str) and isinstance(b, str):
+                limits.check_size(len(a) + len(b), loc, "string", "characters")
                 return a + b
             _need_numbers(num, a, b, op, loc)
             return a + b

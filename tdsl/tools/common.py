@@ -21,7 +21,7 @@ def parse_param(text: str) -> tuple[str, object]:
         raise TdslError(f"--param expects NAME=VALUE, but got '{text}'")
     try:
         value: object = json.loads(raw)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or an integer past Python's 4,300-digit conversion limit
         value = raw
     return key.strip(), value
 

@@ -128,8 +128,9 @@ class TdslOptMain(xDSLOptMain):
 
     def parse_dsl(self, io: IO[bytes]) -> ModuleOp:
         from tdsl.frontend.irgen import build_module
+        from tdsl.frontend.parser import decode_source
 
-        text = io.read().decode("utf-8")
+        text = decode_source(io.read(), self.get_input_name())
         params = dict(parse_param(p) for p in self.args.param)
         return build_module(text, self.get_input_name(), entry=self.args.entry, params=params or None)
 

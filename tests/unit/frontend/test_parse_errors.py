@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tdsl.errors import ParseError, SourceLoc, TdslError
+from tdsl.frontend.limits import LimitError
 from tdsl.frontend.parser import parse_program
 
 # (source, line, col, message)
@@ -69,9 +70,10 @@ def test_render(source: str, rendered: str) -> None:
     assert str(info.value) == rendered
 
 
-def test_deep_nesting_is_a_parse_error() -> None:
-    with pytest.raises(ParseError, match="nested too deeply"):
+def test_deep_nesting_is_a_located_limit_error() -> None:
+    with pytest.raises(LimitError, match="nests more than 200 levels") as info:
         parse_program("let x = " + "-(" * 5000 + "1" + ")" * 5000)
+    assert info.value.loc is not None and info.value.loc.line == 1 and info.value.loc.col > 200
 
 
 SOURCE = """\
