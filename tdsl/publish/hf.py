@@ -1,7 +1,9 @@
 """Hugging Face Hub: upload a model package in one commit, download it (cached) by repo id.
 
 Client: `huggingface_hub` (`HfApi.create_repo`, `create_branch`, `create_commit`,
-`snapshot_download`). The token comes from the argument, else whatever the library finds
+`snapshot_download(local_dir=...)`, which keeps plain files and its own metadata, so a
+download is both cached and loadable as it is: `tdsl.load` refuses the symbolic links of
+the library's blob cache). The token comes from the argument, else whatever the library finds
 (`HF_TOKEN`, then `hf auth login`'s stored token); it is never printed, and every message
 built from a library error has it scrubbed.
 
@@ -9,8 +11,9 @@ Retries: the library already retries some steps itself (preupload, LFS transfers
 downloads); `retry.py` retries whole idempotent steps on top: creating the repo and branch
 (`exist_ok`), the download, and the commit. Repeating the commit is safe in content: it adds
 the same files, so the repo ends up with the same tree (at worst one extra, empty commit).
-The library's shared HTTP client has no timeout of its own (`timeout=None`); `_timeouts`
-installs the policy's for the duration of a call and restores the previous client after.
+The library's shared HTTP client (`huggingface_hub.get_session()`, made by whatever factory
+`set_client_factory` installed) has no timeout of its own; `_timeouts` gives it the policy's
+for the duration of a call and puts the previous settings back after.
 """
 from __future__ import annotations
 
@@ -86,20 +89,33 @@ def from_pretrained_path(repo_id_or_path: str | os.PathLike[str], revision: str 
     text = str(repo_id_or_path)
     if text.startswith((".", "/", "~")) or local.is_absolute() or local.exists():
         raise TdslError(f"{text}: no such package folder")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
     token = _token(token)
     policy = policy or retry.DEFAULT_POLICY
     where = f"{endpoint or _default_endpoint()}/{text}"
+    what = f"{where}: downloading" + (f" revision {revision}" if revision else "")
     with _timeouts(policy):
-        path = _call(lambda: snapshot_download(text, repo_type="model", revision=revision, token=token,
-                                               endpoint=endpoint, cache_dir=cache_dir,
-                                               etag_timeout=policy.timeout),
-                     f"{where}: downloading" + (f" revision {revision}" if revision else ""), token, policy)
+        # the commit a branch or tag names now: one folder per commit, as the library's snapshots
+        info = _call(lambda: HfApi(endpoint=endpoint, token=token).model_info(text, revision=revision),
+                     what, token, policy)
+        local_dir = download_dir(text, str(info.sha), cache_dir)
+        path = _call(lambda: snapshot_download(text, repo_type="model", revision=info.sha, token=token,
+                                               endpoint=endpoint, local_dir=local_dir,
+                                               etag_timeout=policy.timeout), what, token, policy)
     try:
         return check_package(path)
     except TdslError as e:
         raise TdslError(f"{where}: the repository is not a tdsl model package ({e.message})") from None
+
+
+def download_dir(repo_id: str, commit: str, cache_dir: str | os.PathLike[str] | None) -> Path:
+    """Where a download of `repo_id` at `commit` keeps its plain files: one folder per repo and
+    commit under `cache_dir` (default `$HF_HOME/tdsl/packages`), reused by the next call."""
+    from huggingface_hub import constants
+
+    root = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HOME) / "tdsl" / "packages"
+    return root / repo_id.replace("/", "--") / commit
 
 
 def fetch_hf(repo_id: str, dest_dir: str | os.PathLike[str], *, revision: str | None = None,
@@ -119,7 +135,7 @@ def fetch_hf(repo_id: str, dest_dir: str | os.PathLike[str], *, revision: str | 
     try:
         for rel in package_files(src):
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / rel, work / rel)  # follows the cache's symlinks to the blobs
+            shutil.copyfile(src / rel, work / rel)
         replace_dir(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -143,11 +159,13 @@ def _default_endpoint() -> str:
 
 @contextmanager
 def _timeouts(policy: NetPolicy) -> Iterator[None]:
-    """Give the library's shared client, and its file downloads, the policy's timeout."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import _http  # the current factory has no public getter
+    """Give the library's shared client (`get_session()`) and its file downloads
+    (`HF_HUB_DOWNLOAD_TIMEOUT`) the policy's timeout while the block runs; whichever client
+    factory the user set stays in place."""
+    from huggingface_hub import constants, get_session
 
-    previous = _http._GLOBAL_CLIENT_FACTORY
+    client = get_session()
+    previous_timeout, previous_hooks = client.timeout, list(client.event_hooks["request"])
     previous_download = constants.HF_HUB_DOWNLOAD_TIMEOUT
 
     def bound(request: Any) -> None:
@@ -157,19 +175,15 @@ def _timeouts(policy: NetPolicy) -> Iterator[None]:
         request.extensions["timeout"] = {k: (policy.timeout if limits.get(k) is None else limits[k])
                                          for k in ("connect", "read", "write", "pool")}
 
-    def factory() -> Any:
-        client = previous()
-        client.timeout = policy.timeout
-        client.event_hooks["request"] = [*client.event_hooks["request"], bound]
-        return client
-
-    _http.set_client_factory(factory)
+    client.timeout = policy.timeout
+    client.event_hooks = {**client.event_hooks, "request": [*previous_hooks, bound]}
     constants.HF_HUB_DOWNLOAD_TIMEOUT = policy.timeout  # type: ignore[assignment]
     try:
         yield
     finally:
         constants.HF_HUB_DOWNLOAD_TIMEOUT = previous_download
-        _http.set_client_factory(previous)
+        client.timeout = previous_timeout
+        client.event_hooks = {**client.event_hooks, "request": previous_hooks}
 
 
 def _call(fn: Callable[[], T], what: str, token: str | None, policy: NetPolicy) -> T:

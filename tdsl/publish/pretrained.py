@@ -1,17 +1,13 @@
 """`tdsl.from_pretrained`: a Hub repo id (downloaded into the cache) or a local folder, loaded.
 
-Built on `hf.from_pretrained_path` (download, cache, retries, token scrubbing) and
-`tdsl.package.load` (file names, config, the weights' SHA-256, tensors against the program).
-A Hub download is the library's cache snapshot (symbolic links to blobs), which `load_snapshot`
-loads through a folder of plain hard links. Neither imports torch: `from_pretrained(...)` and
+Built on `hf.from_pretrained_path` (download into plain files with `snapshot_download(local_dir=...)`,
+cache, retries, token scrubbing) and `tdsl.package.load` (file names, config, the weights'
+SHA-256, tensors against the program). Neither imports torch: `from_pretrained(...)` and
 `.deploy("numba")` run without it, and `.to_torch()` imports it when asked.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tdsl.errors import TdslError
@@ -40,42 +36,6 @@ def from_pretrained(repo_id_or_path: str | os.PathLike[str], revision: str | Non
         return load(path)  # a local folder: its own paths say where the problem is
     where = str(repo_id_or_path) + (f"@{revision}" if revision else "")
     try:
-        return load_snapshot(path)
+        return load(path)
     except TdslError as e:
         raise TdslError(f"{where}: the downloaded package does not load: {e.message}", e.loc, e.notes) from None
-
-
-def load_snapshot(snapshot: Path) -> LoadedPackage:
-    """Load a `huggingface_hub` cache snapshot, whose files are symbolic links to `../../blobs/`.
-
-    `tdsl.load` refuses symbolic links in a package, so the snapshot's files are hard-linked (or
-    copied) into a temporary folder of plain files and loaded from there; every link must resolve
-    into the repo's own cache folder. The loaded package holds everything in memory, so the
-    temporary folder goes at once and `.path` is the snapshot (where model.onnx, the card, ... are).
-    """
-    from tdsl.package import load
-
-    repo_cache = Path(os.path.realpath(snapshot.parent.parent))
-    try:
-        work = Path(tempfile.mkdtemp(prefix=".tdsl-load.", dir=repo_cache))
-    except OSError:  # a read-only shared cache
-        work = Path(tempfile.mkdtemp(prefix="tdsl-load."))
-    try:
-        for entry in sorted(snapshot.iterdir()):
-            real = Path(os.path.realpath(entry))
-            if not real.is_file():
-                continue
-            if repo_cache not in real.parents:
-                raise TdslError(f"{entry}: resolves outside the repository's cache folder {repo_cache}")
-            try:
-                os.link(real, work / entry.name)
-            except OSError:
-                shutil.copyfile(real, work / entry.name)
-        try:
-            pkg = load(work)
-        except TdslError as e:
-            raise TdslError(e.message.replace(str(work), str(snapshot)), e.loc, e.notes) from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    pkg.path = snapshot
-    return pkg

@@ -14,23 +14,28 @@ from fake_hub import TOKEN  # loaded by conftest.py
 
 def test_round_trip_in_one_commit(package: Path, onnx_file: Path, hub: Any, fast: Any, tmp_path: Path,
                                   tree: Any) -> None:
-    from huggingface_hub.utils import _http
+    from huggingface_hub import get_session
 
-    factory = _http._GLOBAL_CLIENT_FACTORY
+    session = get_session()
+    timeout, hooks = session.timeout, list(session.event_hooks["request"])
     commit = publish_hf(package, "me/lenet", token=TOKEN, extra_files=[onnx_file], endpoint=hub.url,
                         message="first upload", policy=fast)
     assert [c["summary"] for c in hub.state.commit_log] == ["first upload"]
     assert commit.oid == hub.state.repos["me/lenet"]["branches"]["main"]
     assert hub.state.lfs, "the safetensors file should travel by LFS"
-    assert _http._GLOBAL_CLIENT_FACTORY is factory, "the library's client factory must be restored"
+    assert get_session() is session, "the library's shared client (and its factory) stay the user's"
+    assert (session.timeout, session.event_hooks["request"]) == (timeout, hooks), "the client's settings are restored"
     got = from_pretrained_path("me/lenet", token=TOKEN, endpoint=hub.url, cache_dir=tmp_path / "c", policy=fast)
     expected = tree(package)
     expected["model.onnx"] = onnx_file.read_bytes()
-    got_files = tree(got)
+    got_files = {k: v for k, v in tree(got).items() if not k.startswith(".cache/")}  # the library's metadata
     got_files.pop(".gitattributes")
     assert got_files == expected
+    assert not any(p.is_symlink() for p in got.rglob("*")), "a download is plain files (local_dir), loadable as is"
     assert hub.unhandled == []
-    assert hub.requests("GET", r"/api/models/me/lenet/(revision|tree)/main") and hub.requests("GET", "/resolve/")
+    head = hub.state.repos["me/lenet"]["branches"]["main"]
+    assert hub.requests("GET", rf"/api/models/me/lenet/(revision|tree)/{head}") and hub.requests("GET", "/resolve/")
+    assert got == tmp_path / "c" / "me--lenet" / head  # one folder per commit
 
 
 
