@@ -1,6 +1,6 @@
 """Training: the `Trainer` loop, atomic safetensors checkpoints, datasets, DDP under torchrun.
 
-Modules: `trainer` (Trainer, TrainConfig), `schedules` (LR as a function of the step),
+Modules: `trainer` (Trainer, TrainConfig), `schedules` (LR schedules built from `torch.optim.lr_scheduler`),
 `health` (gradient checks), `regularizers` (latent-weight penalties), `checkpoint`,
 `metrics` (JSONL log and plot), `data` (digits, numpy, image folders, fitting one to a
 model) and `distributed`. The `tdsl train` subcommand is `tdsl.tools.train`.

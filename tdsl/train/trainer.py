@@ -7,15 +7,16 @@ the optional latent-weight regulariser.
 
 Determinism: the constructor seeds torch's global RNG with `config.seed` (dropout, and any
 other randomness inside the model) and a separate generator for data order; an epoch's order
-is one `randperm` from that generator. The LR is a pure function of the step
-(`tdsl.train.schedules`). A checkpoint taken at the end of an epoch stores both RNG states,
-the step, the optimizer and the grad scaler, so resuming reproduces an uninterrupted run
-bit for bit (on the same machine and thread count).
+is one `randperm` from that generator. The LR comes from a `torch.optim.lr_scheduler`
+(`tdsl.train.schedules`), stepped after every update; it depends on the step alone, so a
+resumed run rebuilds it and replays it to the checkpoint's step. A checkpoint taken at the
+end of an epoch stores both RNG states, the step, the optimizer and the grad scaler, so
+resuming reproduces an uninterrupted run bit for bit (on the same machine and thread count).
 
-Per step: LR from the schedule, forward (under autocast when `amp`: bf16 on CPU, fp16 with a
+Per step: forward (under autocast when `amp`: bf16 on CPU, fp16 with a
 `GradScaler` on CUDA), loss = loss_fn sum / global batch (+ `ternary_reg` times the ternary L2
 regulariser), backward, health checks on the pre-clipping gradients, clipping by value then
-by norm, optimizer step.
+by norm, optimizer step, scheduler step.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from tdsl.train.health import (TrainingHealthError, TrainingHealthWarning, explo
                                locate_nonfinite, nonfinite_grads, total_norm, vanishing)
 from tdsl.train.metrics import MetricsLog, plot_metrics
 from tdsl.train.regularizers import ternary_l2
-from tdsl.train.schedules import SCHEDULES, check_schedule, lr_at
+from tdsl.train.schedules import SCHEDULES, build_scheduler, check_schedule, replay
 
 OPTIMIZERS = ("sgd", "adamw")
 HEALTH_MODES = ("raise", "warn", "off")
@@ -183,6 +184,7 @@ class Trainer:
         if not self.named_params:
             raise TdslError("the model has no trainable parameters")
         self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
         self.use_scaler = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if self.use_scaler else None
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
@@ -190,6 +192,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.data_gen = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.last_lr = config.lr
         self.epoch = 0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
@@ -240,10 +243,23 @@ class Trainer:
     def total_steps(self) -> int:
         return self.config.epochs * self.steps_per_epoch
 
-    def lr_at(self, step: int) -> float:
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """The torch LR scheduler of the configured schedule (`tdsl.train.schedules`), at step 0."""
         c = self.config
-        return lr_at(step, c.schedule, base_lr=c.lr, total_steps=self.total_steps,
-                     warmup_steps=c.warmup_steps, step_size=c.step_size, gamma=c.gamma, min_lr=c.min_lr)
+        return build_scheduler(self.optimizer, c.schedule, base_lr=c.lr, total_steps=self.total_steps,
+                               warmup_steps=c.warmup_steps, step_size=c.step_size, gamma=c.gamma,
+                               min_lr=c.min_lr)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next update (that of the last one is `last_lr`)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _advance(self) -> None:
+        """One step done (taken or skipped): the schedule moves on either way."""
+        self.last_lr = self.lr
+        self.step += 1
+        replay(self.scheduler, 1)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if not self.config.amp:
@@ -266,9 +282,6 @@ class Trainer:
         local = D.shard(batch, self.dist)
         xb = self.x_train[local].to(self.device, non_blocking=True)
         yb = self.y_train[local].to(self.device, non_blocking=True)
-        lr = self.lr_at(self.step)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
@@ -285,7 +298,7 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 where = locate_nonfinite(self.model, lambda: self.model(xb))
             self._unhealthy(f"loss is {mean_loss}; {where}")
-            self.step += 1
+            self._advance()
             return mean_loss, float("nan"), correct, len(batch)
 
         if self.scaler is not None:
@@ -299,7 +312,7 @@ class Trainer:
             bad = None if self.scaler is not None else nonfinite_grads(norms)
             if bad is not None:
                 self._unhealthy(bad + "; the update was skipped")
-                self.step += 1
+                self._advance()
                 return mean_loss, gnorm, correct, len(batch)
             # an fp16 overflow is the grad scaler's to handle: it skips the step and rescales
             overflow = self.scaler is not None and not math.isfinite(gnorm)
@@ -317,7 +330,7 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.step += 1
+        self._advance()
         return mean_loss, gnorm, correct, len(batch)
 
     # ----- evaluation ---------------------------------------------------------------------
@@ -376,17 +389,17 @@ class Trainer:
             correct_total += correct
             norm_total += gnorm
             steps += 1
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lr_at(self.step - 1):.3g}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.last_lr:.3g}")
             if c.log_every and self.step % c.log_every == 0 and self.log is not None:
                 self.log.append({"kind": "step", "step": self.step, "epoch": self.epoch + 1,
-                                 "lr": self.lr_at(self.step - 1), "loss": loss, "grad_norm": gnorm,
+                                 "lr": self.last_lr, "loss": loss, "grad_norm": gnorm,
                                  "time": time.perf_counter() - start})
         bar.close()
         self.epoch += 1
         test_loss, test_acc = self.evaluate(*self.test) if self.test is not None else (None, None)
         self.elapsed = time.perf_counter() - start
         record = {"kind": "epoch", "step": self.step, "epoch": self.epoch,
-                  "lr": self.lr_at(max(self.step - 1, 0)), "loss": loss_total / max(n_total, 1),
+                  "lr": self.last_lr, "loss": loss_total / max(n_total, 1),
                   "train_acc": correct_total / max(n_total, 1), "test_loss": test_loss,
                   "test_acc": test_acc, "grad_norm": norm_total / max(steps, 1), "time": self.elapsed}
         self.history.append(record)
@@ -443,6 +456,11 @@ class Trainer:
         if self.epoch > self.config.epochs:
             raise TdslError(f"checkpoint '{origin}' is at epoch {self.epoch}, past the configured "
                             f"{self.config.epochs} epochs")
+        # the schedule is a function of the step: rebuild it and replay the updates done
+        self.scheduler = self._make_scheduler()
+        replay(self.scheduler, max(self.step - 1, 0))
+        self.last_lr = self.lr
+        replay(self.scheduler, 1 if self.step else 0)
         if self.log is not None:
             self.log.truncate_after(self.step)
         return ck.path

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from tdsl.errors import TdslError
-from tdsl.train.schedules import check_schedule, lr_at
+from tdsl.train.schedules import build_scheduler, check_schedule, lr_at, replay
 
 
 def curve(schedule: str, n: int, **kw: float) -> list[float]:
@@ -65,3 +65,28 @@ def test_bad_options(schedule: str, kw: dict, word: str) -> None:
     args.update(kw)
     with pytest.raises(TdslError, match=word):
         check_schedule(schedule, **args)
+
+
+@pytest.mark.parametrize("schedule, warmup, parts", [
+    ("constant", 0, ["ConstantLR"]),
+    ("step", 4, ["LinearLR", "StepLR"]),
+    ("cosine", 4, ["LinearLR", "CosineAnnealingLR", "ConstantLR"]),
+])
+def test_built_from_torch_schedulers(schedule: str, warmup: int, parts: list[str]) -> None:
+    """The curve is torch.optim.lr_scheduler's, stepped once per update and replayable."""
+    import torch
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=123.0)
+    sched = build_scheduler(opt, schedule, base_lr=0.4, total_steps=14, warmup_steps=warmup, step_size=3)
+    inner = getattr(sched, "_schedulers", [sched])
+    assert [type(s).__name__ for s in inner] == parts
+    seen = []
+    for _ in range(16):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == [lr_at(s, schedule, base_lr=0.4, total_steps=14, warmup_steps=warmup, step_size=3)
+                    for s in range(16)]
+    again = build_scheduler(opt, schedule, base_lr=0.4, total_steps=14, warmup_steps=warmup, step_size=3)
+    replay(again, 9)   # what a resumed run does at step 9
+    assert opt.param_groups[0]["lr"] == seen[9]

@@ -143,7 +143,8 @@ def test_schedule_sets_the_lr(small) -> None:
     lrs = []
     for b in t.batches()[:5]:
         t.train_step(b)
-        lrs.append(t.optimizer.param_groups[0]["lr"])
+        lrs.append(t.last_lr)  # the LR that update used (the group's is already the next one)
+    assert isinstance(t.scheduler, torch.optim.lr_scheduler.SequentialLR)
     assert lrs[:3] == pytest.approx([0.1, 0.2, 0.3])
     assert lrs[3] == 0.3 and lrs[4] < 0.3
 
