@@ -6,11 +6,13 @@
 `model` is a `FrozenModel` (`tdsl.quantize`, `CompiledModel.freeze`), a `LoadedPackage`
 (`tdsl.load`, `tdsl.from_pretrained`) or a `CompiledModel` that carries weights
 (`compiled.with_weights(state_dict)`). The program is lowered here (`tdsl.lowering`), then
-handed to the backend, which runs no pass. Imports no torch.
+handed to the backend, which runs no pass. Imports no torch: a call with torch tensors
+(`Deployment`) finds torch already imported by the caller.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tdsl.errors import TdslError
@@ -38,9 +40,47 @@ def program_and_weights(model: Any) -> tuple[Any, Mapping[str, Any]]:
                     "or a compiled program with weights")
 
 
+class Deployment:
+    """What `deploy` returns: the backend's model, answering in the caller's array type.
+
+    numpy in, numpy out; torch tensors in (any of the inputs), torch tensors out, on the
+    device of the first tensor given, with the structure the backend returns (one array, a
+    tuple, or a dict by output name). Everything else (`profile_table()`, `plan`, ...) is the
+    backend model's (`DeployedModel`)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(self, *inputs: Any) -> Any:
+        torch = sys.modules.get("torch")  # a torch tensor exists only once its caller imported torch
+        tensors = [x for x in inputs if torch is not None and isinstance(x, torch.Tensor)]
+        out = self.model(*inputs)
+        if not tensors:
+            return out
+        device = tensors[0].device
+        return _map_arrays(out, lambda a: torch.from_numpy(a).to(device))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":  # not yet set (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def __repr__(self) -> str:
+        return f"Deployment({self.model!r})"
+
+
+def _map_arrays(out: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(out, dict):
+        return {k: fn(v) for k, v in out.items()}
+    if isinstance(out, tuple):
+        return tuple(fn(v) for v in out)
+    return fn(out)
+
+
 def deploy(model: Any, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
-           path: str | None = None, profile: bool = False) -> Any:
-    """`model` on a deployment backend: a callable, numpy in, numpy out (`DeployedModel`).
+           path: str | None = None, profile: bool = False) -> Deployment:
+    """`model` on a deployment backend: a callable that answers in the type it is given
+    (numpy in, numpy out; torch in, torch out: `Deployment`).
 
     device: "cpu" or "cuda"; act_quant: "int8" (per-token int8 activations into the packed
     ternary kernels) or "float"; path: force a CPU kernel path ("portable", "vnni");
@@ -63,5 +103,5 @@ def deploy(model: Any, backend: str = "numba", *, device: str = "cpu", act_quant
         raise TdslError(f"the Numba backend is not available in this installation ({e.name} is missing): "
                         "install numba, or run the model with .to_torch()") from None
 
-    return deploy_module(kernel_level(module), weights, device=device, act_quant=act_quant, path=path,
-                         profile=profile)
+    return Deployment(deploy_module(kernel_level(module), weights, device=device, act_quant=act_quant,
+                                    path=path, profile=profile))
