@@ -95,8 +95,65 @@ def _conv_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -
         K.scatter_epilogue(yg, gi * Og, res3, act, y3)
 
 
-def _conv_columns(x: np.ndarray, weight: np.ndarray, a: dict[str, Any], acc: np.ndarray) -> None:
-    """acc [N, O, Ho*Wo] = conv(x, weight) with weight [O, C/g, kh, kw] (float32 or float64)."""
+_BAND_MIN_FLOPS = 20_000_000
+"""Below this a kept-precision conv runs its im2col + GEMM in one band (threads cost more)."""
+
+
+@functools.cache
+def _band_pool(workers: int) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(workers, thread_name_prefix="tdsl-conv")
+
+
+def _conv_band(x: np.ndarray, w2: np.ndarray, n: int, gi: int, Cg: int, Og: int, geom: tuple,
+               oy0: int, oy1: int, acc: np.ndarray, epilogue: tuple | None) -> None:
+    """acc[n, group gi, rows oy0..oy1 of the output] = w2[group gi] @ im2col(those rows), then
+    the float epilogue (bias, residual [N, O, L] or empty, activation) when given."""
+    kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = geom
+    cols = np.empty((Cg * kh * kw, (oy1 - oy0) * Wo), w2.dtype)
+    K.im2col_band(x, n, gi * Cg, Cg, kh, kw, sh, sw, ph, pw, dh, dw, oy0, oy1, Wo, cols)
+    rows, span = slice(gi * Og, (gi + 1) * Og), slice(oy0 * Wo, oy1 * Wo)
+    out = w2[rows] @ cols  # contiguous: the epilogue vectorises on it, not on the strided band of acc
+    if epilogue is not None:
+        bias, res, act = epilogue
+        K.bias_residual_act_band(out, bias[rows], res[n, rows, span] if res.size else _EMPTY2, act)
+    acc[n, rows, span] = out
+
+
+def _conv_bands(x: np.ndarray, w2: np.ndarray, g: int, geom: tuple, acc: np.ndarray,
+                epilogue: tuple | None = None) -> None:
+    """im2col + GEMM of a kept-precision conv, in bands of output rows on Python threads.
+
+    BLAS runs single-threaded inside a call (module docstring) and a Numba-parallel im2col
+    leaves OpenMP workers spinning, which slow a GEMM on other threads that follows it (measured
+    on the ResNet stem, 2 cores: im2col + GEMM 5.0 ms, + a 2-thread GEMM 6.5 ms). So each band
+    does its own im2col (`im2col_band`, serial, GIL released) and its own GEMM (numpy releases
+    the GIL too), on `numba.get_num_threads()` threads."""
+    import numba
+
+    kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = geom
+    N, Cg, Og = x.shape[0], x.shape[1] // g, w2.shape[0] // g
+    workers = min(numba.get_num_threads(), Ho)
+    flops = 2 * w2.size * Ho * Wo * N
+    bands = 1 if workers < 2 or flops < _BAND_MIN_FLOPS else workers
+    edges = [Ho * i // bands for i in range(bands + 1)]
+    tasks = [(n, gi, lo, hi) for n in range(N) for gi in range(g) for lo, hi in zip(edges[:-1], edges[1:])]
+    if bands == 1:
+        for n, gi, lo, hi in tasks:
+            _conv_band(x, w2, n, gi, Cg, Og, geom, lo, hi, acc, epilogue)
+        return
+    pool = _band_pool(workers)
+    for job in [pool.submit(_conv_band, x, w2, n, gi, Cg, Og, geom, lo, hi, acc, epilogue)
+                for n, gi, lo, hi in tasks]:
+        job.result()
+
+
+def _conv_columns(x: np.ndarray, weight: np.ndarray, a: dict[str, Any], acc: np.ndarray,
+                  epilogue: tuple | None = None) -> bool:
+    """acc [N, O, Ho*Wo] = conv(x, weight) with weight [O, C/g, kh, kw] (float32 or float64);
+    True when it also applied `epilogue` (bias, residual, activation: the im2col path does,
+    in its bands)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), g = a["kernel"], a["stride"], a["padding"], a["dilation"], a["groups"]
     N, C, H, W = x.shape
     O = weight.shape[0]
@@ -106,26 +163,24 @@ def _conv_columns(x: np.ndarray, weight: np.ndarray, a: dict[str, Any], acc: np.
     w2 = weight.reshape(O, Cg * kh * kw)
     if a.get("depthwise"):
         K.depthwise_float(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, acc.reshape(N, O, Ho, Wo))
-        return
+        return False
     if (kh, kw, sh, sw, ph, pw, g) == (1, 1, 1, 1, 0, 0, 1):
         xs = x.reshape(N, C, H * W)
         for n in range(N):
             np.matmul(w2, xs[n] if xs.dtype == w2.dtype else xs[n].astype(w2.dtype), out=acc[n])
-        return
-    cols = np.empty((Cg * kh * kw, Ho * Wo), w2.dtype)
-    for n in range(N):
-        for gi in range(g):
-            K.im2col_t(x, n, gi * Cg, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols)
-            np.matmul(w2[gi * Og:(gi + 1) * Og], cols, out=acc[n, gi * Og:(gi + 1) * Og])
+        return False
+    _conv_bands(x, w2, g, (kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo), acc, epilogue)
+    return epilogue is not None
 
 
 def _conv_float(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
     a = step.attrs
     N, O = y.shape[:2]
     y3 = y.reshape(N, O, -1)
-    _conv_columns(ins[0], step.weights["weight"], a, y3)
     res = ins[1].reshape(N, O, -1) if a["residual"] else _EMPTY3
-    K.bias_residual_act(y3, step.weights["bias"], res, a["activation"])
+    epilogue = (step.weights["bias"], res, a["activation"])
+    if not _conv_columns(ins[0], step.weights["weight"], a, y3, epilogue):
+        K.bias_residual_act(y3, *epilogue)
 
 
 def _int8_dtype(weight: np.ndarray) -> type:

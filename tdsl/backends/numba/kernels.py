@@ -58,6 +58,19 @@ def bias_residual_act(y, bias, res, act):
             y[n, c, i] = activation(v, act)
 
 
+@njit(cache=True, nogil=True)
+def bias_residual_act_band(y, bias, res, act):
+    """`bias_residual_act` on y [C, L] (a band of one image: any strides), serial, no GIL."""
+    C, L = y.shape
+    for c in range(C):
+        b = bias[c]
+        for i in range(L):
+            v = np.float32(y[c, i] + b)
+            if res.shape[0] != 0:
+                v = np.float32(v + res[c, i])
+            y[c, i] = activation(v, act)
+
+
 @njit(cache=True, parallel=True)
 def scale_bias_residual_act(acc, scale, bias, res, act, y):
     """y[n, c, l] = act(float32(acc * scale[c]) + bias[c] + res[n, c, l]) (int8 epilogue)."""
@@ -71,22 +84,33 @@ def scale_bias_residual_act(acc, scale, bias, res, act, y):
             y[n, c, i] = activation(v, act)
 
 
-@njit(cache=True, parallel=True)
-def im2col_t(x, n, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
-    """cols[(c*kh + i)*kw + j, oy*Wo + ox] = x[n, c0+c, oy*sh - ph + i*dh, ox*sw - pw + j*dw] (0 outside)."""
+@njit(cache=True, nogil=True)
+def im2col_band(x, n, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, oy0, oy1, Wo, cols):
+    """cols[(c*kh + i)*kw + j, (oy - oy0)*Wo + ox] = x[n, c0+c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
+    (0 outside) for output rows oy0 .. oy1: serial and without the GIL, one band per thread of
+    `executor._conv_bands`. Per (tap, row) the valid ox are one range (`tap_range`): a
+    branch-free copy, not a bounds test per element."""
     H, W = x.shape[2], x.shape[3]
-    for k in prange(Cg * kh * kw):
+    zero = cols.dtype.type(0)
+    for k in range(Cg * kh * kw):
         c = k // (kh * kw)
         i = (k // kw) % kh
         j = k % kw
-        for oy in range(Ho):
+        base = j * dw - pw
+        o0, o1 = tap_range(base, sw, Wo, W)
+        for oy in range(oy0, oy1):
+            row = cols[k, (oy - oy0) * Wo:(oy - oy0 + 1) * Wo]
             iy = oy * sh - ph + i * dh
-            for ox in range(Wo):
-                ix = ox * sw - pw + j * dw
-                v = 0.0
-                if 0 <= iy < H and 0 <= ix < W:
-                    v = x[n, c0 + c, iy, ix]
-                cols[k, oy * Wo + ox] = v
+            if iy < 0 or iy >= H or o1 <= o0:
+                row[:] = zero
+                continue
+            src = x[n, c0 + c, iy]
+            for ox in range(o0):
+                row[ox] = zero
+            for ox in range(o0, o1):
+                row[ox] = src[ox * sw + base]
+            for ox in range(o1, Wo):
+                row[ox] = zero
 
 
 @njit(cache=True, parallel=True)
