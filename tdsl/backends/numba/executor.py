@@ -31,6 +31,7 @@ import numpy as np
 from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba.plan import Kernel, Plan, Schedule, Step, build_plan, dtype_of
 from tdsl.errors import TdslError
+from tdsl.signature import check_inputs
 from tdsl.ops.composite import COMPOSITES
 from tdsl.ops.elementwise import BINARY
 from tdsl.quant.int8 import int8_activation
@@ -388,6 +389,7 @@ class DeployedModel:
 
     def __call__(self, *inputs: Any) -> Any:
         plan = self.plan
+        check_inputs(plan.signature, inputs)  # rank, shape, dtype against the DSL forward
         if len(inputs) != len(plan.inputs):
             raise TdslError(f"@{plan.entry} takes {len(plan.inputs)} input(s), got {len(inputs)}")
         arrays = [_to_numpy(x) for x in inputs]

@@ -55,6 +55,7 @@ from tdsl.runtime import activations
 from tdsl.runtime.conv_int8 import workspace_sizes as conv_int8_workspace
 from tdsl.runtime.gemm import fold_batchnorm
 from tdsl.runtime.packing import bytes_per_row, matrix_shape, pack, unpack
+from tdsl.signature import forward_signature
 
 _NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64, "i2": np.int8, "i8": np.int8,
                  "i32": np.int32, "i64": np.int64, "i1": np.bool_}
@@ -154,6 +155,8 @@ class Plan:
     """Seconds Numba spent compiling during the first call (0 when every kernel came from
     Numba's on-disk cache); `first_call_seconds` is that call's whole wall time."""
     first_call_seconds: float | None = None
+    signature: Any = None
+    """The entry forward's declared inputs (`tdsl.signature`), checked at every call."""
     _schedules: dict[tuple[Shape, ...], Schedule] = field(default_factory=dict, repr=False)
 
     @property
@@ -456,7 +459,8 @@ def build_plan(module: ModuleOp, arrays: Mapping[str, np.ndarray], *, act_quant:
     used = {v for step in b.steps for v in step.inputs} | set(outputs)
     consts = {v: c for v, c in b.consts.items() if v in used}
     const_shapes = {v: tuple(c.shape) for v, c in b.consts.items()}
-    return Plan(b.steps, inputs, outputs, names, b.types, consts, layer.layer.data, act_quant, const_shapes)
+    return Plan(b.steps, inputs, outputs, names, b.types, consts, layer.layer.data, act_quant, const_shapes,
+                signature=forward_signature(module))
 
 
 # --------------------------------------------------------------------------- shapes
