@@ -36,6 +36,8 @@ def resolve_source(source_or_path: str | Path) -> tuple[str, str]:
         raise TdslError(f"expected DSL text, a .tdsl/.tri path or a zoo model name, got a "
                         f"{type(source_or_path).__name__} (a torch module's weights go in weights=...)")
     s = str(source_or_path)
+    if isinstance(source_or_path, str) and not s.strip():
+        return s, "<input>"  # an empty program (Path("") would name the working directory)
     if isinstance(source_or_path, Path) or (("\n" not in s) and s.endswith((".tdsl", ".tri"))):
         path = Path(s)
         if not path.is_file():
