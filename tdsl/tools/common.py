@@ -111,6 +111,36 @@ def no_package(model: ModelArg, command: str) -> ModelArg:
     return model
 
 
+TRIT_FORMATS = ("2bit", "base3")
+DEFAULT_PRECISION = "ternary"
+PRECISION_DEFAULT = ("default ternary, in tdsl quantize and tdsl export alike: tdsl exists to make ternary "
+                     "deployments, and its default policy keeps the first and last layers at fp16 (--policy); "
+                     "give fp32 for a float baseline")
+"""The one default precision story of the commands that quantise, and the help that tells it."""
+
+
+def add_trit_format_arg(p: argparse.ArgumentParser, old: str) -> None:
+    """`--trit-format` (the packing of ternary weights), and its old spelling `old`, still
+    accepted with a deprecation warning: `--format` meant this in quantize but the file
+    format in export, so one flag name meant two things."""
+    p.add_argument("--trit-format", choices=TRIT_FORMATS, default=None,
+                   help="packed trit format of the ternary weights: 2bit (4 trits a byte, default) "
+                        "or base3 (5 trits a byte)")
+    p.add_argument(old, dest="old_trit_format", choices=TRIT_FORMATS, default=None, help=argparse.SUPPRESS)
+
+
+def trit_format(args: argparse.Namespace, old: str, command: str) -> str:
+    """The trit format `add_trit_format_arg` parsed, warning once about the old spelling."""
+    if args.old_trit_format is None:
+        return args.trit_format or TRIT_FORMATS[0]
+    if args.trit_format is not None and args.trit_format != args.old_trit_format:
+        raise TdslError(f"--trit-format {args.trit_format} and {old} {args.old_trit_format} disagree; "
+                        "give --trit-format only")
+    print(f"warning: `tdsl {command} {old}` is deprecated and will go: it names the trit format, "
+          f"which is --trit-format now", file=sys.stderr)
+    return args.old_trit_format
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model to compile and how: `tdsl compile` and `tdsl run`."""
     add_model_arg(p)

@@ -17,7 +17,8 @@ from typing import Any
 
 from tdsl.errors import TdslError
 from tdsl.package.export import FORMATS
-from tdsl.tools.common import add_force_arg, add_model_arg, command_main, params_from, refuse_overwrite, resolve_model
+from tdsl.tools.common import (DEFAULT_PRECISION, PRECISION_DEFAULT, add_force_arg, add_model_arg, add_trit_format_arg,
+                               command_main, params_from, refuse_overwrite, resolve_model, trit_format)
 
 PRECISION_HELP = "fp32, fp16, int8, ternary, mixed, or a per-layer policy such as 'conv1=fp16 layer4.*=int8'"
 
@@ -26,12 +27,13 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export a model or package (package, torch-export, torchscript, onnx) "
                                       "and verify it against the torch backend")
     add_model_arg(p)
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=FORMATS, help="the file format to write")
     p.add_argument("-o", "--output", required=True, help="the file (or package folder) to write")
-    p.add_argument("--precision", default="fp32", metavar="PRECISION", help=PRECISION_HELP + " (default fp32)")
+    p.add_argument("--precision", default=None, metavar="PRECISION",
+                   help=f"{PRECISION_HELP}; {PRECISION_DEFAULT} (a package keeps its own)")
     p.add_argument("--policy", default="default", choices=["default", "all", "none"], help="ternary policy")
     p.add_argument("--threshold", default="twn", help="twn, absmean, fixed=<delta> or sparsity=<fraction>")
-    p.add_argument("--packed-format", default="2bit", choices=["2bit", "base3"], help="packed trit format")
+    add_trit_format_arg(p, "--packed-format")
     p.add_argument("--param", "--params", action="append", metavar="NAME=VALUE", dest="param",
                    help="a parameter of the entry layer (repeatable), e.g. --param num_classes=10")
     p.add_argument("--entry", help="the layer to build (default: the last one in the file)")
@@ -51,16 +53,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     refuse_overwrite(args.output, args.force)
     target = resolve_model(args)
     args.model = target.value
+    packed_format = trit_format(args, "--packed-format", "export")
+    precision = args.precision or DEFAULT_PRECISION
     params = params_from(args)
-    steps = ["load" if target.package else f"quantize ({args.precision})", f"write {args.format}",
+    steps = ["load" if target.package else f"quantize ({precision})", f"write {args.format}",
              "fp32 baseline"] + ([] if args.no_verify else ["verify"])
     bar = tqdm(steps, desc="export", unit="step", file=sys.stderr, disable=None, leave=False)
     step = iter(bar)
     next(step)
     bar.set_postfix_str(steps[0])
     if target.package:
-        if params or args.precision != "fp32" or args.weights:
-            raise TdslError(f"{args.model} is a package: --precision, --param and --weights apply to models, "
+        if params or args.precision is not None or args.weights or args.trit_format or args.old_trit_format:
+            raise TdslError(f"{args.model} is a package: --precision, --param, --weights and --trit-format apply to models, "
                             "not to a saved package")
         from tdsl.package.reader import load
 
@@ -69,8 +73,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         frozen.package_source = pkg.config["model"]["source"]
         source, params, entry = pkg.config["model"]["source"], pkg.config["model"]["params"], pkg.config["model"]["entry"]
     else:
-        frozen = quantize_model(args.model, precision=args.precision, policy=args.policy, threshold=args.threshold,
-                                packed_format=args.packed_format, params=params, entry=args.entry,
+        frozen = quantize_model(args.model, precision=precision, policy=args.policy, threshold=args.threshold,
+                                packed_format=packed_format, params=params, entry=args.entry,
                                 weights=args.weights, seed=args.seed)
         source, entry = args.model, args.entry
         if args.weights is None:

@@ -9,7 +9,8 @@ from typing import Any
 
 from tdsl.errors import TdslError
 from tdsl.package.files import write_atomic
-from tdsl.tools.common import add_force_arg, add_model_arg, command_main, no_package, params_from, refuse_overwrite, resolve_model
+from tdsl.tools.common import (DEFAULT_PRECISION, PRECISION_DEFAULT, add_force_arg, add_model_arg, add_trit_format_arg, command_main,
+                               no_package, params_from, refuse_overwrite, resolve_model, trit_format)
 
 
 def add_parser(sub: Any) -> None:
@@ -18,7 +19,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="a parameter of the entry layer (repeatable), e.g. --param num_classes=10")
     p.add_argument("--entry", help="the layer to build (default: the last one in the file)")
-    p.add_argument("--precision", default="ternary", choices=["fp32", "fp16", "int8", "ternary", "mixed"])
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=["fp32", "fp16", "int8", "ternary", "mixed"],
+                   help=PRECISION_DEFAULT)
     p.add_argument("--policy", default="default", choices=["default", "all", "none"],
                    help="ternary policy: default keeps the first and last layers at fp16")
     p.add_argument("--override", default="", metavar="'GLOB=PREC ...'",
@@ -29,7 +31,7 @@ def add_parser(sub: Any) -> None:
                        help="one ternary scale per output channel (default)")
     group.add_argument("--per-tensor", dest="per_channel", action="store_false",
                        help="one ternary scale per weight tensor")
-    p.add_argument("--format", default="2bit", choices=["2bit", "base3"], help="packed trit format")
+    add_trit_format_arg(p, "--format")
     p.add_argument("--weights", help="fp32 weights (.safetensors) to quantise; default: the model's initialisation")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation when no --weights")
     p.add_argument("--pipeline-all", action="store_true",
@@ -48,6 +50,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     refuse_overwrite(args.output, args.force)
     refuse_overwrite(args.report, args.force, "--report")
     args.model = no_package(resolve_model(args), "quantize").value
+    fmt = trit_format(args, "--format", "quantize")
     if args.output and not args.output.endswith(".safetensors"):
         raise TdslError(f"--output must be a .safetensors file, got '{args.output}'")
     params = params_from(args)
@@ -58,18 +61,18 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
         weights = compile_(args.model, entry=args.entry, params=params, pipeline="shape-infer").to_torch().state_dict()
     options = dict(policy=args.policy, override=args.override, threshold=args.threshold,
-                   per_channel=args.per_channel, format=args.format, params=params, weights=weights,
+                   per_channel=args.per_channel, format=fmt, params=params, weights=weights,
                    entry=args.entry)
     stages = list(PIPELINE_ALL) if args.pipeline_all else [args.precision]
     frozen = {p: quantize(args.model, precision=p, **options) for p in stages}
-    report: dict[str, Any] = {"model": args.model, "params": params, "format": args.format}
+    report: dict[str, Any] = {"model": args.model, "params": params, "trit_format": fmt}
     if args.pipeline_all:
         print(summary_table(frozen))
         print()
         report["pipeline"] = {p: f.memory_report().to_dict() for p, f in frozen.items()}
     chosen = frozen[args.precision if args.precision in frozen else stages[-1]]
     memory, sparsity = chosen.memory_report(), chosen.sparsity_report()
-    print(f"memory ({chosen.precision}, {args.format}):")
+    print(f"memory ({chosen.precision}, {fmt}):")
     print(memory.table())
     print()
     print("sparsity:")

@@ -151,7 +151,7 @@ def test_calibration_lowers_layer_output_error() -> None:
 
 def test_cli_quantize_report(tmp_path, capsys) -> None:
     out = tmp_path / "r.json"
-    assert main(["quantize", "mlp", "--override", "fc2=int8", "--per-tensor", "--format", "base3",
+    assert main(["quantize", "mlp", "--override", "fc2=int8", "--per-tensor", "--trit-format", "base3",
                  "--report", str(out)]) == 0
     text = capsys.readouterr().out
     assert "memory (ternary, base3)" in text and "sparsity" in text
