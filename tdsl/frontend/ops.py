@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from tdsl.dialects import tdsl as d
 from tdsl.errors import SourceLoc, TdslError, TdslTypeError
-from tdsl.frontend.values import (InitSpec, ParamRef, Signature, TensorValue, bind_args,
-                                  describe)
+from tdsl.frontend import limits
+from tdsl.frontend.values import InitSpec, ParamRef, Signature, TensorValue, bind_args, describe
 from tdsl.ops.elementwise import ACTIVATIONS, BINARY
 
 if TYPE_CHECKING:
@@ -96,14 +96,17 @@ def _shape_arg(v: Any, loc: SourceLoc) -> tuple[int, ...] | None:
     if not isinstance(v, list):
         raise TdslTypeError(f"a shape is a list of integers, got {describe(v)}", loc)
     dims = []
-    for d in v:
-        if isinstance(d, float) and d.is_integer():
-            d = int(d)
-        if isinstance(d, bool) or not isinstance(d, int):
-            raise TdslTypeError(f"a shape dimension must be an integer, got {describe(d)}", loc)
-        if d <= 0:
-            raise TdslTypeError(f"a shape dimension must be positive, got {d}", loc)
-        dims.append(d)
+    for dim in v:
+        if isinstance(dim, float) and dim.is_integer():
+            dim = int(dim)
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TdslTypeError(f"a shape dimension must be an integer, got {describe(dim)}", loc)
+        if dim <= 0:
+            raise TdslTypeError(f"a shape dimension must be positive, got {dim}", loc)
+        if dim > limits.MAX_TENSOR_ELEMENTS:
+            raise limits.LimitError(f"a shape dimension of {dim} is larger than the limit of "
+                                    f"{limits.MAX_TENSOR_ELEMENTS}", loc)
+        dims.append(dim)
     return tuple(dims)
 
 

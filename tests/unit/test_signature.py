@@ -38,9 +38,9 @@ def mlp() -> tdsl.CompiledModel:
 
 
 def _deployed(model: tdsl.CompiledModel):
-    from tdsl.backends.torch.freeze import freeze
-
     import torch
+
+    from tdsl.backends.torch.freeze import freeze
 
     torch.manual_seed(0)
     return freeze(model, model.to_torch()).deploy("numba")

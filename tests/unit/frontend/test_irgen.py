@@ -133,7 +133,8 @@ def test_original_programs_elaborate():
 
 
 @pytest.mark.parametrize("src, params, message, line_col", [
-    ("layer Net {\n  let conv1 = Conv2d(3, 4, kernel=3)\n  fn forward(x: Tensor[float32, N, 3, 8, 8]) { return relu(cnv1(x)) }\n}",
+    ("layer Net {\n  let conv1 = Conv2d(3, 4, kernel=3)\n"
+     "  fn forward(x: Tensor[float32, N, 3, 8, 8]) { return relu(cnv1(x)) }\n}",
      None, "unknown name 'cnv1' (did you mean 'conv1'?)", (3, 60)),
     ("layer Net {\n  let c = Conv2d(3, 4, kernel=3, strde=2)\n  fn forward(x) { return c(x) }\n}",
      None, "unexpected keyword argument 'strde' (did you mean 'stride'?)", (2, 34)),
