@@ -45,7 +45,8 @@ from typing import Any, Callable
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS spins otherwise (KERNELS.md)
 
-from common import machine_info, markdown_table, rel_err, summarize, write_json, write_text_atomic  # noqa: E402
+from common import (DISTURBED, MemoryGuard, Progress, footnotes, is_disturbed, machine_info,  # noqa: E402
+                    markdown_table, memory_budget, rel_err, summarize, write_json, write_text_atomic)
 
 LINEAR_STACK = str(Path(__file__).with_name("linear_stack.tdsl"))
 WORKLOADS = {"resnet18": (1, 8), "mobilenetv2": (1, 8), "linear4096": (1, 8, 64)}
@@ -256,11 +257,6 @@ def targets(workload: str, B: int, ms: dict[str, float], sizes: dict[str, int]) 
     return rows
 
 
-def disturbed(stats: dict[str, float]) -> bool:
-    """A measurement whose p90 is more than twice its p10: the machine was busy."""
-    return stats["p90_ms"] > 2 * stats["p10_ms"]
-
-
 def tables(rows: list[dict[str, Any]], mode: str) -> str:
     present = [c for c in CONTENDERS if any(c in r["stats"][mode] for r in rows)]
     body = []
@@ -268,43 +264,41 @@ def tables(rows: list[dict[str, Any]], mode: str) -> str:
         cells = [r["workload"], str(r["batch"])]
         for c in present:
             s = r["stats"][mode].get(c)
-            cells.append("-" if s is None else f"{s['median_ms']:.2f}{'*' if disturbed(s) else ''}")
+            cells.append("-" if s is None else f"{s['median_ms']:.2f}{DISTURBED if is_disturbed(s) else ''}")
         body.append(cells)
     return markdown_table(["workload", "B", *(f"{c} ms" for c in present)], body)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Median ms per contender and workload (log scale), p10-p90 bars, interleaved and alone."""
-    import matplotlib
+    """Median ms per contender and workload (log scale), p10-p90 error bars, disturbed timings
+    hatched, interleaved and alone; legend and caption outside the axes (`plots`)."""
+    import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), sharey=True)
+    fig, axes = plots.figure(2, 15, 6)
     labels = [f"{r['workload']}\nB={r['batch']}" for r in rows]
     present = [c for c in CONTENDERS if any(c in r["stats"]["alone"] for r in rows)]
+    colors = dict(zip(CONTENDERS, ("#1f77b4", "#17becf", "#7f7f7f", "#bcbd22", "#ff7f0e", "#d62728", "#2ca02c")))
     width = 0.8 / len(present)
-    for ax, mode in zip(axes, ("interleaved", "alone")):
+    any_disturbed = False
+    for ax, mode in zip(axes[0], ("interleaved", "alone")):
         for i, c in enumerate(present):
-            xs, med, lo, hi = [], [], [], []
+            first = True
             for j, r in enumerate(rows):
                 s = r["stats"][mode].get(c)
                 if s is None:
                     continue
-                xs.append(j + (i - (len(present) - 1) / 2) * width)
-                med.append(s["median_ms"])
-                lo.append(s["median_ms"] - s["p10_ms"])
-                hi.append(s["p90_ms"] - s["median_ms"])
-            ax.bar(xs, med, width, yerr=[lo, hi], capsize=2, label=c,
-                   hatch="//" if c.startswith("tdsl") else None)
+                plots.timing_bar(ax, j + (i - (len(present) - 1) / 2) * width, s, width, color=colors[c],
+                                 label=c if first else None)
+                first = False
+                any_disturbed |= is_disturbed(s)
         ax.set_yscale("log")
         ax.set_xticks(range(len(rows)), labels, fontsize=8)
-        ax.set_title(f"{mode}: median ms per call (bars p10-p90; lower is better)")
-    axes[0].set_ylabel("ms per call")
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ax.set_ylabel("ms per call")
+        ax.set_title(f"{mode}: median ms per call (lower is better)")
+    handles, names = axes[0][1].get_legend_handles_labels()
+    plots.legend_outside(axes[0][1], [*handles, plots.disturbed_handle()], [*names, "disturbed"], side="right")
+    caption = [plots.CAPTION + ("" if any_disturbed else " (none in this run)")]
+    plots.save(fig, path, caption)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workloads", default=None, help=f"comma list of {', '.join(WORKLOADS)}")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-mem-gib", type=float, default=None,
+                    help="stop above this resident memory (default: 3/4 of what is available at the start)")
     args = ap.parse_args(argv)
     import numba
     import torch
@@ -332,10 +328,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log = lambda msg: print(f"[{time.perf_counter() - started:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     rows, checks = [], {}
-    with tempfile.TemporaryDirectory(prefix="tdsl-bench-models-") as tmp:
+    # one step per workload build and per batch timed; the ETA assumes they cost alike (roughly so)
+    steps = [(name, B) for name in names for B in plan.get(name, WORKLOADS[name])]
+    progress = Progress([1.0] * (len(names) + len(steps)))
+    guard = MemoryGuard(int(args.max_mem_gib * 2**30) if args.max_mem_gib else memory_budget())
+    print(f"{len(steps)} workload x batch steps, {repeats} calls each; bounded to {guard.limit / 2**30:.1f} GiB "
+          "(--max-mem-gib)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="tdsl-bench-models-") as tmp, guard:
         for name in names:
             params = params_of(name, args.quick)
-            log(f"{name} {params}: building {len(CONTENDERS)} contenders")
+            progress.step(f"{name} {params}: building {len(CONTENDERS)} contenders")
             contenders, refs = build(name, params, args.seed, args.threads, Path(tmp), log)
             sizes = {c.name: c.weight_bytes for c in contenders.values()}
             for B in plan.get(name, WORKLOADS[name]):
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 for c, a in agreement.items():
                     if a["rel_err"] > MAX_REL_ERR:
                         raise SystemExit(f"{name} B={B}: {c} disagrees with torch fp32 (rel. error {a['rel_err']:.3g})")
-                log(f"{name} B={B}: timing {len(contenders)} contenders x {repeats} calls x 2 modes")
+                progress.step(f"{name} B={B}: timing {len(contenders)} contenders x {repeats} calls x 2 modes")
                 time_workload(contenders, x, repeats)
                 stats = {mode: {c.name: summarize(c.times[mode]) for c in contenders.values()}
                          for mode in ("interleaved", "alone")}
@@ -354,13 +356,16 @@ def main(argv: list[str] | None = None) -> int:
                                                        sizes) for mode in stats}})
             del contenders, refs
             gc.collect()
+    progress.finish()
     machine["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    machine["peak_rss_bytes"], machine["mem_limit_bytes"] = guard.peak, guard.limit
     data = {"benchmark": "models", "quick": args.quick, "machine": machine, "repeats": repeats, "rows": rows}
     write_json(args.out / "bench_models.json", data)
     plot(rows, args.out / "bench_models.png")
     header = (f"Models end to end, {args.threads} threads, {machine['cpu_model']} "
               f"({', '.join(machine['isa_flags'])}); load avg {machine['loadavg_start'][0]} -> "
-              f"{machine['loadavg_end'][0]}; median of {repeats} calls" + ("; QUICK (not comparable)" if args.quick else ""))
+              f"{machine['loadavg_end'][0]}; median of {repeats} calls; peak memory {guard.peak / 2**30:.2f} GiB"
+              + ("; QUICK (not comparable)" if args.quick else ""))
     target_rows = [[r["workload"], str(r["batch"]), t["target"], f"{t['ratio']:.2f}",
                     f">= {t['bar']:g}", t["verdict"], f"{r['targets']['alone'][i]['ratio']:.2f}"]
                    for r in rows for i, t in enumerate(r["targets"]["interleaved"])]
@@ -371,9 +376,10 @@ def main(argv: list[str] | None = None) -> int:
                      if c in r["agreement"] else "-" for c in CONTENDERS)] for r in rows]
     text = "\n\n".join([
         header,
-        "### Interleaved (one call of each contender per round; * = p90 > 2 x p10, a disturbed measurement)",
+        "### Interleaved (one call of each contender per round)",
         tables(rows, "interleaved"),
         "### Alone (each contender's calls back to back)", tables(rows, "alone"),
+        footnotes(tables(rows, "interleaved"), tables(rows, "alone")) or "No disturbed timings.",
         "### Targets (ratio > 1 means tdsl or the ternary ONNX is faster / smaller; last column: alone)",
         markdown_table(["workload", "B", "target", "interleaved", "bar", "result", "alone"], target_rows),
         "### Weight bytes (MiB: tdsl frozen model, torch fp32 parameters, ONNX files)",

@@ -95,6 +95,39 @@ def run_child(script: Path, args: Sequence[str], threads: int, timeout: float = 
     return result
 
 
+class MemoryGuard:
+    """Bound this benchmark process's resident memory to `limit` bytes (0: measure only).
+
+    A thread samples the RSS twice a second; above the limit it prints why and ends the
+    process at once (exit status 3), before the machine starts to swap: a stopped benchmark
+    is better than a frozen machine, and its half-done results would not be written anyway.
+    `peak` is the largest RSS seen, for the results."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.peak = 0
+        self._stop = False
+
+    def __enter__(self) -> "MemoryGuard":
+        import threading
+
+        self.peak = rss_bytes(os.getpid())
+        threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop:
+            self.peak = max(self.peak, rss_bytes(os.getpid()))
+            if self.limit and self.peak > self.limit:
+                print(f"stopped: the benchmark used {self.peak / 2**30:.2f} GiB, above its bound of "
+                      f"{self.limit / 2**30:.2f} GiB (--max-mem-gib)", file=sys.stderr, flush=True)
+                os._exit(3)
+            time.sleep(0.5)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop = True
+
+
 class Progress:
     """Plain progress lines on stderr (they survive logs and CI), with elapsed time and an ETA.
 
@@ -268,8 +301,8 @@ DISTURBED = "~"
 ABOVE_ROOF = "^"
 FOOTNOTES = {
     DISTURBED: (f"{DISTURBED} disturbed: p90 > {NOISY} x p10 of the calls (another process took the CPU); "
-                "a ratio is marked when either of its two timings is; rerun those rows (--update) before "
-                "trusting them."),
+                "a ratio is marked when either of its two timings is; rerun those rows on a quiet machine "
+                "before trusting them."),
     ABOVE_ROOF: (f"{ABOVE_ROOF} above 100 % of the streaming (DRAM) roofline: the weights were served from "
                  "cache (a warm set, or a cold set that still fits a cache), so the roofline does not bound "
                  "this row; it is not a kernel faster than memory."),

@@ -4,7 +4,9 @@ and a child above its memory bound is stopped. No timing is asserted (nothing is
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import bench_kernels  # noqa: E402
+import bench_models  # noqa: E402
 import common  # noqa: E402
 
 ROOF = 10.0  # GB/s
@@ -123,3 +126,28 @@ def test_a_child_within_its_bound_reports_its_peak(tmp_path: Path) -> None:
                      "    block[i] = 1\ntime.sleep(0.6)\nprint(json.dumps({'x': 1}))\n")
     result = common.run_child(child, [], threads=1, mem_limit=2**30)
     assert result["x"] == 1 and 40 * 2**20 < result["peak_rss_bytes"] < 2**30
+
+
+def test_models_tables_and_plot_mark_disturbed_timings(tmp_path: Path) -> None:
+    def stats(median: float, p10: float, p90: float) -> dict:
+        return {"median_ms": median, "p10_ms": p10, "p90_ms": p90, "min_ms": p10, "n": 5}
+    rows = [{"workload": "linear4096", "batch": B, "stats": {mode: {
+        "tdsl-default": stats(1.0, 0.9, 1.1), "torch-fp32": stats(5.0, 2.0, 9.0)} for mode in ("interleaved", "alone")}}
+        for B in (1, 8)]
+    table = bench_models.tables(rows, "alone")
+    assert "| 1.00 " in table and "| 5.00~" in table
+    assert common.footnotes(table) == common.FOOTNOTES["~"]
+    bench_models.plot(rows, tmp_path / "m.png")
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_memory_guard_stops_a_run_above_its_bound(tmp_path: Path) -> None:
+    script = tmp_path / "hog.py"
+    script.write_text(f"import sys, time\nsys.path.insert(0, {str(Path(common.__file__).parent)!r})\n"
+                      "import common\nwith common.MemoryGuard(limit=2**20):\n    time.sleep(10)\nprint('not stopped')\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3 and "not stopped" not in out.stdout
+    assert "above its bound of 0.00 GiB (--max-mem-gib)" in out.stderr
+    with common.MemoryGuard(limit=0) as guard:  # no bound: only measures
+        time.sleep(0.6)
+    assert guard.peak > 10 * 2**20
