@@ -87,7 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             argv.append("--quick")
         if args.repeats is not None:
             argv += ["--repeats", str(args.repeats)]
-        if args.max_mem_gib is not None and script.name == SCRIPTS["kernels"]:
+        if args.max_mem_gib is not None and script.name in (SCRIPTS["kernels"], SCRIPTS["models"]):
             argv += ["--max-mem-gib", str(args.max_mem_gib)]
         status = subprocess.call(argv)
         if status != 0:
@@ -106,7 +106,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=None,
                    help="timed calls per measurement (default: each script's own)")
     p.add_argument("--max-mem-gib", type=float, default=None,
-                   help="with `kernels`: stop a timing child above this resident memory "
+                   help="with `kernels` and `models`: stop a benchmark process above this resident memory "
                         "(default: 3/4 of the memory available at the start)")
     p.add_argument("--profile", metavar="MODEL", default=None,
                    help="with `models`: print the per-step time table of one zoo model (no checkout needed)")
