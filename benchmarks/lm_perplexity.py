@@ -119,7 +119,7 @@ def write_table(rows: list[dict], args: argparse.Namespace, n_tokens: int, split
         f"{stats('val_ppl_numba_packed', 'b158')} |",
         "",
         f"Gap: ternary perplexity is {100 * (tern / fp32 - 1):+.1f}% of FP32's at this size and budget (mean ± sd over",
-        "seeds). Per run:",
+        "seeds). Per run (train s is wall time, as loaded as the machine was):",
         "",
         "| precision | seed | steps | train s | val ppl torch | val ppl Numba |",
         "|---|---|---|---|---|---|",
