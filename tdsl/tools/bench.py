@@ -2,8 +2,10 @@
 
 The benchmarks live in `benchmarks/` at the repository root, not in the installed package:
 they time tdsl against torch, need a checkout anyway (their results are committed under
-docs/results/) and start one child process per library so that torch's and Numba's thread
-pools never share a process (KERNELS.md, "Pitfalls"). This command therefore only finds the
+docs/results/). `kernels` starts one child process per library so that torch's and Numba's
+thread pools never share a process (KERNELS.md, "Pitfalls"); `models` times every contender
+(tdsl, torch, onnxruntime) in one process, interleaved and alone, as an application that mixes
+them would see them (docs/results/bench_models.md). This command therefore only finds the
 scripts next to the `tdsl` package (an editable install or a checkout on PYTHONPATH) and runs
 each in its own process; it imports neither torch nor numba. `all` runs `kernels` (which
 measures the roofline itself) and then `models`. More options (shapes, batches, L3 size,

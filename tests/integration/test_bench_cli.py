@@ -41,3 +41,27 @@ def test_bench_kernels_quick_writes_table_json_and_plot(tmp_path: Path, capfd) -
 
     png = (tmp_path / "bench_kernels.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_bench_models_quick_compares_every_contender_in_one_run(tmp_path: Path, capfd) -> None:
+    """`tdsl bench models --quick`: every contender of each workload measured in both modes,
+    checked against torch fp32, with the issue's targets, sizes, table and plot."""
+    assert main(["bench", "models", "--quick", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    out = capfd.readouterr().out
+    assert "### Interleaved" in out and "### Alone" in out and "### Targets" in out
+    data = json.loads((tmp_path / "bench_models.json").read_text())
+    assert data["benchmark"] == "models" and data["quick"] is True
+    cnn = {"tdsl-default", "tdsl-all", "torch-fp32", "ort-fp32", "ort-int8", "ort-ternary"}
+    want = {"resnet18": cnn, "linear4096": cnn - {"tdsl-default"} | {"torch-int8"}}
+    assert {(r["workload"], r["batch"]) for r in data["rows"]} == {
+        ("resnet18", 1), ("resnet18", 2), ("linear4096", 1), ("linear4096", 8)}
+    for row in data["rows"]:
+        for mode in ("interleaved", "alone"):
+            assert set(row["stats"][mode]) == want[row["workload"]]
+            assert all(s["median_ms"] > 0 and s["n"] == 1 for s in row["stats"][mode].values())
+        assert all(a["rel_err"] < 0.25 for a in row["agreement"].values())
+        assert row["bytes"]["ort-ternary"] * 10 <= row["bytes"]["ort-fp32"]
+        targets = {t["target"] for t in row["targets"]["alone"]}
+        assert "ort-ternary / ort-fp32 speed" in targets
+    png = (tmp_path / "bench_models.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
