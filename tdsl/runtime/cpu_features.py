@@ -1,16 +1,17 @@
-"""Which CPU kernel path runs: AVX-512 VNNI ("vnni") or plain Numba ("portable").
+"""Which CPU kernel path runs: AVX-512 VNNI ("vnni"), AVX2 ("avx2") or plain Numba ("portable").
 
-The VNNI kernels call `llvm.x86.avx512.vpdpbusd.512` directly; on a CPU without AVX-512
-VNNI they would not even compile (or would die with SIGILL), so they are chosen only when
-the host has the feature *and* Numba compiles for it (a `NUMBA_CPU_NAME`/`NUMBA_CPU_FEATURES`
-override that drops it, e.g. for portable caches, also rules VNNI out).
+The VNNI kernels call `llvm.x86.avx512.vpdpbusd.512` directly, the AVX2 kernels
+`llvm.x86.avx2.pmadd.ub.sw` / `pmadd.wd`; on a CPU without the feature they would not even
+compile (LLVM aborts the process) or would die with SIGILL, so each is chosen only when the
+host has the feature *and* Numba compiles for it (a `NUMBA_CPU_NAME`/`NUMBA_CPU_FEATURES`
+override that drops it, e.g. for portable caches, also rules the path out).
 
 The path is resolved, first match wins, from:
   1. the `path=` argument of a kernel entry point,
   2. `set_kernel_path(...)` / `forced_kernel_path(...)` (what tests use),
-  3. the environment variable `TDSL_KERNEL_PATH=portable|vnni|auto` (read at each call),
-  4. auto: "vnni" if available, else "portable".
-Asking for "vnni" where it is not available is a `TdslError`, never a silent fallback.
+  3. the environment variable `TDSL_KERNEL_PATH=portable|avx2|vnni|auto` (read at each call),
+  4. auto: "vnni" if available, else "avx2" if available, else "portable".
+Asking for "vnni" or "avx2" where it is not available is a `TdslError`, never a silent fallback.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from typing import Iterator
 from tdsl.errors import TdslError
 
 ENV_VAR = "TDSL_KERNEL_PATH"
-PATHS: tuple[str, ...] = ("portable", "vnni")
-_CHOICES: tuple[str, ...] = ("auto", "portable", "vnni")
+PATHS: tuple[str, ...] = ("portable", "avx2", "vnni")
+_CHOICES: tuple[str, ...] = ("auto", "portable", "avx2", "vnni")
 _VNNI_FEATURES = ("avx512f", "avx512bw", "avx512vnni")
+_AVX2_FEATURES = ("avx2",)
 
 _forced: str | None = None
 
@@ -35,19 +37,29 @@ def _feature_set(flags: str) -> set[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def has_avx512_vnni() -> bool:
-    """True if this CPU has AVX-512 F/BW/VNNI and Numba generates code that may use them."""
+def _usable(features: tuple[str, ...]) -> bool:
+    """True if this CPU has all `features` and Numba generates code that may use them."""
     import llvmlite.binding as llvm
     import numba
 
     host = _feature_set(llvm.get_host_cpu_features().flatten())
-    if not all(f in host for f in _VNNI_FEATURES):
+    if not all(f in host for f in features):
         return False
     if numba.config.CPU_FEATURES:  # Numba compiles for these features, not the host's
-        return all(f in _feature_set(numba.config.CPU_FEATURES) for f in _VNNI_FEATURES)
+        return all(f in _feature_set(numba.config.CPU_FEATURES) for f in features)
     if numba.config.CPU_NAME and numba.config.CPU_NAME not in ("host", "native"):
         return False  # a named generic target: we cannot tell, stay portable
     return True
+
+
+def has_avx512_vnni() -> bool:
+    """True if this CPU has AVX-512 F/BW/VNNI and Numba generates code that may use them."""
+    return _usable(_VNNI_FEATURES)
+
+
+def has_avx2() -> bool:
+    """True if this CPU has AVX2 and Numba generates code that may use it."""
+    return _usable(_AVX2_FEATURES)
 
 
 def _check_choice(path: str, where: str) -> str:
@@ -58,7 +70,7 @@ def _check_choice(path: str, where: str) -> str:
 
 
 def set_kernel_path(path: str | None) -> str | None:
-    """Force the kernel path for this process ("portable", "vnni", "auto" or None to unset).
+    """Force the kernel path for this process ("portable", "avx2", "vnni", "auto" or None to unset).
 
     Returns the previous forced value so a caller can restore it.
     """
@@ -80,7 +92,7 @@ def forced_kernel_path(path: str | None) -> Iterator[None]:
 
 
 def kernel_path(requested: str | None = None) -> str:
-    """The path ("portable" or "vnni") a kernel call runs on; see the module docstring."""
+    """The path ("portable", "avx2" or "vnni") a kernel call runs on; see the module docstring."""
     if requested is not None:
         choice = _check_choice(requested, "path= argument")
     elif _forced is not None:
@@ -89,8 +101,11 @@ def kernel_path(requested: str | None = None) -> str:
         choice = _check_choice(os.environ.get(ENV_VAR, "auto").strip().lower() or "auto",
                                f"environment variable {ENV_VAR}")
     if choice == "auto":
-        return "vnni" if has_avx512_vnni() else "portable"
+        return "vnni" if has_avx512_vnni() else "avx2" if has_avx2() else "portable"
     if choice == "vnni" and not has_avx512_vnni():
         raise TdslError("kernel path 'vnni' was requested but this CPU (or Numba's target "
-                        "CPU) lacks AVX-512 VNNI; use 'portable' or 'auto'")
+                        "CPU) lacks AVX-512 VNNI; use 'avx2', 'portable' or 'auto'")
+    if choice == "avx2" and not has_avx2():
+        raise TdslError("kernel path 'avx2' was requested but this CPU (or Numba's target "
+                        "CPU) lacks AVX2; use 'portable' or 'auto'")
     return choice

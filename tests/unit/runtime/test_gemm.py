@@ -34,6 +34,7 @@ from tdsl.runtime.compile_stats import compile_seconds
 from tdsl.runtime.cpu_features import (
     ENV_VAR,
     forced_kernel_path,
+    has_avx2,
     has_avx512_vnni,
     kernel_path,
     set_kernel_path,
@@ -41,8 +42,10 @@ from tdsl.runtime.cpu_features import (
 from tdsl.runtime.gemm import fold_batchnorm, int8_accumulators, ternary_linear, warmup
 from tdsl.runtime.packing import pack
 
-PATHS = ["portable", pytest.param("vnni", marks=pytest.mark.skipif(
-    not has_avx512_vnni(), reason="this CPU has no AVX-512 VNNI"))]
+PATHS = ["portable",
+         pytest.param("avx2", marks=pytest.mark.skipif(not has_avx2(), reason="this CPU has no AVX2")),
+         pytest.param("vnni", marks=pytest.mark.skipif(
+             not has_avx512_vnni(), reason="this CPU has no AVX-512 VNNI"))]
 SHAPES = [(1, 1), (7, 5), (70, 9), (129, 33), (300, 13), (513, 6)]  # (K, N): odd K, tails
 BATCHES = [1, 3, 8, 17]
 
@@ -89,19 +92,32 @@ def test_int8_matches_reference(path: str, B: int, K: int, N: int) -> None:
     assert np.all(np.abs(y - ref_float) <= bound + epilogue_tol(ref_float))
 
 
-@pytest.mark.skipif(not has_avx512_vnni(), reason="this CPU has no AVX-512 VNNI")
+@pytest.mark.parametrize("path", PATHS[1:])
 @pytest.mark.parametrize("B", BATCHES + [64])
 @pytest.mark.parametrize("K,N", [(129, 33), (1000, 18), (4096, 8)])
-def test_paths_identical(B: int, K: int, N: int) -> None:
-    """Same integers on both paths, hence bitwise-identical floats (shared epilogue)."""
+def test_paths_identical(path: str, B: int, K: int, N: int) -> None:
+    """Same integers on every path, hence bitwise-identical floats (shared epilogue)."""
     x, t, p, s = make(B, K, N, seed=1)
     bias = np.linspace(-1, 1, N).astype(np.float32)
     out = {}
-    for path in ("portable", "vnni"):
-        with forced_kernel_path(path):
-            out[path] = (int8_accumulators(x, p), ternary_linear(x, p, s, bias, activation="relu"))
-    np.testing.assert_array_equal(out["portable"][0], out["vnni"][0])
-    assert out["portable"][1].tobytes() == out["vnni"][1].tobytes()
+    for name in ("portable", path):
+        with forced_kernel_path(name):
+            out[name] = (int8_accumulators(x, p), ternary_linear(x, p, s, bias, activation="relu"))
+    np.testing.assert_array_equal(out["portable"][0], out[path][0])
+    assert out["portable"][1].tobytes() == out[path][1].tobytes()
+
+
+@pytest.mark.parametrize("path", PATHS[1:])
+def test_extreme_values_do_not_saturate(path: str) -> None:
+    """All codes 2 (t = +1) against +-127 activations: the largest i16 partial sums the AVX2
+    kernel forms (a full group of chunks, every pair at 2 * 2 * 127), and their negatives."""
+    K, N = 4096, 3
+    t = np.ones((N, K), np.int8)
+    t[1] = -1
+    t[2, ::2] = 0
+    for sign in (1.0, -1.0):
+        x = np.full((1, K), sign, np.float32)
+        np.testing.assert_array_equal(int8_accumulators(x, pack(t), path=path), R.int8_accumulators(x, t))
 
 
 def test_int8_statistical_error() -> None:
@@ -173,7 +189,7 @@ def test_zero_rows_and_scalar_scale() -> None:
     (dict(residual=np.ones((3, 2), np.float32)), "residual has shape"),
     (dict(activation="swish"), "unknown activation"),
     (dict(act_quant="int4"), "unknown act_quant"),
-    (dict(path="avx2"), "unknown kernel path"),
+    (dict(path="sse2"), "unknown kernel path"),
 ])
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     args = dict(x=np.zeros((2, 8), np.float32), packed=np.full((3, 2), 0x55, np.uint8),
@@ -186,7 +202,7 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
 
 
 def test_kernel_path_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    auto = "vnni" if has_avx512_vnni() else "portable"
+    auto = "vnni" if has_avx512_vnni() else "avx2" if has_avx2() else "portable"
     monkeypatch.delenv(ENV_VAR, raising=False)
     assert kernel_path() == auto
     monkeypatch.setenv(ENV_VAR, "portable")
@@ -202,6 +218,9 @@ def test_kernel_path_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     if not has_avx512_vnni():
         with pytest.raises(TdslError, match="lacks AVX-512 VNNI"):
             kernel_path("vnni")
+    if not has_avx2():
+        with pytest.raises(TdslError, match="lacks AVX2"):
+            kernel_path("avx2")
 
 
 def test_warmup_and_compile_seconds() -> None:
