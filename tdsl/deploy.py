@@ -83,7 +83,7 @@ def deploy(model: Any, backend: str = "numba", *, device: str = "cpu", act_quant
     (numpy in, numpy out; torch in, torch out: `Deployment`).
 
     device: "cpu" or "cuda"; act_quant: "int8" (per-token int8 activations into the packed
-    ternary kernels) or "float"; path: force a CPU kernel path ("portable", "vnni");
+    ternary kernels) or "float"; path: force a CPU kernel path ("portable", "avx2", "vnni");
     profile: time every step (`run.profile_table()` shows where the time goes)."""
     if not isinstance(backend, str):
         raise TdslError(f"deploy's first argument is the backend name ({', '.join(map(repr, BACKENDS))}), "

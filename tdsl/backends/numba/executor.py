@@ -210,7 +210,8 @@ def _linear_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx)
     w, a = step.weights, step.attrs
     res = _rows(ins[1]) if a["residual"] else _EMPTY2
     x2 = _rows(ins[0])
-    if ctx.act_quant == "int8" and ctx.path == "vnni" and x2.shape[0] >= conv_int8.LINEAR_MIN_ROWS:
+    min_rows = conv_int8.LINEAR_MIN_ROWS.get(ctx.path)
+    if ctx.act_quant == "int8" and min_rows is not None and x2.shape[0] >= min_rows:
         # several rows: the conv micro-kernel on panels, built on first use (conv_int8.LINEAR_MIN_ROWS)
         panels = ctx.panels.get(id(step))
         if panels is None:

@@ -5,7 +5,7 @@ runner; the kernels run to completion before they return, so no synchronisation 
 `DeployedModel.profile()` summarises the calls so far: per step the op, input and output
 shapes, weight precision, kernel path, median ms, share of the total, and the rate it reached
 (GOPS for conv/linear/matmul, GB/s of activations in and out for the rest). The kernel path
-says which code ran: "vnni" or "portable" (the packed ternary kernels, with "/int8" or
+says which code ran: "vnni", "avx2" or "portable" (the packed ternary kernels, with "/int8" or
 "/float" activations), "float" (an fp32 weight, or an fp16 one kept in precision:
 "fp16-kept"), "int8-kept" (a kept int8 weight), "numba" (pools, activations) or "numpy"
 (softmax, binary ops, an unfused batch norm, matmul, composite references).

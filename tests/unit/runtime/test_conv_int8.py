@@ -2,8 +2,8 @@
 
 Its integers must equal `reference.int8_accumulators` of the reference im2col exactly (the
 kernel reorders k to (i, j, c) and takes the token absmax from an NHWC channel-max map;
-neither may change a single integer), on both paths; the float result must be bitwise the
-same on both paths and within float32 epilogue rounding of the reference. Shapes cover
+neither may change a single integer), on every path; the float result must be bitwise the
+same on every path and within float32 epilogue rounding of the reference. Shapes cover
 what the micro-kernel blocks over: channel counts that are not multiples of 16 or of the
 64-channel block (padding groups, 1-3 group remainders), positions that are not multiples
 of MR or of a tile, K that is not a multiple of 16, several images, groups, tokens whose
@@ -17,12 +17,14 @@ import pytest
 from tdsl.runtime import conv_int8 as CI
 from tdsl.runtime import gemm
 from tdsl.runtime import reference as R
-from tdsl.runtime.cpu_features import has_avx512_vnni
+from tdsl.runtime.cpu_features import has_avx2, has_avx512_vnni
 from tdsl.runtime.activations import code_of
 from tdsl.runtime.packing import pack
 
-PATHS = ["portable", pytest.param("vnni", marks=pytest.mark.skipif(
-    not has_avx512_vnni(), reason="this CPU has no AVX-512 VNNI"))]
+PATHS = ["portable",
+         pytest.param("avx2", marks=pytest.mark.skipif(not has_avx2(), reason="this CPU has no AVX2")),
+         pytest.param("vnni", marks=pytest.mark.skipif(
+             not has_avx512_vnni(), reason="this CPU has no AVX-512 VNNI"))]
 
 # (Nimg, C, H, W, O, k, stride, padding, dilation, groups)
 CASES = [
@@ -96,9 +98,10 @@ def test_epilogue_and_paths_identical(case, activation) -> None:
     y, _ = run(x, t, s, b, kw, "portable", res, activation)
     ref = R.ternary_conv2d(x, pack(t), t.shape, s, b, activation=activation, residual=res, **kw)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-4)
-    if has_avx512_vnni():
-        v, _ = run(x, t, s, b, kw, "vnni", res, activation)
-        assert v.tobytes() == y.tobytes()
+    for path, available in (("avx2", has_avx2()), ("vnni", has_avx512_vnni())):
+        if available:
+            v, _ = run(x, t, s, b, kw, path, res, activation)
+            assert v.tobytes() == y.tobytes(), path
 
 
 def test_panels_layout() -> None:
@@ -140,3 +143,20 @@ def test_linear_on_panels_equals_the_row_kernels_bit_for_bit(path: str, B: int, 
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(yi, gemm.int8_accumulators(x, packed, path=path))
     assert np.any(got != 0) and np.all(got >= 0)  # relu ran
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_extreme_values_do_not_saturate(path: str) -> None:
+    """All trits +1 (or -1) against +-127 activations, K = 1000 (four full groups of 16
+    chunks and a partial one): the largest i16 partial sums the AVX2 tile forms."""
+    B, K, N = 7, 1000, 48
+    trits = np.ones((N, K), np.int8)
+    trits[16:32] = -1
+    trits[32:, ::3] = 0
+    x = np.ones((B, K), np.float32)
+    x[1::2] = -1.0
+    y, yi = np.empty((B, N), np.float32), np.empty((B, N), np.int32)
+    one, zero = np.ones(N, np.float32), np.zeros(N, np.float32)
+    CI.linear_int8_into(y, x, CI.linear_panels(pack(trits), N, K), one, zero, np.zeros((0, 0), np.float32),
+                        0, path, {}, yi)
+    np.testing.assert_array_equal(yi, R.int8_accumulators(x, trits))
