@@ -35,7 +35,7 @@ from tdsl.signature import check_inputs
 from tdsl.ops.composite import COMPOSITES
 from tdsl.ops.elementwise import BINARY
 from tdsl.quant.int8 import int8_activation
-from tdsl.runtime import compile_stats, conv_int8, gemm
+from tdsl.runtime import compile_stats, conv_float, conv_int8, gemm
 from tdsl.runtime.conv2d import depthwise_conv, im2col
 from tdsl.runtime.cpu_features import kernel_path
 
@@ -58,7 +58,8 @@ class _Ctx:
         self.path = path
         self.workspace = workspace
         self.panels = {} if panels is None else panels
-        """id(step) -> the step's weight in `conv_int8.conv_panels` layout (built on first use)."""
+        """id(step) -> the step's weight in its kernel's layout (`conv_int8.conv_panels`, `linear_panels`,
+        `conv_float.padded_weights`), built on first use."""
 
 
 # --------------------------------------------------------------------------- CPU runners
@@ -180,7 +181,18 @@ def _conv_float(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> 
     y3 = y.reshape(N, O, -1)
     res = ins[1].reshape(N, O, -1) if a["residual"] else _EMPTY3
     epilogue = (step.weights["bias"], res, a["activation"])
-    if not _conv_columns(ins[0], step.weights["weight"], a, y3, epilogue):
+    weight = step.weights["weight"]
+    im2col = not a.get("depthwise") and weight.shape[2:] != (1, 1)
+    if im2col and weight.dtype == np.float32 and conv_float.available():
+        # AVX-512: im2col + FMA micro-kernel on Numba's own threads (runtime/conv_float)
+        wps = ctx.panels.get(id(step))
+        if wps is None:
+            wps = ctx.panels[id(step)] = conv_float.padded_weights(weight, a["groups"])
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel"], a["stride"], a["padding"], a["dilation"]
+        conv_float.conv2d_float_into(y, np.ascontiguousarray(ins[0], np.float32), wps,
+                                     (kh, kw, sh, sw, ph, pw, dh, dw), *epilogue)
+        return
+    if not _conv_columns(ins[0], weight, a, y3, epilogue):
         K.bias_residual_act(y3, *epilogue)
 
 
