@@ -102,6 +102,23 @@ def check_inputs(sig: ForwardSignature | None, inputs: Sequence[Any]) -> None:
                                     spec.loc)
 
 
+def torch_pre_hook(sig: ForwardSignature) -> Any:
+    """A `register_forward_pre_hook` hook checking eager calls; under torch.export, dynamo or
+    jit tracing the shapes are symbolic (reading them would pin the dynamic batch), so it
+    leaves those calls alone."""
+    def hook(_module: Any, args: tuple) -> None:
+        import torch
+
+        compiler = getattr(torch, "compiler", None)
+        if torch.jit.is_tracing() or (compiler is not None and compiler.is_compiling()):
+            return
+        if any(not isinstance(d, int) for a in args if isinstance(a, torch.Tensor) for d in a.shape):
+            return
+        check_inputs(sig, args)
+
+    return hook
+
+
 def _shape_and_kind(x: Any) -> tuple[tuple[int, ...], str, str]:
     """(shape, numpy dtype kind, dtype name) of a numpy array, torch tensor or array-like."""
     if type(x).__module__.startswith("torch") and hasattr(x, "dtype") and hasattr(x, "shape"):

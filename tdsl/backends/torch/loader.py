@@ -39,11 +39,10 @@ def load_source(source: str, name: str) -> types.ModuleType:
 
 def instantiate(module_ir: ModuleOp, source: str) -> nn.Module:
     """Load `source` (emitted from `module_ir`) and build the entry specialisation."""
-    from tdsl.signature import check_inputs, forward_signature
+    from tdsl.signature import forward_signature, torch_pre_hook
 
     entry = entry_layer(module_ir)
     loaded = load_source(source, entry.layer.data)
     root = loaded.LAYERS[entry.layer.data](*param_values(entry))
-    sig = forward_signature(module_ir)
-    root.register_forward_pre_hook(lambda _module, args: check_inputs(sig, args))
+    root.register_forward_pre_hook(torch_pre_hook(forward_signature(module_ir)))
     return root
