@@ -296,7 +296,7 @@ def _dot_avx2(typingctx, w, woff, x, xoff, k4p, nchunks):
 # Shared epilogue: v (already scaled) -> act(v + bias + residual), stored in y[b, n].
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _finish(v, b, n, bias, res, act, y):
     v = np.float32(v + bias[n])
     if res.shape[0] != 0:
@@ -304,7 +304,7 @@ def _finish(v, b, n, bias, res, act, y):
     y[b, n] = activation(v, act)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _finish_int(acc, b, n, xs, s, bias, res, act, y, yi):
     if yi.shape[0] != 0:
         yi[b, n] = acc
