@@ -21,7 +21,7 @@ from tdsl.frontend.ops import BUILTINS, COMPILE_TIME_FNS, INIT_FNS, emit_tensor_
 from tdsl.frontend.values import (BuiltinFn, ConstTensor, FnValue, InitSpec, LayerDefValue,
                                   LayerInstance, ParamRef, Scope, Signature, TensorValue,
                                   TypedScalar, bind_args, check_scalar, compile_time_binop,
-                                  describe, flatten_values, freeze_value, show_value)
+                                  describe, flatten_values, freeze_value, param_value, show_value)
 from tdsl.ops.elementwise import BINARY
 
 _COMPILE_TIME_TYPES = {"int", "float", "bool", "str", "list"}
@@ -206,10 +206,7 @@ class Elaborator:
             if p.type is not None and isinstance(p.type, ast.ScalarType):
                 value = check_scalar(p.type.name, value,
                                      f"parameter '{p.name}' of layer '{node.name}'", loc)
-            elif isinstance(value, (LayerInstance, TensorValue, ParamRef)):
-                raise TdslTypeError(f"parameter '{p.name}' of layer '{node.name}' must be a "
-                                    f"compile-time value, got {describe(value)}", loc)
-            params[p.name] = value
+            params[p.name] = param_value(value, f"parameter '{p.name}' of layer '{node.name}'", loc)
         key = (node.name, freeze_value(params))
         if key in self.elaborating:
             raise limits.LimitError(f"layer '{node.name}' contains itself: "

@@ -224,6 +224,20 @@ class ConstTensor:
         self.shape, self.values, self.dtype, self.loc = shape, values, dtype, loc
 
 
+def param_value(v: Any, what: str, loc: SourceLoc) -> Any:
+    """A layer parameter as an attribute can hold it: a range becomes a list, and a value that
+    is not an int, float, bool, string or list of them is refused."""
+    if isinstance(v, range):
+        limits.check_size(len(v), loc)
+        return list(v)
+    if isinstance(v, list):
+        return [param_value(x, what, loc) for x in v]
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    raise TdslTypeError(f"{what} must be a compile-time value (int, float, bool, string or list), "
+                        f"got {describe(v)}", loc)
+
+
 def flatten_values(v: Any) -> list:
     if isinstance(v, list):
         out: list = []
