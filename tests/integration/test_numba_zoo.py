@@ -83,8 +83,8 @@ def test_ternary_zoo_matches_torch(key: str, path: str) -> None:
     ref = reference(frozen, x)
     assert (ref - ref.mean(0)).std() > 1e-3 * np.abs(ref).mean()  # the outputs depend on the input
     with forced_kernel_path(path):
-        y_float = deploy(frozen, act_quant="float")(x)
-        y_int8 = deploy(frozen, act_quant="int8")(x)
+        y_float = deploy(frozen, act_quant="float")(x.numpy())  # numpy in, numpy out (torch in: torch out)
+        y_int8 = deploy(frozen, act_quant="int8")(x.numpy())
     assert y_float.shape == ref.shape and y_float.dtype == np.float32
     assert max_rel(y_float, ref) <= FLOAT_TOL
     assert np.linalg.norm(y_int8 - ref) / np.linalg.norm(ref) <= INT8_L2_TOL
@@ -98,7 +98,7 @@ def test_both_paths_give_the_same_int8_outputs() -> None:
     frozen, x = frozen_model("lenet"), inputs("lenet", 2)
     outs = []
     for path in ("vnni", "portable"):
-        outs.append(deploy(frozen, path=path)(x))
+        outs.append(deploy(frozen, path=path)(x.numpy()))
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
@@ -114,7 +114,7 @@ def test_kept_precision_models_match_torch(key: str, precision: str) -> None:
     frozen = frozen_model(key, precision)
     x = inputs(key, 2)
     ref = reference(frozen, x)
-    y = deploy(frozen, act_quant="float")(x)
+    y = deploy(frozen, act_quant="float")(x.numpy())
     if precision in ("int8", "mixed"):  # mixed keeps the first and last layers at int8
         assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= 2e-2
         assert (y.argmax(1) == ref.argmax(1)).sum() >= len(ref) - 1  # a near-tie may flip
@@ -132,10 +132,10 @@ def test_simple_ternary_example_matches_torch() -> None:
     x = torch.randn(5, 4, dtype=torch.float16)
     with torch.no_grad():
         ref = frozen(x).float().numpy()
-    y = frozen.deploy(act_quant="float")(x)
+    y = frozen.deploy(act_quant="float")(x.numpy())
     assert y.dtype == np.float16 and y.shape == (5, 3)
     np.testing.assert_allclose(y.astype(np.float32), ref, rtol=1e-2, atol=1e-2)
-    y3 = frozen.deploy(act_quant="float")(x.reshape(5, 1, 4))  # any rank: unranked in the IR
+    y3 = frozen.deploy(act_quant="float")(x.reshape(5, 1, 4).numpy())  # any rank: unranked in the IR
     assert y3.shape == (5, 1, 3)
 
 
