@@ -10,7 +10,7 @@
 // RUN: not tdsl-opt %s -p 'precision{override="w=ternary"}' 2>&1 | filecheck %s --check-prefix=POVR
 
 // THRESHOLD: error: ternarize: threshold must be one of twn, absmean, fixed, sparsity, got 'foo'
-// POLICY: error: ternarize: policy must be one of default, all, none, got 'some'
+// POLICY: error: ternarize: policy must be one of default, all, none, b158, got 'some'
 // DELTA: error: ternarize: delta must be > 0, got 0.0
 // SPARSITY: error: ternarize: sparsity must be in [0, 1), got 1.0
 // KEEP: error: ternarize: keep must be one of fp32, fp16, int8, got 'ternary'
