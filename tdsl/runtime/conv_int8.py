@@ -33,17 +33,21 @@ cost as much memory traffic as the products themselves. Here:
   int32 accumulators in zmm registers, each decoded weight plane reused for 6 positions
   and each broadcast for NR groups. prange over (image, position tile, 64-channel block);
   each task writes its NCHW output tile directly (no [P, N] intermediate, no scatter).
-* Micro-kernel ("avx2", CPUs without AVX-512 VNNI): the same layout, MR = 6 positions x
-  one 16-channel group (two ymm halves of 8 channels) per call; `vpmaddubsw` of plane j
-  with the broadcast quad j gives i16 pair sums, the 4 planes of up to 16 chunks are summed
-  in i16, and `vpmaddwd` with ones widens them to the int32 of each channel (the same 4-k
-  sums as `vpdpbusd`). Tried MR x groups = 6x1 0.55 ms, 4x1 0.56, 3x1 0.58, 3x2 0.58,
-  2x2 0.61 on the layer below.
+* Micro-kernel ("avx2", CPUs without AVX-512 VNNI): the same layout, MR_AVX2 = 3
+  positions x one 16-channel group (two ymm halves of 8 channels) per call;
+  `vpmaddubsw` of plane j with the broadcast quad j gives i16 pair sums, the 4 planes of up
+  to 16 chunks are summed in i16, and `vpmaddwd` with ones widens them to the int32 of each
+  channel (the same 4-k sums as `vpdpbusd`). MR x groups on the layer below, compiled for
+  Haswell (16 ymm registers): 6x1 1.70-1.77 ms (its 12 accumulators spill), 4x1 0.98-1.04,
+  3x1 0.92-0.98, 2x1 0.97-1.06, 2x2 1.07; compiled for the Zen 4 host (32 registers, where
+  LLVM also uses GFNI shifts and `vpdpwssd`) 6x1 0.55, 4x1 0.56, 3x1 0.58.
 * "portable": the same layout and the same integers in plain Numba.
 
 ResNet-18 layer 128 -> 128 channels, 28 x 28, 3x3, pad 1, batch 1 (0.23 GOP), whole call
-(quantising im2col included), 2 threads, AMD EPYC Zen 4, medians: portable 3.81 ms
-(61 GOPS), avx2 0.55 ms (420 GOPS), vnni 0.46 ms (497 GOPS).
+(quantising im2col included), 2 threads, AMD EPYC Zen 4, medians (machine shared, +-30 %):
+portable 3.8 ms (60 GOPS), avx2 0.55 ms (420 GOPS), vnni 0.47 ms (490 GOPS); compiled for
+Haswell (NUMBA_CPU_NAME=haswell: what an AVX2-only CPU gets) portable 5.9-8.5 ms, avx2
+(MR_AVX2 = 3) 0.92-0.98 ms.
 """
 from __future__ import annotations
 
@@ -66,6 +70,7 @@ _HAS_VNNI = has_avx512_vnni()
 _HAS_AVX2 = has_avx2()
 """Read once at import: `_conv_gemm` sees them as constants and drops the VNNI (AVX2) branch
 where the CPU lacks it (LLVM aborts the process on instructions it cannot select)."""
+MR_AVX2 = 3  # positions per AVX2 micro-kernel call: 6 i16 accumulators fit 16 ymm; divides MR
 PATH_CODES = {"portable": 0, "avx2": 1, "vnni": 2}
 """The `kind` argument of `_conv_gemm` for each kernel path."""
 TILE_POSITIONS = 48  # positions per prange task (upper bound; tiles are evened out)
@@ -351,16 +356,16 @@ def _make_conv_block_avx2(mr: int, ng: int):
     return block
 
 
-_block_avx2 = _make_conv_block_avx2(MR, 1)
+_block_avx2 = _make_conv_block_avx2(MR_AVX2, 1)
 
 
 @njit(cache=True)
 def _tile_avx2(xq, panels, g0, ng, p0, np_, acc):
-    """The same integers as `_tile_vnni`: MR positions x one 16-channel group a call."""
+    """The same integers as `_tile_vnni`: MR_AVX2 positions x one 16-channel group a call."""
     nchunks = panels.shape[1]
     Kp = xq.shape[1]
     gstride = nchunks * 64
-    for m0 in range(0, np_, MR):
+    for m0 in range(0, np_, MR_AVX2):
         xoff = (p0 + m0) * Kp
         for g in range(ng):
             _block_avx2(panels, (g0 + g) * gstride, gstride, xq, xoff, Kp, nchunks, acc,
@@ -517,14 +522,15 @@ def _row_absmax(x, amap):
         amap[0, b, 0] = m
 
 
-LINEAR_MIN_ROWS: dict[str, int] = {"vnni": 2, "avx2": 3}
-"""From this many rows on, per kernel path, `linear_int8_into` (panels, 6 rows x 64 channels
-per micro-kernel call, each decoded weight plane used for 6 rows) beats `gemm`'s row
-kernels, which decode each weight chunk for 1 or 4 rows (VNNI) or for every row (AVX2).
-Measured on 4096 x 4096, 2 threads, AMD EPYC (Zen 4), row vs panels: VNNI B=2 0.72 vs 0.59
-ms, B=8 1.92 vs 1.14, B=64 8.5 vs 3.8; B=1 stays on the row kernel (0.27 vs 0.40 ms: one
-weight stream). AVX2 B=2 0.31 vs 0.39, B=3 0.46 vs 0.39, B=8 2.47 vs 1.53, B=64 10.9 vs
-4.6. The portable path keeps the row kernel at every B (its plain-Numba tile is slower:
+LINEAR_MIN_ROWS: dict[str, int] = {"vnni": 5, "avx2": 5}
+"""From this many rows on, per kernel path, `linear_int8_into` (panels, 6 rows x 64 (VNNI)
+or 16 (AVX2) channels per micro-kernel call, each decoded weight plane used for 6 rows)
+beats `gemm`'s row kernels, which decode each weight chunk for 1 or 4 rows (VNNI) or for
+every row (AVX2). Measured on 4096 x 4096, 2 threads, AMD EPYC (Zen 4), medians of noisy
+runs, row vs panels ms: VNNI B=4 0.29 vs 0.34, B=5 0.54 vs 0.34, B=6 0.58 vs 0.40, B=12
+0.86 vs 0.68, B=64 4.1 vs 3.8; AVX2 compiled for Haswell (16 ymm, what an AVX2-only CPU
+gets) B=2 0.29 vs 0.41, B=4 0.56 vs 0.70, B=5 0.76 vs 0.71, B=8 1.16 vs 1.03, B=64 9.2 vs
+7.4. The portable path keeps the row kernel at every B (its plain-Numba tile is slower:
 B=64 37 vs 33 ms)."""
 
 

@@ -10,7 +10,7 @@ Paths (KERNELS.md has the measurements behind each choice):
   and de-interleaved (`quant_act`), the kernel forms the exact integer sums
   acc = sum_k xq*c - sum_k xq = sum_k xq*t, and the epilogue computes
   act(float32(acc) * (xs[b]*s[n]) + bias[n] + residual[b, n]). Relative error vs the
-  float64 reference is about 1e-2 (the int8 activations). Two kernels, same integers:
+  float64 reference is about 1e-2 (the int8 activations). Three kernels, same integers:
   - "vnni": AVX-512 VNNI `vpdpbusd` (u8 codes x s8 activations -> int32) emitted through
     llvmlite intrinsics, because LLVM never forms it from Numba loops. B = 1: mask-only
     decode (plane j is `w & (3 << 2j)` = c_j * 4^j, one accumulator per plane, recombined
@@ -22,14 +22,21 @@ Paths (KERNELS.md has the measurements behind each choice):
     adjacent pairs summed to i16, never saturating since codes <= 2 and |xq| <= 127), i16
     partial sums over groups of 32-byte chunks, widened by `vpmaddwd` with ones to int32
     (`_dot_avx2`: "mixed" decode, one row per pass as for VNNI; B >= 2 redoes the decode per
-    batch row, and executors run linear layers with >= 3 rows on `conv_int8`'s AVX2 tile).
+    batch row, and executors run linear layers with >= 5 rows on `conv_int8`'s AVX2 tile,
+    `conv_int8.LINEAR_MIN_ROWS`).
   - "portable": plain Numba whose integer typing lets LLVM vectorise it (no intrinsics);
     chosen automatically when the CPU has neither (`cpu_features`).
-  B = 1, 4096 x 4096, 2 threads, AMD EPYC Zen 4 (2 vCPUs, loaded machine), one process,
-  ternary_linear incl. quantisation, medians: portable 0.60-0.63 ms (53-56 GOPS), avx2
-  0.25-0.28 ms (118-132 GOPS), vnni 0.28 ms (118-120 GOPS), torch int8 dynamic
-  (quantize_dynamic of nn.Linear(4096, 4096)) 0.18-0.21 ms (159-185 GOPS). Kernel alone:
-  avx2 0.238 ms, vnni 0.247 ms (both far from the 0.06 ms of KERNELS.md on this machine today).
+  B = 1, 4096 x 4096, 2 threads, AMD EPYC Zen 4 (2 vCPUs shared with other jobs: +-30 % run
+  to run, so compare within a run), `ternary_linear` incl. quantisation, medians, vs torch
+  int8 dynamic (quantize_dynamic of nn.Linear(4096, 4096)) in the same process:
+  | run | torch int8 | portable | avx2 | vnni |
+  | 1 | 0.169 ms | 0.466 (0.36x) | 0.147 (1.14x) | 0.111 (1.52x) |
+  | 2 | 0.154 ms | 0.417 (0.37x) | 0.107 (1.44x) | 0.113 (1.36x) |
+  | 3 | 0.184 ms | 0.465 (0.40x) | 0.146 (1.26x) | 0.113 (1.62x) |
+  | 4 (Haswell code) | 0.162 ms | 0.662 (0.24x) | 0.138 (1.17x) | - |
+  | 5 (Haswell code) | 0.159 ms | 0.764 (0.21x) | 0.158 (1.00x) | - |
+  "Haswell code": NUMBA_CPU_NAME=haswell, i.e. what an AVX2-only CPU compiles (on the Zen 4
+  host LLVM also uses GFNI for the byte shift and `vpdpwssd` for pmaddwd + add).
 * act_quant="float": fp32 activations, no quantisation, error about 1e-6 relative. Use it
   where int8 activations are not acceptable: the first layer (raw pixels/embeddings) and the
   last (logits) of a network, accuracy checks, or whenever a caller asks for exact results.
@@ -255,7 +262,8 @@ def _dot_avx2(typingctx, w, woff, x, xoff, k4p, nchunks):
     shift decode's 7) and the two i16 sums (scale 1 and 4) recombine exactly as
     s1 + (s4 >> 2) at the end; 8 chunks per group keep the scale-4 sum <= 8 * 4064 = 32512.
     (The pure mask decode of the VNNI kernel does not fit: plane 3 times 64 would need an
-    i32 widening per chunk.) 4096 x 4096, 2 threads: 0.238 ms vs 0.259 for the shift decode."""
+    i32 widening per chunk.) Kernel alone, 4096 x 4096, 2 threads: 0.238 ms vs 0.259 for the
+    shift decode (with the epilogue still out of line)."""
     sig = types.int32(w, woff, x, xoff, k4p, nchunks)
 
     def codegen(context, builder, signature, args):
