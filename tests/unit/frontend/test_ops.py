@@ -88,6 +88,13 @@ def test_compile_time_values_reach_the_ir(expr: str, attr: str) -> None:
     assert f"params {{v = [{attr}]}}" in line
 
 
+def test_a_layer_default_that_is_a_layer_is_located() -> None:
+    """Found by the long fuzz run: the default made the specialisation key unhashable."""
+    source = "layer Y(t = Conv2d or 1) {\n fn forward(x: Tensor[float32, N, 4]) { return x }\n}\n"
+    with pytest.raises(TdslError, match="parameter 't' of layer 'Y' must be a compile-time value"):
+        tdsl.compile(source, pipeline="")
+
+
 def test_a_layer_parameter_that_is_not_a_value_is_located() -> None:
     source = K + "layer M {\n let k = K([none])\n fn forward(x: Tensor[float32, N, 4]) { return k(x) }\n}\n"
     with pytest.raises(TdslError, match="must be a compile-time value .* got nothing") as info:
