@@ -62,7 +62,6 @@ class Settings:
 
 
 def load_data(dataset: str, model: str, data_seed: int):
-    import torch
 
     from tdsl.train.data import load_digits
     from tdsl.train.recipes import mnist1d_dataset

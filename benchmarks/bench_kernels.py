@@ -191,7 +191,7 @@ def child_torch(cfg: ChildConfig) -> dict[str, Any]:
                 cold = time_calls(lambda i: forward(fmt, layers[i % R], x), max(cfg.repeats, R), R)
                 measurements += [_measure(lib, cfg, B, "warm", warm, R, err),
                                  _measure(lib, cfg, B, "cold", cold, R, err)]
-            del layers
+            layers = []  # free this format's layers before the next
     np.savez(Path(cfg.work) / f"torch-{label(cfg.K, cfg.N)}.npz", **outputs)
     return {"lib": "torch", "fingerprint": fingerprint(cfg), "measurements": measurements,
             "torch_threads": torch.get_num_threads(),
@@ -345,7 +345,7 @@ def setup_notes(data: dict[str, Any]) -> str:
              + (f"cold sets of R = {p['layers_fixed']} layers (fixed, not necessarily cold); "
                 if p["layers_fixed"] else
                 f"cold sets sized against {p['l3_bytes_used'] / MiB:.0f} MiB x {p['cold_factor']}; ")
-             + 
+             +
              f"{p['threads']} threads; niceness {m.get('niceness', 0)}; versions {m['versions']}.",
              "", "Load average (1 min) before -> after each child process, and its peak resident memory:", ""]
     for c in data["children"]:
@@ -505,7 +505,7 @@ def _run(args: argparse.Namespace, out: Path, work: Path) -> int:
         compare_outputs(work, label(K, N), shape_ms)
         bad = [m for m in shape_ms if m["rel_err_ref"] > MAX_REL_ERR]
         if bad:
-            raise SystemExit(f"outputs disagree with the float64 reference: "
+            raise SystemExit("outputs disagree with the float64 reference: "
                              + ", ".join(f"{m['lib']} B={m['batch']}: {m['rel_err_ref']:.2e}"
                                          for m in bad))
         for r in results:

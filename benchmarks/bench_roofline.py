@@ -14,9 +14,7 @@ VM reports a much larger L3). All readers run in one child process without torch
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 

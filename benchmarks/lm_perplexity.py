@@ -109,7 +109,7 @@ def write_table(rows: list[dict], args: argparse.Namespace, n_tokens: int, split
         f"(`pydoc_data.topics`, {n_tokens:,} bytes = tokens); train = first 90% ({split:,} tokens, {n_train} windows",
         f"of {args.context}, stride {args.context // 2}), validation = last 10% ({n_val} windows). Same budget for both:",
         f"{rows[0]['steps']} AdamW steps of batch {args.batch}, lr {args.lr}, cosine, weight decay 0.01, clip 1.0,",
-        f"1 CPU thread. `b158` = `tdsl.qat(..., policy=\"b158\")`: every projection ternary (absmean, per",
+        "1 CPU thread. `b158` = `tdsl.qat(..., policy=\"b158\")`: every projection ternary (absmean, per",
         "tensor), int8 per-token activations, embedding and LM head float (fp16 head when frozen).",
         "",
         "| precision | seeds | val perplexity (torch) | val perplexity (Numba, packed 2-bit, int8 act.) |",

@@ -130,7 +130,8 @@ class TernarizePass(ModulePass):
     last linear (the LM head, kept at `keep`; embeddings are not weight-bearing ops and stay
     float), absmean threshold per tensor (it fixes `threshold` and `per-channel`), and each
     ternary linear marked `act_quant = "int8_token"`: its input is quantised to int8 per
-    token (absmax) in training and in the frozen model, as the Numba runtime's int8 path does. The precision is recorded as `precision` on the `tdsl.param`; a ternary param
+    token (absmax) in training and in the frozen model, as the Numba runtime's int8 path does.
+    The precision is recorded as `precision` on the `tdsl.param`; a ternary param
     also gets `quant = {threshold, delta, sparsity, per_channel}`, and its conv2d / linear
     becomes `tern.quantize` (latent weight -> trits, scale) + `tern.conv2d` / `tern.linear`.
     Layers shared by instances that need different precisions are cloned (`Name_N`).

@@ -9,8 +9,8 @@ from typing import Any
 
 from tdsl.errors import TdslError
 from tdsl.package.files import write_atomic
-from tdsl.tools.common import (DEFAULT_PRECISION, PRECISION_DEFAULT, add_force_arg, add_model_arg, add_trit_format_arg, command_main,
-                               no_package, params_from, refuse_overwrite, resolve_model, trit_format)
+from tdsl.tools.common import (DEFAULT_PRECISION, PRECISION_DEFAULT, add_force_arg, add_model_arg, add_trit_format_arg,
+                               command_main, no_package, params_from, refuse_overwrite, resolve_model, trit_format)
 
 
 def add_parser(sub: Any) -> None:

@@ -33,7 +33,7 @@ channel: a `shared_scale` model freezes exactly (its learned scale becomes the s
 an asymmetric TTQ model (two scales) freezes with its trits and the scale (Wp + Wn)/2, which
 is NOT the model it trained (compare its frozen accuracy), and `extra_scale_bytes` counts the
 second scale a faithful deployment would need.
-"""
+"""  # noqa: E501 (one Markdown table row per line)
 from __future__ import annotations
 
 import sys

@@ -161,7 +161,7 @@ def _conv_columns(x: np.ndarray, weight: np.ndarray, a: dict[str, Any], acc: np.
     O = weight.shape[0]
     Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    Cg, Og = C // g, O // g
+    Cg = C // g
     w2 = weight.reshape(O, Cg * kh * kw)
     if a.get("depthwise"):
         K.depthwise_float(x, w2, kh, kw, sh, sw, ph, pw, dh, dw, acc.reshape(N, O, Ho, Wo))

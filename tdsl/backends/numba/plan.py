@@ -27,7 +27,7 @@ assigned by liveness: a value's buffer returns to a free list after its last rea
 new value takes the smallest free buffer that fits (or grows one), so peak activation memory
 stays near the two or three activations a residual block keeps live. A schedule is cached
 per input shape (batch is the only dynamic dim of the zoo models).
-"""
+"""  # noqa: E501 (one Markdown table row per line)
 from __future__ import annotations
 
 import enum
@@ -309,7 +309,8 @@ class _Builder:
     def conv2d(self, op: kern.Conv2dOp) -> None:
         family, weights = self._kernel_weights(op)
         dims = op.weight_dims()
-        attrs = {"kernel": (dims[2], dims[3]), **op.geometry(), "out_channels": dims[0], "activation": activations.code_of(op.activation.data),
+        attrs = {"kernel": (dims[2], dims[3]), **op.geometry(), "out_channels": dims[0],
+                 "activation": activations.code_of(op.activation.data),
                  "residual": op.residual is not None}
         if family == "float" and attrs["groups"] > 1:
             attrs["depthwise"] = dims[1] == 1 and attrs["groups"] == dims[0]

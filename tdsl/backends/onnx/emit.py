@@ -29,7 +29,7 @@ weight, exactly as fast as the fp32 model, while the file holds 2 bits per trit.
 then `Add` (residual), `Relu` / `Clip`(0, 6). Except for int8, the batch norm is folded
 numerically (`tensors.fold_bn`): scale' = α·m, bias' = β + (b − μ)·m with m = γ/√(σ²+ε),
 computed in float64 from the frozen arrays.
-"""
+"""  # noqa: E501 (one Markdown table row per line)
 from __future__ import annotations
 
 import math

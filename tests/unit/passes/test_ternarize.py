@@ -137,7 +137,8 @@ def test_pack_replaces_every_ternary_weight() -> None:
     ("shape-infer,pack", "pack: no ternary weights; run ternarize first"),
     ("shape-infer,ternarize{threshold=foo}", "ternarize: threshold must be one of twn, absmean, fixed, sparsity, got 'foo'"),
     ("shape-infer,ternarize{override=\"conv1=fp8\"}", "ternarize: override 'conv1=fp8': precision must be one of"),
-    ("shape-infer,precision{override=\"conv1=ternary\"}", "precision: override 'conv1=ternary': precision must be one of fp32, fp16, int8"),
+    ("shape-infer,precision{override=\"conv1=ternary\"}",
+     "precision: override 'conv1=ternary': precision must be one of fp32, fp16, int8"),
 ])
 def test_misuse_is_a_pass_error(pipeline: str, message: str) -> None:
     with pytest.raises(PassError) as info:
