@@ -83,3 +83,76 @@ def _check_ternary_literal(node: A.TernaryLiteral) -> None:
         if not _is_trit_value(value):
             raise TdslError(f"TernaryTensor values must be -1, 0 or 1, got {_show(value)}",
                             value_expr.loc)
+
+
+def unknown_names(program: A.Program, globals_: set[str]) -> list[tuple[A.Name, set[str]]]:
+    """Every name no scope could define, with the names visible there (for did-you-mean).
+
+    Flow-insensitive (a name counts as defined if its layer or fn binds it anywhere, as a
+    `let`, an assignment, a `for` variable or a parameter), so it only finds names that no
+    parameter value could make valid: `tdsl-opt` runs it before refusing a layer whose
+    parameters have no value, so that such a mistake is not hidden behind that refusal.
+    Names inside type expressions (symbolic dims such as `N`) are not checked."""
+    top = set(globals_) | _bound(program.body)
+    found: list[tuple[A.Name, set[str]]] = []
+    for stmt in program.body:
+        if isinstance(stmt, A.LayerDef):
+            layer = top | {p.name for p in stmt.params} | _bound(stmt.body)
+            _check_block(stmt.body, layer, found)
+            _check_params(stmt.params, top, found)
+        elif isinstance(stmt, A.FnDef):
+            _check_fn(stmt, top, found)
+        else:
+            _check_block((stmt,), top, found)
+    return found
+
+
+def _bound(body: tuple[A.Node, ...]) -> set[str]:
+    """Names a block binds anywhere inside it (not inside nested fns)."""
+    names: set[str] = set()
+    for stmt in body:
+        if isinstance(stmt, A.Let):
+            names.add(stmt.name)
+        elif isinstance(stmt, A.Assign) and isinstance(stmt.target, A.Name):
+            names.add(stmt.target.id)
+        elif isinstance(stmt, A.For):
+            names.add(stmt.var)
+            names |= _bound(stmt.body)
+        elif isinstance(stmt, A.If):
+            names |= _bound(stmt.then) | _bound(stmt.orelse)
+    return names
+
+
+def _check_fn(fn: A.FnDef, outer: set[str], found: list) -> None:
+    """A fn sees its outer scope, its parameters and what its body binds."""
+    scope = outer | {p.name for p in fn.params} | _bound(fn.body)
+    _check_params(fn.params, outer, found)
+    _check_block(fn.body, scope, found)
+
+
+def _check_params(params: tuple[A.Param, ...], scope: set[str], found: list) -> None:
+    for p in params:
+        if p.default is not None:
+            _check_expr(p.default, scope, found)
+
+
+def _check_block(body: tuple[A.Node, ...], scope: set[str], found: list) -> None:
+    for stmt in body:
+        if isinstance(stmt, A.FnDef):
+            _check_fn(stmt, scope, found)
+        elif isinstance(stmt, (A.TensorTypeExpr, A.ScalarType, A.Annotation)):
+            continue
+        elif isinstance(stmt, A.Name):
+            if stmt.id not in scope:
+                found.append((stmt, scope))
+        else:
+            for f in dataclasses.fields(stmt):
+                if f.name in ("loc", "type", "ret", "annotations"):
+                    continue
+                value = getattr(stmt, f.name)
+                children = value if isinstance(value, tuple) else (value,)
+                _check_block(tuple(c for c in children if isinstance(c, A.Node)), scope, found)
+
+
+def _check_expr(e: A.Node, scope: set[str], found: list) -> None:
+    _check_block((e,), scope, found)

@@ -17,6 +17,7 @@ from tdsl.dialects import tdsl as d
 from tdsl.errors import SourceLoc, TdslError, TdslTypeError, UnknownNameError, did_you_mean
 from tdsl.frontend import ast, limits
 from tdsl.frontend.builder import IRBuilder, tensor_type
+from tdsl.frontend.checks import unknown_names
 from tdsl.frontend.ops import BUILTINS, COMPILE_TIME_FNS, INIT_FNS, emit_tensor_op
 from tdsl.frontend.values import (BuiltinFn, ConstTensor, FnValue, InitSpec, LayerDefValue,
                                   LayerInstance, ParamRef, Scope, Signature, TensorValue,
@@ -159,6 +160,9 @@ class Elaborator:
             if p.name in params:
                 args[p.name] = limits.check_value(params[p.name], p.loc, f"parameter '{p.name}'")
             elif p.default is None:
+                for name, visible in unknown_names(self.program, set(self.globals.vars)):
+                    # a mistake no parameter value can fix comes first (issue: it was hidden)
+                    raise UnknownNameError(f"unknown name '{name.id}'{did_you_mean(name.id, visible)}", name.loc)
                 raise TdslError(f"layer '{node.name}' needs a value for parameter '{p.name}' "
                                 f"(pass params={{'{p.name}': ...}} or --param {p.name}=...)", p.loc)
         kw = {k: (v, node.loc) for k, v in args.items()}
