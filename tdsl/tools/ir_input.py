@@ -1,7 +1,8 @@
 """Reading `.mlir` input so that every diagnostic has a `file:line:col`, as in mlir-opt.
 
 xDSL leaves an op without `loc(...)` at `loc(unknown)` and reports an attribute or type
-whose verifier fails while parsing with no position at all. mlir-opt instead gives each op
+whose verifier fails while parsing (or an integer past Python's 4300-digit conversion
+limit) with no position at all. mlir-opt instead gives each op
 the position it was parsed from. `LocatingParser` does the same: ops parsed without a
 location get `loc("file":line:col)` of their first token, and a verifier failure while
 parsing becomes a `ParseError` at the text that failed. The stamped locations are only for
@@ -29,7 +30,7 @@ class LocatingParser(Parser):
         start = self._current_token.span
         try:
             op = super().parse_operation()
-        except VerifyException as e:
+        except (VerifyException, ValueError) as e:  # ValueError: e.g. Python's 4300-digit int limit
             self.raise_error(_first_line(e), start)
         if isinstance(op.location, UnknownLoc):
             where = start.get_location()
@@ -42,14 +43,14 @@ class LocatingParser(Parser):
         start = self._current_token.span.start
         try:
             return super().parse_optional_type()
-        except VerifyException as e:
+        except (VerifyException, ValueError) as e:
             self.raise_error(_first_line(e), start, max(start + 1, self._current_token.span.start))
 
     def parse_optional_attribute(self) -> Attribute | None:
         start = self._current_token.span.start
         try:
             return super().parse_optional_attribute()
-        except VerifyException as e:
+        except (VerifyException, ValueError) as e:
             self.raise_error(_first_line(e), start, max(start + 1, self._current_token.span.start))
 
 
@@ -71,6 +72,8 @@ def strip_stamped(module: Operation, stamped: set[FileLineColLoc]) -> None:
 
 
 def _first_line(e: Exception) -> str:
+    if isinstance(e, ValueError) and "integer string conversion" in str(e):
+        return "integer literal too long (more than 4300 digits)"
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 

@@ -1,0 +1,16 @@
+"""A `.mlir` integer past Python's 4300-digit conversion limit is a located parse error
+(found by the `.mlir` fuzzer: it used to surface as a bare ValueError message)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tdsl.tools.tdsl_opt import main
+
+
+def test_huge_integer_attribute_is_a_located_error(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "big.mlir"
+    path.write_text("builtin.module attributes {x = " + "9" * 5000 + " : i64} {\n}\n")
+    assert main([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:1:32: error: integer literal too long (more than 4300 digits)" in err
+    assert "Traceback" not in err and "set_int_max_str_digits" not in err
