@@ -205,6 +205,19 @@ def _im2col_quant(xt, amap, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xq, xs, 
 # VNNI micro-kernel
 
 
+def _store_tile(context, builder, aryty, ary, ooff, ostride, accs, vecty) -> None:
+    """Store accumulator slots accs[m][v] (vectors of `vecty` int32 lanes) into the int32 array
+    at element ooff + m*ostride + v*lanes: one micro-kernel tile, rows m, vectors v."""
+    ity = ooff.type
+    lanes = vecty.count
+    data = context.make_array(aryty)(context, builder, ary).data
+    for m, row in enumerate(accs):
+        for v, slot in enumerate(row):
+            idx = builder.add(ooff, builder.add(builder.mul(ostride, ir.Constant(ity, m)), ir.Constant(ity, lanes * v)))
+            ptr = builder.bitcast(builder.gep(data, [idx]), vecty.as_pointer())
+            builder.store(builder.load(slot), ptr, align=4)
+
+
 def _make_conv_block(mr: int, nr: int):
     """acc[m, g*16 + lane] (int32, stored into out at ooff + m*ostride + g*16 + lane) for
     positions m < mr of xq (rows xstride bytes apart from byte xoff) and channel groups
@@ -240,13 +253,7 @@ def _make_conv_block(mr: int, nr: int):
                         for g in range(nr):
                             acc = _dpbusd(builder, builder.load(accs[m][g]), planes[g], bc8)
                             builder.store(acc, accs[m][g])
-            out_ary = context.make_array(signature.args[7])(context, builder, outv)
-            for m in range(mr):
-                for g in range(nr):
-                    idx = builder.add(ooffv, builder.add(builder.mul(osv, ir.Constant(ity, m)),
-                                                         ir.Constant(ity, 16 * g)))
-                    ptr = builder.bitcast(builder.gep(out_ary.data, [idx]), _V16I32.as_pointer())
-                    builder.store(builder.load(accs[m][g]), ptr, align=4)
+            _store_tile(context, builder, signature.args[7], outv, ooffv, osv, accs, _V16I32)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -342,13 +349,7 @@ def _make_conv_block_avx2(mr: int, ng: int):
                         builder.store(zero16, a16[m][h])
 
             _for_groups(builder, nv, 16, chunk, widen)
-            out_ary = context.make_array(signature.args[7])(context, builder, outv)
-            for m in range(mr):
-                for h in range(2 * ng):
-                    idx = builder.add(ooffv, builder.add(builder.mul(osv, ir.Constant(ity, m)),
-                                                         ir.Constant(ity, 8 * h)))
-                    ptr = builder.bitcast(builder.gep(out_ary.data, [idx]), _V8I32.as_pointer())
-                    builder.store(builder.load(a32[m][h]), ptr, align=4)
+            _store_tile(context, builder, signature.args[7], outv, ooffv, osv, a32, _V8I32)
             return context.get_dummy_value()
 
         return sig, codegen
