@@ -11,11 +11,16 @@ round trips are unchanged.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from xdsl.context import Context
 from xdsl.dialects.builtin import FileLineColLoc, IntAttr, ModuleOp, StringAttr, UnknownLoc
 from xdsl.ir import Attribute, Operation, TypeAttribute
 from xdsl.parser import Parser
 from xdsl.utils.exceptions import VerifyException
+
+T = TypeVar("T")
 
 
 class LocatingParser(Parser):
@@ -40,16 +45,17 @@ class LocatingParser(Parser):
         return op
 
     def parse_optional_type(self) -> TypeAttribute | None:
-        start = self._current_token.span.start
-        try:
-            return super().parse_optional_type()
-        except (VerifyException, ValueError) as e:
-            self.raise_error(_first_line(e), start, max(start + 1, self._current_token.span.start))
+        return self._located(super().parse_optional_type)
 
     def parse_optional_attribute(self) -> Attribute | None:
+        return self._located(super().parse_optional_attribute)
+
+    def _located(self, parse: Callable[[], T]) -> T:
+        """`parse()`, with a verifier failure (or an over-long integer) raised as a parse
+        error spanning the text it consumed."""
         start = self._current_token.span.start
         try:
-            return super().parse_optional_attribute()
+            return parse()
         except (VerifyException, ValueError) as e:
             self.raise_error(_first_line(e), start, max(start + 1, self._current_token.span.start))
 
