@@ -73,7 +73,10 @@ def parse_located(ctx: Context, text: bytes, name: str, line_offset: int = 0,
                   implicit_module: bool = True) -> tuple[ModuleOp, set[FileLineColLoc]]:
     """Parse `text`; returns the module and the locations this parser made up."""
     parser = LocatingParser(ctx, text, name, line_offset)
-    module = parser.parse_module(implicit_module)
+    try:
+        module = parser.parse_module(implicit_module)
+    except RecursionError:  # xDSL's parser recurses per nesting level (types, regions)
+        parser.raise_error("input nested too deeply to parse", parser._current_token.span)
     return module, parser.stamped
 
 

@@ -28,3 +28,14 @@ def test_unterminated_string_fails_fast_not_exponentially(tmp_path: Path, capsys
     assert main([str(path)]) == 1
     assert time.perf_counter() - start < 5.0  # a bound, not a benchmark: the hang took minutes
     assert f"{path}:1:59: error: End of file reached before closing string literal." in capsys.readouterr().err
+
+
+def test_deeply_nested_types_are_a_located_error(tmp_path: Path, capsys) -> None:
+    """Another .mlir fuzzer finding: a type nested past Python's recursion limit raised a
+    RecursionError out of xDSL's parser."""
+    path = tmp_path / "deep.mlir"
+    path.write_text("func.func @f(%x: " + "(" * 3000 + "f32" + ")" * 3000 + ") {\n  func.return\n}\n")
+    assert main([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:1:" in err and "error: input nested too deeply to parse" in err
+    assert "Traceback" not in err
