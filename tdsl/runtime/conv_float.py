@@ -80,35 +80,44 @@ def _fma_block(typingctx, w, woff, wstride, c, coff, cstride, nk, out, ooff, ost
     return sig, codegen
 
 
-@njit(cache=True, parallel=True)
-def _im2col_padded(x, n, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
-    """cols[(c*kh + i)*kw + j, oy*Wo + ox] = x[n, c0+c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
-    (0 outside the image and in the padding columns past Ho*Wo)."""
+@njit(cache=True, nogil=True)
+def im2col_band(x, n, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, oy0, oy1, Wo, cols):
+    """cols[(c*kh + i)*kw + j, (oy - oy0)*Wo + ox] = x[n, c0+c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
+    (0 outside) for output rows oy0 .. oy1: serial and without the GIL, one band per thread of
+    `backends.numba.executor._conv_bands`, one row per task of `_im2col_padded`. Per (tap,
+    row) the valid ox are one range (`tap_range`): a
+    branch-free copy, not a bounds test per element."""
     H, W = x.shape[2], x.shape[3]
-    P = Ho * Wo
-    Pp = cols.shape[1]
-    for kr in prange(Cg * kh * kw * Ho):
-        k = kr // Ho
-        oy = kr - k * Ho
+    zero = cols.dtype.type(0)
+    for k in range(Cg * kh * kw):
         c = k // (kh * kw)
         i = (k // kw) % kh
         j = k % kw
         base = j * dw - pw
         o0, o1 = tap_range(base, sw, Wo, W)
-        row = cols[k, oy * Wo:(oy + 1) * Wo]
-        iy = oy * sh - ph + i * dh
-        if oy == Ho - 1:
-            cols[k, P:Pp] = 0.0
-        if iy < 0 or iy >= H or o1 <= o0:
-            row[:] = 0.0
-            continue
-        src = x[n, c0 + c, iy]
-        for ox in range(o0):
-            row[ox] = 0.0
-        for ox in range(o0, o1):
-            row[ox] = src[ox * sw + base]
-        for ox in range(o1, Wo):
-            row[ox] = 0.0
+        for oy in range(oy0, oy1):
+            row = cols[k, (oy - oy0) * Wo:(oy - oy0 + 1) * Wo]
+            iy = oy * sh - ph + i * dh
+            if iy < 0 or iy >= H or o1 <= o0:
+                row[:] = zero
+                continue
+            src = x[n, c0 + c, iy]
+            for ox in range(o0):
+                row[ox] = zero
+            for ox in range(o0, o1):
+                row[ox] = src[ox * sw + base]
+            for ox in range(o1, Wo):
+                row[ox] = zero
+
+
+@njit(cache=True, parallel=True)
+def _im2col_padded(x, n, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, cols):
+    """`im2col_band` of all Ho output rows, one row per task, and zeros in the padding
+    columns past Ho*Wo."""
+    P = Ho * Wo
+    cols[:, P:] = 0.0
+    for oy in prange(Ho):
+        im2col_band(x, n, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, oy, oy + 1, Wo, cols[:, oy * Wo:(oy + 1) * Wo])
 
 
 @njit(cache=True, parallel=True)

@@ -114,7 +114,7 @@ def _conv_band(x: np.ndarray, w2: np.ndarray, n: int, gi: int, Cg: int, Og: int,
     the float epilogue (bias, residual [N, O, L] or empty, activation) when given."""
     kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = geom
     cols = np.empty((Cg * kh * kw, (oy1 - oy0) * Wo), w2.dtype)
-    K.im2col_band(x, n, gi * Cg, Cg, kh, kw, sh, sw, ph, pw, dh, dw, oy0, oy1, Wo, cols)
+    conv_float.im2col_band(x, n, gi * Cg, Cg, kh, kw, sh, sw, ph, pw, dh, dw, oy0, oy1, Wo, cols)
     rows, span = slice(gi * Og, (gi + 1) * Og), slice(oy0 * Wo, oy1 * Wo)
     out = w2[rows] @ cols  # contiguous: the epilogue vectorises on it, not on the strided band of acc
     if epilogue is not None:
@@ -130,7 +130,7 @@ def _conv_bands(x: np.ndarray, w2: np.ndarray, g: int, geom: tuple, acc: np.ndar
     BLAS runs single-threaded inside a call (module docstring) and a Numba-parallel im2col
     leaves OpenMP workers spinning, which slow a GEMM on other threads that follows it (measured
     on the ResNet stem, 2 cores: im2col + GEMM 5.0 ms, + a 2-thread GEMM 6.5 ms). So each band
-    does its own im2col (`im2col_band`, serial, GIL released) and its own GEMM (numpy releases
+    does its own im2col (`conv_float.im2col_band`, serial, GIL released) and its own GEMM (numpy releases
     the GIL too), on `numba.get_num_threads()` threads."""
     import numba
 

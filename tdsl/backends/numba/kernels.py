@@ -84,35 +84,6 @@ def scale_bias_residual_act(acc, scale, bias, res, act, y):
             y[n, c, i] = activation(v, act)
 
 
-@njit(cache=True, nogil=True)
-def im2col_band(x, n, c0, Cg, kh, kw, sh, sw, ph, pw, dh, dw, oy0, oy1, Wo, cols):
-    """cols[(c*kh + i)*kw + j, (oy - oy0)*Wo + ox] = x[n, c0+c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
-    (0 outside) for output rows oy0 .. oy1: serial and without the GIL, one band per thread of
-    `executor._conv_bands`. Per (tap, row) the valid ox are one range (`tap_range`): a
-    branch-free copy, not a bounds test per element."""
-    H, W = x.shape[2], x.shape[3]
-    zero = cols.dtype.type(0)
-    for k in range(Cg * kh * kw):
-        c = k // (kh * kw)
-        i = (k // kw) % kh
-        j = k % kw
-        base = j * dw - pw
-        o0, o1 = tap_range(base, sw, Wo, W)
-        for oy in range(oy0, oy1):
-            row = cols[k, (oy - oy0) * Wo:(oy - oy0 + 1) * Wo]
-            iy = oy * sh - ph + i * dh
-            if iy < 0 or iy >= H or o1 <= o0:
-                row[:] = zero
-                continue
-            src = x[n, c0 + c, iy]
-            for ox in range(o0):
-                row[ox] = zero
-            for ox in range(o0, o1):
-                row[ox] = src[ox * sw + base]
-            for ox in range(o1, Wo):
-                row[ox] = zero
-
-
 @njit(cache=True, parallel=True)
 def depthwise_float(x, w, kh, kw, sh, sw, ph, pw, dh, dw, y):
     """y[n, c] = conv(x[n, c], w[c]) for a depthwise conv (w [C, kh*kw] float)."""
