@@ -23,6 +23,7 @@ import numpy as np
 
 from tdsl.errors import TdslError
 from tdsl.package import CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION
+from tdsl.package.files import recover_folder
 from tdsl.package.layout import TensorSpec, expected_tensors, io_names
 
 if TYPE_CHECKING:
@@ -241,9 +242,23 @@ def rename_legacy_io(config: dict[str, Any], compiled: CompiledModel) -> None:
                 entry["name"] = name
 
 
+def staged_prefix(dest: Path) -> str:
+    """Name prefix of the folder a package is written into before it is moved to `dest`."""
+    return f".{dest.name}.tmp-"
+
+
+def aside_prefix(dest: Path) -> str:
+    """Name prefix of the old copy set aside while a replacing save swaps (see `replace_folder`)."""
+    return f".{dest.name}.old-"
+
+
 def load(path: str | os.PathLike[str]) -> LoadedPackage:
-    """Check the package folder at `path` and rebuild its model (see the module docstring)."""
+    """Check the package folder at `path` and rebuild its model (see the module docstring).
+
+    A replacing save killed between its two renames (where folders cannot be swapped in one
+    step) left the old copy aside; it is renamed back first."""
     folder = Path(path)
+    recover_folder(folder, aside_prefix(folder))
     if not folder.is_dir():
         raise TdslError(f"{folder}: no such package folder")
     config_path = member_path(folder, CONFIG_FILE, "the config")

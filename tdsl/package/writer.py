@@ -4,8 +4,9 @@ The package must rebuild the same program from text, so `save` finds the DSL sou
 file the model was compiled from, or `source=`) and the pass pipeline (`pipeline=`, or the
 one `tdsl.quantize` uses for the model's precision, or the pass names with default
 options), compiles them again and checks that the frozen IR is the model's before writing
-anything. Files are written into a temporary folder beside the target and renamed into
-place, so a failure never leaves half a package.
+anything. Files are written into a temporary folder beside the target and swapped into
+place (`files.replace_folder`), so a failure never leaves half a package and a replacing save
+killed at any instant leaves the old package or the new one at the path, never neither.
 """
 from __future__ import annotations
 
@@ -19,10 +20,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from tdsl.errors import TdslError
 from tdsl.package import CARD_FILE, CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, WEIGHTS_FILE
-from tdsl.package.files import plain_mode
+from tdsl.package.files import plain_mode, recover_folder, replace_folder, sha256_file, sweep_folders
 from tdsl.package.layout import expected_tensors, io_spec
-from tdsl.package.files import sha256_file
-from tdsl.package.reader import build_frozen_program, normalized_ir
+from tdsl.package.reader import aside_prefix, build_frozen_program, normalized_ir, staged_prefix
 
 if TYPE_CHECKING:
     from torch import nn
@@ -195,6 +195,8 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
     from tdsl.runtime.packing import PACK_FORMAT_VERSION
 
     dest = Path(path)
+    recover_folder(dest, aside_prefix(dest))
+    sweep_folders(dest, aside_prefix(dest), staged_prefix(dest))
     if dest.exists() and not (overwrite and dest.is_dir() and not dest.is_symlink() and _is_package(dest)):
         raise TdslError(f"{dest}: already exists" + ("" if overwrite else "; pass overwrite=True to replace a package")
                         + (" and is not a tdsl package" if overwrite else ""))
@@ -254,7 +256,7 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
     except (TypeError, ValueError):
         raise TdslError(f"save: parameters {compiled.params!r} cannot be stored as JSON") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=staged_prefix(dest)))
     try:
         os.chmod(tmp, plain_mode(folder=True))
         save_file(arrays, str(tmp / WEIGHTS_FILE), metadata={"format": PACKAGE_FORMAT})
@@ -262,13 +264,7 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
         config["weights"].update(sha256=sha256_file(tmp / WEIGHTS_FILE), bytes=(tmp / WEIGHTS_FILE).stat().st_size)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         _write_card(tmp / CARD_FILE, config["name"], config, frozen)
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
-            os.replace(dest, old / "package")
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        replace_folder(tmp, dest, aside_prefix(dest))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

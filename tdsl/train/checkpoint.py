@@ -13,10 +13,12 @@ Layout of `<root>/step-000000120/` (root is `<out>/checkpoints` for the CLI):
 `<root>/latest.json` and `<root>/best.json` are pointers (`{"name": ..., ...}`) to a folder.
 
 Atomicity: a checkpoint is written into `<root>/.tmp-<name>-<random>/` (every file fsynced),
-which is then renamed to its final name with `os.replace` and the root fsynced; pointers are
-written to a temporary file and renamed the same way. A failure or a crash mid-write leaves
-at worst a `.tmp-*` folder, which is never loaded, is removed on failure, and is swept by the
-next `CheckpointManager`. Loading checks that the folder holds exactly the three files above
+which is then moved to its final name by `tdsl.package.files.replace_folder` (over an existing
+name: swapped in one step, or the old copy set aside as `.old-<name>-<random>` first) and the
+root fsynced; pointers are written to a temporary file and renamed the same way. A kill at any
+instant leaves the old or the new checkpoint at its name: loading restores a set-aside copy
+whose replacement never arrived, and the next `CheckpointManager` removes leftovers only
+once the checkpoint they belong to is complete. Loading checks that the folder holds exactly the three files above
 (a pickle or any other file is refused), that the hashes match, and that every tensor's name
 and shape matches the model and optimizer it is loaded into; it uses `safetensors` and
 `json` only, never `torch.load`.
@@ -40,6 +42,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from tdsl.errors import TdslError
+from tdsl.package.files import aside_name, recover_folder, replace_folder, sweep_folders
 
 FORMAT = "tdsl-checkpoint"
 VERSION = 1
@@ -125,25 +128,38 @@ def save_checkpoint(root: str | Path, name: str, model_state: dict[str, torch.Te
     state_bytes = json.dumps(state, indent=1, sort_keys=True).encode("utf-8")
 
     final = root / name
-    tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    old = root / f".old-{name}-{uuid.uuid4().hex[:8]}"
+    recover_folder(final, _aside_prefix(name))
+    sweep_folders(final, _aside_prefix(name), _staged_prefix(name))
+    tmp = root / aside_name(_staged_prefix(name))
     tmp.mkdir()
     try:
         _write_bytes(tmp / MODEL_FILE, model_bytes)
         _write_bytes(tmp / OPTIM_FILE, opt_bytes)
         _write_bytes(tmp / STATE_FILE, state_bytes)
         _fsync_dir(tmp)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
+        replace_folder(tmp, final, _aside_prefix(name))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not final.exists():
-            os.replace(old, final)
         raise
-    shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(root)
     return final
+
+
+def _staged_prefix(name: str) -> str:
+    return f".tmp-{name}-"
+
+
+def _aside_prefix(name: str) -> str:
+    return f".old-{name}-"
+
+
+_DELETED_PREFIX = ".del-"
+"""A pruned checkpoint is renamed to `.del-<name>-<hex>` before it is removed, so a kill
+mid-removal never leaves a half-deleted folder under a checkpoint's name."""
+
+
+def _recover(path: Path) -> None:
+    """Restore a checkpoint whose replacing save was killed between its two renames."""
+    recover_folder(path, _aside_prefix(path.name))
 
 
 @dataclass
@@ -159,6 +175,7 @@ class Checkpoint:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder, a root holding `latest.json`, or a `latest.json`/`best.json` pointer."""
     p = Path(path)
+    _recover(p)
     if p.is_file() and p.suffix == ".json" and p.name != STATE_FILE:
         return _follow_pointer(p)
     if p.is_dir() and (p / STATE_FILE).exists():
@@ -176,6 +193,8 @@ def _follow_pointer(pointer: Path) -> Path:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise TdslError(f"checkpoint pointer '{pointer}' is unreadable: {e}") from None
     target = pointer.parent / str(name)
+    if isinstance(name, str) and NAME_RE.match(name):
+        _recover(target)
     if not (target / STATE_FILE).exists():
         raise TdslError(f"checkpoint pointer '{pointer}' names '{name}', which is not a checkpoint")
     return target
@@ -266,10 +285,26 @@ class CheckpointManager:
         self.best_metric = best_metric
         self.best_mode = best_mode
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-        for stale in self.root.glob(".old-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Finish what killed writes left: restore a checkpoint set aside by a replacing save
+        killed between its renames, then remove the leftovers. A set-aside copy goes only once
+        the checkpoint it belongs to is complete at its name; a staged copy never is the only
+        complete one (it was either never published, or swapped out by a newer one that was);
+        a pruned one was on its way out. `.old-` sorts before `.tmp-`, so recovery comes first."""
+        leftover = re.compile(r"^\.(tmp|old|del)-(.+)-[0-9a-f]{8}$")
+        for entry in sorted(self.root.iterdir()):
+            m = leftover.match(entry.name)
+            if m is None:
+                if entry.name.startswith(".tmp-") and entry.is_file():  # a pointer's temporary file
+                    entry.unlink(missing_ok=True)
+                continue
+            kind, name = m.groups()
+            if kind == "old":
+                _recover(self.root / name)
+            if kind != "old" or (self.root / name).is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
 
     def checkpoints(self) -> list[Path]:
         """Finished checkpoint folders, oldest first."""
@@ -313,4 +348,6 @@ class CheckpointManager:
         best = (self.best() or {}).get("name")
         for p in self.checkpoints()[:-self.keep_last]:
             if p.name != best:
-                shutil.rmtree(p)
+                doomed = self.root / aside_name(f"{_DELETED_PREFIX}{p.name}-")
+                os.replace(p, doomed)
+                shutil.rmtree(doomed)
