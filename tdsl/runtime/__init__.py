@@ -2,5 +2,9 @@
 
 Everything under `tdsl.runtime` imports numpy and numba only, never torch, so a packaged
 model runs where torch is not installed. The packed layout is defined once, in
-`tdsl.runtime.packing` (and docs/PACKED_FORMAT.md).
+`tdsl.runtime.packing` (and docs/PACKED_FORMAT.md). Importing the runtime selects Numba's
+threading layer (`tdsl.runtime.threads`).
 """
+from tdsl.runtime import threads as _threads
+
+_threads.configure()

@@ -38,6 +38,7 @@ from tdsl.quant.int8 import int8_activation
 from tdsl.runtime import compile_stats, conv_float, conv_int8, gemm
 from tdsl.runtime.conv2d import depthwise_conv, im2col
 from tdsl.runtime.cpu_features import kernel_path
+from tdsl.runtime.threads import RUNTIME_LOCK
 
 DEVICES = ("cpu", "cuda")
 _BLAS_KERNELS = frozenset({Kernel.CONV2D_FLOAT, Kernel.CONV2D_INT8, Kernel.LINEAR_FLOAT, Kernel.LINEAR_INT8,
@@ -420,18 +421,21 @@ class DeployedModel:
         return self._pack_outputs(outs)
 
     def _run_cpu(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        plan = self.plan
-        key = tuple(a.shape for a in arrays)
-        bound = self._bound.get(key)
-        if bound is None:
-            bound = self._bound[key] = _Bound(plan, plan.schedule(key))
-        views = bound.views
-        for v, a in zip(plan.inputs, arrays):
-            np.copyto(views[v], a, casting="unsafe")
-        ctx = _Ctx(plan.act_quant, kernel_path(self.path), bound.workspace, self._panels)
-        with _single_threaded_blas(self._uses_blas):
-            self._run_steps(key, views, ctx)
-        return [np.array(views[v]) for v in plan.outputs]
+        # The whole call holds the lock: the bound arena is shared by every call of this input
+        # shape, and the workqueue layer takes one parallel region at a time (runtime.threads).
+        with RUNTIME_LOCK:
+            plan = self.plan
+            key = tuple(a.shape for a in arrays)
+            bound = self._bound.get(key)
+            if bound is None:
+                bound = self._bound[key] = _Bound(plan, plan.schedule(key))
+            views = bound.views
+            for v, a in zip(plan.inputs, arrays):
+                np.copyto(views[v], a, casting="unsafe")
+            ctx = _Ctx(plan.act_quant, kernel_path(self.path), bound.workspace, self._panels)
+            with _single_threaded_blas(self._uses_blas):
+                self._run_steps(key, views, ctx)
+            return [np.array(views[v]) for v in plan.outputs]
 
     def _run_steps(self, key: tuple, views: list, ctx: _Ctx) -> None:
         times = []

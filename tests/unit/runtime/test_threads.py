@@ -1,0 +1,58 @@
+"""The runtime's threading layer (tdsl.runtime.threads): workqueue by default, the user's
+choice respected, and concurrent callers of one deployment served one at a time."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+
+import tdsl
+
+_PROBE = """
+import numpy as np, numba, tdsl
+from tdsl.runtime import gemm, packing
+run = tdsl.deploy(tdsl.quantize("mlp", precision="ternary", policy="all", params={"in_features": 16,
+                  "hidden": 32, "num_classes": 4}), "numba")
+run(np.ones((2, 16), np.float32))
+print(numba.threading_layer())
+"""
+
+
+def _layer(env: dict[str, str]) -> str:
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env={**os.environ, **env},
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_the_runtime_runs_on_the_workqueue_layer_unless_the_user_chose_one():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    os.environ.pop("NUMBA_THREADING_LAYER", None)
+    assert _layer(env) == "workqueue"
+    assert _layer({"NUMBA_THREADING_LAYER": "omp"}) == "omp"
+
+
+def test_concurrent_calls_from_python_threads_take_turns_and_agree():
+    frozen = tdsl.quantize("mlp", precision="ternary", policy="all",
+                           params={"in_features": 64, "hidden": 128, "num_classes": 8})
+    run = tdsl.deploy(frozen, "numba")
+    xs = [np.random.default_rng(i).standard_normal((8, 64)).astype(np.float32) for i in range(4)]
+    want = [run(x) for x in xs]
+    got: dict[int, list[np.ndarray]] = {i: [] for i in range(4)}
+
+    def worker(i: int) -> None:
+        for _ in range(5):
+            got[i].append(run(xs[i]))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        assert len(got[i]) == 5
+        for y in got[i]:
+            np.testing.assert_array_equal(y, want[i])
