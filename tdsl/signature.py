@@ -5,9 +5,19 @@ about `mat1 and mat2`, a Numba index error) or, worse, runs on garbage. Each bac
 `check_inputs` once at its entry, with the `ForwardSignature` read from the IR, and gets an
 `InputMismatch` that names the forward argument, where the DSL declares it, what it expects
 and what it got.
+
+The same rules hold on every backend: an input of another numeric dtype (float64, float16,
+int, uint8) or a nested list is converted to the declared element type (the torch module's
+hook hands torch the converted tensor; the Numba deployment copies into its float32 buffers),
+and a float input holding NaN or Inf, or a value the declared type cannot hold, is refused by
+name (an int8-quantised deployment would otherwise turn it into a finite number while torch
+returns NaN). `check_memory` refuses a call whose memory would exceed what the machine has,
+before anything is allocated, with the number in the message.
 """
 from __future__ import annotations
 
+import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +60,8 @@ class ForwardSignature:
     entry: str
     inputs: tuple[InputSpec, ...]
     loc: SourceLoc | None
+    expansion: float = 1.0
+    """`activation_expansion` of the program, for the memory check."""
 
 
 def forward_signature(module: ModuleOp) -> ForwardSignature:
@@ -70,11 +82,13 @@ def forward_signature(module: ModuleOp) -> ForwardSignature:
         if isinstance(ty, TensorType):
             dims = tuple(None if d == DYNAMIC or d < 0 else int(d) for d in ty.get_shape())
         specs.append(InputSpec(name, element, dims, _arg_loc(floc, name)))
-    return ForwardSignature(layer.layer.data, tuple(specs), floc)
+    return ForwardSignature(layer.layer.data, tuple(specs), floc, activation_expansion(module))
 
 
 def check_inputs(sig: ForwardSignature | None, inputs: Sequence[Any]) -> None:
-    """Raise `InputMismatch` for the first input that does not fit `sig` (None: nothing known)."""
+    """Raise `InputMismatch` for the first input that does not fit `sig` (None: nothing known),
+    whose call would need more memory than is available (`sig.expansion` times the inputs), or
+    that holds a non-finite value."""
     if sig is None:
         return
     if len(inputs) != len(sig.inputs):
@@ -100,10 +114,101 @@ def check_inputs(sig: ForwardSignature | None, inputs: Sequence[Any]) -> None:
             if have < 1:
                 raise InputMismatch(f"{where} expects {spec.show()}, got {got}: dim {axis} is empty",
                                     spec.loc)
+    shapes = [_shape_and_kind(x)[0] for x in inputs]
+    check_memory(sum(math.prod(s) for s in shapes) * 4 * sig.expansion,
+                 f"forward of '{sig.entry}' on inputs {', '.join(str(list(s)) for s in shapes)} (an estimate "
+                 "from its largest activation)", sig.loc)
+    for spec, x in zip(sig.inputs, inputs):
+        _check_finite(spec, x, f"input '{spec.name}' of forward of '{sig.entry}'")
+
+
+_FLOAT_LIMITS = {"float32": 3.4028234663852886e38, "float16": 65504.0}
+
+
+def _check_finite(spec: InputSpec, x: Any, where: str) -> None:
+    """Refuse NaN, Inf and values beyond the declared float type (one pass over the input)."""
+    limit = _FLOAT_LIMITS.get(spec.element)
+    if limit is None:
+        return
+    torch_tensor = type(x).__module__.startswith("torch")
+    if torch_tensor:
+        if not x.dtype.is_floating_point:
+            return
+        import torch
+
+        magnitude = float(torch.max(torch.abs(x.detach()))) if x.numel() else 0.0
+        bad = None if magnitude == magnitude and magnitude <= limit else torch.nonzero(
+            ~torch.isfinite(x.detach()) | (torch.abs(x.detach()) > limit))[0].tolist()
+    else:
+        import numpy as np
+
+        a = np.asarray(x)
+        if a.dtype.kind != "f":
+            return
+        with np.errstate(invalid="ignore", over="ignore"):
+            magnitude = float(np.max(np.abs(a))) if a.size else 0.0
+            bad = None if magnitude == magnitude and magnitude <= limit else [
+                int(i) for i in np.argwhere(~np.isfinite(a) | (np.abs(a) > limit))[0]]
+    if bad is not None:
+        value = x[tuple(bad)].item() if torch_tensor else np.asarray(x)[tuple(bad)].item()
+        what = "NaN" if value != value else "Inf" if abs(value) == float("inf") else \
+            f"{value!r}, beyond {spec.element}'s range"
+        raise InputMismatch(f"{where} holds {what} at index {bad}; tdsl refuses non-finite inputs "
+                            "(on every backend)", spec.loc)
+
+
+def convert_torch_inputs(sig: ForwardSignature, inputs: Sequence[Any]) -> tuple[Any, ...]:
+    """The inputs as torch tensors of their declared dtypes (after `check_inputs`): a float64,
+    float16, int or uint8 tensor, a numpy array or a nested list becomes what the forward
+    declares, so torch never sees a dtype its kernels refuse."""
+    import numpy as np
+    import torch
+
+    out = []
+    for spec, x in zip(sig.inputs, inputs):
+        dtype = getattr(torch, spec.element, None) if spec.element != "trit" else torch.int8
+        if not isinstance(x, torch.Tensor):
+            x = torch.from_numpy(np.array(x))
+        if isinstance(dtype, torch.dtype) and x.dtype != dtype:
+            x = x.to(dtype)
+        out.append(x)
+    return tuple(out)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still get (MemAvailable, else free pages; None: unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def show_bytes(n: float) -> str:
+    """A byte count for a message: 1.5 GiB, 12.0 MiB, 100 bytes."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_memory(nbytes: float, what: str, loc: SourceLoc | None = None) -> None:
+    """Refuse, before allocating, `what` needing `nbytes` when the machine has less available."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise InputMismatch(f"{what} needs {int(nbytes):,} bytes ({show_bytes(nbytes)}) but only "
+                            f"{show_bytes(free)} of memory is available; use a smaller batch or input", loc)
 
 
 def torch_pre_hook(sig: ForwardSignature) -> Any:
-    """A `register_forward_pre_hook` hook checking eager calls; under torch.export, dynamo or
+    """A `register_forward_pre_hook` hook checking eager calls and converting their inputs to
+    the declared dtypes (`convert_torch_inputs`); under torch.export, dynamo or
     jit tracing the shapes are symbolic (reading them would pin the dynamic batch), so it
     leaves those calls alone."""
     def hook(_module: Any, args: tuple) -> None:
@@ -113,10 +218,28 @@ def torch_pre_hook(sig: ForwardSignature) -> Any:
         if torch.jit.is_tracing() or (compiler is not None and compiler.is_compiling()):
             return
         if any(not isinstance(d, int) for a in args if isinstance(a, torch.Tensor) for d in a.shape):
-            return
+            return None
         check_inputs(sig, args)
+        return convert_torch_inputs(sig, args)
 
     return hook
+
+
+def activation_expansion(module: ModuleOp) -> float:
+    """How many times the inputs' element count the program's largest tensor holds, counting
+    each dynamic dim as 1 on both sides (a lower bound for the memory check: a stride only
+    shrinks the spatial dims the count leaves out)."""
+    from tdsl.dialects.tdsl import entry_layer
+
+    def elements(ty: Any) -> int:
+        return int(math.prod(d for d in ty.get_shape() if d > 0)) if isinstance(ty, TensorType) else 1
+
+    def activation(ty: Any) -> bool:  # a weight has no dynamic dim
+        return isinstance(ty, TensorType) and any(d < 0 for d in ty.get_shape())
+
+    inputs = sum(elements(ty) for ty in entry_layer(module).forward.function_type.inputs.data) or 1
+    largest = max((elements(r.type) for op in module.walk() for r in op.results if activation(r.type)), default=1)
+    return max(1.0, largest / inputs)
 
 
 def _shape_and_kind(x: Any) -> tuple[tuple[int, ...], str, str]:

@@ -109,3 +109,62 @@ def test_tdsl_run_with_a_wrong_shape_prints_the_error(capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert "mlp.tdsl:17:16: error: input 'x' of forward of 'MLP' expects float32[?, 64]" in err
     assert "Traceback" not in err
+
+
+def _as_torch_dtype(x: np.ndarray, kind: str):
+    import torch
+
+    a = torch.from_numpy(x)
+    return {"float64": a.double(), "float16": a.half(), "int32": a.round().int(), "uint8": a.round().clamp(0, 9).byte(),
+            "list": a.round().tolist(), "numpy64": a.double().numpy()}[kind]
+
+
+@pytest.mark.parametrize("kind", ["float64", "float16", "int32", "uint8", "list", "numpy64"])
+def test_other_dtypes_are_converted_the_same_on_every_backend(mlp: tdsl.CompiledModel, kind: str) -> None:
+    """Issue 22: a float64/float16/int/uint8 tensor or a list reached torch's kernels and failed
+    there (`mat1 and mat2 must have the same dtype`, a list an AttributeError); the signature
+    check converts it to the declared float32 on the torch module and the Numba deployment alike."""
+    import torch
+
+    torch.manual_seed(0)
+    module = mlp.to_torch().eval()
+    frozen = mlp.freeze(module)
+    x = _as_torch_dtype(np.random.default_rng(0).normal(0, 3, (3, 64)).astype(np.float32), kind)
+    as_f32 = torch.as_tensor(np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x), dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(module(x), module(as_f32))
+    deployed = frozen.deploy("numba", act_quant="float")
+    np.testing.assert_allclose(np.asarray(deployed(x)), np.asarray(deployed(as_f32)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("backend", ["torch", "numba-int8", "numba-float"])
+def test_non_finite_inputs_are_refused_by_name_on_every_backend(mlp: tdsl.CompiledModel, bad: float,
+                                                                  backend: str) -> None:
+    """Issue 22: NaN/Inf into a Numba deployment with int8 activations came back finite (torch
+    returned NaN); every backend now refuses it, naming the argument and the first index."""
+    import torch
+
+    torch.manual_seed(0)
+    module = mlp.to_torch().eval()
+    run = module if backend == "torch" else mlp.freeze(module).deploy("numba", act_quant=backend.split("-")[1])
+    x = np.zeros((2, 64), np.float32)
+    x[1, 5] = bad
+    with pytest.raises(InputMismatch, match=r"input 'x' of forward of 'MLP' holds (NaN|Inf) at index \[1, 5\]"):
+        run(torch.from_numpy(x) if backend == "torch" else x)
+    big = np.full((2, 64), 1e300)  # finite in float64, Inf once in float32
+    with pytest.raises(InputMismatch, match="beyond float32's range"):
+        run(torch.from_numpy(big) if backend == "torch" else big)
+
+
+def test_a_call_too_big_for_memory_is_refused_with_the_number(mlp: tdsl.CompiledModel) -> None:
+    """Issue 22: a huge batch ended in `DefaultCPUAllocator: can't allocate memory`; the check
+    says how many bytes the call would need before torch allocates any."""
+    import torch
+
+    torch.manual_seed(0)
+    module = mlp.to_torch().eval()
+    huge = torch.zeros(1, 64).expand(10**12, 64)  # no memory behind it
+    for run, x in ((module, huge), (mlp.freeze(module).deploy("numba"), np.broadcast_to(np.zeros((1, 64)), (10**12, 64)))):
+        with pytest.raises(InputMismatch, match=r"needs [\d,]+ bytes \([\d.]+ TiB\) but only .* available"):
+            run(x)
