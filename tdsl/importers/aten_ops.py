@@ -28,7 +28,16 @@ class Hole:
     hint: str
 
 
-Token = Any  # str | Hole | a program-writer reference
+@dataclass(frozen=True)
+class Opt:
+    """A keyword argument left out where its value is `default` (`, stride=2`)."""
+
+    key: str
+    hole: Hole
+    default: Any
+
+
+Token = Any  # str | Hole | Opt | a program-writer reference
 Tokens = list[Token]
 
 
@@ -75,21 +84,33 @@ def int_list(values: Any, hint: str) -> Tokens:
     return out + ["]"]
 
 
+OPEN, CLOSE = "\x01(", ")\x01"
+"""The parentheses around a binary expression, dropped where it is a whole argument."""
+
+
+def bare(tokens: Tokens) -> Tokens:
+    """`tokens` without the parentheses of a binary expression that is all of it."""
+    if len(tokens) >= 2 and tokens[0] == OPEN and tokens[-1] == CLOSE:
+        depth = 0
+        for tok in tokens[:-1]:
+            depth += (tok == OPEN) - (tok == CLOSE)
+            if depth == 0:
+                return tokens
+        return tokens[1:-1]
+    return tokens
+
+
 def call(name: str, *parts: Tokens, **kwargs: Tokens) -> Tokens:
     out: Tokens = [name, "("]
-    items = [p for p in parts] + [[k, "="] + v for k, v in kwargs.items()]
+    items = [bare(p) for p in parts] + [[k, "="] + bare(v) for k, v in kwargs.items()]
     for i, item in enumerate(items):
         out += ([", "] if i else []) + item
     return out + [")"]
 
 
 def _args(node: Node, *defaults: Any) -> list[Any]:
-    """The node's positional arguments with its keyword ones placed after, defaults filled."""
-    out = list(node.args) + [None] * max(0, len(defaults) - len(node.args))
-    for i, d in enumerate(defaults):
-        if i >= len(node.args):
-            out[i] = d
-    return out
+    """The node's first len(defaults) positional arguments, defaults where it has fewer."""
+    return [node.args[i] if i < len(node.args) else d for i, d in enumerate(defaults)]
 
 
 class Unsupported(Exception):
@@ -235,7 +256,7 @@ def _binary(symbol: str) -> Callable[[Node, Context], Tokens]:
             raise Unsupported("a tensor with a Python number (tensors on both sides only)")
         if n.kwargs.get("alpha", 1) != 1:
             raise Unsupported("alpha != 1")
-        return ["("] + c.arg(n, 0, "a") + [f" {symbol} "] + c.arg(n, 1, "b") + [")"]
+        return [OPEN] + c.arg(n, 0, "a") + [f" {symbol} "] + c.arg(n, 1, "b") + [CLOSE]
     return render
 
 

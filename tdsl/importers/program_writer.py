@@ -43,6 +43,25 @@ def identifier(name: str) -> str:
     return name + "_" if name in RESERVED else name
 
 
+def wrap(line: str, width: int = 110) -> str:
+    """A long `let x = Sequential(a, b, ...)` or list with one item per line, aligned."""
+    if len(line) <= width or not ("Sequential(" in line or "= [" in line):
+        return line
+    start = line.index("Sequential(") + len("Sequential(") if "Sequential(" in line else line.index("= [") + 3
+    items, depth, current = [], 0, ""
+    for ch in line[start:-1]:
+        depth += ch in "([" and 1 or 0
+        depth -= ch in ")]" and 1 or 0
+        if ch == "," and depth == 0:
+            items.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    items.append(current.strip())
+    indent = " " * (start - len(line) + len(line.lstrip()) + 4)
+    return line[:start] + (",\n" + indent).join(items) + line[-1]
+
+
 def dsl_path(path: str) -> str:
     """A torch module path as the program names it: each name an identifier (`layer` is a
     tdsl keyword, so `encoder.layer.0` is `encoder.layer_.0`), list indices kept."""
@@ -321,17 +340,14 @@ class ProgramWriter:
             if isinstance(padding, str) or w[2] != w[3] or len({*stride}) > 1 or len({*padding}) > 1 or \
                     len({*dilation}) > 1:
                 return None
-            kw: dict[str, Tokens] = {"kernel": A.lit(w[2], "kernel")}
-            for key, value, default in (("stride", stride[0], 1), ("padding", padding[0], 0),
-                                        ("dilation", dilation[0], 1), ("groups", groups, 1)):
-                if value != default:
-                    kw[key] = A.lit(int(value), key)
-            if not has_bias:
-                kw["bias"] = A.lit(False, "bias")
-            return A.call("Conv2d", A.lit(w[1] * groups, "cin"), A.lit(w[0], "cout"), **kw)
+            ctor = A.call("Conv2d", A.lit(w[1] * groups, "cin"), A.lit(w[0], "cout"), kernel=A.lit(w[2], "kernel"))
+            opts = [A.Opt(key, Hole(value, key), default) for key, value, default in (
+                ("stride", int(stride[0]), 1), ("padding", int(padding[0]), 0), ("dilation", int(dilation[0]), 1),
+                ("groups", int(groups), 1), ("bias", has_bias, True))]
+            return ctor[:-1] + opts + [")"]
         if name == "Linear" and target == "aten.linear.default" and w is not None and rank == 2:
-            kw = {} if has_bias else {"bias": A.lit(False, "bias")}
-            return A.call("Linear", A.lit(w[1], "in_features"), A.lit(w[0], "out_features"), **kw)
+            ctor = A.call("Linear", A.lit(w[1], "in_features"), A.lit(w[0], "out_features"))
+            return ctor[:-1] + [A.Opt("bias", Hole(has_bias, "bias"), True), ")"]
         if name in ("BatchNorm2d", "BatchNorm1d") and target == "aten.batch_norm.default" and len(used) == 4 \
                 and not node.args[5] and rank == (4 if name == "BatchNorm2d" else rank) and rank in (2, 3, 4):
             eps = float(node.args[7])
@@ -373,8 +389,12 @@ class ProgramWriter:
                  "# sub-modules and weights named as in the torch module tree, so every weight keeps its",
                  "# state_dict key. Edit it like any tdsl program."]
         if self.graph.unused:
-            lines.append(f"# Not stored (never read by forward): {', '.join(self.graph.unused[:8])}"
-                         + (" ..." if len(self.graph.unused) > 8 else ""))
+            counts: dict[str, int] = {}
+            for key in self.graph.unused:
+                last = key.rpartition(".")[2]
+                counts[last] = counts.get(last, 0) + 1
+            lines.append("# Not stored (forward never reads them): " + ", ".join(
+                f"{k} ({n} module{'s' if n > 1 else ''})" for k, n in counts.items()))
         for variant in variants:
             lines.append("")
             lines += self._layer_text(variant, entry=variant.template is root)
@@ -416,7 +436,10 @@ class ProgramWriter:
         skeleton: list[Any] = []
         for line in [*inst.decls, ["\n"], *inst.body, ["->", *inst.input_types, inst.output_type]]:
             for tok in self._expand(line):
-                if isinstance(tok, Hole):
+                if isinstance(tok, A.Opt):
+                    holes.append(tok.hole)
+                    skeleton.append(("opt", tok.key, type_name(tok.hole.value)))
+                elif isinstance(tok, Hole):
                     holes.append(tok)
                     skeleton.append((type_name(tok.value),))
                 else:
@@ -454,6 +477,8 @@ class ProgramWriter:
                 continue
             if vector not in seen:
                 base = identifier(PARAM_NAMES.get(hole.hint, hole.hint))
+                if base == "dim" and members[0].call.class_name == "Linear":
+                    base = "out_features" if "out_features" not in taken else "in_features"
                 name, k = base, 2
                 while name in taken:
                     name, k = f"{base}{k}", k + 1
@@ -487,13 +512,18 @@ class ProgramWriter:
     def _render(self, tokens: Tokens, variant: Variant, holes: list[Hole], cursor: list[int]) -> str:
         out = []
         for tok in self._expand(tokens):
-            if isinstance(tok, Hole):
+            if isinstance(tok, A.Opt):
+                col = variant.columns[cursor[0]]
+                cursor[0] += 1
+                if not (isinstance(col, str) and col == literal(tok.default)):
+                    out.append(f", {tok.key}={variant.params[col][0] if isinstance(col, int) else col}")
+            elif isinstance(tok, Hole):
                 col = variant.columns[cursor[0]]
                 cursor[0] += 1
                 out.append(variant.params[col][0] if isinstance(col, int) else col)
             else:
-                out.append(tok)
-        return "".join(out)
+                out.append("(" if tok == A.OPEN else ")" if tok == A.CLOSE else tok)
+        return wrap("".join(out))
 
     def _layer_text(self, variant: Variant, entry: bool) -> list[str]:
         inst = variant.template
@@ -503,11 +533,7 @@ class ProgramWriter:
         lines = [f"layer {variant.name}({params}) {{" if params else f"layer {variant.name} {{"]
         for decl in inst.decls:
             lines.append("    " + self._render(decl, variant, holes, cursor))
-        if inst.decls:
-            lines.append("")
         body = [self._render(line, variant, holes, cursor) for line in inst.body]
-        signature_holes = self._render(["->", *inst.input_types, inst.output_type], variant, holes, cursor)
-        del signature_holes
         names = ScopeWriter.input_names(self, inst)
         if entry:
             args = ", ".join(f"{n}: {self.entry_type(a)}" for n, a in zip(names, inst.inputs))
@@ -515,9 +541,16 @@ class ProgramWriter:
         else:
             args = ", ".join(f"{n}: {t}" for n, t in zip(names, inst.input_types))
             result = inst.output_type
-        lines.append(f"    fn forward({args}) -> {result} {{")
-        lines += ["        " + b for b in body]
-        lines += ["    }", "}"]
+        head = f"    fn forward({args}) -> {result} {{"
+        if len(body) == 1 and "\n" not in body[0] and len(head) + len(body[0]) + 3 <= 120:
+            lines.append(f"{head} {body[0]} }}")  # a one-statement forward on one line
+        else:
+            if inst.decls:
+                lines.append("")
+            lines.append(head)
+            lines += ["        " + b for b in body]
+            lines.append("    }")
+        lines.append("}")
         return lines
 
     def entry_type(self, node: Node) -> str:
@@ -668,14 +701,19 @@ class ScopeWriter(A.Context):
             if child_inst is not None and child_inst.output is not None and child_inst not in ("seq",):
                 items.append((self.w.index[child_inst.output], (child, child_inst)))
         items.sort(key=lambda t: t[0])
+        chains = self._chains(live_children, uses)
         for _, item in items:
             if isinstance(item, tuple):
                 child, child_inst = item
                 slot, _ = self.child_slot(child)
-                expr: Tokens = [slot, "("]
-                for i, a in enumerate(child_inst.inputs):
-                    expr += ([", "] if i else []) + self.ref(a)
-                expr.append(")")
+                name = slot.partition("[")[0]
+                if name in chains:
+                    first, last = chains[name]
+                    if child_inst is not last:
+                        continue
+                    slot, child_inst = name, first
+                expr = A.call(slot, *[self.ref(a) for a in child_inst.inputs])
+                child_inst = item[1]
                 self._bind(child_inst.output, expr, uses, 1 + max([self.depth.get(self.w.canonical(a), 0)
                                                                    for a in child_inst.inputs] or [0]))
             else:
@@ -705,7 +743,7 @@ class ScopeWriter(A.Context):
             for i in range(count):
                 items_tokens += ([", "] if i else []) + slots.get(i, ["Identity()"])
             self.inst.decls.append(items_tokens + ["]"])
-        self.inst.body.append(["return "] + self.ref(self.inst.output))
+        self.inst.body.append(["return "] + A.bare(self.ref(self.inst.output)))
         del members
 
     def _child(self, child: Call) -> Instance | None:
@@ -726,6 +764,26 @@ class ScopeWriter(A.Context):
             ctor = child_inst.decls.pop()  # _sequential leaves its constructor there
         self._declare(slot, ctor)
         return child_inst
+
+    def _chains(self, live: list[tuple[Call, Instance | None]], uses: dict[Node, int]) -> dict[str, tuple[Instance,
+                                                                                                          Instance]]:
+        """Lists of children that run one after another (`layers(x)` for `layers[1](layers[0](x))`):
+        each takes the previous one's output, used nowhere else."""
+        lists: dict[str, dict[int, Instance | None]] = {}
+        for child, inst in live:
+            slot, _ = self.child_slot(child)
+            if "[" in slot:
+                name, index = slot[:-1].split("[")
+                lists.setdefault(name, {})[int(index)] = inst
+        out = {}
+        for name, members in lists.items():
+            ordered = [members.get(i) for i in range(max(members) + 1)]
+            if len(ordered) < 2 or any(m is None or len(m.inputs) != 1 for m in ordered):
+                continue
+            if all(ordered[i].inputs[0] is ordered[i - 1].output and uses.get(ordered[i - 1].output, 0) == 1
+                   for i in range(1, len(ordered))):
+                out[name] = (ordered[0], ordered[-1])
+        return out
 
     def _declare(self, slot: str, ctor: Tokens) -> None:
         if "[" in slot:
@@ -798,7 +856,7 @@ class ScopeWriter(A.Context):
             return
         self.temps += 1
         name = "h" if self.temps == 1 else f"h{self.temps}"
-        self.inst.body.append([f"let {name} = "] + expr)
+        self.inst.body.append([f"let {name} = "] + A.bare(expr))
         self.env[node] = [name]
         self.depth[node] = 0
 
