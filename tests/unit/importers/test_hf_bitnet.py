@@ -1,0 +1,141 @@
+"""`tdsl import` of Hugging Face BitNetForCausalLM folders, against transformers itself: the
+logits (max relative error), greedy text and perplexity of the imported package on the Numba
+runtime equal those of transformers' BitLinear / AutoBitLinear model on the same checkpoint,
+in both published layouts; the package runs where torch cannot be imported."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tdsl
+from tdsl.backends.numba.generate import Generator
+from tdsl.importers.hf_bitnet import absmean_ternary, unpack_hf
+from tdsl.importers.tokenizer import Tokenizer
+from tdsl.tools.tdsl_cli import main
+
+PROMPT = "The import statement finds a module"
+TEXT = ("Simple statements are comprised within a single logical line. The assert statement is a convenient way "
+        "to insert debugging assertions into a program.")
+
+
+def _import(src: Path, out: Path) -> tdsl.package.reader.LoadedPackage:
+    assert main(["import", str(src), "-o", str(out)]) == 0
+    return tdsl.load(out)
+
+
+def _greedy(model: torch.nn.Module, ids: list[int], n: int) -> list[int]:
+    """transformers' greedy continuation, the whole sequence each step."""
+    seq = torch.tensor([ids])
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = int(model(seq).logits[0, -1].argmax())
+            out.append(nxt)
+            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+    return out
+
+
+@pytest.mark.parametrize("layout, tied", [("packed", True), ("online", True), ("packed", False)],
+                         ids=["packed-tied", "online-tied", "packed-separate-head"])
+def test_imported_logits_and_greedy_text_equal_transformers(layout: str, tied: bool, checkpoint, reference,
+                                                           reference_logits, tmp_path: Path) -> None:
+    src = checkpoint(layout, tied=tied)
+    pkg = _import(src, tmp_path / "pkg")
+    tok = Tokenizer.for_package(pkg.path, pkg.config)
+    ids = np.array([tok.encode(PROMPT)], np.int32)
+    assert ids.shape[1] > 3 and tok.backend is not None
+    ref_model = reference(src)
+    ref = reference_logits(ref_model, ids)
+    ours = pkg.deploy()(ids)
+    assert ours.shape == ref.shape
+    rel = np.abs(ours - ref).max() / np.abs(ref).max()
+    assert rel <= 0.03, f"max relative error {rel:.4f}"
+    assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+    ours_text = Generator(pkg.deploy()).generate(ids, 12).tokens[0]
+    ref_text = _greedy(ref_model, ids[0].tolist(), 12)
+    assert ours_text == ref_text
+    assert len(set(ref_text)) > 2  # a continuation, not one token repeated
+
+
+def test_the_published_layout_is_read_as_transformers_unpacks_it() -> None:
+    from transformers.integrations.bitnet import pack_weights, unpack_weights
+
+    trits = torch.from_numpy(np.random.default_rng(0).integers(-1, 2, (16, 7)).astype(np.float32))
+    packed = pack_weights(trits.clone())
+    ours = unpack_hf(packed.numpy(), "w")
+    assert np.array_equal(ours, unpack_weights(packed, torch.float32).numpy())
+    assert np.array_equal(ours, trits.numpy())
+
+
+def test_online_ternarisation_is_autobitlinears() -> None:
+    from transformers.integrations.bitnet import WeightQuant
+
+    w = torch.randn(24, 40) * 0.05
+    trits, alpha = absmean_ternary(w.numpy())
+    np.testing.assert_allclose(trits.astype(np.float32) * np.float32(alpha), WeightQuant.forward(None, w).numpy(),
+                               rtol=1e-6, atol=1e-8)
+
+
+def test_perplexity_equals_transformers(checkpoint, reference, reference_logits, tmp_path: Path) -> None:
+    src = checkpoint("packed")
+    pkg = _import(src, tmp_path / "pkg")
+    tok = Tokenizer.for_package(pkg.path, pkg.config)
+    ids = np.array([tok.encode(TEXT)], np.int32)
+
+    def perplexity(logits: np.ndarray) -> float:
+        z = logits[0, :-1].astype(np.float64)
+        logp = z - z.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        return float(np.exp(-logp[np.arange(len(z)), ids[0, 1:]].mean()))
+
+    ours = perplexity(pkg.deploy()(ids))
+    ref = perplexity(reference_logits(reference(src), ids))
+    assert ids.shape[1] > 20
+    assert abs(ours - ref) / ref <= 0.01, (ours, ref)
+
+
+def test_tdsl_generate_uses_the_checkpoints_tokenizer(checkpoint, reference, tmp_path: Path, capsys) -> None:
+    src = checkpoint("online")
+    pkg = _import(src, tmp_path / "pkg")
+    capsys.readouterr()
+    tok = Tokenizer.for_package(pkg.path, pkg.config)
+    expected = tok.decode(_greedy(reference(src), tok.encode(PROMPT), 8))
+    assert main(["generate", str(pkg.path), "--prompt", PROMPT, "--max-new-tokens", "8", "--no-warmup"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == PROMPT + expected + "\n"
+    assert "decode: 7 tokens" in captured.err
+
+
+SLIM = """
+import importlib.abc
+import sys
+
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "transformers", "onnx", "onnxruntime"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Refuse())
+from tdsl.tools.tdsl_cli import main
+
+sys.exit(main(["generate", sys.argv[1], "--prompt", sys.argv[2], "--max-new-tokens", "6", "--no-warmup"]))
+"""
+
+
+def test_an_imported_package_generates_without_torch(checkpoint, reference, tmp_path: Path) -> None:
+    src = checkpoint("packed")
+    pkg = _import(src, tmp_path / "pkg")
+    tok = Tokenizer.for_package(pkg.path, pkg.config)
+    expected = tok.decode(_greedy(reference(src), tok.encode(PROMPT), 6))
+    out = subprocess.run([sys.executable, "-c", SLIM, str(pkg.path), PROMPT], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout == PROMPT + expected + "\n"
