@@ -8,7 +8,7 @@ from tdsl.errors import TdslError
 
 __version__ = "0.1.0"
 
-__all__ = ["TdslError", "parse", "compile", "quantize", "qat", "deploy", "save", "load", "from_pretrained",
+__all__ = ["TdslError", "parse", "compile", "quantize", "qat", "deploy", "save", "load", "from_pretrained", "import_torch",
            "__version__"]
 
 
@@ -71,3 +71,12 @@ def from_pretrained(repo_id_or_path, revision=None, *, token=None, endpoint=None
 
     return _from_pretrained(repo_id_or_path, revision, token=token, endpoint=endpoint, cache_dir=cache_dir,
                             policy=policy)
+
+
+def import_torch(model, example_inputs, output=None, *, overwrite: bool = False, name=None):
+    """A PyTorch model (an `nn.Module` or a `torch.export` program) as an fp32 package with a
+    readable tdsl program, written at `output` and beside it as `<output>.tdsl` (see
+    `tdsl.importers.torch_export.import_torch`)."""
+    from tdsl.importers.torch_export import import_torch as _import_torch
+
+    return _import_torch(model, example_inputs, output, overwrite=overwrite, name=name)

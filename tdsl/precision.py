@@ -135,15 +135,31 @@ def _load_weights(module: nn.Module, weights: Any) -> None:
     module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)
 
 
+def _from_package(model: Any, weights: Any, params: dict[str, Any] | None, entry: str | None) -> tuple[Any, ...]:
+    """An fp32 package (what `tdsl.import_torch` returns) as its program, weights, params and
+    entry; anything else unchanged."""
+    from tdsl.package.reader import LoadedPackage
+
+    if not isinstance(model, LoadedPackage):
+        return model, weights, params, entry
+    if model.precision not in ("fp32", ""):
+        raise TdslError(f"{model.path}: a {model.precision} package is already quantised; quantise its fp32 "
+                        "original (an imported package is fp32)")
+    stored = model.config["model"]
+    return (stored["source"], model.state_dict() if weights is None else weights,
+            stored["params"] if params is None else params, stored["entry"] if entry is None else entry)
+
+
 def qat(model: str | Path, precision: str = "ternary", *, policy: str = "default", override: str = "",
         threshold: str = "twn", per_channel: bool = True, params: dict[str, Any] | None = None,
         weights: Any = None, entry: str | None = None) -> tuple[CompiledModel, nn.Module]:
     """The QAT entry point: the compiled program with latent float weights and fake-quant
     (`ternarize_ste`, fp16 rounding, dynamic int8) and a fresh module of it, initialised
     from `weights` (a state dict, module or safetensors path of the fp32 model) if given.
-    Train the module, then `compiled.freeze(module)`."""
+    Train the module, then `compiled.freeze(module)`. `model` may be an fp32 package."""
     from tdsl.api import compile as compile_
 
+    model, weights, params, entry = _from_package(model, weights, params, entry)
     pipeline = pipeline_for(precision, policy=policy, override=override, threshold=threshold,
                             per_channel=per_channel)
     compiled = compile_(model, entry=entry, params=params, pipeline=pipeline)
@@ -186,9 +202,11 @@ def quantize(model: str | Path, *, precision: str = "ternary", policy: str = "de
     `weights` (state dict, module or safetensors path; the model's own initialisation if
     None) and freeze. With `calibrate` (an iterable of input batches), each ternary
     layer's Δ is chosen by `tdsl.quant.calibration` to minimise its output error; the
-    report (errors before with TWN and after) is `frozen.calibration`."""
+    report (errors before with TWN and after) is `frozen.calibration`. `model` may be an fp32
+    package (`tdsl.import_torch`), whose program and weights are used."""
     from tdsl.runtime.packing import check_format
 
+    model, weights, params, entry = _from_package(model, weights, params, entry)
     check_format(format)
     compiled, module = qat(model, precision, policy=policy, override=override, threshold=threshold,
                            per_channel=per_channel, params=params, weights=weights, entry=entry)
