@@ -17,8 +17,8 @@ from typing import Any
 
 from tdsl.errors import TdslError
 
-FORMATS = ("package", "torch-export", "torchscript", "onnx")
-SUFFIXES = {"package": "", "torch-export": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
+FORMATS = ("package", "torch-export", "torchscript", "onnx", "gguf")
+SUFFIXES = {"package": "", "torch-export": ".pt2", "torchscript": ".pt", "onnx": ".onnx", "gguf": ".gguf"}
 
 
 def _precision_args(text: str) -> dict[str, str]:
@@ -87,12 +87,20 @@ def write_export(frozen: Any, fmt: str, path: str | os.PathLike[str]) -> Path:
                             "which this tdsl does not have yet") from None
         export_onnx(frozen, str(path))
         return Path(path)
+    if fmt == "gguf":  # llama.cpp's bitnet architecture, TQ2_0 ternary blocks (tdsl.package.gguf)
+        from tdsl.package.gguf import write_gguf
+
+        return write_gguf(frozen, path)
     raise TdslError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
 
 
 def verify_export(frozen: Any, fmt: str, path: str | os.PathLike[str], *, batch: int = 2, seed: int = 0) -> float:
     """Reload the written file and return the largest |difference| of its output from the
     torch backend's (the frozen module) on one random batch."""
+    if fmt == "gguf":  # GGUF holds weights, not a program to run: its decoded blocks must be the weights
+        from tdsl.package.gguf import verify_gguf
+
+        return verify_gguf(frozen, path)
     import numpy as np
     import torch
 
@@ -133,6 +141,10 @@ def size_of(path: str | os.PathLike[str]) -> int:
 
 def fp32_size(frozen: Any, fmt: str, source: str, params: dict[str, Any], entry: str | None) -> int:
     """Size of the same model at fp32 in the same format (written to a temporary folder)."""
+    if fmt == "gguf":  # the same tensors at F32, counted (a BitNet GGUF of fp32 weights has no TQ blocks)
+        from tdsl.package.gguf import fp32_nbytes
+
+        return fp32_nbytes(frozen)
     baseline = quantize_model(source, precision="fp32", params=params, entry=entry)
     if fmt == "package":
         baseline.package_source = getattr(frozen, "package_source", None)
