@@ -742,7 +742,8 @@ class ScopeWriter(A.Context):
             items_tokens: Tokens = [f"let {name} = ["]
             for i in range(count):
                 items_tokens += ([", "] if i else []) + slots.get(i, ["Identity()"])
-            self.inst.decls.append(items_tokens + ["]"])
+            at = self.inst.decls.index([f"\0list {name}"])
+            self.inst.decls[at] = items_tokens + ["]"]
         self.inst.body.append(["return "] + A.bare(self.ref(self.inst.output)))
         del members
 
@@ -788,6 +789,8 @@ class ScopeWriter(A.Context):
     def _declare(self, slot: str, ctor: Tokens) -> None:
         if "[" in slot:
             name, index = slot[:-1].split("[")
+            if name not in self.lists:
+                self.inst.decls.append([f"\0list {name}"])  # filled in where the list's first member was
             self.lists.setdefault(name, {})[int(index)] = ctor
             return
         self.inst.decls.append([f"let {slot} = "] + ctor)
