@@ -33,7 +33,7 @@ def output_error(w: torch.Tensor, wq: np.ndarray, xs: list[torch.Tensor]) -> flo
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_calibration_beats_twn_on_heavy_tailed_weights_with_correlated_inputs(per_channel):
     w, xs = heavy_tailed((32, 64), 0), correlated_inputs(4, 256, 64, 0)
-    c = calibrate_threshold(w, xs, "linear", per_channel=per_channel)
+    c = calibrate_threshold(w, xs, "linear", per_channel=per_channel, positions=None)
     # measured relative errors: per tensor 0.642 -> 0.568, per channel 0.611 -> 0.366
     assert c.error_after < (0.7 if per_channel else 0.97) * c.error_before
     twn = ternarize(w.numpy(), "twn", per_channel).dequantize()
@@ -133,3 +133,111 @@ def test_invalid_calibration_inputs_raise_tdsl_error(call, message):
     with pytest.raises(TdslError) as e:
         call()
     assert message in e.value.message
+
+
+@pytest.mark.parametrize("kwargs", [{"stride": 2, "padding": 1}, {"padding": (0, 2), "dilation": 2},
+                                    {"groups": 2, "padding": "same"}, {"stride": (1, 2), "padding": "valid"}])
+def test_conv_patches_equal_unfold(kwargs):
+    from tdsl.quant.calibration import _conv_patches
+
+    w = torch.randn(6, 4 // kwargs.get("groups", 1), 3, 3)
+    xs = [torch.randn(2, 4, 7, 9), torch.randn(1, 4, 7, 9)]
+    got = _conv_patches(w, xs, kwargs, None)
+    pad = kwargs.get("padding", 0)
+    pad = {"valid": 0, "same": 1}.get(pad, pad) if isinstance(pad, str) else pad
+    unfold = torch.cat([F.unfold(x, 3, dilation=kwargs.get("dilation", 1), padding=pad, stride=kwargs.get("stride", 1))
+                        .transpose(1, 2).reshape(-1, 36) for x in xs])
+    g = kwargs.get("groups", 1)
+    want = unfold.reshape(-1, g, 36 // g).transpose(0, 1)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_conv_error_matches_the_convolution_on_all_positions():
+    w = heavy_tailed((8, 4, 3, 3), 7)
+    xs = [torch.randn(2, 4, 12, 12) for _ in range(2)]
+    c = calibrate_threshold(w, xs, "conv2d", {"stride": 2, "padding": 1}, per_channel=True, positions=None)
+    q = torch.from_numpy(ternarize(w.numpy(), "fixed", True, threshold=c.threshold).dequantize())
+    direct = sum(float(((F.conv2d(x, w, stride=2, padding=1) - F.conv2d(x, q, stride=2, padding=1)).double() ** 2).sum())
+                 for x in xs)
+    np.testing.assert_allclose(c.error_after, direct, rtol=1e-5)
+
+
+def test_sampled_positions_keep_the_choice_close_to_the_exhaustive_search():
+    """4 batches of 8 at 24x24: 18,432 output positions; 512 of them choose Δ."""
+    w = heavy_tailed((32, 16, 3, 3), 8)
+    g = torch.Generator().manual_seed(8)
+    mix = torch.randn(16, 16, generator=g)
+    xs = [torch.einsum("bchw,cd->bdhw", torch.randn(8, 16, 24, 24, generator=g), mix) for _ in range(4)]
+    exact = calibrate_threshold(w, xs, "conv2d", {"padding": 1}, per_channel=True, positions=None)
+    sampled = calibrate_threshold(w, xs, "conv2d", {"padding": 1}, per_channel=True, positions=512)
+    assert sampled.reference < exact.reference / 20          # summed over 512 positions, not 18,432
+    q = torch.from_numpy(ternarize(w.numpy(), "fixed", True, threshold=sampled.threshold).dequantize())
+    full = sum(float(((F.conv2d(x, w, padding=1) - F.conv2d(x, q, padding=1)).double() ** 2).sum()) for x in xs)
+    assert full <= 1.02 * exact.error_after < exact.error_before
+    again = calibrate_threshold(w, xs, "conv2d", {"padding": 1}, per_channel=True, positions=512)
+    np.testing.assert_array_equal(again.threshold, sampled.threshold)
+
+
+def test_numpy_batches_calibrate_as_tensors_do():
+    """issue 22: `calibrate=[numpy arrays]` was a torch TypeError traceback."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 8 * 8, 4))
+    layers = {"conv": model[0], "fc": model[3]}
+    arrays = [np.random.default_rng(i).standard_normal((4, 3, 8, 8)) for i in range(2)]   # float64, as numpy makes them
+    from_numpy = calibrate_module(model, layers, arrays)
+    from_torch = calibrate_module(model, layers, [torch.from_numpy(a).float() for a in arrays])
+    for name in layers:
+        np.testing.assert_array_equal(from_numpy.layers[name].threshold, from_torch.layers[name].threshold)
+    one = calibrate_module(model, layers, arrays[0])                     # one bare array is one batch
+    np.testing.assert_array_equal(one.layers["fc"].threshold,
+                                  calibrate_module(model, layers, arrays[:1]).layers["fc"].threshold)
+
+
+def test_tdsl_quantize_takes_numpy_calibration_batches():
+    import tdsl
+
+    params = {"num_classes": 4, "width_mult": 0.25, "image_size": 16}
+    batches = [np.random.default_rng(i).standard_normal((2, 3, 16, 16)).astype(np.float32) for i in range(2)]
+    frozen = tdsl.quantize("mobilenetv2", params=params, calibrate=batches)
+    assert frozen.calibration is not None and frozen.calibration.error_after <= frozen.calibration.error_before
+
+
+@pytest.mark.parametrize("batches,message", [
+    ([np.ones((2, 5))], "calibration batch 0 of shape (2, 5) does not fit the model"),
+    ([np.array(["a"])], "calibration batch 0: a numpy array of dtype <U1 is not a model input"),
+    (["text"], "calibration batch 0 must be a torch tensor or a numpy array, got str"),
+    ([], "calibration needs at least one input batch"),
+    (3, "calibration batches must be an iterable of arrays, got int"),
+])
+def test_bad_calibration_batches_are_named_errors(batches, message):
+    model = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(TdslError) as e:
+        calibrate_module(model, {"fc": model[0]}, batches)
+    assert message in e.value.message
+
+
+def test_positions_must_be_positive():
+    with pytest.raises(TdslError, match="positions must be a positive integer or None"):
+        calibrate_threshold(torch.ones(2, 3), [torch.ones(1, 3)], positions=0)
+
+
+@pytest.mark.slow
+def test_resnet18_224_calibrates_on_four_batches_in_seconds():
+    """issue 22: ~50 s before (a convolution per layer and candidate Δ over every pixel)."""
+    import time
+
+    import tdsl
+
+    params = {"num_classes": 1000, "image_size": 224}
+    batches = [np.random.default_rng(i).standard_normal((8, 3, 224, 224)).astype(np.float32) for i in range(4)]
+    torch.manual_seed(0)
+    weights = tdsl.compile("resnet18", params=params, pipeline="shape-infer").to_torch().state_dict()
+    t0 = time.process_time()
+    tdsl.quantize("resnet18", params=params, weights=weights)
+    plain = time.process_time() - t0
+    t0 = time.process_time()
+    frozen = tdsl.quantize("resnet18", params=params, weights=weights, calibrate=batches)
+    calibration = time.process_time() - t0 - plain
+    assert calibration < 20.0 * max(1, torch.get_num_threads() // 2)   # CPU seconds; measured 8-12 on a busy 2-core guest
+    assert frozen.calibration.error_after < frozen.calibration.error_before
