@@ -5,14 +5,14 @@ file and the problem: file names in the config must be plain names inside the fo
 `..`, no separator, no symbolic link), the config must parse and hold the fields of a
 format version this tdsl reads, the weights file must have the recorded SHA-256 and parse
 as safetensors, and its tensors must be exactly those the compiled program declares (keys,
-dtypes, shapes). The model is rebuilt by compiling the stored DSL source with the stored
+dtypes, shapes), finite, and the metadata must agree with the program (`tdsl.package.checks`,
+which also bounds every read of JSON). The model is rebuilt by compiling the stored DSL source with the stored
 pipeline; nothing in the package is unpickled or executed. torch is imported only by
 `LoadedPackage.to_torch()` / `to_frozen()`.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import warnings
@@ -23,6 +23,7 @@ import numpy as np
 
 from tdsl.errors import TdslError
 from tdsl.package import CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION
+from tdsl.package.checks import check_name, check_precision, check_safetensors_header, check_values, load_json
 from tdsl.package.files import recover_folder
 from tdsl.package.layout import TensorSpec, expected_tensors, io_names
 
@@ -42,8 +43,9 @@ def member_path(folder: Path, name: object, what: str) -> Path:
     """`folder/name` for a plain file name that stays inside `folder` and is no symlink."""
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
             or "\0" in name or os.path.isabs(name):
-        raise TdslError(f"{folder / CONFIG_FILE}: {what} {name!r} is not a plain file name inside the "
+        raise TdslError(f"{folder / CONFIG_FILE}: {what} {str(name)[:80]!r} is not a plain file name inside the "
                         "package folder; refusing a path that could leave it")
+    check_name(name, folder / CONFIG_FILE, what)
     path = folder / name
     if path.is_symlink():
         raise TdslError(f"{path}: {what} is a symbolic link; a package holds plain files only")
@@ -85,11 +87,9 @@ def _field(config: dict[str, Any], where: Path, dotted: str, kind: type | tuple[
 def read_config(path: Path) -> dict[str, Any]:
     """Parse and check config.json (format, version, the fields loading needs)."""
     try:
-        config = json.loads(read_member(path, MAX_CONFIG_BYTES).decode("utf-8"))
+        config = load_json(read_member(path, MAX_CONFIG_BYTES).decode("utf-8"), path)
     except UnicodeDecodeError:
         raise TdslError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as e:
-        raise TdslError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     if not isinstance(config, dict):
         raise TdslError(f"{path}: must hold a JSON object, got {type(config).__name__}")
     if config.get("format") != PACKAGE_FORMAT:
@@ -130,9 +130,10 @@ def read_weights(path: Path, sha256: str) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
     from safetensors.numpy import load as load_safetensors
 
+    check_safetensors_header(path, data)
     try:
         arrays = load_safetensors(data)
-    except (SafetensorError, ValueError, TypeError, OverflowError) as e:
+    except (SafetensorError, ValueError, TypeError, OverflowError, KeyError) as e:
         raise TdslError(f"{path}: not a valid safetensors file ({e})") from None
     return arrays
 
@@ -220,11 +221,12 @@ class LoadedPackage:
                            self.precision)
 
     def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
-               path: str | None = None, profile: bool = False) -> Any:
+               path: str | None = None, profile: bool = False, calibrate: Any = None) -> Any:
         """The model on a deployment backend (`tdsl.deploy`), on the packed weights, without torch."""
         from tdsl.deploy import deploy
 
-        return deploy(self, backend, device=device, act_quant=act_quant, path=path, profile=profile)
+        return deploy(self, backend, device=device, act_quant=act_quant, path=path, profile=profile,
+                      calibrate=calibrate)
 
 
 def rename_legacy_io(config: dict[str, Any], compiled: CompiledModel) -> None:
@@ -258,6 +260,8 @@ def load(path: str | os.PathLike[str]) -> LoadedPackage:
     A replacing save killed between its two renames (where folders cannot be swapped in one
     step) left the old copy aside; it is renamed back first."""
     folder = Path(path)
+    for part in folder.parts:
+        check_name(part, folder, "the package path")
     recover_folder(folder, aside_prefix(folder))
     if not folder.is_dir():
         raise TdslError(f"{folder}: no such package folder")
@@ -272,6 +276,8 @@ def load(path: str | os.PathLike[str]) -> LoadedPackage:
     except TdslError as e:
         raise TdslError(f"{config_path}: the stored model does not compile: {e.message}", e.loc, e.notes) from None
     check_arrays(weights_path, arrays, expected_tensors(compiled.module))
+    check_values(weights_path, arrays)
+    check_precision(config_path, config, compiled.module)
     rename_legacy_io(config, compiled)
     recorded = config.get("ir_sha256")
     if isinstance(recorded, str):

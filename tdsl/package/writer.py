@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from tdsl.errors import TdslError
 from tdsl.package import CARD_FILE, CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, WEIGHTS_FILE
+from tdsl.package.checks import check_name, check_values
 from tdsl.package.files import plain_mode, recover_folder, replace_folder, sha256_file, sweep_folders
 from tdsl.package.layout import expected_tensors, io_spec
 from tdsl.package.reader import aside_prefix, build_frozen_program, normalized_ir, staged_prefix
@@ -195,6 +196,8 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
     from tdsl.runtime.packing import PACK_FORMAT_VERSION
 
     dest = Path(path)
+    for part in dest.parts:
+        check_name(part, dest, "the package path")
     recover_folder(dest, aside_prefix(dest))
     sweep_folders(dest, aside_prefix(dest), staged_prefix(dest))
     if dest.exists() and not (overwrite and dest.is_dir() and not dest.is_symlink() and _is_package(dest)):
@@ -228,6 +231,7 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
                         f"(first difference: {differ[0]}); the package could not be loaded back")
     # np.ascontiguousarray makes a 0-d array 1-d: a per-tensor scale () would load as (1,)
     arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()).reshape(tuple(v.shape)) for k, v in state.items()}
+    check_values(Path("save"), arrays)
     compiled = frozen.compiled
     io = io_spec(compiled.module)
     config: dict[str, Any] = {

@@ -179,3 +179,102 @@ def test_different_model_in_the_source(pkg):
     config["model"]["params"] = {"num_classes": 12}
     _write_config(pkg, config)
     _fails(pkg, "model.safetensors", "'fc3.weight' is float16 (10, 84)", "(12, 84)")
+
+
+# ---- issue 22: every read bounded, values and metadata checked ----------------------------------
+
+
+def test_a_deeply_nested_config_is_refused_without_recursing(pkg, no_compile):
+    (pkg / "config.json").write_text("[" * 200_000 + "]" * 200_000)
+    _fails(pkg, "config.json", "JSON nested 200000 levels deep")
+
+
+def test_an_integer_of_thousands_of_digits_is_refused(pkg, no_compile):
+    config = (pkg / "config.json").read_text()
+    (pkg / "config.json").write_text(config.replace('"format_version": 1', '"format_version": ' + "9" * 5000))
+    _fails(pkg, "config.json", "an integer of 5000 digits")
+
+
+def test_nan_in_the_config_is_refused(pkg, no_compile):
+    config = (pkg / "config.json").read_text()
+    (pkg / "config.json").write_text(config.replace('"format_version": 1', '"format_version": NaN'))
+    _fails(pkg, "NaN is not a JSON number")
+
+
+def test_a_file_name_too_long_for_the_file_system_is_refused(pkg, no_compile):
+    config = _config(pkg)
+    config["weights"]["file"] = "w" * 5000
+    _write_config(pkg, config)
+    _fails(pkg, "the weights file has a name of 5000 bytes")
+    with pytest.raises(tdsl.TdslError, match="the package path has a name of 5000 bytes"):
+        tdsl.load(pkg / ("p" * 5000))
+
+
+def test_a_dtype_numpy_lacks_in_the_header_is_refused(pkg, no_compile):
+    data = (pkg / "model.safetensors").read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    key = next(k for k in header if k != "__metadata__")
+    header[key]["dtype"] = "F8_E4M3"
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    (pkg / "model.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + data[8 + size:])
+    _rehash(pkg)
+    _fails(pkg, "model.safetensors", f"tensor '{key}' has dtype 'F8_E4M3'")
+
+
+def test_non_finite_weights_are_refused(pkg):
+    def poison(arrays):
+        key = next(k for k, a in arrays.items() if a.dtype == np.float32 and a.size > 1)
+        arrays[key] = arrays[key].copy()
+        arrays[key].flat[1] = np.nan
+
+    _rewrite_weights(pkg, poison)
+    _fails(pkg, "model.safetensors", "holds nan at index", "must be finite")
+
+
+def test_a_negative_batch_norm_variance_is_refused(lenet_ternary, tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    frozen = tdsl.quantize("resnet18", precision="ternary", params={"num_classes": 10, "cifar_stem": True,
+                                                                     "image_size": 32})
+    pkg = tdsl.save(frozen, tmp_path / "resnet")
+
+    def negative(arrays):
+        key = next(k for k in arrays if k.endswith("running_var"))
+        arrays[key] = -np.abs(arrays[key]) - 1
+
+    _rewrite_weights(pkg, negative)
+    _fails(pkg, "running_var' (a batch-norm variance) is negative")
+
+
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("precision", "fp32", "says 'fp32', but the stored program holds 3 ternary, 2 fp16"),
+    ("precision", "fp7", "says 'fp7'"),
+    ("packed", False, "'precision.packed' says False"),
+    ("weights", {"conv1.weight": "int8"}, "lists 0 ternary weight(s), but the stored program holds 3 ternary"),
+])
+def test_metadata_is_checked_against_the_stored_program(pkg, field, value, fragment):
+    config = _config(pkg)
+    config["precision"][field] = value
+    _write_config(pkg, config)
+    _fails(pkg, "config.json", fragment)
+
+
+def test_saving_non_finite_weights_is_refused(lenet_ternary, tmp_path):
+    import torch
+
+    state = lenet_ternary.module.state_dict()
+    key = next(k for k, v in state.items() if v.dtype == torch.float32 and v.numel() > 1)
+    with torch.no_grad():
+        saved = state[key].clone()
+        dict(lenet_ternary.module.named_buffers(), **dict(lenet_ternary.module.named_parameters()))[key].view(-1)[0] = \
+            float("inf")
+    try:
+        with pytest.raises(tdsl.TdslError, match="must be finite"):
+            tdsl.save(lenet_ternary, tmp_path / "bad")
+        assert not (tmp_path / "bad").exists()
+    finally:
+        with torch.no_grad():
+            dict(lenet_ternary.module.named_buffers(), **dict(lenet_ternary.module.named_parameters()))[key].copy_(saved)
