@@ -5,11 +5,16 @@ The plan is the whole-sequence forward (ids [N, T] -> logits [N, T, vocab]). `Ge
 runs its steps itself: every step as `DeployedModel` runs it, except the ones that depend on
 a token's position or on earlier tokens: `tdsl.rope` and `tdsl.positions` get the position
 offset, and each causal `tdsl.attention` appends its keys and values to the cache
-(`tdsl.runtime.kv_cache`) and attends over all of them (`tdsl.runtime.attention`, the same
-numpy code the composite reference runs, so a decode step computes what the full forward
-computes for that token). Every other step must work token by token; a plan with a step
-that mixes positions (a transpose, a non-causal attention, a matmul between activations)
-is refused at construction, at that op's location.
+(`tdsl.runtime.kv_cache`) and attends over all of them. Every other step must work token by
+token; a plan with a step that mixes positions (a transpose, a non-causal attention, a
+matmul between activations) is refused at construction, at that op's location.
+
+RMSNorm, RoPE and the cached attention run as parallel Numba kernels
+(`tdsl.runtime.llm_kernels`), tested against the numpy definitions the composite reference
+runs, so a decode step computes what the full forward computes for that token. With
+`head="int8"` the LM head (the plan's output projection, plain: no bias, residual or
+activation) is read as int8 with a scale per row, a quarter of its float32 bytes; this
+changes the logits by the weight's rounding (measured in docs/results/bench_llm.md).
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from tdsl.backends.numba.executor import operands_in_order
 from tdsl.backends.numba.plan import Kernel, Step
 from tdsl.dialects import tdsl as t
 from tdsl.errors import TdslError
-from tdsl.runtime import attention as A
+from tdsl.runtime import llm_kernels as L
+from tdsl.runtime.activations import NONE as NO_ACTIVATION
 from tdsl.runtime.cpu_features import kernel_path
 from tdsl.runtime.kv_cache import KVCache
 
@@ -32,6 +38,8 @@ _TOKENWISE_KERNELS = frozenset({Kernel.LINEAR_TERNARY, Kernel.LINEAR_FLOAT, Kern
                                 Kernel.ACTIVATION, Kernel.BINARY})
 """Kernels that compute each token from that token alone."""
 _TOKENWISE_COMPOSITES = (t.RmsNormOp, t.LayerNormOp, t.EmbeddingOp)
+HEADS = ("float", "int8")
+"""How the LM head is read: as the plan holds it, or int8 with a scale per row."""
 
 
 @dataclass
@@ -58,7 +66,9 @@ class Generation:
 class Generator:
     """Prefill and decode on one deployed decoder; one cache, so one sequence batch at a time."""
 
-    def __init__(self, model: DeployedModel, capacity: int = 256):
+    def __init__(self, model: DeployedModel, capacity: int = 256, head: str = "float"):
+        if head not in HEADS:
+            raise TdslError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
         if model.device != "cpu":
             raise TdslError("generation runs on the CPU runtime; deploy the model with device='cpu'")
         plan = model.plan
@@ -80,11 +90,21 @@ class Generator:
                 self.handlers[id(step)] = self._rope
             elif step.kind is Kernel.REFERENCE and isinstance(op, t.PositionsOp):
                 self.handlers[id(step)] = self._positions
+            elif step.kind is Kernel.REFERENCE and isinstance(op, t.RmsNormOp):
+                self.handlers[id(step)] = self._rms_norm
             elif not (step.kind is Kernel.REFERENCE and isinstance(op, _TOKENWISE_COMPOSITES)):
                 raise step.error("cannot decode token by token with a key/value cache: this step "
                                  f"({step.kind}) is not computed from each token alone")
         if attention_steps == 0:
             raise TdslError(f"@{plan.entry} has no causal attention: it is not a decoder to generate from")
+        self.head = head
+        self.head_bytes = 0
+        """Bytes of the LM head's weight as this generator reads it (0 when not found)."""
+        head_step = next((s for s in plan.steps if s.output == plan.outputs[0] and s.kind is Kernel.LINEAR_FLOAT), None)
+        if head_step is not None:
+            self.head_bytes = head_step.weights["weight_t"].nbytes
+            if head == "int8":
+                self.handlers[id(head_step)] = self._int8_head(head_step)
         self.cache = KVCache(attention_steps, capacity)
         self.offset = 0
         """The position of the next token fed (the cache's length)."""
@@ -95,7 +115,21 @@ class Generator:
     def _rope(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
         (x,) = operands_in_order(step, ins)
         op = step.op
-        y[...] = A.rope(x, op.heads.value.data, op.base.value.data, self.offset)
+        y[...] = L.rope(x, op.heads.value.data, op.base.value.data, self.offset)
+
+    def _rms_norm(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
+        x, weight = operands_in_order(step, ins)
+        y[...] = L.rms_norm(x, weight, step.op.eps.value.data)
+
+    def _int8_head(self, step: Step) -> Callable[[Step, list[np.ndarray], np.ndarray], None]:
+        if step.attrs["residual"] or step.attrs["activation"] != NO_ACTIVATION or np.any(step.weights["bias"]):
+            raise step.error("head='int8' takes a plain output projection (no bias, residual or activation)")
+        w8, scale = L.quantize_rows_int8(step.weights["weight_t"].T)
+        self.head_bytes = w8.nbytes + scale.nbytes
+
+        def run(step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
+            y[...] = L.gemv_int8_rows(ins[0], w8, scale)
+        return run
 
     def _positions(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
         (ids,) = operands_in_order(step, ins)
@@ -106,7 +140,7 @@ class Generator:
             q, k, v = operands_in_order(step, ins)
             keys, values = self.cache.append(layer, self.offset, k, v)
             op = step.op
-            y[...] = A.attention(q, keys, values, op.heads.value.data, op.kv_heads.value.data, True)
+            y[...] = L.attention(q, keys, values, op.heads.value.data, op.kv_heads.value.data, True)
         return run
 
     # -- running the plan

@@ -139,3 +139,25 @@ def test_an_imported_package_generates_without_torch(checkpoint, reference, tmp_
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout == PROMPT + expected + "\n"
+
+
+def test_an_int8_head_costs_little_perplexity(checkpoint, tmp_path: Path) -> None:
+    """`Generator(head="int8")` reads the LM head as int8 rows: the logits move by the weights'
+    rounding only, and the perplexity of TEXT stays within 1 %."""
+    pkg = _import(checkpoint("packed"), tmp_path / "pkg")
+    tok = Tokenizer.for_package(pkg.path, pkg.config)
+    ids = np.array([tok.encode(TEXT)], np.int32)
+    exact, int8 = Generator(pkg.deploy()), Generator(pkg.deploy(), head="int8")
+    a, b = exact.prefill(ids), int8.prefill(ids)
+    assert int8.head_bytes == exact.head_bytes // 4 + 4 * 300  # int8 rows and a float32 scale each
+    assert np.abs(a - b).max() / np.abs(a).max() <= 0.01
+
+    def nll(logits: np.ndarray) -> float:
+        z = logits[0, :-1].astype(np.float64)
+        z = z - z.max(-1, keepdims=True)
+        z -= np.log(np.exp(z).sum(-1, keepdims=True))
+        return float(-z[np.arange(len(z)), ids[0, 1:]].mean())
+
+    assert abs(np.exp(nll(b)) / np.exp(nll(a)) - 1) <= 0.01
+    with pytest.raises(tdsl.TdslError, match="head must be one of"):
+        Generator(pkg.deploy(), head="fp8")
