@@ -1411,6 +1411,46 @@ class PermuteOp(ValueOp):
 
 
 @irdl_op_definition
+class Pad2dOp(ValueOp):
+    """Zeros around the last two dims: `pads` = [left, right, top, bottom] (torch's F.pad order),
+    so TensorFlow's "same" padding ([0, 1, 0, 1] before a stride-2 convolution) can be written.
+
+    `%y = tdsl.pad2d %x {pads = array<i64: 0, 1, 0, 1>} : tensor<?x3x8x8xf32> -> tensor<?x3x9x9xf32>`
+    """
+
+    name = "tdsl.pad2d"
+    input = operand_def(AnyTensor)
+    output = result_def(AnyTensor)
+    pads = prop_def(DenseArrayBase.constr(i64))
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    irdl_options = (ParsePropInAttrDict(),)
+
+    def __init__(self, x: SSAValue, pads: Sequence[int], result_type: Attribute | None = None):
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)], properties={"pads": _array(pads)})
+
+    def amounts(self) -> tuple[int, ...]:
+        """(left, right, top, bottom)."""
+        return _ints(self.pads)
+
+    def verify_(self) -> None:
+        pads = self.amounts()
+        if len(pads) != 4 or min(pads) < 0:
+            raise VerifyException(f"'tdsl.pad2d' pads must be four non-negative integers [left, right, top, bottom], "
+                                  f"but got {list(pads)}")
+        _check_rank(self.name, "input", self.input, "rank >= 2", lambda r: r >= 2)
+
+    def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
+        x = list(dims["input"])
+        if len(x) < 2:
+            raise ShapeInferenceError(f"pad2d: input {format_dims(x)} has fewer than two dims")
+        left, right, top, bottom = self.amounts()
+        x[-2] = None if x[-2] is None else x[-2] + top + bottom
+        x[-1] = None if x[-1] is None else x[-1] + left + right
+        return x
+
+
+@irdl_op_definition
 class TransposeOp(ValueOp):
     """Swaps two dims (negative counts from the end), any rank: what `k^T` in attention needs.
 
@@ -1720,6 +1760,7 @@ TDSL = Dialect(
         EmbeddingOp,
         PositionsOp,
         PermuteOp,
+        Pad2dOp,
         TransposeOp,
         SliceOp,
         ConcatOp,

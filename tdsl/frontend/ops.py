@@ -272,6 +272,15 @@ def _permute_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
     return {"dims": dims}
 
 
+def _pad2d_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    where = _loc_of(kw, "pads", loc)
+    pads = _ints_arg(b["pads"], "pads", where)
+    if len(pads) != 4 or min(pads) < 0:
+        raise TdslError(f"pad2d() pads must be four non-negative integers [left, right, top, bottom], got "
+                        f"{list(pads)}", where)
+    return {"pads": pads}
+
+
 def _transpose_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
     return {"dim0": _int(b["dim0"], "dim0", _loc_of(kw, "dim0", loc)),
             "dim1": _int(b["dim1"], "dim1", _loc_of(kw, "dim1", loc))}
@@ -339,6 +348,7 @@ BUILTINS: dict[str, Builtin] = {
     "embedding": Builtin(("ids", "weight"), {}, ("ids", "weight"), d.EmbeddingOp, _none),
     "positions": Builtin(("ids",), {}, ("ids",), d.PositionsOp, _none),
     "permute": Builtin(("x", "dims"), {}, ("x",), d.PermuteOp, _permute_props),
+    "pad2d": Builtin(("x", "pads"), {}, ("x",), d.Pad2dOp, _pad2d_props),
     "transpose": Builtin(("x", "dim0", "dim1"), {"dim0": -2, "dim1": -1}, ("x",), d.TransposeOp, _transpose_props),
     "slice": Builtin(("x", "dim", "start", "end"), {}, ("x",), d.SliceOp, _slice_props),
     "concat": Builtin(("a", "b", "dim"), {"dim": -1}, ("a", "b"), d.ConcatOp, _softmax_props),

@@ -331,6 +331,17 @@ def _slice(n: Node, c: Context) -> Tokens:
     return call("slice", c.arg(n, 0, "x"), lit(dim, "dim"), lit(start, "start"), lit(end, "end"))
 
 
+def _pad(n: Node, c: Context) -> Tokens:
+    pads = [int(p) for p in n.args[1]]
+    mode = n.args[2] if str(n.target) == "aten.pad.default" and len(n.args) > 2 else "constant"
+    value = n.args[3] if str(n.target) == "aten.pad.default" and len(n.args) > 3 else (
+        n.args[2] if str(n.target) == "aten.constant_pad_nd.default" and len(n.args) > 2 else 0)
+    if mode != "constant" or (value or 0) != 0 or len(pads) not in (2, 4) or min(pads) < 0:
+        raise Unsupported(f"a pad {pads} in mode '{mode}' with value {value} (zero pads of the last two dims only)")
+    pads = pads + [0] * (4 - len(pads))
+    return call("pad2d", c.arg(n, 0, "x"), int_list(pads, "pad"))
+
+
 def _matmul(n: Node, c: Context) -> Tokens:
     return call("matmul", c.arg(n, 0, "a"), c.arg(n, 1, "b"))
 
@@ -387,6 +398,8 @@ ROWS: dict[str, Callable[[Node, Context], Tokens]] = {
     "aten.mm.default": _matmul,
     "aten.bmm.default": _matmul,
     "aten.scaled_dot_product_attention.default": _sdpa,
+    "aten.pad.default": _pad,
+    "aten.constant_pad_nd.default": _pad,
 }
 """Op (`str(node.target)`) to the function that writes its DSL expression."""
 
@@ -394,9 +407,8 @@ IDENTITY = frozenset({
     "aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default", "aten.alpha_dropout.default",
     "aten.clone.default", "aten.contiguous.default", "aten.alias.default", "aten.detach.default",
     "aten.lift_fresh_copy.default", "aten.expand.default", "aten.expand_as.default",
-    "aten.pad.default", "aten.constant_pad_nd.default",  # only where the writer folded them into a convolution
 })
-"""Ops that are their first argument in inference (the writer checks the pads it folds)."""
+"""Ops that are their first argument in inference."""
 
 GETITEM = operator.getitem
 
@@ -405,7 +417,7 @@ PAD_OPS = frozenset({"aten.pad.default", "aten.constant_pad_nd.default"})
 
 def supported() -> str:
     """The supported ops, for error messages."""
-    names = sorted({k.split(".")[1] for k in ROWS} | {k.split(".")[1] for k in IDENTITY - PAD_OPS} | {"pad"})
+    names = sorted({k.split(".")[1] for k in ROWS} | {k.split(".")[1] for k in IDENTITY})
     return ", ".join(names)
 
 

@@ -158,25 +158,30 @@ class ProgramWriter:
             if str(node.target) not in A.PAD_OPS:
                 continue
             pads = [int(p) for p in node.args[1]]
-            value = node.args[3] if len(node.args) > 3 else (node.args[2] if str(node.target).startswith(
-                "aten.constant") and len(node.args) > 2 else 0)
-            mode = node.args[2] if str(node.target) == "aten.pad.default" and len(node.args) > 2 else "constant"
-            users = [self._through_identity_users(node)]
-            convs = [u for u in users[0] if str(u.target) in ("aten.conv2d.default", "aten.convolution.default")]
             if not any(pads):
                 self.identity.add(node)
                 continue
-            ok = (mode == "constant" and (value or 0) == 0 and len(pads) == 4 and pads[0] == pads[1]
-                  and pads[2] == pads[3] and convs and len(convs) == len(users[0]))
-            if not ok:
-                why = ("an asymmetric pad" if len(pads) == 4 and mode == "constant" and (pads[0] != pads[1] or
-                                                                                     pads[2] != pads[3])
-                       else "a pad that does not feed only convolutions")
-                raise A.unsupported(node, self.graph.calls[node].path,
-                                    f"{why} ({pads}, mode '{mode}'; a symmetric zero pad before a convolution is)")
+            constant = str(node.target) == "aten.constant_pad_nd.default"
+            value = node.args[2 if constant else 3] if len(node.args) > (2 if constant else 3) else 0
+            mode = "constant" if constant or len(node.args) < 3 else node.args[2]
+            users = self._through_identity_users(node)
+            convs = [u for u in users if str(u.target) in ("aten.conv2d.default", "aten.convolution.default")
+                     and u.args[0] is not None and self.canonical(u.args[0]) is node]
+            symmetric = len(pads) == 4 and pads[0] == pads[1] and pads[2] == pads[3]
+            if not (mode == "constant" and (value or 0) == 0 and symmetric and convs and len(convs) == len(users)):
+                continue  # written as pad2d (aten_ops refuses what pad2d cannot do)
+            if any(not self._fits_padding(conv, (pads[2], pads[0])) for conv in convs):
+                continue
             self.identity.add(node)
             for conv in convs:
                 self.pads[conv] = (pads[2], pads[0])
+
+    def _fits_padding(self, conv: Node, extra: tuple[int, int]) -> bool:
+        """tdsl's convolutions pad at most half the kernel on each side."""
+        kernel = self.graph.values[conv.args[1]].shape[2:]
+        own = conv.args[4] if len(conv.args) > 4 and not isinstance(conv.args[4], str) else [0, 0]
+        own = list(own) * (2 // len(own)) if own else [0, 0]
+        return len(kernel) == 2 and all(2 * (p + e) <= k for p, e, k in zip(own, extra, kernel))
 
     def _through_identity_users(self, node: Node) -> list[Node]:
         out = []

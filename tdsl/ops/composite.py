@@ -49,8 +49,25 @@ def _layer_norm_onnx(g: Any, op: t.LayerNormOp, names: list[str], hint: str) -> 
     return g.node("LayerNormalization", names, hint, axis=-1, epsilon=op.eps.value.data)
 
 
+def _pad2d(op: t.Pad2dOp, x: np.ndarray) -> np.ndarray:
+    left, right, top, bottom = op.amounts()
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(top, bottom), (left, right)])
+
+
+def _pad2d_torch(op: t.Pad2dOp, exprs: list[str]) -> str:
+    return f"F.pad({exprs[0]}, {tuple(op.amounts())!r})"
+
+
+def _pad2d_onnx(g: Any, op: t.Pad2dOp, names: list[str], hint: str) -> str:
+    left, right, top, bottom = op.amounts()
+    rank = len(op.input.type.get_shape())
+    pads = [0] * (rank - 2) + [top, left] + [0] * (rank - 2) + [bottom, right]
+    return g.node("Pad", [names[0], g.constant(np.array(pads, np.int64), "pads")], hint, mode="constant")
+
+
 COMPOSITES: dict[type[t.ValueOp], Composite] = {row.op: row for row in (
     Composite(t.LayerNormOp, _layer_norm, _layer_norm_torch, _layer_norm_onnx),
+    Composite(t.Pad2dOp, _pad2d, _pad2d_torch, _pad2d_onnx),
     Composite(t.RmsNormOp, S.rms_norm, S.rms_norm_torch, S.rms_norm_onnx),
     Composite(t.EmbeddingOp, S.embedding, S.embedding_torch, S.embedding_onnx),
     Composite(t.PositionsOp, S.positions, S.positions_torch, S.positions_onnx),

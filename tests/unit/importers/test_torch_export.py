@@ -177,20 +177,36 @@ class AsymmetricPad(nn.Module):
 
 class SymmetricPad(AsymmetricPad):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(nn.functional.pad(x, (1, 1, 2, 2)))
+        return self.conv(nn.functional.pad(x, (1, 1, 1, 1)))
 
 
-def test_symmetric_pad_becomes_conv_padding_and_asymmetric_is_refused(tmp_path):
+class WidePad(AsymmetricPad):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.pad(x, (1, 1, 2, 2)))  # more than half the kernel: not a conv padding
+
+
+def test_pads_fold_into_convolutions_or_become_pad2d(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 8, 8)
-    model = SymmetricPad().eval()
-    pkg = tdsl.import_torch(model, (x,), tmp_path / "sym")
-    assert "padding=[2, 1]" in program_path(tmp_path / "sym").read_text()
-    with torch.no_grad():
-        assert _rel_error(pkg.to_torch()(x), model(x)) <= 1e-5
-    with pytest.raises(tdsl.TdslError, match=r"aten.pad.*an asymmetric pad \(\[0, 1, 0, 1\]"):
-        tdsl.import_torch(AsymmetricPad(), (x,), tmp_path / "asym")
-    assert not (tmp_path / "asym").exists()
+    for model, expected in ((SymmetricPad().eval(), "Conv2d(3, 4, kernel=3, stride=2, padding=1)"),
+                            (WidePad().eval(), "pad2d(x, [1, 1, 2, 2])"),
+                            (AsymmetricPad().eval(), "pad2d(x, [0, 1, 0, 1])")):
+        out = tmp_path / type(model).__name__
+        pkg = tdsl.import_torch(model, (x,), out)
+        assert expected in program_path(out).read_text()
+        with torch.no_grad():
+            assert _rel_error(pkg.to_torch()(x), model(x)) <= 1e-5
+
+
+class ReflectPad(AsymmetricPad):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
+
+
+def test_reflect_pad_is_refused(tmp_path):
+    with pytest.raises(tdsl.TdslError, match=r"cannot import op aten.*pad.*mode 'reflect'|aten.reflection_pad2d"):
+        tdsl.import_torch(ReflectPad(), (torch.randn(2, 3, 8, 8),), tmp_path / "reflect")
+    assert not (tmp_path / "reflect").exists()
 
 
 def test_refuses_what_is_not_a_model(tmp_path):

@@ -75,12 +75,18 @@ def test_bert_encoder(tmp_path):
         assert _rel_error(pkg.to_torch()(ids.to(torch.int32)), want) <= 1e-3
 
 
-def test_mobilenetv2_tf_padding_is_refused_clearly(tmp_path):
-    """transformers' MobileNetV2 pads "same" the TensorFlow way: [0, 1, 0, 1] before its
-    stride-2 convolutions, which tdsl has no op for yet; the refusal says so and writes nothing."""
+@pytest.mark.slow  # about 25 s: 52 convolutions
+def test_mobilenetv2_tf_padding(tmp_path):
+    """transformers' MobileNetV2 pads "same" the TensorFlow way ([0, 1, 0, 1] before its
+    stride-2 convolutions: `pad2d`; symmetric pads fold into the convolutions) and uses ReLU6."""
+    torch.manual_seed(0)
     config = transformers.MobileNetV2Config(depth_multiplier=0.25, image_size=32, num_labels=10)
-    model = transformers.MobileNetV2ForImageClassification(config).eval()
-    with pytest.raises(tdsl.TdslError, match=r"aten.pad.default.*module 'mobilenet_v2.conv_stem.first_conv'.*"
-                                             r"asymmetric pad \(\[0, 1, 0, 1\]"):
-        tdsl.import_torch(model, (torch.randn(2, 3, 32, 32),), tmp_path / "mnv2")
-    assert not (tmp_path / "mnv2").exists()
+    model = _randomise_bn(transformers.MobileNetV2ForImageClassification(config))
+    x = torch.randn(2, 3, 32, 32)
+    pkg = tdsl.import_torch(model, (x,), tmp_path / "mnv2")
+    text = program_path(tmp_path / "mnv2").read_text()
+    assert "pad2d(x, [0, 1, 0, 1])" in text and "ReLU6()" in text
+    assert text.count("pad2d(") == 1  # the 3x3 stride-1 convolutions' symmetric pads fold into their padding
+    assert sum(v.numel() for k, v in pkg.state_dict().items() if "running" not in k) == _params(model)
+    with torch.no_grad():
+        assert _rel_error(pkg.to_torch()(x), model(x).logits) <= 1e-3

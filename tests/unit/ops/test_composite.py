@@ -76,6 +76,13 @@ layer Probe() {
     }
 }
 """, _floats(2, 3, 4, 5)),
+    t.Pad2dOp: ("""
+layer Probe() {
+    fn forward(x: Tensor[float32, N, 3, 4, 5]) -> Tensor[float32, N, 3, 7, 6] {
+        return pad2d(x, [0, 1, 2, 1])
+    }
+}
+""", _floats(2, 3, 4, 5)),
     t.TransposeOp: ("""
 layer Probe() {
     fn forward(x: Tensor[float32, N, 3, 4]) -> Tensor[float32, N, 4, 3] {
