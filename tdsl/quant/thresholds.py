@@ -18,7 +18,7 @@ import numpy as np
 
 from tdsl.errors import TdslError
 
-METHODS = ("twn", "absmean", "fixed", "sparsity")
+METHODS = ("twn", "absmean", "fixed", "sparsity", "optimal")
 """Threshold rules:
 - `twn`: Δ = 0.7·mean|W| (Li & Liu 2016, the approximate optimum for Gaussian weights).
 - `absmean`: Δ = γ/2 with γ = mean|W| (BitNet b1.58's clip(round(W/γ), -1, 1); a weight
@@ -29,6 +29,12 @@ METHODS = ("twn", "absmean", "fixed", "sparsity")
   k weights are zero unless |W| has ties at Δ (then slightly more); k = 0 gives Δ = 0.
   Per channel each row rounds on its own, so short rows (n < 50) can miss the target by
   up to 1/(2n) per row, and so overall.
+- `optimal`: the Δ that minimises ‖W − α·T‖² with α the mean |w| of the kept weights (the
+  `mean_nonzero` scale), found exactly: with |w| sorted decreasingly, keeping the k largest
+  leaves an error of Σ|w|² − (Σ_{i<=k} |w|_(i))²/k, so k is the argmax of the second term and
+  Δ = |w|_(k+1), the largest magnitude zeroed (0 when all are kept). TWN's 0.7·mean|W|
+  approximates this for Gaussian weights; on short rows (a 5-tap filter) it can be far off.
+  A cut is only made between distinct magnitudes, so the rule keeps exactly k weights.
 """
 
 TWN_FACTOR = 0.7
@@ -120,6 +126,9 @@ def compute_threshold(w: np.ndarray, method: str = "twn", per_channel: bool = Fa
         return np.asarray(TWN_FACTOR * mean_abs(w, per_channel), dtype=np.float32)
     if method == "absmean":
         return np.asarray(mean_abs(w, per_channel) / 2, dtype=np.float32)
+    if method == "optimal":
+        d = optimal_rows(as_rows(np.abs(w.astype(np.float64)), per_channel))
+        return d if per_channel else np.asarray(d[0], dtype=np.float32)
     rows = as_rows(np.abs(w), per_channel)
     k = sparsity_rank(float(target_sparsity), rows.shape[1])  # type: ignore[arg-type]
     if k == 0:
@@ -127,6 +136,19 @@ def compute_threshold(w: np.ndarray, method: str = "twn", per_channel: bool = Fa
     else:
         d = np.partition(rows, k - 1, axis=1)[:, k - 1]
     return d if per_channel else np.asarray(d[0], dtype=np.float32)
+
+
+def optimal_rows(a: np.ndarray) -> np.ndarray:
+    """The `optimal` Δ (float32 [rows]) of each row of magnitudes `a` (float64 [rows, n])."""
+    if a.shape[1] == 0:
+        return np.zeros(a.shape[0], dtype=np.float32)
+    s = -np.sort(-a, axis=1)
+    k = np.arange(1, s.shape[1] + 1, dtype=np.float64)
+    gain = np.cumsum(s, axis=1) ** 2 / k
+    nxt = np.concatenate([s[:, 1:], np.zeros((s.shape[0], 1))], axis=1)
+    gain[:, :-1][s[:, :-1] == nxt[:, :-1]] = -1.0  # no cut inside a run of equal magnitudes
+    best = np.argmax(gain, axis=1)
+    return nxt[np.arange(s.shape[0]), best].astype(np.float32)
 
 
 def sparsity_rank(target_sparsity: float, n: int) -> int:

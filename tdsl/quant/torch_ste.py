@@ -32,6 +32,9 @@ def threshold_torch(w: torch.Tensor, method: str = "twn", per_channel: bool = Fa
     if method in ("twn", "absmean"):
         m = _mean_abs(w, per_channel)
         return (TWN_FACTOR * m if method == "twn" else m / 2).to(torch.float32)
+    if method == "optimal":
+        d = _optimal_rows(_rows(w.detach().abs().double(), per_channel))
+        return d if per_channel else d[0]
     rows = _rows(w.detach().abs(), per_channel)
     k = sparsity_rank(float(target_sparsity), rows.shape[1])  # type: ignore[arg-type]
     if k == 0:
@@ -214,6 +217,19 @@ def _mean_abs(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
     n = rows.shape[1]
     m = rows.sum(dim=1) / n if n else torch.zeros(rows.shape[0], dtype=torch.float64, device=w.device)
     return m if per_channel else m[0]
+
+
+def _optimal_rows(a: torch.Tensor) -> torch.Tensor:
+    """`tdsl.quant.thresholds.optimal_rows` on tensors (float64 [rows, n] -> float32 [rows])."""
+    if a.shape[1] == 0:
+        return torch.zeros(a.shape[0], dtype=torch.float32, device=a.device)
+    s = torch.sort(a, dim=1, descending=True).values
+    k = torch.arange(1, s.shape[1] + 1, dtype=torch.float64, device=a.device)
+    gain = torch.cumsum(s, dim=1) ** 2 / k
+    nxt = torch.cat([s[:, 1:], torch.zeros(s.shape[0], 1, dtype=s.dtype, device=a.device)], dim=1)
+    gain[:, :-1][s[:, :-1] == nxt[:, :-1]] = -1.0  # no cut inside a run of equal magnitudes
+    best = torch.argmax(gain, dim=1)
+    return nxt.gather(1, best[:, None])[:, 0].to(torch.float32)
 
 
 def _bcast(v: torch.Tensor, ndim: int) -> torch.Tensor:

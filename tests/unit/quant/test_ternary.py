@@ -13,7 +13,7 @@ from tdsl.quant import METHODS, TernaryWeight, compute_threshold, ternarize
 
 SHAPES = [(7,), (5, 3), (16, 33), (8, 3, 3, 3), (3, 5, 1, 7)]
 OPTIONS = {"twn": {}, "absmean": {}, "fixed": {"threshold": 0.4},
-           "sparsity": {"target_sparsity": 0.3}}
+           "sparsity": {"target_sparsity": 0.3}, "optimal": {}}
 
 
 def weights(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -89,6 +89,24 @@ def test_per_channel_beats_per_tensor_on_uneven_channels():
     w = weights((16, 64), 4) * np.logspace(-2, 1, 16, dtype=np.float32)[:, None]
     err = {pc: float(np.sum((ternarize(w, "twn", pc).dequantize() - w) ** 2)) for pc in (False, True)}
     assert err[True] < 0.5 * err[False]
+
+
+def test_optimal_threshold_is_the_least_squares_ternary_of_each_row():
+    """On 5-tap filters (MNIST-1D's first conv) the rule finds the best trits of all 3^5 sign-
+    consistent masks and beats TWN's 0.7·mean|w|; ties in |w| are never split."""
+    from itertools import product
+
+    w = weights((200, 1, 1, 5), 8)
+    q, twn = ternarize(w, "optimal", per_channel=True), ternarize(w, "twn", per_channel=True)
+    err = np.sum((q.dequantize() - w).reshape(200, 5).astype(np.float64) ** 2, axis=1)
+    masks = np.array(list(product([0, 1], repeat=5)), dtype=bool)[1:]
+    for i, row in enumerate(w.reshape(200, 5).astype(np.float64)):
+        best = min(np.sum((row - np.abs(row[m]).mean() * np.sign(row) * m) ** 2) for m in masks)
+        assert err[i] <= best + 1e-9
+    err_twn = np.sum((twn.dequantize() - w).astype(np.float64) ** 2)
+    assert err.sum() < 0.9 * err_twn
+    tied = np.array([[3.0, -2.0, 2.0, 0.1]], np.float32)  # equal magnitudes get the same |trit|
+    assert ternarize(tied, "optimal", per_channel=True).trits.tolist() == [[1, -1, 1, 0]]
 
 
 def test_all_zero_row_gets_zero_scale_without_nan():

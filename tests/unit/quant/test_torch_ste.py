@@ -12,7 +12,7 @@ from tdsl.quant.torch_ste import (LearnedScaleTernary, clipped_ste, identity_ste
                                   ternarize_torch, threshold_torch)
 
 OPTIONS = {"twn": {}, "absmean": {}, "fixed": {"threshold": 0.4},
-           "sparsity": {"target_sparsity": 0.37}}
+           "sparsity": {"target_sparsity": 0.37}, "optimal": {}}
 SHAPES = [(9,), (5, 3), (64, 300), (16, 8, 3, 3), (3, 5, 1, 7), (0, 4)]
 
 
