@@ -11,6 +11,12 @@ A recipe is a `+`-joined set of parts, each a small composable function below:
 | `calibrate` | before QAT, pick each ternary layer's Δ by its output error on a few batches (`tdsl.quant.calibration`); needs trained weights, so it implies `finetune` |
 | `distill` | knowledge distillation from the FP32 teacher: α·CE + (1−α)·T²·KL(teacher_T ‖ student_T) |
 | `long` | a longer schedule (× `long_factor` epochs) with cosine decay after a linear warm-up |
+| `progressive` | the input layer's quantiser fades in: λ·α·T + (1−λ)·w, λ rising linearly from 0 to 1 over the first `progressive_fraction` of the steps, then α·T alone |
+| `optimal_delta` | the input layer's Δ is the error-optimal one (`optimal` rule of `tdsl.quant.thresholds`) instead of TWN's 0.7·mean|w| |
+
+`auto` (`tdsl train --recipe auto`) names the recipe measured best for the precision policy
+(`recommended`, docs/results/ACCURACY.md): `scratch` for the `default` policy; for `all`,
+`progressive+optimal_delta`, plus `distill` when a teacher (or `init`) is given.
 
 `Recipe.parse("finetune+distill+long")` builds one; `prepare(...)` applies it to a compiled
 QAT module and returns a `Prepared` run (module, config, loss), `train_recipe(...)` also
@@ -25,6 +31,14 @@ weight. The hook is per generated module (each `to_torch()` loads a fresh one) a
 parameter object; the module's parameter names and forward are unchanged. TTQ's scales are
 child modules of the layer that owns the weight (`conv2.weight_ttq.wp`, `.wn`), so the
 optimizer and checkpoints see them.
+
+**The input layer** (the program's first weight: `conv1` of the zoo models) is the one an
+all-ternary model loses most on: a 1-input-channel 5-tap filter has 5 weights per scale, so
+TWN's Gaussian rule is a poor fit and a trit flip moves the whole layer's output. Under the
+`default` policy it is kept at fp16 and the two input-layer parts do nothing. `progressive`
+lets the rest of the network learn on a float input layer first, then hands it over to the
+ternary one, which the run finishes with (so the frozen model is the trained one); the fade
+follows the trainer's step (`Trainer(step_hooks=…)`), so a resumed run continues it.
 
 **Freezing.** `Prepared.freeze()` gives the deployment form. A calibrated run freezes with
 Δ = m·mean|w| (its calibrated multipliers on the final weights), the rule it trained with, so
@@ -49,7 +63,8 @@ from torch import nn
 
 from tdsl.errors import TdslError
 
-PARTS = ("scratch", "finetune", "learned_scale", "shared_scale", "calibrate", "distill", "long")
+PARTS = ("scratch", "finetune", "learned_scale", "shared_scale", "calibrate", "progressive", "optimal_delta",
+         "distill", "long")
 DESCRIPTIONS = {
     "scratch": "QAT from scratch",
     "finetune": "QAT fine-tuning from an FP32 checkpoint",
@@ -58,6 +73,8 @@ DESCRIPTIONS = {
     "calibrate": "output-error threshold calibration before QAT",
     "distill": "knowledge distillation from the FP32 teacher",
     "long": "longer cosine schedule with linear warm-up",
+    "progressive": "the input layer's ternary quantiser fades in over the first steps",
+    "optimal_delta": "the input layer's threshold minimises its quantisation error",
 }
 
 
@@ -74,12 +91,15 @@ class Recipe:
     calibrate: bool = False
     distill: bool = False
     long: bool = False
+    progressive: bool = False
+    optimal_delta: bool = False
     kd_alpha: float = 0.5            # weight of the hard-label CE in the distillation loss
     kd_temperature: float = 4.0
     long_factor: float = 2.0         # `long`: epochs multiplied by this
     warmup_fraction: float = 0.05    # `long`: linear warm-up over this fraction of the steps
     calib_batches: int = 4           # `calibrate`: batches of the training set
     calib_batch_size: int = 256
+    progressive_fraction: float = 0.5  # `progressive`: the fade lasts this fraction of the steps
 
     @classmethod
     def parse(cls, text: str | Recipe, **options: Any) -> Recipe:
@@ -104,6 +124,10 @@ class Recipe:
             flags["finetune"] = True  # Δ calibrated on random weights means nothing
         if sum(bool(flags.get(p)) for p in ("learned_scale", "shared_scale", "calibrate")) > 1:
             raise TdslError("'learned_scale', 'shared_scale' and 'calibrate' each replace the quantiser; use one")
+        replacing = [p for p in ("learned_scale", "shared_scale", "calibrate") if flags.get(p)]
+        first = [p for p in ("progressive", "optimal_delta") if flags.get(p)]
+        if replacing and first:
+            raise TdslError(f"'{replacing[0]}' replaces every layer's quantiser, '{first[0]}' the input layer's; use one")
         recipe = cls(**flags, **options)
         recipe.validate()
         return recipe
@@ -119,6 +143,8 @@ class Recipe:
             raise TdslError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.calib_batches < 1 or self.calib_batch_size < 1:
             raise TdslError("calibration needs at least one batch of at least one sample")
+        if not 0.0 < self.progressive_fraction < 1.0:
+            raise TdslError(f"progressive_fraction must be in (0, 1), got {self.progressive_fraction}")
 
     @property
     def parts(self) -> list[str]:
@@ -137,6 +163,13 @@ class Recipe:
 
 
 # ----- state dicts --------------------------------------------------------------------------
+
+
+def recommended(policy: str, teacher: bool = False) -> str:
+    """The `auto` recipe: the best measured for `policy` (`teacher`: FP32 weights are given)."""
+    if policy == "all":
+        return "progressive+optimal_delta" + ("+distill" if teacher else "")
+    return "scratch"
 
 
 def load_state(source: Any) -> dict[str, torch.Tensor]:
@@ -313,6 +346,60 @@ def calibrate(compiled: Any, module: nn.Module, batches: list[torch.Tensor],
     return results
 
 
+def input_weight(compiled: Any) -> Any:
+    """The `Stored` entry of the program's first conv/linear weight (declaration order)."""
+    from tdsl.backends.torch.freeze import storage_layout
+
+    for s in storage_layout(compiled.module, frozen=False).values():
+        if s.role == "weight":
+            return s
+    raise TdslError("the program has no weights")
+
+
+class InputQuantizer:
+    """The input layer's quantiser under `progressive` / `optimal_delta`: α·T by the layer's
+    own rule (or the error-optimal Δ), mixed as λ·α·T + (1−λ)·w while `lam` < 1.
+
+    `step(step, total)` is a trainer step hook: λ = step / (fraction·total), capped at 1."""
+
+    def __init__(self, method: str, per_channel: bool, optimal: bool, fade: float | None):
+        self.method = "optimal" if optimal else method
+        self.per_channel = per_channel
+        self.fade = fade
+        self.lam = 0.0 if fade is not None else 1.0
+
+    def step(self, step: int, total: int) -> None:
+        if self.fade is not None:
+            self.lam = min(1.0, step / max(1.0, self.fade * total))
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        from tdsl.quant.torch_ste import ternarize_ste
+
+        q = ternarize_ste(w, self.method, self.per_channel)
+        return q if self.lam >= 1.0 else self.lam * q + (1.0 - self.lam) * w
+
+    def threshold(self, w: torch.Tensor) -> np.ndarray:
+        """Δ of the final weight, for `freeze` (the rule the run trained with)."""
+        from tdsl.quant.torch_ste import threshold_torch
+
+        return threshold_torch(w.detach().cpu(), self.method, self.per_channel).numpy()
+
+
+def input_layer(compiled: Any, module: nn.Module, recipe: Recipe) -> tuple[str, InputQuantizer] | None:
+    """Install the input layer's quantiser; None when that layer is not ternary (`default` policy)."""
+    s = input_weight(compiled)
+    if s.precision != "ternary":
+        return None
+    q = s.quant or {}
+    method = str(q.get("threshold", "twn"))
+    if method not in ("twn", "absmean"):
+        raise TdslError(f"'progressive'/'optimal_delta' need the twn or absmean threshold rule, not '{method}'")
+    quantizer = InputQuantizer(method, bool(q.get("per_channel", False)), recipe.optimal_delta,
+                               recipe.progressive_fraction if recipe.progressive else None)
+    install_quantizer(module, s.latent_key, quantizer)
+    return s.latent_key, quantizer
+
+
 def distill_loss(student: nn.Module, teacher: nn.Module, alpha: float = 0.5,
                  temperature: float = 4.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A trainer loss (sum over the batch) α·CE + (1−α)·T²·KL(softmax(t/T) ‖ softmax(s/T)).
@@ -365,15 +452,24 @@ class Prepared:
     precision: str
     ttq: dict[str, nn.Module] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
+    input_quantizer: tuple[str, InputQuantizer] | None = None
 
     def trainer(self, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor] | None = None,
                 **kwargs: Any) -> Any:
         from tdsl.train.trainer import Trainer
 
+        if self.input_quantizer is not None:
+            kwargs["step_hooks"] = [*kwargs.get("step_hooks", []), self.input_quantizer[1].step]
         return Trainer(self.module, self.config, train, test, loss_fn=self.loss_fn, **kwargs)
 
     def thresholds(self) -> dict[str, np.ndarray] | None:
-        """Δ per ternary weight path for `freeze`: the calibrated rule on the final weights."""
+        """Δ per ternary weight path for `freeze`: the calibrated rule, or the input layer's, on
+        the final weights."""
+        if self.input_quantizer is not None and self.input_quantizer[1].method == "optimal":
+            key, quantizer = self.input_quantizer
+            owner_path, _, name = key.rpartition(".")
+            return {key: quantizer.threshold(getattr(self.module.get_submodule(owner_path) if owner_path
+                                                     else self.module, name))}
         if not self.calibration:
             return None
         out = {}
@@ -423,11 +519,15 @@ def prepare(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[t
 
     `init`: FP32 weights for `finetune`/`calibrate` (state dict, module, .safetensors, or a
     checkpoint). `teacher`: FP32 weights of the distillation teacher (default: `init`).
-    `precision="fp32"` gives the FP32 baseline (recipe parts that quantise are then errors).
+    `recipe="auto"`: `recommended(policy, teacher or init given)`. `precision="fp32"` gives
+    the FP32 baseline (recipe parts that quantise are then errors).
     The module is initialised under `torch.manual_seed(config.seed)`. `compiler` (default
     `compile_for`) compiles the QAT and FP32 programs; pass a cached one to save time."""
+    if isinstance(recipe, str) and recipe.strip() == "auto":
+        recipe = recommended(policy, teacher is not None or init is not None) if precision != "fp32" else "scratch"
     recipe = Recipe.parse(recipe)
-    if precision == "fp32" and (recipe.learned_scale or recipe.shared_scale or recipe.calibrate):
+    if precision == "fp32" and (recipe.learned_scale or recipe.shared_scale or recipe.calibrate
+                                or recipe.progressive or recipe.optimal_delta):
         raise TdslError(f"recipe '{recipe.name}' quantises; it needs precision 'ternary'")
     if recipe.needs_init and init is None:
         raise TdslError(f"recipe '{recipe.name}' starts from FP32 weights: give init (--init CKPT)")
@@ -449,6 +549,8 @@ def prepare(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[t
         batches = list(x[idx].split(recipe.calib_batch_size))
         prepared.calibration = calibrate(compiled, module, batches,
                                          fp32_compiled=compiler(model, "fp32", params=params))
+    if recipe.progressive or recipe.optimal_delta:
+        prepared.input_quantizer = input_layer(compiled, module, recipe)
     if recipe.learned_scale or recipe.shared_scale:
         prepared.ttq = learned_scale(compiled, module, symmetric=recipe.shared_scale)
     if recipe.distill:
@@ -500,6 +602,6 @@ def evaluate(module: Any, x: torch.Tensor, y: torch.Tensor, batch: int = 1024) -
     return correct / len(x)
 
 
-__all__ = ["PARTS", "Recipe", "Prepared", "prepare", "train_recipe", "finetune", "learned_scale",
+__all__ = ["PARTS", "Recipe", "recommended", "Prepared", "prepare", "train_recipe", "finetune", "learned_scale",
            "calibrate", "distill_loss", "long_schedule", "install_quantizer", "load_state",
-           "mnist1d_dataset", "evaluate", "compile_for"]
+           "mnist1d_dataset", "evaluate", "compile_for", "input_weight", "InputQuantizer"]

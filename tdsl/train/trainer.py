@@ -170,8 +170,12 @@ class Trainer:
 
     def __init__(self, model: nn.Module, config: TrainConfig, train: tuple[torch.Tensor, torch.Tensor],
                  test: tuple[torch.Tensor, torch.Tensor] | None = None, *, out_dir: str | Path | None = None,
-                 loss_fn: LossFn = cross_entropy_sum, dist: D.DistEnv | None = None):
+                 loss_fn: LossFn = cross_entropy_sum, dist: D.DistEnv | None = None,
+                 step_hooks: list[Callable[[int, int], None]] | None = None):
         config.validate()
+        self.step_hooks = list(step_hooks or [])
+        """Called as `hook(step, total_steps)` before every update: schedules that live in the
+        model (a quantiser fading in) read the step here, so a resumed run continues them."""
         self.config = config
         self.dist = dist or D.DistEnv()
         self.device = D.device_for(self.dist, config.device)
@@ -282,6 +286,8 @@ class Trainer:
         local = D.shard(batch, self.dist)
         xb = self.x_train[local].to(self.device, non_blocking=True)
         yb = self.y_train[local].to(self.device, non_blocking=True)
+        for hook in self.step_hooks:
+            hook(self.step, self.total_steps)
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():

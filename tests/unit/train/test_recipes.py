@@ -210,3 +210,86 @@ def test_cli_recipe_from_an_fp32_checkpoint(tmp_path: Path, capsys):
     assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "x"), "--no-progress",
                  "--recipe", "finetune"]) == 1
     assert "give init (--init CKPT)" in capsys.readouterr().err
+
+
+# ----- the input layer: progressive, optimal_delta, auto (all-ternary MNIST-1D, issue 22) ----
+
+
+def test_progressive_fades_the_input_layer_in_and_ends_ternary(small):
+    run = prepare("mlp", "progressive", config(epochs=2), small[0], policy="all")
+    key, quantizer = run.input_quantizer
+    assert key == "fc1.weight" and quantizer.method == "twn"
+    x = small[0][0][:8]
+    w = run.module.fc1.weight
+    with torch.no_grad():
+        assert torch.allclose(run.module.fc1(x), F.linear(x, w, run.module.fc1.bias), atol=1e-6)  # λ = 0: float
+        trits, alpha, _ = ternarize_torch(w, "twn", per_channel=True)
+        for step, lam in ((25, 0.5), (50, 1.0), (99, 1.0)):
+            quantizer.step(step, 100)  # the fade lasts half the steps
+            mixed = lam * trits * alpha[:, None] + (1 - lam) * w
+            assert quantizer.lam == lam
+            assert torch.allclose(run.module.fc1(x), F.linear(x, mixed, run.module.fc1.bias), atol=1e-5)
+    quantizer.step(0, 100)
+    run.trainer(*small).fit()  # the trainer drives the fade: it ends fully ternary
+    assert quantizer.lam == 1.0
+    run.module.eval()
+    with torch.no_grad():
+        assert torch.allclose(run.freeze()(small[1][0]), run.module(small[1][0]), atol=1e-4)
+
+
+def test_optimal_delta_trains_and_freezes_the_input_layer_with_the_optimal_rule(small):
+    run = prepare("mlp", "optimal_delta", config(epochs=1), small[0], policy="all")
+    run.trainer(*small).fit()
+    w = run.module.fc1.weight.detach()
+    trits, alpha, delta = ternarize_torch(w, "optimal", per_channel=True)
+    x = small[1][0]
+    with torch.no_grad():
+        assert torch.allclose(run.module.fc1(x), F.linear(x, trits * alpha[:, None], run.module.fc1.bias), atol=1e-5)
+    assert np.array_equal(run.thresholds()["fc1.weight"], delta.numpy())
+    run.module.eval()
+    with torch.no_grad():
+        assert torch.allclose(run.freeze()(x), run.module(x), atol=1e-4)
+    # the other layers keep their emitted rule (TWN), and under the default policy (fc1 at
+    # fp16) the input-layer parts have nothing to do
+    assert prepare("mlp", "progressive+optimal_delta", config(), small[0]).input_quantizer is None
+
+
+def test_auto_is_the_recommended_recipe_per_policy_and_misuse_is_named(small, fp32_mlp):
+    assert prepare("mlp", "auto", config(), small[0], policy="all").recipe.name == "progressive+optimal_delta"
+    assert prepare("mlp", "auto", config(), small[0], policy="all",
+                   teacher=fp32_mlp).recipe.name == "progressive+optimal_delta+distill"
+    assert prepare("mlp", "auto", config(), small[0]).recipe.name == "scratch"
+    with pytest.raises(TdslError, match="'shared_scale' replaces every layer's quantiser, 'progressive'"):
+        Recipe.parse("shared_scale+progressive")
+    with pytest.raises(TdslError, match="progressive_fraction"):
+        Recipe.parse("progressive", progressive_fraction=1.0)
+    with pytest.raises(TdslError, match="needs precision 'ternary'"):
+        prepare("mlp", "progressive", config(), small[0], precision="fp32")
+
+
+def test_auto_all_ternary_mnist1d_cnn_trains_packs_and_deploys_on_numba(tmp_path: Path):
+    """The all-ternary default end to end on the model of the accuracy table: a tiny run, its
+    package, and the Numba deployment of that package agreeing with the torch backend."""
+    import tdsl
+    from tdsl.package.writer import save
+    from tdsl.train.recipes import evaluate, mnist1d_dataset
+
+    d = mnist1d_dataset(seed=7)
+    train = (d.x_train[:400, None, :], d.y_train[:400])
+    test = (d.x_test[:200, None, :], d.y_test[:200])
+    run = prepare("mnist1d_cnn", "auto", config(epochs=3, batch_size=100, lr=1e-2), train, policy="all",
+                  params={"batch_norm": True})
+    assert run.input_quantizer[0] == "conv1.weight"
+    assert all(s.precision == "ternary" for s in run.compiled.freeze(run.module).layout.values()
+               if s.role == "packed" or s.role == "weight")
+    result = run.trainer(train, test).fit()
+    assert result.loss < result.history[0]["loss"] and run.input_quantizer[1].lam == 1.0
+    frozen = run.freeze()
+    assert evaluate(frozen, *test) == evaluate(run.module, *test)
+    pkg = tdsl.load(save(frozen, tmp_path / "pkg"))
+    x = test[0].numpy()
+    with torch.no_grad():
+        want = pkg.to_torch().eval()(test[0]).numpy()
+    got = tdsl.deploy(pkg, "numba", act_quant="float")(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert np.mean(got.argmax(axis=1) == want.argmax(axis=1)) == 1.0
