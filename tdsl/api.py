@@ -40,7 +40,7 @@ def resolve_source(source_or_path: str | Path) -> tuple[str, str]:
         return s, "<input>"  # an empty program (Path("") would name the working directory)
     if isinstance(source_or_path, Path) or (("\n" not in s) and s.endswith((".tdsl", ".tri"))):
         path = Path(s)
-        if not path.is_file():
+        if _kind(s) != "file":
             raise TdslError(f"no such file: {s}")
         return _read_source(path), str(path)
     if "\n" not in s and is_zoo_name(s):
@@ -48,10 +48,20 @@ def resolve_source(source_or_path: str | Path) -> tuple[str, str]:
         return _read_source(path), str(path)
     if "\n" not in s and s.isidentifier():
         zoo_path(s)  # raises a TdslError naming the zoo models
-    if "\n" not in s and not any(c.isspace() for c in s) and ("/" in s or "\\" in s or Path(s).exists()):
-        what = "a folder" if Path(s).is_dir() else ("no such file" if not Path(s).exists() else "not a .tdsl/.tri file")
+    if "\n" not in s and not any(c.isspace() for c in s) and ("/" in s or "\\" in s or _kind(s)):
+        what = {"dir": "a folder", None: "no such file"}.get(_kind(s), "not a .tdsl/.tri file")
         raise TdslError(f"{s}: {what}; give a zoo model name, a .tdsl or .tri file, or DSL text")
     return s, "<input>"
+
+
+def _kind(s: str) -> str | None:
+    """"file", "dir", "other" or None for what the path `s` names (a name too long for the file
+    system, or one holding NUL, names nothing rather than raising)."""
+    try:
+        path = Path(s)
+        return "file" if path.is_file() else "dir" if path.is_dir() else "other" if path.exists() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _read_source(path: Path) -> str:

@@ -67,7 +67,8 @@ class TdslError(Exception):
                 parts.append(line.replace("\t", " "))
                 parts.append(" " * (max(self.loc.col, 1) - 1) + "^")
         parts.extend(f"note: {n}" for n in self.notes)
-        return "\n".join(parts)
+        # a lone surrogate (a path or text from surrogateescape decoding) cannot be printed: escape it
+        return "\n".join(parts).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ParseError(TdslError):

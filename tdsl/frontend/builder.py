@@ -5,6 +5,7 @@ turns them into xDSL types and attributes, so `irgen` never touches xDSL details
 """
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from xdsl.dialects.builtin import (ArrayAttr, BoolAttr, DenseIntOrFPElementsAttr, FloatAttr,
@@ -152,7 +153,12 @@ class IRBuilder:
         check_scalar_range(value, dtype, loc)
         if dtype.startswith("float"):
             value = float(value)
-        attr = DenseIntOrFPElementsAttr.from_list(tensor_type(dtype, ()), [value])
+        try:
+            attr = DenseIntOrFPElementsAttr.from_list(tensor_type(dtype, ()), [value])
+        except (struct.error, OverflowError, ValueError, TypeError):  # a dtype the range check does not know
+            from tdsl.errors import TdslTypeError
+
+            raise TdslTypeError(f"{value!r} cannot be an element of a {dtype} tensor", loc) from None
         return self._append(d.ConstantOp(attr), loc).results[0]
 
     def constant_tensor(self, shape: tuple[int, ...], values: tuple, dtype: str,

@@ -31,7 +31,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 """Compile-time integers are int64: they end up in i64 attributes."""
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT16_MAX = 65504.0
-INT_RANGES = {"int8": (-128, 127), "int32": (-(2**31), 2**31 - 1), "int64": (INT64_MIN, INT64_MAX)}
+INT_RANGES = {"trit": (-1, 1), "int8": (-128, 127), "int32": (-(2**31), 2**31 - 1), "int64": (INT64_MIN, INT64_MAX)}
 
 
 class LimitError(TdslError):
@@ -57,7 +57,7 @@ def check_scalar_range(value: int | float, dtype: str, loc: SourceLoc | None) ->
     if dtype in INT_RANGES:
         lo, hi = INT_RANGES[dtype]
         if isinstance(value, float):
-            raise LimitError(f"the float {value:g} cannot be an element of an {dtype} tensor "
+            raise LimitError(f"the float {value:g} cannot be an element of {'an' if dtype[0] in 'aeiou' else 'a'} {dtype} tensor "
                              "(convert the tensor, or use an integer)", loc)
         if not lo <= value <= hi:
             raise LimitError(f"{_short(value)} is out of range for {dtype} [{lo}, {hi}]", loc)

@@ -85,8 +85,19 @@ def _lark() -> Lark:
                 postlex=_StatementSeparators())
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A str from `surrogateescape` decoding or a bad escape; it cannot be encoded, so cannot be shown."""
+
+
 def parse_program(text: str, filename: str = "<input>") -> A.Program:
     """Parse tdsl source (both `.tri` dialects included) and run the static checks."""
+    surrogate = _LONE_SURROGATE.search(text)
+    if surrogate is not None:  # not Unicode: no message that quotes the source could be printed
+        register_source(filename, _LONE_SURROGATE.sub("\ufffd", text))
+        line = text.count("\n", 0, surrogate.start()) + 1
+        col = surrogate.start() - (text.rfind("\n", 0, surrogate.start()) + 1) + 1
+        raise ParseError(f"the source holds a lone surrogate U+{ord(surrogate.group()):04X}, which is not a "
+                         "Unicode character", SourceLoc(filename, line, col))
     register_source(filename, text)
     if len(text) > limits.MAX_SOURCE_CHARS:
         raise limits.LimitError(f"the source has {len(text)} characters, more than the limit of "

@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from tdsl.errors import TdslError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -38,13 +40,19 @@ def plain_mode(folder: bool = False) -> int:
 def write_with(path: str | os.PathLike[str], writer: Callable[[str], None]) -> Path:
     """Call `writer(tmp_path)` to write the file, then rename it to `path` (folders are made)."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name[:200]}.", suffix=".tmp")
+    except OSError as e:  # a file where a folder must be, a name too long, no permission
+        raise TdslError(f"{dest}: cannot write here ({e.strerror}: {e.filename})") from None
     os.close(fd)
     try:
         writer(tmp)
         os.chmod(tmp, plain_mode())
         os.replace(tmp, dest)
+    except IsADirectoryError:
+        Path(tmp).unlink(missing_ok=True)
+        raise TdslError(f"{dest}: a folder is there; a file cannot replace it") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

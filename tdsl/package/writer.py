@@ -259,8 +259,11 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
         json.dumps(config["model"]["params"], allow_nan=False)
     except (TypeError, ValueError):
         raise TdslError(f"save: parameters {compiled.params!r} cannot be stored as JSON") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=staged_prefix(dest)))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=staged_prefix(dest)))
+    except OSError as e:  # a file where a folder must be, no permission
+        raise TdslError(f"{dest}: cannot write a package here ({e.strerror}: {e.filename})") from None
     try:
         os.chmod(tmp, plain_mode(folder=True))
         save_file(arrays, str(tmp / WEIGHTS_FILE), metadata={"format": PACKAGE_FORMAT})

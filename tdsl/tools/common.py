@@ -36,13 +36,83 @@ def add_force_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace output files or folders that already exist")
 
 
-def refuse_overwrite(path: str | os.PathLike[str] | None, force: bool, flag: str = "-o") -> None:
-    """Fail before any work when `path` exists and `--force` was not given: a typo in `-o`
-    must not silently replace a file (mlir-opt and most tools would; we ask instead)."""
-    if path is None or str(path) == "-" or force or not os.path.lexists(path):
+MAX_NAME_BYTES = 255
+"""The longest file name most file systems take (NAME_MAX)."""
+
+
+def refuse_overwrite(path: str | os.PathLike[str] | None, force: bool, flag: str = "-o", folder: bool = False) -> None:
+    """Fail before any work when `path` cannot be written: it exists and `--force` was not
+    given (a typo in `-o` must not silently replace a file, as mlir-opt would), it is a folder
+    where a file goes (or a file where a folder goes), a file stands where one of its parent
+    folders must be, or a name in it is too long for the file system."""
+    if path is None or str(path) == "-":
         return
-    kind = "folder" if os.path.isdir(path) else "file"
-    raise TdslError(f"{flag} {path}: the {kind} already exists; pass --force to replace it")
+    target = Path(path)
+    for part in target.parts:
+        if len(os.fsencode(part)) > MAX_NAME_BYTES:
+            raise TdslError(f"{flag} {str(path)[:80]}...: a name of {len(os.fsencode(part))} bytes is longer than "
+                            f"the file system allows ({MAX_NAME_BYTES})")
+    for parent in target.parents:
+        if os.path.lexists(parent) and not parent.is_dir():
+            raise TdslError(f"{flag} {path}: '{parent}' is a file, so nothing can be written below it")
+    if not os.path.lexists(target):
+        return
+    kind = "folder" if target.is_dir() else "file"
+    if not force:
+        raise TdslError(f"{flag} {path}: the {kind} already exists; pass --force to replace it")
+    if target.is_dir() != folder:
+        raise TdslError(f"{flag} {path}: a {kind} is there and this writes a {'folder' if folder else 'file'}; "
+                        f"--force replaces a {'folder' if folder else 'file'} only (remove it, or choose another name)")
+
+
+def int_option(low: int, high: int, what: str = "an integer") -> Callable[[str], int]:
+    """An argparse `type` for an integer option in [low, high]: a negative, huge or malformed
+    value is a usage error naming the option, never a traceback further on."""
+    def parse(text: str) -> int:
+        digits = text.strip().lstrip("+-")
+        if not digits.isdigit() or len(digits) > 20:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text[:40]}'")
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: expected {what} from {low} to {high}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_option(low: float, high: float, what: str = "a number") -> Callable[[str], float]:
+    """An argparse `type` for a finite float option in [low, high] (no NaN, no Inf)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text) if len(text) <= 40 else float("nan")
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text[:40]}'") from None
+        if not low <= value <= high:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"'{text[:40]}' is out of range: expected {what} from {low:g} to {high:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def read_weights_file(path: str, flag: str = "--weights") -> dict[str, Any]:
+    """The state dict of a .safetensors file given on the command line (a missing, unreadable
+    or garbage file is a user error naming the option, not a safetensors traceback)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise TdslError(f"{flag} {path}: no such file")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise TdslError(f"{flag} {path}: not a readable .safetensors file ({str(e)[:200]})") from None
+
+
+SEED = int_option(0, 2**32 - 1, "a seed")
+"""numpy's seeds are 32-bit; torch's take them too."""
+BATCH = int_option(1, 2**31 - 1, "a batch size")
 
 
 MODEL_HELP = ("a zoo model name (see `tdsl models`), a .tdsl / .tri file, a saved package folder "

@@ -9,8 +9,9 @@ from typing import Any
 
 from tdsl.errors import TdslError
 from tdsl.package.files import write_atomic
-from tdsl.tools.common import (DEFAULT_PRECISION, PRECISION_DEFAULT, add_force_arg, add_model_arg, add_trit_format_arg,
-                               command_main, no_package, params_from, refuse_overwrite, resolve_model, trit_format)
+from tdsl.tools.common import (SEED, DEFAULT_PRECISION, PRECISION_DEFAULT, add_force_arg, add_model_arg, add_trit_format_arg,
+                               command_main, no_package, params_from, read_weights_file, refuse_overwrite, resolve_model,
+                               trit_format)
 
 
 def add_parser(sub: Any) -> None:
@@ -33,7 +34,7 @@ def add_parser(sub: Any) -> None:
                        help="one ternary scale per weight tensor")
     add_trit_format_arg(p, "--format")
     p.add_argument("--weights", help="fp32 weights (.safetensors) to quantise; default: the model's initialisation")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation when no --weights")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the initialisation when no --weights")
     p.add_argument("--pipeline-all", action="store_true",
                    help="run fp32 -> fp16 -> int8 -> ternary -> mixed and print one memory row per precision")
     p.add_argument("--report", metavar="OUT.json", help="write the reports as JSON")
@@ -55,7 +56,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise TdslError(f"--output must be a .safetensors file, got '{args.output}'")
     params = params_from(args)
     torch.manual_seed(args.seed)
-    weights: Any = args.weights
+    weights: Any = args.weights and read_weights_file(args.weights)
     if weights is None:
         from tdsl.api import compile as compile_
 

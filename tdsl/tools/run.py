@@ -2,21 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from typing import Any
 
 from tdsl.errors import TdslError
-from tdsl.tools.common import add_model_args, command_main, compile_model, resolve_model
+from tdsl.signature import check_memory
+from tdsl.tools.common import BATCH, SEED, add_model_args, command_main, compile_model, resolve_model
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="compile a model (or load a package), build it in PyTorch and run one "
                                    "forward pass")
     add_model_args(p)
-    p.add_argument("--batch", type=int, default=2, help="batch size for the dynamic batch dim")
+    p.add_argument("--batch", type=BATCH, default=2, help="batch size for the dynamic batch dim")
     p.add_argument("--input-shape", help="full input shape, e.g. 1,3,32,32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=cmd_run)
 
 
@@ -25,10 +27,10 @@ def input_shape_for(model: Any, batch: int, override: str | None) -> list[int]:
     from tdsl.dialects.tdsl import dims_of, entry_layer
 
     if override:
-        try:
-            return [int(x) for x in override.split(",")]
-        except ValueError:
-            raise TdslError(f"--input-shape expects integers like 1,3,32,32, got '{override}'") from None
+        dims = override.split(",")
+        if not all(d.strip().isdigit() and len(d.strip()) <= 12 and int(d) >= 1 for d in dims):
+            raise TdslError(f"--input-shape expects positive integers like 1,3,32,32, got '{override[:80]}'")
+        return [int(d) for d in dims]
     fwd = entry_layer(model.module).forward
     inputs = fwd.function_type.inputs.data
     if len(inputs) != 1:
@@ -73,7 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             shape_txt = "()"
         else:
             shape = input_shape_for(model, args.batch, args.input_shape)
-            x = torch.randn(*shape, dtype=input_dtype(model))
+            dtype = input_dtype(model)
+            check_memory(math.prod(shape) * dtype.itemsize, f"the random input of shape {shape}")
+            x = torch.randn(*shape, dtype=dtype) if dtype.is_floating_point else torch.randint(-1, 2, shape, dtype=dtype)
             out = net(x)
             shape_txt = "x".join(map(str, shape))
     elapsed = (time.perf_counter() - t0) * 1e3

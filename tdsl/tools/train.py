@@ -14,7 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tdsl.tools.common import add_model_arg, command_main, no_package, params_from, refuse_overwrite, resolve_model
+from tdsl.tools.common import (BATCH, SEED, add_model_arg, command_main, float_option, int_option, no_package,
+                               params_from, refuse_overwrite, resolve_model)
 
 # argparse dest -> TrainConfig field, for options whose default is "not given"
 CONFIG_ARGS = {
@@ -26,6 +27,9 @@ CONFIG_ARGS = {
     "health": "health", "log_every": "log_every", "device": "device",
 }
 DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
+STEPS, POSITIVE_STEPS = int_option(0, 2**31 - 1, "a number of steps"), int_option(1, 2**31 - 1, "a number of steps")
+RATE, BOUND = float_option(0.0, 1e3, "a rate"), float_option(0.0, 1e30, "a bound")
+"""Numeric option types: a negative, huge or malformed value is a usage error naming the option."""
 
 
 def add_parser(sub: Any) -> None:
@@ -47,24 +51,24 @@ def add_parser(sub: Any) -> None:
                                                   "finetune, calibrate")
     r.add_argument("--teacher", metavar="CKPT", help="FP32 teacher for distill (default: --init)")
     g = p.add_argument_group("optimisation (unset: defaults, or the checkpoint's values with --resume)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch size (default 64)")
+    g.add_argument("--epochs", type=int_option(1, 10**6, 'a number of epochs'))
+    g.add_argument("--batch-size", type=BATCH, help="global batch size (default 64)")
     g.add_argument("--optimizer", choices=["sgd", "adamw"])
-    g.add_argument("--lr", type=float, help="peak learning rate (default 0.05 for sgd, 1e-3 for adamw)")
-    g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    g.add_argument("--lr", type=RATE, help="peak learning rate (default 0.05 for sgd, 1e-3 for adamw)")
+    g.add_argument("--momentum", type=float_option(0.0, 1.0, 'a momentum'), help="SGD momentum (default 0.9)")
     g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)")
     g.add_argument("--schedule", choices=["cosine", "step", "constant"], help="LR schedule (default constant)")
-    g.add_argument("--warmup-steps", type=int, help="linear warm-up steps before the schedule")
-    g.add_argument("--step-size", type=int, help="step schedule: steps between decays")
-    g.add_argument("--gamma", type=float, help="step schedule: decay factor")
-    g.add_argument("--clip-norm", type=float, help="clip the global gradient norm to this")
-    g.add_argument("--clip-value", type=float, help="clip each gradient element to [-v, v]")
-    g.add_argument("--weight-decay", type=float, help="weight decay on weights (not biases or norms)")
-    g.add_argument("--ternary-reg", type=float,
+    g.add_argument("--warmup-steps", type=STEPS, help="linear warm-up steps before the schedule")
+    g.add_argument("--step-size", type=POSITIVE_STEPS, help="step schedule: steps between decays")
+    g.add_argument("--gamma", type=float_option(0.0, 1e3, 'a factor'), help="step schedule: decay factor")
+    g.add_argument("--clip-norm", type=BOUND, help="clip the global gradient norm to this")
+    g.add_argument("--clip-value", type=BOUND, help="clip each gradient element to [-v, v]")
+    g.add_argument("--weight-decay", type=RATE, help="weight decay on weights (not biases or norms)")
+    g.add_argument("--ternary-reg", type=float_option(0.0, 1e6, 'a weight'),
                    help="weight of the L2 pull of latent weights toward their nearest ternary value")
     g.add_argument("--amp", action="store_true", default=None,
                    help="mixed precision: bf16 autocast on CPU, fp16 with loss scaling on CUDA")
-    g.add_argument("--seed", type=int, help="seed for initialisation, dropout and data order (default 0)")
+    g.add_argument("--seed", type=SEED, help="seed for initialisation, dropout and data order (default 0)")
     g.add_argument("--health", choices=["raise", "warn", "off"],
                    help="on NaN/Inf or exploding/vanishing gradients: stop (default), warn, or ignore")
     g.add_argument("--device", help="auto (default), cpu or cuda")
@@ -74,8 +78,8 @@ def add_parser(sub: Any) -> None:
     o.add_argument("--force", action="store_true", help="train into an existing output folder, replacing its files")
     o.add_argument("--resume", metavar="CKPT",
                    help="checkpoint folder, or a checkpoints folder (its latest), to continue from")
-    o.add_argument("--keep-last", type=int, help="checkpoints to keep (default 3; 0 keeps all)")
-    o.add_argument("--log-every", type=int, help="also log a metrics record every N steps")
+    o.add_argument("--keep-last", type=int_option(0, 10**6, 'a count'), help="checkpoints to keep (default 3; 0 keeps all)")
+    o.add_argument("--log-every", type=POSITIVE_STEPS, help="also log a metrics record every N steps")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -105,8 +109,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     target = no_package(resolve_model(args), "train")
     args.model = target.value
     out = Path(args.out) if args.out else Path("runs") / target.name
+    refuse_overwrite(out, True, "--out", folder=True)  # a file in its place or above it, a name too long
     if not args.resume and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
-        refuse_overwrite(out, args.force, "--out")  # a second run would mix its checkpoints with the first's
+        refuse_overwrite(out, args.force, "--out", folder=True)  # a second run would mix its checkpoints with the first's
     import torch
 
     from tdsl.api import compile as compile_

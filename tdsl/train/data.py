@@ -17,6 +17,7 @@ indices in 0..num_classes-1.
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -150,7 +151,7 @@ def _load_npy(path: Path) -> np.ndarray:
         raise TdslError(f"no such file: {path}")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise TdslError(f"{path}: not a readable .npy array ({e})") from None
 
 
@@ -162,7 +163,7 @@ def load_npz(path: str | Path, test_fraction: float = 0.2, seed: int = 0) -> Dat
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # BadZipFile: not a zip at all
         raise TdslError(f"{path}: not a readable .npz archive ({e})") from None
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:

@@ -305,3 +305,165 @@ def run_mlir(count: int, seed: int, tmp: Path) -> Tally:
             tally.counts["findings"] += 1
             tally.findings.append((s, f"{type(e).__name__}: {str(e)[:200]}", source))
     return tally
+
+
+# ---------------------------------------------------------------- the two signatures of issue 22
+# Tracebacks the generators above never produced: a scalar literal meeting a tensor of a typed
+# element (`Tensor[trit, 4] * 0.5` packed 0.5 as a trit: struct.error), and one-line sources
+# without a newline, which `tdsl.compile` first takes for a path ("1" * 256: File name too long).
+ELEMENTS = ("float32", "float16", "int8", "int32", "int64", "trit", "bool")
+SCALARS = ("0", "1", "-1", "2", "-2", "0.5", "-0.5", "1e39", "1e400", "127", "128", "-129", "65504", "65520",
+           "2147483648", "9223372036854775808", "9" * 40, "true", "false")
+SCALAR_OPS = ("+", "-", "*", "/", "%", "==", "<", "@")
+
+
+def typed_scalar_program(rng: random.Random) -> str:
+    """A forward on one typed tensor combined with a scalar literal (either side)."""
+    element, scalar, op = rng.choice(ELEMENTS), rng.choice(SCALARS), rng.choice(SCALAR_OPS)
+    expr = f"x {op} {scalar}" if rng.random() < 0.5 else f"{scalar} {op} x"
+    out = rng.choice((element, "float32"))
+    return f"layer T {{ fn forward(x: Tensor[{element}, N, 4]) -> Tensor[{out}, N, 4] {{ return {expr} }} }}\n"
+
+
+def one_line_source(rng: random.Random) -> str:
+    """A source of one line with no newline: digits, names, paths and text of every length."""
+    unit = rng.choice(("1", "a", "x", "/", "a/", "../", ".", "é", "\udc80", "\x00", " ", "layer", "mlp"))
+    text = unit * rng.choice((1, 2, 100, 255, 256, 300, 5000))
+    return text + rng.choice(("", ".tdsl", ".tri", "/", " ", "\t"))
+
+
+def signature_programs(count: int, seed: int) -> Iterator[tuple[int, str]]:
+    """(seed, source) alternating the two generators above."""
+    for i in range(count):
+        s = seed * 1_000_003 + i
+        rng = random.Random(s)
+        yield s, typed_scalar_program(rng) if i % 2 == 0 else one_line_source(rng)
+
+
+def run_signatures(count: int, seed: int) -> Tally:
+    tally = Tally()
+    for s, source in signature_programs(count, seed):
+        tally.counts["programs"] += 1
+        try:
+            tally.counts[check_any_error(source)] += 1
+        except Exception as e:
+            tally.counts["findings"] += 1
+            tally.findings.append((s, f"{type(e).__name__}: {str(e)[:200]}", source[:400]))
+    return tally
+
+
+def check_any_error(source: str) -> str:
+    """'ok', 'located' or 'named' (a TdslError without a location is right for a one-line
+    argument that names no program); the message must render as UTF-8 (it is printed)."""
+    try:
+        tdsl.compile(source)
+    except TdslError as e:
+        e.render().encode("utf-8")
+        if "\n" in source and e.loc is None:
+            raise AssertionError(f"TdslError without a location: {e.message}") from None
+        return "located" if e.loc is not None else "named"
+    return "ok"
+
+
+# ---------------------------------------------------------------- command-line arguments
+NUMBERS = ("-1", "0", "1", "-2,4", "2,-4", "100000000000", "100000000000,4", "1e400", "nan", "inf", "-inf", "abc",
+           "", "9" * 5000, "0x10", "1.5", "2,", ",", "3,,4", "-0", "+5", "\u0663", "1_000", "4294967296")
+NUMERIC_OPTIONS = {
+    "run": ("--batch", "--seed", "--input-shape"),
+    "export": ("--seed", "--batch"),
+    "quantize": ("--seed",),
+    "train": ("--epochs", "--batch-size", "--lr", "--momentum", "--warmup-steps", "--step-size", "--gamma",
+              "--clip-norm", "--clip-value", "--weight-decay", "--ternary-reg", "--seed", "--keep-last", "--log-every"),
+}
+OUTPUT_SPOTS = ("file", "dir", "below-file", "missing-parents", "long-name", "new")
+
+
+def _spot(tmp: Path, kind: str, name: str) -> str:
+    """An output path of a kind: an existing file or folder, a path below a file, one whose
+    parents are missing, a name too long for the file system, or a new name."""
+    base = tmp / f"spot-{kind}"
+    base.mkdir(exist_ok=True)
+    if kind == "file":
+        (base / name).write_text("keep me")
+    elif kind == "dir":
+        (base / name).mkdir(exist_ok=True)
+    elif kind == "below-file":
+        (base / "afile").write_text("keep me")
+        return str(base / "afile" / name)
+    elif kind == "missing-parents":
+        return str(base / "a" / "b" / name)
+    elif kind == "long-name":
+        return str(base / ("n" * 300 + name))
+    return str(base / name)
+
+
+def cli_cases(count: int, seed: int, tmp: Path) -> Iterator[tuple[int, list[str]]]:
+    """(seed, argv): numeric options given negative, huge and malformed values, and `-o` onto
+    files, folders, paths below a file, missing parents and overlong names, with and without
+    --force. Work that would take long is cut short by a bad `--dataset`/`--weights` after the
+    option parsing, so valid values stay fast."""
+    garbage = tmp / "garbage.bin"
+    garbage.write_bytes(b"PK\x03\x04 not a zip, not safetensors")
+    bad_data = tmp / "bad.npz"
+    bad_data.write_bytes(b"PK\x03\x04 not a zip")
+    for i in range(count):
+        s = seed * 1_000_003 + i
+        rng = random.Random(s)
+        if i % 2 == 0:
+            command = rng.choice(sorted(NUMERIC_OPTIONS))
+            option, value = rng.choice(NUMERIC_OPTIONS[command]), rng.choice(NUMBERS)
+            argv = {"run": ["run", "mlp"], "export": ["export", "mlp", "--format", "onnx", "-o", str(tmp / "o.onnx"),
+                                                      "--force", "--weights", str(garbage)],
+                    "quantize": ["quantize", "mlp", "--weights", str(garbage)],
+                    "train": ["train", "mlp", "--dataset", str(bad_data), "--out", str(tmp / "run"), "--force"]}[command]
+            yield s, [*argv, f"{option}={value}"]
+            continue
+        kind = rng.choice(OUTPUT_SPOTS)
+        force = ["--force"] if rng.random() < 0.5 else []
+        command = rng.choice(("compile", "quantize", "quantize-report", "export-onnx", "export-package", "train", "opt"))
+        if command == "compile":
+            yield s, ["compile", "mlp", "-o", _spot(tmp, kind, "out.mlir"), *force]
+        elif command == "quantize":
+            yield s, ["quantize", "mlp", "--weights", str(garbage), "-o", _spot(tmp, kind, "q.safetensors"), *force]
+        elif command == "quantize-report":
+            yield s, ["quantize", "mlp", "--weights", str(garbage), "--report", _spot(tmp, kind, "r.json"), *force]
+        elif command.startswith("export"):
+            fmt = command.split("-")[1]
+            yield s, ["export", "mlp", "--format", fmt, "--weights", str(garbage), "-o",
+                      _spot(tmp, kind, "m.onnx" if fmt == "onnx" else "pkg"), *force]
+        elif command == "train":
+            yield s, ["train", "mlp", "--dataset", str(bad_data), "--out", _spot(tmp, kind, "run"), *force]
+        else:
+            yield s, ["opt", str(ROOT / "tests" / "ir" / "canonicalize.mlir"), "-o", _spot(tmp, kind, "o.mlir"), *force]
+
+
+def check_cli(argv: list[str]) -> str:
+    """Run `tdsl` (or `tdsl-opt` for "opt") in-process: 'ok' (exit 0) or 'refused' (exit 1
+    with an `error:` line); another exit status, a traceback or an escaping exception is a finding."""
+    from tdsl.tools.tdsl_cli import main as tdsl_main
+    from tdsl.tools.tdsl_opt import main as opt_main
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        rc = opt_main(argv[1:]) if argv[0] == "opt" else tdsl_main(argv)
+    text = err.getvalue()
+    if "Traceback" in text:
+        raise AssertionError(f"traceback: {text[-500:]}")
+    text.encode("utf-8")
+    if rc == 0:
+        return "ok"
+    if rc == 1 and "error" in text:
+        return "refused"
+    raise AssertionError(f"exit {rc}: {text[-500:]}")
+
+
+def run_cli(count: int, seed: int, tmp: Path) -> Tally:
+    tally = Tally()
+    for s, argv in cli_cases(count, seed, tmp):
+        tally.counts["commands"] += 1
+        try:
+            tally.counts[check_cli(argv)] += 1
+        except Exception as e:
+            tally.counts["findings"] += 1
+            tally.findings.append((s, f"{type(e).__name__}: {str(e)[:300]}", " ".join(a[:100] for a in argv)))
+    return tally

@@ -157,3 +157,32 @@ def test_tdsl_opt_non_utf8_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
     path.write_bytes(b"let x = 1\n\xff\n")
     assert opt_main([str(path)]) == 1
     assert f"{path}:2:1: error: the file is not valid UTF-8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("expr", "message"), [
+    ("x * 0.5", "the float 0.5 cannot be an element of a trit tensor"),
+    ("x + 2", "2 is out of range for trit [-1, 1]"),
+])
+def test_a_scalar_that_a_trit_tensor_cannot_hold_is_located(expr: str, message: str) -> None:
+    """Issue 22: `Tensor[trit, 4] * 0.5` packed 0.5 as a trit and failed in struct.pack."""
+    source = f"layer T {{ fn forward(x: Tensor[trit, 4]) -> Tensor[trit, 4] {{ return {expr} }} }}\n"
+    with pytest.raises(TdslError) as info:
+        tdsl.compile(source)
+    assert message in info.value.message
+    assert (info.value.loc.line, info.value.loc.col) == (1, source.index(expr) + 1)
+
+
+def test_a_lone_surrogate_is_located_and_the_message_prints() -> None:
+    source = "layer T {\n fn forward(x: Tensor[float32, 4]) -> Tensor[float32, 4] { return x + \udc80 }\n}\n"
+    with pytest.raises(TdslError, match="lone surrogate U\\+DC80") as info:
+        tdsl.compile(source)
+    assert (info.value.loc.line, info.value.loc.col) == (2, source.splitlines()[1].index("\udc80") + 1)
+    assert "\ufffd" in info.value.render().encode("utf-8").decode("utf-8")
+
+
+@pytest.mark.parametrize("text", ["1" * 256, "x" * 300 + ".tdsl", "a/" * 200, "\udc80" * 10 + ".tdsl"])
+def test_one_line_text_taken_for_a_path_is_an_error(text: str) -> None:
+    """Issue 22: `tdsl.compile("1" * 256)` asked the file system and got 'File name too long'."""
+    with pytest.raises(TdslError) as info:
+        tdsl.compile(text)
+    info.value.render().encode("utf-8")
