@@ -293,3 +293,11 @@ def test_auto_all_ternary_mnist1d_cnn_trains_packs_and_deploys_on_numba(tmp_path
     got = tdsl.deploy(pkg, "numba", act_quant="float")(x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert np.mean(got.argmax(axis=1) == want.argmax(axis=1)) == 1.0
+
+
+def test_cli_recipe_auto_under_the_all_policy(tmp_path: Path, capsys):
+    from tdsl.tools.tdsl_cli import main
+
+    assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "q"), "--no-progress", "--optimizer",
+                 "adamw", "--batch-size", "128", "--lr", "3e-3", "--recipe", "auto", "--policy", "all"]) == 0
+    assert "ternary (all policy), recipe progressive+optimal_delta" in capsys.readouterr().out

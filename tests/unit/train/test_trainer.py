@@ -196,3 +196,16 @@ def test_progress_bar_on_a_tty_lines_elsewhere(small, capsys, monkeypatch, progr
     err = capsys.readouterr().err
     assert ("epoch 1/1:" in err) == (shown == "bar")  # tqdm's "desc: 100%|..."
     assert ("epoch 1/1  step" in err and "loss" in err and "test_acc" in err) == (shown == "lines")
+
+
+def test_step_hooks_see_every_step_and_a_resumed_run_continues(small, tmp_path) -> None:
+    seen: list[tuple[int, int]] = []
+    cfg = TrainConfig(epochs=2, batch_size=100, progress=False)
+    first = Trainer(tiny_mlp(), cfg, small[0], small[1], out_dir=tmp_path, step_hooks=[lambda s, n: seen.append((s, n))])
+    first.fit(until_epoch=1)  # 300 samples / 100: 3 steps per epoch, 6 in all
+    assert seen == [(0, 6), (1, 6), (2, 6)]
+    seen.clear()
+    second = Trainer(tiny_mlp(), cfg, small[0], small[1], step_hooks=[lambda s, n: seen.append((s, n))])
+    second.load_checkpoint(tmp_path / "checkpoints")
+    second.fit()
+    assert seen == [(3, 6), (4, 6), (5, 6)]
