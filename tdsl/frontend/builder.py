@@ -6,6 +6,7 @@ turns them into xDSL types and attributes, so `irgen` never touches xDSL details
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import Any
 
 from xdsl.dialects.builtin import (ArrayAttr, BoolAttr, DenseIntOrFPElementsAttr, FloatAttr,
@@ -124,7 +125,7 @@ class IRBuilder:
     def finish(self, entry_sym: str, source: str) -> ModuleOp:
         module = ModuleOp(self.layers)
         module.attributes["tdsl.entry"] = SymbolRefAttr(entry_sym)
-        module.attributes["tdsl.source"] = StringAttr(source)
+        module.attributes["tdsl.source"] = StringAttr(recorded_source(source))
         self.layers = []
         return module
 
@@ -183,3 +184,14 @@ def _hint(name: str) -> str | None:
     """A valid SSA name hint from a DSL name (xDSL rejects some characters)."""
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
     return cleaned if cleaned and not cleaned[0].isdigit() else None
+
+
+def recorded_source(filename: str) -> str:
+    """What the IR records as its source: a file installed with tdsl (a zoo model) as its path
+    inside the package (`tdsl/models/mlp.tdsl`), not the absolute path of this installation,
+    which would leak into every emitted and exported file and differ between machines."""
+    installed = Path(__file__).resolve().parents[1]
+    try:
+        return (Path(installed.name) / Path(filename).resolve().relative_to(installed)).as_posix()
+    except (ValueError, OSError):
+        return filename

@@ -796,4 +796,5 @@ def build_module(text: str, filename: str = "<input>", entry: str | None = None,
     from tdsl.frontend.prelude import prelude_program
 
     program = parse_program(text, filename)
-    return Elaborator(program, prelude_program()).build(entry, params)
+    with limits.recursion_room():
+        return Elaborator(program, prelude_program()).build(entry, params)

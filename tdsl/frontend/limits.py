@@ -8,6 +8,9 @@ The checks that need a location take one; the callers pass the DSL text that cau
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tdsl.errors import SourceLoc, TdslError
@@ -16,6 +19,11 @@ MAX_SOURCE_CHARS = 4_000_000
 """A source text longer than this is refused before lexing (the zoo's largest is ~5,000)."""
 MAX_NESTING = 200
 """Levels of the parse tree: each nested call, bracket, block, `if` or operator adds one or two."""
+MAX_CHAIN = 4_000
+"""Terms of one left-associative operator chain (`a0 + a1 + ...`; the original project's
+valid_030.tri sums 1,000); a chain link costs the tree walks about two Python frames."""
+FRAMES_PER_LEVEL = 5
+"""Python frames the recursive tree walks take per level of nesting (a chain link takes ~2)."""
 MAX_CALL_DEPTH = 64
 """Nested layer instantiations and `fn` calls together (recursion ends here)."""
 MAX_UNROLL = 10_000
@@ -32,6 +40,18 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT16_MAX = 65504.0
 INT_RANGES = {"trit": (-1, 1), "int8": (-128, 127), "int32": (-(2**31), 2**31 - 1), "int64": (INT64_MIN, INT64_MAX)}
+
+
+@contextmanager
+def recursion_room() -> Iterator[None]:
+    """Let the recursive tree walks (AST building, checks, elaboration) take the frames that a
+    program within `MAX_NESTING` and `MAX_CHAIN` can need, on top of Python's usual limit."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(old + FRAMES_PER_LEVEL * (MAX_NESTING + MAX_CHAIN))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 class LimitError(TdslError):

@@ -109,8 +109,9 @@ def parse_program(text: str, filename: str = "<input>") -> A.Program:
         raise _syntax_error(err, text, filename, parser) from None
     _check_nesting(tree, filename)
     try:
-        program = _ToAst(filename, text).transform(tree)
-        check_program(program)
+        with limits.recursion_room():
+            program = _ToAst(filename, text).transform(tree)
+            check_program(program)
     except VisitError as err:
         raise err.orig_exc from None
     except RecursionError:  # the tree walks recurse; the LALR parse itself does not
@@ -140,21 +141,36 @@ def decode_source(data: bytes, filename: str) -> str:
                          SourceLoc(filename, line, col)) from None
 
 
-def _check_nesting(tree: Tree, filename: str) -> None:
-    """Refuse a parse tree deeper than `MAX_NESTING`, walking it without recursion.
+_CHAINS = frozenset({"binop", "or_op", "and_op"})
+"""Left-associative operator rules: `a + b + c` is `binop(binop(a, b), c)`, a chain, not nesting."""
 
-    The tree walks after this one (AST building, checks, elaboration) recurse, so this
-    bound is what keeps them inside Python's stack.
+
+def _check_nesting(tree: Tree, filename: str) -> None:
+    """Refuse a parse tree that nests more than `MAX_NESTING` levels, or whose operator chains
+    are longer than `MAX_CHAIN`, walking it without recursion.
+
+    The tree walks after this one (AST building, checks, elaboration) recurse once per level
+    of the tree. A left-associative chain (`a0 + a1 + ... + a999`) is as deep as it is long,
+    but each of its links costs those walks about two Python frames, where a level of real
+    nesting (a call, a bracket, a block) costs up to five; so a chain link does not count as
+    nesting, the chain has its own bound, and `limits.recursion_room` gives the walks the
+    frames that both bounds together can take.
     """
-    stack: list[tuple[Tree, int]] = [(tree, 1)]
+    stack: list[tuple[Tree, int, int]] = [(tree, 1, 0)]
     while stack:
-        node, depth = stack.pop()
-        if depth > limits.MAX_NESTING:
+        node, depth, chain = stack.pop()
+        if depth > limits.MAX_NESTING or chain + 2 > limits.MAX_CHAIN:  # a chain of n links has n + 2 terms
             meta = node.meta
             loc = SourceLoc(filename, getattr(meta, "line", 1), getattr(meta, "column", 1))
+            if chain + 2 > limits.MAX_CHAIN:
+                raise limits.LimitError(f"an operator chain of more than {limits.MAX_CHAIN} terms", loc)
             raise limits.LimitError(f"the program nests more than {limits.MAX_NESTING} levels deep "
                                     "(calls, brackets, blocks and operators)", loc)
-        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+        for i, child in enumerate(node.children):
+            if not isinstance(child, Tree):
+                continue
+            link = i == 0 and node.data in _CHAINS and child.data == node.data
+            stack.append((child, depth if link else depth + 1, chain + 1 if link else 0))
 
 
 # ---------------------------------------------------------------- syntax errors

@@ -59,7 +59,7 @@ CASES = [
      3, "more than 100000 steps"),
     ("4000-nested-calls", "let x = " + "abs(" * 4000 + "1" + ")" * 4000 + "\n", 1, "nests more than 200"),
     ("10000-nested-ifs", "if true {\n" * 10000 + "}\n" * 10000, 100, "nests more than 200"),
-    ("long-operator-chain", "let x = " + " + ".join(["1"] * 5000) + "\n", 1, "nests more than 200"),
+    ("long-operator-chain", "let x = " + " + ".join(["1"] * 5000) + "\n", 1, "an operator chain of more than 4000 terms"),
     ("int-tensor-times-float", layer("", ret="return x * 1.5").replace("float32", "int8"), 3,
      "cannot be an element of an int8 tensor"),
     ("int8-tensor-times-300", layer("", ret="return x * 300").replace("float32", "int8"), 3,
