@@ -628,7 +628,7 @@ class ScopeWriter(A.Context):
         if node in self.env:
             return self.env[node]
         if node in self.g.folded:
-            return [self.constant(node)]
+            return self.constant(node)
         raise TdslError(f"internal: module '{self.call.path}' reads '{node.name}' before it is written")
 
     def weight(self, node: Node) -> str:
@@ -650,9 +650,9 @@ class ScopeWriter(A.Context):
             self.w.weights[dsl_path(key)] = key
         return local
 
-    def constant(self, node: Node) -> str:
-        """A value computed from buffers alone (position ids, all-true masks): stored as a
-        buffer of this module, named after the node."""
+    def constant(self, node: Node) -> Tokens:
+        """A value computed from buffers alone: position ids 0..T-1 of an input of ids are
+        `positions(ids)`; anything else is stored as a buffer of this module, named after the node."""
         while str(node.target) in ("aten.expand.default",) and hasattr(node.args[0], "op"):
             node = node.args[0]
         import torch
@@ -660,7 +660,10 @@ class ScopeWriter(A.Context):
         value = self.g.values[node]
         if not isinstance(value, torch.Tensor):
             raise TdslError(f"internal: '{node.name}' is not a tensor")
-        name = identifier(node.name)
+        positions = self._positions_of(value)
+        if positions is not None:
+            return positions
+        name = self._constant_name(node)
         if name not in self.declared:
             decl: Tokens = ["@buffer ", f"let {name}: ", tensor_type(value, None)[:-1]]
             for d in value.shape:
@@ -670,7 +673,38 @@ class ScopeWriter(A.Context):
             self.inst.decls.append(decl)
             key = f"{dsl_path(self.call.path)}.{name}" if self.call.path else name
             self.w.constants[key] = value.detach().clone()
-        return name
+        return [name]
+
+    def _constant_name(self, node: Node) -> str:
+        """After the buffer it was computed from (`token_type_ids`), else the graph node."""
+        todo, seen = [node], set()
+        while todo:
+            n = todo.pop(0)
+            if n in self.g.weights:
+                name = identifier(self.g.weights[n].rpartition(".")[2])
+                return name if name not in self.declared and self.g.weights[n] not in self.w.weights.values() \
+                    else identifier(node.name)
+            if n not in seen:
+                seen.add(n)
+                todo += list(n.all_input_nodes)
+        return identifier(node.name)
+
+    def _positions_of(self, value: Any) -> Tokens | None:
+        """`positions(ids)` when `value` is 0..T-1 ([T] or [1, T]) and this module takes ids [N, T]."""
+        import torch
+
+        if value.is_floating_point() or value.dim() not in (1, 2) or (value.dim() == 2 and value.shape[0] != 1):
+            return None
+        count = value.shape[-1]
+        if not torch.equal(value.reshape(-1), torch.arange(count, dtype=value.dtype)):
+            return None
+        names = self.input_names(self.w, self.inst)
+        for node, name in zip(self.inst.inputs, names):
+            example = self.g.values.get(node)
+            if isinstance(example, torch.Tensor) and not example.is_floating_point() and example.dim() == 2 \
+                    and example.shape[-1] == count:
+                return A.call("positions", [name])
+        return None
 
     def child_slot(self, child: Call) -> tuple[str, Tokens]:
         """(how forward calls the child, its name) and declares it."""

@@ -66,6 +66,7 @@ def test_bert_encoder(tmp_path):
     assert "return attention(query(x), key(x), value(x), 2, causal=false)" in text
     assert len(re.findall(r"^layer BertLayer\b", text, re.M)) == 1
     assert "let layer_ = [BertLayer(), BertLayer()]" in text
+    assert "position_embeddings(positions(x))" in text  # the position-id buffer's slice is 0..T-1
     stored = pkg.state_dict()
     params = {k: v for k, v in stored.items() if k in {n.replace(".layer.", ".layer_.")
                                                        for n, _ in model.named_parameters()}}
