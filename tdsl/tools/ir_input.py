@@ -22,6 +22,8 @@ from xdsl.parser import Parser
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.mlir_lexer import MLIRLexer
 
+from tdsl.errors import TdslError
+
 T = TypeVar("T")
 
 
@@ -95,3 +97,24 @@ def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
+
+def check_symbols(module: ModuleOp) -> None:
+    """Refuse a symbol defined twice in one symbol table, at the second definition (xDSL's
+    verifier names only the table, so the error pointed at the module's first line)."""
+    from xdsl.traits import SymbolTable
+
+    from tdsl.dialects.locations import loc_of
+
+    for table in module.walk():
+        if not table.has_trait(SymbolTable) or len(table.regions) != 1 or len(table.regions[0].blocks) != 1:
+            continue
+        seen: dict[str, Operation] = {}
+        for op in table.regions[0].blocks[0].ops:
+            name = op.get_attr_or_prop("sym_name")
+            if not isinstance(name, StringAttr):
+                continue
+            first = seen.setdefault(name.data, op)
+            if first is not op:
+                where = loc_of(first)
+                raise TdslError(f'redefinition of symbol "{name.data}"', loc_of(op),
+                                (f"first defined at {where}",) if where is not None else ())

@@ -24,7 +24,7 @@ from tdsl.errors import SourceLoc, TdslError, register_source
 from tdsl.package.files import write_atomic
 from tdsl.passes import PASSES, parse_pipeline
 from tdsl.tools.common import add_force_arg, parse_param, refuse_overwrite
-from tdsl.tools.ir_input import parse_located, strip_stamped
+from tdsl.tools.ir_input import check_symbols, parse_located, strip_stamped
 from tdsl.tools.verify_diagnostics import Diagnostic, Expectation, check, parse_expectations
 
 EMITS = ("mlir", "generic", "torch")
@@ -196,6 +196,7 @@ class TdslOptMain(xDSLOptMain):
                 module = self.parse_chunk(_Rewound(data), extension, offset)
                 assert module is not None
                 if not self.args.disable_verify:
+                    check_symbols(module)
                     verify_module(module)
                 self.apply_passes(module)
                 text = self.output_resulting_program(module)

@@ -177,3 +177,21 @@ def test_help_lists_the_allowed_option_values(capsys) -> None:
     out = capsys.readouterr().out
     assert "threshold: twn | absmean | fixed | sparsity (default twn)" in out
     assert "format: 2bit | base3 (default 2bit)" in out
+
+
+def test_a_redefined_symbol_is_located_at_the_second_definition(tmp_path, capsys) -> None:
+    """Issue 22: xDSL's 'Redefinition of symbol' pointed at the module's first line."""
+    from pathlib import Path
+
+    from tdsl.tools.tdsl_opt import main as opt_main
+
+    source = (Path(__file__).resolve().parents[2] / "ir" / "canonicalize.mlir").read_text()
+    lines = source.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith('  tdsl.layer @Orphan layer')) + 1
+    second = next(i for i, line in enumerate(lines) if line.startswith('  tdsl.layer @Used layer')) + 1
+    path = tmp_path / "redef.mlir"
+    path.write_text(source.replace('tdsl.layer @Orphan layer "Orphan"', 'tdsl.layer @Used layer "Orphan"'))
+    assert opt_main([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'{path}:{second}:3: error: redefinition of symbol "Used"'), err
+    assert f"note: first defined at {path}:{first}:3" in err
