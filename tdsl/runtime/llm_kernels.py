@@ -149,11 +149,20 @@ def _gemv_int8_rows(x, w8, scale, y, chunks):
     for c in prange(chunks):
         lo = c * per
         hi = min(rows, lo + per)
+        row = np.empty(k, np.float32)
         for r in range(lo, hi):
+            if batch == 1:
+                acc = np.float32(0.0)
+                for j in range(k):
+                    acc += np.float32(w8[r, j]) * x[0, j]
+                y[0, r] = acc * scale[r]
+                continue
+            for j in range(k):  # widen the row once for the whole batch
+                row[j] = np.float32(w8[r, j])
             for b in range(batch):
                 acc = np.float32(0.0)
                 for j in range(k):
-                    acc += np.float32(w8[r, j]) * x[b, j]
+                    acc += row[j] * x[b, j]
                 y[b, r] = acc * scale[r]
 
 

@@ -15,6 +15,12 @@ runs, so a decode step computes what the full forward computes for that token. W
 `head="int8"` the LM head (the plan's output projection, plain: no bias, residual or
 activation) is read as int8 with a scale per row, a quarter of its float32 bytes; this
 changes the logits by the weight's rounding (measured in docs/results/bench_llm.md).
+
+Sibling projections (ternary linears that read the same activation: q/k/v, gate/up) run
+as one kernel call on their concatenated packed rows while a step has fewer rows than the
+GEMM micro-kernels take (decode): the activation is quantised once and one parallel region
+covers all of them; each member step then takes its slice and applies its own bias and
+activation epilogue. The integers and scales are those of the separate calls.
 """
 from __future__ import annotations
 
@@ -25,7 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tdsl.backends.numba.executor import CPU_RUNNERS, DeployedModel, _Bound, _Ctx, _single_threaded_blas
+from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba.executor import operands_in_order
+from tdsl.runtime import conv_int8, gemm
 from tdsl.backends.numba.plan import Kernel, Step
 from tdsl.dialects import tdsl as t
 from tdsl.errors import TdslError
@@ -38,6 +46,8 @@ _TOKENWISE_KERNELS = frozenset({Kernel.LINEAR_TERNARY, Kernel.LINEAR_FLOAT, Kern
                                 Kernel.ACTIVATION, Kernel.BINARY})
 """Kernels that compute each token from that token alone."""
 _TOKENWISE_COMPOSITES = (t.RmsNormOp, t.LayerNormOp, t.EmbeddingOp)
+_NO_RESIDUAL = np.zeros((0, 0), np.float32)
+_NO_RESIDUAL3 = np.zeros((0, 0, 0), np.float32)
 HEADS = ("float", "int8")
 """How the LM head is read: as the plan holds it, or int8 with a scale per row."""
 
@@ -97,6 +107,8 @@ class Generator:
                                  f"({step.kind}) is not computed from each token alone")
         if attention_steps == 0:
             raise TdslError(f"@{plan.entry} has no causal attention: it is not a decoder to generate from")
+        self._ctx: _Ctx | None = None
+        self._fuse_siblings(plan)
         self.head = head
         self.head_bytes = 0
         """Bytes of the LM head's weight as this generator reads it (0 when not found)."""
@@ -109,6 +121,46 @@ class Generator:
         self.offset = 0
         """The position of the next token fed (the cache's length)."""
         self._bound: dict[tuple, _Bound] = {}
+
+    # -- sibling projections as one call
+
+    def _fuse_siblings(self, plan) -> None:
+        """One fused handler per group of plain ternary linears reading the same value."""
+        groups: dict[int, list[Step]] = {}
+        for step in plan.steps:
+            if step.kind is Kernel.LINEAR_TERNARY and not step.attrs["residual"] and id(step) not in self.handlers:
+                groups.setdefault(step.inputs[0], []).append(step)
+        for members in groups.values():
+            if len(members) < 2 or len({m.weights["packed"].shape[1] for m in members}) != 1:
+                continue
+            rows = [m.weights["packed"].shape[0] for m in members]
+            packed = np.ascontiguousarray(np.concatenate([m.weights["packed"] for m in members]))
+            scale = np.concatenate([np.broadcast_to(np.asarray(m.weights["scale"], np.float32), (n,))
+                                    for m, n in zip(members, rows)]).astype(np.float32)
+            starts = np.cumsum([0, *rows])
+            fused = {"packed": packed, "scale": scale, "bias": np.zeros(len(scale), np.float32), "out": None}
+            for i, m in enumerate(members):
+                self.handlers[id(m)] = self._sibling_handler(fused, int(starts[i]), int(starts[i + 1]), i == 0)
+
+    def _sibling_handler(self, fused: dict, lo: int, hi: int, first: bool
+                         ) -> Callable[[Step, list[np.ndarray], np.ndarray], None]:
+        def run(step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
+            ctx = self._ctx
+            x2 = ins[0].reshape(-1, ins[0].shape[-1])
+            min_rows = conv_int8.LINEAR_MIN_ROWS.get(ctx.path)
+            if ctx.act_quant != "int8" or (min_rows is not None and x2.shape[0] >= min_rows):
+                CPU_RUNNERS[step.kind](step, ins, y, ctx)  # prefill: the GEMM micro-kernels, step by step
+                return
+            if first:
+                out = fused["out"]
+                if out is None or out.shape[0] != x2.shape[0]:
+                    out = fused["out"] = np.empty((x2.shape[0], fused["packed"].shape[0]), np.float32)
+                gemm.linear_into(out, np.ascontiguousarray(x2, dtype=np.float32), fused["packed"], fused["scale"],
+                                 fused["bias"], _NO_RESIDUAL, NO_ACTIVATION, "int8", ctx.path)
+            y2 = y.reshape(-1, hi - lo)
+            y2[...] = fused["out"][:, lo:hi]
+            K.bias_residual_act(y2[:, :, None], step.weights["bias"], _NO_RESIDUAL3, step.attrs["activation"])
+        return run
 
     # -- the position-dependent steps
 
@@ -155,7 +207,7 @@ class Generator:
             bound = self._bound[key] = _Bound(plan, plan.schedule(key))
         views = bound.views
         np.copyto(views[plan.inputs[0]], ids, casting="unsafe")
-        ctx = _Ctx(plan.act_quant, kernel_path(self.model.path), bound.workspace, self.model._panels)
+        ctx = self._ctx = _Ctx(plan.act_quant, kernel_path(self.model.path), bound.workspace, self.model._panels)
         with _single_threaded_blas(self.model._uses_blas):
             for step in plan.steps:
                 if step.is_view:
