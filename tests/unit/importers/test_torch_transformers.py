@@ -91,3 +91,25 @@ def test_mobilenetv2_tf_padding(tmp_path):
     assert sum(v.numel() for k, v in pkg.state_dict().items() if "running" not in k) == _params(model)
     with torch.no_grad():
         assert _rel_error(pkg.to_torch()(x), model(x).logits) <= 1e-3
+
+
+@pytest.mark.slow  # about 2 minutes: Numba compiles the ternary kernels
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv2"])
+def test_ternary_import_deploys_on_numba(tmp_path, name):
+    """Imported → ternary (post-training) → the Numba runtime, which agrees with the torch
+    backend on the same frozen weights."""
+    torch.manual_seed(0)
+    if name == "resnet":
+        config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[2, 2, 2, 2],
+                                           layer_type="basic", num_labels=10)
+        model = _randomise_bn(transformers.ResNetForImageClassification(config))
+    else:
+        config = transformers.MobileNetV2Config(depth_multiplier=0.25, image_size=32, num_labels=10)
+        model = _randomise_bn(transformers.MobileNetV2ForImageClassification(config))
+    x = torch.randn(2, 3, 32, 32)
+    frozen = tdsl.quantize(tdsl.import_torch(model, (x,), tmp_path / name), precision="ternary")
+    assert sum(s.role == "packed" for s in frozen.layout.values()) > 10
+    got = frozen.deploy(act_quant="float")(x.numpy())
+    with torch.no_grad():
+        want = frozen(x)
+    assert _rel_error(torch.from_numpy(got), want) <= 1e-3
