@@ -59,8 +59,11 @@ def quantize_model(model: str, *, precision: str = "fp32", policy: str = "defaul
     return frozen
 
 
-def write_export(frozen: Any, fmt: str, path: str | os.PathLike[str]) -> Path:
-    """Write `frozen` (a FrozenModel) in format `fmt` to `path`."""
+def write_export(frozen: Any, fmt: str, path: str | os.PathLike[str], calibrate: list[Any] | None = None) -> Path:
+    """Write `frozen` (a FrozenModel) in format `fmt` to `path`; `calibrate` (input batches)
+    makes an ONNX file the static int8 QDQ form (`export_onnx(..., calibrate=...)`)."""
+    if calibrate is not None and fmt != "onnx":
+        raise TdslError(f"calibration batches apply to --format onnx (its QDQ form), not to {fmt}")
     if fmt == "package":
         from tdsl.package.writer import save
 
@@ -85,7 +88,7 @@ def write_export(frozen: Any, fmt: str, path: str | os.PathLike[str]) -> Path:
                 raise
             raise TdslError("--format onnx needs the ONNX backend (tdsl.backends.onnx.export_onnx), "
                             "which this tdsl does not have yet") from None
-        export_onnx(frozen, str(path))
+        export_onnx(frozen, str(path), calibrate=calibrate)
         return Path(path)
     if fmt == "gguf":  # llama.cpp's bitnet architecture, TQ2_0 ternary blocks (tdsl.package.gguf)
         from tdsl.package.gguf import write_gguf
@@ -94,9 +97,42 @@ def write_export(frozen: Any, fmt: str, path: str | os.PathLike[str]) -> Path:
     raise TdslError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
 
 
-def verify_export(frozen: Any, fmt: str, path: str | os.PathLike[str], *, batch: int = 2, seed: int = 0) -> float:
+def calibration_batches(frozen: Any, spec: str, *, batch: int = 8, seed: int = 0) -> list[Any]:
+    """Input batches for `--calibrate`: N (a count) random batches of `batch` example inputs
+    (`example_inputs`, seeds seed+1 …, not the verification input's), or an .npz file whose
+    arrays are the model's inputs in order (one array for a one-input model), split into
+    batches of `batch` along dim 0."""
+    import zipfile
+
+    import numpy as np
+
+    from tdsl.backends.torch.export import example_inputs
+
+    if spec.isdigit():
+        count = int(spec)
+        if not 1 <= count <= 1024:
+            raise TdslError(f"--calibrate: the number of batches must be between 1 and 1024, got {count}")
+        return [tuple(x.numpy() for x in example_inputs(frozen.compiled, batch=batch, seed=seed + 1 + i))
+                for i in range(count)]
+    if not spec.endswith(".npz"):
+        raise TdslError(f"--calibrate takes a number of batches or an .npz file, got '{spec}'")
+    try:
+        with np.load(spec, allow_pickle=False) as z:
+            arrays = [z[k] for k in z.files]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise TdslError(f"{spec}: cannot read calibration data: {e}") from None
+    wanted = len(example_inputs(frozen.compiled, batch=1, seed=seed))
+    if len(arrays) != wanted or any(a.ndim == 0 or len(a) != len(arrays[0]) for a in arrays) or not len(arrays[0]):
+        raise TdslError(f"{spec}: calibration data needs {wanted} array(s) (one per model input) with the same "
+                        f"non-empty dim 0, found shapes {[a.shape for a in arrays]}")
+    return [tuple(a[i:i + batch] for a in arrays) for i in range(0, len(arrays[0]), batch)]
+
+
+def verify_export(frozen: Any, fmt: str, path: str | os.PathLike[str], *, batch: int = 2, seed: int = 0,
+                  relative: bool = False) -> float:
     """Reload the written file and return the largest |difference| of its output from the
-    torch backend's (the frozen module) on one random batch."""
+    torch backend's (the frozen module) on one random batch (divided by the largest
+    |reference| when `relative`: the measure of a file with int8 activations)."""
     if fmt == "gguf":  # GGUF holds weights, not a program to run: its decoded blocks must be the weights
         from tdsl.package.gguf import verify_gguf
 
@@ -130,7 +166,10 @@ def verify_export(frozen: Any, fmt: str, path: str | os.PathLike[str], *, batch:
     if tuple(got.shape) != tuple(reference.shape):
         raise TdslError(f"{path}: the reloaded model gives shape {tuple(got.shape)}, the torch backend "
                         f"{tuple(reference.shape)}")
-    return float((got.to(torch.float64) - reference.to(torch.float64)).abs().max()) if got.numel() else 0.0
+    diff = float((got.to(torch.float64) - reference.to(torch.float64)).abs().max()) if got.numel() else 0.0
+    if relative and got.numel():
+        diff /= max(float(reference.to(torch.float64).abs().max()), 1e-30)
+    return diff
 
 
 def size_of(path: str | os.PathLike[str]) -> int:

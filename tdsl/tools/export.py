@@ -22,6 +22,9 @@ from tdsl.tools.common import (DEFAULT_PRECISION, SEED, PRECISION_DEFAULT, add_f
                                resolve_model, trit_format)
 
 PRECISION_HELP = "fp32, fp16, int8, ternary, mixed, or a per-layer policy such as 'conv1=fp16 layer4.*=int8'"
+CALIBRATION_BATCH = 8
+QDQ_TOLERANCE = 0.25
+"""max |diff| / max |reference| of a calibrated (int8 activations) ONNX file, as benchmarks/bench_models.py."""
 
 
 def add_parser(sub: Any) -> None:
@@ -42,6 +45,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=SEED, default=0, help="seed of the random initialisation and of the test input")
     p.add_argument("--batch", type=int_option(1, 4096, "a batch size"), default=2, help="batch size of the verification input")
     p.add_argument("--no-verify", action="store_true", help="skip reloading and comparing the written file")
+    p.add_argument("--calibrate", metavar="N|FILE.npz",
+                   help="--format onnx only: write the static int8 QDQ form that onnxruntime runs as QLinearConv/QGemm, "
+                        f"its activation scales calibrated on N random batches of {CALIBRATION_BATCH} example inputs "
+                        "or on the inputs stored in an .npz (one array per model input)")
     add_force_arg(p)
     p.set_defaults(func=cmd_export)
 
@@ -51,6 +58,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from tdsl.package.export import fp32_size, quantize_model, size_of, verify_export, write_export
 
+    if args.calibrate is not None and args.format != "onnx":
+        raise TdslError(f"--calibrate applies to --format onnx, not {args.format}")
     refuse_overwrite(args.output, args.force, folder=args.format == "package")
     target = resolve_model(args)
     args.model = target.value
@@ -86,7 +95,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         from tdsl.backends.torch.export import TORCHSCRIPT_DEPRECATION
 
         print(f"warning: {TORCHSCRIPT_DEPRECATION}", file=sys.stderr)
-    path = write_export(frozen, args.format, args.output)
+    calibration = None
+    if args.calibrate is not None:
+        from tdsl.package.export import calibration_batches
+
+        calibration = calibration_batches(frozen, args.calibrate, batch=CALIBRATION_BATCH, seed=args.seed)
+    path = write_export(frozen, args.format, args.output, calibrate=calibration)
     next(step)
     bar.set_postfix_str(steps[2])
     baseline = fp32_size(frozen, args.format, source, params, entry)
@@ -94,12 +108,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.no_verify:
         next(step)
         bar.set_postfix_str(steps[3])
-        diff = verify_export(frozen, args.format, path, batch=args.batch, seed=args.seed)
+        diff = verify_export(frozen, args.format, path, batch=args.batch, seed=args.seed,
+                             relative=calibration is not None)
     bar.close()
     size = size_of(path)
     tolerance = 0.0 if args.format in ("package", "torch-export", "torchscript") else 1e-4
-    verdict = "skipped" if diff is None else (f"ok, max |diff| {diff:.3g}" if diff <= tolerance
-                                              else f"FAILED, max |diff| {diff:.3g}")
+    measure = "max |diff|"
+    if calibration is not None:
+        tolerance, measure = QDQ_TOLERANCE, "max |diff| / max |ref| (int8 activations)"
+    verdict = "skipped" if diff is None else (f"ok, {measure} {diff:.3g}" if diff <= tolerance
+                                              else f"FAILED, {measure} {diff:.3g}")
     rows = [("format", "file", "size", "vs fp32", "verification"),
             (args.format, str(path), f"{size:,} B", f"{baseline / size:.2f}x smaller" if size else "-", verdict)]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

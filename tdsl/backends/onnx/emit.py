@@ -14,6 +14,7 @@ graph says, as fast as it runs the fp32 model (its level-2 optimiser rewrites
 | conv2d, ternary, form `packed` (default) | UINT8 2-bit codes [O, ⌈K/4⌉] → `Unsqueeze` → `BitShift`(0, 2, 4, 6) → `BitwiseAnd` 3 → `Reshape`/`Slice` to [O, K] → `Cast` → `Sub` 1 → `Reshape` [O, C, kh, kw] → `Mul` scale' [O, 1, 1, 1] → `Conv`(bias') |
 | conv2d, ternary, form `int2` / `int8` | `DequantizeLinear`(INT2 or INT8 trits [O, C, kh, kw], scale' [O], zero point 0, axis 0) → `Conv`(bias') |
 | linear, ternary | the same into `Gemm`(transB=1); never `MatMul` |
+| conv2d / linear, any precision, form `qdq` | INT8 weight [O, …] → `DequantizeLinear`(scale' [O] > 0, zero point 0 (given for linear, implied for conv), axis 0) → `Conv` / `Gemm`(bias'); a ternary weight's INT8 comes from its 2-bit codes, unpacked as in `packed` but to INT8 (`Cast` INT32, `Sub` 1, `Cast` INT8), a constant subgraph folded at load; fp32/fp16 weights are rounded to per-channel symmetric int8, int8 ones keep their values; a channel with a negative scale' has its trits/values negated; module `qdq` then adds the activations' `QuantizeLinear`/`DequantizeLinear` pairs |
 | fp32 | FLOAT weight·m → `Conv` / `Gemm` |
 | fp16 | FLOAT16 weight → `Cast` (→ `Mul` m) → `Conv` / `Gemm` |
 | int8 | the torch backend's dynamic int8: per-tensor symmetric activation quantisation (`Abs`, `ReduceMax`, `Round`, `Clip`), `ConvInteger` / `MatMulInteger` on INT8 weights, `Cast` and the per-channel rescale in float32 (float64 when the integer sum may exceed 2^24, as torch), bias, then the batch norm as `Mul`/`Add` in torch's float32 order (not folded: the next layer's quantisation must see the same values) |
@@ -256,7 +257,7 @@ class _GraphEmitter:
         geometry = {"strides": stride, "pads": padding + padding, "dilations": dilation, "group": op.groups.value.data}
         hint = self.param_name(op.weight, op) or "conv"
         hint = hint.removesuffix(".weight")
-        if op.precision.data == "int8":
+        if op.precision.data == "int8" and self.ternary_form != "qdq":
             y = self.int8_product(op, "ConvInteger", geometry, hint)
         else:
             w, b = self.float_weight(op, hint)
@@ -270,7 +271,7 @@ class _GraphEmitter:
         x = self[op.input]
         x2 = x if len(x_dims) == 2 else self.node("Reshape", [x, self.constant(np.array([-1, x_dims[-1]]), "shape")],
                                                    hint + ".in2d")
-        if op.precision.data == "int8":
+        if op.precision.data == "int8" and self.ternary_form != "qdq":
             y = self.int8_product(op, "MatMulInteger", {}, hint, flatten=len(x_dims) != 2)
         else:
             w, b = self.float_weight(op, hint)
@@ -296,6 +297,8 @@ class _GraphEmitter:
         m, c = self.folded(op, channels)
         bias = None if c is None else self.initializer(hint + ".bias", c.astype(np.float32))
         bshape = (channels,) + (1,) * (len(dims) - 1)
+        if self.ternary_form == "qdq":
+            return self.qdq_weight(op, name, [int(d) for d in dims], m, hint), bias  # type: ignore[arg-type]
         if precision == "ternary":
             if not op.is_packed:
                 raise TdslError("the ONNX backend needs packed ternary weights (run `pack`)", loc_of(op))
@@ -333,10 +336,10 @@ class _GraphEmitter:
         folded = stored.astype(np.float64) * (1.0 if m is None else m.reshape(bshape))
         return self.initializer(name, folded.astype(np.float32)), bias
 
-    def unpacked_weight(self, name: str, trits: np.ndarray, scale: np.ndarray, hint: str) -> str:
-        """The float32 weight scale'·trits, computed in the graph from 2-bit codes (form
-        `packed`, module docstring): tdsl's `2bit` rows, [O, ⌈K/4⌉] bytes with the code
-        t + 1 of element 4i + j at bits 2j of byte i."""
+    def trit_codes(self, name: str, trits: np.ndarray) -> str:
+        """The UINT8 codes t + 1 [O, K] of `trits`, computed in the graph from tdsl's `2bit`
+        rows stored as the initializer `name`: [O, ⌈K/4⌉] bytes with the code of element
+        4i + j at bits 2j of byte i."""
         from tdsl.runtime.packing import pack
 
         rows, K = trits.shape[0], int(np.prod(trits.shape[1:]))
@@ -349,12 +352,66 @@ class _GraphEmitter:
         flat = self.node("Reshape", [fields, i64(rows, -1)], name + ".codes2d")
         if K % 4:  # the last byte of each row is padded
             flat = self.node("Slice", [flat, i64(0), i64(K), i64(1)], name + ".codes_k")
+        return flat
+
+    def unpacked_weight(self, name: str, trits: np.ndarray, scale: np.ndarray, hint: str) -> str:
+        """The float32 weight scale'·trits, computed in the graph from 2-bit codes (form
+        `packed`, module docstring)."""
+        i64 = lambda *v: self.constant(np.array(v, dtype=np.int64), "c")  # noqa: E731
+        rows = trits.shape[0]
+        flat = self.trit_codes(name, trits)
         values = self.node("Sub", [self.node("Cast", [flat], name + ".codesf", to=TensorProto.FLOAT),
                                    self.constant(np.array(1.0, np.float32), "c")], name + ".trits")
         shaped = self.node("Reshape", [values, i64(*trits.shape)], name + ".trits_shaped")
         bshape = (rows,) + (1,) * (trits.ndim - 1)
         return self.node("Mul", [shaped, self.initializer(hint + ".weight_scale",
                                                           scale.astype(np.float32).reshape(bshape))], name + ".w")
+
+    def qdq_weight(self, op: kern.Conv2dOp | kern.LinearOp, name: str, dims: list[int], m: np.ndarray | None,
+                   hint: str) -> str:
+        """`DequantizeLinear` of the weight as INT8 with per-channel scale' > 0 (form `qdq`,
+        module docstring): what onnxruntime's QDQ fusions take as a quantised weight."""
+        precision = op.precision.data
+        channels = dims[0]
+        bshape = (channels,) + (1,) * (len(dims) - 1)
+        stored = self.store.array(name, op)
+        if precision == "ternary":
+            if not op.is_packed:
+                raise TdslError("the ONNX backend needs packed ternary weights (run `pack`)", loc_of(op))
+            from tdsl.runtime.packing import unpack
+
+            values = unpack(stored, dims, op.format.data if op.format else "2bit").astype(np.int16)
+            scale = per_channel(self.store.scale(self.store.ternary_scale, name, op), channels)
+        elif precision == "int8":
+            if stored.dtype != np.int8:
+                raise TdslError(f"the int8 weight '{name}' is stored as {stored.dtype}, not int8", loc_of(op))
+            values = stored.astype(np.int16)
+            scale = per_channel(self.store.scale(self.store.int8_scale, name, op), channels)
+        elif precision in ("fp32", "fp16"):
+            w = stored.astype(np.float64).reshape(channels, -1)
+            scale = np.abs(w).max(axis=1, initial=0.0) / INT8_MAX
+            values = np.round(w / np.where(scale > 0, scale, 1.0)[:, None]).astype(np.int16).reshape(dims)
+        else:
+            raise TdslError(f"the ONNX backend has no weight form for precision '{precision}'", loc_of(op))
+        scale = scale * (1.0 if m is None else m)
+        values = np.clip(values * np.sign(scale).reshape(bshape), -INT8_MAX, INT8_MAX).astype(np.int8)
+        values[scale == 0] = 0                      # a zero scale': the channel's weight is zero
+        scale = np.where(scale == 0, 1.0, np.abs(scale))
+        if precision == "ternary":
+            self.weight_types[name] = "UINT8"
+            codes = self.trit_codes(name, values)
+            as_int = self.node("Sub", [self.node("Cast", [codes], name + ".codes32", to=TensorProto.INT32),
+                                       self.constant(np.array(1, np.int32), "c")], name + ".trits32")
+            q = self.node("Reshape", [self.node("Cast", [as_int], name + ".trits8", to=TensorProto.INT8),
+                                      self.constant(np.array(dims, np.int64), "shape")], name + ".int8")
+        else:
+            self.weight_types[name] = "INT8"
+            q = self.initializer(name, values)
+        inputs = [q, self.initializer(hint + ".weight_scale", scale.astype(np.float32))]
+        if isinstance(op, kern.LinearOp):  # onnxruntime 1.32 fuses a Gemm into QGemm only with it
+            inputs.append(self.initializer(hint + ".weight_zero_point", np.zeros(channels, np.int8)))
+        # a conv's zero point is left out (0, of the weight's type): [O] zeros would cost a byte a channel
+        return self.node("DequantizeLinear", inputs, name + ".dq", axis=0)
 
     def quantise_activation(self, value: SSAValue, hint: str) -> tuple[str, str]:
         """(INT8 values, float32 scale ()) of `value`: symmetric per tensor, as `_rt.int8_activation`."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,9 +33,12 @@ INT2_MIN_OPSET = 25
 """`DequantizeLinear` takes INT2 from opset 25 (ONNX IR 13) on."""
 MIN_OPSET = 13
 """Per-axis `DequantizeLinear` and `Squeeze`/`Unsqueeze` with axes as an input."""
-TERNARY_FORMS = {"packed": (18, 21), "int2": (INT2_MIN_OPSET, INT2_MIN_OPSET), "int8": (MIN_OPSET, MIN_OPSET)}
+TERNARY_FORMS = {"packed": (18, 21), "int2": (INT2_MIN_OPSET, INT2_MIN_OPSET), "int8": (MIN_OPSET, MIN_OPSET),
+                 "qdq": (18, 21)}
 """Graph form of ternary weights (`emit` docstring) -> (lowest opset, default opset). `packed`
-needs `BitwiseAnd` (opset 18); 21 is the default as onnxruntime 1.16 and later run it."""
+and `qdq` need `BitwiseAnd` (opset 18); 21 is the default as onnxruntime 1.16 and later run it."""
+STORAGE = {"packed": "UINT8 2bit codes", "int2": "INT2", "int8": "INT8",
+           "qdq": "UINT8 2bit codes unpacked to INT8 at load; static uint8 activations (QDQ)"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def _metadata(frozen: FrozenModel, ternary_form: str) -> dict[str, str]:
         "tdsl.entry": compiled.entry,
         "tdsl.params": json.dumps(compiled.params, sort_keys=True, default=str),
         "tdsl.pipeline": ",".join(compiled.passes + ["inline", "fuse"]),
-        "tdsl.ternary_storage": {"packed": "UINT8 2bit codes", "int2": "INT2", "int8": "INT8"}[ternary_form],
+        "tdsl.ternary_storage": STORAGE[ternary_form],
     }
 
 
@@ -107,19 +111,30 @@ def build_model(frozen: FrozenModel, *, opset: int = 21, ternary_form: str = "pa
 
 
 def export_onnx(model: Any, path: str | Path, *, opset: int | None = None, ternary_form: str | None = None,
-                int2: bool | None = None, batch_dim: str = "batch", weights: Any = None) -> OnnxExport:
+                int2: bool | None = None, batch_dim: str = "batch", weights: Any = None,
+                calibrate: Iterable[Any] | None = None) -> OnnxExport:
     """Write `model` (a `FrozenModel`, or a `CompiledModel` with its trained `weights`, or the
     pair) as ONNX to `path`; dim 0 of every input and output is the symbolic `batch_dim`.
 
     `ternary_form` (module `emit`): "packed" (the default: 2-bit codes that onnxruntime
     unpacks once at session load, then fp32 speed), "int2" (`DequantizeLinear` of INT2,
-    opset 25) or "int8" (`DequantizeLinear` of INT8, opset 13). `int2=True/False` is the
-    older spelling of "int2"/"int8"."""
+    opset 25), "int8" (`DequantizeLinear` of INT8, opset 13) or "qdq" (module `qdq`: the
+    2-bit codes unpacked at load to INT8 weights and static uint8 activations, which
+    onnxruntime runs as `QLinearConv`/`QGemm`, int8 speed; needs `calibrate`).
+    `calibrate` (an iterable of input batches: numpy arrays or torch tensors, a tuple or
+    dict per batch for several inputs) gives the activation ranges and implies "qdq".
+    `int2=True/False` is the older spelling of "int2"/"int8"."""
     if int2 is not None:
         if ternary_form is not None:
             raise TdslError("export_onnx: pass ternary_form or int2, not both")
         ternary_form = "int2" if int2 else "int8"
-    ternary_form = "packed" if ternary_form is None else ternary_form
+    if ternary_form is None:
+        ternary_form = "packed" if calibrate is None else "qdq"
+    if ternary_form == "qdq" and calibrate is None:
+        raise TdslError("export_onnx: ternary_form 'qdq' needs calibrate=batches (its activation scales are static, "
+                        "measured on those batches)")
+    if calibrate is not None and ternary_form != "qdq":
+        raise TdslError(f"export_onnx: calibrate applies to ternary_form 'qdq', not {ternary_form!r}")
     if ternary_form not in TERNARY_FORMS:
         raise TdslError(f"export_onnx: ternary_form must be one of {', '.join(TERNARY_FORMS)}, got {ternary_form!r}")
     lowest, default = TERNARY_FORMS[ternary_form]
@@ -134,6 +149,10 @@ def export_onnx(model: Any, path: str | Path, *, opset: int | None = None, terna
         raise TdslError(f"export_onnx: batch_dim must be an identifier, got {batch_dim!r}")
     frozen = _as_frozen(model, weights)
     proto, emitter = build_model(frozen, opset=opset, ternary_form=ternary_form, batch_dim=batch_dim)
+    if calibrate is not None:
+        from tdsl.backends.onnx.qdq import quantize_activations
+
+        proto, _ = quantize_activations(proto, calibrate)
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
     target = write_atomic(path, data)
