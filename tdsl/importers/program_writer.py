@@ -393,6 +393,11 @@ class ProgramWriter:
         lines = [f"# Imported from {self.source} by `tdsl import` (torch.export): one layer per module class,",
                  "# sub-modules and weights named as in the torch module tree, so every weight keeps its",
                  "# state_dict key. Edit it like any tdsl program."]
+        renamed = sorted({(t, p) for key, torch_key in self.weights.items() if key != torch_key
+                          for t, p in zip(torch_key.split("."), key.split(".")) if t != p})
+        if renamed:
+            lines.append("# Renamed (tdsl keywords): " + ", ".join(f"{t} -> {p}" for t, p in renamed)
+                         + " in module and weight names.")
         if self.graph.unused:
             counts: dict[str, int] = {}
             for key in self.graph.unused:
@@ -826,6 +831,9 @@ class ScopeWriter(A.Context):
         return out
 
     def _declare(self, slot: str, ctor: Tokens) -> None:
+        if slot in self.declared:  # a module called more than once is declared once
+            return
+        self.declared[slot] = ctor
         if "[" in slot:
             name, index = slot[:-1].split("[")
             if name not in self.lists:

@@ -174,10 +174,12 @@ def import_pt2(source: str, output: str, *, overwrite: bool = False) -> str:
 
 def summary(imported: Imported, source: str, dest: Path) -> str:
     layers = imported.source.count("\nlayer ")
+    renamed = [line for line in imported.source.splitlines() if line.startswith("# Renamed")]
+    renames = f" ({renamed[0][2:].rstrip('.')})" if renamed else ""
     lines = imported.source.count("\n")
     text = (f"Imported {source}: a program of {layers} layers ({lines} lines) at {program_path(dest)} and an fp32 "
             f"package at {dest}; {imported.parameters:,} parameters ({imported.torch_parameters:,} in the torch "
-            f"model), every weight under its state_dict key; largest difference from the torch model on the "
+            f"model), every weight under its state_dict key{renames}; largest difference from the torch model on the "
             f"example inputs {imported.difference:.2g} (relative).")
     if imported.not_stored:
         text += f" Not stored (forward never reads them): {', '.join(imported.not_stored[:6])}" + (

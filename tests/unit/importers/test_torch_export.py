@@ -217,3 +217,63 @@ def test_refuses_what_is_not_a_model(tmp_path):
     bad = tmp_path / "bad.pt2"
     bad.write_bytes(b"not a zip")
     assert tdsl_main(["import", str(bad), "-o", str(tmp_path / "o")]) == 1
+
+
+class SelfAttention(nn.Module):
+    """Multi-head causal self-attention as decoders write it: [N, T, D] projections viewed as
+    [N, heads, T, head_dim] for F.scaled_dot_product_attention and merged back."""
+
+    def __init__(self, d: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.ModuleList([nn.Linear(d, d) for _ in range(3)])
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        q, k, v = (proj(self.norm(x)).view(n, t, self.heads, d // self.heads).transpose(1, 2) for proj in self.qkv)
+        a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return x + self.out(a.transpose(1, 2).reshape(n, t, d))
+
+
+def test_causal_attention_and_keyword_names(tmp_path):
+    torch.manual_seed(0)
+    model, x = SelfAttention().eval(), torch.randn(2, 5, 16)
+    pkg = tdsl.import_torch(model, (x,), tmp_path / "attn")
+    text = program_path(tmp_path / "attn").read_text()
+    assert "attention(qkv[0](norm(x)), qkv[1](norm(x)), qkv[2](norm(x)), 4, causal=true)" in text
+    assert text.count("let norm = LayerNorm(16)") == 1  # called three times, declared once
+    with torch.no_grad():
+        assert _rel_error(pkg.to_torch()(x), model(x)) <= 1e-5
+
+
+class TanhGelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(self.fc(x), approximate="tanh")
+
+
+class Tied(nn.Module):
+    """A head that reads its sibling's weight (tied embeddings)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(self.a(x), self.b.weight)
+
+
+@pytest.mark.parametrize("model, message", [
+    (TanhGelu(), r"aten.gelu.default.*gelu\(approximate='tanh'\) \(the exact erf form only\) is not supported"),
+    (Tied(), r"reads 'b.weight', which belongs to another module"),
+])
+def test_refusals_name_what_is_wrong(tmp_path, model, message):
+    with pytest.raises(tdsl.TdslError, match=message):
+        tdsl.import_torch(model.eval(), (torch.randn(2, 4),), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
