@@ -131,19 +131,22 @@ class Refuse(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Refuse())
 from tdsl.tools.tdsl_cli import main
 
-sys.exit(main(["generate", sys.argv[1], "--prompt", sys.argv[2], "--max-new-tokens", "6", "--no-warmup"]))
+if main(["import", sys.argv[1], "-o", sys.argv[2]]) != 0:
+    sys.exit(1)
+sys.exit(main(["generate", sys.argv[2], "--prompt", sys.argv[3], "--max-new-tokens", "6", "--no-warmup"]))
 """
 
 
-def test_an_imported_package_generates_without_torch(checkpoint, reference, tmp_path: Path) -> None:
+def test_import_and_generate_without_torch(checkpoint, reference, tmp_path: Path) -> None:
     src = checkpoint("packed")
-    pkg = _import(src, tmp_path / "pkg")
-    tok = Tokenizer.for_package(pkg.path, pkg.config)
+    tok = Tokenizer.from_file(src / "tokenizer.json")
     expected = tok.decode(_greedy(reference(src), tok.encode(PROMPT), 6))
-    out = subprocess.run([sys.executable, "-c", SLIM, str(pkg.path), PROMPT], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", SLIM, str(src), str(tmp_path / "pkg"), PROMPT], capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout == PROMPT + expected + "\n"
+    summary, text = out.stdout.split("\n", 1)
+    assert summary.startswith("imported ") and "tokenizer: tokenizer.json" in summary
+    assert text == PROMPT + expected + "\n"
 
 
 def test_an_int8_head_costs_little_perplexity(checkpoint, tmp_path: Path) -> None:
