@@ -148,11 +148,12 @@ class CompiledModel:
         return other
 
     def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
-               path: str | None = None, profile: bool = False):
+               path: str | None = None, profile: bool = False, calibrate: Any = None):
         """This program with its weights (`with_weights`) on a deployment backend; see `tdsl.deploy`."""
         from tdsl.deploy import deploy
 
-        return deploy(self, backend, device=device, act_quant=act_quant, path=path, profile=profile)
+        return deploy(self, backend, device=device, act_quant=act_quant, path=path, profile=profile,
+                      calibrate=calibrate)
 
 
 def compile(source_or_path: str | Path, *, entry: str | None = None,

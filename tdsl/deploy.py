@@ -78,13 +78,16 @@ def _map_arrays(out: Any, fn: Callable[[Any], Any]) -> Any:
 
 
 def deploy(model: Any, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
-           path: str | None = None, profile: bool = False) -> Deployment:
+           path: str | None = None, profile: bool = False, calibrate: Any = None) -> Deployment:
     """`model` on a deployment backend: a callable that answers in the type it is given
     (numpy in, numpy out; torch in, torch out: `Deployment`).
 
     device: "cpu" or "cuda"; act_quant: "int8" (per-token int8 activations into the packed
-    ternary kernels) or "float"; path: force a CPU kernel path ("portable", "avx2", "vnni");
-    profile: time every step (`run.profile_table()` shows where the time goes)."""
+    ternary kernels), "float", or "int8-nhwc" (u8 NHWC activations between layers, per-tensor
+    scales: dynamic per layer, or static once calibrated); path: force a CPU kernel path
+    ("portable", "avx2", "vnni"); profile: time every step (`run.profile_table()` shows where
+    the time goes); calibrate: batches (arrays) whose activation ranges become the static
+    scales of an "int8-nhwc" deployment (`DeployedModel.calibrate`)."""
     if not isinstance(backend, str):
         raise TdslError(f"deploy's first argument is the backend name ({', '.join(map(repr, BACKENDS))}), "
                         f"got a {type(backend).__name__}; the weights come from the model "
@@ -104,4 +107,4 @@ def deploy(model: Any, backend: str = "numba", *, device: str = "cpu", act_quant
                         "install numba, or run the model with .to_torch()") from None
 
     return Deployment(deploy_module(kernel_level(module), weights, device=device, act_quant=act_quant,
-                                    path=path, profile=profile))
+                                    path=path, profile=profile, calibrate=calibrate))

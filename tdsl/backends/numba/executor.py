@@ -346,6 +346,8 @@ class _Bound:
             nbytes = int(np.prod(shape)) * dtype.itemsize
             self.views[v] = self.arena[b][:nbytes].view(dtype).reshape(shape)
         self.workspace = {k: np.empty(n, np.float32) for k, n in schedule.workspace.items()}
+        self.program: Any = None
+        """act_quant="int8-nhwc": the `nhwc.Program` of this input shape."""
 
 
 # --------------------------------------------------------------------------- the callable
@@ -373,6 +375,66 @@ class DeployedModel:
         self._bound: dict[tuple, Any] = {}
         self._panels: dict[int, np.ndarray] = {}
         self._timings: dict[tuple, list[list[float]]] = {}
+        self.static_scales: dict[int, tuple[float, int]] | None = None
+        """act_quant="int8-nhwc": (scale, zero point) of every u8 value once `calibrate` ran."""
+        self._nhwc_kernel = microkernel_for(path)
+
+    def calibrate(self, batches: Any) -> DeployedModel:
+        """act_quant="int8-nhwc": run `batches` (arrays, or tuples of arrays for several inputs)
+        with dynamic scales and make the ranges they reach the static scales of every u8
+        activation (the epilogues then write u8 directly). Returns self."""
+        if self.plan.act_quant != "int8-nhwc":
+            raise TdslError("calibrate() sets the static activation scales of act_quant='int8-nhwc' deployments; "
+                            f"this one was deployed with act_quant={self.plan.act_quant!r}")
+        if self.device != "cpu":
+            raise TdslError("calibrate() runs on the CPU runtime; deploy with device='cpu'")
+        batches = [b if isinstance(b, tuple) else (b,) for b in batches]
+        if not batches:
+            raise TdslError("calibrate() needs at least one batch")
+        with RUNTIME_LOCK:
+            merged: dict[int, tuple[float, float]] = {}
+            for batch in batches:
+                arrays = [_to_numpy(x) for x in batch]
+                check_inputs(self.plan.signature, arrays)
+                program = self._program(tuple(a.shape for a in arrays))
+                program.calibrate([lambda arrays=arrays, program=program: self._run_program(program, arrays)])
+                for v, (lo, hi) in program.ranges().items():
+                    a, b = merged.get(v, (np.inf, -np.inf))
+                    merged[v] = (min(a, lo), max(b, hi))
+            from tdsl.runtime.nhwc_int8 import qparams
+
+            self.static_scales = {v: qparams(lo, hi) for v, (lo, hi) in merged.items()}
+            for bound in self._bound.values():
+                bound.program.static = self.static_scales
+        return self
+
+    def _program(self, key: tuple) -> Any:
+        bound = self._bind(key)
+        return bound.program
+
+    def _bind(self, key: tuple) -> _Bound:
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = _Bound(self.plan, self.plan.schedule(key))
+            if self.plan.act_quant == "int8-nhwc":
+                from tdsl.backends.numba import nhwc
+
+                ctx = _Ctx("int8", kernel_path(self.path), bound.workspace, self._panels)
+                views = bound.views
+
+                def float_step(step: Step) -> None:
+                    CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
+
+                bound.program = nhwc.Program(self.plan, nhwc.analyse(self.plan), bound.schedule.shapes, views,
+                                             self._nhwc_kernel.code, self._panels, self.static_scales, float_step)
+        return bound
+
+    def _run_program(self, program: Any, arrays: list[np.ndarray]) -> None:
+        views = self._bind(tuple(a.shape for a in arrays)).views
+        for v, a in zip(self.plan.inputs, arrays):
+            np.copyto(views[v], a, casting="unsafe")
+        with _single_threaded_blas(self._uses_blas):
+            program.run()
 
     def profile(self, *, skip_first: bool = True) -> list[Any]:
         """Per-step times of the profiled calls with the most recent input shapes (`StepTime`
@@ -385,7 +447,8 @@ class DeployedModel:
             raise TdslError("no call has been profiled yet: call the model first")
         shapes, calls = list(self._timings.items())[-1]
         kept = calls[1:] if skip_first and len(calls) > 1 else calls
-        return summarise(self.plan, kept, shapes, kernel_path(self.path))
+        path = self._nhwc_kernel.name if self.plan.act_quant == "int8-nhwc" else kernel_path(self.path)
+        return summarise(self.plan, kept, shapes, path)
 
     def profile_table(self, top: int | None = None) -> str:
         """`profile()` as a text table (the `top` slowest steps, or all in plan order)."""
@@ -426,15 +489,19 @@ class DeployedModel:
         with RUNTIME_LOCK:
             plan = self.plan
             key = tuple(a.shape for a in arrays)
-            bound = self._bound.get(key)
-            if bound is None:
-                bound = self._bound[key] = _Bound(plan, plan.schedule(key))
+            bound = self._bind(key)
             views = bound.views
             for v, a in zip(plan.inputs, arrays):
                 np.copyto(views[v], a, casting="unsafe")
-            ctx = _Ctx(plan.act_quant, kernel_path(self.path), bound.workspace, self._panels)
             with _single_threaded_blas(self._uses_blas):
-                self._run_steps(key, views, ctx)
+                if bound.program is not None:
+                    times = [0.0] * bound.program.steps if self.profiling else None
+                    bound.program.run(times)
+                    if times is not None:
+                        self._timings.setdefault(key, []).append(times)
+                else:
+                    ctx = _Ctx(plan.act_quant, kernel_path(self.path), bound.workspace, self._panels)
+                    self._run_steps(key, views, ctx)
             return [np.array(views[v]) for v in plan.outputs]
 
     def _run_steps(self, key: tuple, views: list, ctx: _Ctx) -> None:
@@ -482,8 +549,18 @@ def _check_device(device: str) -> None:
         raise TdslError(f"unknown device {device!r}: valid are " + ", ".join(f"'{d}'" for d in DEVICES))
 
 
+def microkernel_for(path: str | None) -> Any:
+    """The NHWC micro-kernel (`tdsl.runtime.microkernels` row) for a kernel path argument: the
+    path's own row where there is one ("portable", "avx2"), else the fastest available."""
+    from tdsl.runtime import microkernels
+
+    chosen = kernel_path(path)
+    names = [row.name for row in microkernels.TABLE]
+    return microkernels.select(chosen if chosen in names else None)
+
+
 def deploy_module(module: Any, arrays: Mapping[str, Any], *, device: str = "cpu", act_quant: str = "int8",
-                  path: str | None = None, profile: bool = False) -> DeployedModel:
+                  path: str | None = None, profile: bool = False, calibrate: Any = None) -> DeployedModel:
     """Deploy a kernel-level module (`tdsl.lowering.kernel_level`) with weights keyed by frozen
     state-dict names (numpy arrays, or torch tensors when torch is already imported)."""
     _check_device(device)
@@ -501,4 +578,7 @@ def deploy_module(module: Any, arrays: Mapping[str, Any], *, device: str = "cpu"
         if not cuda.is_available():
             raise TdslError("device='cuda' was asked for, but Numba finds no usable CUDA GPU and driver here "
                             "(NUMBA_ENABLE_CUDASIM=1 runs the simulator); deploy with device='cpu'")
-    return DeployedModel(plan, device, path, profile)
+    model = DeployedModel(plan, device, path, profile)
+    if calibrate is not None:
+        model.calibrate(calibrate)
+    return model

@@ -57,6 +57,9 @@ from tdsl.runtime.gemm import fold_batchnorm
 from tdsl.runtime.packing import bytes_per_row, matrix_shape, pack, unpack
 from tdsl.signature import forward_signature
 
+ACT_QUANTS: tuple[str, ...] = ("int8", "float", "int8-nhwc")
+"""Activations of the packed ternary layers: per-token int8 (NCHW float between layers), float,
+or u8 NHWC between layers with per-tensor scales (`tdsl.backends.numba.nhwc`)."""
 _NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "f64": np.float64, "i2": np.int8, "i8": np.int8,
                  "i32": np.int32, "i64": np.int64, "i1": np.bool_}
 
@@ -438,8 +441,8 @@ UNSUPPORTED: dict[type[Operation], str] = {
 def build_plan(module: ModuleOp, arrays: Mapping[str, np.ndarray], *, act_quant: str = "int8") -> Plan:
     """The plan of `module`'s entry forward (kernel level: `tdsl.lowering.kernel_level`) with its
     weights taken from `arrays` (numpy, keyed by frozen state-dict names)."""
-    if act_quant not in ("int8", "float"):
-        raise TdslError(f"unknown act_quant {act_quant!r}: valid are 'int8', 'float'")
+    if act_quant not in ACT_QUANTS:
+        raise TdslError(f"unknown act_quant {act_quant!r}: valid are " + ", ".join(repr(a) for a in ACT_QUANTS))
     layer = entry_layer(module)
     b = _Builder(layer, arrays, act_quant)
     forward = layer.forward

@@ -54,7 +54,13 @@ def path_of(step: Step, cpu_path: str, act_quant: str) -> str:
     if step.kind in _TERNARY:
         depthwise = step.kind is Kernel.CONV2D_TERNARY and step.attrs["groups"] > 1 \
             and step.attrs["groups"] == step.attrs["out_channels"]
+        if act_quant == "int8-nhwc" and step.kind is Kernel.CONV2D_TERNARY:
+            return f"{'depthwise' if depthwise else cpu_path}/nhwc-u8"
+        if act_quant == "int8-nhwc":
+            act_quant = "int8"
         return "depthwise/float" if depthwise else f"{cpu_path}/{act_quant}"
+    if act_quant == "int8-nhwc" and step.kind in (Kernel.MAX_POOL2D, Kernel.ADAPTIVE_AVG_POOL2D):
+        return "numba/nhwc-u8"
     if step.kind in (Kernel.CONV2D_INT8, Kernel.LINEAR_INT8):
         return "int8-kept"
     if step.kind in (Kernel.CONV2D_FLOAT, Kernel.LINEAR_FLOAT):

@@ -233,11 +233,12 @@ class FrozenModel:
         save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(path))
 
     def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
-               path: str | None = None, profile: bool = False):
+               path: str | None = None, profile: bool = False, calibrate: Any = None):
         """This model on a deployment backend (`tdsl.deploy`): numpy in, numpy out."""
         from tdsl.deploy import deploy
 
-        return deploy(self, backend, device=device, act_quant=act_quant, path=path, profile=profile)
+        return deploy(self, backend, device=device, act_quant=act_quant, path=path, profile=profile,
+                      calibrate=calibrate)
 
     def ternary_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Weight path -> (trits int8 in the weight's shape, scale), unpacked from storage."""

@@ -1,0 +1,322 @@
+"""The NHWC int8 execution of a plan (`act_quant="int8-nhwc"`): activations stay u8 NHWC
+between the layers that can take them, quantised once where they enter and dequantised
+where a float step reads them (`tdsl.runtime.nhwc_int8` has the numerics).
+
+`analyse(plan)` decides, step by step, which steps run on u8 NHWC (ternary convs, depthwise
+included; max pooling and additions of u8 values; global average pooling out of them) and
+which values need a u8 copy (a float value an int8 step reads) or a float copy (a u8 value a
+float step, a view or the caller reads). `Program` binds that to one input shape: the u8
+buffers, the indirection buffers of the convs, and one prepared call per action, so a call
+runs a flat list of compiled kernels with their arguments already resolved.
+
+Scales are dynamic (per layer and per call: the producer's float range) until
+`Program.calibrate` records the ranges of calibration batches; then they are static and
+every int8 producer writes u8 directly.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tdsl.backends.numba.plan import Kernel, Plan, Step
+from tdsl.dialects import tdsl as t
+from tdsl.runtime import microkernels as mk
+from tdsl.runtime import nhwc_int8 as q8
+from tdsl.runtime.packing import unpack
+
+GATHER_MAX_CHANNELS = 8
+"""Convs whose input rows are at most this many bytes (the 3-channel stem) gather each pixel's
+taps into one row first (`nhwc_int8.gather_rows`): a 4-byte tap is too short a run for the
+indirect kernel."""
+_EMPTY_U8 = np.zeros(0, np.uint8)
+_NO_FLOAT = np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class Analysis:
+    """Which steps run on u8 NHWC and which values need which copies."""
+
+    int8_steps: set[int] = field(default_factory=set)
+    """Indices of steps that read and write u8 NHWC."""
+    resident: set[int] = field(default_factory=set)
+    """Values produced in u8 NHWC."""
+    needs_u8: set[int] = field(default_factory=set)
+    """Float values an int8 step reads: quantised where they are produced."""
+    needs_float: set[int] = field(default_factory=set)
+    """u8 values a float step, a view or an output reads: dequantised where they are produced."""
+
+
+def _is_int8_conv(step: Step) -> bool:
+    """A ternary conv the NHWC kernels run: ungrouped or depthwise."""
+    if step.kind is not Kernel.CONV2D_TERNARY:
+        return False
+    g = step.attrs["groups"]
+    dims = step.op.weight_dims()
+    return g == 1 or (g == dims[0] and dims[1] == 1)
+
+
+def analyse(plan: Plan) -> Analysis:
+    """The int8 region of `plan` (module docstring)."""
+    an = Analysis()
+    for k, step in enumerate(plan.steps):
+        ins = step.inputs
+        if _is_int8_conv(step):
+            an.int8_steps.add(k)
+            an.resident.add(step.output)
+        elif step.kind is Kernel.MAX_POOL2D and ins[0] in an.resident:
+            an.int8_steps.add(k)
+            an.resident.add(step.output)
+        elif (step.kind is Kernel.ADAPTIVE_AVG_POOL2D and ins[0] in an.resident
+              and step.attrs["output_size"] == (1, 1)):
+            an.int8_steps.add(k)
+        elif (step.kind is Kernel.BINARY and isinstance(step.op, t.AddOp) and len(ins) == 2
+              and all(v in an.resident for v in ins)):
+            an.int8_steps.add(k)
+            an.resident.add(step.output)
+    for k, step in enumerate(plan.steps):
+        if k in an.int8_steps:
+            reads_u8 = step.inputs if step.kind is not Kernel.ADAPTIVE_AVG_POOL2D else step.inputs[:1]
+            an.needs_u8.update(v for v in reads_u8 if v not in an.resident)
+        else:
+            an.needs_float.update(v for v in step.inputs if v in an.resident)
+    an.needs_float.update(v for v in plan.outputs if v in an.resident)
+    return an
+
+
+@dataclass
+class _Value:
+    """A u8 NHWC activation: its buffer, logical NCHW shape and quantisation."""
+
+    buf: np.ndarray
+    shape: tuple[int, int, int, int]
+    scale: float = 1.0
+    zp: int = 0
+    lo: float = np.inf
+    """The float range seen while calibrating."""
+    hi: float = -np.inf
+
+
+class Program:
+    """One input shape's NHWC int8 execution: a flat list of prepared kernel calls."""
+
+    def __init__(self, plan: Plan, an: Analysis, shapes: list, views: list, kind: int,
+                 panels: dict[int, Any], static: dict[int, tuple[float, int]] | None,
+                 float_step: Callable[[Step], None]):
+        self.plan = plan
+        self.an = an
+        self.kind = kind
+        self.static = static
+        self.calibrating = False
+        self.values: dict[int, _Value] = {}
+        for v in an.resident | an.needs_u8:
+            n, c, h, w = shapes[v]
+            self.values[v] = _Value(np.empty(q8.buffer_size(n, h, w, c), np.uint8), (n, c, h, w))
+        self.actions: list[tuple[int, Callable[[], None]]] = []
+        """(index of the step among the plan's non-view steps, call): quantising an input counts
+        with the first step, a copy of a value with the step that produced it."""
+        for v in plan.inputs:
+            if v in an.needs_u8:
+                self.actions.append((0, self._quantizer(v, views[v])))
+        index = -1
+        for k, step in enumerate(plan.steps):
+            if step.is_view:
+                continue
+            index += 1
+            if k in an.int8_steps:
+                self.actions.append((index, self._int8_action(step, shapes, views, panels)))
+            else:
+                self.actions.append((index, (lambda s=step: float_step(s))))
+            if step.output in an.needs_u8:
+                self.actions.append((index, self._quantizer(step.output, views[step.output])))
+            if step.output in an.needs_float:
+                self.actions.append((index, self._dequantizer(step.output, views[step.output])))
+        self.steps = index + 1
+
+    # -- scales
+
+    def _out_qparams(self, v: int) -> tuple[float, int] | None:
+        """The static (scale, zp) of value v, or None while scales are dynamic."""
+        if self.static is None or self.calibrating:
+            return None
+        return self.static[v]
+
+    def _record(self, v: int, lo: float, hi: float) -> None:
+        val = self.values[v]
+        val.scale, val.zp = q8.qparams(lo, hi)
+        if self.calibrating:
+            val.lo, val.hi = min(val.lo, lo), max(val.hi, hi)
+
+    def ranges(self) -> dict[int, tuple[float, float]]:
+        return {v: (val.lo, val.hi) for v, val in self.values.items() if val.lo <= val.hi}
+
+    # -- actions
+
+    def _quantizer(self, v: int, x: np.ndarray) -> Callable[[], None]:
+        val = self.values[v]
+
+        def run() -> None:
+            qp = self._out_qparams(v)
+            if qp is None:
+                lo, hi = q8.minmax(x)
+                self._record(v, float(lo), float(hi))
+            else:
+                val.scale, val.zp = qp
+            q8.quantize_nchw(x, val.scale, val.zp, val.buf)
+
+        return run
+
+    def _dequantizer(self, v: int, y: np.ndarray) -> Callable[[], None]:
+        val = self.values[v]
+        return lambda: q8.dequantize_nchw(val.buf, val.scale, val.zp, y)
+
+    def _finish(self, v: int, yf: np.ndarray, lohi: np.ndarray, O: int) -> None:
+        """Dynamic scales: the producer wrote float32 [P, O]; quantise it by its range."""
+        lo, hi = float(lohi[:, 0].min()), float(lohi[:, 1].max())
+        self._record(v, lo, hi)
+        val = self.values[v]
+        q8.quantize_rows(yf, O, val.scale, val.zp, val.buf)
+
+    def _int8_action(self, step: Step, shapes: list, views: list, panels: dict[int, Any]) -> Callable[[], None]:
+        if step.kind is Kernel.CONV2D_TERNARY:
+            return self._conv_action(step, shapes, panels)
+        if step.kind is Kernel.MAX_POOL2D:
+            return self._max_pool_action(step, shapes)
+        if step.kind is Kernel.ADAPTIVE_AVG_POOL2D:
+            x = self.values[step.inputs[0]]
+            y = views[step.output]
+            n, c, h, w = x.shape
+            return lambda: q8.global_avg_pool(x.buf, n, h * w, c, x.scale, x.zp, y)
+        return self._add_action(step, shapes)
+
+    def _conv_action(self, step: Step, shapes: list, panels: dict[int, Any]) -> Callable[[], None]:
+        a, wts = step.attrs, step.weights
+        x, out = self.values[step.inputs[0]], self.values[step.output]
+        res = self.values[step.inputs[1]] if a["residual"] else None
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel"], a["stride"], a["padding"], a["dilation"]
+        N, C, H, W = x.shape
+        _, O, Ho, Wo = out.shape
+        cp = mk.padded_channels(C)
+        offs = q8.indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+        P = N * Ho * Wo
+        depthwise = a["groups"] > 1
+        ntaps = kh * kw
+        gather = not depthwise and ntaps > 1 and cp <= GATHER_MAX_CHANNELS
+        kp = mk.padded_channels(ntaps * cp)
+        prepared = panels.get(id(step))
+        if prepared is None:
+            trits = unpack(wts["packed"], (O, C // a["groups"], kh, kw)).astype(np.int8)
+            wsum = trits.reshape(O, -1).sum(axis=1).astype(np.int32)
+            if depthwise:
+                w = np.ascontiguousarray(trits.reshape(O, ntaps).T)
+            elif gather:  # one tap of kp channels in (tap, channel) order: the gathered row's
+                rows = np.zeros((O, kh, kw, cp), np.int8)
+                rows[..., :C] = trits.transpose(0, 2, 3, 1)
+                full = np.zeros((O, kp, 1, 1), np.int8)
+                full[:, :ntaps * cp, 0, 0] = rows.reshape(O, -1)
+                w = mk.k2x32_panels(full).reshape(-1)
+            else:
+                w = mk.k2x32_panels(trits).reshape(-1)
+            prepared = panels[id(step)] = (w, wsum)
+        w, wsum = prepared
+        if gather:
+            Pp = len(offs) // ntaps
+            xg = np.empty((Pp, kp), np.uint8)
+            goffs = np.arange(Pp, dtype=np.int64) * kp
+        s, bias, act = wts["scale"], wts["bias"], a["activation"]
+        nblocks = -(-O // mk.NR)
+        tasks = N * Ho if depthwise else q8.conv_tasks(P, nblocks)
+        lohi = np.empty((tasks, 2), np.float32)
+        yf = np.empty((P, O), np.float32)
+        v = step.output
+
+        def run() -> None:
+            se = (np.float32(x.scale) * s).astype(np.float32)
+            rbuf, rs, rzp = (res.buf, np.float32(res.scale), res.zp) if res is not None else (_EMPTY_U8, np.float32(0), 0)
+            qp = self._out_qparams(v)
+            if qp is None:
+                dst, inv, zpy, f = _EMPTY_U8, 1.0, 0, yf
+            else:
+                out.scale, out.zp = qp
+                dst, inv, zpy, f = out.buf, 1.0 / qp[0], qp[1], _NO_FLOAT
+            if depthwise:
+                q8.depthwise(x.buf, offs, kh * kw, C, Wo, w, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f,
+                             lohi)
+            elif gather:
+                q8.gather_rows(x.buf, offs, ntaps, cp, P, kp, xg)
+                q8.conv(self.kind, xg.reshape(-1), goffs, 1, kp // 2, w, nblocks, P, O, wsum, x.zp, se, bias, rbuf, rs,
+                        rzp, act, dst, inv, zpy, f, lohi)
+            else:
+                q8.conv(self.kind, x.buf, offs, ntaps, cp // 2, w, nblocks, P, O, wsum, x.zp, se, bias, rbuf, rs,
+                        rzp, act, dst, inv, zpy, f, lohi)
+            if qp is None:
+                self._finish(v, yf, lohi, O)
+
+        return run
+
+    def _max_pool_action(self, step: Step, shapes: list) -> Callable[[], None]:
+        a = step.attrs
+        x, out = self.values[step.inputs[0]], self.values[step.output]
+        (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
+        N, C, H, W = x.shape
+        Ho, Wo = out.shape[2:]
+
+        def run() -> None:
+            out.scale, out.zp = x.scale, x.zp
+            if self.calibrating:
+                out.lo, out.hi = x.lo, x.hi
+            q8.max_pool(x.buf, N, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, x.zp, out.buf)
+
+        return run
+
+    def _add_action(self, step: Step, shapes: list) -> Callable[[], None]:
+        a, b, out = (self.values[v] for v in (*step.inputs, step.output))
+        N, C, H, W = out.shape
+        P = N * H * W
+        lohi = np.empty((P, 2), np.float32)
+        yf = np.empty((P, C), np.float32)
+        v = step.output
+
+        def run() -> None:
+            qp = self._out_qparams(v)
+            if qp is None:
+                q8.add(a.buf, np.float32(a.scale), a.zp, b.buf, np.float32(b.scale), b.zp, 0, C, _EMPTY_U8, 1.0, 0,
+                       yf, lohi)
+                self._finish(v, yf, lohi, C)
+            else:
+                out.scale, out.zp = qp
+                q8.add(a.buf, np.float32(a.scale), a.zp, b.buf, np.float32(b.scale), b.zp, 0, C, out.buf,
+                       1.0 / qp[0], qp[1], _NO_FLOAT, lohi)
+
+        return run
+
+    def run(self, times: list[float] | None = None) -> None:
+        """One call; with `times` (zeros, one per non-view step) each action's seconds are added
+        to its step's."""
+        if times is None:
+            for _, action in self.actions:
+                action()
+            return
+        for index, action in self.actions:
+            start = time.perf_counter()
+            action()
+            times[index] += time.perf_counter() - start
+
+    def calibrate(self, batches: list[Callable[[], None]]) -> dict[int, tuple[float, int]]:
+        """Run `batches` (each a call that fills the plan's inputs and runs `run`) with dynamic
+        scales, recording every u8 value's range; returns the static (scale, zp) per value."""
+        self.calibrating = True
+        for val in self.values.values():
+            val.lo, val.hi = np.inf, -np.inf
+        try:
+            for batch in batches:
+                batch()
+        finally:
+            self.calibrating = False
+        static = {v: q8.qparams(lo, hi) for v, (lo, hi) in self.ranges().items()}
+        for v in self.values:
+            static.setdefault(v, (1.0, 0))
+        return static

@@ -1,0 +1,120 @@
+"""The ISA layer: what the CPU has, what Numba may use, and the LLVM vector helpers of the
+micro-kernels (`tdsl.runtime.microkernels`).
+
+A micro-kernel written with `llvm.x86.*` intrinsics must never be compiled where the CPU
+lacks the feature (LLVM aborts the process on an instruction it cannot select) nor run there
+(SIGILL). `has(feature)` answers both questions at once: the host has it *and* Numba
+generates code for a target that has it (a `NUMBA_CPU_NAME` / `NUMBA_CPU_FEATURES` override
+that drops it rules it out). Kernels read the answers once, at import, as constants, so
+Numba prunes the branches of the paths this CPU cannot run.
+
+AMX tiles need more than a feature bit: Linux hands out the tile data state only on request
+(`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, once per process, before the first
+tile instruction: else SIGILL), and every thread must load a tile configuration
+(`ldtilecfg`) before using the tiles. `amx_permission()` makes the request; the AMX
+micro-kernel loads its configuration itself at each call, so worker threads need no set-up.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import platform
+
+from llvmlite import ir
+from numba.core import cgutils
+
+FEATURES: dict[str, tuple[str, ...]] = {
+    "avx2": ("avx2",),
+    "avx512_vnni": ("avx512f", "avx512bw", "avx512vnni"),
+    "avx_vnni": ("avxvnni",),
+    "amx_int8": ("amx-tile", "amx-int8"),
+}
+"""Each ISA the runtime has kernels for, as the LLVM feature names it needs."""
+
+_SYS_ARCH_PRCTL = 158
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
+
+
+def _feature_set(flags: str) -> set[str]:
+    """{'avx512f', ...} from an LLVM feature string like '+avx512f,-sse4a,...'."""
+    return {f[1:] for f in flags.split(",") if f.startswith("+")}
+
+
+@functools.lru_cache(maxsize=None)
+def host_features() -> frozenset[str]:
+    """The LLVM features of this CPU (llvmlite's reading of CPUID)."""
+    import llvmlite.binding as llvm
+
+    return frozenset(_feature_set(llvm.get_host_cpu_features().flatten()))
+
+
+@functools.lru_cache(maxsize=None)
+def has(isa: str) -> bool:
+    """True if this CPU has `isa` (a key of FEATURES) and Numba generates code that may use it."""
+    import numba
+
+    needed = FEATURES[isa]
+    if not all(f in host_features() for f in needed):
+        return False
+    if numba.config.CPU_FEATURES:  # Numba compiles for these features, not the host's
+        return all(f in _feature_set(numba.config.CPU_FEATURES) for f in needed)
+    if numba.config.CPU_NAME and numba.config.CPU_NAME not in ("host", "native"):
+        return False  # a named generic target: we cannot tell, stay portable
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def amx_permission() -> bool:
+    """Ask Linux for the AMX tile data state (once per process); True when granted."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64") or not has("amx_int8"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+
+
+def summary() -> str:
+    """'avx2, avx512_vnni, ...': the ISAs of FEATURES this process can run (for reports)."""
+    return ", ".join(isa for isa in FEATURES if has(isa)) or "none (portable kernels only)"
+
+
+# ---------------------------------------------------------------------------------------
+# LLVM vector helpers shared by the micro-kernels
+
+I8 = ir.IntType(8)
+I16 = ir.IntType(16)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+V32I8 = ir.VectorType(I8, 32)
+V16I16 = ir.VectorType(I16, 16)
+V8I16 = ir.VectorType(I16, 8)
+V8I32 = ir.VectorType(I32, 8)
+
+
+def data_ptr(context, builder, aryty, ary, elem=I8):  # noqa: ANN001, ANN201 - llvmlite codegen
+    """The array's data pointer as `elem*`."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.bitcast(data, elem.as_pointer())
+
+
+def pmaddubsw(builder, u8, s8):  # noqa: ANN001, ANN201
+    """AVX2 vpmaddubsw: i16 lane l = u8[2l]*s8[2l] + u8[2l+1]*s8[2l+1] (saturating)."""
+    fnty = ir.FunctionType(V16I16, [V32I8, V32I8])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx2.pmadd.ub.sw")
+    return builder.call(fn, [u8, s8])
+
+
+def broadcast_i16(builder, ptr8):  # noqa: ANN001, ANN201
+    """<32 x i8>: the two bytes at ptr8 repeated 16 times (vpbroadcastw)."""
+    value = builder.load(builder.bitcast(ptr8, I16.as_pointer()), align=1)
+    undef = ir.Constant(V16I16, ir.Undefined)
+    vec = builder.insert_element(undef, value, ir.Constant(I32, 0))
+    splat = builder.shuffle_vector(vec, undef, ir.Constant(ir.VectorType(I32, 16), [0] * 16))
+    return builder.bitcast(splat, V32I8)
+
+
+def widen_i16(builder, v16):  # noqa: ANN001, ANN201
+    """(<8 x i32> of lanes 0-7, <8 x i32> of lanes 8-15) of a <16 x i16>, sign-extended."""
+    lo = builder.shuffle_vector(v16, v16, ir.Constant(ir.VectorType(I32, 8), list(range(8))))
+    hi = builder.shuffle_vector(v16, v16, ir.Constant(ir.VectorType(I32, 8), list(range(8, 16))))
+    return builder.sext(lo, V8I32), builder.sext(hi, V8I32)

@@ -1,0 +1,239 @@
+"""Micro-kernels of the NHWC int8 runtime, one table row per (dtype, ISA).
+
+A micro-kernel computes one tile of int32 accumulators, `mr` output pixels x `nr` output
+channels, of u8 activations (NHWC rows found through an indirection buffer: no im2col copy)
+times ternary weights held as s8 in a panel layout made once per deployment. Drivers
+(`tdsl.runtime.nhwc_int8`) own the loops around it, the epilogue and the threads; they call
+`tile(kind, ...)`, which switches on the row's `code` (a compile-time constant per row, so the
+branches of ISAs this CPU lacks are pruned and never compiled).
+
+Adding an ISA is one row of `TABLE` plus its tile function (and a panel builder if its
+layout is new).
+
+Panel layout "k2x32" (portable, avx2): output channels in blocks of 32 (zero weights pad the
+last block); per block, per tap t (kernel position, in (kh, kw) order), per pair j of input
+channels, 64 bytes: byte 2*o + kk holds the weight of channel o of the block at input channel
+2j + kk. One AVX2 `vpmaddubsw` of 32 such bytes with the two activation bytes of pair j
+broadcast gives, for 16 channels, x[2j]*w[2j] + x[2j+1]*w[2j+1] in i16: with ternary weights a
+pair sum is at most 2*255 = 510, so 64 pairs add up in i16 without overflow (int8 weights
+could not do that: they saturate `vpmaddubsw`) before they are widened to i32.
+
+The indirection buffer `offs` (int64) holds, for output pixel p and tap t, the byte offset
+offs[p*ntaps + t] of the input row (`cp` channels) that tap reads, or of a row filled with the
+input's zero point where the tap falls in the padding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from tdsl.runtime import isa
+
+NR = 32
+"""Output channels per micro-kernel call (one panel block)."""
+PAIRS_PER_WIDEN = 64
+"""k pairs summed in i16 before widening: 64 * 510 = 32640 < 32767."""
+
+
+@dataclass(frozen=True)
+class MicroKernel:
+    """One table row: what a micro-kernel computes and where it runs."""
+
+    name: str
+    dtype: str
+    """What it multiplies and accumulates in."""
+    isa: str | None
+    """The ISA it needs (a key of `tdsl.runtime.isa.FEATURES`), None for plain Numba."""
+    mr: int
+    """Output pixels per call."""
+    nr: int
+    """Output channels per call."""
+    panel: str
+    """The weight panel layout it reads."""
+    code: int
+    """The constant `tile` switches on."""
+
+    def available(self) -> bool:
+        return self.isa is None or isa.has(self.isa)
+
+
+MR = 4
+"""Output pixels per call of the k2x32 kernels (4 x 2 i16 accumulators + 2 weight vectors +
+1 broadcast fit AVX2's 16 ymm registers with room for the address arithmetic)."""
+
+TABLE: tuple[MicroKernel, ...] = (
+    MicroKernel("portable", "u8 x ternary s8 -> i32", None, MR, NR, "k2x32", 0),
+    MicroKernel("avx2", "u8 x ternary s8 -> i16 pairs -> i32", "avx2", MR, NR, "k2x32", 1),
+)
+"""Every micro-kernel, slowest first; `select` takes the last available unless told."""
+
+_HAS_AVX2 = TABLE[1].available()
+"""Read once at import: `tile` sees it as a constant and drops the AVX2 branch where the CPU
+lacks it (LLVM aborts the process on instructions it cannot select)."""
+
+
+def by_name(name: str) -> MicroKernel:
+    for row in TABLE:
+        if row.name == name:
+            return row
+    raise KeyError(name)
+
+
+def available() -> list[str]:
+    """Names of the micro-kernels this process can run."""
+    return [row.name for row in TABLE if row.available()]
+
+
+def select(name: str | None = None) -> MicroKernel:
+    """The row for `name` (a TdslError if unknown or not runnable here), or the fastest one."""
+    from tdsl.errors import TdslError
+
+    if name is None or name == "auto":
+        return [row for row in TABLE if row.available()][-1]
+    names = [row.name for row in TABLE]
+    if name not in names:
+        raise TdslError(f"unknown NHWC micro-kernel {name!r}: valid are " + ", ".join(repr(n) for n in names))
+    row = by_name(name)
+    if not row.available():
+        raise TdslError(f"micro-kernel {name!r} needs {row.isa}, which this CPU (or Numba's target CPU) lacks; "
+                        f"available here: {', '.join(available())}")
+    return row
+
+
+# ---------------------------------------------------------------------------------------
+# Panels
+
+
+def k2x32_panels(trits: np.ndarray) -> np.ndarray:
+    """The k2x32 panels (module docstring) of ternary weights [O, Cp/2*2, kh, kw] as int8.
+
+    trits: int8 [O, C, kh, kw] in {-1, 0, 1}; C is padded to the even `cp` the activations
+    carry (see `padded_channels`). Returns int8 [ceil(O/32), kh*kw, cp/2, 64]."""
+    O, C, kh, kw = trits.shape
+    cp = padded_channels(C)
+    nb = -(-O // NR)
+    w = np.zeros((nb * NR, cp, kh, kw), np.int8)
+    w[:O, :C] = trits
+    # [block, o, pair, kk, i, j] -> [block, i, j, pair, o, kk]
+    w6 = w.reshape(nb, NR, cp // 2, 2, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+    return np.ascontiguousarray(w6.reshape(nb, kh * kw, cp // 2, 2 * NR))
+
+
+def padded_channels(c: int) -> int:
+    """Channels of an NHWC u8 row: c rounded up to a multiple of 4 (whole k pairs, aligned rows)."""
+    return -(-c // 4) * 4
+
+
+# ---------------------------------------------------------------------------------------
+# Tiles. Arguments: w (int8 panels, flat), woff (byte offset of the block), x (uint8 input,
+# flat), offs (int64 indirection), ooff (index of the tile's first pixel's first tap), ntaps,
+# npairs (cp/2), out (int32, flat), oidx, ostride: acc[m, o] goes to out[oidx + m*ostride + o].
+
+
+def _make_tile_avx2(mr: int):
+    """The AVX2 k2x32 tile: mr pixels x 32 channels, i16 pair sums widened every 64 pairs."""
+
+    @intrinsic
+    def tile(typingctx, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
+        sig = types.none(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+
+        def codegen(context, builder, signature, args):
+            wv, woffv, xv, offsv, ooffv, ntv, npv, outv, oidxv, osv = args
+            ity = woffv.type
+            wbase = builder.gep(isa.data_ptr(context, builder, signature.args[0], wv), [woffv])
+            xbase = isa.data_ptr(context, builder, signature.args[2], xv)
+            obase = isa.data_ptr(context, builder, signature.args[3], offsv, isa.I64)
+            zero16 = ir.Constant(isa.V16I16, None)
+            a16 = [[cgutils.alloca_once_value(builder, zero16) for _ in range(2)] for _ in range(mr)]
+            a32 = [[cgutils.alloca_once_value(builder, ir.Constant(isa.V8I32, None)) for _ in range(4)]
+                   for _ in range(mr)]
+            tap_bytes = builder.mul(npv, ir.Constant(ity, 2 * NR))
+            with cgutils.for_range(builder, ntv) as tap:
+                t = tap.index
+                rows = []
+                for m in range(mr):
+                    idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
+                    rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
+                wtap = builder.gep(wbase, [builder.mul(t, tap_bytes)])
+
+                def chunk(j):
+                    wj = builder.gep(wtap, [builder.mul(j, ir.Constant(ity, 2 * NR))])
+                    wvec = [builder.load(builder.bitcast(builder.gep(wj, [ir.Constant(ity, 32 * h)]),
+                                                         isa.V32I8.as_pointer()), align=1) for h in range(2)]
+                    j2 = builder.mul(j, ir.Constant(ity, 2))
+                    for m in range(mr):
+                        b = isa.broadcast_i16(builder, builder.gep(rows[m], [j2]))
+                        for h in range(2):
+                            acc = builder.add(builder.load(a16[m][h]), isa.pmaddubsw(builder, b, wvec[h]))
+                            builder.store(acc, a16[m][h])
+
+                def widen():
+                    for m in range(mr):
+                        for h in range(2):
+                            lo, hi = isa.widen_i16(builder, builder.load(a16[m][h]))
+                            builder.store(builder.add(builder.load(a32[m][2 * h]), lo), a32[m][2 * h])
+                            builder.store(builder.add(builder.load(a32[m][2 * h + 1]), hi), a32[m][2 * h + 1])
+                            builder.store(zero16, a16[m][h])
+
+                _for_groups(builder, npv, PAIRS_PER_WIDEN, chunk, widen)
+            odata = isa.data_ptr(context, builder, signature.args[7], outv, isa.I32)
+            for m in range(mr):
+                for q in range(4):
+                    idx = builder.add(oidxv, builder.add(builder.mul(osv, ir.Constant(ity, m)), ir.Constant(ity, 8 * q)))
+                    ptr = builder.bitcast(builder.gep(odata, [idx]), isa.V8I32.as_pointer())
+                    builder.store(builder.load(a32[m][q]), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def _for_groups(builder, n, group, body, after_group):  # noqa: ANN001
+    """for g0 in range(0, n, group): for i in range(g0, min(n, g0 + group)): body(i); then
+    after_group() once per group."""
+    ity = n.type
+    ngroups = builder.udiv(builder.add(n, ir.Constant(ity, group - 1)), ir.Constant(ity, group))
+    with cgutils.for_range(builder, ngroups) as outer:
+        start = builder.mul(outer.index, ir.Constant(ity, group))
+        left = builder.sub(n, start)
+        count = builder.select(builder.icmp_signed(">", left, ir.Constant(ity, group)), ir.Constant(ity, group), left)
+        with cgutils.for_range(builder, count) as inner:
+            body(builder.add(start, inner.index))
+        after_group()
+
+
+_tile_avx2 = _make_tile_avx2(MR)
+
+
+@njit(cache=True, inline="always")
+def _tile_portable(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
+    """The same integers as the AVX2 tile, in plain Numba."""
+    acc = np.zeros((MR, NR), np.int32)
+    for m in range(MR):
+        for t in range(ntaps):
+            row = offs[ooff + m * ntaps + t]
+            wt = woff + t * npairs * 2 * NR
+            for j in range(npairs):
+                x0 = np.int32(x[row + 2 * j])
+                x1 = np.int32(x[row + 2 * j + 1])
+                wj = wt + j * 2 * NR
+                for o in range(NR):
+                    acc[m, o] += x0 * np.int32(w[wj + 2 * o]) + x1 * np.int32(w[wj + 2 * o + 1])
+    for m in range(MR):
+        for o in range(NR):
+            out[oidx + m * ostride + o] = acc[m, o]
+
+
+@njit(cache=True, inline="always")
+def tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
+    """MR x NR accumulators of the micro-kernel with code `kind` (a TABLE row's `code`)."""
+    if kind == 1 and _HAS_AVX2:  # a constant: pruned where the CPU lacks AVX2
+        _tile_avx2(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    else:
+        _tile_portable(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)

@@ -1,0 +1,411 @@
+"""NHWC int8 activations between layers: producers, drivers and epilogues around the
+micro-kernels of `tdsl.runtime.microkernels`.
+
+An activation in this form is a flat uint8 array: N*H*W rows of `cp` bytes (the C channels
+padded to `microkernels.padded_channels(C)`), followed by one more row that holds the
+zero point in every byte (what a padded tap reads), with a scale and zero point:
+real = scale * (q - zp). ReLU-family outputs use zp = 0 and the whole u8 range.
+
+Numerics. A ternary conv of (scale s_x, zero point z_x) input with weights s[o] * T[o]:
+    acc[p, o] = sum over taps and channels of T * q        (exact int32; the micro-kernel)
+    v[p, o]   = float32(acc - z_x * sum(T[o])) * (s_x * s[o]) + bias[o]
+then + the residual (dequantised), the activation, and requantisation to the output's
+(scale, zp): clamp(rint(v / s_y) + z_y, 0, 255). Padding reads z_x, so it adds 0 exactly, as
+the float conv's zero padding does. Every micro-kernel computes the same acc, so every path
+gives the same bits.
+
+Scales. With calibration (`calibrate` on a deployment) every activation has a static scale
+and the epilogue writes u8 directly. Without it the scales are dynamic, per layer and per
+call: the epilogue writes float32 NHWC, the driver takes its range and quantises it.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from tdsl.runtime import activations, microkernels
+from tdsl.runtime.microkernels import MR, NR, tile
+
+activation = njit(inline="always", cache=True)(activations.apply)
+TILE_PIXELS = 8 * MR
+"""Output pixels per task (a multiple of MR)."""
+BLOCKS_PER_TASK = 4
+"""32-channel blocks per task: the task's input rows are read once per 128 channels."""
+
+
+def qparams(lo: float, hi: float) -> tuple[float, int]:
+    """(scale, zero point) of u8 for the range [lo, hi] (widened to hold 0, as float padding)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        lo, hi = (0.0 if not np.isfinite(lo) else lo), (0.0 if not np.isfinite(hi) else hi)
+    if hi - lo <= 0.0:
+        return 1.0, 0
+    scale = (hi - lo) / 255.0
+    zp = int(min(max(round(-lo / scale), 0), 255))
+    return float(np.float32(scale)), zp
+
+
+def buffer_size(n: int, h: int, w: int, c: int) -> int:
+    """Bytes of an NHWC u8 activation of this shape (rows and the zero-point row)."""
+    return (n * h * w + 1) * microkernels.padded_channels(c)
+
+
+# ---------------------------------------------------------------------------------------
+# Producers: float NCHW in, u8 NHWC out, and back
+
+
+@njit(cache=True, parallel=True)
+def minmax(x):
+    """(min, max) of a float32 array, in parallel chunks."""
+    flat = x.reshape(-1)
+    n = flat.size
+    chunks = max(1, min(64, n // 4096))
+    los = np.empty(chunks, np.float32)
+    his = np.empty(chunks, np.float32)
+    for c in prange(chunks):
+        a = c * n // chunks
+        b = (c + 1) * n // chunks
+        lo = flat[a]
+        hi = flat[a]
+        for i in range(a, b):
+            v = flat[i]
+            lo = min(lo, v)
+            hi = max(hi, v)
+        los[c] = lo
+        his[c] = hi
+    return los.min(), his.max()
+
+
+@njit(cache=True, parallel=True)
+def quantize_nchw(x, scale, zp, out):
+    """out (u8 NHWC rows of cp bytes + the zero-point row) = quantised x float32 [N, C, H, W]."""
+    N, C, H, W = x.shape
+    cp = out.size // (N * H * W + 1)
+    inv = np.float32(1.0) / np.float32(scale)
+    z = np.float32(zp)
+    for r in prange(N * H):
+        n = r // H
+        y = r - n * H
+        base = r * W * cp
+        for c in range(C):
+            for ix in range(W):
+                q = min(max(np.rint(x[n, c, y, ix] * inv) + z, np.float32(0.0)), np.float32(255.0))
+                out[base + ix * cp + c] = np.uint8(q)
+        for ix in range(W):
+            for c in range(C, cp):
+                out[base + ix * cp + c] = np.uint8(zp)
+    fill_zero_row(out, N * H * W, cp, zp)
+
+
+@njit(cache=True)
+def fill_zero_row(out, rows, cp, zp):
+    for c in range(cp):
+        out[rows * cp + c] = np.uint8(zp)
+
+
+@njit(cache=True, parallel=True)
+def quantize_rows(yf, O, scale, zp, out):
+    """out (u8 NHWC, cp bytes a row) = quantised yf float32 [P, O] (the dynamic epilogue)."""
+    P = yf.shape[0]
+    cp = out.size // (P + 1)
+    inv = np.float32(1.0) / np.float32(scale)
+    z = np.float32(zp)
+    for p in prange(P):
+        for o in range(O):
+            q = min(max(np.rint(yf[p, o] * inv) + z, np.float32(0.0)), np.float32(255.0))
+            out[p * cp + o] = np.uint8(q)
+        for o in range(O, cp):
+            out[p * cp + o] = np.uint8(zp)
+    fill_zero_row(out, P, cp, zp)
+
+
+@njit(cache=True, parallel=True)
+def dequantize_nchw(q, scale, zp, y):
+    """y float32 [N, C, H, W] = scale * (q - zp) of u8 NHWC rows."""
+    N, C, H, W = y.shape
+    cp = q.size // (N * H * W + 1)
+    s = np.float32(scale)
+    for r in prange(N * H):
+        n = r // H
+        iy = r - n * H
+        base = r * W * cp
+        for c in range(C):
+            for ix in range(W):
+                y[n, c, iy, ix] = np.float32(np.int32(q[base + ix * cp + c]) - zp) * s
+
+
+# ---------------------------------------------------------------------------------------
+# Indirection
+
+
+@njit(cache=True)
+def indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """offs int64 [(P rounded up to MR) * kh*kw]: the byte offset of the input row each tap of
+    each output pixel reads; taps in the padding (and the rows past P) read the zero row."""
+    P = N * Ho * Wo
+    Pp = (P + MR - 1) // MR * MR
+    ntaps = kh * kw
+    zero = N * H * W * cp
+    offs = np.full(Pp * ntaps, zero, np.int64)
+    for p in range(P):
+        n = p // (Ho * Wo)
+        rest = p - n * Ho * Wo
+        oy = rest // Wo
+        ox = rest - oy * Wo
+        for i in range(kh):
+            iy = oy * sh - ph + i * dh
+            for j in range(kw):
+                ix = ox * sw - pw + j * dw
+                if 0 <= iy < H and 0 <= ix < W:
+                    offs[p * ntaps + i * kw + j] = ((n * H + iy) * W + ix) * cp
+    return offs
+
+
+# ---------------------------------------------------------------------------------------
+# Conv driver: (NHWC indirection producer) x (k2x32 micro-kernel) + fused epilogue
+
+
+@njit(inline="always", cache=True)
+def _epilogue(acc, a0, no, o0, corr, se, bias, res, rbase, rs, rzp, act, amin, amax, static, dst, dbase,
+              inv, zf, yf, p, lohi, task):
+    """One pixel's `no` channels from o0: acc[a0 + ol] -> dst[dbase + ol] (static: u8) or
+    yf[p, o0 + ol] (dynamic: float32, its range into lohi[task]). corr[o] = z_x * sum(T[o]) as
+    float32: exact (below 2**24), and float arithmetic keeps the loop vectorised (Numba widens
+    int32 arithmetic to int64, which AVX2 cannot convert to float in vectors).
+    act < 0: the activation is the clamp [amin, amax] (none, relu, relu6), applied branch-free."""
+    if static:
+        if res.size == 0 and act < 0:
+            for ol in range(no):
+                o = o0 + ol
+                v = np.float32((np.float32(acc[a0 + ol]) - corr[o]) * se[o]) + bias[o]
+                v = min(max(v, amin), amax)
+                dst[dbase + ol] = np.uint8(np.int32(min(max(np.rint(v * inv) + zf, np.float32(0.0)), np.float32(255.0))))
+        else:
+            for ol in range(no):
+                o = o0 + ol
+                v = np.float32((np.float32(acc[a0 + ol]) - corr[o]) * se[o]) + bias[o]
+                if res.size:
+                    v = v + np.float32(np.int32(res[rbase + ol]) - rzp) * rs
+                v = activation(v, act) if act >= 0 else min(max(v, amin), amax)
+                dst[dbase + ol] = np.uint8(np.int32(min(max(np.rint(v * inv) + zf, np.float32(0.0)), np.float32(255.0))))
+    else:
+        lo = lohi[task, 0]
+        hi = lohi[task, 1]
+        for ol in range(no):
+            o = o0 + ol
+            v = np.float32((np.float32(acc[a0 + ol]) - corr[o]) * se[o]) + bias[o]
+            if res.size:
+                v = v + np.float32(np.int32(res[rbase + ol]) - rzp) * rs
+            v = activation(v, act) if act >= 0 else min(max(v, amin), amax)
+            yf[p, o] = v
+            lo = min(lo, v)
+            hi = max(hi, v)
+        lohi[task, 0] = lo
+        lohi[task, 1] = hi
+
+
+@njit(inline="always", cache=True)
+def clamp_of(act):
+    """(code, lo, hi): a none/relu/relu6 activation as a clamp (code -1), any other as itself."""
+    if act == activations.NONE:
+        return -1, np.float32(-np.inf), np.float32(np.inf)
+    if act == activations.RELU:
+        return -1, np.float32(0.0), np.float32(np.inf)
+    if act == activations.RELU6:
+        return -1, np.float32(0.0), np.float32(6.0)
+    return act, np.float32(-np.inf), np.float32(np.inf)
+
+
+@njit(cache=True, parallel=True)
+def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act,
+         out, inv_sy, zpy, yf, lohi):
+    """One ternary conv of u8 NHWC x into out (static scales: u8 NHWC, cp_out bytes a row)
+    or yf (dynamic: float32 [P, O], with each task's (min, max) in lohi [tasks, 2]).
+
+    se[o] = s_x * s[o]; wsum[o] = sum(T[o]); res: u8 NHWC residual (or empty) with scale rs,
+    zero point rzp; act: activation code. kind: the micro-kernel's code."""
+    cpo = _row_bytes(O)
+    static = yf.shape[1] == 0
+    ntiles = (P + TILE_PIXELS - 1) // TILE_PIXELS
+    ngroups = (nblocks + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK
+    block_bytes = ntaps * npairs * 2 * NR
+    zf = np.float32(zpy)
+    inv = np.float32(inv_sy)
+    corr = (wsum * zpx).astype(np.float32)
+    code, amin, amax = clamp_of(act)
+    for task in prange(ntiles * ngroups):
+        g = task % ngroups
+        t = task // ngroups
+        p0 = t * TILE_PIXELS
+        np_ = min(TILE_PIXELS, P - p0)
+        acc = np.empty(MR * NR, np.int32)
+        lohi[task, 0] = np.float32(np.inf)
+        lohi[task, 1] = np.float32(-np.inf)
+        for b in range(g * BLOCKS_PER_TASK, min(nblocks, (g + 1) * BLOCKS_PER_TASK)):
+            o0 = b * NR
+            no = min(NR, O - o0)
+            for m0 in range(0, np_, MR):
+                tile(kind, panels, b * block_bytes, x, offs, (p0 + m0) * ntaps, ntaps, npairs, acc, 0, NR)
+                for m in range(min(MR, np_ - m0)):
+                    p = p0 + m0 + m
+                    _epilogue(acc, m * NR, no, o0, corr, se, bias, res, p * cpo + o0, rs, rzp, code, amin, amax,
+                              static, out, p * cpo + o0, inv, zf, yf, p, lohi, task)
+        if static and g == ngroups - 1:
+            for p in range(p0, p0 + np_):
+                for o in range(O, cpo):
+                    out[p * cpo + o] = np.uint8(zpy)
+    if static:
+        fill_zero_row(out, P, cpo, zpy)
+
+
+@njit(inline="always", cache=True)
+def _row_bytes(c):
+    return (c + 3) // 4 * 4
+
+
+def conv_tasks(P: int, nblocks: int) -> int:
+    """The number of tasks (rows of `lohi`) of one `conv` call."""
+    return -(-P // TILE_PIXELS) * -(-nblocks // BLOCKS_PER_TASK)
+
+
+# ---------------------------------------------------------------------------------------
+# Depthwise, pools
+
+
+@njit(cache=True, parallel=True)
+def depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf, lohi):
+    """A depthwise ternary conv on u8 NHWC: w int8 [ntaps, C]; outputs as `conv`, one task per
+    output row of Wo pixels (lohi [P / Wo, 2])."""
+    cp = _row_bytes(C)
+    rows = lohi.shape[0]
+    static = yf.shape[1] == 0
+    zf = np.float32(zpy)
+    inv = np.float32(inv_sy)
+    corr = (wsum * zpx).astype(np.float32)
+    code, amin, amax = clamp_of(act)
+    for r in prange(rows):
+        acc = np.empty(C, np.int32)
+        lohi[r, 0] = np.float32(np.inf)
+        lohi[r, 1] = np.float32(-np.inf)
+        for ox in range(Wo):
+            p = r * Wo + ox
+            for c in range(C):
+                acc[c] = 0
+            for t in range(ntaps):
+                row = offs[p * ntaps + t]
+                wt = w[t]
+                xt = x[row:row + C]  # slices: distinct contiguous bases, so the loop vectorises
+                for c in range(C):
+                    acc[c] += np.int32(wt[c]) * np.int32(xt[c])
+            _epilogue(acc, 0, C, 0, corr, se, bias, res, p * cp, rs, rzp, code, amin, amax, static, out, p * cp,
+                      inv, zf, yf, p, lohi, r)
+        if static:
+            for ox in range(Wo):
+                for c in range(C, cp):
+                    out[(r * Wo + ox) * cp + c] = np.uint8(zpy)
+    if static:
+        fill_zero_row(out, rows * Wo, cp, zpy)
+
+
+@njit(cache=True, parallel=True)
+def max_pool(x, N, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, zp, out):
+    """Max pooling of u8 NHWC (same scale in and out: max commutes with quantisation). Each
+    output row is built in a scratch row and copied out (no aliasing: the loops vectorise)."""
+    cp = _row_bytes(C)
+    for r in prange(N * Ho):
+        n = r // Ho
+        oy = r - n * Ho
+        i0 = max(0, ph - oy * sh)
+        i1 = min(kh, H + ph - oy * sh)
+        row = np.zeros(Wo * cp, np.uint8)
+        for i in range(i0, i1):
+            src0 = ((n * H + oy * sh - ph + i) * W) * cp
+            for ox in range(Wo):
+                j0 = max(0, pw - ox * sw)
+                j1 = min(kw, W + pw - ox * sw)
+                d = ox * cp
+                for j in range(j0, j1):
+                    src = src0 + (ox * sw - pw + j) * cp
+                    for c in range(cp):
+                        a = row[d + c]
+                        b = x[src + c]
+                        row[d + c] = a if a > b else b
+        base = r * Wo * cp
+        for k in range(Wo * cp):
+            out[base + k] = row[k]
+    fill_zero_row(out, N * Ho * Wo, cp, zp)
+
+
+@njit(cache=True, parallel=True)
+def gather_rows(x, offs, ntaps, cp, P, kp, xg):
+    """xg [Pp, kp] u8: row p = the ntaps input rows (cp bytes each) pixel p's taps read, then
+    zero padding to kp; the producer of convs with few input channels (the stem), whose taps
+    are too short for the indirect kernel (kp = ntaps*cp rounded up to 4). Copies 4-byte
+    words (cp, kp and every row offset are multiples of 4)."""
+    x4 = x.view(np.uint32)
+    g4 = xg.reshape(-1).view(np.uint32)
+    w = cp // 4
+    k4 = kp // 4
+    Pp = xg.shape[0]
+    for p in prange(Pp):
+        d = p * k4
+        if p >= P:
+            for k in range(k4):
+                g4[d + k] = 0
+            continue
+        for t in range(ntaps):
+            src = offs[p * ntaps + t] // 4
+            for c in range(w):
+                g4[d + t * w + c] = x4[src + c]
+        for k in range(ntaps * w, k4):
+            g4[d + k] = 0
+
+
+@njit(cache=True, parallel=True)
+def global_avg_pool(x, N, HW, C, scale, zp, y):
+    """y float32 [N, C] (any trailing 1x1) = mean over pixels of scale * (q - zp)."""
+    cp = _row_bytes(C)
+    y2 = y.reshape(N, C)
+    for n in prange(N):
+        acc = np.zeros(C, np.int32)
+        for p in range(HW):
+            base = (n * HW + p) * cp
+            for c in range(C):
+                acc[c] += np.int32(x[base + c])
+        for c in range(C):
+            y2[n, c] = np.float32((np.float64(acc[c]) / HW - zp) * scale)
+
+
+@njit(cache=True, parallel=True)
+def add(a, sa, za, b, sb, zb, act, C, out, inv_sy, zpy, yf, lohi):
+    """act(a + b) of two u8 NHWC activations of the same shape; outputs as `conv` (lohi [P, 2])."""
+    cp = _row_bytes(C)
+    P = lohi.shape[0]
+    static = yf.shape[1] == 0
+    zf = np.float32(zpy)
+    inv = np.float32(inv_sy)
+    for p in prange(P):
+        lo = np.float32(np.inf)
+        hi = np.float32(-np.inf)
+        for c in range(C):
+            v = np.float32(np.int32(a[p * cp + c]) - za) * sa + np.float32(np.int32(b[p * cp + c]) - zb) * sb
+            v = activation(v, act)
+            if static:
+                out[p * cp + c] = np.uint8(min(max(np.rint(v * inv) + zf, np.float32(0.0)), np.float32(255.0)))
+            else:
+                yf[p, c] = v
+                lo = min(lo, v)
+                hi = max(hi, v)
+        lohi[p, 0] = lo
+        lohi[p, 1] = hi
+    if static:
+        for p in range(P):
+            for c in range(C, cp):
+                out[p * cp + c] = np.uint8(zpy)
+        fill_zero_row(out, P, cp, zpy)
+
+
+def kernels() -> list:
+    """The Numba dispatchers of this module (for cache statistics)."""
+    return [minmax, quantize_nchw, quantize_rows, dequantize_nchw, indirection, conv, depthwise, max_pool,
+            global_avg_pool, add, microkernels.tile]

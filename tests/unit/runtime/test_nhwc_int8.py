@@ -1,0 +1,181 @@
+"""The NHWC int8 runtime (tdsl.runtime.nhwc_int8, microkernels) against numpy.
+
+The integer accumulators of every micro-kernel must equal numpy's exact int64 convolution of
+the quantised input (padding reads the zero point, so it adds z_x * T: what the epilogue's
+correction removes), every table row must give the same bits, and the epilogue must requantise
+like the numpy formula. Shapes cover channel counts that are not multiples of the 32-channel
+block or of 4 (padded rows), pixels that are not multiples of MR or of a task, strides,
+padding, dilation, the gathered stem (few channels) and depthwise convs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tdsl.runtime import isa
+from tdsl.runtime import microkernels as mk
+from tdsl.runtime import nhwc_int8 as q8
+
+KINDS = [pytest.param(row.code, id=row.name,
+                      marks=pytest.mark.skipif(not row.available(), reason=f"this CPU lacks {row.isa}"))
+         for row in mk.TABLE]
+
+# (N, C, H, W, O, (kh, kw), stride, padding, dilation)
+CASES = [
+    (1, 3, 9, 8, 5, (3, 3), (1, 1), (1, 1), (1, 1)),       # cp 4, O below one block
+    (2, 6, 7, 9, 40, (3, 2), (2, 1), (1, 0), (1, 1)),      # 2 images, strided, 2 blocks
+    (1, 5, 11, 10, 33, (3, 3), (1, 2), (2, 3), (2, 3)),    # dilated and padded
+    (1, 130, 6, 5, 64, (1, 1), (1, 1), (0, 0), (1, 1)),    # 1x1, 65 pairs: a widen inside the tap
+    (1, 64, 10, 9, 160, (3, 3), (1, 1), (1, 1), (1, 1)),   # 5 blocks: two tasks along channels
+]
+
+
+def quantised_input(case, zp, seed=0):
+    N, C, H, W = case[:4]
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, 256, (N, C, H, W)).astype(np.uint8)
+    cp = mk.padded_channels(C)
+    buf = np.full(q8.buffer_size(N, H, W, C), zp, np.uint8)
+    rows = buf[:N * H * W * cp].reshape(N, H, W, cp)
+    rows[..., :C] = q.transpose(0, 2, 3, 1)
+    return q, buf
+
+
+def numpy_acc(q, t, zp, stride, padding, dilation):
+    """Exact int64 sum of T * q over each window, padding read as zp."""
+    N, C, H, W = q.shape
+    O, _, kh, kw = t.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    xp = np.full((N, C, H + 2 * ph, W + 2 * pw), zp, np.int64)
+    xp[:, :, ph:ph + H, pw:pw + W] = q
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    acc = np.zeros((N, O, Ho, Wo), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i * dh:i * dh + sh * Ho:sh, j * dw:j * dw + sw * Wo:sw]
+            acc += np.einsum("nchw,oc->nohw", patch, t[:, :, i, j].astype(np.int64))
+    return acc
+
+
+def run_conv(kind, case, zp, static=True, seed=0):
+    N, C, H, W, O, (kh, kw), st, pad, dil = case
+    rng = np.random.default_rng(seed + 1)
+    t = rng.integers(-1, 2, (O, C, kh, kw)).astype(np.int8)
+    q, buf = quantised_input(case, zp, seed)
+    acc = numpy_acc(q, t, zp, st, pad, dil)
+    Ho, Wo = acc.shape[2:]
+    cp = mk.padded_channels(C)
+    offs = q8.indirection(N, H, W, cp, kh, kw, *st, *pad, *dil, Ho, Wo)
+    P = N * Ho * Wo
+    panels = mk.k2x32_panels(t).reshape(-1)
+    wsum = t.reshape(O, -1).sum(axis=1).astype(np.int32)
+    se = rng.uniform(0.001, 0.01, O).astype(np.float32)
+    bias = rng.standard_normal(O).astype(np.float32)
+    nblocks = -(-O // mk.NR)
+    lohi = np.empty((q8.conv_tasks(P, nblocks), 2), np.float32)
+    empty = np.zeros(0, np.uint8)
+    if static:
+        out = np.empty(q8.buffer_size(N, Ho, Wo, O), np.uint8)
+        q8.conv(kind, buf, offs, kh * kw, cp // 2, panels, nblocks, P, O, wsum, zp, se, bias, empty, np.float32(0), 0,
+                0, out, 1 / 0.05, 7, np.zeros((0, 0), np.float32), lohi)
+        got = out[:P * mk.padded_channels(O)].reshape(P, -1)[:, :O]
+    else:
+        got = np.empty((P, O), np.float32)
+        q8.conv(kind, buf, offs, kh * kw, cp // 2, panels, nblocks, P, O, wsum, zp, se, bias, empty, np.float32(0), 0,
+                0, empty, 1.0, 0, got, lohi)
+    want_v = (acc - zp * wsum[None, :, None, None]).astype(np.float64) * se[None, :, None, None] + bias[None, :, None, None]
+    want_v = want_v.transpose(0, 2, 3, 1).reshape(P, O)
+    return got, want_v, lohi
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", CASES)
+def test_conv_float_epilogue_equals_numpy_exact_integers(kind, case):
+    got, want, lohi = run_conv(kind, case, zp=128, static=False)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5)
+    assert lohi[:, 0].min() == got.min() and lohi[:, 1].max() == got.max()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", CASES[:3])
+def test_conv_static_epilogue_requantises_like_numpy(kind, case):
+    got, want, _ = run_conv(kind, case, zp=3, static=True)
+    q = np.clip(np.rint(want / 0.05) + 7, 0, 255)
+    assert np.abs(got.astype(np.int64) - q).max() <= 1  # float32 vs float64 rounding at .5
+    assert np.mean(got == q) > 0.99
+
+
+@pytest.mark.skipif(not mk.by_name("avx2").available(), reason="this CPU has no AVX2")
+@pytest.mark.parametrize("case", CASES)
+def test_every_micro_kernel_gives_the_same_bits(case):
+    a = run_conv(0, case, zp=17, static=True)[0]
+    b = run_conv(1, case, zp=17, static=True)[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_k2x32_panel_layout():
+    t = np.arange(2 * 3 * 1 * 1).reshape(2, 3, 1, 1).astype(np.int8) - 2
+    p = mk.k2x32_panels(t)
+    assert p.shape == (1, 1, 2, 64)  # one block, one tap, cp=4 -> 2 pairs, 32 channels x 2
+    # byte 2*o + kk of pair j = weight of channel o at input channel 2j + kk (zero padded)
+    assert p[0, 0, 0, 2 * 1 + 1] == t[1, 1, 0, 0] and p[0, 0, 1, 2 * 0 + 0] == t[0, 2, 0, 0]
+    assert p[0, 0, 1, 2 * 0 + 1] == 0 and p[0, 0, 0, 2 * 5] == 0
+
+
+def test_quantize_dequantize_round_trip_and_padding_rows():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    lo, hi = q8.minmax(x)
+    assert lo == x.min() and hi == x.max()
+    scale, zp = q8.qparams(lo, hi)
+    buf = np.empty(q8.buffer_size(2, 4, 3, 5), np.uint8)
+    q8.quantize_nchw(x, scale, zp, buf)
+    rows = buf.reshape(-1, 8)
+    assert (rows[-1] == zp).all() and (rows[:-1, 5:] == zp).all()  # the zero-point row and padded channels
+    y = np.empty_like(x)
+    q8.dequantize_nchw(buf, scale, zp, y)
+    assert np.abs(y - x).max() <= scale / 2 + 1e-6
+
+
+def test_qparams_cover_zero_and_use_the_whole_range_for_relu_outputs():
+    assert q8.qparams(0.0, 2.55) == (pytest.approx(0.01), 0)
+    s, z = q8.qparams(-1.0, 3.0)
+    assert z == round(1.0 / s) and s == pytest.approx(4.0 / 255)
+    assert q8.qparams(0.0, 0.0) == (1.0, 0)
+
+
+def test_depthwise_and_max_pool_match_numpy():
+    rng = np.random.default_rng(3)
+    N, C, H, W, zp = 1, 40, 7, 6, 9
+    q, buf = quantised_input((N, C, H, W), zp)
+    t = rng.integers(-1, 2, (C, 1, 3, 3)).astype(np.int8)
+    Ho, Wo = 4, 3  # stride 2, pad 1
+    offs = q8.indirection(N, H, W, mk.padded_channels(C), 3, 3, 2, 2, 1, 1, 1, 1, Ho, Wo)
+    wsum = t.reshape(C, -1).sum(axis=1).astype(np.int32)
+    se = np.full(C, 0.01, np.float32)
+    bias = np.zeros(C, np.float32)
+    yf = np.empty((N * Ho * Wo, C), np.float32)
+    lohi = np.empty((N * Ho, 2), np.float32)
+    empty = np.zeros(0, np.uint8)
+    q8.depthwise(buf, offs, 9, C, Wo, np.ascontiguousarray(t.reshape(C, 9).T), wsum, zp, se, bias, empty,
+                 np.float32(0), 0, 0, empty, 1.0, 0, yf, lohi)
+    acc = np.stack([numpy_acc(q[:, c:c + 1], t[c:c + 1], zp, (2, 2), (1, 1), (1, 1))[:, 0] for c in range(C)], 1)
+    want = ((acc - zp * wsum[None, :, None, None]) * 0.01).transpose(0, 2, 3, 1).reshape(-1, C)
+    np.testing.assert_allclose(yf, want, rtol=1e-5, atol=1e-5)
+    out = np.empty(q8.buffer_size(N, Ho, Wo, C), np.uint8)
+    q8.max_pool(buf, N, H, W, C, 3, 3, 2, 2, 1, 1, Ho, Wo, zp, out)
+    xp = np.zeros((N, C, H + 2, W + 2), np.int64)  # u8 padding: 0 never wins a max
+    xp[:, :, 1:-1, 1:-1] = q
+    ref = np.max([xp[:, :, i:i + 2 * Ho:2, j:j + 2 * Wo:2] for i in range(3) for j in range(3)], axis=0)
+    got = out[:N * Ho * Wo * 40].reshape(N, Ho, Wo, 40).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_select_refuses_unknown_or_unavailable_kernels():
+    from tdsl.errors import TdslError
+
+    with pytest.raises(TdslError, match="unknown NHWC micro-kernel"):
+        mk.select("sse9")
+    assert mk.select().name == mk.available()[-1]
+    assert isa.summary()
