@@ -9,7 +9,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from xdsl.dialects.builtin import (ArrayAttr, BoolAttr, DenseIntOrFPElementsAttr, FloatAttr,
+from xdsl.dialects.builtin import (ArrayAttr, BoolAttr, DenseIntOrFPElementsAttr, FloatAttr, IntAttr,
                                    IntegerAttr, IntegerType, ModuleOp, StringAttr,
                                    SymbolRefAttr, TensorType, UnrankedTensorType, f16, f32, f64,
                                    i64)
@@ -59,6 +59,7 @@ class _Forward:
         self.names = names
         self.loc = loc
         self.op: d.ForwardOp | None = None
+        self.examples: list[list[int | None]] = []
 
     @property
     def args(self) -> tuple[SSAValue, ...]:
@@ -74,8 +75,10 @@ class IRBuilder:
         self.stack: list[_Forward] = []
 
     # ---------------------------------------------------------------- structure
-    def begin_forward(self, types: list[Attribute], names: list[str], loc: SourceLoc) -> _Forward:
+    def begin_forward(self, types: list[Attribute], names: list[str], loc: SourceLoc,
+                      examples: list[list[int | None]] | None = None) -> _Forward:
         fwd = _Forward(types, names, loc)
+        fwd.examples = examples or []
         for arg, name in zip(fwd.block.args, names):
             arg.name_hint = _hint(name)
         self.stack.append(fwd)
@@ -88,6 +91,9 @@ class IRBuilder:
         assert isinstance(ret, d.ReturnOp)
         fwd.op = d.ForwardOp(fwd.types, [v.type for v in ret.values], Region(fwd.block), fwd.names)
         set_loc(fwd.op, fwd.loc)
+        if any(e is not None for shape in fwd.examples for e in shape):
+            fwd.op.attributes[EXAMPLE_SHAPE] = ArrayAttr([ArrayAttr([IntAttr(-1 if e is None else e) for e in shape])
+                                                          for shape in fwd.examples])
         return fwd
 
     def emit_return(self, values: list[SSAValue], names: list[str] | None, loc: SourceLoc) -> None:
@@ -184,6 +190,11 @@ def _hint(name: str) -> str | None:
     """A valid SSA name hint from a DSL name (xDSL rejects some characters)."""
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
     return cleaned if cleaned and not cleaned[0].isdigit() else None
+
+
+EXAMPLE_SHAPE = "tdsl.example_shape"
+"""A forward's attribute: per input, the example size of each dim (-1: none), for the dims
+declared `dynamic(example)` (any size taken, the example used for example inputs)."""
 
 
 def recorded_source(filename: str) -> str:

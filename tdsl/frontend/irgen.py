@@ -330,9 +330,10 @@ class Elaborator:
         state = self.builder_stack[-1]
         params = fn.params if fn is not None else tuple(p for p in layer.params
                                                         if self._is_tensor_param(p))
-        types = [self._input_type(p, layer_scope) for p in params]
+        typed = [self._input_type(p, layer_scope) for p in params]
+        types = [t for t, _ in typed]
         loc = fn.loc if fn is not None else layer.loc
-        fwd = self.ir.begin_forward(types, [p.name for p in params], loc)
+        fwd = self.ir.begin_forward(types, [p.name for p in params], loc, [e for _, e in typed])
         scope = Scope(layer_scope)
         for p, arg in zip(params, fwd.args):
             scope.vars[p.name] = TensorValue(arg)
@@ -351,19 +352,33 @@ class Elaborator:
         del state
         return self.ir.end_forward(fwd)
 
-    def _input_type(self, p: ast.Param, scope: Scope):
+    def _input_type(self, p: ast.Param, scope: Scope) -> tuple[Any, list[int | None]]:
+        """The argument's tensor type, and per dim its example size (None but for a dim declared
+        `dynamic(example)`, which takes any size at run time; example inputs use `example`)."""
         t = p.type
         if t is None:
-            return tensor_type("float32", None)
+            return tensor_type("float32", None), []
         if isinstance(t, ast.ScalarType):
             if t.name in _DTYPES:
-                return tensor_type(t.name, ())
+                return tensor_type(t.name, ()), []
             raise TdslTypeError(f"forward argument '{p.name}' must be a tensor, not {t.name}", t.loc)
-        dims = None
+        dims, examples = None, []
         if t.dims is not None:
-            dims = tuple(self._dim(d, scope, free_ok=True) for d in t.dims)
-            limits.check_volume([x for x in dims if x is not None], t.loc, f"input '{p.name}'")
-        return tensor_type(t.dtype, dims)
+            dims = []
+            for d in t.dims:
+                if isinstance(d, ast.Call) and isinstance(d.func, ast.Name) and d.func.id == "dynamic" \
+                        and not scope.lookup("dynamic")[0]:
+                    if len(d.args) != 1 or d.kwargs:
+                        raise TdslTypeError("dynamic(example) takes one argument: the example size", d.loc)
+                    dims.append(None)
+                    examples.append(self._dim(d.args[0], scope, free_ok=False))
+                    continue
+                dims.append(self._dim(d, scope, free_ok=True))
+                examples.append(None)
+            limits.check_volume([x if x is not None else e for x, e in zip(dims, examples) if (x or e) is not None],
+                                t.loc, f"input '{p.name}'")
+            dims = tuple(dims)
+        return tensor_type(t.dtype, dims), examples
 
     def _dim(self, d: ast.Expr, scope: Scope, free_ok: bool) -> int | None:
         """Evaluate a shape dimension; a free dimension name (`N`, `H`) is dynamic."""

@@ -109,3 +109,23 @@ def io_spec(module: ModuleOp) -> dict[str, list[dict[str, object]]]:
 
     return {"inputs": describe(list(fn_type.inputs.data), in_names),
             "outputs": describe(list(fn_type.outputs.data), out_names)}
+
+
+def example_shapes(module: ModuleOp) -> list[list[int | None] | None]:
+    """Per entry input, the shape example inputs take: its static dims, the example of each dim
+    declared `dynamic(example)` (the zoo CNNs take any H x W and give `image_size` as the example),
+    None for a dim with neither (the batch); None for an input of unknown rank."""
+    from tdsl.dialects.tdsl import dims_of
+    from tdsl.frontend.builder import EXAMPLE_SHAPE
+
+    forward = entry_layer(module).forward
+    recorded = forward.attributes.get(EXAMPLE_SHAPE)
+    out: list[list[int | None] | None] = []
+    for i, ty in enumerate(forward.function_type.inputs.data):
+        dims = dims_of(ty)
+        if dims is not None and recorded is not None and i < len(recorded.data):
+            examples = [e.data for e in recorded.data[i].data]
+            dims = [d if d is not None or j >= len(examples) or examples[j] < 0 else examples[j]
+                    for j, d in enumerate(dims)]
+        out.append(None if dims is None else list(dims))
+    return out

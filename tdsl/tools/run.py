@@ -24,7 +24,8 @@ def add_parser(sub: Any) -> None:
 
 def input_shape_for(model: Any, batch: int, override: str | None) -> list[int]:
     """The entry forward's input shape, with dynamic dims (the batch) set to `batch`."""
-    from tdsl.dialects.tdsl import dims_of, entry_layer
+    from tdsl.dialects.tdsl import entry_layer
+    from tdsl.package.layout import example_shapes
 
     if override:
         dims = override.split(",")
@@ -35,7 +36,7 @@ def input_shape_for(model: Any, batch: int, override: str | None) -> list[int]:
     inputs = fwd.function_type.inputs.data
     if len(inputs) != 1:
         raise TdslError(f"the entry layer takes {len(inputs)} inputs; `tdsl run` feeds one")
-    dims = dims_of(inputs[0])
+    dims = example_shapes(model.module)[0]  # a `dynamic(example)` dim at its example
     if dims is None:
         raise TdslError("the input's rank is not known: give --input-shape, e.g. --input-shape 2,8")
     return [batch if d is None or d < 0 else d for d in dims]

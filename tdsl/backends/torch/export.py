@@ -51,15 +51,16 @@ def module_and_program(model: Any, module: nn.Module | None = None) -> tuple[nn.
 
 
 def example_inputs(compiled: CompiledModel, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random inputs of the entry layer's declared shapes and dtypes, dynamic dims = `batch`."""
-    from tdsl.package.layout import io_spec
+    """Random inputs of the entry layer's declared shapes (a `dynamic(example)` dim at its
+    example) and dtypes, other dynamic dims = `batch`."""
+    from tdsl.package.layout import example_shapes, io_spec
 
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for spec in io_spec(compiled.module)["inputs"]:
-        if spec["shape"] is None:
+    for spec, example in zip(io_spec(compiled.module)["inputs"], example_shapes(compiled.module)):
+        if example is None:
             raise TdslError(f"export: the rank of input '{spec['name']}' is not known; give example inputs")
-        shape = [batch if d is None else int(d) for d in spec["shape"]]
+        shape = [batch if d is None else int(d) for d in example]
         dtype = _TORCH_DTYPES[str(spec["dtype"])]
         x = torch.randn(shape, generator=gen) if dtype.is_floating_point else torch.randint(-4, 5, shape, generator=gen)
         out.append(x.to(dtype))

@@ -60,8 +60,8 @@ def test_lenet_with_image_size_8(tmp_path: Path, capsys) -> None:
     (["mlp", "--param", "oops"], "--param expects NAME=VALUE"),
     (["mlp", "--resume", "/nonexistent/ckpt"], "no such checkpoint"),
     (["mlp", "--dataset", "/nonexistent.npz"], "no such dataset"),
-    (["mlp", "--epochs", "0"], "epochs must be a positive integer"),
-    (["mlp", "--clip-norm", "-1"], "clip_norm must be a positive number"),
+    (["mlp", "--epochs", "0"], "argument --epochs: 0 is out of range: expected a number of epochs from 1"),
+    (["mlp", "--clip-norm", "-1"], "argument --clip-norm: '-1' is out of range"),
 ])
 def test_user_errors(tmp_path: Path, capsys, args: list[str], message: str) -> None:
     rc = main(["train", *args, "--out", str(tmp_path), "--no-progress"])
