@@ -26,7 +26,8 @@ class Tokenizer:
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     add_bos: bool = False
-    """Put `bos_token_id` before a prompt (what the checkpoint's tokenizer_config asks for)."""
+    """Put `bos_token_id` before a prompt when the tokenizer.json's post-processor did not
+    (tokenizer_config.json's `add_bos_token`, as transformers reads it)."""
 
     @classmethod
     def from_file(cls, path: str | Path, *, bos_token_id: int | None = None,
@@ -66,8 +67,8 @@ class Tokenizer:
         """The ids of `text` (with the BOS id first when the checkpoint asks for one)."""
         if self.backend is None:  # tdsl.train.lm.encode_bytes, which imports torch with its module
             return list(text.encode("utf-8"))
-        ids = list(self.backend.encode(text, add_special_tokens=False).ids)
-        if self.add_bos and self.bos_token_id is not None:
+        ids = list(self.backend.encode(text).ids)  # the tokenizer.json's post-processor adds what it adds (Llama 3: BOS)
+        if self.add_bos and self.bos_token_id is not None and ids[:1] != [self.bos_token_id]:
             ids = [self.bos_token_id, *ids]
         return ids
 
