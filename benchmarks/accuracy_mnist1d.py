@@ -4,7 +4,8 @@
     python benchmarks/accuracy_mnist1d.py --seeds 1 --epochs 1 --ft-epochs 1 --out /tmp/t.md  # smoke
 
 Models: the MNIST-1D CNN (`mnist1d_cnn`, Greydanus 2020) and MLP (`mnist1d_mlp`); data:
-`load_mnist1d(42)` (4000 train / 1000 test); batch 100, AdamW (no weight decay), cosine LR.
+`load_mnist1d(42)` (4000 train / 1000 test; `--data-seed` for another draw); batch 100, AdamW (no weight
+decay), cosine LR.
 FP32 and `scratch` train `--epochs` (150 epochs = 6000 steps, the published budget); the
 fine-tuning recipes start from the FP32 model of the same seed and train `--ft-epochs` at
 `--ft-lr`. Rows: FP32, then for each policy (`default`: first conv and last linear kept at
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--ft-lr", type=float, default=2e-3)
     ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--data-seed", type=int, default=42,
+                    help="MNIST-1D generation seed (42: the published data set; another: held-out data)")
     ap.add_argument("--models", default="cnn", help="comma list of cnn, cnn_bn (the CNN with BatchNorm1d), mlp")
     ap.add_argument("--mlp-recipes", default="scratch,finetune", help="recipes for the MLP rows")
     ap.add_argument("--bn-recipes", help="recipes for the cnn_bn rows (default: --recipes)")
@@ -68,12 +71,19 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(Row("digits", "mlp", epochs=a.digits_epochs, lr=3e-3))
         rows.append(Row("digits", "mlp", "ternary", "default", recipe="scratch", epochs=a.digits_epochs, lr=3e-3))
     notes = [
-        "Setup: MNIST-1D generated offline with `load_mnist1d(42)` (4000 train / 1000 test sequences); "
+        f"Setup: MNIST-1D generated offline with `load_mnist1d({a.data_seed})` (4000 train / 1000 test sequences); "
         f"batch {a.batch_size}, AdamW without weight decay, cosine LR; FP32 and `scratch`: {a.epochs} epochs "
         f"({a.epochs * 40} steps) at lr {a.lr}; recipes starting from FP32 (`finetune`, `calibrate`, "
         f"`learned_scale`, `shared_scale`, `distill`, `long`): the FP32 model of the same seed, then {a.ft_epochs} epochs "
         f"({a.ft_epochs * 40} steps; `long` doubles them, with a 5% linear warm-up) at lr {a.ft_lr}. "
         "Seeds vary initialisation and data order; the data set is fixed. Std is the sample std over seeds.",
+        "",
+        "Input-layer parts (train from scratch, same epochs and lr as `scratch`): `progressive` fades the input "
+        "layer (conv1) from float to ternary, λ·α·T + (1−λ)·w with λ rising linearly over the first half of the "
+        "steps, then ternary alone; `optimal_delta` gives it the error-optimal Δ per channel instead of TWN's; "
+        "`distill` without `finetune` learns from scratch with the FP32 model of the same seed as teacher "
+        "(α = 0.5, T = 4). `tdsl train --recipe auto --policy all` trains with "
+        "`tdsl.train.recipes.recommended('all')`.",
         "",
         "Precision: `default` keeps the first conv/linear and the last linear at fp16 and makes the rest "
         "ternary (TWN Δ = 0.7·mean|W|, per output channel); `all` makes every weight ternary. "
@@ -87,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "Size: bytes of the frozen state dict (packed 2-bit trits + scales, fp16 kept layers, fp32 biases) "
         "from `FrozenModel.memory_report()`; sparsity: fraction of zero trits over the ternary layers.",
     ]
-    settings = Settings(batch_size=a.batch_size, threads=a.threads, data_seed=42)
+    settings = Settings(batch_size=a.batch_size, threads=a.threads, data_seed=a.data_seed)
     title = "MNIST-1D: FP32 vs ternary QAT, by recipe"
     # the digits smoke rows use digits' own split (seed 0) and batch 64
     mn_rows = [r for r in rows if r.dataset == "mnist1d"]

@@ -15,8 +15,9 @@ A recipe is a `+`-joined set of parts, each a small composable function below:
 | `optimal_delta` | the input layer's Δ is the error-optimal one (`optimal` rule of `tdsl.quant.thresholds`) instead of TWN's 0.7·mean|w| |
 
 `auto` (`tdsl train --recipe auto`) names the recipe measured best for the precision policy
-(`recommended`, docs/results/ACCURACY.md): `scratch` for the `default` policy; for `all`,
-`progressive+optimal_delta`, plus `distill` when a teacher (or `init`) is given.
+(`recommended`; docs/results/ACCURACY.md, issue 22): `scratch` for the `default` policy,
+`optimal_delta` for `all` (on held-out MNIST-1D data `progressive` and `distill` did not add
+to it).
 
 `Recipe.parse("finetune+distill+long")` builds one; `prepare(...)` applies it to a compiled
 QAT module and returns a `Prepared` run (module, config, loss), `train_recipe(...)` also
@@ -165,11 +166,9 @@ class Recipe:
 # ----- state dicts --------------------------------------------------------------------------
 
 
-def recommended(policy: str, teacher: bool = False) -> str:
-    """The `auto` recipe: the best measured for `policy` (`teacher`: FP32 weights are given)."""
-    if policy == "all":
-        return "progressive+optimal_delta" + ("+distill" if teacher else "")
-    return "scratch"
+def recommended(policy: str) -> str:
+    """The `auto` recipe: the best measured for `policy`."""
+    return "optimal_delta" if policy == "all" else "scratch"
 
 
 def load_state(source: Any) -> dict[str, torch.Tensor]:
@@ -519,12 +518,12 @@ def prepare(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[t
 
     `init`: FP32 weights for `finetune`/`calibrate` (state dict, module, .safetensors, or a
     checkpoint). `teacher`: FP32 weights of the distillation teacher (default: `init`).
-    `recipe="auto"`: `recommended(policy, teacher or init given)`. `precision="fp32"` gives
+    `recipe="auto"`: `recommended(policy)`. `precision="fp32"` gives
     the FP32 baseline (recipe parts that quantise are then errors).
     The module is initialised under `torch.manual_seed(config.seed)`. `compiler` (default
     `compile_for`) compiles the QAT and FP32 programs; pass a cached one to save time."""
     if isinstance(recipe, str) and recipe.strip() == "auto":
-        recipe = recommended(policy, teacher is not None or init is not None) if precision != "fp32" else "scratch"
+        recipe = recommended(policy) if precision != "fp32" else "scratch"
     recipe = Recipe.parse(recipe)
     if precision == "fp32" and (recipe.learned_scale or recipe.shared_scale or recipe.calibrate
                                 or recipe.progressive or recipe.optimal_delta):
