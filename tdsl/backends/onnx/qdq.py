@@ -8,7 +8,8 @@ the same places (studied on its output for the zoo CNNs; onnxruntime 1.32):
 - a `QuantizeLinear` → `DequantizeLinear` pair (uint8, per tensor, static scale and zero
   point) on the graph's float inputs and on the output of every `Conv`, `Gemm`, `Add`,
   `Relu`, `Clip`, pool, `Reshape` and `Flatten` (and on any other tensor a `Conv`/`Gemm`
-  reads), every consumer reading the `DequantizeLinear`;
+  reads), every consumer reading the `DequantizeLinear`; float32 tensors only, as ONNX
+  shape inference types them (shape arithmetic stays integer);
 - not on a `Conv`/`Gemm`/`Add` output whose one consumer is a `Relu` or `Clip`: the
   activation's output is quantised instead (zero point 0, range inside the clip), and
   onnxruntime's optimiser drops the activation and fuses the rest;
@@ -71,23 +72,31 @@ def _constant_tensors(graph: onnx.GraphProto) -> set[str]:
     return const
 
 
-def plan(graph: onnx.GraphProto) -> tuple[list[str], dict[str, str]]:
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors that ONNX shape inference types as float32 (integer shape arithmetic is not quantised)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    return {v.name for v in infos if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+
+
+def plan(model: onnx.ModelProto) -> tuple[list[str], dict[str, str]]:
     """(tensors calibrated for their own range, tensor -> tensor whose parameters it shares)."""
+    graph = model.graph
     const = _constant_tensors(graph)
+    floats = _float_tensors(model) - const
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for i in node.input:
             consumers.setdefault(i, []).append(node)
-    float_inputs = [v.name for v in graph.input if v.type.tensor_type.elem_type == TensorProto.FLOAT]
     own: list[str] = []
     shared: dict[str, str] = {}
     chosen: set[str] = set()
 
     def wants(name: str) -> bool:
         users = consumers.get(name, [])
-        return bool(users) and not (len(users) == 1 and users[0].op_type in ACTIVATIONS)
+        return name in floats and bool(users) and not (len(users) == 1 and users[0].op_type in ACTIVATIONS)
 
-    for name in float_inputs:
+    for name in (v.name for v in graph.input):
         if wants(name):
             own.append(name)
             chosen.add(name)
@@ -102,7 +111,7 @@ def plan(graph: onnx.GraphProto) -> tuple[list[str], dict[str, str]]:
             own.append(out)
             chosen.add(out)
     for node in graph.node:  # any other tensor a Conv or Gemm reads as its data input
-        if node.op_type in PRODUCTS and node.input[0] not in chosen and node.input[0] not in const:
+        if node.op_type in PRODUCTS and node.input[0] not in chosen and node.input[0] in floats:
             own.append(node.input[0])
             chosen.add(node.input[0])
     return own, shared
@@ -246,7 +255,7 @@ def _int32_bias(node: onnx.NodeProto, x: str | None, params: Mapping[str, QdqPar
 
 def quantize_activations(model: onnx.ModelProto, batches: Iterable[object]) -> tuple[onnx.ModelProto, dict[str, QdqParams]]:
     """The QDQ model of an emitted `qdq`-form graph, calibrated on `batches`, and its parameters."""
-    own, shared = plan(model.graph)
+    own, shared = plan(model)
     ranges = calibrate(model, own, batches)
     params = {name: minmax_params(*ranges[name]) for name in own}
     for name, source in shared.items():

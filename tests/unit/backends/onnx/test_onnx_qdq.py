@@ -142,7 +142,7 @@ def test_torch_batches_and_tuples_calibrate_as_numpy_does(tmp_path):
     ({"ternary_form": "packed", "calibrate": [np.zeros((1, 3, 32, 32), np.float32)]},
      "calibrate applies to ternary_form 'qdq', not 'packed'"),
     ({"calibrate": []}, "calibration needs at least one input batch"),
-    ({"calibrate": [np.zeros((1, 3, 8, 8), np.float32)]}, "calibration batch 0 {'x': (1, 3, 8, 8)} does not fit"),
+    ({"calibrate": [np.zeros((1, 4, 32, 32), np.float32)]}, "calibration batch 0 {'x': (1, 4, 32, 32)} does not fit"),
     ({"calibrate": [(np.zeros((1, 3, 32, 32)), np.zeros(2))]}, "calibration batch 0 holds 2 array(s); the model takes 1"),
     ({"calibrate": [np.full((1, 3, 32, 32), np.nan, np.float32)]}, "input 'x' holds NaN or infinite values"),
     ({"calibrate": [[1, 2]]}, "calibration batch 0 holds 2 array(s)"),
