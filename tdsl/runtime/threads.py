@@ -1,46 +1,56 @@
-"""How the runtime uses threads: Numba's `workqueue` layer, one parallel region at a time.
+"""How the runtime uses threads: Numba's OpenMP layer with a bounded spin, one call at a time.
 
-Why not the default OpenMP layer: GNU OpenMP's workers spin at the barrier that ends every
-parallel region. When another busy process shares the cores, a region waits for a descheduled
-worker while the others burn its time slice spinning; a plan of 20-50 short regions then runs
-5-15x slower (measured here, ResNet-18 224 B=1 all-ternary, 2 threads, load average 5: OpenMP
-980 ms, OpenMP with OMP_WAIT_POLICY=PASSIVE 124 ms, workqueue 59 ms, one thread 63 ms).
-The workqueue layer's waiting threads sleep, so a loaded machine degrades to about
-one-thread speed instead of collapsing.
+A plan is a chain of short parallel regions (ResNet-18: 24, MobileNetV2: 55). Two failure
+modes bound the choice, both measured here (2-core AMD EPYC guest, MobileNetV2 at 64x64,
+all-ternary, int8-nhwc, 2 threads, median ms):
 
-The layer is process-wide and fixed by the first parallel region a process runs, so it is set
-here, when `tdsl.runtime` is imported, unless the user chose one (`NUMBA_THREADING_LAYER`)
-or a parallel region already ran. The workqueue layer must not be entered from two threads
-at once (Numba aborts the process), so every CPU deployment call holds `RUNTIME_LOCK`
-while it runs: concurrent callers of one process take turns (each call uses every core).
+| threading | quiet | beside one busy process |
+|---|---|---|
+| OpenMP, GNU default spin (300,000 iterations) | 2.63 | 706 |
+| OpenMP, GOMP_SPINCOUNT=200000 | - | 1146 |
+| OpenMP, GOMP_SPINCOUNT=60000 (what this module sets) | 2.67 | 15.3 |
+| OpenMP, GOMP_SPINCOUNT=30000 | 2.67 | 22.7 |
+| workqueue layer (sleeps at once) | 145 | 78 |
 
-Sharing a process with torch or onnxruntime: their thread pools are separate (torch's
-OpenMP, onnxruntime's intra-op pool). Each is idle between its own calls; the runtime's
-workers sleep between regions, so neither side spins on the other's cores. Give each library
-the core count you want (`numba.set_num_threads`, `torch.set_num_threads`,
-`SessionOptions.intra_op_num_threads`).
+Spinning long at the barrier that ends each region makes a loaded machine collapse (a region
+waits for a descheduled worker while the others burn its time slice); sleeping at once makes
+every region pay a wake-up (workqueue). A short spin keeps quiet runs at full speed and lets
+waiting threads yield under load. So, unless the user chose (`NUMBA_THREADING_LAYER`,
+`GOMP_SPINCOUNT`, `OMP_WAIT_POLICY`), importing `tdsl.runtime` prefers the OpenMP layer and
+sets GOMP_SPINCOUNT before GNU OpenMP starts (it reads it once, at its first region).
+
+Every CPU deployment call holds `RUNTIME_LOCK` while it runs: one call's buffers are shared by
+all calls of its input shape, so concurrent callers in one process take turns (each call
+uses every core anyway).
+
+Sharing a process with torch or onnxruntime: torch brings its own copy of GNU OpenMP and
+onnxruntime its own pool, so the spin setting here is the runtime's alone; each library's
+workers stop spinning shortly after its own calls. Give each library the cores you want
+(`numba.set_num_threads`, `torch.set_num_threads`, `SessionOptions.intra_op_num_threads`).
 """
 from __future__ import annotations
 
 import os
 import threading
 
-ENV_VAR = "NUMBA_THREADING_LAYER"
-LAYER = "workqueue"
+SPIN_COUNT = "60000"
+LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 RUNTIME_LOCK = threading.RLock()
 """Held by each CPU deployment call (see the module docstring)."""
 
 
-def configure() -> str:
-    """Select the workqueue layer unless the user or an earlier parallel region chose; returns
-    the layer Numba will use (or uses)."""
+def configure() -> str | None:
+    """Prefer the OpenMP layer with a bounded spin (module docstring) unless the user chose or a
+    parallel region already ran; returns the layer in use if one is fixed already, else None."""
     import numba
 
-    if os.environ.get(ENV_VAR):
-        return numba.config.THREADING_LAYER
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
     try:
         return numba.threading_layer()  # a parallel region already ran: the layer is fixed
     except ValueError:
-        numba.config.THREADING_LAYER = LAYER
-        return LAYER
+        pass
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        numba.config.THREADING_LAYER_PRIORITY = list(LAYER_PRIORITY)
+    return None

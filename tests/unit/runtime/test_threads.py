@@ -1,5 +1,5 @@
-"""The runtime's threading layer (tdsl.runtime.threads): workqueue by default, the user's
-choice respected, and concurrent callers of one deployment served one at a time."""
+"""The runtime's threading (tdsl.runtime.threads): OpenMP with a bounded spin by default, the
+user's choice respected, and concurrent callers of one deployment served one at a time."""
 from __future__ import annotations
 
 import os
@@ -17,22 +17,25 @@ from tdsl.runtime import gemm, packing
 run = tdsl.deploy(tdsl.quantize("mlp", precision="ternary", policy="all", params={"in_features": 16,
                   "hidden": 32, "num_classes": 4}), "numba")
 run(np.ones((2, 16), np.float32))
-print(numba.threading_layer())
+import os
+print(numba.threading_layer(), os.environ.get("GOMP_SPINCOUNT"))
 """
 
 
+def _clean() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+
+
 def _layer(env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env={**os.environ, **env},
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_the_runtime_runs_on_the_workqueue_layer_unless_the_user_chose_one():
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
-    os.environ.pop("NUMBA_THREADING_LAYER", None)
-    assert _layer(env) == "workqueue"
-    assert _layer({"NUMBA_THREADING_LAYER": "omp"}) == "omp"
+def test_the_runtime_prefers_openmp_with_a_bounded_spin_unless_the_user_chose():
+    assert _layer(_clean()) == "omp 60000"
+    assert _layer({**_clean(), "NUMBA_THREADING_LAYER": "workqueue", "GOMP_SPINCOUNT": "5"}) == "workqueue 5"
+    assert _layer({**_clean(), "OMP_WAIT_POLICY": "PASSIVE"}) == "omp None"
 
 
 def test_concurrent_calls_from_python_threads_take_turns_and_agree():

@@ -1,0 +1,207 @@
+"""CNNs with int8 activations: tdsl's NHWC int8 runtime against onnxruntime int8, each contender
+alone in its own process, quiet and beside one competing busy process.
+
+Workloads: ResNet-18 and MobileNetV2 at 224², batch 1 and 8, random weights from a seed (batch
+norm statistics from a few training-mode passes so that activations have realistic ranges).
+Every int8 contender is calibrated on the same batches.
+
+Contenders (each in a fresh child process, `threads` threads):
+  tdsl-nhwc-default  `tdsl.quantize(model)` (first conv and classifier kept fp16), deployed with
+                     act_quant="int8-nhwc" and calibrated (static u8 scales)
+  tdsl-nhwc-all      the same with every conv/linear ternary
+  tdsl-int8-all      the previous runtime: per-token int8 tokens, NCHW float between layers
+  ort-fp32           onnxruntime on the fp32 ONNX of the same (dequantised) weights
+  ort-int8           onnxruntime on `quantize_static` of that file (QDQ, per-channel s8
+                     weights, u8 activations, MinMax on the calibration batches)
+  ort-ternary-qdq    onnxruntime on tdsl's calibrated ternary QDQ export (2-bit codes unpacked
+                     to int8 at load; `export_onnx(..., calibrate=batches)`)
+
+Under load: the same child run while one other process spins on a core; the slowdown is
+loaded / quiet. Results: a Markdown table and JSON in --out.
+
+    python benchmarks/bench_cnn_int8.py [--quick] [--out DIR] [--repeats N] [--threads T]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+CONTENDERS = ("tdsl-nhwc-default", "tdsl-nhwc-all", "tdsl-int8-all", "ort-fp32", "ort-int8", "ort-ternary-qdq")
+CALIBRATION = 4
+
+
+def params_of(workload: str, size: int) -> dict[str, Any]:
+    return {"image_size": size} if workload == "mobilenetv2" else ({} if size == 224 else {"image_size": size})
+
+
+def prepare(workload: str, size: int, work: Path, seed: int) -> None:
+    """fp32 weights, calibration and test batches, and the ONNX files of one workload."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    import tdsl
+    from bench_models import ort_int8
+    from tdsl.backends.onnx import export_onnx
+
+    params = params_of(workload, size)
+    torch.manual_seed(seed)
+    net = tdsl.compile(workload, params=params).to_torch()
+    with torch.no_grad():
+        net.train()
+        for _ in range(4):
+            net(torch.randn(8, 3, size, size))
+    sd = {k: v.contiguous() for k, v in net.eval().state_dict().items()}
+    save_file(sd, str(work / "weights.safetensors"))
+    rng = np.random.default_rng(seed)
+    calib = [rng.standard_normal((8, 3, size, size)).astype(np.float32) for _ in range(CALIBRATION)]
+    np.savez(work / "calib.npz", *calib)
+    fp32 = export_onnx(tdsl.quantize(workload, precision="fp32", params=params, weights=sd), work / "fp32.onnx").path
+    ort_int8(fp32, work / "int8.onnx", calib)
+    frozen = tdsl.quantize(workload, precision="ternary", params=params, weights=sd)
+    export_onnx(frozen, work / "ternary-qdq.onnx", calibrate=calib)
+
+
+def child(name: str, workload: str, size: int, batch: int, work: Path, threads: int, repeats: int) -> dict[str, Any]:
+    """Time one contender in this process: median and p10/p90 ms of `repeats` calls after warm-up."""
+    import numpy as np
+
+    calib = list(np.load(work / "calib.npz").values())
+    x = np.random.default_rng(7).standard_normal((batch, 3, size, size)).astype(np.float32)
+    if name.startswith("tdsl"):
+        import numba
+        from safetensors.numpy import load_file
+
+        import tdsl
+
+        numba.set_num_threads(threads)
+        policy = "default" if name.endswith("default") else "all"
+        frozen = tdsl.quantize(workload, precision="ternary", policy=policy, params=params_of(workload, size),
+                               weights=load_file(str(work / "weights.safetensors")))
+        if name.startswith("tdsl-nhwc"):
+            run = frozen.deploy("numba", act_quant="int8-nhwc", calibrate=calib)
+        else:
+            run = frozen.deploy("numba")
+    else:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        file = {"ort-fp32": "fp32.onnx", "ort-int8": "int8.onnx", "ort-ternary-qdq": "ternary-qdq.onnx"}[name]
+        session = ort.InferenceSession(str(work / file), options, providers=["CPUExecutionProvider"])
+        iname = session.get_inputs()[0].name
+        run = lambda a: session.run(None, {iname: a})[0]  # noqa: E731
+    for _ in range(3):
+        run(x)
+    ns = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        run(x)
+        ns.append(time.perf_counter_ns() - t0)
+    ms = np.asarray(ns) / 1e6
+    return {"median": float(np.median(ms)), "p10": float(np.percentile(ms, 10)), "p90": float(np.percentile(ms, 90))}
+
+
+def run_child(args: argparse.Namespace, name: str, workload: str, size: int, batch: int, work: Path,
+              loaded: bool) -> dict[str, Any]:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if loaded else None
+    try:
+        out = subprocess.run([sys.executable, __file__, "--child", name, "--workload", workload, "--size", str(size),
+                              "--batch", str(batch), "--work", str(work), "--threads", str(args.threads),
+                              "--repeats", str(args.repeats)], capture_output=True, text=True, timeout=1800)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} {workload} B={batch}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ["workload", "B"] + [f"{c} ms" for c in CONTENDERS] + ["nhwc-all / ort-int8", "nhwc-default / ort-int8",
+                                                                 "qdq / ort-int8"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        q = r["quiet"]
+        cells = [r["workload"], str(r["batch"])] + [f"{q[c]['median']:.2f}" for c in CONTENDERS]
+        cells += [f"{q['ort-int8']['median'] / q[c]['median']:.2f}x" for c in ("tdsl-nhwc-all", "tdsl-nhwc-default",
+                                                                              "ort-ternary-qdq")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Under one competing busy process (loaded ms, slowdown = loaded / quiet):", "",
+              "| workload | B | " + " | ".join(f"{c}" for c in ("tdsl-nhwc-all", "ort-int8")) + " |", "|---|---|---|---|"]
+    for r in rows:
+        if "loaded" not in r:
+            continue
+        cells = [r["workload"], str(r["batch"])]
+        for c in ("tdsl-nhwc-all", "ort-int8"):
+            cells.append(f"{r['loaded'][c]['median']:.2f} ({r['loaded'][c]['median'] / r['quiet'][c]['median']:.1f}x)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="MobileNetV2 at 64², B=1, 3 calls: checks that it runs")
+    p.add_argument("--out", default=None, help="folder for bench_cnn_int8.md / .json")
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-load", action="store_true", help="skip the under-load runs")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--workload", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.workload, args.size, args.batch, Path(args.work), args.threads,
+                               args.repeats)))
+        return 0
+    from common import machine_info
+
+    plan = [("mobilenetv2", 64, (1,))] if args.quick else [("resnet18", 224, (1, 8)), ("mobilenetv2", 224, (1, 8))]
+    if args.quick:
+        args.repeats = 3
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for workload, size, batches in plan:
+            work = Path(tmp) / workload
+            work.mkdir()
+            print(f"{workload}: preparing", file=sys.stderr)
+            prepare(workload, size, work, seed=0)
+            for batch in batches:
+                row: dict[str, Any] = {"workload": workload, "batch": batch, "size": size, "quiet": {}}
+                for name in CONTENDERS:
+                    row["quiet"][name] = run_child(args, name, workload, size, batch, work, loaded=False)
+                    print(f"  B={batch} {name}: {row['quiet'][name]['median']:.2f} ms", file=sys.stderr)
+                if not args.no_load and not args.quick:
+                    row["loaded"] = {name: run_child(args, name, workload, size, batch, work, loaded=True)
+                                     for name in ("tdsl-nhwc-all", "ort-int8")}
+                rows.append(row)
+    info = machine_info(args.threads)
+    text = (f"# CNNs with int8 activations, each contender alone in its process\n\n{info['cpu_model']} "
+            f"({', '.join(info['isa_flags'])}), {info['logical_cpus']} CPUs, load average at start "
+            f"{info['loadavg_start']}, commit {info['git_commit']}; {args.threads} threads, "
+            f"median of {args.repeats} calls after 3 warm-ups.\n\n" + table(rows) + "\n")
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench_cnn_int8.md").write_text(text)
+        (out / "bench_cnn_int8.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
