@@ -57,8 +57,12 @@ class MicroKernel:
     """The weight panel layout it reads."""
     code: int
     """The constant `tile` switches on."""
+    drivers: tuple[str, ...] = ("conv", "gemm")
+    """The drivers that can run it: "conv" (`nhwc_int8.conv`, through `tile`) and "gemm"."""
 
     def available(self) -> bool:
+        if self.isa == "amx_int8":
+            return isa.has(self.isa) and isa.amx_permission()
         return self.isa is None or isa.has(self.isa)
 
 
@@ -69,8 +73,12 @@ MR = 4
 TABLE: tuple[MicroKernel, ...] = (
     MicroKernel("portable", "u8 x ternary s8 -> i32", None, MR, NR, "k2x32", 0),
     MicroKernel("avx2", "u8 x ternary s8 -> i16 pairs -> i32", "avx2", MR, NR, "k2x32", 1),
+    MicroKernel("amx", "u8 x ternary s8 -> i32 tiles", "amx_int8", 32, 32, "vnni4x16", 2, ("gemm",)),
 )
-"""Every micro-kernel, slowest first; `select` takes the last available unless told."""
+"""Every micro-kernel, slowest first; `select` takes the last available one its driver can run.
+The AMX row (`tdsl.runtime.amx`) runs the GEMM driver `amx.gemm` so far; a conv driver for it
+(16 consecutive output pixels per A tile by strided `tileloadd` from padded NHWC) is the next
+row of work."""
 
 _HAS_AVX2 = TABLE[1].available()
 """Read once at import: `tile` sees it as a constant and drops the AVX2 branch where the CPU
@@ -89,16 +97,19 @@ def available() -> list[str]:
     return [row.name for row in TABLE if row.available()]
 
 
-def select(name: str | None = None) -> MicroKernel:
-    """The row for `name` (a TdslError if unknown or not runnable here), or the fastest one."""
+def select(name: str | None = None, driver: str = "conv") -> MicroKernel:
+    """The row for `name` (a TdslError if unknown or not runnable here), or the fastest one
+    `driver` can run."""
     from tdsl.errors import TdslError
 
     if name is None or name == "auto":
-        return [row for row in TABLE if row.available()][-1]
+        return [row for row in TABLE if row.available() and driver in row.drivers][-1]
     names = [row.name for row in TABLE]
     if name not in names:
         raise TdslError(f"unknown NHWC micro-kernel {name!r}: valid are " + ", ".join(repr(n) for n in names))
     row = by_name(name)
+    if driver not in row.drivers:
+        raise TdslError(f"micro-kernel {name!r} has no {driver} driver yet (it runs: {', '.join(row.drivers)})")
     if not row.available():
         raise TdslError(f"micro-kernel {name!r} needs {row.isa}, which this CPU (or Numba's target CPU) lacks; "
                         f"available here: {', '.join(available())}")
