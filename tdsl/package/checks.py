@@ -114,16 +114,20 @@ def check_values(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def stored_precisions(module: ModuleOp) -> dict[str, int]:
     """How many weights of each stored precision a frozen program holds (packed ternary, and
-    the fp16 / int8 precisions recorded on kept params)."""
-    from tdsl.dialects import tdsl as t
-    from tdsl.dialects import tern
+    the fp16 / int8 precisions recorded on kept params), counted per instance: a layer used
+    several times stores its weights once per use (`layout.expected_tensors`), as the
+    `precision.weights` section lists them."""
+    from tdsl.dialects.storage import PACKED_SUFFIX
+    from tdsl.package.layout import expected_tensors
 
     counts = {"ternary": 0, "fp16": 0, "int8": 0}
-    for op in module.walk():
-        if isinstance(op, tern.PackedParamOp):
+    for key, spec in expected_tensors(module).items():
+        if key.endswith(PACKED_SUFFIX):
             counts["ternary"] += 1
-        elif isinstance(op, t.ParamOp) and op.precision is not None and op.precision.data in ("fp16", "int8"):
-            counts[op.precision.data] += 1
+        elif spec.dtype == "float16":
+            counts["fp16"] += 1
+        elif spec.dtype == "int8":
+            counts["int8"] += 1
     return counts
 
 
