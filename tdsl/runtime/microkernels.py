@@ -164,34 +164,50 @@ def _make_tile_avx2(mr: int):
             a32 = [[cgutils.alloca_once_value(builder, ir.Constant(isa.V8I32, None)) for _ in range(4)]
                    for _ in range(mr)]
             tap_bytes = builder.mul(npv, ir.Constant(ity, 2 * NR))
-            with cgutils.for_range(builder, ntv) as tap:
-                t = tap.index
-                rows = []
+            # taps per widening: as many whole taps as fit 64 pairs (C = 64: two taps), else one
+            # tap widened every 64 pairs inside it
+            tpw = builder.select(builder.icmp_signed(">", npv, ir.Constant(ity, PAIRS_PER_WIDEN)), ir.Constant(ity, 1),
+                                 builder.udiv(ir.Constant(ity, PAIRS_PER_WIDEN), npv))
+            big = builder.icmp_signed(">", npv, ir.Constant(ity, PAIRS_PER_WIDEN))
+
+            def widen():
                 for m in range(mr):
-                    idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
-                    rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
-                wtap = builder.gep(wbase, [builder.mul(t, tap_bytes)])
+                    for h in range(2):
+                        lo, hi = isa.widen_i16(builder, builder.load(a16[m][h]))
+                        builder.store(builder.add(builder.load(a32[m][2 * h]), lo), a32[m][2 * h])
+                        builder.store(builder.add(builder.load(a32[m][2 * h + 1]), hi), a32[m][2 * h + 1])
+                        builder.store(zero16, a16[m][h])
 
-                def chunk(j):
-                    wj = builder.gep(wtap, [builder.mul(j, ir.Constant(ity, 2 * NR))])
-                    wvec = [builder.load(builder.bitcast(builder.gep(wj, [ir.Constant(ity, 32 * h)]),
-                                                         isa.V32I8.as_pointer()), align=1) for h in range(2)]
-                    j2 = builder.mul(j, ir.Constant(ity, 2))
+            def widen_inside_tap():
+                with builder.if_then(big):
+                    widen()
+
+            ngroups = builder.udiv(builder.add(ntv, builder.sub(tpw, ir.Constant(ity, 1))), tpw)
+            with cgutils.for_range(builder, ngroups) as group:
+                t0 = builder.mul(group.index, tpw)
+                left = builder.sub(ntv, t0)
+                count = builder.select(builder.icmp_signed(">", left, tpw), tpw, left)
+                with cgutils.for_range(builder, count) as tap:
+                    t = builder.add(t0, tap.index)
+                    rows = []
                     for m in range(mr):
-                        b = isa.broadcast_i16(builder, builder.gep(rows[m], [j2]))
-                        for h in range(2):
-                            acc = builder.add(builder.load(a16[m][h]), isa.pmaddubsw(builder, b, wvec[h]))
-                            builder.store(acc, a16[m][h])
+                        idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
+                        rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
+                    wtap = builder.gep(wbase, [builder.mul(t, tap_bytes)])
 
-                def widen():
-                    for m in range(mr):
-                        for h in range(2):
-                            lo, hi = isa.widen_i16(builder, builder.load(a16[m][h]))
-                            builder.store(builder.add(builder.load(a32[m][2 * h]), lo), a32[m][2 * h])
-                            builder.store(builder.add(builder.load(a32[m][2 * h + 1]), hi), a32[m][2 * h + 1])
-                            builder.store(zero16, a16[m][h])
+                    def chunk(j, rows=rows, wtap=wtap):
+                        wj = builder.gep(wtap, [builder.mul(j, ir.Constant(ity, 2 * NR))])
+                        wvec = [builder.load(builder.bitcast(builder.gep(wj, [ir.Constant(ity, 32 * h)]),
+                                                             isa.V32I8.as_pointer()), align=1) for h in range(2)]
+                        j2 = builder.mul(j, ir.Constant(ity, 2))
+                        for m in range(mr):
+                            b = isa.broadcast_i16(builder, builder.gep(rows[m], [j2]))
+                            for h in range(2):
+                                acc = builder.add(builder.load(a16[m][h]), isa.pmaddubsw(builder, b, wvec[h]))
+                                builder.store(acc, a16[m][h])
 
-                _for_groups(builder, npv, PAIRS_PER_WIDEN, chunk, widen)
+                    _for_groups(builder, npv, PAIRS_PER_WIDEN, chunk, widen_inside_tap)
+                widen()
             odata = isa.data_ptr(context, builder, signature.args[7], outv, isa.I32)
             for m in range(mr):
                 for q in range(4):

@@ -55,9 +55,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     params = {"image_size": args.image_size} if args.image_size else {}
     policy = {} if args.policy == "default" else {"policy": args.policy}
     frozen = quantize(args.profile, precision="ternary", params=params, **policy)
-    run = frozen.deploy(profile=True, act_quant=args.act_quant)
     shape = input_shape_for(frozen.compiled, args.batch, None)  # every zoo model has one ranked input
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    calibrate = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)] \
+        if args.act_quant == "int8-nhwc" else None
+    run = frozen.deploy(profile=True, act_quant=args.act_quant, calibrate=calibrate)
     start = time.perf_counter()
     run(x)
     first = time.perf_counter() - start
@@ -117,8 +120,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --profile: the model's image_size parameter (default: the model's own)")
     p.add_argument("--policy", choices=["default", "all"], default="default",
                    help="with --profile: 'default' keeps the first and last layers fp16, 'all' is all-ternary")
-    p.add_argument("--act-quant", choices=["int8", "float"], default="int8",
-                   help="with --profile: the packed kernels' activations (default int8)")
+    p.add_argument("--act-quant", choices=["int8", "float", "int8-nhwc"], default="int8",
+                   help="with --profile: the packed kernels' activations (default int8; int8-nhwc: u8 NHWC "
+                        "between layers, static scales calibrated on 2 random batches)")
     p.add_argument("--calls", type=int, default=10, help="with --profile: timed calls (default 10)")
     p.add_argument("--top", type=int, default=None, help="with --profile: only the N slowest steps")
     p.set_defaults(func=cmd_bench)

@@ -73,14 +73,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     next(step)
     bar.set_postfix_str(steps[0])
     if target.package:
-        if params or args.precision is not None or args.weights or args.trit_format or args.old_trit_format:
-            raise TdslError(f"{args.model} is a package: --precision, --param, --weights and --trit-format apply to models, "
-                            "not to a saved package")
+        if params or args.weights:
+            raise TdslError(f"{args.model} is a package: --param and --weights apply to models, not to a saved package")
         from tdsl.package.reader import load
 
         pkg = load(args.model)
-        frozen = pkg.to_frozen()
+        if args.precision is not None:  # an fp32 package (tdsl import) quantised as a model would be
+            if pkg.precision not in ("fp32", ""):
+                raise TdslError(f"{args.model} is a {pkg.precision} package: --precision re-quantises fp32 packages "
+                                "only (export it as it is, or quantise the fp32 model it came from)")
+            from tdsl.precision import quantize
+
+            frozen = quantize(pkg, precision=precision, policy=args.policy, threshold=args.threshold,
+                              format=packed_format)
+        else:
+            if args.trit_format or args.old_trit_format:
+                raise TdslError(f"{args.model} is a package: --trit-format applies with --precision")
+            frozen = pkg.to_frozen()
         frozen.package_source = pkg.config["model"]["source"]
+        frozen.package_path = pkg.path  # GGUF reads the package's tokenizer.json
         source, params, entry = pkg.config["model"]["source"], pkg.config["model"]["params"], pkg.config["model"]["entry"]
     else:
         frozen = quantize_model(args.model, precision=precision, policy=args.policy, threshold=args.threshold,

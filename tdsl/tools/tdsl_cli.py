@@ -12,11 +12,11 @@ import argparse
 import sys
 
 from tdsl import __version__
-from tdsl.tools import bench, export, fetch, generate, import_model, models, publish, quantize, run, train
+from tdsl.tools import bench, export, fetch, generate, import_, models, publish, quantize, run, train
 from tdsl.tools import compile as compile_cmd
 from tdsl.tools.common import dispatch
 
-COMMANDS = (compile_cmd, run, models, train, publish, fetch, quantize, bench, export, generate, import_model)
+COMMANDS = (compile_cmd, run, models, train, publish, fetch, quantize, bench, export, generate, import_)
 """The command modules, in the order `tdsl --help` lists them."""
 
 

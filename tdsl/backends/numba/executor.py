@@ -38,7 +38,7 @@ from tdsl.quant.int8 import int8_activation
 from tdsl.runtime import compile_stats, conv_float, conv_int8, gemm
 from tdsl.runtime.conv2d import depthwise_conv, im2col
 from tdsl.runtime.cpu_features import kernel_path
-from tdsl.runtime.threads import RUNTIME_LOCK
+from tdsl.runtime.threads import RUNTIME_LOCK, threads_for_call
 
 DEVICES = ("cpu", "cuda")
 _BLAS_KERNELS = frozenset({Kernel.CONV2D_FLOAT, Kernel.CONV2D_INT8, Kernel.LINEAR_FLOAT, Kernel.LINEAR_INT8,
@@ -493,7 +493,7 @@ class DeployedModel:
             views = bound.views
             for v, a in zip(plan.inputs, arrays):
                 np.copyto(views[v], a, casting="unsafe")
-            with _single_threaded_blas(self._uses_blas):
+            with _single_threaded_blas(self._uses_blas), _threads_for_this_call():
                 if bound.program is not None:
                     times = [0.0] * bound.program.steps if self.profiling else None
                     bound.program.run(times)
@@ -528,6 +528,23 @@ def _blas_controller() -> Any:
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def _threads_for_this_call() -> Any:
+    """Numba threads for one call: fewer when other processes hold cores now (runtime.threads)."""
+    import numba
+
+    configured = numba.get_num_threads()
+    n = threads_for_call(configured)
+    if n == configured:
+        yield
+        return
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(configured)
 
 
 def _single_threaded_blas(active: bool) -> Any:

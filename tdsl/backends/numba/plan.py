@@ -369,8 +369,9 @@ class _Builder:
         inputs, weights, order = [], {}, []
         for name, v in op.named_operands():
             i = self.value(v)
-            if i in self.consts:
-                weights[name] = self.consts[i].astype(np.float32)
+            if i in self.consts:  # float constants compute in float32; integer ones (ids) keep their type
+                c = self.consts[i]
+                weights[name] = c.astype(np.float32) if c.dtype.kind == "f" else c
                 order.append(name)
             else:
                 inputs.append(v)

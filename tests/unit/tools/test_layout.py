@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import keyword
 import re
 import subprocess
 import sys
@@ -27,19 +28,24 @@ def subcommands(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return found.group(1).split(",")
 
 
+def module_of(command: str) -> str:
+    """tdsl.tools.<command>, with a trailing underscore where the command is a Python keyword (import_)."""
+    return f"tdsl.tools.{command}{'_' if keyword.iskeyword(command) else ''}"
+
+
 def test_every_subcommand_has_its_own_module(capsys: pytest.CaptureFixture[str]) -> None:
     names = subcommands(capsys)
-    assert len(names) >= 9 and {"compile", "run", "models", "train", "quantize", "export"} <= set(names)
+    assert len(names) >= 9 and {"compile", "run", "models", "train", "quantize", "export", "import"} <= set(names)
     for name in names:
-        module = importlib.import_module(f"tdsl.tools.{name}")
+        module = importlib.import_module(module_of(name))
         assert callable(getattr(module, "add_parser", None)), f"tdsl.tools.{name} has no add_parser"
         assert callable(getattr(module, "main", None)), f"tdsl.tools.{name} has no main"
-    assert [m.__name__ for m in COMMANDS] == [f"tdsl.tools.{name}" for name in names]
+    assert [m.__name__ for m in COMMANDS] == [module_of(name) for name in names]
 
 
 def test_each_command_main_prints_its_usage(capsys: pytest.CaptureFixture[str]) -> None:
     for name in subcommands(capsys):
-        module = importlib.import_module(f"tdsl.tools.{name}")
+        module = importlib.import_module(module_of(name))
         try:
             code = module.main(["--help"])
         except SystemExit as e:  # argparse's own exit; the modules return the status instead
