@@ -16,7 +16,6 @@ Asking for "vnni" or "avx2" where it is not available is a `TdslError`, never a 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from typing import Iterator
 
@@ -31,25 +30,12 @@ _AVX2_FEATURES = ("avx2",)
 _forced: str | None = None
 
 
-def _feature_set(flags: str) -> set[str]:
-    """{'avx512f', ...} from an LLVM feature string like '+avx512f,-sse4a,...'."""
-    return {f[1:] for f in flags.split(",") if f.startswith("+")}
-
-
-@functools.lru_cache(maxsize=None)
 def _usable(features: tuple[str, ...]) -> bool:
-    """True if this CPU has all `features` and Numba generates code that may use them."""
-    import llvmlite.binding as llvm
-    import numba
+    """True if this CPU has all LLVM `features` and Numba generates code that may use them
+    (`tdsl.runtime.isa.usable`, the one place that answers it)."""
+    from tdsl.runtime.isa import usable
 
-    host = _feature_set(llvm.get_host_cpu_features().flatten())
-    if not all(f in host for f in features):
-        return False
-    if numba.config.CPU_FEATURES:  # Numba compiles for these features, not the host's
-        return all(f in _feature_set(numba.config.CPU_FEATURES) for f in features)
-    if numba.config.CPU_NAME and numba.config.CPU_NAME not in ("host", "native"):
-        return False  # a named generic target: we cannot tell, stay portable
-    return True
+    return usable(features)
 
 
 def has_avx512_vnni() -> bool:

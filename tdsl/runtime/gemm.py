@@ -59,7 +59,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from tdsl.errors import TdslError
-from tdsl.runtime import activations, kernel_cache
+from tdsl.runtime import activations, isa, kernel_cache
 from tdsl.runtime.cpu_features import has_avx2, has_avx512_vnni, kernel_path
 from tdsl.runtime.packing import bytes_per_row
 from tdsl.runtime.quant_act import PARALLEL_MIN_ROWS, deinterleave_float, quantize_deinterleave
@@ -238,19 +238,7 @@ def _hsum8(builder, v):
     return total
 
 
-def _for_groups(builder, n, group, body_chunk, after_group):
-    """for g0 in range(0, n, group): for i in range(g0, min(n, g0 + group)): body_chunk(i);
-    after_group() once per group (where the i16 partial sums are widened)."""
-    ity = n.type
-    ngroups = builder.udiv(builder.add(n, ir.Constant(ity, group - 1)), ir.Constant(ity, group))
-    with cgutils.for_range(builder, ngroups) as outer:
-        start = builder.mul(outer.index, ir.Constant(ity, group))
-        left = builder.sub(n, start)
-        big = builder.icmp_signed(">", left, ir.Constant(ity, group))
-        count = builder.select(big, ir.Constant(ity, group), left)
-        with cgutils.for_range(builder, count) as inner:
-            body_chunk(builder.add(start, inner.index))
-        after_group()
+_for_groups = isa.for_groups
 
 
 @intrinsic

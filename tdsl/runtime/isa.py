@@ -50,18 +50,22 @@ def host_features() -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def has(isa: str) -> bool:
-    """True if this CPU has `isa` (a key of FEATURES) and Numba generates code that may use it."""
+def usable(features: tuple[str, ...]) -> bool:
+    """True if this CPU has all LLVM `features` and Numba generates code that may use them."""
     import numba
 
-    needed = FEATURES[isa]
-    if not all(f in host_features() for f in needed):
+    if not all(f in host_features() for f in features):
         return False
     if numba.config.CPU_FEATURES:  # Numba compiles for these features, not the host's
-        return all(f in _feature_set(numba.config.CPU_FEATURES) for f in needed)
+        return all(f in _feature_set(numba.config.CPU_FEATURES) for f in features)
     if numba.config.CPU_NAME and numba.config.CPU_NAME not in ("host", "native"):
         return False  # a named generic target: we cannot tell, stay portable
     return True
+
+
+def has(isa: str) -> bool:
+    """True if this CPU has `isa` (a key of FEATURES) and Numba generates code that may use it."""
+    return usable(FEATURES[isa])
 
 
 @functools.lru_cache(maxsize=None)
@@ -111,6 +115,20 @@ def broadcast_i16(builder, ptr8):  # noqa: ANN001, ANN201
     vec = builder.insert_element(undef, value, ir.Constant(I32, 0))
     splat = builder.shuffle_vector(vec, undef, ir.Constant(ir.VectorType(I32, 16), [0] * 16))
     return builder.bitcast(splat, V32I8)
+
+
+def for_groups(builder, n, group, body, after_group):  # noqa: ANN001
+    """for g0 in range(0, n, group): for i in range(g0, min(n, g0 + group)): body(i); then
+    after_group() once per group (where i16 partial sums are widened)."""
+    ity = n.type
+    ngroups = builder.udiv(builder.add(n, ir.Constant(ity, group - 1)), ir.Constant(ity, group))
+    with cgutils.for_range(builder, ngroups) as outer:
+        start = builder.mul(outer.index, ir.Constant(ity, group))
+        left = builder.sub(n, start)
+        count = builder.select(builder.icmp_signed(">", left, ir.Constant(ity, group)), ir.Constant(ity, group), left)
+        with cgutils.for_range(builder, count) as inner:
+            body(builder.add(start, inner.index))
+        after_group()
 
 
 def widen_i16(builder, v16):  # noqa: ANN001, ANN201

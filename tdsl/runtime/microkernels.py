@@ -206,7 +206,7 @@ def _make_tile_avx2(mr: int):
                                 acc = builder.add(builder.load(a16[m][h]), isa.pmaddubsw(builder, b, wvec[h]))
                                 builder.store(acc, a16[m][h])
 
-                    _for_groups(builder, npv, PAIRS_PER_WIDEN, chunk, widen_inside_tap)
+                    isa.for_groups(builder, npv, PAIRS_PER_WIDEN, chunk, widen_inside_tap)
                 widen()
             odata = isa.data_ptr(context, builder, signature.args[7], outv, isa.I32)
             for m in range(mr):
@@ -219,20 +219,6 @@ def _make_tile_avx2(mr: int):
         return sig, codegen
 
     return tile
-
-
-def _for_groups(builder, n, group, body, after_group):  # noqa: ANN001
-    """for g0 in range(0, n, group): for i in range(g0, min(n, g0 + group)): body(i); then
-    after_group() once per group."""
-    ity = n.type
-    ngroups = builder.udiv(builder.add(n, ir.Constant(ity, group - 1)), ir.Constant(ity, group))
-    with cgutils.for_range(builder, ngroups) as outer:
-        start = builder.mul(outer.index, ir.Constant(ity, group))
-        left = builder.sub(n, start)
-        count = builder.select(builder.icmp_signed(">", left, ir.Constant(ity, group)), ir.Constant(ity, group), left)
-        with cgutils.for_range(builder, count) as inner:
-            body(builder.add(start, inner.index))
-        after_group()
 
 
 _tile_avx2 = _make_tile_avx2(MR)

@@ -41,8 +41,9 @@ def add_parser(sub: Any) -> None:
                    help="'digits' (bundled), 'mnist1d' (generated offline), an .npz with x and y, a folder "
                         "with x.npy and y.npy, or an image folder root/<class>/*.png (default: digits)")
     r = p.add_argument_group("ternary QAT recipes (tdsl.train.recipes; unset: plain FP32 training)")
-    r.add_argument("--recipe", help="train ternary with this recipe: scratch, finetune, learned_scale, calibrate, "
-                                    "distill, long, or parts joined by '+' (e.g. finetune+distill)")
+    r.add_argument("--recipe", help="train ternary with this recipe: auto (the measured best for --policy), scratch, "
+                                    "finetune, learned_scale, calibrate, distill, long, progressive, optimal_delta, "
+                                    "or parts joined by '+' (e.g. finetune+distill)")
     r.add_argument("--policy", choices=["default", "all"], default="default",
                    help="with --recipe: ternary except first/last layer (default), or every layer (all)")
     r.add_argument("--threshold", choices=["twn", "absmean"], default="twn", help="with --recipe: Δ rule")
