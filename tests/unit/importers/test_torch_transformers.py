@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,21 @@ def test_ternary_import_deploys_on_numba(tmp_path, name):
     with torch.no_grad():
         want = frozen(x)
     assert _rel_error(torch.from_numpy(got), want) <= 1e-3
+
+
+def test_ternary_bert_encoder_deploys_on_numba(tmp_path):
+    """An imported BERT encoder, ternarised and saved, deploys on the Numba runtime from its
+    package: its token-type ids (an integer buffer) stay integer indices in the plan."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=16)
+    model = transformers.BertModel(config, add_pooling_layer=False).eval()
+    ids = torch.randint(0, 50, (2, 8))
+    pkg = tdsl.import_torch(model, (ids,), tmp_path / "bert")
+    frozen = tdsl.quantize(pkg, precision="ternary", policy="all")
+    tdsl.save(frozen, tmp_path / "bert-t", source=pkg.config["model"]["source"])
+    run = tdsl.load(tmp_path / "bert-t").deploy(act_quant="float")
+    got = run(ids.to(torch.int32).numpy())
+    with torch.no_grad():
+        want = frozen(ids.to(torch.int32))
+    assert _rel_error(torch.from_numpy(np.asarray(got)), want) <= 1e-3
