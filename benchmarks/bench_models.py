@@ -344,8 +344,14 @@ def main(argv: list[str] | None = None) -> int:
                 x = input_batch(name, params, B, args.seed)
                 checks[f"{name}/B{B}"] = agreement = check(contenders, refs, x)
                 for c, a in agreement.items():
-                    if a["rel_err"] > MAX_REL_ERR:
+                    if a["rel_err"] <= MAX_REL_ERR:
+                        continue
+                    if c.startswith("tdsl") or c == "torch-fp32":  # ours, or the reference itself: a bug to stop on
                         raise SystemExit(f"{name} B={B}: {c} disagrees with torch fp32 (rel. error {a['rel_err']:.3g})")
+                    # another library's own quantisation (onnxruntime 1.32's quantize_static of the
+                    # linear stack: 0.81): timed and reported as it is, in the agreement table
+                    print(f"warning: {name} B={B}: {c} disagrees with torch fp32 (rel. error {a['rel_err']:.3g}); "
+                          "its times are reported with its agreement figures", file=sys.stderr)
                 progress.step(f"{name} B={B}: timing {len(contenders)} contenders x {repeats} calls x 2 modes")
                 time_workload(contenders, x, repeats)
                 stats = {mode: {c.name: summarize(c.times[mode]) for c in contenders.values()}

@@ -4,6 +4,7 @@ The public API is small: `parse` a program, `compile` it (source text, a path, o
 name of a shipped zoo model) into a `CompiledModel`, and catch `TdslError` for anything
 the user got wrong. torch is imported lazily, only by the torch backend.
 """
+import tdsl.deploy as _deploy_module  # noqa: F401 - loaded first, so that the function below, not the submodule, is tdsl.deploy
 from tdsl.errors import TdslError
 
 __version__ = "0.1.0"
@@ -42,12 +43,11 @@ def qat(model, precision: str = "ternary", **kwargs):
 
 
 def deploy(model, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8", path=None,
-           profile: bool = False):
+           profile: bool = False, calibrate=None):
     """A frozen model, a loaded package or a compiled program with weights on a deployment
     backend: numpy in, numpy out, no torch (see `tdsl.deploy.deploy`)."""
-    from tdsl.deploy import deploy as _deploy
-
-    return _deploy(model, backend, device=device, act_quant=act_quant, path=path, profile=profile)
+    return _deploy_module.deploy(model, backend, device=device, act_quant=act_quant, path=path, profile=profile,
+                                 calibrate=calibrate)
 
 
 def save(model, path, **kwargs):

@@ -9,8 +9,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from xdsl.dialects.builtin import (ArrayAttr, BoolAttr, DenseIntOrFPElementsAttr, FloatAttr, IntAttr,
-                                   IntegerAttr, IntegerType, ModuleOp, StringAttr,
+from xdsl.dialects.builtin import (ArrayAttr, BoolAttr, DenseIntOrFPElementsAttr, FloatAttr, IntegerAttr, IntegerType,
+                                   ModuleOp, StringAttr,
                                    SymbolRefAttr, TensorType, UnrankedTensorType, f16, f32, f64,
                                    i64)
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
@@ -92,7 +92,7 @@ class IRBuilder:
         fwd.op = d.ForwardOp(fwd.types, [v.type for v in ret.values], Region(fwd.block), fwd.names)
         set_loc(fwd.op, fwd.loc)
         if any(e is not None for shape in fwd.examples for e in shape):
-            fwd.op.attributes[EXAMPLE_SHAPE] = ArrayAttr([ArrayAttr([IntAttr(-1 if e is None else e) for e in shape])
+            fwd.op.attributes[EXAMPLE_SHAPE] = ArrayAttr([ArrayAttr([IntegerAttr(-1 if e is None else e, 64) for e in shape])
                                                           for shape in fwd.examples])
         return fwd
 

@@ -124,7 +124,7 @@ def example_shapes(module: ModuleOp) -> list[list[int | None] | None]:
     for i, ty in enumerate(forward.function_type.inputs.data):
         dims = dims_of(ty)
         if dims is not None and recorded is not None and i < len(recorded.data):
-            examples = [e.data for e in recorded.data[i].data]
+            examples = [e.value.data for e in recorded.data[i].data]  # IntegerAttr: upstream MLIR parses it
             dims = [d if d is not None or j >= len(examples) or examples[j] < 0 else examples[j]
                     for j, d in enumerate(dims)]
         out.append(None if dims is None else list(dims))
