@@ -60,6 +60,7 @@ from numba.extending import intrinsic
 from tdsl.runtime.gemm import (_V8I32, _V16I16, _V16I32, _V32I8, _V64I8, _I32, _chunk_ptrs, _dpbusd,
                                _for_groups, _pmaddubsw, _pmaddwd_ones, _shift_plane, _splat32,
                                _zero_accs, activation)
+from tdsl.runtime import isa
 from tdsl.runtime.cpu_features import has_avx2, has_avx512_vnni
 from tdsl.runtime.packing import unpack
 from tdsl.runtime.quant_act import token_scale
@@ -205,17 +206,7 @@ def _im2col_quant(xt, amap, Cg, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, xq, xs, 
 # VNNI micro-kernel
 
 
-def _store_tile(context, builder, aryty, ary, ooff, ostride, accs, vecty) -> None:
-    """Store accumulator slots accs[m][v] (vectors of `vecty` int32 lanes) into the int32 array
-    at element ooff + m*ostride + v*lanes: one micro-kernel tile, rows m, vectors v."""
-    ity = ooff.type
-    lanes = vecty.count
-    data = context.make_array(aryty)(context, builder, ary).data
-    for m, row in enumerate(accs):
-        for v, slot in enumerate(row):
-            idx = builder.add(ooff, builder.add(builder.mul(ostride, ir.Constant(ity, m)), ir.Constant(ity, lanes * v)))
-            ptr = builder.bitcast(builder.gep(data, [idx]), vecty.as_pointer())
-            builder.store(builder.load(slot), ptr, align=4)
+_store_tile = isa.store_tile
 
 
 def _make_conv_block(mr: int, nr: int):

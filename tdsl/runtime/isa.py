@@ -136,3 +136,16 @@ def widen_i16(builder, v16):  # noqa: ANN001, ANN201
     lo = builder.shuffle_vector(v16, v16, ir.Constant(ir.VectorType(I32, 8), list(range(8))))
     hi = builder.shuffle_vector(v16, v16, ir.Constant(ir.VectorType(I32, 8), list(range(8, 16))))
     return builder.sext(lo, V8I32), builder.sext(hi, V8I32)
+
+
+def store_tile(context, builder, aryty, ary, ooff, ostride, accs, vecty) -> None:  # noqa: ANN001
+    """Store accumulator slots accs[m][v] (vectors of `vecty` int32 lanes) into the int32 array
+    at element ooff + m*ostride + v*lanes: one micro-kernel tile, rows m, vectors v."""
+    ity = ooff.type
+    lanes = vecty.count
+    data = context.make_array(aryty)(context, builder, ary).data
+    for m, row in enumerate(accs):
+        for v, slot in enumerate(row):
+            idx = builder.add(ooff, builder.add(builder.mul(ostride, ir.Constant(ity, m)), ir.Constant(ity, lanes * v)))
+            ptr = builder.bitcast(builder.gep(data, [idx]), vecty.as_pointer())
+            builder.store(builder.load(slot), ptr, align=4)

@@ -208,12 +208,7 @@ def _make_tile_avx2(mr: int):
 
                     isa.for_groups(builder, npv, PAIRS_PER_WIDEN, chunk, widen_inside_tap)
                 widen()
-            odata = isa.data_ptr(context, builder, signature.args[7], outv, isa.I32)
-            for m in range(mr):
-                for q in range(4):
-                    idx = builder.add(oidxv, builder.add(builder.mul(osv, ir.Constant(ity, m)), ir.Constant(ity, 8 * q)))
-                    ptr = builder.bitcast(builder.gep(odata, [idx]), isa.V8I32.as_pointer())
-                    builder.store(builder.load(a32[m][q]), ptr, align=4)
+            isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, a32, isa.V8I32)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -89,11 +89,8 @@ def quantize_nchw(x, scale, zp, out):
         base = r * W * cp
         for c in range(C):
             for ix in range(W):
-                q = min(max(np.rint(x[n, c, y, ix] * inv) + z, np.float32(0.0)), np.float32(255.0))
-                out[base + ix * cp + c] = np.uint8(q)
-        for ix in range(W):
-            for c in range(C, cp):
-                out[base + ix * cp + c] = np.uint8(zp)
+                out[base + ix * cp + c] = requantise(x[n, c, y, ix], inv, z)
+        fill_padding(out, r * W, (r + 1) * W, C, cp, zp)
     fill_zero_row(out, N * H * W, cp, zp)
 
 
@@ -101,6 +98,20 @@ def quantize_nchw(x, scale, zp, out):
 def fill_zero_row(out, rows, cp, zp):
     for c in range(cp):
         out[rows * cp + c] = np.uint8(zp)
+
+
+@njit(inline="always", cache=True)
+def requantise(v, inv, zf):
+    """clamp(rint(v / s) + z, 0, 255) as u8: every u8 producer's last step (inv = 1/s, zf = z)."""
+    return np.uint8(np.int32(min(max(np.rint(v * inv) + zf, np.float32(0.0)), np.float32(255.0))))
+
+
+@njit(inline="always", cache=True)
+def fill_padding(out, p0, p1, c0, cp, zp):
+    """Channels c0..cp of rows p0..p1 hold the zero point (the row padding of a u8 activation)."""
+    for p in range(p0, p1):
+        for c in range(c0, cp):
+            out[p * cp + c] = np.uint8(zp)
 
 
 @njit(cache=True, parallel=True)
@@ -112,10 +123,8 @@ def quantize_rows(yf, O, scale, zp, out):
     z = np.float32(zp)
     for p in prange(P):
         for o in range(O):
-            q = min(max(np.rint(yf[p, o] * inv) + z, np.float32(0.0)), np.float32(255.0))
-            out[p * cp + o] = np.uint8(q)
-        for o in range(O, cp):
-            out[p * cp + o] = np.uint8(zp)
+            out[p * cp + o] = requantise(yf[p, o], inv, z)
+        fill_padding(out, p, p + 1, O, cp, zp)
     fill_zero_row(out, P, cp, zp)
 
 
@@ -179,7 +188,7 @@ def _epilogue(acc, a0, no, o0, corr, se, bias, res, rbase, rs, rzp, act, amin, a
                 o = o0 + ol
                 v = np.float32((np.float32(acc[a0 + ol]) - corr[o]) * se[o]) + bias[o]
                 v = min(max(v, amin), amax)
-                dst[dbase + ol] = np.uint8(np.int32(min(max(np.rint(v * inv) + zf, np.float32(0.0)), np.float32(255.0))))
+                dst[dbase + ol] = requantise(v, inv, zf)
         else:
             for ol in range(no):
                 o = o0 + ol
@@ -187,7 +196,7 @@ def _epilogue(acc, a0, no, o0, corr, se, bias, res, rbase, rs, rzp, act, amin, a
                 if res.size:
                     v = v + np.float32(np.int32(res[rbase + ol]) - rzp) * rs
                 v = activation(v, act) if act >= 0 else min(max(v, amin), amax)
-                dst[dbase + ol] = np.uint8(np.int32(min(max(np.rint(v * inv) + zf, np.float32(0.0)), np.float32(255.0))))
+                dst[dbase + ol] = requantise(v, inv, zf)
     else:
         lo = lohi[task, 0]
         hi = lohi[task, 1]
@@ -251,9 +260,7 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
                     _epilogue(acc, m * NR, no, o0, corr, se, bias, res, p * cpo + o0, rs, rzp, code, amin, amax,
                               static, out, p * cpo + o0, inv, zf, yf, p, lohi, task)
         if static and g == ngroups - 1:
-            for p in range(p0, p0 + np_):
-                for o in range(O, cpo):
-                    out[p * cpo + o] = np.uint8(zpy)
+            fill_padding(out, p0, p0 + np_, O, cpo, zpy)
     if static:
         fill_zero_row(out, P, cpo, zpy)
 
@@ -300,9 +307,7 @@ def depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, 
             _epilogue(acc, 0, C, 0, corr, se, bias, res, p * cp, rs, rzp, code, amin, amax, static, out, p * cp,
                       inv, zf, yf, p, lohi, r)
         if static:
-            for ox in range(Wo):
-                for c in range(C, cp):
-                    out[(r * Wo + ox) * cp + c] = np.uint8(zpy)
+            fill_padding(out, r * Wo, (r + 1) * Wo, C, cp, zpy)
     if static:
         fill_zero_row(out, rows * Wo, cp, zpy)
 
@@ -391,7 +396,7 @@ def add(a, sa, za, b, sb, zb, act, C, out, inv_sy, zpy, yf, lohi):
             v = np.float32(np.int32(a[p * cp + c]) - za) * sa + np.float32(np.int32(b[p * cp + c]) - zb) * sb
             v = activation(v, act)
             if static:
-                out[p * cp + c] = np.uint8(min(max(np.rint(v * inv) + zf, np.float32(0.0)), np.float32(255.0)))
+                out[p * cp + c] = requantise(v, inv, zf)
             else:
                 yf[p, c] = v
                 lo = min(lo, v)
@@ -399,9 +404,7 @@ def add(a, sa, za, b, sb, zb, act, C, out, inv_sy, zpy, yf, lohi):
         lohi[p, 0] = lo
         lohi[p, 1] = hi
     if static:
-        for p in range(P):
-            for c in range(C, cp):
-                out[p * cp + c] = np.uint8(zpy)
+        fill_padding(out, 0, P, C, cp, zpy)
         fill_zero_row(out, P, cp, zpy)
 
 

@@ -305,9 +305,10 @@ class Program:
             action()
             times[index] += time.perf_counter() - start
 
-    def calibrate(self, batches: list[Callable[[], None]]) -> dict[int, tuple[float, int]]:
+    def calibrate(self, batches: list[Callable[[], None]]) -> None:
         """Run `batches` (each a call that fills the plan's inputs and runs `run`) with dynamic
-        scales, recording every u8 value's range; returns the static (scale, zp) per value."""
+        scales, recording every u8 value's range (`ranges`); the deployment merges the ranges of
+        its programs into static scales (`DeployedModel.calibrate`)."""
         self.calibrating = True
         for val in self.values.values():
             val.lo, val.hi = np.inf, -np.inf
@@ -316,7 +317,3 @@ class Program:
                 batch()
         finally:
             self.calibrating = False
-        static = {v: q8.qparams(lo, hi) for v, (lo, hi) in self.ranges().items()}
-        for v in self.values:
-            static.setdefault(v, (1.0, 0))
-        return static

@@ -56,12 +56,16 @@ def test_resnet18_layout(tmp_path):
         assert _rel_error(pkg.to_torch()(x), want) <= 1e-3
 
 
-def test_bert_encoder(tmp_path):
+def _tiny_bert():
+    """A 2-layer BERT encoder of width 16 (random weights) and a batch of token ids."""
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=32, max_position_embeddings=16)
-    model = transformers.BertModel(config, add_pooling_layer=False).eval()
-    ids = torch.randint(0, 50, (2, 8))
+    return transformers.BertModel(config, add_pooling_layer=False).eval(), torch.randint(0, 50, (2, 8))
+
+
+def test_bert_encoder(tmp_path):
+    model, ids = _tiny_bert()
     pkg = tdsl.import_torch(model, (ids,), tmp_path / "bert")
     text = program_path(tmp_path / "bert").read_text()
     assert "return attention(query(x), key(x), value(x), 2, causal=false)" in text
@@ -119,11 +123,7 @@ def test_ternary_import_deploys_on_numba(tmp_path, name):
 def test_ternary_bert_encoder_deploys_on_numba(tmp_path):
     """An imported BERT encoder, ternarised and saved, deploys on the Numba runtime from its
     package: its token-type ids (an integer buffer) stay integer indices in the plan."""
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=16)
-    model = transformers.BertModel(config, add_pooling_layer=False).eval()
-    ids = torch.randint(0, 50, (2, 8))
+    model, ids = _tiny_bert()
     pkg = tdsl.import_torch(model, (ids,), tmp_path / "bert")
     frozen = tdsl.quantize(pkg, precision="ternary", policy="all")
     tdsl.save(frozen, tmp_path / "bert-t", source=pkg.config["model"]["source"])
