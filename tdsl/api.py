@@ -162,7 +162,7 @@ def compile(source_or_path: str | Path, *, entry: str | None = None,
     """Parse, elaborate and run the pipeline; `after_pass(name, module)` sees each stage."""
     from tdsl.dialects.tdsl import entry_layer
     from tdsl.frontend.irgen import build_module
-    from tdsl.passes import DEFAULT_PIPELINE, parse_pipeline
+    from tdsl.passes.pipelines import DEFAULT_PIPELINE, parse_pipeline, run_passes
 
     text, filename = resolve_source(source_or_path)
     module = build_module(text, filename, entry=entry, params=params)
@@ -171,16 +171,14 @@ def compile(source_or_path: str | Path, *, entry: str | None = None,
     if after_pass is not None:
         after_pass("irgen", module)
     spec = DEFAULT_PIPELINE if pipeline is None else pipeline
-    if spec.strip():
-        from tdsl.dialects.context import make_context
 
-        ctx = make_context()
-        for p in parse_pipeline(spec).passes:
-            p.apply(ctx, module)
-            _verify(module)
-            stages.append((p.name, print_ir(module)))
-            if after_pass is not None:
-                after_pass(p.name, module)
+    def record(name: str, module: ModuleOp) -> None:
+        stages.append((name, print_ir(module)))
+        if after_pass is not None:
+            after_pass(name, module)
+
+    if spec.strip():
+        run_passes(module, parse_pipeline(spec).passes, record)
     layer = entry_layer(module)
     return CompiledModel(module, stages, filename, layer.layer.data, dict(params or {}), spec)
 

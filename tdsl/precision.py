@@ -27,6 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tdsl.errors import TdslError
+from tdsl.passes.pipelines import (  # noqa: F401 - the pipelines, re-exported where users found them
+    POLICIES,
+    PRECISIONS,
+    THRESHOLDS,
+    expand_override,
+    pipeline_for,
+    threshold_options,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,76 +42,8 @@ if TYPE_CHECKING:
     from tdsl.api import CompiledModel
     from tdsl.backends.torch.freeze import FrozenModel
 
-PRECISIONS = ("fp32", "fp16", "int8", "ternary", "mixed")
-POLICIES = ("default", "all", "none", "b158")
-THRESHOLDS = ("twn", "absmean", "fixed=<delta>", "sparsity=<fraction>")
 PIPELINE_ALL = ("fp32", "fp16", "int8", "ternary", "mixed")
 """The stages `tdsl quantize --pipeline-all` runs, in order."""
-
-
-def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise TdslError(f"{name} must be one of {', '.join(choices)}, got '{value}'")
-
-
-def _quote(text: str) -> str:
-    if '"' in text:
-        raise TdslError(f"override must not contain a double quote: {text!r}")
-    return f'"{text}"'
-
-
-def threshold_options(threshold: str) -> str:
-    """`twn` / `absmean` / `fixed=0.05` / `sparsity=0.5` -> ternarize pass options."""
-    method, _, value = threshold.partition("=")
-    method = method.strip()
-    if method in ("twn", "absmean") and not value:
-        return f"threshold={method}"
-    if method in ("fixed", "sparsity"):
-        try:
-            number = float(value)
-        except ValueError:
-            raise TdslError(f"threshold '{method}' needs a number, e.g. '{method}=0.5', got {threshold!r}") from None
-        return f"threshold={method} {'delta' if method == 'fixed' else 'sparsity'}={number!r}"
-    raise TdslError(f"unknown threshold {threshold!r}; valid ones are {', '.join(THRESHOLDS)}")
-
-
-def expand_override(override: str) -> str:
-    """Overrides match weight paths (`layer1.0.conv1.weight`); a layer path selects its
-    weights too: `conv1=fp16` becomes `conv1=fp16 conv1.*=fp16` (first match still wins)."""
-    out = []
-    for entry in override.split():
-        glob, sep, prec = entry.rpartition("=")
-        out.append(entry)
-        if sep and glob and not glob.endswith("*"):
-            out.append(f"{glob}.*={prec}")
-    return " ".join(out)
-
-
-def pipeline_for(precision: str = "ternary", *, policy: str = "default", override: str = "",
-                 threshold: str = "twn", per_channel: bool = True) -> str:
-    """The pass pipeline that gives the QAT program for these choices."""
-    _check("precision", precision, PRECISIONS)
-    _check("policy", policy, POLICIES)
-    override = expand_override(override)
-    wants_ternary = precision in ("ternary", "mixed") or any(
-        e.rpartition("=")[2] == "ternary" for e in override.split())
-    if not wants_ternary:
-        opts = f"default={precision}" + (f" override={_quote(override)}" if override else "")
-        return f"shape-infer,precision{{{opts}}}"
-    opts = [threshold_options(threshold), f"per-channel={'true' if per_channel else 'false'}"]
-    if precision == "mixed":
-        opts += ["policy=default", "keep=int8"]
-    elif precision == "ternary" and policy == "b158":  # the recipe fixes the threshold rule
-        opts = ["policy=b158"]
-    elif precision == "ternary":
-        opts.append(f"policy={policy}")
-    else:
-        # A float precision for everything, ternary where an override says so.
-        opts += ["policy=none"]
-        override = (override + f" *={precision}").strip()
-    if override:
-        opts.append(f"override={_quote(override)}")
-    return f"shape-infer,ternarize{{{' '.join(opts)}}}"
 
 
 def _load_weights(module: nn.Module, weights: Any) -> None:

@@ -22,7 +22,8 @@ from tdsl.dialects.context import DIALECTS
 from tdsl.dialects.verify import verify_module
 from tdsl.errors import SourceLoc, TdslError, register_source
 from tdsl.package.files import write_atomic
-from tdsl.passes import PASSES, parse_pipeline
+from tdsl.passes import PASSES
+from tdsl.passes.pipelines import parse_pipeline
 from tdsl.tools.common import add_force_arg, parse_param, refuse_overwrite
 from tdsl.tools.ir_input import check_symbols, parse_located, strip_stamped
 from tdsl.tools.verify_diagnostics import Diagnostic, Expectation, check, parse_expectations

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from tdsl.errors import PassError, TdslError
-from tdsl.passes import DEFAULT_PIPELINE, PASSES, parse_pipeline
+from tdsl.passes import PASSES
+from tdsl.passes.pipelines import DEFAULT_PIPELINE, parse_pipeline
 
 
 @pytest.mark.parametrize("key", sorted(PASSES))
