@@ -44,10 +44,11 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--recipe", help="train ternary with this recipe: auto (the measured best for --policy), scratch, "
                                     "finetune, learned_scale, calibrate, distill, long, progressive, optimal_delta, "
                                     "or parts joined by '+' (e.g. finetune+distill)")
-    r.add_argument("--policy", choices=["default", "all"], default="default",
-                   help="with --recipe: ternary except first/last layer (default), or every layer (all)")
-    r.add_argument("--threshold", choices=["twn", "absmean"], default="twn", help="with --recipe: Δ rule")
-    r.add_argument("--per-tensor", action="store_true", help="with --recipe: one scale per tensor")
+    r.add_argument("--policy", choices=["default", "all"],
+                   help="ternary except first/last layer (default), or every layer (all); without --recipe "
+                        "it means --recipe auto")
+    r.add_argument("--threshold", choices=["twn", "absmean"], help="Δ rule (default twn); implies --recipe auto")
+    r.add_argument("--per-tensor", action="store_true", help="one scale per tensor; implies --recipe auto")
     r.add_argument("--init", metavar="CKPT", help="FP32 weights to start from (checkpoint or .safetensors): "
                                                   "finetune, calibrate")
     r.add_argument("--teacher", metavar="CKPT", help="FP32 teacher for distill (default: --init)")
@@ -101,6 +102,28 @@ def build_config(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
     return config
 
 
+def implied_recipe(args: argparse.Namespace) -> str | None:
+    """Fill in the ternary options; the option that made a run without `--recipe` ternary.
+
+    `--policy`, `--threshold` and `--per-tensor` only mean something for ternary QAT, so one
+    of them without `--recipe` selects `--recipe auto` (the recipe measured best for the policy)
+    rather than training FP32 and ignoring it; `--init`/`--teacher` need a recipe that reads
+    them, so alone they are refused."""
+    implied = None
+    if not args.recipe:
+        given = [f"--{n.replace('_', '-')}" + (f" {getattr(args, n)}" if n != "per_tensor" else "")
+                 for n in ("policy", "threshold", "per_tensor") if getattr(args, n)]
+        if given:
+            args.recipe, implied = "auto", " ".join(given)
+        elif args.init or args.teacher:
+            from tdsl.errors import TdslError
+            raise TdslError(f"--{'init' if args.init else 'teacher'} is read by a QAT recipe; add --recipe "
+                            "(finetune, calibrate or distill)")
+    args.policy = args.policy or "default"
+    args.threshold = args.threshold or "twn"
+    return implied
+
+
 DATASET_TASKS = {"digits": "image-classification"}
 """Hub pipeline tags of the built-in data sets whose samples the IO shape alone would misname
 (digits are 8x8 images, also when an MLP reads them flattened)."""
@@ -113,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     refuse_overwrite(out, True, "--out", folder=True)  # a file in its place or above it, a name too long
     if not args.resume and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
         refuse_overwrite(out, args.force, "--out", folder=True)  # a second run would mix its checkpoints with the first's
+    implied = implied_recipe(args)
     import torch
 
     from tdsl.api import compile as compile_
@@ -149,7 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             ckpts = trainer.ckpt.checkpoints() if trainer.ckpt else []
             print(f"model: {model.entry} ({model.filename}), "
                   f"{sum(p.numel() for p in net.parameters()):,} parameters"
-                  + (f"; ternary ({args.policy} policy), recipe {run.recipe.name}" if args.recipe else ""))
+                  + (f"; ternary ({args.policy} policy), recipe {run.recipe.name}" if args.recipe else "")
+                  + (f" ({implied} without --recipe: --recipe auto)" if implied else ""))
             print(f"data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test samples, "
                   f"{data.num_classes} classes" + (f", {env.world_size} processes" if env.enabled else ""))
             print(f"trained {result.epoch} epochs ({result.step} steps) in {result.seconds:.1f} s; "

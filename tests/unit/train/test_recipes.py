@@ -299,3 +299,19 @@ def test_cli_recipe_auto_under_the_all_policy(tmp_path: Path, capsys):
     assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "q"), "--no-progress", "--optimizer",
                  "adamw", "--batch-size", "128", "--lr", "3e-3", "--recipe", "auto", "--policy", "all"]) == 0
     assert "ternary (all policy), recipe optimal_delta" in capsys.readouterr().out
+
+
+def test_cli_policy_without_recipe_trains_ternary_with_auto_and_init_alone_is_refused(tmp_path: Path, capsys):
+    """`--policy all` alone used to train FP32 and ignore the policy; now it means `--recipe auto`
+    (said in the output) and packs a ternary model; `--init` without a recipe reading it is refused."""
+    import tdsl
+    from tdsl.tools.tdsl_cli import main
+
+    common = ["--epochs", "1", "--no-progress", "--optimizer", "adamw", "--batch-size", "128", "--lr", "3e-3"]
+    assert main(["train", "mlp", *common, "--out", str(tmp_path / "q"), "--policy", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "ternary (all policy), recipe optimal_delta (--policy all without --recipe: --recipe auto)" in out
+    pkg = tdsl.load(tmp_path / "q" / "package")
+    assert pkg.precision == "ternary" and set(pkg.config["precision"]["weights"].values()) == {"ternary"}
+    assert main(["train", "mlp", *common, "--out", str(tmp_path / "i"), "--init", str(tmp_path / "q")]) == 1
+    assert "--init is read by a QAT recipe; add --recipe" in capsys.readouterr().err
