@@ -21,7 +21,9 @@ import functools
 import platform
 
 from llvmlite import ir
+from numba import types
 from numba.core import cgutils
+from numba.extending import intrinsic
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "avx2": ("avx2",),
@@ -149,3 +151,19 @@ def store_tile(context, builder, aryty, ary, ooff, ostride, accs, vecty) -> None
             idx = builder.add(ooff, builder.add(builder.mul(ostride, ir.Constant(ity, m)), ir.Constant(ity, lanes * v)))
             ptr = builder.bitcast(builder.gep(data, [idx]), vecty.as_pointer())
             builder.store(builder.load(slot), ptr, align=4)
+
+
+@intrinsic
+def claim(typingctx, counter):  # noqa: ANN001, ANN201
+    """The next task number: an atomic fetch-and-add of 1 on counter[0] (an int64 array), so
+    the threads of a parallel region take tasks as they free up (dynamic scheduling) instead
+    of a fixed share each: a thread descheduled for a time slice no longer holds back work
+    the others could do."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = data_ptr(context, builder, signature.args[0], args[0], I64)
+        return builder.atomic_rmw("add", ptr, ir.Constant(I64, 1), "monotonic")
+
+    return types.int64(counter), codegen

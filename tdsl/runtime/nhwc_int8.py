@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from tdsl.runtime import activations, microkernels
+from tdsl.runtime.isa import claim
 from tdsl.runtime.microkernels import MR, NR, tile
 
 activation = njit(inline="always", cache=True)(activations.apply)
@@ -227,12 +228,14 @@ def clamp_of(act):
 
 @njit(cache=True, parallel=True)
 def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act,
-         out, inv_sy, zpy, yf, lohi):
+         out, inv_sy, zpy, yf, lohi, workers):
     """One ternary conv of u8 NHWC x into out (static scales: u8 NHWC, cp_out bytes a row)
     or yf (dynamic: float32 [P, O], with each task's (min, max) in lohi [tasks, 2]).
 
     se[o] = s_x * s[o]; wsum[o] = sum(T[o]); res: u8 NHWC residual (or empty) with scale rs,
-    zero point rzp; act: activation code. kind: the micro-kernel's code."""
+    zero point rzp; act: activation code. kind: the micro-kernel's code. workers: the threads
+    that take tasks (`numba.get_num_threads()`, passed in: read inside, it keeps the kernel out
+    of Numba's cache); each claims the next task as it frees up (`isa.claim`)."""
     cpo = _row_bytes(O)
     static = yf.shape[1] == 0
     ntiles = (P + TILE_PIXELS - 1) // TILE_PIXELS
@@ -242,25 +245,31 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
     inv = np.float32(inv_sy)
     corr = (wsum * zpx).astype(np.float32)
     code, amin, amax = clamp_of(act)
-    for task in prange(ntiles * ngroups):
-        g = task % ngroups
-        t = task // ngroups
-        p0 = t * TILE_PIXELS
-        np_ = min(TILE_PIXELS, P - p0)
+    ntasks = ntiles * ngroups
+    counter = np.zeros(1, np.int64)
+    for _ in prange(max(1, min(workers, ntasks))):
         acc = np.empty(MR * NR, np.int32)
-        lohi[task, 0] = np.float32(np.inf)
-        lohi[task, 1] = np.float32(-np.inf)
-        for b in range(g * BLOCKS_PER_TASK, min(nblocks, (g + 1) * BLOCKS_PER_TASK)):
-            o0 = b * NR
-            no = min(NR, O - o0)
-            for m0 in range(0, np_, MR):
-                tile(kind, panels, b * block_bytes, x, offs, (p0 + m0) * ntaps, ntaps, npairs, acc, 0, NR)
-                for m in range(min(MR, np_ - m0)):
-                    p = p0 + m0 + m
-                    _epilogue(acc, m * NR, no, o0, corr, se, bias, res, p * cpo + o0, rs, rzp, code, amin, amax,
-                              static, out, p * cpo + o0, inv, zf, yf, p, lohi, task)
-        if static and g == ngroups - 1:
-            fill_padding(out, p0, p0 + np_, O, cpo, zpy)
+        while True:
+            task = claim(counter)
+            if task >= ntasks:
+                break
+            g = task % ngroups
+            t = task // ngroups
+            p0 = t * TILE_PIXELS
+            np_ = min(TILE_PIXELS, P - p0)
+            lohi[task, 0] = np.float32(np.inf)
+            lohi[task, 1] = np.float32(-np.inf)
+            for b in range(g * BLOCKS_PER_TASK, min(nblocks, (g + 1) * BLOCKS_PER_TASK)):
+                o0 = b * NR
+                no = min(NR, O - o0)
+                for m0 in range(0, np_, MR):
+                    tile(kind, panels, b * block_bytes, x, offs, (p0 + m0) * ntaps, ntaps, npairs, acc, 0, NR)
+                    for m in range(min(MR, np_ - m0)):
+                        p = p0 + m0 + m
+                        _epilogue(acc, m * NR, no, o0, corr, se, bias, res, p * cpo + o0, rs, rzp, code, amin, amax,
+                                  static, out, p * cpo + o0, inv, zf, yf, p, lohi, task)
+            if static and g == ngroups - 1:
+                fill_padding(out, p0, p0 + np_, O, cpo, zpy)
     if static:
         fill_zero_row(out, P, cpo, zpy)
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 
 from tdsl.backends.numba.plan import Kernel, Plan, Step
@@ -248,10 +249,10 @@ class Program:
             elif gather:
                 q8.gather_rows(x.buf, offs, ntaps, cp, P, kp, xg)
                 q8.conv(self.kind, xg.reshape(-1), goffs, 1, kp // 2, w, nblocks, P, O, wsum, x.zp, se, bias, rbuf, rs,
-                        rzp, act, dst, inv, zpy, f, lohi)
+                        rzp, act, dst, inv, zpy, f, lohi, numba.get_num_threads())
             else:
                 q8.conv(self.kind, x.buf, offs, ntaps, cp // 2, w, nblocks, P, O, wsum, x.zp, se, bias, rbuf, rs,
-                        rzp, act, dst, inv, zpy, f, lohi)
+                        rzp, act, dst, inv, zpy, f, lohi, numba.get_num_threads())
             if qp is None:
                 self._finish(v, yf, lohi, O)
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit, prange
 
 from tdsl.runtime import isa
 from tdsl.runtime import microkernels as mk
 from tdsl.runtime import nhwc_int8 as q8
+from tdsl.runtime.isa import claim
 
 KINDS = [pytest.param(row.code, id=row.name,
                       marks=pytest.mark.skipif(not row.available(), reason=f"this CPU lacks {row.isa}"))
@@ -58,7 +60,7 @@ def numpy_acc(q, t, zp, stride, padding, dilation):
     return acc
 
 
-def run_conv(kind, case, zp, static=True, seed=0):
+def run_conv(kind, case, zp, static=True, seed=0, workers=2):
     N, C, H, W, O, (kh, kw), st, pad, dil = case
     rng = np.random.default_rng(seed + 1)
     t = rng.integers(-1, 2, (O, C, kh, kw)).astype(np.int8)
@@ -78,12 +80,12 @@ def run_conv(kind, case, zp, static=True, seed=0):
     if static:
         out = np.empty(q8.buffer_size(N, Ho, Wo, O), np.uint8)
         q8.conv(kind, buf, offs, kh * kw, cp // 2, panels, nblocks, P, O, wsum, zp, se, bias, empty, np.float32(0), 0,
-                0, out, 1 / 0.05, 7, np.zeros((0, 0), np.float32), lohi)
+                0, out, 1 / 0.05, 7, np.zeros((0, 0), np.float32), lohi, workers)
         got = out[:P * mk.padded_channels(O)].reshape(P, -1)[:, :O]
     else:
         got = np.empty((P, O), np.float32)
         q8.conv(kind, buf, offs, kh * kw, cp // 2, panels, nblocks, P, O, wsum, zp, se, bias, empty, np.float32(0), 0,
-                0, empty, 1.0, 0, got, lohi)
+                0, empty, 1.0, 0, got, lohi, workers)
     want_v = (acc - zp * wsum[None, :, None, None]).astype(np.float64) * se[None, :, None, None] + bias[None, :, None, None]
     want_v = want_v.transpose(0, 2, 3, 1).reshape(P, O)
     return got, want_v, lohi
@@ -112,6 +114,39 @@ def test_every_micro_kernel_gives_the_same_bits(case):
     a = run_conv(0, case, zp=17, static=True)[0]
     b = run_conv(1, case, zp=17, static=True)[0]
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_conv_gives_the_same_bits_whatever_the_number_of_workers(static):
+    """Tasks are claimed dynamically (`isa.claim`): whichever worker takes a task, and however
+    many there are (one; more than the threads), each output and each task's range is the same."""
+    case = CASES[1]
+    one = run_conv(0, case, zp=5, static=static, workers=1)
+    for workers in (2, 7):
+        other = run_conv(0, case, zp=5, static=static, workers=workers)
+        np.testing.assert_array_equal(one[0], other[0])
+        np.testing.assert_array_equal(one[2], other[2])
+
+
+def test_claim_hands_out_each_number_once():
+    counter = np.zeros(1, np.int64)
+    owner, taken = claims(counter, 10_000)
+    # every number taken by some worker, and no number twice (the takes add up to n)
+    assert (owner >= 0).all() and taken.sum() == 10_000 and counter[0] == 10_000 + 4
+
+
+@njit(parallel=True)
+def claims(counter, n):
+    owner = np.full(n, -1, np.int64)
+    taken = np.zeros(4, np.int64)
+    for w in prange(4):
+        while True:
+            task = claim(counter)
+            if task >= n:
+                break
+            owner[task] = w
+            taken[w] += 1
+    return owner, taken
 
 
 def test_k2x32_panel_layout():
