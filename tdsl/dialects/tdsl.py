@@ -867,58 +867,63 @@ class LayerNormOp(ValueOp):
         return list(x)
 
 
-class UnaryOp(ValueOp):
-    """An elementwise op x -> same shape; subclasses differ in name only."""
+class SameShapeOp(ValueOp):
+    """An op on one tensor whose result has the input's shape (activations, softmax, dropout)."""
 
     input = operand_def(AnyTensor)
     output = result_def(AnyTensor)
     traits = traits_def(Pure())
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
 
-    def __init__(self, x: SSAValue, result_type: Attribute | None = None):
-        super().__init__(operands=[x], result_types=[_result_type(x, result_type)])
-
     def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
         return list(dims["input"])
 
 
+class ActivationOp(SameShapeOp):
+    """An elementwise activation without properties; subclasses differ in name only, and each
+    has one row in `tdsl.ops.elementwise.ACTIVATIONS` (its torch, ONNX and runtime forms)."""
+
+    def __init__(self, x: SSAValue, result_type: Attribute | None = None):
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)])
+
+
 @irdl_op_definition
-class ReluOp(UnaryOp):
+class ReluOp(ActivationOp):
     """`max(x, 0)`. `%y = tdsl.relu %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
 
     name = "tdsl.relu"
 
 
 @irdl_op_definition
-class Relu6Op(UnaryOp):
+class Relu6Op(ActivationOp):
     """`min(max(x, 0), 6)`. `%y = tdsl.relu6 %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
 
     name = "tdsl.relu6"
 
 
 @irdl_op_definition
-class GeluOp(UnaryOp):
+class GeluOp(ActivationOp):
     """Exact (erf) GELU. `%y = tdsl.gelu %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
 
     name = "tdsl.gelu"
 
 
 @irdl_op_definition
-class SigmoidOp(UnaryOp):
+class SigmoidOp(ActivationOp):
     """Logistic sigmoid. `%y = tdsl.sigmoid %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
 
     name = "tdsl.sigmoid"
 
 
 @irdl_op_definition
-class TanhOp(UnaryOp):
+class TanhOp(ActivationOp):
     """Hyperbolic tangent. `%y = tdsl.tanh %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
 
     name = "tdsl.tanh"
 
 
 @irdl_op_definition
-class HardswishOp(UnaryOp):
+class HardswishOp(ActivationOp):
     """`x * relu6(x + 3) / 6` (Howard et al. 2019, MobileNetV3).
     `%y = tdsl.hardswish %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
 
@@ -926,7 +931,7 @@ class HardswishOp(UnaryOp):
 
 
 @irdl_op_definition
-class SiluOp(UnaryOp):
+class SiluOp(ActivationOp):
     """`x * sigmoid(x)` (SiLU / swish; the gate of a SwiGLU MLP).
     `%y = tdsl.silu %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
 
@@ -934,7 +939,7 @@ class SiluOp(UnaryOp):
 
 
 @irdl_op_definition
-class Relu2Op(UnaryOp):
+class Relu2Op(ActivationOp):
     """`relu(x)^2`, squared ReLU (So et al. 2021, Primer; the BitNet b1.58 2B4T MLP).
     `%y = tdsl.relu2 %x : tensor<?x4xf32> -> tensor<?x4xf32>`"""
 
@@ -942,7 +947,7 @@ class Relu2Op(UnaryOp):
 
 
 @irdl_op_definition
-class DropoutOp(UnaryOp):
+class DropoutOp(SameShapeOp):
     """Dropout with probability `p` (identity at inference).
 
     `%y = tdsl.dropout %x {p = 5.000000e-01 : f64} : tensor<?x4xf32> -> tensor<?x4xf32>`
@@ -953,7 +958,7 @@ class DropoutOp(UnaryOp):
     irdl_options = (ParsePropInAttrDict(),)
 
     def __init__(self, x: SSAValue, p: float = 0.5, result_type: Attribute | None = None):
-        IRDLOperation.__init__(self, operands=[x], result_types=[_result_type(x, result_type)], properties={"p": _f64(p)})
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)], properties={"p": _f64(p)})
 
     def verify_(self) -> None:
         if not 0.0 <= self.p.value.data < 1.0:
@@ -961,7 +966,7 @@ class DropoutOp(UnaryOp):
 
 
 @irdl_op_definition
-class SoftmaxOp(UnaryOp):
+class SoftmaxOp(SameShapeOp):
     """Softmax along `dim`. `%y = tdsl.softmax %x {dim = -1 : i64} : tensor<?x4xf32> -> tensor<?x4xf32>`"""
 
     name = "tdsl.softmax"
@@ -969,9 +974,7 @@ class SoftmaxOp(UnaryOp):
     irdl_options = (ParsePropInAttrDict(),)
 
     def __init__(self, x: SSAValue, dim: int = -1, result_type: Attribute | None = None):
-        IRDLOperation.__init__(
-            self, operands=[x], result_types=[_result_type(x, result_type)], properties={"dim": _i64(dim)}
-        )
+        super().__init__(operands=[x], result_types=[_result_type(x, result_type)], properties={"dim": _i64(dim)})
 
     def verify_(self) -> None:
         dims = dims_of(self.input.type)

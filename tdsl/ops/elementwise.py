@@ -29,9 +29,9 @@ and `opset` (`tdsl.backends.onnx.emit._GraphEmitter`)."""
 
 @dataclass(frozen=True)
 class Activation:
-    """An activation op: `op` is a `tdsl.UnaryOp` subclass without properties."""
+    """An activation op: `op` is a `tdsl.ActivationOp` subclass (no properties)."""
 
-    op: type[t.UnaryOp]
+    op: type[t.ActivationOp]
     code: int
     torch: str
     onnx: OnnxBuilder
@@ -113,7 +113,7 @@ _ACTIVATIONS = (
     Activation(t.Relu2Op, A.RELU2, "_rt.relu2", _relu2, fusable=True),
 )
 
-ACTIVATIONS: dict[type[t.UnaryOp], Activation] = {row.op: row for row in _ACTIVATIONS}
+ACTIVATIONS: dict[type[t.ActivationOp], Activation] = {row.op: row for row in _ACTIVATIONS}
 """Every activation op, by class."""
 
 BY_NAME: dict[str, Activation] = {row.name: row for row in _ACTIVATIONS}

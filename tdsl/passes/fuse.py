@@ -19,12 +19,12 @@ from xdsl.pattern_rewriter import (
 from tdsl.dialects import kern
 from tdsl.dialects.locations import loc_of
 from tdsl.dialects.tdsl import (
+    ActivationOp,
     AddOp,
     BatchNormOp,
     Conv2dOp,
     GetParamOp,
     LinearOp,
-    UnaryOp,
 )
 from tdsl.dialects.tern import (
     PackedConv2dOp,
@@ -160,7 +160,7 @@ class FuseActivationPattern(RewritePattern):
     op has no activation yet."""
 
     @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: UnaryOp, rewriter: PatternRewriter) -> None:
+    def match_and_rewrite(self, op: ActivationOp, rewriter: PatternRewriter) -> None:
         row = ACTIVATIONS.get(type(op))
         if row is None or not row.fusable:
             return

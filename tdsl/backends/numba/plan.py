@@ -356,7 +356,7 @@ class _Builder:
     def adaptive_avg_pool2d(self, op: t.AdaptiveAvgPool2dOp) -> None:
         self.emit(op, Kernel.ADAPTIVE_AVG_POOL2D, [op.input], {"output_size": _pair(op.output_size)}, {})
 
-    def activation(self, op: t.UnaryOp) -> None:
+    def activation(self, op: t.ActivationOp) -> None:
         self.emit(op, Kernel.ACTIVATION, [op.input], {"activation": ACTIVATIONS[type(op)].code}, {})
 
     def softmax(self, op: t.SoftmaxOp) -> None:

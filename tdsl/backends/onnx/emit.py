@@ -497,7 +497,7 @@ class _GraphEmitter:
         return self.constant(np.array(target, dtype=np.int64), "shape")
 
     @emit.register
-    def _(self, op: t.UnaryOp) -> None:
+    def _(self, op: t.ActivationOp) -> None:
         row = ACTIVATIONS.get(type(op))
         if row is None:
             raise self.unsupported(op)

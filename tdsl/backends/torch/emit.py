@@ -837,7 +837,7 @@ def _act_quant(op: Operation, x: str) -> str:
     return f"_rt.int8_tokens({x})"
 
 
-def _unary(fn: str) -> Callable[[_ForwardEmitter, t.UnaryOp], str]:
+def _unary(fn: str) -> Callable[[_ForwardEmitter, t.ActivationOp], str]:
     return lambda emitter, op: f"{fn}({emitter[op.input]})"
 
 
