@@ -157,6 +157,11 @@ class LayerOp(IRDLOperation):
     """One specialisation of a DSL layer: its params, instances and one forward.
 
     `tdsl.layer @Linear layer "Linear" params {in_features = 8 : i64} { ... }`
+
+    `sym_name` is unique per specialisation (`BasicBlock`, `BasicBlock_1`), `layer` is the DSL
+    name and `params` the DSL parameter values (i64, f64, i1, string, array). The body holds
+    `tdsl.param`, `tdsl.instance` and exactly one `tdsl.forward` (helper functions are inlined
+    by IR generation).
     """
 
     name = "tdsl.layer"
@@ -225,6 +230,11 @@ class ParamOp(IRDLOperation):
     """A weight or buffer of the enclosing layer; its values live in the parameter store.
 
     `tdsl.param @weight : tensor<4x8xf32> {init = "kaiming_uniform", kind = "param"}`
+
+    `init` is one of `kaiming_uniform`, `uniform`, `zeros`, `ones`, `randn`, `random_ternary`,
+    `constant`, with `init_args` such as `{fan_in = 27 : i64}`; `kind` is `param` or `buffer`;
+    `precision` comes from a `@fp16`/`@int8`/`@ternary`/`@fp32` annotation or a `TernaryTensor`
+    type, and later from the `ternarize`/`precision` passes.
     """
 
     name = "tdsl.param"
