@@ -13,6 +13,7 @@ A recipe is a `+`-joined set of parts, each a small composable function below:
 | `long` | a longer schedule (× `long_factor` epochs) with cosine decay after a linear warm-up |
 | `progressive` | the input layer's quantiser fades in: λ·α·T + (1−λ)·w, λ rising linearly from 0 to 1 over the first `progressive_fraction` of the steps, then α·T alone |
 | `optimal_delta` | the input layer's Δ is the error-optimal one (`optimal` rule of `tdsl.quant.thresholds`) instead of TWN's 0.7·mean|w| |
+| `fixed_input` | the input layer is ternarised once from the FP32 weights (`init`) with the error-optimal Δ and kept fixed (not trained); implies `finetune` |
 
 `auto` (`tdsl train --recipe auto`) names the recipe measured best for the precision policy
 (`recommended`; docs/results/ACCURACY.md, issue 22): `scratch` for the `default` policy,
@@ -65,7 +66,7 @@ from torch import nn
 from tdsl.errors import TdslError
 
 PARTS = ("scratch", "finetune", "learned_scale", "shared_scale", "calibrate", "progressive", "optimal_delta",
-         "distill", "long")
+         "fixed_input", "distill", "long")
 DESCRIPTIONS = {
     "scratch": "QAT from scratch",
     "finetune": "QAT fine-tuning from an FP32 checkpoint",
@@ -76,6 +77,7 @@ DESCRIPTIONS = {
     "long": "longer cosine schedule with linear warm-up",
     "progressive": "the input layer's ternary quantiser fades in over the first steps",
     "optimal_delta": "the input layer's threshold minimises its quantisation error",
+    "fixed_input": "the input layer is ternarised once from the FP32 weights and kept fixed",
 }
 
 
@@ -94,6 +96,7 @@ class Recipe:
     long: bool = False
     progressive: bool = False
     optimal_delta: bool = False
+    fixed_input: bool = False
     kd_alpha: float = 0.5            # weight of the hard-label CE in the distillation loss
     kd_temperature: float = 4.0
     long_factor: float = 2.0         # `long`: epochs multiplied by this
@@ -118,15 +121,17 @@ class Recipe:
                                 + ", ".join(PARTS) + " (join them with '+')")
             if p != "scratch":
                 flags[p] = True
-        if "scratch" in parts and (flags.get("finetune") or flags.get("calibrate")):
-            raise TdslError(f"recipe '{text}': 'scratch' contradicts 'finetune'/'calibrate' "
+        if "scratch" in parts and (flags.get("finetune") or flags.get("calibrate") or flags.get("fixed_input")):
+            raise TdslError(f"recipe '{text}': 'scratch' contradicts 'finetune'/'calibrate'/'fixed_input' "
                             "(which start from an FP32 checkpoint)")
-        if flags.get("calibrate"):
-            flags["finetune"] = True  # Δ calibrated on random weights means nothing
+        if flags.get("calibrate") or flags.get("fixed_input"):
+            flags["finetune"] = True  # Δ calibrated on random weights, or trits of random weights, mean nothing
         if sum(bool(flags.get(p)) for p in ("learned_scale", "shared_scale", "calibrate")) > 1:
             raise TdslError("'learned_scale', 'shared_scale' and 'calibrate' each replace the quantiser; use one")
         replacing = [p for p in ("learned_scale", "shared_scale", "calibrate") if flags.get(p)]
-        first = [p for p in ("progressive", "optimal_delta") if flags.get(p)]
+        first = [p for p in ("progressive", "optimal_delta", "fixed_input") if flags.get(p)]
+        if flags.get("fixed_input") and len(first) > 1:
+            raise TdslError(f"'fixed_input' keeps the input layer's trits fixed, '{first[0]}' trains them; use one")
         if replacing and first:
             raise TdslError(f"'{replacing[0]}' replaces every layer's quantiser, '{first[0]}' the input layer's; use one")
         recipe = cls(**flags, **options)
@@ -150,7 +155,7 @@ class Recipe:
     @property
     def parts(self) -> list[str]:
         names = [p for p in PARTS[1:] if getattr(self, p)]
-        if self.calibrate and "finetune" in names:
+        if (self.calibrate or self.fixed_input) and "finetune" in names:
             names.remove("finetune")  # implied
         return names or ["scratch"]
 
@@ -160,7 +165,7 @@ class Recipe:
 
     @property
     def needs_init(self) -> bool:
-        return self.finetune or self.calibrate
+        return self.finetune or self.calibrate or self.fixed_input
 
 
 # ----- state dicts --------------------------------------------------------------------------
@@ -399,6 +404,34 @@ def input_layer(compiled: Any, module: nn.Module, recipe: Recipe) -> tuple[str, 
     return s.latent_key, quantizer
 
 
+def fix_input_layer(compiled: Any, module: nn.Module) -> str | None:
+    """`fixed_input`: ternarise the input layer's trained weight once, with the error-optimal Δ
+    (`optimal` rule), make α·T its latent weight and stop training it; the layer's key, or None
+    when that layer is not ternary (`default` policy).
+
+    Why: a 5-tap filter's trits flip as a whole pattern under QAT, and every flip changes what
+    the rest of the network sees (measured: training them on costs ~4 points on MNIST-1D). The
+    emitted quantiser (TWN or absmean, per channel or tensor) maps α·T to itself: its Δ is below
+    α, and the mean of the kept magnitudes is α; so the QAT forward, `freeze` and the packed
+    model all hold exactly these trits and scales, in the one-scale-per-channel format."""
+    from tdsl.quant.torch_ste import ternarize_torch
+
+    s = input_weight(compiled)
+    if s.precision != "ternary":
+        return None
+    q = s.quant or {}
+    if str(q.get("threshold", "twn")) not in ("twn", "absmean"):
+        raise TdslError(f"'fixed_input' needs the twn or absmean threshold rule, not '{q.get('threshold')}'")
+    owner_path, _, name = s.latent_key.rpartition(".")
+    w = getattr(module.get_submodule(owner_path) if owner_path else module, name)
+    trits, alpha, _ = ternarize_torch(w.detach(), "optimal", bool(q.get("per_channel", False)))
+    with torch.no_grad():
+        a = alpha.reshape(alpha.shape + (1,) * (w.ndim - 1)) if alpha.ndim == 1 else alpha
+        w.copy_((trits.to(torch.float32) * a).to(w.dtype))
+    w.requires_grad_(False)
+    return s.latent_key
+
+
 def distill_loss(student: nn.Module, teacher: nn.Module, alpha: float = 0.5,
                  temperature: float = 4.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A trainer loss (sum over the batch) α·CE + (1−α)·T²·KL(softmax(t/T) ‖ softmax(s/T)).
@@ -452,6 +485,7 @@ class Prepared:
     ttq: dict[str, nn.Module] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     input_quantizer: tuple[str, InputQuantizer] | None = None
+    fixed_input: str | None = None
 
     def trainer(self, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor] | None = None,
                 **kwargs: Any) -> Any:
@@ -526,7 +560,7 @@ def prepare(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[t
         recipe = recommended(policy) if precision != "fp32" else "scratch"
     recipe = Recipe.parse(recipe)
     if precision == "fp32" and (recipe.learned_scale or recipe.shared_scale or recipe.calibrate
-                                or recipe.progressive or recipe.optimal_delta):
+                                or recipe.progressive or recipe.optimal_delta or recipe.fixed_input):
         raise TdslError(f"recipe '{recipe.name}' quantises; it needs precision 'ternary'")
     if recipe.needs_init and init is None:
         raise TdslError(f"recipe '{recipe.name}' starts from FP32 weights: give init (--init CKPT)")
@@ -541,6 +575,8 @@ def prepare(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[t
     if recipe.needs_init:
         finetune(module, init)
     prepared = Prepared(compiled, module, config, _ce_sum, recipe, precision)
+    if recipe.fixed_input:
+        prepared.fixed_input = fix_input_layer(compiled, module)
     if recipe.calibrate:
         x = train[0]
         g = torch.Generator().manual_seed(config.seed)

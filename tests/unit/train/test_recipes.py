@@ -254,6 +254,42 @@ def test_optimal_delta_trains_and_freezes_the_input_layer_with_the_optimal_rule(
     assert prepare("mlp", "progressive+optimal_delta", config(), small[0]).input_quantizer is None
 
 
+def test_fixed_input_ternarises_the_input_layer_once_and_keeps_it(small, fp32_mlp):
+    """`fixed_input`: the input layer is α·T of the FP32 weight (the `optimal` rule), is not
+    trained, and the emitted quantiser, the frozen model and the package all keep those trits."""
+    train, test = small
+    run = prepare("mlp", "fixed_input", config(epochs=2, lr=1e-3), train, init=fp32_mlp, policy="all")
+    assert run.recipe.name == "fixed_input" and run.recipe.needs_init and run.fixed_input == "fc1.weight"
+    trits, alpha, _ = ternarize_torch(fp32_mlp["fc1.weight"], "optimal", per_channel=True)
+    want = trits.float() * alpha[:, None]
+    w = run.module.fc1.weight
+    assert torch.equal(w.detach(), want) and not w.requires_grad
+    before_fc2 = run.module.fc2.weight.detach().clone()
+    run.trainer(train, test).fit()
+    assert torch.equal(w.detach(), want) and not torch.equal(run.module.fc2.weight.detach(), before_fc2)
+    x = test[0]
+    with torch.no_grad():  # the emitted TWN quantiser maps α·T to itself
+        assert torch.allclose(run.module.fc1(x), F.linear(x, want, run.module.fc1.bias), atol=1e-6)
+    frozen = run.freeze()
+    packed = {k.rsplit(".", 1)[0]: v for k, v in frozen.ternary_weights().items()}
+    got_trits, got_alpha = packed["fc1"] if "fc1" in packed else packed["fc1.weight"]
+    assert torch.equal(got_trits.reshape(trits.shape), trits)
+    assert torch.equal(got_alpha.float().reshape(alpha.shape), alpha)
+    run.module.eval()
+    with torch.no_grad():
+        assert torch.allclose(frozen(x), run.module(x), atol=1e-4)
+    # the default policy keeps the input layer at fp16: nothing to fix
+    assert prepare("mlp", "fixed_input", config(), train, init=fp32_mlp).fixed_input is None
+    with pytest.raises(TdslError, match="give init"):
+        prepare("mlp", "fixed_input", config(), train, policy="all")
+    with pytest.raises(TdslError, match="'fixed_input' keeps the input layer's trits fixed, 'progressive' trains"):
+        Recipe.parse("fixed_input+progressive")
+    with pytest.raises(TdslError, match="contradicts"):
+        Recipe.parse("scratch+fixed_input")
+    with pytest.raises(TdslError, match="needs precision 'ternary'"):
+        prepare("mlp", "fixed_input", config(), train, init=fp32_mlp, precision="fp32")
+
+
 def test_auto_is_the_recommended_recipe_per_policy_and_misuse_is_named(small):
     assert prepare("mlp", "auto", config(), small[0], policy="all").recipe.name == "optimal_delta"
     assert prepare("mlp", "auto", config(), small[0]).recipe.name == "scratch"
