@@ -1,42 +1,94 @@
-"""Numba kernels for decoding: RMSNorm, rotary embedding, attention over a key/value cache,
-and an int8-per-row LM head GEMV.
+"""Numba kernels for decoding: RMSNorm (optionally writing the int8 codes the ternary
+projections read), rotary embedding and attention over a key/value cache.
 
 The numpy meaning of each is elsewhere and the tests compare against it: `tdsl.ops.sequence
 .rms_norm` (float64 there, float32 accumulation in float64 here), `tdsl.runtime.attention
-.rope` and `.attention` (float32). Activations keep the heads packed in the last dim
-([N, T, H*Dh]) as the projections write them. Why kernels: the numpy composites allocate
-several temporaries per call and run on one core; in a decode step of a 2B-class model they
-cost as much as a projection. Every kernel splits its outer loop with `prange` into
-contiguous slices (rows, or (sequence, head, query) items).
-
-The head: a decoder's LM head is its largest single read per token (vocab x d; 197 MB at
-float32 for d 1536 and vocab 32000). `quantize_rows_int8` stores it as int8 with one float32
-scale per row (absmax / 127, round half to even), a quarter of the float32 bytes; `gemv_int8_rows`
-multiplies float32 activations by it (the activations are not quantised, so the only error
-is the weight's rounding: |error| <= scale/2 per weight). It is an option of the generator
-(`head="int8"`), not the default, because it changes the numerics; bench_llm reports it
-apart.
+.rope` and `.attention` (float32), `tdsl.runtime.quant_act.quantize_deinterleave` for the
+codes. Activations keep the heads packed in the last dim ([N, T, H*Dh]) as the projections
+write them. Why kernels: the numpy composites allocate several temporaries per call and run
+on one core; in a decode step of a 2B-class model they cost as much as a projection. Every
+kernel splits its outer loop with `prange` into contiguous slices (rows, or (sequence, head,
+query) items). The LM head kernels (fp16, int8) are `tdsl.runtime.lm_head`.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
 
 from tdsl.errors import TdslError
+from tdsl.runtime import gemm
 from tdsl.runtime.attention import rope_tables
+from tdsl.runtime.quant_act import PARALLEL_MIN_ROWS, plane_stride, token_scale
+
+_NO_INT = np.zeros((0, 0), np.int32)
+
+
+@njit(inline="always", cache=True)
+def _rms_row(x, r, w, eps, y):
+    """Normalise row r of x into y[r] and return the row's float32 absmax (for the int8 codes)."""
+    d = x.shape[1]
+    s = 0.0
+    for k in range(d):
+        v = np.float64(x[r, k])
+        s += v * v
+    inv = 1.0 / np.sqrt(s / d + eps)
+    amax = np.float32(0.0)
+    for k in range(d):
+        v = np.float32(np.float64(x[r, k]) * inv * np.float64(w[k]))
+        y[r, k] = v
+        a = abs(v)
+        if a > amax:
+            amax = a
+    return amax
 
 
 @njit(parallel=True, cache=True)
 def _rms_norm(x, w, eps, y):
-    rows, d = x.shape
-    for r in prange(rows):
-        s = 0.0
-        for k in range(d):
-            v = np.float64(x[r, k])
-            s += v * v
-        inv = 1.0 / np.sqrt(s / d + eps)
-        for k in range(d):
-            y[r, k] = np.float32(np.float64(x[r, k]) * inv * np.float64(w[k]))
+    for r in prange(x.shape[0]):
+        _rms_row(x, r, w, eps, y)
+
+
+@njit(inline="always", cache=True)
+def _rms_quant_row(x, r, w, eps, y, xq, xs, sums, K4p):
+    """`_rms_row`, then row r's per-token int8 codes in the de-interleaved layout of
+    `quant_act.quantize_deinterleave`, by the same float32 arithmetic (so the same codes)."""
+    amax = _rms_row(x, r, w, eps, y)
+    inv, nonzero = token_scale(amax, xs, sums, r)
+    if not nonzero:
+        return
+    total = np.int32(0)
+    for k in range(x.shape[1]):
+        q = np.rint(y[r, k] * inv)
+        if q > np.float32(127.0):
+            q = np.float32(127.0)
+        elif q < np.float32(-127.0):
+            q = np.float32(-127.0)
+        qi = np.int8(q)
+        xq[r, (k & 3) * K4p + (k >> 2)] = qi
+        total += np.int32(qi)
+    sums[r] = total
+
+
+@njit(cache=True)
+def _rms_norm_quant_serial(x, w, eps, y, xq, xs, sums, K4p):
+    for r in range(x.shape[0]):
+        _rms_quant_row(x, r, w, eps, y, xq, xs, sums, K4p)
+
+
+@njit(parallel=True, cache=True)
+def _rms_norm_quant_parallel(x, w, eps, y, xq, xs, sums, K4p):
+    for r in prange(x.shape[0]):
+        _rms_quant_row(x, r, w, eps, y, xq, xs, sums, K4p)
+
+
+def _out_rows(out: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`out` as rows to write in place (a reshape that copied would lose the result)."""
+    if out.dtype != np.float32 or not out.flags.c_contiguous or out.size != shape[0] * shape[1]:
+        raise TdslError(f"out must be a C-contiguous float32 array of {shape[0] * shape[1]} elements, got "
+                        f"{out.dtype} {out.shape}")
+    return out.reshape(shape)
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -45,9 +97,65 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray | No
     w = np.ascontiguousarray(weight, dtype=np.float32)
     if w.shape != (x2.shape[1],):
         raise TdslError(f"rms_norm: weight of shape {w.shape} for rows of {x2.shape[1]}")
-    y = np.empty_like(x2) if out is None else out.reshape(x2.shape)
+    y = np.empty_like(x2) if out is None else _out_rows(out, x2.shape)
     _rms_norm(x2, w, float(eps), y)
     return y.reshape(x.shape)
+
+
+@dataclass
+class QuantizedRows:
+    """Rows quantised per token to int8 for the ternary GEMV kernels (`tdsl.runtime.gemm`):
+    xq int8 [Bp, 4*K4p] de-interleaved (`tdsl.runtime.quant_act`; rows B..Bp-1 and padding 0),
+    xs float32 [B] with x ~ xs * xq, sums int32 [B] = sum_k xq."""
+
+    xq: np.ndarray
+    xs: np.ndarray
+    sums: np.ndarray
+
+
+def rms_norm_quant(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray | None = None,
+                   batch_multiple: int = 1) -> tuple[np.ndarray, QuantizedRows]:
+    """`rms_norm` that also yields the per-token int8 codes of its output, as
+    `quant_act.quantize_deinterleave(rms_norm(x))` gives them bit for bit, from the one pass
+    that normalises the row (the projections after a norm then read int8 directly). Rows are
+    padded with zeros to a multiple of `batch_multiple` (the blocked VNNI kernel takes 4)."""
+    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    rows, d = x2.shape
+    if w.shape != (d,):
+        raise TdslError(f"rms_norm_quant: weight of shape {w.shape} for rows of {d}")
+    if batch_multiple < 1:
+        raise TdslError(f"rms_norm_quant: batch_multiple must be at least 1, got {batch_multiple}")
+    y = np.empty_like(x2) if out is None else _out_rows(out, x2.shape)
+    K4p = plane_stride(d)
+    q = QuantizedRows(np.zeros((-(-rows // batch_multiple) * batch_multiple, 4 * K4p), np.int8),
+                      np.empty(rows, np.float32), np.empty(rows, np.int32))
+    kernel = _rms_norm_quant_parallel if rows >= PARALLEL_MIN_ROWS else _rms_norm_quant_serial
+    kernel(x2, w, float(eps), y, q.xq, q.xs, q.sums, K4p)
+    return y.reshape(x.shape), q
+
+
+def batch_multiple(path: str, rows: int) -> int:
+    """The row padding `ternary_linear_quantized` needs on a kernel path (as `gemm` pads)."""
+    return 4 if path == "vnni" and rows > 1 else 1
+
+
+def ternary_linear_quantized(y: np.ndarray, q: QuantizedRows, packed: np.ndarray, s: np.ndarray, bias: np.ndarray,
+                             res: np.ndarray, act: int, path: str) -> None:
+    """y [B, N] = act(xq . T^T * (xs s) + bias + res): `gemm.linear_into` for act_quant="int8"
+    minus its quantisation, on rows already quantised (by `rms_norm_quant`). Same kernels,
+    same integers, same epilogue, hence the same bits as the unfused call."""
+    rows = y.shape[0]
+    if q.xs.shape != (rows,) or q.xq.shape[0] % batch_multiple(path, rows) or packed.shape[0] != y.shape[1] \
+            or q.xq.shape[1] != 4 * plane_stride(4 * packed.shape[1]):
+        raise TdslError(f"ternary_linear_quantized: codes {q.xq.shape}, scales {q.xs.shape}, packed {packed.shape} "
+                        f"and output {y.shape} do not fit (path {path!r})")
+    # gemm's row kernels (private there: the lead's module exposes only the quantising entry)
+    if path == "vnni":
+        kernel = gemm._gemv_vnni if rows == 1 else gemm._gemm_vnni
+    else:
+        kernel = gemm._gemm_avx2 if path == "avx2" else gemm._gemm_portable
+    kernel(q.xq, q.sums, q.xs, packed, s, bias, res, act, y, _NO_INT)
 
 
 @njit(parallel=True, cache=True)
@@ -130,50 +238,3 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, kv_heads:
     y = np.empty_like(q) if out is None else out
     _attention(q, k, v, heads, kv_heads, causal, np.float32(1.0 / np.sqrt(features // heads)), y)
     return y
-
-
-def quantize_rows_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """w [R, K] float -> (int8 [R, K], float32 scale [R]) with w ~ scale[:, None] * q."""
-    w = np.asarray(w, dtype=np.float32)
-    amax = np.abs(w).max(axis=1)
-    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
-    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def _gemv_int8_rows(x, w8, scale, y, chunks):
-    rows, k = w8.shape
-    batch = x.shape[0]
-    per = (rows + chunks - 1) // chunks
-    for c in prange(chunks):
-        lo = c * per
-        hi = min(rows, lo + per)
-        row = np.empty(k, np.float32)
-        for r in range(lo, hi):
-            if batch == 1:
-                acc = np.float32(0.0)
-                for j in range(k):
-                    acc += np.float32(w8[r, j]) * x[0, j]
-                y[0, r] = acc * scale[r]
-                continue
-            for j in range(k):  # widen the row once for the whole batch
-                row[j] = np.float32(w8[r, j])
-            for b in range(batch):
-                acc = np.float32(0.0)
-                for j in range(k):
-                    acc += row[j] * x[b, j]
-                y[b, r] = acc * scale[r]
-
-
-def gemv_int8_rows(x: np.ndarray, w8: np.ndarray, scale: np.ndarray, out: np.ndarray | None = None,
-                   chunks: int = 64) -> np.ndarray:
-    """y [B, R] = x [B, K] (float32) . (scale[:, None] * w8 [R, K])^T; each thread reads a
-    contiguous slice of rows once for the whole batch."""
-    x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
-    if w8.dtype != np.int8 or w8.ndim != 2 or w8.shape[1] != x2.shape[1] or scale.shape != (w8.shape[0],):
-        raise TdslError(f"gemv_int8_rows: x {x.shape}, int8 weight {w8.shape} {w8.dtype}, scale {scale.shape} "
-                        "do not fit")
-    y = np.empty((x2.shape[0], w8.shape[0]), np.float32) if out is None else out.reshape(x2.shape[0], w8.shape[0])
-    _gemv_int8_rows(x2, w8, scale.astype(np.float32, copy=False), y, min(chunks, w8.shape[0]))
-    return y.reshape(*x.shape[:-1], w8.shape[0])

@@ -11,16 +11,26 @@ matmul between activations) is refused at construction, at that op's location.
 
 RMSNorm, RoPE and the cached attention run as parallel Numba kernels
 (`tdsl.runtime.llm_kernels`), tested against the numpy definitions the composite reference
-runs, so a decode step computes what the full forward computes for that token. With
-`head="int8"` the LM head (the plan's output projection, plain: no bias, residual or
-activation) is read as int8 with a scale per row, a quarter of its float32 bytes; this
-changes the logits by the weight's rounding (measured in docs/results/bench_llm.md).
+runs, so a decode step computes what the full forward computes for that token.
 
-Sibling projections (ternary linears that read the same activation: q/k/v, gate/up) run
-as one kernel call on their concatenated packed rows while a step has fewer rows than the
-GEMM micro-kernels take (decode): the activation is quantised once and one parallel region
-covers all of them; each member step then takes its slice and applies its own bias and
-activation epilogue. The integers and scales are those of the separate calls.
+While a step has fewer rows than the GEMM micro-kernels take (decode), an RMSNorm whose
+output feeds ternary projections (or the int8 head) also writes that output's per-token int8
+codes in the same pass (`llm_kernels.rms_norm_quant`), and the projections read them
+(`llm_kernels.ternary_linear_quantized`): the codes are bit for bit those the projection
+would have made itself. Sibling projections (ternary linears that read the same activation:
+q/k/v, gate/up) run as one kernel call on their concatenated packed rows, one parallel
+region over all of them; each member step then takes its slice and applies its own bias and
+activation epilogue. The integers and scales are those of the separate calls. Prefill (as
+many rows as the prompt has tokens) runs every projection on the GEMM micro-kernels of
+`conv_int8.linear_int8_into`, as the whole-sequence forward does.
+
+The LM head (the plan's output projection, plain: no bias, residual or activation) is read
+as `head` says (`tdsl.runtime.lm_head`): "float", as the plan holds it (float32); "fp16",
+half the bytes, float32 arithmetic; "int8", int8 rows with a scale per row times the int8
+codes of the final norm, a quarter of the bytes, changing the logits by both roundings
+(perplexity cost in docs/results/bench_llm.md); "auto" (the default) is "fp16" when every
+head weight is an fp16 value (as `tdsl import` and the b1.58 freeze store the head: then
+nothing is rounded), else "float".
 """
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ from tdsl.backends.numba.plan import Kernel, Step
 from tdsl.dialects import tdsl as t
 from tdsl.errors import TdslError
 from tdsl.runtime import llm_kernels as L
+from tdsl.runtime import lm_head
 from tdsl.runtime.activations import NONE as NO_ACTIVATION
 from tdsl.runtime.cpu_features import kernel_path
 from tdsl.runtime.kv_cache import KVCache
@@ -48,8 +59,8 @@ _TOKENWISE_KERNELS = frozenset({Kernel.LINEAR_TERNARY, Kernel.LINEAR_FLOAT, Kern
 _TOKENWISE_COMPOSITES = (t.RmsNormOp, t.LayerNormOp, t.EmbeddingOp)
 _NO_RESIDUAL = np.zeros((0, 0), np.float32)
 _NO_RESIDUAL3 = np.zeros((0, 0, 0), np.float32)
-HEADS = ("float", "int8")
-"""How the LM head is read: as the plan holds it, or int8 with a scale per row."""
+HEADS = ("auto", "float", "fp16", "int8")
+"""How the LM head is read (module docstring)."""
 
 
 @dataclass
@@ -76,7 +87,7 @@ class Generation:
 class Generator:
     """Prefill and decode on one deployed decoder; one cache, so one sequence batch at a time."""
 
-    def __init__(self, model: DeployedModel, capacity: int = 256, head: str = "float"):
+    def __init__(self, model: DeployedModel, capacity: int = 256, head: str = "auto"):
         if head not in HEADS:
             raise TdslError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
         if model.device != "cpu":
@@ -108,15 +119,28 @@ class Generator:
         if attention_steps == 0:
             raise TdslError(f"@{plan.entry} has no causal attention: it is not a decoder to generate from")
         self._ctx: _Ctx | None = None
-        self._fuse_siblings(plan)
-        self.head = head
+        self._quantized: dict[int, L.QuantizedRows] = {}
+        """Value -> its int8 codes, made by the norm that wrote it in this forward."""
+        self.head = "float" if head == "auto" else head
+        """The head storage in use ("float", "fp16" or "int8")."""
         self.head_bytes = 0
         """Bytes of the LM head's weight as this generator reads it (0 when not found)."""
         head_step = next((s for s in plan.steps if s.output == plan.outputs[0] and s.kind is Kernel.LINEAR_FLOAT), None)
         if head_step is not None:
             self.head_bytes = head_step.weights["weight_t"].nbytes
-            if head == "int8":
-                self.handlers[id(head_step)] = self._int8_head(head_step)
+            if head == "auto":
+                self.head = "fp16" if _plain(head_step) and lm_head.exact_in_fp16(head_step.weights["weight_t"]) \
+                    else "float"
+            if self.head != "float":
+                self.handlers[id(head_step)] = self._head_handler(head_step)
+        elif head in ("fp16", "int8"):
+            raise TdslError(f"head={head!r}: @{plan.entry} returns no float output projection to read as {head}")
+        self._quantizing_norms = self._find_quantizing_norms(plan, head_step)
+        self._fuse_siblings(plan)
+        for step in plan.steps:
+            if step.kind is Kernel.LINEAR_TERNARY and id(step) not in self.handlers \
+                    and step.inputs[0] in self._quantizing_norms:
+                self.handlers[id(step)] = self._quantized_linear
         self.cache = KVCache(attention_steps, capacity)
         self.offset = 0
         """The position of the next token fed (the cache's length)."""
@@ -155,8 +179,13 @@ class Generator:
                 out = fused["out"]
                 if out is None or out.shape[0] != x2.shape[0]:
                     out = fused["out"] = np.empty((x2.shape[0], fused["packed"].shape[0]), np.float32)
-                gemm.linear_into(out, np.ascontiguousarray(x2, dtype=np.float32), fused["packed"], fused["scale"],
-                                 fused["bias"], _NO_RESIDUAL, NO_ACTIVATION, "int8", ctx.path)
+                q = self._quantized.get(step.inputs[0])
+                if q is not None:
+                    L.ternary_linear_quantized(out, q, fused["packed"], fused["scale"], fused["bias"], _NO_RESIDUAL,
+                                               NO_ACTIVATION, ctx.path)
+                else:
+                    gemm.linear_into(out, np.ascontiguousarray(x2, dtype=np.float32), fused["packed"],
+                                     fused["scale"], fused["bias"], _NO_RESIDUAL, NO_ACTIVATION, "int8", ctx.path)
             y2 = y.reshape(-1, hi - lo)
             y2[...] = fused["out"][:, lo:hi]
             K.bias_residual_act(y2[:, :, None], step.weights["bias"], _NO_RESIDUAL3, step.attrs["activation"])
@@ -171,17 +200,59 @@ class Generator:
 
     def _rms_norm(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
         x, weight = operands_in_order(step, ins)
-        y[...] = L.rms_norm(x, weight, step.op.eps.value.data)
+        rows = x.size // x.shape[-1]
+        if step.output in self._quantizing_norms and self._row_kernels(rows):
+            _, self._quantized[step.output] = L.rms_norm_quant(x, weight, step.op.eps.value.data, out=y,
+                                                               batch_multiple=L.batch_multiple(self._ctx.path, rows))
+        else:
+            L.rms_norm(x, weight, step.op.eps.value.data, out=y)
 
-    def _int8_head(self, step: Step) -> Callable[[Step, list[np.ndarray], np.ndarray], None]:
-        if step.attrs["residual"] or step.attrs["activation"] != NO_ACTIVATION or np.any(step.weights["bias"]):
-            raise step.error("head='int8' takes a plain output projection (no bias, residual or activation)")
-        w8, scale = L.quantize_rows_int8(step.weights["weight_t"].T)
-        self.head_bytes = w8.nbytes + scale.nbytes
+    # -- projections that read int8 codes
 
-        def run(step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
-            y[...] = L.gemv_int8_rows(ins[0], w8, scale)
-        return run
+    def _row_kernels(self, rows: int) -> bool:
+        """True when `rows` run on gemm's row kernels (int8, fewer rows than the micro-kernels take)."""
+        min_rows = conv_int8.LINEAR_MIN_ROWS.get(self._ctx.path)
+        return self._ctx.act_quant == "int8" and (min_rows is None or rows < min_rows)
+
+    def _find_quantizing_norms(self, plan, head_step: Step | None) -> frozenset[int]:
+        """Outputs of RMSNorms that a ternary projection (or the int8 head) reads as its input."""
+        norms = {s.output for s in plan.steps if id(s) in self.handlers and self.handlers[id(s)] == self._rms_norm}
+        readers = {s.inputs[0] for s in plan.steps if s.kind is Kernel.LINEAR_TERNARY}
+        if head_step is not None and self.head == "int8":
+            readers.add(head_step.inputs[0])
+        return frozenset(norms & readers)
+
+    def _quantized_linear(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
+        q = self._quantized.get(step.inputs[0])
+        if q is None:  # prefill: the norm did not quantise
+            CPU_RUNNERS[step.kind](step, ins, y, self._ctx)
+            return
+        w, a = step.weights, step.attrs
+        y2 = y.reshape(-1, y.shape[-1])
+        res = ins[1].reshape(y2.shape) if a["residual"] else _NO_RESIDUAL
+        L.ternary_linear_quantized(y2, q, w["packed"], w["scale"], w["bias"], res, a["activation"], self._ctx.path)
+
+    def _head_handler(self, step: Step) -> Callable[[Step, list[np.ndarray], np.ndarray], None]:
+        if not _plain(step):
+            raise step.error(f"head={self.head!r} takes a plain output projection (no bias, residual or activation)")
+        weight = step.weights["weight_t"].T
+        if self.head == "fp16":
+            fp16 = lm_head.Fp16Head.from_weight(weight)
+            self.head_bytes = fp16.nbytes
+
+            def run_fp16(step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
+                y[...] = fp16(ins[0])
+            return run_fp16
+        int8 = lm_head.Int8Head.from_weight(weight)
+        self.head_bytes = int8.nbytes
+
+        def run_int8(step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
+            q = self._quantized.get(step.inputs[0])
+            if q is None:
+                y[...] = int8(ins[0])
+            else:
+                int8.apply_quantized(q.xq, q.xs, y.reshape(q.xs.shape[0], -1))
+        return run_int8
 
     def _positions(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
         (ids,) = operands_in_order(step, ins)
@@ -208,6 +279,7 @@ class Generator:
         views = bound.views
         np.copyto(views[plan.inputs[0]], ids, casting="unsafe")
         ctx = self._ctx = _Ctx(plan.act_quant, kernel_path(self.model.path), bound.workspace, self.model._panels)
+        self._quantized.clear()
         with _single_threaded_blas(self.model._uses_blas):
             for step in plan.steps:
                 if step.is_view:
@@ -265,6 +337,12 @@ class Generator:
                 break
             logits = self.decode_step(nxt[:, None].astype(np.int32))[:, -1]
         return Generation(out, int(ids.shape[1]), prefill_seconds, time.perf_counter() - start)
+
+
+def _plain(step: Step) -> bool:
+    """A projection with no bias, residual or activation (what the head kernels compute)."""
+    a = step.attrs
+    return not a["residual"] and a["activation"] == NO_ACTIVATION and not np.any(step.weights["bias"])
 
 
 def _choose(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator) -> np.ndarray:

@@ -150,14 +150,20 @@ def test_import_and_generate_without_torch(checkpoint, reference, tmp_path: Path
 
 
 def test_an_int8_head_costs_little_perplexity(checkpoint, tmp_path: Path) -> None:
-    """`Generator(head="int8")` reads the LM head as int8 rows: the logits move by the weights'
-    rounding only, and the perplexity of TEXT stays within 1 %."""
+    """The imported head is stored at fp16, so the default generator reads it as fp16 (nothing
+    rounded); `Generator(head="int8")` reads it as int8 rows times the final norm's int8 codes:
+    the logits move by those two roundings (within 1 % of their range), and the perplexity of
+TEXT within 2 % (a random model's logits are sharp, its perplexity ~2e7 over 300 entries, so a
+small logit change moves it more than a trained model's: docs/results/bench_llm.md)."""
+    from tdsl.runtime.quant_act import plane_stride
+
     pkg = _import(checkpoint("packed"), tmp_path / "pkg")
     tok = Tokenizer.for_package(pkg.path, pkg.config)
     ids = np.array([tok.encode(TEXT)], np.int32)
     exact, int8 = Generator(pkg.deploy()), Generator(pkg.deploy(), head="int8")
     a, b = exact.prefill(ids), int8.prefill(ids)
-    assert int8.head_bytes == exact.head_bytes // 4 + 4 * 300  # int8 rows and a float32 scale each
+    assert exact.head == "fp16" and exact.head_bytes == 300 * 32 * 2
+    assert int8.head_bytes == 300 * 4 * plane_stride(32) + 4 * 300  # int8 rows (padded planes), a scale each
     assert np.abs(a - b).max() / np.abs(a).max() <= 0.01
 
     def nll(logits: np.ndarray) -> float:
@@ -166,6 +172,6 @@ def test_an_int8_head_costs_little_perplexity(checkpoint, tmp_path: Path) -> Non
         z -= np.log(np.exp(z).sum(-1, keepdims=True))
         return float(-z[np.arange(len(z)), ids[0, 1:]].mean())
 
-    assert abs(np.exp(nll(b)) / np.exp(nll(a)) - 1) <= 0.01
+    assert abs(np.exp(nll(b)) / np.exp(nll(a)) - 1) <= 0.02
     with pytest.raises(tdsl.TdslError, match="head must be one of"):
         Generator(pkg.deploy(), head="fp8")

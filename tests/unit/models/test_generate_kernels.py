@@ -43,3 +43,35 @@ def test_fused_decode_steps_give_the_full_forwards_logits() -> None:
     full = run(ids)
     logits = [gen.prefill(ids[:, :3])] + [gen.decode_step(ids[:, i:i + 1]) for i in range(3, 11)]
     np.testing.assert_allclose(np.concatenate(logits, axis=1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_reads_the_head_at_fp16_only_when_that_rounds_nothing() -> None:
+    """The package stores the head at fp16: "auto" reads those halves (half the float32 bytes)
+    and the logits are the float32 head's up to summation order; a head that fp16 would round
+    stays float32."""
+    pkg = _package()
+    ids = np.random.default_rng(2).integers(0, 64, (1, 7)).astype(np.int32)
+    auto, flt = Generator(pkg.deploy(), capacity=8), Generator(pkg.deploy(), capacity=8, head="float")
+    assert auto.head == "fp16" and flt.head == "float"
+    assert auto.head_bytes == 64 * 64 * 2 and flt.head_bytes == 64 * 64 * 4
+    np.testing.assert_allclose(auto.prefill(ids), flt.prefill(ids), rtol=1e-5, atol=1e-5)
+    pkg.arrays["lm_head.weight"] = pkg.arrays["lm_head.weight"].astype(np.float32) + np.float32(1e-4)
+    assert Generator(pkg.deploy(), capacity=8).head == "float"
+
+
+def test_the_int8_head_decodes_what_it_prefills() -> None:
+    """head="int8": in decode the final norm writes the codes the head reads (rms_norm_quant);
+    token by token the logits are those of the whole prompt through the same int8 head, and
+    they differ from the exact head's by the weight and activation roundings only."""
+    pkg = _package()
+    ids = np.random.default_rng(3).integers(0, 64, (1, 9)).astype(np.int32)
+    gen = Generator(pkg.deploy(), capacity=12, head="int8")
+    assert gen.head == "int8" and gen.head_bytes == 64 * 256 + 4 * 64  # rows padded to 4 planes of 64
+    # 4 norms per block feed ternary projections (attention in, o, MLP in, down) and the last the head
+    assert len(gen._quantizing_norms) == 2 * 4 + 1
+    whole = gen.prefill(ids)
+    steps = np.concatenate([gen.prefill(ids[:, :2])] + [gen.decode_step(ids[:, i:i + 1]) for i in range(2, 9)], 1)
+    np.testing.assert_allclose(steps, whole, rtol=1e-4, atol=1e-4)
+    exact = Generator(pkg.deploy(), capacity=12, head="float").prefill(ids)
+    assert np.abs(whole - exact).max() <= 0.03 * np.abs(exact).max()
+    assert (whole.argmax(-1) == exact.argmax(-1)).mean() >= 0.8

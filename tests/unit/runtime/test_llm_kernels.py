@@ -1,7 +1,7 @@
 """The decoding kernels (`tdsl.runtime.llm_kernels`) against their numpy definitions:
 RMSNorm (`tdsl.ops.sequence.rms_norm`), rotary embedding and cached attention
-(`tdsl.runtime.attention`), and the int8-per-row head GEMV against float64 arithmetic on the
-dequantised weight."""
+(`tdsl.runtime.attention`); the quantising RMSNorm and the projections that read its codes
+against the unfused quantise-then-project calls, bit for bit."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -50,13 +50,43 @@ def test_attention_refuses_shapes_that_do_not_fit() -> None:
         L.attention(q, np.zeros((1, 3, 24), np.float32), np.zeros((1, 3, 24), np.float32), 4, 2, True)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_int8_head_gemv_is_the_dequantised_product(batch: int) -> None:
-    w = RNG.standard_normal((1000, 64)).astype(np.float32)
-    w[3] = 0.0
-    q, scale = L.quantize_rows_int8(w)
-    assert q.dtype == np.int8 and np.abs(q).max() == 127 and scale[3] == 1.0 and not q[3].any()
-    assert np.abs(q * scale[:, None] - w).max() <= scale.max() / 2 + 1e-6
-    x = RNG.standard_normal((batch, 64)).astype(np.float32)
-    ref = x.astype(np.float64) @ (q.astype(np.float64) * scale[:, None]).T
-    np.testing.assert_allclose(L.gemv_int8_rows(x, q, scale), ref, rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize("rows", [1, 3, 20])
+def test_rms_norm_quant_gives_the_unfused_codes_bit_for_bit(rows: int) -> None:
+    from tdsl.runtime.quant_act import quantize_deinterleave
+
+    x = RNG.standard_normal((rows, 200)).astype(np.float32) * 3
+    x[rows - 1, :] = 0.0 if rows > 1 else x[0]  # an all-zero token: scale 0, no codes
+    w = RNG.standard_normal(200).astype(np.float32)
+    y, q = L.rms_norm_quant(x, w, 1e-5, batch_multiple=4)
+    xq, xs, sums = quantize_deinterleave(L.rms_norm(x, w, 1e-5), 4)
+    np.testing.assert_array_equal(y, L.rms_norm(x, w, 1e-5))
+    np.testing.assert_array_equal(q.xq, xq)
+    np.testing.assert_array_equal(q.xs, xs)
+    np.testing.assert_array_equal(q.sums, sums)
+    assert q.xq.shape[0] % 4 == 0 and np.abs(q.xq).max() == 127
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_prequantized_linear_equals_the_quantising_one(rows: int) -> None:
+    """Every kernel path this CPU runs: the rows quantised by the norm give the bits
+    `gemm.ternary_linear` gives on the norm's float output."""
+    from tdsl.runtime import gemm
+    from tdsl.runtime.activations import code_of
+    from tdsl.runtime.cpu_features import has_avx2, has_avx512_vnni
+    from tdsl.runtime.packing import pack
+
+    K, N = 300, 70
+    x = RNG.standard_normal((rows, K)).astype(np.float32)
+    w = RNG.standard_normal(K).astype(np.float32)
+    packed = pack(RNG.integers(-1, 2, (N, K), dtype=np.int8), "2bit")
+    s, bias = RNG.uniform(0.1, 1, N).astype(np.float32), RNG.standard_normal(N).astype(np.float32)
+    res = RNG.standard_normal((rows, N)).astype(np.float32)
+    paths = ["portable"] + ["avx2"] * has_avx2() + ["vnni"] * has_avx512_vnni()
+    for path in paths:
+        normed, q = L.rms_norm_quant(x, w, 1e-6, batch_multiple=L.batch_multiple(path, rows))
+        want = gemm.ternary_linear(normed, packed, s, bias, residual=res, activation="relu", path=path)
+        got = np.empty((rows, N), np.float32)
+        L.ternary_linear_quantized(got, q, packed, s, bias, res, code_of("relu"), path)
+        np.testing.assert_array_equal(got, want, err_msg=path)
+    with pytest.raises(TdslError, match="do not fit"):
+        L.ternary_linear_quantized(np.empty((rows, N + 1), np.float32), q, packed, s, bias, res, 0, "portable")
