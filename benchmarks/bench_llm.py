@@ -8,22 +8,23 @@ KV cache) against torch eager fp32, bf16 and int8 dynamic (`quantize_dynamic` on
 `2b4t` has the shapes of microsoft/bitnet-b1.58-2B-4T (d 2560, 30 layers, 20 heads, 5 kv
 heads, hidden 6912, relu2-gated MLP, vocab 128256, rope theta 500000, tied head). tdsl runs
 it as `tdsl import` would leave it (package storage built directly in numpy: random trits,
-scales, a float32 embedding and an fp16 head), so no float model of 2.4 B parameters is made;
-`tdsl-b158-int8head` is the same with `Generator(head="int8")`.
+scales, a float32 embedding and an fp16 head), so no float model of 2.4 B parameters is made.
+`tdsl-b158` reads the head as the generator does by default (`head="auto"`: fp16, since the
+stored head is fp16); `tdsl-b158-int8head` is the same with `Generator(head="int8")`.
 
 Each (size, contender) runs in its own child process (`common.run_child`, KERNELS.md
 "Pitfalls") with `--threads` threads. The torch contenders run a plain nn.Module of the same
 architecture (`TorchDecoder`, nn.Linear without bias, with a KV cache), since dynamic int8
 quantises nn.Linear modules; tdsl runs the zoo's `bitnet.tdsl` through `Generator`. Prefill:
 a prompt of `--prompt` tokens, median of `--repeats` calls. Decode: median time of one
-`decode_step` over `--decode` tokens after that prompt. "weight MB/token" is what one decode
-step streams as that contender stores it (every projection and the LM head; the embedding
-row is negligible; tdsl's plan holds the head at float32). "min MB/token" is the least any
-b1.58 runtime must read for the model: the projections at 2 bits a weight and the head at
-fp16 (int8 plus a scale per row for the int8-head row), and "of roofline" is min MB/token
-x tokens/s over the measured read bandwidth (a 2-thread Numba sum over 1 GiB): the share of
-the machine's bandwidth the decode speed reaches, counted honestly (the bytes a faster
-kernel could skip are not credited).
+`decode_step` over `--decode` tokens after that prompt. "read MB/token" is what one decode
+step streams as that contender stores it: every projection, the LM head and one embedding row.
+"min MB/token" is the least a runtime with that storage must read: for tdsl, the projections
+at 2 bits a weight (`min_bytes`), the head at the bytes the generator reads (fp16: 2 a weight;
+int8: 1 plus a float32 scale per row) and one embedding row; for torch, its own read bytes.
+"of roofline" is min MB/token x tokens/s over the measured read bandwidth (a 2-thread Numba
+sum over 1 GiB): the share of the machine's bandwidth the decode speed reaches, counted
+honestly (padding, scales and other bytes a tighter kernel could skip are not credited).
 """
 from __future__ import annotations
 
@@ -62,10 +63,12 @@ def parameters(p: dict[str, Any]) -> int:
     return 2 * p["vocab"] * d + projection_weights(p) + p["layers"] * (3 * d + p["hidden"]) + d
 
 
-def min_bytes(p: dict[str, Any], int8_head: bool = False) -> int:
-    """The least a b1.58 decode step reads: 2-bit projections, the head at fp16 (or int8 + row scales)."""
-    head = p["vocab"] * p["d"] + 4 * p["vocab"] if int8_head else 2 * p["vocab"] * p["d"]
-    return projection_weights(p) // 4 + head
+def min_bytes(p: dict[str, Any], head: str = "fp16") -> int:
+    """The least a b1.58 decode step reads: 2-bit projections, the head at fp16 (2 bytes a
+    weight) or int8 (1 byte a weight and a float32 scale per row), one float32 embedding row."""
+    vocab, d = p["vocab"], p["d"]
+    head_bytes = {"fp16": 2 * vocab * d, "int8": vocab * d + 4 * vocab}[head]
+    return projection_weights(p) // 4 + head_bytes + 4 * d
 
 
 # ----------------------------------------------------------------------------- children
@@ -119,8 +122,8 @@ def child_tdsl(p: dict[str, Any], args: argparse.Namespace, head: str) -> dict[s
 
     run = random_package(p).deploy()
     gen = Generator(run, capacity=args.prompt + args.decode + 8, head=head)
-    weight_bytes = gen.head_bytes + sum(w.nbytes for s in run.plan.steps if s.kind is Kernel.LINEAR_TERNARY
-                                        for w in s.weights.values())
+    weight_bytes = gen.head_bytes + 4 * p["d"] + sum(w.nbytes for s in run.plan.steps
+                                                     if s.kind is Kernel.LINEAR_TERNARY for w in s.weights.values())
     prompt = np.random.default_rng(0).integers(0, p["vocab"], (1, args.prompt)).astype(np.int32)
     gen.generate(prompt, 2)  # compile every kernel for both shapes
     prefill = _timed(lambda: gen.prefill(prompt), args.repeats)
@@ -131,7 +134,8 @@ def child_tdsl(p: dict[str, Any], args: argparse.Namespace, head: str) -> dict[s
         t0 = time.perf_counter()
         gen.decode_step(token)
         steps.append(time.perf_counter() - t0)
-    return {"prefill_s": prefill, "decode_s": sorted(steps)[len(steps) // 2], "weight_bytes": weight_bytes}
+    return {"prefill_s": prefill, "decode_s": sorted(steps)[len(steps) // 2], "weight_bytes": weight_bytes,
+            "head": gen.head}
 
 
 def torch_decoder(p: dict[str, Any]):
@@ -196,7 +200,7 @@ def child_torch(p: dict[str, Any], dtype: str, args: argparse.Namespace) -> dict
         model, elem = model.to(torch.bfloat16), 2
     elif dtype == "int8dyn":
         model, elem = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), 1
-    weight_bytes = elem * (parameters(p) - p["vocab"] * p["d"])  # every projection and the head
+    weight_bytes = elem * (parameters(p) - p["vocab"] * p["d"] + p["d"])  # projections, head, an embedding row
     prompt = torch.randint(0, p["vocab"], (1, args.prompt))
     token = torch.zeros((1, 1), dtype=torch.long)
     with torch.inference_mode():
@@ -214,7 +218,8 @@ def child_torch(p: dict[str, Any], dtype: str, args: argparse.Namespace) -> dict
             model(token, caches, args.prompt + i)
             steps.append(time.perf_counter() - t0)
     steps = steps[2:]
-    return {"prefill_s": seconds, "decode_s": sorted(steps)[len(steps) // 2], "weight_bytes": weight_bytes}
+    return {"prefill_s": seconds, "decode_s": sorted(steps)[len(steps) // 2], "weight_bytes": weight_bytes,
+            "head": dtype}
 
 
 def child_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
@@ -260,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         p = SIZES[args.size]
         if args.child.startswith("tdsl-"):
-            result = child_tdsl(p, args, "int8" if args.child.endswith("int8head") else "float")
+            result = child_tdsl(p, args, "int8" if args.child.endswith("int8head") else "auto")
         else:
             result = child_torch(p, args.child.split("-")[1], args)
         emit_child_result(result)
@@ -274,12 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         for who in args.contenders:
             r = run_child(script, ["--child", who, "--size", size, *common], args.threads, timeout=7200)
-            r.update(size=size, contender=who, params=parameters(SIZES[size]),
-                     min_bytes=min_bytes(SIZES[size], who.endswith("int8head")))
+            r.update(size=size, contender=who, params=parameters(SIZES[size]))
+            r["min_bytes"] = min_bytes(SIZES[size], r["head"]) if who.startswith("tdsl-") else r["weight_bytes"]
             print(json.dumps(r), file=sys.stderr, flush=True)
             rows.append(r)
     report(rows, bandwidth, args)
     return 0
+
+
+NOTES = "## Notes"
+"""Where the hand-written part of bench_llm.md starts: `report` keeps it when it rewrites the table."""
 
 
 def report(rows: list[dict[str, Any]], bandwidth: float, args: argparse.Namespace) -> None:
@@ -287,11 +296,11 @@ def report(rows: list[dict[str, Any]], bandwidth: float, args: argparse.Namespac
     for r in rows:
         decode = 1.0 / r["decode_s"]
         base = {c["contender"]: c for c in rows if c["size"] == r["size"]}
-        vs = [f"{base[k]['decode_s'] / r['decode_s']:.2f}x" if k in base else "–"
-              for k in ("torch-fp32", "torch-int8dyn")]
-        table.append([r["size"], f"{r['params'] / 1e6:.0f} M", r["contender"], f"{args.prompt / r['prefill_s']:.1f}",
-                      f"{decode:.2f}", f"{r['weight_bytes'] / 1e6:.0f}", f"{r['min_bytes'] / 1e6:.0f}",
-                      f"{100 * r['min_bytes'] * decode / bandwidth:.0f}%", *vs])
+        vs = [f"{base[k][key] / r[key]:.2f}x" if k in base else "–"
+              for k, key in (("torch-fp32", "decode_s"), ("torch-int8dyn", "decode_s"), ("torch-int8dyn", "prefill_s"))]
+        table.append([r["size"], f"{r['params'] / 1e6:.0f} M", r["contender"], r["head"],
+                      f"{args.prompt / r['prefill_s']:.1f}", f"{decode:.2f}", f"{r['weight_bytes'] / 1e6:.0f}",
+                      f"{r['min_bytes'] / 1e6:.0f}", f"{100 * r['min_bytes'] * decode / bandwidth:.0f}%", *vs])
     text = "\n".join([
         "# Decoder speed: tdsl Numba (b1.58) vs torch eager, batch 1",
         "",
@@ -299,19 +308,26 @@ def report(rows: list[dict[str, Any]], bandwidth: float, args: argparse.Namespac
         f"steps after it; {args.threads} threads, one child process per row; random weights.",
         f"Measured read bandwidth (roofline): {bandwidth / 1e9:.1f} GB/s.",
         "",
-        markdown_table(["size", "params", "contender", "prefill tok/s", "decode tok/s", "read MB/token",
-                        "min MB/token", "of roofline", "decode vs fp32", "decode vs int8dyn"], table),
+        markdown_table(["size", "params", "contender", "head", "prefill tok/s", "decode tok/s", "read MB/token",
+                        "min MB/token", "of roofline", "decode vs fp32", "decode vs int8dyn",
+                        "prefill vs int8dyn"], table),
         "",
-        "read MB/token: the weights one decode step streams as the contender stores them; min MB/token: 2-bit "
-        "projections and the head at fp16 (int8 + row scales for int8head), the least a b1.58 runtime reads; "
-        "of roofline: min MB/token x decode tok/s / measured bandwidth.",
+        "read MB/token: the weights one decode step streams as the contender stores them (projections, head, one "
+        "embedding row); min MB/token: for tdsl the least a b1.58 runtime with that head reads (2-bit projections, "
+        "head at 2 bytes a weight for fp16, 1 plus a float32 scale per row for int8, one embedding row), for torch "
+        "its own read bytes; of roofline: min MB/token x decode tok/s / measured bandwidth.",
         "",
         "Regenerate: `python benchmarks/bench_llm.py --sizes " + " ".join(args.sizes) + f" --threads {args.threads}"
-        + " --out docs/results` (or `tdsl bench llm`).",
+        + f" --prompt {args.prompt} --decode {args.decode} --repeats {args.repeats} --out docs/results` "
+        "(or `tdsl bench llm`).",
         "",
     ])
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "bench_llm.md", text)
+    target = args.out / "bench_llm.md"
+    old = target.read_text(encoding="utf-8") if target.exists() else ""
+    if f"\n{NOTES}" in old:
+        text += "\n" + old[old.index(f"\n{NOTES}") + 1:]
+    write_text_atomic(target, text)
     write_json(args.out / "bench_llm.json", {"machine": machine_info(args.threads), "bandwidth_bytes_per_s": bandwidth,
                                               "rows": rows})
     print(text)
