@@ -75,3 +75,23 @@ def test_the_int8_head_decodes_what_it_prefills() -> None:
     exact = Generator(pkg.deploy(), capacity=12, head="float").prefill(ids)
     assert np.abs(whole - exact).max() <= 0.03 * np.abs(exact).max()
     assert (whole.argmax(-1) == exact.argmax(-1)).mean() >= 0.8
+
+
+def test_prefill_runs_every_projection_on_the_gemm_micro_kernels() -> None:
+    """A prompt of LINEAR_MIN_ROWS tokens or more goes through conv_int8.linear_int8_into, which
+    builds each projection's weight panels on first use; decode steps (one row) never do."""
+    from tdsl.backends.numba.plan import Kernel
+    from tdsl.runtime import conv_int8
+    from tdsl.runtime.cpu_features import kernel_path
+
+    run = _package().deploy()
+    min_rows = conv_int8.LINEAR_MIN_ROWS.get(kernel_path(run.path))
+    ternary = {id(s) for s in run.plan.steps if s.kind is Kernel.LINEAR_TERNARY}
+    gen = Generator(run, capacity=(min_rows or 8) + 4)
+    gen.prefill(np.zeros((1, 1), np.int32))
+    for _ in range(3):
+        gen.decode_step(np.zeros((1, 1), np.int32))
+    assert not ternary & set(run._panels) and len(ternary) == 2 * 7
+    gen.prefill(np.zeros((1, min_rows or 8), np.int32))
+    # the portable path has no micro-kernel: there every row count runs gemm's row kernels
+    assert ternary <= set(run._panels) if min_rows else not run._panels
