@@ -7,7 +7,7 @@ the user got wrong. torch is imported lazily, only by the torch backend.
 import tdsl.deploy as _deploy_module  # noqa: F401 - loaded first, so that the function below, not the submodule, is tdsl.deploy
 from tdsl.errors import TdslError
 
-__version__ = "0.1.0"
+from tdsl.support.version import __version__
 
 __all__ = ["TdslError", "parse", "compile", "quantize", "qat", "deploy", "save", "load", "from_pretrained", "import_torch",
            "__version__"]

@@ -16,6 +16,10 @@ from tdsl.dialects.tdsl import module_layers
 FROZEN_ATTR = "tdsl.frozen"
 """A module attribute (unit) that asks for frozen storage even without packed weights."""
 
+EXAMPLE_SHAPE = "tdsl.example_shape"
+"""A forward's attribute: per input, the example size of each dim (-1: none), for the dims
+declared `dynamic(example)` (any size taken, the example used for example inputs)."""
+
 PACKED_SUFFIX = "_packed"
 """Store key suffix of a packed weight: the IR keeps the latent weight's name."""
 

@@ -17,6 +17,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from tdsl.dialects import tdsl as d
 from tdsl.dialects.locations import set_loc
+from tdsl.dialects.storage import EXAMPLE_SHAPE
 from tdsl.errors import SourceLoc
 from tdsl.frontend.limits import check_scalar_range
 
@@ -191,10 +192,6 @@ def _hint(name: str) -> str | None:
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
     return cleaned if cleaned and not cleaned[0].isdigit() else None
 
-
-EXAMPLE_SHAPE = "tdsl.example_shape"
-"""A forward's attribute: per input, the example size of each dim (-1: none), for the dims
-declared `dynamic(example)` (any size taken, the example used for example inputs)."""
 
 
 def recorded_source(filename: str) -> str:

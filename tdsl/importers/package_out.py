@@ -59,7 +59,8 @@ def write_package(dest: str | os.PathLike[str], *, source: str, source_file: str
     `extra_files` maps a plain file name in the package to a file to copy there (a
     tokenizer); `extra_config` adds fields to config.json (never the ones the loader reads).
     """
-    import tdsl
+    from tdsl.package.reader import load
+    from tdsl.support.version import __version__
     from safetensors.numpy import save_file
 
     from tdsl.publish.card import write_model_card
@@ -71,7 +72,7 @@ def write_package(dest: str | os.PathLike[str], *, source: str, source_file: str
     check_arrays(Path("<imported weights>"), arrays, expected_tensors(compiled.module))
     io = io_spec(compiled.module)
     config: dict[str, Any] = {
-        "format": PACKAGE_FORMAT, "format_version": PACKAGE_FORMAT_VERSION, "tdsl_version": tdsl.__version__,
+        "format": PACKAGE_FORMAT, "format_version": PACKAGE_FORMAT_VERSION, "tdsl_version": __version__,
         "model_type": "tdsl", "architectures": [entry], "pipeline_tag": "text-generation", "name": name,
         "model": {"zoo_name": zoo_name, "source_file": source_file, "entry": entry, "params": params,
                   "source": source},
@@ -103,7 +104,7 @@ def write_package(dest: str | os.PathLike[str], *, source: str, source_file: str
             how_to_load="import tdsl\n\npkg = tdsl.load(\"path/to/this/folder\")\nrunner = pkg.deploy(\"numba\")"
                         "   # torch-free\n# or: tdsl generate path/to/this/folder --prompt \"...\"",
             task="text-generation", tags=("ternary", "quantized", "bitnet"))
-        tdsl.load(tmp)  # the loader's checks, before the package exists under its name
+        load(tmp)  # the loader's checks, before the package exists under its name
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
             os.replace(out, old / "package")

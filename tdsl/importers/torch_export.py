@@ -52,7 +52,7 @@ def convert(program: Any, example_inputs: tuple[Any, ...], origin: str) -> Impor
     """The tdsl program of an `ExportedProgram`, checked against it on `example_inputs`."""
     import torch
 
-    import tdsl
+    from tdsl.model.precision import quantize
     from tdsl.importers.program_writer import ProgramWriter
     from tdsl.importers.torch_graph import read_graph
 
@@ -62,7 +62,7 @@ def convert(program: Any, example_inputs: tuple[Any, ...], origin: str) -> Impor
     weights = {key: _as_stored(graph.state[torch_key]) for key, torch_key in writer.weights.items()}
     weights.update({key: _as_stored(v) for key, v in writer.constants.items()})
     try:
-        frozen = tdsl.quantize(source, precision="fp32", weights=weights)
+        frozen = quantize(source, precision="fp32", weights=weights)
     except TdslError as e:
         raise TdslError(f"the program written for {origin} does not compile ({e}); please report this with the "
                         "model") from None
@@ -104,12 +104,12 @@ def program_path(output: str | os.PathLike[str]) -> Path:
 def save_import(imported: Imported, output: str | os.PathLike[str], *, overwrite: bool = False,
                 name: str | None = None) -> Path:
     """Write the package at `output` and the program beside it."""
-    import tdsl
+    from tdsl.package import save
 
     program = program_path(output)
     if program.exists() and not overwrite:
         raise TdslError(f"{program}: already exists; pass overwrite=True (--force) to replace it")
-    dest = tdsl.save(imported.frozen, output, source=imported.source, overwrite=overwrite, name=name)
+    dest = save(imported.frozen, output, source=imported.source, overwrite=overwrite, name=name)
     _write_text(program, imported.source)
     return dest
 
@@ -124,7 +124,7 @@ def import_torch(model: Any, example_inputs: Any, output: str | os.PathLike[str]
     (a fresh temporary folder when None) and the program beside it as `<output>.tdsl`."""
     import torch
 
-    import tdsl
+    from tdsl.package import load
     from tdsl.importers.torch_graph import export_module
 
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
@@ -141,7 +141,7 @@ def import_torch(model: Any, example_inputs: Any, output: str | os.PathLike[str]
     if output is None:
         output = Path(tempfile.mkdtemp(prefix="tdsl-import-")) / "model"
     save_import(imported, output, overwrite=overwrite, name=name)
-    return tdsl.load(output)
+    return load(output)
 
 
 def _example_inputs(program: Any, source: str) -> tuple[Any, ...]:

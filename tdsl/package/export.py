@@ -22,7 +22,7 @@ SUFFIXES = {"package": "", "torch-export": ".pt2", "torchscript": ".pt", "onnx":
 
 
 def _precision_args(text: str) -> dict[str, str]:
-    from tdsl.precision import PRECISIONS
+    from tdsl.model.precision import PRECISIONS
 
     if text in PRECISIONS:
         return {"precision": text}
@@ -44,8 +44,8 @@ def quantize_model(model: str, *, precision: str = "fp32", policy: str = "defaul
     `weights` (state dict or .safetensors) or the model's random initialisation."""
     import torch
 
-    from tdsl.api import compile as compile_
-    from tdsl.precision import quantize
+    from tdsl.model.compiled import compile as compile_
+    from tdsl.model.precision import quantize
 
     untrained = weights is None
     if untrained:

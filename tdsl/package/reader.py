@@ -30,8 +30,8 @@ from tdsl.package.layout import TensorSpec, expected_tensors, io_names
 if TYPE_CHECKING:
     from torch import nn
 
-    from tdsl.api import CompiledModel
-    from tdsl.backends.torch.freeze import FrozenModel
+    from tdsl.model.compiled import CompiledModel
+    from tdsl.model.frozen import FrozenModel
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 """A config is a few KB of JSON plus the DSL source; anything larger is refused unread."""
@@ -161,7 +161,7 @@ def check_arrays(path: Path, arrays: dict[str, np.ndarray], expected: dict[str, 
 
 def normalized_ir(module: Any) -> str:
     """The IR text without the `tdsl.source` attribute (where the source was read from)."""
-    from tdsl.api import print_ir
+    from tdsl.model.compiled import print_ir
 
     clone = module.clone()
     clone.attributes.pop("tdsl.source", None)
@@ -172,8 +172,8 @@ def build_frozen_program(source: str, *, entry: str, params: dict[str, Any], pip
                          format: str) -> CompiledModel:
     """Compile `source` with `pipeline`, then freeze the program as `CompiledModel.freeze`
     does (the `tdsl.frozen` mark, and `pack{format}` when there are ternary weights)."""
-    from tdsl.api import compile as compile_
-    from tdsl.lowering import frozen_program
+    from tdsl.model.compiled import compile as compile_
+    from tdsl.model.compiled import frozen_program
 
     text = source if "\n" in source else source + "\n"
     return frozen_program(compile_(text, entry=entry, params=params, pipeline=pipeline), format)
@@ -215,7 +215,8 @@ class LoadedPackage:
 
     def to_frozen(self) -> FrozenModel:
         """The `FrozenModel` the package was saved from (for reports and export)."""
-        from tdsl.backends.torch.freeze import FrozenModel, storage_layout
+        from tdsl.backends.torch.freeze import storage_layout
+        from tdsl.model.frozen import FrozenModel
 
         return FrozenModel(self.to_torch(), self.compiled, storage_layout(self.compiled.module), self.format,
                            self.precision)
@@ -223,7 +224,7 @@ class LoadedPackage:
     def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
                path: str | None = None, profile: bool = False, calibrate: Any = None) -> Any:
         """The model on a deployment backend (`tdsl.deploy`), on the packed weights, without torch."""
-        from tdsl.deploy import deploy
+        from tdsl.model.deploy import deploy
 
         return deploy(self, backend, device=device, act_quant=act_quant, path=path, profile=profile,
                       calibrate=calibrate)

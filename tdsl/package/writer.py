@@ -28,14 +28,14 @@ from tdsl.package.reader import aside_prefix, build_frozen_program, normalized_i
 if TYPE_CHECKING:
     from torch import nn
 
-    from tdsl.api import CompiledModel
-    from tdsl.backends.torch.freeze import FrozenModel
+    from tdsl.model.compiled import CompiledModel
+    from tdsl.model.frozen import FrozenModel
 
 
 def as_frozen(model: Any, module: nn.Module | None = None) -> FrozenModel:
     """A FrozenModel from a FrozenModel, or from a CompiledModel and its trained module."""
-    from tdsl.api import CompiledModel
-    from tdsl.backends.torch.freeze import FrozenModel
+    from tdsl.model.compiled import CompiledModel
+    from tdsl.model.frozen import FrozenModel
 
     if isinstance(model, FrozenModel):
         if module is not None:
@@ -92,7 +92,7 @@ def precision_policy(frozen: FrozenModel) -> dict[str, Any]:
 
 def memory_markdown(frozen: FrozenModel) -> str:
     """The memory report as a markdown table (by kind, total, fp32 baseline)."""
-    from tdsl.reports import KINDS
+    from tdsl.model.reports import KINDS
 
     report = frozen.memory_report()
     kinds = report.by_kind()
@@ -192,7 +192,7 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
     import numpy as np
     from safetensors.numpy import save_file
 
-    import tdsl
+    from tdsl.support.version import __version__
     from tdsl.runtime.packing import PACK_FORMAT_VERSION
 
     dest = Path(path)
@@ -237,7 +237,7 @@ def save(model: Any, path: str | os.PathLike[str], *, module: nn.Module | None =
     config: dict[str, Any] = {
         "format": PACKAGE_FORMAT,
         "format_version": PACKAGE_FORMAT_VERSION,
-        "tdsl_version": tdsl.__version__,
+        "tdsl_version": __version__,
         "model_type": MODEL_TYPE,
         "architectures": [compiled.entry],
         "pipeline_tag": task or pipeline_tag(io),

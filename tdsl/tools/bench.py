@@ -48,7 +48,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import numpy as np
 
     from tdsl.models import zoo_path
-    from tdsl.precision import quantize
+    from tdsl.model.precision import quantize
     from tdsl.tools.run import input_shape_for
 
     zoo_path(args.profile)  # an unknown name fails here, naming the zoo

@@ -233,8 +233,8 @@ def compile_model(args: argparse.Namespace, model: ModelArg | None = None) -> An
     """`tdsl.compile` of the model `add_model_args` describes, printing the IR after every
     pass with --print-ir-after-all. A package gives its stored program, as `tdsl.load` builds
     it (--param, --entry and --pipeline are the package's own then)."""
-    from tdsl.api import compile as compile_
-    from tdsl.api import print_ir
+    from tdsl.model.compiled import compile as compile_
+    from tdsl.model.compiled import print_ir
 
     model = model or resolve_model(args)
     if model.package:

@@ -82,7 +82,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             if pkg.precision not in ("fp32", ""):
                 raise TdslError(f"{args.model} is a {pkg.precision} package: --precision re-quantises fp32 packages "
                                 "only (export it as it is, or quantise the fp32 model it came from)")
-            from tdsl.precision import quantize
+            from tdsl.model.precision import quantize
 
             frozen = quantize(pkg, precision=precision, policy=args.policy, threshold=args.threshold,
                               format=packed_format)

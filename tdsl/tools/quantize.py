@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> None:
 def cmd_quantize(args: argparse.Namespace) -> int:
     import torch
 
-    from tdsl.precision import PIPELINE_ALL, quantize, summary_table
+    from tdsl.model.precision import PIPELINE_ALL, quantize, summary_table
 
     refuse_overwrite(args.output, args.force)
     refuse_overwrite(args.report, args.force, "--report")
@@ -58,7 +58,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     weights: Any = args.weights and read_weights_file(args.weights)
     if weights is None:
-        from tdsl.api import compile as compile_
+        from tdsl.model.compiled import compile as compile_
 
         weights = compile_(args.model, entry=args.entry, params=params, pipeline="shape-infer").to_torch().state_dict()
     options = dict(policy=args.policy, override=args.override, threshold=args.threshold,

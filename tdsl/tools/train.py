@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     implied = implied_recipe(args)
     import torch
 
-    from tdsl.api import compile as compile_
+    from tdsl.model.compiled import compile as compile_
     from tdsl.train import distributed as D
     from tdsl.train.checkpoint import load_checkpoint
     from tdsl.train.data import fit_dataset, input_dims

@@ -40,7 +40,7 @@ def mlp() -> tdsl.CompiledModel:
 def _deployed(model: tdsl.CompiledModel):
     import torch
 
-    from tdsl.backends.torch.freeze import freeze
+    from tdsl.model.frozen import freeze
 
     torch.manual_seed(0)
     return freeze(model, model.to_torch()).deploy("numba")

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,11 +23,12 @@ from onnx import helper
 from tdsl.backends.onnx.emit import ParamStore, _GraphEmitter
 from tdsl.errors import TdslError
 from tdsl.lowering import kernel_level
-from tdsl.package.files import write_atomic
+from tdsl.support.files import write_atomic
 
-if TYPE_CHECKING:
-    from tdsl.api import CompiledModel
-    from tdsl.backends.torch.freeze import FrozenModel
+FrozenModel = Any
+"""What the exporter reads of a frozen model (`tdsl.model.frozen.FrozenModel`): `compiled`
+(its `module`, `filename`, `entry`, `params`, `passes`), `layout`, `precision` and
+`state_dict()`. A backend imports neither `tdsl.model` nor `tdsl.package`."""
 
 INT2_MIN_OPSET = 25
 """`DequantizeLinear` takes INT2 from opset 25 (ONNX IR 13) on."""
@@ -58,15 +59,15 @@ class OnnxExport:
 
 
 def _as_frozen(model: Any, weights: Any) -> FrozenModel:
-    from tdsl.api import CompiledModel
-
+    """A frozen model as it is; a compiled program frozen with its trained `weights` (its own
+    `freeze`, so that freezing stays in `tdsl.model`)."""
     if isinstance(model, tuple) and len(model) == 2:
         model, weights = model
     if hasattr(model, "layout") and hasattr(model, "state_dict") and hasattr(model, "compiled"):  # a FrozenModel
         if weights is not None:
             raise TdslError("export_onnx: a FrozenModel carries its weights; do not pass `weights`")
         return model
-    if isinstance(model, CompiledModel):
+    if callable(getattr(model, "freeze", None)) and hasattr(model, "stages"):  # a CompiledModel
         if weights is None:
             raise TdslError("export_onnx: a CompiledModel needs its trained module or state dict as `weights`")
         return model.freeze(weights)
@@ -74,7 +75,7 @@ def _as_frozen(model: Any, weights: Any) -> FrozenModel:
 
 
 def _metadata(frozen: FrozenModel, ternary_form: str) -> dict[str, str]:
-    compiled: CompiledModel = frozen.compiled
+    compiled = frozen.compiled
     policy = {s.weight: s.precision for s in frozen.layout.values() if s.role in ("packed", "weight")}
     return {
         "tdsl.precision": frozen.precision or "custom",
@@ -92,7 +93,7 @@ def build_model(frozen: FrozenModel, *, opset: int = 21, ternary_form: str = "pa
     """The ONNX model of `frozen` (not checked, not written) and the emitter that built it."""
     import torch
 
-    import tdsl
+    from tdsl.support.version import __version__
     from tdsl.dialects.tdsl import entry_layer
 
     state = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
@@ -104,7 +105,7 @@ def build_model(frozen: FrozenModel, *, opset: int = 21, ternary_form: str = "pa
     graph = helper.make_graph(emitter.nodes, frozen.compiled.entry, inputs, outputs, emitter.initializers,
                               doc_string=f"tdsl {frozen.compiled.entry} ({frozen.precision or 'custom'})")
     opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(graph, opset_imports=opsets, producer_name="tdsl", producer_version=tdsl.__version__,
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="tdsl", producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))
     helper.set_model_props(model, _metadata(frozen, ternary_form))
     return model, emitter

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from tdsl.backends.torch.freeze import FrozenModel
+FrozenModel = Any
+"""A `tdsl.model.frozen.FrozenModel` (called on torch tensors); not imported: a backend
+imports nothing of `tdsl.model`."""
 
 
 @dataclass(frozen=True)

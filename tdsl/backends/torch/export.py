@@ -17,15 +17,14 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from tdsl.errors import TdslError
+from xdsl.dialects.builtin import ModuleOp
 
-if TYPE_CHECKING:
-    from tdsl.api import CompiledModel
+from tdsl.errors import TdslError
 
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
                  "int8": torch.int8, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
@@ -34,26 +33,23 @@ TORCHSCRIPT_DEPRECATION = ("TorchScript is deprecated in torch 2.13 and may be r
                            "prefer the torch.export format (.pt2, `tdsl export --format torch-export`)")
 
 
-def module_and_program(model: Any, module: nn.Module | None = None) -> tuple[nn.Module, CompiledModel]:
-    """(eval-mode nn.Module, its CompiledModel) from a FrozenModel, a loaded package, or a
-    CompiledModel with `module`."""
-    from tdsl.api import CompiledModel
-    from tdsl.backends.torch.freeze import FrozenModel
-    from tdsl.package.reader import LoadedPackage
-
-    if isinstance(model, FrozenModel):
-        return model.module.eval(), model.compiled
-    if isinstance(model, LoadedPackage):
-        return model.to_torch(), model.compiled
-    if isinstance(model, CompiledModel):
+def module_and_program(model: Any, module: nn.Module | None = None) -> tuple[nn.Module, Any]:
+    """(eval-mode nn.Module, its CompiledModel) from a FrozenModel (its `module`), a loaded
+    package (`to_torch()`), or a CompiledModel (`module`, else `to_torch()`). Read through the
+    attributes each holds: a backend imports neither `tdsl.model` nor `tdsl.package`."""
+    compiled = getattr(model, "compiled", None)
+    if compiled is not None and isinstance(getattr(compiled, "module", None), ModuleOp):
+        held = getattr(model, "module", None)
+        return (held if isinstance(held, nn.Module) else model.to_torch()).eval(), compiled
+    if isinstance(getattr(model, "module", None), ModuleOp) and callable(getattr(model, "to_torch", None)):
         return (module if module is not None else model.to_torch()).eval(), model
     raise TdslError(f"export: expected a FrozenModel, a loaded package or a CompiledModel, got {type(model).__name__}")
 
 
-def example_inputs(compiled: CompiledModel, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def example_inputs(compiled: Any, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Random inputs of the entry layer's declared shapes (a `dynamic(example)` dim at its
     example) and dtypes, other dynamic dims = `batch`."""
-    from tdsl.package.layout import example_shapes, io_spec
+    from tdsl.dialects.layout import example_shapes, io_spec
 
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -67,8 +63,8 @@ def example_inputs(compiled: CompiledModel, batch: int = 2, seed: int = 0) -> tu
     return tuple(out)
 
 
-def _dynamic_shapes(compiled: CompiledModel) -> tuple[dict[int, Any] | None, ...]:
-    from tdsl.package.layout import io_spec
+def _dynamic_shapes(compiled: Any) -> tuple[dict[int, Any] | None, ...]:
+    from tdsl.dialects.layout import io_spec
 
     batch = torch.export.Dim("batch", min=1)
     return tuple({0: batch} if spec["shape"] and spec["shape"][0] is None else None
@@ -121,6 +117,6 @@ def load_torchscript(path: str | os.PathLike[str]) -> nn.Module:
 
 def _write(path: str | os.PathLike[str], writer: Any) -> Path:
     """Write through a temporary file beside `path`, renamed into place on success."""
-    from tdsl.package.files import write_with
+    from tdsl.support.files import write_with
 
     return write_with(path, writer)

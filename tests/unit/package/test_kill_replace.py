@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import tdsl
-from tdsl.package import files
+from tdsl.support import files
 from tdsl.package.reader import aside_prefix, staged_prefix
 from tdsl.train.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
 
