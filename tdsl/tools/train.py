@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
                         "with x.npy and y.npy, or an image folder root/<class>/*.png (default: digits)")
     r = p.add_argument_group("ternary QAT recipes (tdsl.train.recipes; unset: plain FP32 training)")
     r.add_argument("--recipe", help="train ternary with this recipe: auto (the measured best for --policy), scratch, "
-                                    "finetune, learned_scale, calibrate, distill, long, progressive, optimal_delta, "
+                                    "finetune, learned_scale, calibrate, distill, long, progressive, optimal_delta, fixed_input, "
                                     "or parts joined by '+' (e.g. finetune+distill)")
     r.add_argument("--policy", choices=["default", "all"],
                    help="ternary except first/last layer (default), or every layer (all); without --recipe "

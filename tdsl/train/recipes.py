@@ -16,9 +16,10 @@ A recipe is a `+`-joined set of parts, each a small composable function below:
 | `fixed_input` | the input layer is ternarised once from the FP32 weights (`init`) with the error-optimal Δ and kept fixed (not trained); implies `finetune` |
 
 `auto` (`tdsl train --recipe auto`) names the recipe measured best for the precision policy
-(`recommended`; docs/results/ACCURACY.md, issue 22): `scratch` for the `default` policy,
-`optimal_delta` for `all` (the best measured on held-out MNIST-1D data: 0.8 points above
-`scratch`, still 4.0 below FP32; `progressive` and `distill` did not add to it).
+(`recommended`; docs/results/ACCURACY.md, issue 22): `scratch` for the `default` policy; for
+`all`, `fixed_input` when FP32 weights are given (`--init`: on held-out MNIST-1D data 0.9 points
+below FP32 over 3 seeds, where `optimal_delta` is 4.0 below), else `optimal_delta`, the best
+recipe that needs no FP32 run.
 
 `Recipe.parse("finetune+distill+long")` builds one; `prepare(...)` applies it to a compiled
 QAT module and returns a `Prepared` run (module, config, loss), `train_recipe(...)` also
@@ -171,9 +172,14 @@ class Recipe:
 # ----- state dicts --------------------------------------------------------------------------
 
 
-def recommended(policy: str) -> str:
-    """The `auto` recipe: the best measured for `policy`."""
-    return "optimal_delta" if policy == "all" else "scratch"
+def recommended(policy: str, init: bool = False) -> str:
+    """The `auto` recipe: the best measured for `policy` (docs/results/ACCURACY.md, issue 22).
+
+    Under `all`, `fixed_input` when FP32 weights are given (`init`): it needs them; without,
+    the best recipe that trains from scratch, `optimal_delta`."""
+    if policy != "all":
+        return "scratch"
+    return "fixed_input" if init else "optimal_delta"
 
 
 def load_state(source: Any) -> dict[str, torch.Tensor]:
@@ -552,12 +558,12 @@ def prepare(model: str | Path, recipe: str | Recipe, config: Any, train: tuple[t
 
     `init`: FP32 weights for `finetune`/`calibrate` (state dict, module, .safetensors, or a
     checkpoint). `teacher`: FP32 weights of the distillation teacher (default: `init`).
-    `recipe="auto"`: `recommended(policy)`. `precision="fp32"` gives
+    `recipe="auto"`: `recommended(policy, init is not None)`. `precision="fp32"` gives
     the FP32 baseline (recipe parts that quantise are then errors).
     The module is initialised under `torch.manual_seed(config.seed)`. `compiler` (default
     `compile_for`) compiles the QAT and FP32 programs; pass a cached one to save time."""
     if isinstance(recipe, str) and recipe.strip() == "auto":
-        recipe = recommended(policy) if precision != "fp32" else "scratch"
+        recipe = recommended(policy, init is not None) if precision != "fp32" else "scratch"
     recipe = Recipe.parse(recipe)
     if precision == "fp32" and (recipe.learned_scale or recipe.shared_scale or recipe.calibrate
                                 or recipe.progressive or recipe.optimal_delta or recipe.fixed_input):

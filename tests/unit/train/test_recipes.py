@@ -290,9 +290,13 @@ def test_fixed_input_ternarises_the_input_layer_once_and_keeps_it(small, fp32_ml
         prepare("mlp", "fixed_input", config(), train, init=fp32_mlp, precision="fp32")
 
 
-def test_auto_is_the_recommended_recipe_per_policy_and_misuse_is_named(small):
+def test_auto_is_the_recommended_recipe_per_policy_and_misuse_is_named(small, fp32_mlp):
     assert prepare("mlp", "auto", config(), small[0], policy="all").recipe.name == "optimal_delta"
     assert prepare("mlp", "auto", config(), small[0]).recipe.name == "scratch"
+    # with FP32 weights, `all` takes the input layer from them; `default` (conv1 at fp16) is unchanged
+    run = prepare("mlp", "auto", config(), small[0], policy="all", init=fp32_mlp)
+    assert run.recipe.name == "fixed_input" and run.fixed_input == "fc1.weight"
+    assert prepare("mlp", "auto", config(), small[0], init=fp32_mlp).recipe.name == "scratch"
     with pytest.raises(TdslError, match="'shared_scale' replaces every layer's quantiser, 'progressive'"):
         Recipe.parse("shared_scale+progressive")
     with pytest.raises(TdslError, match="progressive_fraction"):
@@ -335,6 +339,13 @@ def test_cli_recipe_auto_under_the_all_policy(tmp_path: Path, capsys):
     assert main(["train", "mlp", "--epochs", "1", "--out", str(tmp_path / "q"), "--no-progress", "--optimizer",
                  "adamw", "--batch-size", "128", "--lr", "3e-3", "--recipe", "auto", "--policy", "all"]) == 0
     assert "ternary (all policy), recipe optimal_delta" in capsys.readouterr().out
+    # with an FP32 checkpoint, auto keeps the input layer's trits from it (fixed_input)
+    common = ["--epochs", "1", "--no-progress", "--optimizer", "adamw", "--batch-size", "128", "--lr", "3e-3"]
+    assert main(["train", "mlp", *common, "--out", str(tmp_path / "f")]) == 0
+    capsys.readouterr()
+    assert main(["train", "mlp", *common, "--out", str(tmp_path / "g"), "--recipe", "auto", "--policy", "all",
+                 "--init", str(tmp_path / "f" / "checkpoints")]) == 0
+    assert "ternary (all policy), recipe fixed_input" in capsys.readouterr().out
 
 
 def test_cli_policy_without_recipe_trains_ternary_with_auto_and_init_alone_is_refused(tmp_path: Path, capsys):
