@@ -12,6 +12,7 @@ query) items). The LM head kernels (fp16, int8) are `tdsl.runtime.lm_head`.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,14 +182,26 @@ def rope(x: np.ndarray, heads: int, base: float, offset: int = 0, out: np.ndarra
     n, t, features = x.shape
     if features % heads or (features // heads) % 2:
         raise TdslError(f"rope: {features} features do not split into {heads} heads of an even size")
-    cos, sin = rope_tables(np.arange(offset, offset + t), features // heads, base)
+    cos, sin = _tables(offset, t, features // heads, float(base))
     y = np.empty_like(x) if out is None else out
-    _rope(x, np.ascontiguousarray(cos), np.ascontiguousarray(sin), heads, y)
+    _rope(x, cos, sin, heads, y)
     return y
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(offset: int, t: int, head_dim: int, base: float) -> tuple[np.ndarray, np.ndarray]:
+    """`rope_tables` for positions offset .. offset+t-1, made once per decode step, not once
+    per rotary op (2 per layer); read-only, since the cache hands out the same arrays."""
+    cos, sin = (np.ascontiguousarray(a) for a in rope_tables(np.arange(offset, offset + t), head_dim, base))
+    cos.flags.writeable = sin.flags.writeable = False
+    return cos, sin
 
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _attention(q, k, v, heads, kv_heads, causal, scale, y):
+    """One item per (sequence, head, query); each head's rows taken as 1-D slices, so the value
+    sum (elementwise over the head dim) vectorises; the same operations in the same order as
+    the indexed loops, hence the same bits."""
     n, t, features = q.shape
     s_len = k.shape[1]
     dh = features // heads
@@ -198,14 +211,15 @@ def _attention(q, k, v, heads, kv_heads, causal, scale, y):
         h = (item // t) % heads
         i = item % t
         g = h // group
-        qb, kb = h * dh, g * dh
+        qr = q[b, i, h * dh:(h + 1) * dh]
         last = i + s_len - t if causal else s_len - 1
         scores = np.empty(last + 1, dtype=np.float32)
         top = np.float32(-np.inf)
         for s in range(last + 1):
+            kr = k[b, s, g * dh:(g + 1) * dh]
             acc = np.float32(0.0)
             for j in range(dh):
-                acc += q[b, i, qb + j] * k[b, s, kb + j]
+                acc += qr[j] * kr[j]
             acc *= scale
             scores[s] = acc
             if acc > top:
@@ -215,12 +229,13 @@ def _attention(q, k, v, heads, kv_heads, causal, scale, y):
             e = np.float32(np.exp(scores[s] - top))
             scores[s] = e
             total += e
-        for j in range(dh):
-            y[b, i, qb + j] = 0.0
+        out = np.zeros(dh, np.float32)
         for s in range(last + 1):
             w = scores[s] / total
+            vr = v[b, s, g * dh:(g + 1) * dh]
             for j in range(dh):
-                y[b, i, qb + j] += w * v[b, s, kb + j]
+                out[j] += w * vr[j]
+        y[b, i, h * dh:(h + 1) * dh] = out
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, kv_heads: int, causal: bool,

@@ -196,7 +196,7 @@ class Generator:
     def _rope(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
         (x,) = operands_in_order(step, ins)
         op = step.op
-        y[...] = L.rope(x, op.heads.value.data, op.base.value.data, self.offset)
+        L.rope(x, op.heads.value.data, op.base.value.data, self.offset, out=_writable(y, x.shape))
 
     def _rms_norm(self, step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
         x, weight = operands_in_order(step, ins)
@@ -263,7 +263,7 @@ class Generator:
             q, k, v = operands_in_order(step, ins)
             keys, values = self.cache.append(layer, self.offset, k, v)
             op = step.op
-            y[...] = L.attention(q, keys, values, op.heads.value.data, op.kv_heads.value.data, True)
+            L.attention(q, keys, values, op.heads.value.data, op.kv_heads.value.data, True, out=_writable(y, q.shape))
         return run
 
     # -- running the plan
@@ -337,6 +337,13 @@ class Generator:
                 break
             logits = self.decode_step(nxt[:, None].astype(np.int32))[:, -1]
         return Generation(out, int(ids.shape[1]), prefill_seconds, time.perf_counter() - start)
+
+
+def _writable(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`y` itself where a kernel can write it in place (so no copy of its result follows)."""
+    if y.shape != shape or y.dtype != np.float32 or not y.flags.c_contiguous:
+        raise TdslError(f"internal: step output {y.dtype} {y.shape} is not the kernel's {shape} float32 layout")
+    return y
 
 
 def _plain(step: Step) -> bool:

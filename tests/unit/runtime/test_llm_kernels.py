@@ -33,7 +33,7 @@ def test_rope_equals_the_reference(offset: int) -> None:
     np.testing.assert_allclose(L.rope(x, 4, 500000.0, offset), A.rope(x, 4, 500000.0, offset), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("t, s, heads, kv_heads, causal", [(1, 9, 4, 2, True), (5, 5, 4, 1, True),
+@pytest.mark.parametrize("t, s, heads, kv_heads, causal", [(1, 9, 4, 2, True), (1, 300, 16, 4, True), (5, 5, 4, 1, True),
                                                             (3, 7, 2, 2, True), (4, 6, 4, 4, False)])
 def test_attention_equals_the_reference(t: int, s: int, heads: int, kv_heads: int, causal: bool) -> None:
     dh = 8
