@@ -6,7 +6,8 @@
 Corpus: the Python Language Reference topics shipped with CPython (`pydoc_data`, see
 `tdsl.train.lm.python_docs_corpus`), bytes as tokens; the last 10% is the validation split.
 Each run trains with `tdsl.train.Trainer` (AdamW, cosine schedule), then the ternary model is
-frozen (packed 2-bit weights) and its perplexity measured again on the Numba runtime.
+frozen (packed 2-bit weights) and its perplexity measured again on the Numba runtime, with
+the LM head as stored (fp16) and as the int8 head `Generator(head="int8")` may read instead.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 import tdsl
+from tdsl.backends.numba.generate import Generator
 from tdsl.train.lm import (NextToken, encode_bytes, next_token_windows, perplexity, python_docs_corpus,
                            token_cross_entropy_sum)
 from tdsl.train.trainer import TrainConfig, Trainer
@@ -67,6 +69,8 @@ def train_one(policy: str | None, seed: int, data: tuple, args: argparse.Namespa
     if policy is not None:
         frozen = compiled.freeze(net)
         row["val_ppl_numba_packed"] = numba_perplexity(frozen.deploy(), xv, yv)
+        int8_head = Generator(frozen.deploy(), capacity=xv.shape[1], head="int8")  # the decode option
+        row["val_ppl_numba_int8_head"] = numba_perplexity(int8_head.prefill, xv, yv)
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
@@ -112,19 +116,21 @@ def write_table(rows: list[dict], args: argparse.Namespace, n_tokens: int, split
         "1 CPU thread. `b158` = `tdsl.qat(..., policy=\"b158\")`: every projection ternary (absmean, per",
         "tensor), int8 per-token activations, embedding and LM head float (fp16 head when frozen).",
         "",
-        "| precision | seeds | val perplexity (torch) | val perplexity (Numba, packed 2-bit, int8 act.) |",
-        "|---|---|---|---|",
-        f"| fp32 | {len(args.seeds)} | {stats('val_ppl_torch', 'fp32')} | – |",
+        "| precision | seeds | val perplexity (torch) | val perplexity (Numba, packed 2-bit, int8 act.) "
+        "| same, int8 head |",
+        "|---|---|---|---|---|",
+        f"| fp32 | {len(args.seeds)} | {stats('val_ppl_torch', 'fp32')} | – | – |",
         f"| b1.58 ternary | {len(args.seeds)} | {stats('val_ppl_torch', 'b158')} | "
-        f"{stats('val_ppl_numba_packed', 'b158')} |",
+        f"{stats('val_ppl_numba_packed', 'b158')} | {stats('val_ppl_numba_int8_head', 'b158')} |",
         "",
         f"Gap: ternary perplexity is {100 * (tern / fp32 - 1):+.1f}% of FP32's at this size and budget (mean ± sd over",
         "seeds). Per run (train s is wall time, as loaded as the machine was):",
         "",
-        "| precision | seed | steps | train s | val ppl torch | val ppl Numba |",
-        "|---|---|---|---|---|---|",
+        "| precision | seed | steps | train s | val ppl torch | val ppl Numba | val ppl Numba, int8 head |",
+        "|---|---|---|---|---|---|---|",
         *(f"| {r['precision']} | {r['seed']} | {r['steps']} | {r['train_seconds']} | {r['val_ppl_torch']:.3f} | "
-          + (f"{r['val_ppl_numba_packed']:.3f}" if "val_ppl_numba_packed" in r else "–") + " |" for r in rows),
+          + (f"{r['val_ppl_numba_packed']:.3f} | {r['val_ppl_numba_int8_head']:.3f}" if "val_ppl_numba_packed" in r
+             else "– | –") + " |" for r in rows),
         "",
         "Regenerate: `.venv/bin/python benchmarks/lm_perplexity.py "
         + f"--steps {args.steps} --batch {args.batch} --context {args.context} --lr {args.lr} "
