@@ -138,6 +138,62 @@ def child_tdsl(p: dict[str, Any], args: argparse.Namespace, head: str) -> dict[s
             "head": gen.head}
 
 
+PARTS = ("projections", "head", "attention", "norms", "rope", "other steps", "Python between steps")
+
+
+def child_profile(p: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Where one decode step's time goes: every plan step of the generator timed apart (its
+    handler, or the executor's runner), grouped into PARTS; "Python between steps" is the rest
+    of the step's wall time (the plan loop, views, argument passing). Medians over the steps."""
+    import numpy as np
+
+    from tdsl.backends.numba.executor import CPU_RUNNERS
+    from tdsl.backends.numba.generate import Generator
+    from tdsl.backends.numba.plan import Kernel
+    from tdsl.dialects import tdsl as t
+
+    run = random_package(p).deploy()
+    gen = Generator(run, capacity=args.prompt + args.decode + 8)
+    spent = dict.fromkeys(PARTS[:-1], 0.0)
+
+    def part(step) -> str:
+        if step.kind is Kernel.LINEAR_TERNARY:
+            return "projections"
+        if step.output == run.plan.outputs[0]:
+            return "head"
+        kinds = {t.AttentionOp: "attention", t.RmsNormOp: "norms", t.RotaryOp: "rope"}
+        return kinds.get(type(step.op), "other steps")
+
+    def timed(step, name: str):
+        inner = gen.handlers.get(id(step))
+
+        def run_step(step, ins, y) -> None:
+            t0 = time.perf_counter()
+            if inner is None:
+                CPU_RUNNERS[step.kind](step, ins, y, gen._ctx)
+            else:
+                inner(step, ins, y)
+            spent[name] += time.perf_counter() - t0
+        return run_step
+
+    for step in run.plan.steps:
+        if not step.is_view:
+            gen.handlers[id(step)] = timed(step, part(step))
+    prompt = np.random.default_rng(0).integers(0, p["vocab"], (1, args.prompt)).astype(np.int32)
+    gen.generate(prompt, 2)
+    gen.prefill(prompt)
+    token = np.zeros((1, 1), np.int32)
+    samples = []
+    for _ in range(args.decode):
+        for k in spent:
+            spent[k] = 0.0
+        t0 = time.perf_counter()
+        gen.decode_step(token)
+        total = time.perf_counter() - t0
+        samples.append({**spent, "Python between steps": total - sum(spent.values()), "total": total})
+    return {k: float(np.median([s[k] for s in samples])) for k in (*PARTS, "total")} | {"head_mode": gen.head}
+
+
 def torch_decoder(p: dict[str, Any]):
     """The zoo decoder's architecture as plain torch with a KV cache (nn.Linear, no bias)."""
     import torch
@@ -253,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", type=int, default=64, help="prompt tokens (default 64)")
     ap.add_argument("--decode", type=int, default=32, help="decode steps timed (default 32)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of the table: where one tdsl decode step's time goes, per size (printed)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--size", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -264,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child is not None:
         p = SIZES[args.size]
-        if args.child.startswith("tdsl-"):
+        if args.child == "profile":
+            result = child_profile(p, args)
+        elif args.child.startswith("tdsl-"):
             result = child_tdsl(p, args, "int8" if args.child.endswith("int8head") else "auto")
         else:
             result = child_torch(p, args.child.split("-")[1], args)
@@ -274,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     script = Path(__file__).resolve()
     common = ["--prompt", str(args.prompt), "--decode", str(args.decode), "--repeats", str(args.repeats),
               "--threads", str(args.threads)]
+    if args.profile:
+        for size in args.sizes:
+            print(profile_table(size, run_child(script, ["--child", "profile", "--size", size, *common], args.threads,
+                                                timeout=7200), args))
+        return 0
     bandwidth = run_child(script, ["--child", "bandwidth"], args.threads)["bytes_per_s"]
     rows = []
     for size in args.sizes:
@@ -285,6 +350,13 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
     report(rows, bandwidth, args)
     return 0
+
+
+def profile_table(size: str, r: dict[str, Any], args: argparse.Namespace) -> str:
+    rows = [[part, f"{1e3 * r[part]:.2f}", f"{100 * r[part] / r['total']:.0f}%"] for part in PARTS]
+    rows.append(["step (wall)", f"{1e3 * r['total']:.2f}", "100%"])
+    return "\n".join([f"{size}, head {r['head_mode']}, {args.threads} threads, median of {args.decode} decode steps "
+                      f"after a {args.prompt}-token prompt:", "", markdown_table(["part", "ms", "share"], rows), ""])
 
 
 NOTES = "## Notes"

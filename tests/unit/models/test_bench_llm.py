@@ -65,3 +65,14 @@ def test_report_states_the_fraction_of_bandwidth_and_keeps_the_notes(bench, tmp_
     # 246.9 MB x 100 tokens/s over 35 GB/s = 71 %; 5x int8 dynamic's decode, half its prefill rate
     assert "| 247 " in tdsl_row and "| 71% " in tdsl_row and "| 5.00x " in tdsl_row and "| 0.50x " in tdsl_row
     assert "# old table" not in text and text.endswith("## Notes\n\nprofile: kept\n")
+
+
+def test_profile_times_every_part_of_a_decode_step(bench) -> None:
+    from argparse import Namespace
+
+    p = bench.SIZES["tiny"]
+    r = bench.child_profile(p, Namespace(prompt=4, decode=3))
+    assert r["head_mode"] == "fp16" and set(bench.PARTS) <= set(r)
+    assert all(r[part] > 0 for part in ("projections", "head", "attention", "norms", "rope"))
+    assert sum(r[part] for part in bench.PARTS[:-1]) <= 1.5 * r["total"]
+    assert "| projections " in bench.profile_table("tiny", r, Namespace(threads=2, decode=3, prompt=4))
