@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 import tdsl
-from tdsl.backends.numba.generate import Generator
+from tdsl.backends.numba.generate import FP16_HEAD_BLAS_ROWS, Generator
 from tdsl.package.layout import expected_tensors
 from tdsl.package.reader import LoadedPackage, build_frozen_program
 from tdsl.runtime.packing import pack
@@ -55,6 +55,9 @@ def test_auto_reads_the_head_at_fp16_only_when_that_rounds_nothing() -> None:
     assert auto.head == "fp16" and flt.head == "float"
     assert auto.head_bytes == 64 * 64 * 2 and flt.head_bytes == 64 * 64 * 4
     np.testing.assert_allclose(auto.prefill(ids), flt.prefill(ids), rtol=1e-5, atol=1e-5)
+    # a prompt of FP16_HEAD_BLAS_ROWS tokens or more: the same float32 BLAS product, the same bits
+    longer = np.random.default_rng(4).integers(0, 64, (1, FP16_HEAD_BLAS_ROWS)).astype(np.int32)
+    np.testing.assert_array_equal(auto.prefill(longer), flt.prefill(longer))
     pkg.arrays["lm_head.weight"] = pkg.arrays["lm_head.weight"].astype(np.float32) + np.float32(1e-4)
     assert Generator(pkg.deploy(), capacity=8).head == "float"
 
