@@ -54,6 +54,7 @@ from tdsl.dialects.tdsl import (
     conv_properties,
     element_type_of,
 )
+from tdsl.dialects.weighted import WeightedOp
 from tdsl.dialects.tern import PackedTensorType, ScaledWeight, _check_scale, i2
 from tdsl.ops.elementwise import EPILOGUES
 
@@ -313,6 +314,7 @@ class Conv2dOp(ConvGeometry, _KernOp):
     """
 
     name = "kern.conv2d"
+    traits = traits_def(Pure(), WeightedOp("conv2d", "kernel"))
     WEIGHT_RANK: ClassVar[int] = 4
     WEIGHT_RANK_TEXT: ClassVar[str] = "rank 4 (O, C/groups, kh, kw)"
 
@@ -338,6 +340,7 @@ class LinearOp(_KernOp):
     """
 
     name = "kern.linear"
+    traits = traits_def(Pure(), WeightedOp("linear", "kernel"))
     WEIGHT_RANK: ClassVar[int] = 2
     WEIGHT_RANK_TEXT: ClassVar[str] = "rank 2 (out, in)"
 

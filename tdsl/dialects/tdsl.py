@@ -63,6 +63,7 @@ from xdsl.traits import (
 )
 from xdsl.utils.exceptions import VerifyException
 
+from tdsl.dialects.weighted import WeightedOp
 from tdsl.dialects.shapes import (
     Dim,
     ShapeInferenceError,
@@ -633,7 +634,7 @@ class LinearOp(ValueOp):
     weight = operand_def(AnyTensor)
     bias = opt_operand_def(AnyTensor)
     output = result_def(AnyTensor)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), WeightedOp("linear", "float"))
     assembly_format = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
 
     def __init__(self, x: SSAValue, w: SSAValue, b: SSAValue | None = None, result_type: Attribute | None = None):
@@ -746,7 +747,7 @@ class Conv2dOp(ConvGeometry, ValueOp):
     weight = operand_def(AnyTensor)
     bias = opt_operand_def(AnyTensor)
     output = result_def(AnyTensor)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), WeightedOp("conv2d", "float"))
     assembly_format = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
     irdl_options = (ParsePropInAttrDict(),)
 

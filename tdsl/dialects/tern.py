@@ -46,6 +46,7 @@ from xdsl.printer import Printer
 from xdsl.traits import HasParent, Pure, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
+from tdsl.dialects.weighted import WeightedOp
 from tdsl.dialects.shapes import dims_of, linear_result_dims, make_tensor, same_dim
 from tdsl.dialects.tdsl import (
     AnyTensor,
@@ -365,6 +366,7 @@ class TernConv2dOp(_TernConv2dBase):
     """
 
     name = "tern.conv2d"
+    traits = traits_def(Pure(), WeightedOp("conv2d", "trits"))
 
 
 @irdl_op_definition
@@ -375,6 +377,7 @@ class TernLinearOp(_TernLinearBase):
     """
 
     name = "tern.linear"
+    traits = traits_def(Pure(), WeightedOp("linear", "trits"))
 
 
 # --------------------------------------------------------------------------- packed storage
@@ -476,6 +479,7 @@ class PackedConv2dOp(_TernConv2dBase):
     """
 
     name = "tern.packed_conv2d"
+    traits = traits_def(Pure(), WeightedOp("conv2d", "packed"))
     PACKED: ClassVar[bool] = True
 
 
@@ -487,6 +491,7 @@ class PackedLinearOp(_TernLinearBase):
     """
 
     name = "tern.packed_linear"
+    traits = traits_def(Pure(), WeightedOp("linear", "packed"))
     PACKED: ClassVar[bool] = True
 
 

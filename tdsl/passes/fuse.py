@@ -18,21 +18,9 @@ from xdsl.pattern_rewriter import (
 
 from tdsl.dialects import kern
 from tdsl.dialects.locations import loc_of
-from tdsl.dialects.tdsl import (
-    ActivationOp,
-    AddOp,
-    BatchNormOp,
-    Conv2dOp,
-    GetParamOp,
-    LinearOp,
-)
-from tdsl.dialects.tern import (
-    PackedConv2dOp,
-    PackedLinearOp,
-    PackedTensorType,
-    TernConv2dOp,
-    TernLinearOp,
-)
+from tdsl.dialects.tdsl import ActivationOp, AddOp, BatchNormOp, GetParamOp
+from tdsl.dialects.tern import PackedTensorType
+from tdsl.dialects.weighted import WeightedOp, op_at, weighted
 from tdsl.errors import PassError
 from tdsl.ops.elementwise import ACTIVATIONS
 
@@ -56,13 +44,14 @@ def _precision(op: Operation, weight: SSAValue) -> str:
 
 
 def _weight_fields(op: Operation) -> dict[str, Any]:
-    """scale, precision and format of a conv/linear's weight, as kern op constructor arguments."""
-    if isinstance(op, Conv2dOp | LinearOp):
-        return {"precision": _precision(op, op.weight)}
-    assert isinstance(op, TernConv2dOp | TernLinearOp | PackedConv2dOp | PackedLinearOp)
-    t = op.weight.type
+    """scale, precision and format of a weighted op's weight, as kern op constructor arguments."""
+    trait = weighted(op)
+    assert trait is not None and trait.level != "kernel"
+    if trait.level == "float":
+        return {"precision": _precision(op, trait.weight(op))}
+    t = trait.weight(op).type
     fmt = t.format.data if isinstance(t, PackedTensorType) else None
-    return {"scale": op.scale, "precision": "ternary", "format": fmt}
+    return {"scale": trait.scale(op), "precision": "ternary", "format": fmt}
 
 
 def _fields(op: KernOp) -> dict[str, Any]:
@@ -73,8 +62,7 @@ def _fields(op: KernOp) -> dict[str, Any]:
         "activation": op.activation.data, "precision": op.precision.data,
         "format": op.format.data if op.format is not None else None, "result_type": op.output.type,
     }
-    if isinstance(op, kern.Conv2dOp):
-        fields.update(op.geometry())
+    fields.update(op.get_trait(WeightedOp).geometry(op))
     return fields
 
 
@@ -92,30 +80,24 @@ def _absorb(rewriter: PatternRewriter, producer: KernOp, consumer: Operation, **
 def _sole_kern_producer(value: SSAValue) -> KernOp | None:
     """The kern op defining `value` when the consumer at hand is its only user."""
     producer = value.owner
-    if isinstance(producer, kern.Conv2dOp | kern.LinearOp) and value.has_one_use():
-        return producer
+    trait = weighted(producer) if isinstance(producer, Operation) else None
+    if trait is not None and trait.level == "kernel" and value.has_one_use():
+        return producer  # type: ignore[return-value]
     return None
 
 
-class ConvToKernPattern(RewritePattern):
-    """`tdsl.conv2d`, `tern.conv2d` or `tern.packed_conv2d` -> a plain `kern.conv2d`."""
+class WeightedToKernPattern(RewritePattern):
+    """A weighted op above the kernel level (`tdsl.conv2d`, `tern.linear`, `tern.packed_conv2d`, ...)
+    -> the plain kern op of its kind (`WeightedOp`: `op_at(kind, "kernel")`)."""
 
-    @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: Conv2dOp | TernConv2dOp | PackedConv2dOp, rewriter: PatternRewriter) -> None:
-        new = kern.Conv2dOp(
-            op.input, op.weight, bias=op.bias, result_type=op.output.type, **op.geometry(), **_weight_fields(op),
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter) -> None:
+        trait = weighted(op)
+        if trait is None or trait.level == "kernel":
+            return
+        new = op_at(trait.kind, "kernel")(
+            op.operands[0], trait.weight(op), bias=trait.bias(op), result_type=op.results[0].type,
+            **trait.geometry(op), **_weight_fields(op),
         )
-        new.location = op.location
-        new.attributes.update(op.attributes)
-        rewriter.replace(op, new)
-
-
-class LinearToKernPattern(RewritePattern):
-    """`tdsl.linear`, `tern.linear` or `tern.packed_linear` -> a plain `kern.linear`."""
-
-    @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: LinearOp | TernLinearOp | PackedLinearOp, rewriter: PatternRewriter) -> None:
-        new = kern.LinearOp(op.input, op.weight, bias=op.bias, result_type=op.output.type, **_weight_fields(op))
         new.location = op.location
         new.attributes.update(op.attributes)
         rewriter.replace(op, new)
@@ -132,7 +114,7 @@ class FoldBatchNormPattern(RewritePattern):
         if producer is None or producer.has_bn or producer.residual is not None or producer.activation.data != "none":
             return
         out = op.output.type
-        if isinstance(producer, kern.LinearOp) and not (isinstance(out, TensorType) and len(out.get_shape()) == 2):
+        if weighted(producer).kind == "linear" and not (isinstance(out, TensorType) and len(out.get_shape()) == 2):
             return
         _absorb(rewriter, producer, op, bn=(op.mean, op.var, op.weight, op.bias), eps=op.eps.value.data)
 
@@ -172,7 +154,7 @@ class FuseActivationPattern(RewritePattern):
 
 def fuse_patterns(fold_bn: bool = True, epilogue: bool = True) -> list[RewritePattern]:
     """The patterns of `fuse`: lowering to kern ops, then the optional folds."""
-    patterns: list[RewritePattern] = [ConvToKernPattern(), LinearToKernPattern()]
+    patterns: list[RewritePattern] = [WeightedToKernPattern()]
     if fold_bn:
         patterns.append(FoldBatchNormPattern())
     if epilogue:

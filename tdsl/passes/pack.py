@@ -16,15 +16,12 @@ from tdsl.dialects.tdsl import GetParamOp, LayerOp, ParamOp, module_layers
 from tdsl.dialects.tern import (
     FORMATS,
     GetPackedOp,
-    PackedConv2dOp,
-    PackedLinearOp,
     PackedParamOp,
     PackedTensorType,
     QuantizeOp,
-    TernConv2dOp,
-    TernLinearOp,
     lookup_packed_param,
 )
+from tdsl.dialects.weighted import op_at, weighted
 from tdsl.errors import PassError
 from tdsl.passes.precision_policy import check_choice
 from tdsl.passes.shape_infer import find_entry
@@ -57,7 +54,8 @@ def _pack_quantize(layer: LayerOp, quant: QuantizeOp, fmt: str) -> None:
     name = read.param.root_reference.data
     users = {use.operation for result in quant.results for use in result.uses}
     for user in users:
-        if not isinstance(user, TernConv2dOp | TernLinearOp) or user.weight != quant.trits or user.scale != quant.scale:
+        trait = weighted(user)
+        if trait is None or trait.level != "trits" or trait.weight(user) != quant.trits or trait.scale(user) != quant.scale:
             raise _fail(f"the trits of @{name} feed {user.name}, which has no packed form", user)
     for use in read.output.uses:
         if use.operation is not quant and not isinstance(use.operation, QuantizeOp):
@@ -72,13 +70,11 @@ def _pack_quantize(layer: LayerOp, quant: QuantizeOp, fmt: str) -> None:
     get_packed.location = get_scale.location = quant.location
     Rewriter.insert_op([get_packed, get_scale], InsertPoint.before(quant))
     for user in users:
-        assert isinstance(user, TernConv2dOp | TernLinearOp)
-        if isinstance(user, TernConv2dOp):
-            new: Operation = PackedConv2dOp(user.input, get_packed.output, get_scale.output, user.bias,
-                                            result_type=user.output.type, **user.geometry())
-        else:
-            new = PackedLinearOp(user.input, get_packed.output, get_scale.output, user.bias,
-                                 result_type=user.output.type)
+        trait = weighted(user)
+        assert trait is not None
+        new: Operation = op_at(trait.kind, "packed")(user.operands[0], get_packed.output, get_scale.output,
+                                                     trait.bias(user), result_type=user.results[0].type,
+                                                     **trait.geometry(user))
         new.location = user.location
         new.attributes.update(user.attributes)
         Rewriter.replace_op(user, new)

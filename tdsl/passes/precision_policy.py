@@ -30,6 +30,7 @@ from tdsl.dialects.tdsl import (
     TernaryMatmulOp,
     module_layers,
 )
+from tdsl.dialects.weighted import weighted
 from tdsl.errors import PassError, SourceLoc
 from tdsl.passes.instances import child_path, clone_layer
 
@@ -41,8 +42,9 @@ WeightOp = Conv2dOp | LinearOp | TernaryMatmulOp | MatmulOp
 
 def weight_read(op: Operation) -> GetParamOp | None:
     """The `tdsl.get_param` that gives a weight-bearing op its weight, or None for other ops."""
-    if isinstance(op, Conv2dOp | LinearOp | TernaryMatmulOp):
-        weight = op.weight
+    trait = weighted(op)
+    if (trait is not None and trait.level == "float") or isinstance(op, TernaryMatmulOp):
+        weight = op.weight  # type: ignore[attr-defined]
     elif isinstance(op, MatmulOp):
         weight = op.rhs
     else:
@@ -101,7 +103,9 @@ def collect_sites(module: ModuleOp, entry: LayerOp, pass_name: str) -> list[Weig
                 seen.add(site_path)
                 decl = layer.lookup_param(param)
                 annotation = decl.precision.data if decl is not None and decl.precision is not None else None
-                sites.append(WeightSite(site_path, param, annotation, not isinstance(op, Conv2dOp), loc_of(op)))
+                trait = weighted(op)  # None for the matmuls, which count as linear
+                is_linear = trait is None or trait.kind != "conv2d"
+                sites.append(WeightSite(site_path, param, annotation, is_linear, loc_of(op)))
             elif isinstance(op, CallOp):
                 name = op.callee.root_reference.data
                 instance = layer.lookup_instance(name)

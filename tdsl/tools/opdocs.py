@@ -9,6 +9,7 @@ when the checked-in pages differ (the unit test runs the same comparison).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import sys
 from collections.abc import Sequence
@@ -78,16 +79,18 @@ def constraint_text(c: object) -> str:
 
 
 def _kind(d: object) -> str:
+    if isinstance(d, OptOperandDef | OptResultDef | OptPropertyDef | OptRegionDef):  # before Var: they subclass it
+        return "optional"
     if isinstance(d, VarOperandDef | VarResultDef | VarRegionDef):
         return "variadic"
-    if isinstance(d, OptOperandDef | OptResultDef | OptPropertyDef | OptRegionDef):
-        return "optional"
     return "single" if not hasattr(d, "default_value") else "required"
 
 
 def _trait_text(t: object) -> str:
     if isinstance(t, HasParent):
         return f"HasParent({', '.join(p.name for p in t.op_types)})"
+    if dataclasses.is_dataclass(t) and dataclasses.fields(t):  # a trait with parameters, e.g. WeightedOp
+        return f"{type(t).__name__}({', '.join(str(getattr(t, f.name)) for f in dataclasses.fields(t))})"
     return type(t).__name__
 
 

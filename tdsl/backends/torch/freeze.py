@@ -33,6 +33,7 @@ from tdsl.backends.torch.emit import (
 from tdsl.dialects import tdsl as t
 from tdsl.dialects import tern
 from tdsl.dialects.tdsl import entry_layer
+from tdsl.dialects.weighted import weighted
 
 
 ROLES = ("packed", "scale", "weight", "bias", "batchnorm", "other")
@@ -65,10 +66,6 @@ class Stored:
     """stride, padding, dilation, groups of a conv2d weight."""
 
 
-_WEIGHT_OPS = (t.Conv2dOp, t.LinearOp, t.MatmulOp, t.TernaryMatmulOp, tern.TernConv2dOp, tern.TernLinearOp,
-               tern.PackedConv2dOp, tern.PackedLinearOp)
-
-
 def _usage(layer: t.LayerOp) -> dict[str, tuple[str, Operation | None, str | None]]:
     """Param name -> (role, the op that uses it, for a scale the weight param it scales)."""
     out: dict[str, tuple[str, Operation | None, str | None]] = {}
@@ -82,10 +79,13 @@ def _usage(layer: t.LayerOp) -> dict[str, tuple[str, Operation | None, str | Non
         return None
 
     for op in layer.forward.body.block.ops:
+        trait = weighted(op)
+        if trait is not None and trait.level == "kernel":
+            trait = None  # the storage of a program, not of its kernel-level lowering
         if isinstance(op, t.MatmulOp):
             weight = op.rhs
-        elif isinstance(op, _WEIGHT_OPS):
-            weight = op.weight  # type: ignore[union-attr]
+        elif trait is not None or isinstance(op, t.TernaryMatmulOp):
+            weight = op.weight  # type: ignore[attr-defined]
         elif isinstance(op, tern.QuantizeOp):
             name = name_of(op.weight)
             if name is not None:
@@ -101,24 +101,20 @@ def _usage(layer: t.LayerOp) -> dict[str, tuple[str, Operation | None, str | Non
             continue
         w = name_of(weight)
         if w is not None:
-            out.setdefault(w, ("packed" if isinstance(op, tern.PackedConv2dOp | tern.PackedLinearOp) else "weight",
-                               op, None))
+            out.setdefault(w, ("packed" if trait is not None and trait.level == "packed" else "weight", op, None))
         bias = name_of(getattr(op, "bias", None))
         if bias is not None:
             out.setdefault(bias, ("bias", op, None))
         scale = name_of(getattr(op, "scale", None))
-        if scale is not None and isinstance(op, tern.PackedConv2dOp | tern.PackedLinearOp):
+        if scale is not None and trait is not None and trait.level == "packed":
             out.setdefault(scale, ("scale", op, w))
     return out
 
 
 def _op_info(op: Operation | None) -> tuple[str | None, dict[str, Any]]:
-    if isinstance(op, t.Conv2dOp | tern.TernConv2dOp | tern.PackedConv2dOp):
-        kwargs = {k: tuple(int(v) for v in getattr(op, k).get_values()) for k in ("stride", "padding", "dilation")}
-        kwargs["groups"] = op.groups.value.data
-        return "conv2d", kwargs
-    if isinstance(op, t.LinearOp | tern.TernLinearOp | tern.PackedLinearOp):
-        return "linear", {}
+    trait = weighted(op) if op is not None else None
+    if trait is not None and trait.level != "kernel":
+        return trait.kind, {k: v if k == "groups" else tuple(int(x) for x in v) for k, v in trait.geometry(op).items()}
     if isinstance(op, tern.QuantizeOp):
         for use in op.trits.uses:
             return _op_info(use.operation)

@@ -25,9 +25,9 @@ def test_every_op_of_every_dialect_has_a_section() -> None:
 def test_a_section_says_what_the_definition_says() -> None:
     section = "\n".join(opdocs.op_section(Conv2dOp))
     assert "| `weight` | single | TensorType \\| UnrankedTensorType |" in section
-    assert "| `bias` | variadic |" in section
+    assert "| `bias` | optional |" in section
     assert "| `groups` | required | IntegerAttr<IntAttr, i64> |" in section
-    assert "**Traits**: Pure" in section
+    assert "**Traits**: Pure, WeightedOp(conv2d, float)" in section
     assert "object at 0x" not in "".join(opdocs.pages().values())
 
 

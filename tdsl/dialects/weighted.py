@@ -1,0 +1,69 @@
+"""`WeightedOp`: the one interface of an op that computes with a weight (conv2d, linear), at
+every level of the IR, as MLIR carries such facts in an op interface and xDSL in a trait.
+
+A weighted op exists once per level: `float` (`tdsl.conv2d`, a float weight), `trits`
+(`tern.conv2d`, i2 trits and a scale), `packed` (`tern.packed_conv2d`, `!tern.packed` and a
+scale) and `kernel` (`kern.conv2d`, one fused kernel call). Passes, freezing and backends ask
+an op for its trait (`weighted(op)`) and for the op of the same kind at another level
+(`op_at(kind, level)`) instead of naming classes in `isinstance` unions, so a new weighted op
+is its classes with this trait, not an edit at every walk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from xdsl.ir import Operation, SSAValue
+from xdsl.traits import OpTrait
+
+KINDS: tuple[str, ...] = ("conv2d", "linear")
+"""What the weight does, named as torch, calibration and the storage layout name it."""
+LEVELS: tuple[str, ...] = ("float", "trits", "packed", "kernel")
+"""The IR levels a weighted op passes through, in lowering order."""
+
+
+@dataclass(frozen=True)
+class WeightedOp(OpTrait):
+    """`kind` (conv2d, linear) and `level` (float, trits, packed, kernel) of a weighted op,
+    and its operands by role: every such op names them `input`, `weight`, optional `scale`
+    (not at the float level) and optional `bias`; a conv carries its geometry (`ConvGeometry`)."""
+
+    kind: str
+    level: str
+
+    def verify(self, op: Operation) -> None:
+        assert self.kind in KINDS and self.level in LEVELS, (self.kind, self.level)
+
+    def weight(self, op: Operation) -> SSAValue:
+        return op.weight  # type: ignore[attr-defined]
+
+    def scale(self, op: Operation) -> SSAValue | None:
+        return None if self.level == "float" else op.scale  # type: ignore[attr-defined]
+
+    def bias(self, op: Operation) -> SSAValue | None:
+        return op.bias  # type: ignore[attr-defined]
+
+    def geometry(self, op: Operation) -> dict[str, Any]:
+        """stride, padding, dilation, groups of a conv (constructor keywords); {} for a linear."""
+        return op.geometry() if self.kind == "conv2d" else {}  # type: ignore[attr-defined]
+
+
+def weighted(op: Operation) -> WeightedOp | None:
+    """The op's `WeightedOp` trait, or None for an op without a weight."""
+    return op.get_trait(WeightedOp)
+
+
+@cache
+def op_at(kind: str, level: str) -> type[Operation]:
+    """The op class of `kind` at `level` (`op_at("conv2d", "packed")` is `tern.packed_conv2d`)."""
+    from tdsl.dialects.kern import KERN
+    from tdsl.dialects.tdsl import TDSL
+    from tdsl.dialects.tern import TERN
+
+    for dialect in (TDSL, TERN, KERN):
+        for cls in dialect.operations:
+            trait = cls.get_trait(WeightedOp)
+            if trait is not None and (trait.kind, trait.level) == (kind, level):
+                return cls
+    raise KeyError(f"no weighted op of kind {kind!r} at level {level!r}")
