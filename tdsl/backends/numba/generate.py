@@ -170,10 +170,14 @@ class Generator:
             starts = np.cumsum([0, *rows])
             fused = {"packed": packed, "scale": scale, "bias": np.zeros(len(scale), np.float32), "out": None}
             for i, m in enumerate(members):
-                self.handlers[id(m)] = self._sibling_handler(fused, int(starts[i]), int(starts[i + 1]), i == 0)
+                epilogue = bool(np.any(m.weights["bias"])) or m.attrs["activation"] != NO_ACTIVATION
+                self.handlers[id(m)] = self._sibling_handler(fused, int(starts[i]), int(starts[i + 1]), i == 0,
+                                                             epilogue)
 
-    def _sibling_handler(self, fused: dict, lo: int, hi: int, first: bool
+    def _sibling_handler(self, fused: dict, lo: int, hi: int, first: bool, epilogue: bool
                          ) -> Callable[[Step, list[np.ndarray], np.ndarray], None]:
+        """`epilogue`: the member has a bias or an activation to apply to its slice (q/k/v and
+        up of a b1.58 decoder have neither: a Numba call each saved per step)."""
         def run(step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
             ctx = self._ctx
             x2 = ins[0].reshape(-1, ins[0].shape[-1])
@@ -194,7 +198,8 @@ class Generator:
                                      fused["scale"], fused["bias"], _NO_RESIDUAL, NO_ACTIVATION, "int8", ctx.path)
             y2 = y.reshape(-1, hi - lo)
             y2[...] = fused["out"][:, lo:hi]
-            K.bias_residual_act(y2[:, :, None], step.weights["bias"], _NO_RESIDUAL3, step.attrs["activation"])
+            if epilogue:
+                K.bias_residual_act(y2[:, :, None], step.weights["bias"], _NO_RESIDUAL3, step.attrs["activation"])
         return run
 
     # -- the position-dependent steps
