@@ -167,3 +167,26 @@ def claim(typingctx, counter):  # noqa: ANN001, ANN201
         return builder.atomic_rmw("add", ptr, ir.Constant(I64, 1), "monotonic")
 
     return types.int64(counter), codegen
+
+
+@intrinsic
+def umax_u8(typingctx, dst, doff, src, soff, nvec):  # noqa: ANN001, ANN201
+    """dst[doff + i] = max(dst[doff + i], src[soff + i]) for i < 32 * nvec (u8 arrays), in
+    32-byte vectors (`llvm.umax`: `vpmaxub` with AVX2, `pmaxub` with SSE2): the byte loop
+    with a compare does not vectorise where the two arrays may overlap."""
+    if not all(isinstance(a, types.Array) and a.dtype == types.uint8 for a in (dst, src)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        dv, dov, sv, sov, nv = args
+        dp = builder.bitcast(builder.gep(data_ptr(context, builder, signature.args[0], dv), [dov]), V32I8.as_pointer())
+        sp = builder.bitcast(builder.gep(data_ptr(context, builder, signature.args[2], sv), [sov]), V32I8.as_pointer())
+        umax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V32I8, [V32I8, V32I8]),
+                                              "llvm.umax.v32i8")
+        with cgutils.for_range(builder, nv) as loop:
+            d = builder.gep(dp, [loop.index])
+            m = builder.call(umax, [builder.load(d, align=1), builder.load(builder.gep(sp, [loop.index]), align=1)])
+            builder.store(m, d, align=1)
+        return context.get_dummy_value()
+
+    return types.none(dst, doff, src, soff, nvec), codegen

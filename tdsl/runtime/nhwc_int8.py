@@ -24,8 +24,9 @@ import numpy as np
 from numba import njit, prange
 
 from tdsl.runtime import activations, microkernels
-from tdsl.runtime.isa import claim
+from tdsl.runtime.isa import claim, umax_u8
 from tdsl.runtime.microkernels import MR, NR, tile
+from tdsl.runtime.requant import LANES, requant_block
 
 activation = njit(inline="always", cache=True)(activations.apply)
 TILE_PIXELS = 8 * MR
@@ -182,22 +183,27 @@ def _epilogue(acc, a0, no, o0, corr, se, bias, res, rbase, rs, rzp, act, amin, a
     yf[p, o0 + ol] (dynamic: float32, its range into lohi[task]). corr[o] = z_x * sum(T[o]) as
     float32: exact (below 2**24), and float arithmetic keeps the loop vectorised (Numba widens
     int32 arithmetic to int64, which AVX2 cannot convert to float in vectors).
-    act < 0: the activation is the clamp [amin, amax] (none, relu, relu6), applied branch-free."""
-    if static:
-        if res.size == 0 and act < 0:
-            for ol in range(no):
-                o = o0 + ol
-                v = np.float32((np.float32(acc[a0 + ol]) - corr[o]) * se[o]) + bias[o]
-                v = min(max(v, amin), amax)
-                dst[dbase + ol] = requantise(v, inv, zf)
-        else:
-            for ol in range(no):
-                o = o0 + ol
-                v = np.float32((np.float32(acc[a0 + ol]) - corr[o]) * se[o]) + bias[o]
-                if res.size:
-                    v = v + np.float32(np.int32(res[rbase + ol]) - rzp) * rs
-                v = activation(v, act) if act >= 0 else min(max(v, amin), amax)
-                dst[dbase + ol] = requantise(v, inv, zf)
+    act < 0: the activation is the clamp [amin, amax] (none, relu, relu6); static, that is the
+    calibrated deployment's path, in vectors of 8 channels."""
+    if static and act < 0:  # 8 channels a vector (`tdsl.runtime.requant`), the rest as below
+        n8 = no // LANES
+        requant_block(acc, a0, corr, se, bias, o0, res, rbase, res.size, rs, np.float32(rzp), amin, amax, inv, zf,
+                      dst, dbase, n8)
+        rzf = np.float32(rzp)
+        for ol in range(n8 * LANES, no):
+            o = o0 + ol
+            v = np.float32((np.float32(acc[a0 + ol]) - corr[o]) * se[o]) + bias[o]
+            if res.size:
+                v = v + (np.float32(res[rbase + ol]) - rzf) * rs
+            v = min(max(v, amin), amax)
+            dst[dbase + ol] = requantise(v, inv, zf)
+    elif static:  # an activation other than a clamp
+        for ol in range(no):
+            o = o0 + ol
+            v = np.float32((np.float32(acc[a0 + ol]) - corr[o]) * se[o]) + bias[o]
+            if res.size:
+                v = v + np.float32(np.int32(res[rbase + ol]) - rzp) * rs
+            dst[dbase + ol] = requantise(activation(v, act), inv, zf)
     else:
         lo = lohi[task, 0]
         hi = lohi[task, 1]
@@ -228,14 +234,22 @@ def clamp_of(act):
 
 @njit(cache=True, parallel=True)
 def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act,
-         out, inv_sy, zpy, yf, lohi, workers):
+         out, inv_sy, zpy, yf, lohi, workers, geom):
     """One ternary conv of u8 NHWC x into out (static scales: u8 NHWC, cp_out bytes a row)
     or yf (dynamic: float32 [P, O], with each task's (min, max) in lohi [tasks, 2]).
 
     se[o] = s_x * s[o]; wsum[o] = sum(T[o]); res: u8 NHWC residual (or empty) with scale rs,
     zero point rzp; act: activation code. kind: the micro-kernel's code. workers: the threads
     that take tasks (`numba.get_num_threads()`, passed in: read inside, it keeps the kernel out
-    of Numba's cache); each claims the next task as it frees up (`isa.claim`)."""
+    of Numba's cache); each claims the next task as it frees up (`isa.claim`).
+
+    geom: int64 [14], zeros or the geometry (N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo) of a conv
+    with few input channels (the stem): each task then gathers its pixels' kh*kw input rows
+    into one row of 2*npairs bytes each (`gather_pixel`, kernel rows copied as runs) and the
+    micro-kernel reads those as one tap (ntaps = 1; offs is unused): the short taps of a
+    3-channel input would starve it, and gathering per task (a few KB, in cache) instead of
+    the whole image (a P x 49 offset table and a P x 196 byte copy at 224^2) writes nothing
+    to memory."""
     cpo = _row_bytes(O)
     static = yf.shape[1] == 0
     ntiles = (P + TILE_PIXELS - 1) // TILE_PIXELS
@@ -247,8 +261,17 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
     code, amin, amax = clamp_of(act)
     ntasks = ntiles * ngroups
     counter = np.zeros(1, np.int64)
+    gathering = geom[4] > 0  # kh
+    kp = 2 * npairs
+    skew = 2048  # the rows start half a page into the buffer: fewer 4K-aliasing stalls against acc
+    local_offs = np.arange(TILE_PIXELS, dtype=np.int64) * kp + skew
+    x4 = x.view(np.uint32) if gathering else x[:0].view(np.uint32)
+    gN, gH, gW, gcp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = geom
+    zero = gN * gH * gW * gcp // 4
     for _ in prange(max(1, min(workers, ntasks))):
         acc = np.empty(MR * NR, np.int32)
+        rows = np.zeros(skew + TILE_PIXELS * kp + 4 * GATHER_RUN if gathering else 0, np.uint8)
+        rows4 = rows.view(np.uint32)
         while True:
             task = claim(counter)
             if task >= ntasks:
@@ -259,11 +282,18 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
             np_ = min(TILE_PIXELS, P - p0)
             lohi[task, 0] = np.float32(np.inf)
             lohi[task, 1] = np.float32(-np.inf)
+            if gathering:
+                for m in range(np_):
+                    gather_pixel(x4, p0 + m, zero, gH, gW, gcp // 4, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, rows4,
+                                 (skew + m * kp) // 4)
+                src, soffs, first = rows, local_offs, 0
+            else:
+                src, soffs, first = x, offs, p0 * ntaps
             for b in range(g * BLOCKS_PER_TASK, min(nblocks, (g + 1) * BLOCKS_PER_TASK)):
                 o0 = b * NR
                 no = min(NR, O - o0)
                 for m0 in range(0, np_, MR):
-                    tile(kind, panels, b * block_bytes, x, offs, (p0 + m0) * ntaps, ntaps, npairs, acc, 0, NR)
+                    tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, acc, 0, NR)
                     for m in range(min(MR, np_ - m0)):
                         p = p0 + m0 + m
                         _epilogue(acc, m * NR, no, o0, corr, se, bias, res, p * cpo + o0, rs, rzp, code, amin, amax,
@@ -326,6 +356,7 @@ def max_pool(x, N, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, zp, out):
     """Max pooling of u8 NHWC (same scale in and out: max commutes with quantisation). Each
     output row is built in a scratch row and copied out (no aliasing: the loops vectorise)."""
     cp = _row_bytes(C)
+    nvec = cp // 32
     for r in prange(N * Ho):
         n = r // Ho
         oy = r - n * Ho
@@ -340,7 +371,8 @@ def max_pool(x, N, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, zp, out):
                 d = ox * cp
                 for j in range(j0, j1):
                     src = src0 + (ox * sw - pw + j) * cp
-                    for c in range(cp):
+                    umax_u8(row, d, x, src, nvec)
+                    for c in range(nvec * 32, cp):
                         a = row[d + c]
                         b = x[src + c]
                         row[d + c] = a if a > b else b
@@ -350,29 +382,48 @@ def max_pool(x, N, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, zp, out):
     fill_zero_row(out, N * Ho * Wo, cp, zp)
 
 
-@njit(cache=True, parallel=True)
-def gather_rows(x, offs, ntaps, cp, P, kp, xg):
-    """xg [Pp, kp] u8: row p = the ntaps input rows (cp bytes each) pixel p's taps read, then
-    zero padding to kp; the producer of convs with few input channels (the stem), whose taps
-    are too short for the indirect kernel (kp = ntaps*cp rounded up to 4). Copies 4-byte
-    words (cp, kp and every row offset are multiples of 4)."""
-    x4 = x.view(np.uint32)
-    g4 = xg.reshape(-1).view(np.uint32)
-    w = cp // 4
-    k4 = kp // 4
-    Pp = xg.shape[0]
-    for p in prange(Pp):
-        d = p * k4
-        if p >= P:
-            for k in range(k4):
-                g4[d + k] = 0
-            continue
-        for t in range(ntaps):
-            src = offs[p * ntaps + t] // 4
-            for c in range(w):
-                g4[d + t * w + c] = x4[src + c]
-        for k in range(ntaps * w, k4):
-            g4[d + k] = 0
+GATHER_RUN = 8
+"""Words (of 4 bytes) `gather_pixel` copies at once for a kernel row of at most that many."""
+
+
+@njit(inline="always", cache=True)
+def gather_pixel(x4, p, zero, H, W, w, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, dst4, d0):
+    """dst4[d0:d0 + kh*kw*w] = the input rows output pixel p reads, in (tap, channel) order
+    (the zero row's where a tap falls in the padding), as 4-byte words (x4, dst4: uint32 views;
+    w = cp/4 words a row; the zero row at word `zero`). A kernel row's taps inside the image
+    are one run of kw*cp bytes when the dilation is 1."""
+    n = p // (Ho * Wo)
+    rest = p - n * Ho * Wo
+    oy = rest // Wo
+    ox = rest - oy * Wo
+    y0 = oy * sh - ph
+    x0 = ox * sw - pw
+    run = kw * w
+    d = d0
+    for i in range(kh):
+        iy = y0 + i * dh
+        if not 0 <= iy < H:  # a kernel row in the padding
+            for j in range(kw):
+                for c in range(w):
+                    dst4[d + j * w + c] = x4[zero + c]
+        elif dw == 1 and x0 >= 0 and x0 + kw <= W:  # the row's taps: one run
+            src = ((n * H + iy) * W + x0) * w
+            if run <= GATHER_RUN and src + GATHER_RUN <= x4.size:
+                # a fixed-length copy (one vector) is far cheaper than a loop of a few words;
+                # the words past the run land where the next row (or the slack) is written
+                for k in range(GATHER_RUN):
+                    dst4[d + k] = x4[src + k]
+            else:
+                for k in range(run):
+                    dst4[d + k] = x4[src + k]
+        else:
+            row = (n * H + iy) * W
+            for j in range(kw):
+                ix = x0 + j * dw
+                src = (row + ix) * w if 0 <= ix < W else zero
+                for c in range(w):
+                    dst4[d + j * w + c] = x4[src + c]
+        d += run
 
 
 @njit(cache=True, parallel=True)

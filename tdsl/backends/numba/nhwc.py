@@ -31,8 +31,9 @@ from tdsl.runtime.packing import unpack
 
 GATHER_MAX_CHANNELS = 8
 """Convs whose input rows are at most this many bytes (the 3-channel stem) gather each pixel's
-taps into one row first (`nhwc_int8.gather_rows`): a 4-byte tap is too short a run for the
+taps into one row per task (`nhwc_int8.gather_pixel`): a 4-byte tap is too short a run for the
 indirect kernel."""
+_NO_OFFS = np.zeros(0, np.int64)
 _EMPTY_U8 = np.zeros(0, np.uint8)
 _NO_FLOAT = np.zeros((0, 0), np.float32)
 
@@ -201,12 +202,14 @@ class Program:
         N, C, H, W = x.shape
         _, O, Ho, Wo = out.shape
         cp = mk.padded_channels(C)
-        offs = q8.indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
         P = N * Ho * Wo
         depthwise = a["groups"] > 1
         ntaps = kh * kw
         gather = not depthwise and ntaps > 1 and cp <= GATHER_MAX_CHANNELS
         kp = mk.padded_channels(ntaps * cp)
+        # a gathering conv finds its rows by arithmetic (geom); the others read an indirection
+        offs = _NO_OFFS if gather else q8.indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+        geom = np.array([N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo] if gather else [0] * 14, np.int64)
         prepared = panels.get(id(step))
         if prepared is None:
             trits = unpack(wts["packed"], (O, C // a["groups"], kh, kw)).astype(np.int8)
@@ -223,10 +226,6 @@ class Program:
                 w = mk.k2x32_panels(trits).reshape(-1)
             prepared = panels[id(step)] = (w, wsum)
         w, wsum = prepared
-        if gather:
-            Pp = len(offs) // ntaps
-            xg = np.empty((Pp, kp), np.uint8)
-            goffs = np.arange(Pp, dtype=np.int64) * kp
         s, bias, act = wts["scale"], wts["bias"], a["activation"]
         nblocks = -(-O // mk.NR)
         tasks = N * Ho if depthwise else q8.conv_tasks(P, nblocks)
@@ -246,13 +245,9 @@ class Program:
             if depthwise:
                 q8.depthwise(x.buf, offs, kh * kw, C, Wo, w, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f,
                              lohi)
-            elif gather:
-                q8.gather_rows(x.buf, offs, ntaps, cp, P, kp, xg)
-                q8.conv(self.kind, xg.reshape(-1), goffs, 1, kp // 2, w, nblocks, P, O, wsum, x.zp, se, bias, rbuf, rs,
-                        rzp, act, dst, inv, zpy, f, lohi, numba.get_num_threads())
-            else:
-                q8.conv(self.kind, x.buf, offs, ntaps, cp // 2, w, nblocks, P, O, wsum, x.zp, se, bias, rbuf, rs,
-                        rzp, act, dst, inv, zpy, f, lohi, numba.get_num_threads())
+            else:  # gathering: one tap of kp bytes a pixel
+                q8.conv(self.kind, x.buf, offs, 1 if gather else ntaps, (kp if gather else cp) // 2, w, nblocks, P, O,
+                        wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi, numba.get_num_threads(), geom)
             if qp is None:
                 self._finish(v, yf, lohi, O)
 

@@ -18,6 +18,8 @@ from tdsl.runtime import microkernels as mk
 from tdsl.runtime import nhwc_int8 as q8
 from tdsl.runtime.isa import claim
 
+NO_GEOM = np.zeros(14, np.int64)
+
 KINDS = [pytest.param(row.code, id=row.name,
                       marks=pytest.mark.skipif(not row.available(), reason=f"this CPU lacks {row.isa}"))
          for row in mk.TABLE if "conv" in row.drivers]
@@ -60,7 +62,7 @@ def numpy_acc(q, t, zp, stride, padding, dilation):
     return acc
 
 
-def run_conv(kind, case, zp, static=True, seed=0, workers=2):
+def run_conv(kind, case, zp, static=True, seed=0, workers=2, gather=False):
     N, C, H, W, O, (kh, kw), st, pad, dil = case
     rng = np.random.default_rng(seed + 1)
     t = rng.integers(-1, 2, (O, C, kh, kw)).astype(np.int8)
@@ -68,9 +70,20 @@ def run_conv(kind, case, zp, static=True, seed=0, workers=2):
     acc = numpy_acc(q, t, zp, st, pad, dil)
     Ho, Wo = acc.shape[2:]
     cp = mk.padded_channels(C)
-    offs = q8.indirection(N, H, W, cp, kh, kw, *st, *pad, *dil, Ho, Wo)
     P = N * Ho * Wo
-    panels = mk.k2x32_panels(t).reshape(-1)
+    ntaps, npairs, geom = kh * kw, cp // 2, NO_GEOM
+    if gather:  # each pixel's taps gathered into one row of kp bytes, read as one tap
+        kp = mk.padded_channels(ntaps * cp)
+        rows = np.zeros((O, kh, kw, cp), np.int8)
+        rows[..., :C] = t.transpose(0, 2, 3, 1)
+        full = np.zeros((O, kp, 1, 1), np.int8)
+        full[:, :ntaps * cp, 0, 0] = rows.reshape(O, -1)
+        panels = mk.k2x32_panels(full).reshape(-1)
+        offs, ntaps, npairs = np.zeros(0, np.int64), 1, kp // 2
+        geom = np.array([N, H, W, cp, kh, kw, *st, *pad, *dil, Ho, Wo], np.int64)
+    else:
+        offs = q8.indirection(N, H, W, cp, kh, kw, *st, *pad, *dil, Ho, Wo)
+        panels = mk.k2x32_panels(t).reshape(-1)
     wsum = t.reshape(O, -1).sum(axis=1).astype(np.int32)
     se = rng.uniform(0.001, 0.01, O).astype(np.float32)
     bias = rng.standard_normal(O).astype(np.float32)
@@ -79,13 +92,13 @@ def run_conv(kind, case, zp, static=True, seed=0, workers=2):
     empty = np.zeros(0, np.uint8)
     if static:
         out = np.empty(q8.buffer_size(N, Ho, Wo, O), np.uint8)
-        q8.conv(kind, buf, offs, kh * kw, cp // 2, panels, nblocks, P, O, wsum, zp, se, bias, empty, np.float32(0), 0,
-                0, out, 1 / 0.05, 7, np.zeros((0, 0), np.float32), lohi, workers)
+        q8.conv(kind, buf, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zp, se, bias, empty, np.float32(0), 0,
+                0, out, 1 / 0.05, 7, np.zeros((0, 0), np.float32), lohi, workers, geom)
         got = out[:P * mk.padded_channels(O)].reshape(P, -1)[:, :O]
     else:
         got = np.empty((P, O), np.float32)
-        q8.conv(kind, buf, offs, kh * kw, cp // 2, panels, nblocks, P, O, wsum, zp, se, bias, empty, np.float32(0), 0,
-                0, empty, 1.0, 0, got, lohi, workers)
+        q8.conv(kind, buf, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zp, se, bias, empty, np.float32(0), 0,
+                0, empty, 1.0, 0, got, lohi, workers, geom)
     want_v = (acc - zp * wsum[None, :, None, None]).astype(np.float64) * se[None, :, None, None] + bias[None, :, None, None]
     want_v = want_v.transpose(0, 2, 3, 1).reshape(P, O)
     return got, want_v, lohi
@@ -97,6 +110,20 @@ def test_conv_float_epilogue_equals_numpy_exact_integers(kind, case):
     got, want, lohi = run_conv(kind, case, zp=128, static=False)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5)
     assert lohi[:, 0].min() == got.min() and lohi[:, 1].max() == got.max()
+
+
+STEMS = CASES[:3] + [(2, 3, 16, 15, 40, (7, 7), (2, 2), (3, 3), (1, 1))]  # few channels; the last a 7x7 stem
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", STEMS)
+def test_gathering_conv_equals_numpy_and_the_indirect_conv(kind, case):
+    """The stem's producer (each task gathers its pixels' taps: runs, padding, dilation, images
+    boundaries) gives numpy's exact sums, and the bits of the indirect producer."""
+    got, want, lohi = run_conv(kind, case, zp=9, static=False, gather=True)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5)
+    assert lohi[:, 0].min() == got.min() and lohi[:, 1].max() == got.max()
+    np.testing.assert_array_equal(run_conv(kind, case, zp=9, gather=True)[0], run_conv(kind, case, zp=9)[0])
 
 
 @pytest.mark.parametrize("kind", KINDS)
