@@ -24,6 +24,8 @@ import numpy as np
 from numba import njit, prange
 
 from tdsl.runtime import activations, microkernels
+from tdsl.runtime.depthwise_taps import LANES as TAP_LANES
+from tdsl.runtime.depthwise_taps import MAX_TAPS, tap_sums
 from tdsl.runtime.isa import claim, umax_u8
 from tdsl.runtime.microkernels import MR, NR, tile
 from tdsl.runtime.requant import LANES, requant_block
@@ -329,20 +331,20 @@ def depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, 
     inv = np.float32(inv_sy)
     corr = (wsum * zpx).astype(np.float32)
     code, amin, amax = clamp_of(act)
+    n16 = C // TAP_LANES if ntaps <= MAX_TAPS else 0  # channels summed in i16 vectors, the rest below
     for r in prange(rows):
         acc = np.empty(C, np.int32)
         lohi[r, 0] = np.float32(np.inf)
         lohi[r, 1] = np.float32(-np.inf)
         for ox in range(Wo):
             p = r * Wo + ox
-            for c in range(C):
+            tap_sums(x, offs, p * ntaps, ntaps, w, C, acc, n16)
+            for c in range(n16 * TAP_LANES, C):
                 acc[c] = 0
             for t in range(ntaps):
                 row = offs[p * ntaps + t]
-                wt = w[t]
-                xt = x[row:row + C]  # slices: distinct contiguous bases, so the loop vectorises
-                for c in range(C):
-                    acc[c] += np.int32(wt[c]) * np.int32(xt[c])
+                for c in range(n16 * TAP_LANES, C):
+                    acc[c] += np.int32(w[t, c]) * np.int32(x[row + c])
             _epilogue(acc, 0, C, 0, corr, se, bias, res, p * cp, rs, rzp, code, amin, amax, static, out, p * cp,
                       inv, zf, yf, p, lohi, r)
         if static:

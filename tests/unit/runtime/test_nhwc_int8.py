@@ -207,30 +207,38 @@ def test_qparams_cover_zero_and_use_the_whole_range_for_relu_outputs():
     assert q8.qparams(0.0, 0.0) == (1.0, 0)
 
 
-def test_depthwise_and_max_pool_match_numpy():
+@pytest.mark.parametrize("C, k", [(40, 3), (48, 3), (20, 12)])  # i16 vectors + a tail; vectors only; 144 taps
+def test_depthwise_and_max_pool_match_numpy(C, k):
     rng = np.random.default_rng(3)
-    N, C, H, W, zp = 1, 40, 7, 6, 9
+    N, H, W, zp = 1, 7 + k, 6 + k, 9
     q, buf = quantised_input((N, C, H, W), zp)
-    t = rng.integers(-1, 2, (C, 1, 3, 3)).astype(np.int8)
-    Ho, Wo = 4, 3  # stride 2, pad 1
-    offs = q8.indirection(N, H, W, mk.padded_channels(C), 3, 3, 2, 2, 1, 1, 1, 1, Ho, Wo)
+    t = rng.integers(-1, 2, (C, 1, k, k)).astype(np.int8)
+    t[0] = 1  # a channel of all +1 taps: the largest sums an i16 lane holds
+    q[0, 0] = 255
+    buf[:N * H * W * mk.padded_channels(C)].reshape(N, H, W, -1)[..., 0] = 255
+    Ho, Wo = (H + 2 - k) // 2 + 1, (W + 2 - k) // 2 + 1  # stride 2, pad 1
+    offs = q8.indirection(N, H, W, mk.padded_channels(C), k, k, 2, 2, 1, 1, 1, 1, Ho, Wo)
     wsum = t.reshape(C, -1).sum(axis=1).astype(np.int32)
-    se = np.full(C, 0.01, np.float32)
+    se = np.ones(C, np.float32)
     bias = np.zeros(C, np.float32)
     yf = np.empty((N * Ho * Wo, C), np.float32)
     lohi = np.empty((N * Ho, 2), np.float32)
     empty = np.zeros(0, np.uint8)
-    q8.depthwise(buf, offs, 9, C, Wo, np.ascontiguousarray(t.reshape(C, 9).T), wsum, zp, se, bias, empty,
+    q8.depthwise(buf, offs, k * k, C, Wo, np.ascontiguousarray(t.reshape(C, k * k).T), wsum, zp, se, bias, empty,
                  np.float32(0), 0, 0, empty, 1.0, 0, yf, lohi)
     acc = np.stack([numpy_acc(q[:, c:c + 1], t[c:c + 1], zp, (2, 2), (1, 1), (1, 1))[:, 0] for c in range(C)], 1)
-    want = ((acc - zp * wsum[None, :, None, None]) * 0.01).transpose(0, 2, 3, 1).reshape(-1, C)
-    np.testing.assert_allclose(yf, want, rtol=1e-5, atol=1e-5)
+    want = (acc - zp * wsum[None, :, None, None]).transpose(0, 2, 3, 1).reshape(-1, C)
+    np.testing.assert_array_equal(yf, want.astype(np.float32))  # exact integers
+    assert yf[:, 0].max() > 255 * (k * k - 2 * k)  # the all-ones channel did reach large sums
+    if k == 12:
+        return
     out = np.empty(q8.buffer_size(N, Ho, Wo, C), np.uint8)
     q8.max_pool(buf, N, H, W, C, 3, 3, 2, 2, 1, 1, Ho, Wo, zp, out)
     xp = np.zeros((N, C, H + 2, W + 2), np.int64)  # u8 padding: 0 never wins a max
     xp[:, :, 1:-1, 1:-1] = q
     ref = np.max([xp[:, :, i:i + 2 * Ho:2, j:j + 2 * Wo:2] for i in range(3) for j in range(3)], axis=0)
-    got = out[:N * Ho * Wo * 40].reshape(N, Ho, Wo, 40).transpose(0, 3, 1, 2)
+    cp = mk.padded_channels(C)
+    got = out[:N * Ho * Wo * cp].reshape(N, Ho, Wo, cp)[..., :C].transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(got, ref)
 
 
