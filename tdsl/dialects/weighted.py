@@ -5,13 +5,13 @@ A weighted op exists once per level: `float` (`tdsl.conv2d`, a float weight), `t
 (`tern.conv2d`, i2 trits and a scale), `packed` (`tern.packed_conv2d`, `!tern.packed` and a
 scale) and `kernel` (`kern.conv2d`, one fused kernel call). Passes, freezing and backends ask
 an op for its trait (`weighted(op)`) and for the op of the same kind at another level
-(`op_at(kind, level)`) instead of naming classes in `isinstance` unions, so a new weighted op
-is its classes with this trait, not an edit at every walk.
+(`tdsl.dialects.context.op_at(kind, level)`, beside the dialect list it searches) instead of
+naming classes in `isinstance` unions, so a new weighted op is its classes with this trait,
+not an edit at every walk.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from xdsl.ir import Operation, SSAValue
@@ -52,18 +52,3 @@ class WeightedOp(OpTrait):
 def weighted(op: Operation) -> WeightedOp | None:
     """The op's `WeightedOp` trait, or None for an op without a weight."""
     return op.get_trait(WeightedOp)
-
-
-@cache
-def op_at(kind: str, level: str) -> type[Operation]:
-    """The op class of `kind` at `level` (`op_at("conv2d", "packed")` is `tern.packed_conv2d`)."""
-    from tdsl.dialects.kern import KERN
-    from tdsl.dialects.tdsl import TDSL
-    from tdsl.dialects.tern import TERN
-
-    for dialect in (TDSL, TERN, KERN):
-        for cls in dialect.operations:
-            trait = cls.get_trait(WeightedOp)
-            if trait is not None and (trait.kind, trait.level) == (kind, level):
-                return cls
-    raise KeyError(f"no weighted op of kind {kind!r} at level {level!r}")

@@ -20,7 +20,8 @@ from tdsl.dialects import kern
 from tdsl.dialects.locations import loc_of
 from tdsl.dialects.tdsl import ActivationOp, AddOp, BatchNormOp, GetParamOp
 from tdsl.dialects.tern import PackedTensorType
-from tdsl.dialects.weighted import WeightedOp, op_at, weighted
+from tdsl.dialects.context import op_at
+from tdsl.dialects.weighted import WeightedOp, weighted
 from tdsl.errors import PassError
 from tdsl.ops.elementwise import ACTIVATIONS
 

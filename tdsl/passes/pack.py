@@ -21,7 +21,8 @@ from tdsl.dialects.tern import (
     QuantizeOp,
     lookup_packed_param,
 )
-from tdsl.dialects.weighted import op_at, weighted
+from tdsl.dialects.context import op_at
+from tdsl.dialects.weighted import weighted
 from tdsl.errors import PassError
 from tdsl.passes.precision_policy import check_choice
 from tdsl.passes.shape_infer import find_entry
