@@ -60,6 +60,11 @@ def test_auto_reads_the_head_at_fp16_only_when_that_rounds_nothing() -> None:
     np.testing.assert_array_equal(auto.prefill(longer), flt.prefill(longer))
     pkg.arrays["lm_head.weight"] = pkg.arrays["lm_head.weight"].astype(np.float32) + np.float32(1e-4)
     assert Generator(pkg.deploy(), capacity=8).head == "float"
+    forced = Generator(pkg.deploy(), capacity=8, head="fp16")  # rounds the weights, prefill included
+    rounded = forced.prefill(longer)
+    exact = Generator(pkg.deploy(), capacity=8, head="float").prefill(longer)
+    assert forced.head == "fp16" and not np.array_equal(rounded, exact)
+    np.testing.assert_allclose(rounded, exact, rtol=1e-2, atol=1e-2)
 
 
 def test_the_int8_head_decodes_what_it_prefills() -> None:
