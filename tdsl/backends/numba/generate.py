@@ -30,7 +30,8 @@ half the bytes, float32 arithmetic; "int8", int8 rows with a scale per row times
 codes of the final norm, a quarter of the bytes, changing the logits by both roundings
 (perplexity cost in docs/results/bench_llm.md); "auto" (the default) is "fp16" when every
 head weight is an fp16 value (as `tdsl import` and the b1.58 freeze store the head: then
-nothing is rounded), else "float".
+nothing is rounded), else "float". Such an exact fp16 head runs a prompt of
+FP16_HEAD_BLAS_ROWS tokens or more as the float32 BLAS product on the same values.
 """
 from __future__ import annotations
 
