@@ -147,6 +147,14 @@ class CompiledModel:
         other.weights = dict(arrays)
         return other
 
+    def program_and_weights(self) -> tuple[ModuleOp, Mapping[str, Any]]:
+        """(module, weights) for `deploy`; a program without weights cannot be deployed."""
+        if self.weights is None:
+            raise TdslError("this compiled program has no weights to deploy: give them with "
+                            "`compiled.with_weights(state_dict).deploy()`, or deploy a FrozenModel "
+                            "(tdsl.quantize, compiled.freeze) or a package (tdsl.load)")
+        return self.module, self.weights
+
     def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
                path: str | None = None, profile: bool = False, calibrate: Any = None):
         """This program with its weights (`with_weights`) on a deployment backend; see `tdsl.deploy`."""

@@ -22,20 +22,12 @@ BACKENDS: tuple[str, ...] = ("numba",)
 
 
 def program_and_weights(model: Any) -> tuple[Any, Mapping[str, Any]]:
-    """(the compiled module, its weights keyed by frozen state-dict names) of a deployable object."""
-    from tdsl.model.compiled import CompiledModel
-
-    if isinstance(model, CompiledModel):
-        if model.weights is None:
-            raise TdslError("this compiled program has no weights to deploy: give them with "
-                            "`compiled.with_weights(state_dict).deploy()`, or deploy a FrozenModel "
-                            "(tdsl.quantize, compiled.freeze) or a package (tdsl.load)")
-        return model.module, model.weights
-    compiled = getattr(model, "compiled", None)
-    if compiled is not None and hasattr(model, "arrays"):  # a LoadedPackage: numpy, no torch
-        return compiled.module, model.arrays
-    if compiled is not None and hasattr(model, "state_dict"):  # a FrozenModel
-        return compiled.module, model.state_dict()
+    """(the compiled module, its weights keyed by frozen state-dict names) of a deployable object:
+    each one says it itself (`CompiledModel`, `FrozenModel` and `LoadedPackage` have a
+    `program_and_weights` method), so this layer names no class of the package layer above it."""
+    own = getattr(model, "program_and_weights", None)
+    if callable(own):
+        return own()
     raise TdslError(f"cannot deploy a {type(model).__name__}: deploy a FrozenModel, a loaded package "
                     "or a compiled program with weights")
 

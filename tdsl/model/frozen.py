@@ -48,6 +48,10 @@ class FrozenModel:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()
 
+    def program_and_weights(self) -> tuple[Any, dict[str, torch.Tensor]]:
+        """(the frozen module's IR, its state dict) for `deploy`."""
+        return self.compiled.module, self.state_dict()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
 

@@ -207,6 +207,10 @@ class LoadedPackage:
 
         return {k: torch.from_numpy(np.array(a, copy=True)) for k, a in self.arrays.items()}
 
+    def program_and_weights(self) -> tuple[Any, dict[str, np.ndarray]]:
+        """(the frozen IR, the numpy arrays) for `deploy`: no torch."""
+        return self.compiled.module, self.arrays
+
     def to_torch(self) -> nn.Module:
         """The frozen model as an `nn.Module` in eval mode, with the package's weights."""
         module = self.compiled.to_torch()
