@@ -77,17 +77,14 @@ def _load_weights(module: nn.Module, weights: Any) -> None:
 
 def _from_package(model: Any, weights: Any, params: dict[str, Any] | None, entry: str | None) -> tuple[Any, ...]:
     """An fp32 package (what `tdsl.import_torch` returns) as its program, weights, params and
-    entry; anything else unchanged."""
-    from tdsl.package.reader import LoadedPackage
-
-    if not isinstance(model, LoadedPackage):
+    entry; anything else unchanged. The package says it itself (`LoadedPackage.fp32_program`), so
+    this layer names no class of the package layer above it."""
+    own = getattr(model, "fp32_program", None)
+    if not callable(own):
         return model, weights, params, entry
-    if model.precision not in ("fp32", ""):
-        raise TdslError(f"{model.path}: a {model.precision} package is already quantised; quantise its fp32 "
-                        "original (an imported package is fp32)")
-    stored = model.config["model"]
-    return (stored["source"], model.state_dict() if weights is None else weights,
-            stored["params"] if params is None else params, stored["entry"] if entry is None else entry)
+    source, stored_params, stored_entry = own()
+    return (source, model.state_dict() if weights is None else weights,
+            stored_params if params is None else params, stored_entry if entry is None else entry)
 
 
 def qat(model: str | Path, precision: str = "ternary", *, policy: str = "default", override: str = "",

@@ -207,6 +207,15 @@ class LoadedPackage:
 
         return {k: torch.from_numpy(np.array(a, copy=True)) for k, a in self.arrays.items()}
 
+    def fp32_program(self) -> tuple[str, dict[str, Any], str]:
+        """(source, params, entry) of an fp32 package (what `tdsl.import_torch` writes), for
+        `tdsl.quantize` and `tdsl.qat`; a quantised package is refused."""
+        if self.precision not in ("fp32", ""):
+            raise TdslError(f"{self.path}: a {self.precision} package is already quantised; quantise its fp32 "
+                            "original (an imported package is fp32)")
+        stored = self.config["model"]
+        return stored["source"], stored["params"], stored["entry"]
+
     def program_and_weights(self) -> tuple[Any, dict[str, np.ndarray]]:
         """(the frozen IR, the numpy arrays) for `deploy`: no torch."""
         return self.compiled.module, self.arrays
