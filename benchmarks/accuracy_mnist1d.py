@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         "layer (conv1) from float to ternary, λ·α·T + (1−λ)·w with λ rising linearly over the first half of the "
         "steps, then ternary alone; `optimal_delta` gives it the error-optimal Δ per channel instead of TWN's; "
         "`distill` without `finetune` learns from scratch with the FP32 model of the same seed as teacher "
-        "(α = 0.5, T = 4). `tdsl train --recipe auto --policy all` trains with "
-        "`tdsl.train.recipes.recommended('all')`.",
+        "(α = 0.5, T = 4). `fixed_input` starts from the FP32 model of the same seed, ternarises conv1 once "
+        "(error-optimal Δ per channel) and keeps it fixed while the rest trains for the same epochs and lr "
+        "as `scratch`. `tdsl train --recipe auto --policy all` trains with "
+        "`tdsl.train.recipes.recommended('all', init)`: `fixed_input` with `--init`, else `optimal_delta`.",
         "",
         "Precision: `default` keeps the first conv/linear and the last linear at fp16 and makes the rest "
         "ternary (TWN Δ = 0.7·mean|W|, per output channel); `all` makes every weight ternary. "
