@@ -32,9 +32,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 SPIN_COUNT = "60000"
 LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
+DECISION_SECONDS = 0.02
+"""`threads_for_call` reuses its answer this long (a few scheduler ticks): reading /proc costs
+20-130 us, a tenth of a small model's call when made on every call."""
+_LAST_DECISION: dict[int, tuple[float, int]] = {}
 
 RUNTIME_LOCK = threading.RLock()
 """Held by each CPU deployment call (see the module docstring)."""
@@ -93,11 +99,19 @@ def threads_for_call(configured: int) -> int:
     busy on right now. A parallel region ends when its last thread arrives, so a thread that
     shares its core with a busy process holds every region of the call for a time slice; with
     one thread fewer the call runs at the speed of the cores it really has. Costs ~20 us when
-    the caller is the only runnable thread (a quiet machine), ~100 us else."""
+    the caller is the only runnable thread (a quiet machine), ~100 us else, so the answer is
+    reused for DECISION_SECONDS."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
+    now = time.monotonic()
+    last = _LAST_DECISION.get(configured)
+    if last is not None and now - last[0] < DECISION_SECONDS:
+        return last[1]
     if _system_running() <= 1:  # only the caller: no other process holds a core
-        return configured
-    return max(1, min(configured, cores - others_running()))
+        n = configured
+    else:
+        n = max(1, min(configured, cores - others_running()))
+    _LAST_DECISION[configured] = (now, n)
+    return n

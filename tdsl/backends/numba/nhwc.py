@@ -233,21 +233,32 @@ class Program:
         yf = np.empty((P, O), np.float32)
         v = step.output
 
-        def run() -> None:
+        cached: list = [None, None]  # (scales and zero points it was made for, the kernel's arguments)
+
+        def arguments(qp: tuple[float, int] | None) -> tuple:
             se = (np.float32(x.scale) * s).astype(np.float32)
             rbuf, rs, rzp = (res.buf, np.float32(res.scale), res.zp) if res is not None else (_EMPTY_U8, np.float32(0), 0)
-            qp = self._out_qparams(v)
             if qp is None:
                 dst, inv, zpy, f = _EMPTY_U8, 1.0, 0, yf
             else:
-                out.scale, out.zp = qp
                 dst, inv, zpy, f = out.buf, 1.0 / qp[0], qp[1], _NO_FLOAT
             if depthwise:
-                q8.depthwise(x.buf, offs, kh * kw, C, Wo, w, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f,
-                             lohi)
-            else:  # gathering: one tap of kp bytes a pixel
-                q8.conv(self.kind, x.buf, offs, 1 if gather else ntaps, (kp if gather else cp) // 2, w, nblocks, P, O,
-                        wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi, numba.get_num_threads(), geom)
+                return (x.buf, offs, kh * kw, C, Wo, w, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi)
+            # gathering: one tap of kp bytes a pixel
+            return (self.kind, x.buf, offs, 1 if gather else ntaps, (kp if gather else cp) // 2, w, nblocks, P, O,
+                    wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi)
+
+        def run() -> None:
+            qp = self._out_qparams(v)
+            if qp is not None:
+                out.scale, out.zp = qp
+            key = (x.scale, x.zp, qp, None if res is None else (res.scale, res.zp))
+            if cached[0] != key:  # static scales: made once, then every call reuses them
+                cached[0], cached[1] = key, arguments(qp)
+            if depthwise:
+                q8.depthwise(*cached[1])
+            else:
+                q8.conv(*cached[1], numba.get_num_threads(), geom)
             if qp is None:
                 self._finish(v, yf, lohi, O)
 
