@@ -63,7 +63,7 @@ def write_package(dest: str | os.PathLike[str], *, source: str, source_file: str
     from tdsl.support.version import __version__
     from safetensors.numpy import save_file
 
-    from tdsl.publish.card import write_model_card
+    from tdsl.package.card import write_model_card
     from tdsl.runtime.packing import PACK_FORMAT_VERSION
 
     out = Path(dest)

@@ -5,7 +5,7 @@
     config.json        format version, tdsl version, the DSL source (and zoo name), entry,
                        parameters, pass pipeline, precision policy, inputs and outputs,
                        packed format, SHA-256 of the weights file (docs/PACKAGE.md)
-    README.md          the model card (tdsl.publish.card)
+    README.md          the model card (tdsl.package.card)
 
 `tdsl.save(frozen, path)` writes one (atomically: a temporary folder renamed into place);
 `tdsl.load(path)` checks it and rebuilds the model by compiling the stored source. Loading

@@ -132,7 +132,7 @@ def evaluation_entry(dataset: str | None, metrics: Mapping[str, float] | None,
 
 
 def _write_card(path: Path, name: str, config: dict[str, Any], frozen: FrozenModel) -> None:
-    from tdsl.publish.card import write_model_card
+    from tdsl.package.card import write_model_card
 
     model, policy = config["model"], config["precision"]
     origin = f"the tdsl zoo model `{model['zoo_name']}`" if model["zoo_name"] else f"`{model['source_file']}`"
