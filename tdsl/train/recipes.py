@@ -309,7 +309,7 @@ def calibrate(compiled: Any, module: nn.Module, batches: list[torch.Tensor],
     input. The result is kept as a per-channel multiplier m = Δ/mean|w| and applied during
     QAT as Δ = m·mean|w| of the current latent weight (TWN is m = 0.7), through the fixed-
     threshold rule. Returns {weight key: LayerCalibration}."""
-    from tdsl.api import compile as compile_
+    from tdsl.model.compiled import compile as compile_
     from tdsl.quant.calibration import calibrate_threshold
     from tdsl.quant.torch_ste import ternarize_ste
 
@@ -541,8 +541,8 @@ class Prepared:
 
 def compile_for(model: str | Path, precision: str = "ternary", *, policy: str = "default",
                 threshold: str = "twn", per_channel: bool = True, params: dict[str, Any] | None = None) -> Any:
-    from tdsl.api import compile as compile_
-    from tdsl.precision import pipeline_for
+    from tdsl.model.compiled import compile as compile_
+    from tdsl.passes.pipelines import pipeline_for
 
     if precision == "fp32":
         return compile_(model, params=params, pipeline="shape-infer")
