@@ -125,8 +125,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 A folder is named by its directory under tdsl/, a root module by its stem (`tdsl` is `__init__`)."""
 FACADE = frozenset({"tdsl", "tdsl.api", "tdsl.deploy", "tdsl.precision", "tdsl.reports"})
 """The package root's public modules (verbs re-exported where users found them)."""
-UP_BUDGET = 9
-"""Imports allowed to run back up (issue 23: at most 9, from 19 counted by hand)."""
+UP_BUDGET = 0
+"""Imports allowed to run back up (issue 23 asked at most 9, from 19 counted by hand; counted
+this way there were 35 before tdsl/model/, and none since train/recipes stopped using the facade)."""
 
 
 @dataclass(frozen=True)
