@@ -343,7 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for size in args.sizes:
         for who in args.contenders:
-            r = run_child(script, ["--child", who, "--size", size, *common], args.threads, timeout=7200)
+            try:
+                r = run_child(script, ["--child", who, "--size", size, *common], args.threads, timeout=7200)
+            except RuntimeError as e:  # one contender over the memory bound (or failing) keeps the others' rows
+                print(f"{size} {who}: {e}", file=sys.stderr, flush=True)
+                rows.append({"size": size, "contender": who, "params": parameters(SIZES[size]), "error": str(e)})
+                continue
             r.update(size=size, contender=who, params=parameters(SIZES[size]))
             r["min_bytes"] = min_bytes(SIZES[size], r["head"]) if who.startswith("tdsl-") else r["weight_bytes"]
             print(json.dumps(r), file=sys.stderr, flush=True)
@@ -364,10 +369,14 @@ NOTES = "## Notes"
 
 
 def report(rows: list[dict[str, Any]], bandwidth: float, args: argparse.Namespace) -> None:
-    table = []
+    table, notes = [], []
     for r in rows:
+        if "error" in r:
+            notes.append(f"{r['size']} {r['contender']}: not measured: {r['error'].split(' ', 3)[-1]}")
+            table.append([r["size"], f"{r['params'] / 1e6:.0f} M", r["contender"]] + ["–"] * 9)
+            continue
         decode = 1.0 / r["decode_s"]
-        base = {c["contender"]: c for c in rows if c["size"] == r["size"]}
+        base = {c["contender"]: c for c in rows if c["size"] == r["size"] and "error" not in c}
         vs = [f"{base[k][key] / r[key]:.2f}x" if k in base else "–"
               for k, key in (("torch-fp32", "decode_s"), ("torch-int8dyn", "decode_s"), ("torch-int8dyn", "prefill_s"))]
         table.append([r["size"], f"{r['params'] / 1e6:.0f} M", r["contender"], r["head"],
@@ -388,6 +397,7 @@ def report(rows: list[dict[str, Any]], bandwidth: float, args: argparse.Namespac
         "embedding row); min MB/token: for tdsl the least a b1.58 runtime with that head reads (2-bit projections, "
         "head at 2 bytes a weight for fp16, 1 plus a float32 scale per row for int8, one embedding row), for torch "
         "its own read bytes; of roofline: min MB/token x decode tok/s / measured bandwidth.",
+        *(["", *notes] if notes else []),
         "",
         "Regenerate: `python benchmarks/bench_llm.py --sizes " + " ".join(args.sizes) + f" --threads {args.threads}"
         + f" --prompt {args.prompt} --decode {args.decode} --repeats {args.repeats} --out docs/results` "
