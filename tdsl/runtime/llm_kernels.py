@@ -21,7 +21,7 @@ from numba import njit, prange
 from tdsl.errors import TdslError
 from tdsl.runtime import gemm
 from tdsl.runtime.attention import rope_tables
-from tdsl.runtime.quant_act import PARALLEL_MIN_ROWS, plane_stride, token_scale
+from tdsl.runtime.quant_act import PARALLEL_MIN_ROWS, plane_stride, write_codes
 
 _NO_INT = np.zeros((0, 0), np.int32)
 
@@ -55,21 +55,7 @@ def _rms_norm(x, w, eps, y):
 def _rms_quant_row(x, r, w, eps, y, xq, xs, sums, K4p):
     """`_rms_row`, then row r's per-token int8 codes in the de-interleaved layout of
     `quant_act.quantize_deinterleave`, by the same float32 arithmetic (so the same codes)."""
-    amax = _rms_row(x, r, w, eps, y)
-    inv, nonzero = token_scale(amax, xs, sums, r)
-    if not nonzero:
-        return
-    total = np.int32(0)
-    for k in range(x.shape[1]):
-        q = np.rint(y[r, k] * inv)
-        if q > np.float32(127.0):
-            q = np.float32(127.0)
-        elif q < np.float32(-127.0):
-            q = np.float32(-127.0)
-        qi = np.int8(q)
-        xq[r, (k & 3) * K4p + (k >> 2)] = qi
-        total += np.int32(qi)
-    sums[r] = total
+    write_codes(y, r, _rms_row(x, r, w, eps, y), xq, xs, sums, K4p)
 
 
 @njit(cache=True)

@@ -44,17 +44,24 @@ def token_scale(amax, xs, sums, t):
 
 @njit(cache=True)
 def _quantize_row(x, b, xq, xs, sums, K4p):
-    K = x.shape[1]
     amax = np.float32(0.0)
-    for k in range(K):
+    for k in range(x.shape[1]):
         a = abs(x[b, k])
         if a > amax:
             amax = a
+    write_codes(x, b, amax, xq, xs, sums, K4p)
+
+
+@njit(inline="always", cache=True)
+def write_codes(x, b, amax, xq, xs, sums, K4p):
+    """Row b's int8 codes (scale from its absmax `amax`) into xq in the de-interleaved layout,
+    its scale into xs[b] and its code sum into sums[b]: the one definition of the per-token
+    codes (`_quantize_row`; `llm_kernels.rms_norm_quant` after normalising)."""
     inv, nonzero = token_scale(amax, xs, sums, b)
     if not nonzero:
         return
     total = np.int32(0)
-    for k in range(K):
+    for k in range(x.shape[1]):
         q = np.rint(x[b, k] * inv)
         if q > np.float32(127.0):
             q = np.float32(127.0)
