@@ -286,12 +286,12 @@ class Program:
                 out.scale, out.zp = qp
             key = (x.scale, x.zp, qp, None if res is None else (res.scale, res.zp), self._generation)
             if cached[0] != key:  # static scales: made once, then every call reuses them
-                cached[0], cached[1] = key, arguments(qp)
-                cached[2] = q8.depthwise if depthwise else q8.conv
+                cached[0], cached[1], cached[2] = key, arguments(qp), None
+            kernel = q8.depthwise if depthwise else q8.conv
             args = cached[1] if depthwise else cached[1] + (numba.get_num_threads(), geom)
-            cached[2](*args)
-            if cached[2] is q8.depthwise or cached[2] is q8.conv:  # compiled now: call it directly next time
-                cached[2] = compiled_entry(cached[2], args)
+            (cached[2] or kernel)(*args)
+            if cached[2] is None:  # compiled now: call it directly next time (looked up once per key)
+                cached[2] = compiled_entry(kernel, args)
             if qp is None:
                 self._finish(v, cached[1][-2], lohi, O)  # the float outputs the kernel wrote (f)
 
