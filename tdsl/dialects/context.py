@@ -11,7 +11,7 @@ from xdsl.ir import Dialect, Operation
 from tdsl.dialects.kern import KERN
 from tdsl.dialects.tdsl import TDSL
 from tdsl.dialects.tern import TERN
-from tdsl.dialects.weighted import WeightedOp
+from tdsl.dialects.weighted import LEVELS, WeightedOp
 
 DIALECTS: tuple[Dialect, ...] = (Builtin, Func, TDSL, TERN, KERN)
 """Every dialect tdsl IR may use; tools register exactly these."""
@@ -23,6 +23,18 @@ def make_context(allow_unregistered: bool = False) -> Context:
     for dialect in DIALECTS:
         ctx.load_dialect(dialect)
     return ctx
+
+
+def weighted_ops(*levels: str) -> tuple[type[Operation], ...]:
+    """Every weighted op class at these levels (all levels when none is given), in dialect
+    order: what a backend refuses or handles as a family, without naming each class."""
+    wanted = levels or LEVELS
+    return tuple(cls for dialect in DIALECTS for cls in dialect.operations
+                 if (trait := cls.get_trait(WeightedOp)) is not None and trait.level in wanted)
+
+
+KINDS: tuple[str, ...] = tuple(dict.fromkeys(op.get_trait(WeightedOp).kind for op in weighted_ops()))  # type: ignore[union-attr]
+"""The weighted kinds the dialects define (conv2d, linear, ...), each at every level."""
 
 
 @cache

@@ -17,23 +17,23 @@ from typing import Any
 from xdsl.ir import Operation, SSAValue
 from xdsl.traits import OpTrait
 
-KINDS: tuple[str, ...] = ("conv2d", "linear")
-"""What the weight does, named as torch, calibration and the storage layout name it."""
 LEVELS: tuple[str, ...] = ("float", "trits", "packed", "kernel")
 """The IR levels a weighted op passes through, in lowering order."""
 
 
 @dataclass(frozen=True)
 class WeightedOp(OpTrait):
-    """`kind` (conv2d, linear) and `level` (float, trits, packed, kernel) of a weighted op,
-    and its operands by role: every such op names them `input`, `weight`, optional `scale`
-    (not at the float level) and optional `bias`; a conv carries its geometry (`ConvGeometry`)."""
+    """`kind` (what the weight does, named as torch, calibration and the storage layout name it:
+    conv2d, linear, ...) and `level` (float, trits, packed, kernel) of a weighted op, and its
+    operands by role: every such op names them `input`, `weight`, optional `scale` (not at the
+    float level) and optional `bias`; a conv carries its geometry (`ConvGeometry`). The kinds
+    are the ones the dialects' ops declare (`tdsl.dialects.context.KINDS`)."""
 
     kind: str
     level: str
 
     def verify(self, op: Operation) -> None:
-        assert self.kind in KINDS and self.level in LEVELS, (self.kind, self.level)
+        assert self.level in LEVELS, (self.kind, self.level)
 
     def weight(self, op: Operation) -> SSAValue:
         return op.weight  # type: ignore[attr-defined]
@@ -45,8 +45,10 @@ class WeightedOp(OpTrait):
         return op.bias  # type: ignore[attr-defined]
 
     def geometry(self, op: Operation) -> dict[str, Any]:
-        """stride, padding, dilation, groups of a conv (constructor keywords); {} for a linear."""
-        return op.geometry() if self.kind == "conv2d" else {}  # type: ignore[attr-defined]
+        """The geometry of a conv (stride, padding, dilation, groups, ... as constructor
+        keywords, `ConvGeometry.geometry`); {} for an op without one (a linear)."""
+        geometry = getattr(op, "geometry", None)
+        return geometry() if geometry is not None else {}
 
 
 def weighted(op: Operation) -> WeightedOp | None:

@@ -18,6 +18,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from tdsl.dialects import tdsl as d
 from tdsl.dialects.locations import set_loc
 from tdsl.dialects.storage import EXAMPLE_SHAPE
+from tdsl.dialects.weighted import WeightedOp
 from tdsl.errors import SourceLoc
 from tdsl.frontend.limits import check_scalar_range
 
@@ -178,8 +179,8 @@ class IRBuilder:
         return _DTYPE_OF.get(str(d.element_type_of(value.type)), "float32")
 
     def op(self, cls: type[Operation], operands: list[SSAValue], props: dict[str, Any], loc: SourceLoc) -> SSAValue:
-        """Append a `cls` op built from its operands (x, w, optional b for linear/conv2d) and options."""
-        if cls in (d.LinearOp, d.Conv2dOp):
+        """Append a `cls` op built from its operands (x, w, optional b for a weighted op) and options."""
+        if cls.get_trait(WeightedOp) is not None:
             x, w, *rest = operands
             op = cls(x, w, rest[0] if rest else None, **props)
         else:

@@ -1,7 +1,8 @@
 """Which precision each weight gets: the policy machinery `ternarize` and `precision` share.
 
-A *weight-bearing op* is a `tdsl.conv2d`, `tdsl.linear`, `tdsl.ternary_matmul` or
-`tdsl.matmul` whose weight operand is a `tdsl.get_param`. Its *path* is the dotted
+A *weight-bearing op* is a float-level weighted op (`WeightedOp`: `tdsl.conv2d`,
+`tdsl.linear`, ...), a `tdsl.ternary_matmul` or a `tdsl.matmul` whose weight operand is a
+`tdsl.get_param`. Its *path* is the dotted
 instance path from the entry layer plus the param name (`layer1.0.conv1.weight`).
 Precedence (docs/TERNARY.md): an override (`glob=precision`, fnmatch, first match wins),
 then the param's DSL annotation (`precision` on the `tdsl.param`), then the policy.
@@ -22,10 +23,8 @@ from xdsl.ir import Operation
 from tdsl.dialects.locations import loc_of
 from tdsl.dialects.tdsl import (
     CallOp,
-    Conv2dOp,
     GetParamOp,
     LayerOp,
-    LinearOp,
     MatmulOp,
     TernaryMatmulOp,
     module_layers,
@@ -37,7 +36,8 @@ from tdsl.passes.instances import child_path, clone_layer
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "ternary")
 POLICIES: tuple[str, ...] = ("default", "all", "none", "b158")
 
-WeightOp = Conv2dOp | LinearOp | TernaryMatmulOp | MatmulOp
+WeightOp = Operation
+"""A weight-bearing op (see the module docstring); found by `weight_read`, not by class."""
 
 
 def weight_read(op: Operation) -> GetParamOp | None:
@@ -104,7 +104,7 @@ def collect_sites(module: ModuleOp, entry: LayerOp, pass_name: str) -> list[Weig
                 decl = layer.lookup_param(param)
                 annotation = decl.precision.data if decl is not None and decl.precision is not None else None
                 trait = weighted(op)  # None for the matmuls, which count as linear
-                is_linear = trait is None or trait.kind != "conv2d"
+                is_linear = trait is None or trait.kind == "linear"
                 sites.append(WeightSite(site_path, param, annotation, is_linear, loc_of(op)))
             elif isinstance(op, CallOp):
                 name = op.callee.root_reference.data

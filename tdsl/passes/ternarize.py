@@ -9,16 +9,16 @@ from xdsl.dialects.builtin import DictionaryAttr, FloatAttr, IntegerAttr, Module
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
+from tdsl.dialects.context import op_at
 from tdsl.dialects.tdsl import (
-    Conv2dOp,
     GetParamOp,
     LayerOp,
-    LinearOp,
     MatmulOp,
     TernaryMatmulOp,
     module_layers,
 )
-from tdsl.dialects.tern import THRESHOLDS, DequantizeOp, QuantizeOp, TernConv2dOp, TernLinearOp
+from tdsl.dialects.tern import THRESHOLDS, DequantizeOp, QuantizeOp, TernLinearOp
+from tdsl.dialects.weighted import weighted
 from tdsl.errors import PassError
 from tdsl.passes.precision_policy import (
     POLICIES,
@@ -60,7 +60,9 @@ TOKEN_INT8 = "int8_token"
 def ternarize_op(op: WeightOp, read: GetParamOp, q: Quantiser, act_quant: str | None = None) -> None:
     """Rewrite one weight-bearing op to read alpha * T; new ops take `op`'s location.
 
-    conv2d/linear/ternary_matmul become `tern.quantize` + `tern.conv2d`/`tern.linear`; a
+    a weighted op (`tdsl.conv2d`, `tdsl.linear`, ...) becomes `tern.quantize` + the op of its
+    kind at the trits level (`tern.conv2d`, `tern.linear`, ...), a ternary_matmul a
+    `tern.linear`; a
     `tdsl.matmul` (weight [in, out]) keeps its form and reads `tern.dequantize` of a
     per-tensor quantisation, since its output channels are not dim 0.
     """
@@ -74,12 +76,10 @@ def ternarize_op(op: WeightOp, read: GetParamOp, q: Quantiser, act_quant: str | 
         Rewriter.insert_op(deq, InsertPoint.before(op))
         op.operands = [op.lhs, deq.output]
         return
-    if isinstance(op, Conv2dOp):
-        new = TernConv2dOp(op.input, quant.trits, quant.scale, op.bias, result_type=op.output.type,
-                           **op.geometry())
-    else:
-        bias = op.bias if isinstance(op, LinearOp) else None
-        new = TernLinearOp(op.input, quant.trits, quant.scale, bias, result_type=op.output.type)
+    trait = weighted(op)  # None for a ternary_matmul: a linear without bias
+    kind, bias = ("linear", None) if trait is None else (trait.kind, trait.bias(op))
+    geometry = {} if trait is None else trait.geometry(op)
+    new = op_at(kind, "trits")(op.input, quant.trits, quant.scale, bias, result_type=op.output.type, **geometry)
     new.location = op.location
     new.attributes.update(op.attributes)
     if act_quant is not None and isinstance(new, TernLinearOp):

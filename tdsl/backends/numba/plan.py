@@ -43,6 +43,7 @@ from xdsl.ir import Operation, SSAValue
 from tdsl.dialects import kern
 from tdsl.dialects import tdsl as t
 from tdsl.dialects import tern
+from tdsl.dialects.context import weighted_ops
 from tdsl.dialects.locations import loc_of
 from tdsl.dialects.shapes import ShapeInferenceError, concrete_result_shape, dims_of
 from tdsl.dialects.storage import PACKED_SUFFIX, SCALE_SUFFIX
@@ -427,12 +428,7 @@ _NOT_LOWERED = "run the program through `tdsl.lowering.kernel_level` (inline, fu
 _NOT_FROZEN = "freeze or quantize the model first: the runtime runs frozen weights"
 UNSUPPORTED: dict[type[Operation], str] = {
     t.CallOp: _NOT_LOWERED,
-    t.LinearOp: _NOT_LOWERED,
-    t.Conv2dOp: _NOT_LOWERED,
-    tern.TernLinearOp: _NOT_LOWERED,
-    tern.TernConv2dOp: _NOT_LOWERED,
-    tern.PackedLinearOp: _NOT_LOWERED,
-    tern.PackedConv2dOp: _NOT_LOWERED,
+    **{cls: _NOT_LOWERED for cls in weighted_ops("float", "trits", "packed")},
     tern.QuantizeOp: _NOT_FROZEN,
     tern.DequantizeOp: _NOT_FROZEN,
 }

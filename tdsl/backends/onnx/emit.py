@@ -48,6 +48,7 @@ from xdsl.irdl import IRDLOperation
 from tdsl.backends.onnx.tensors import array_tensor, fold_bn, int2_tensor, per_channel
 from tdsl.dialects import kern, tern
 from tdsl.dialects import tdsl as t
+from tdsl.dialects.context import weighted_ops
 from tdsl.dialects.locations import loc_of
 from tdsl.errors import TdslError
 from tdsl.ops.composite import COMPOSITES
@@ -595,13 +596,8 @@ _NEEDS_FREEZE = "the ONNX export holds frozen weights: freeze or quantize the mo
 UNSUPPORTED: dict[type[Operation], str] = {
     t.CallOp: "the ONNX export reads one flat forward: inline sub-layers first (`inline`)",
     t.ConstantOp: "literal tensors in a forward are not exported",
-    t.LinearOp: _NEEDS_FUSE,
-    t.Conv2dOp: _NEEDS_FUSE,
+    **{cls: _NEEDS_FUSE for cls in weighted_ops("float", "trits", "packed")},
     t.TernaryMatmulOp: "a ternary matmul on a computed weight has no ONNX form; use linear with a ternary weight",
-    tern.TernLinearOp: _NEEDS_FUSE,
-    tern.TernConv2dOp: _NEEDS_FUSE,
-    tern.PackedLinearOp: _NEEDS_FUSE,
-    tern.PackedConv2dOp: _NEEDS_FUSE,
     tern.QuantizeOp: _NEEDS_FREEZE,
     tern.DequantizeOp: _NEEDS_FREEZE,
 }

@@ -36,7 +36,8 @@ from xdsl.ir import Attribute, Operation, SSAValue
 
 from tdsl.backends.torch.names import ATTRIBUTE, GLOBAL, LOCAL, py_ident
 from tdsl.dialects import tdsl as t
-from tdsl.dialects import kern, tern
+from tdsl.dialects import tern
+from tdsl.dialects.context import weighted_ops
 from tdsl.dialects.locations import loc_of
 from tdsl.dialects.storage import PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
 from tdsl.errors import TdslError
@@ -881,9 +882,7 @@ HANDLERS: dict[type[Operation], Callable] = {
 """One row per op class: the handler returns the right-hand side of the op's line (None: no line)."""
 
 UNSUPPORTED: dict[type[Operation], str] = {
-    kern.Conv2dOp: "kern ops are the kernel level, which runs on the Numba and ONNX backends; "
-                   "emit torch code from the program before `fuse`",
-    kern.LinearOp: "kern ops are the kernel level, which runs on the Numba and ONNX backends; "
-                   "emit torch code from the program before `fuse`",
+    cls: "kern ops are the kernel level, which runs on the Numba and ONNX backends; "
+         "emit torch code from the program before `fuse`" for cls in weighted_ops("kernel")
 }
 """Op classes this backend refuses, with the reason users read."""

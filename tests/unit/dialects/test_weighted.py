@@ -13,8 +13,8 @@ from tdsl.dialects import tdsl as t
 from tdsl.dialects.kern import KERN
 from tdsl.dialects.tdsl import TDSL
 from tdsl.dialects.tern import TERN, PackedTensorType, i2
-from tdsl.dialects.context import op_at
-from tdsl.dialects.weighted import KINDS, LEVELS, WeightedOp, weighted
+from tdsl.dialects.context import KINDS, op_at
+from tdsl.dialects.weighted import LEVELS, WeightedOp, weighted
 
 EXPECTED = {
     t.Conv2dOp: ("conv2d", "float"), t.LinearOp: ("linear", "float"),
