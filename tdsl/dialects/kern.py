@@ -51,7 +51,7 @@ from tdsl.dialects.tdsl import (
     _check_rank,
     _f64,
     _result_type,
-    conv_properties,
+    CONV_KINDS,
     element_type_of,
 )
 from tdsl.dialects.weighted import WeightedOp
@@ -107,7 +107,7 @@ class _KernOp(ScaledWeight, ValueOp):
     ):
         if geometry and not isinstance(self, ConvGeometry):
             raise TypeError(f"{self.name} takes no {', '.join(geometry)}")
-        props = conv_properties(**geometry) if isinstance(self, ConvGeometry) else {}
+        props = self.conv_properties(**geometry) if isinstance(self, ConvGeometry) else {}
         props.update(_epilogue_properties(eps, activation, precision, format))
         super().__init__(
             operands=[x, weight, *_optional_operands(scale, bias, bn, residual)],
@@ -304,29 +304,43 @@ def _optional_operands(
     return [[] if scale is None else [scale], [] if bias is None else [bias], *bn_list, [] if residual is None else [residual]]
 
 
-@irdl_op_definition
-class Conv2dOp(ConvGeometry, _KernOp):
-    """One fused convolution kernel: act(bn(conv(x, W) [+ b]) [+ residual]), W = weight [* scale].
+class _KernConvBase(_KernOp):
+    """The fused kernel of a convolution kind (mixed with its `ConvGeometry`)."""
 
-    `%y = kern.conv2d %x, %p scale %s bn(%m, %v, %g, %b) residual %r {activation = "relu", dilation = array<i64: 1, 1>,
-    eps = 1.000000e-05 : f64, format = "2bit", groups = 1 : i64, padding = array<i64: 1, 1>, precision = "ternary",
-    stride = array<i64: 1, 1>} : (...) -> tensor<?x64x56x56xf32>`
-    """
-
-    name = "kern.conv2d"
-    traits = traits_def(Pure(), WeightedOp("conv2d", "kernel"))
     WEIGHT_RANK: ClassVar[int] = 4
     WEIGHT_RANK_TEXT: ClassVar[str] = "rank 4 (O, C/groups, kh, kw)"
 
     def verify_(self) -> None:
         _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)
         self.verify_epilogue()
-        self.verify_geometry()
+        self.verify_geometry()  # type: ignore[attr-defined]
 
     def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
-        out = self.conv_dims(self.name, dims["input"], self.ranked_weight(self.name), dims.get("bias"))
+        out = self.conv_dims(self.name, dims["input"], self.ranked_weight(self.name), dims.get("bias"))  # type: ignore[attr-defined]
         self.check_epilogue_dims(dims, out)
         return out
+
+
+def _kern_conv(kind: type[ConvGeometry]) -> type[_KernConvBase]:
+    """`kern.<kind>` of a convolution kind."""
+
+    class Op(kind, _KernConvBase):  # type: ignore[valid-type,misc]
+        name = f"kern.{kind.KIND}"
+        traits = traits_def(Pure(), WeightedOp(kind.KIND, "kernel"))
+
+    props, hw_in, hw_out = kind.EXAMPLE
+    Op.__name__ = Op.__qualname__ = kind.class_name()
+    Op.__doc__ = (
+        f"One fused {kind.SUMMARY} kernel: act(bn({kind.KIND}(x, W) [+ b]) [+ residual]), W = weight [* scale].\n\n"
+        f"`%y = {Op.name} %x, %p scale %s bn(%m, %v, %g, %b) residual %r {{activation = \"relu\", eps = 1.000000e-05 : "
+        f"f64, format = \"2bit\", precision = \"ternary\", {props}}} : (tensor<?x4x{hw_in}xf32>, "
+        f"!tern.packed<8x4x3x3, \"2bit\">, ...) -> tensor<?x8x{hw_out}xf32>`\n")
+    return irdl_op_definition(Op)
+
+
+CONVS: dict[str, type[_KernConvBase]] = {kind.KIND: _kern_conv(kind) for kind in CONV_KINDS}
+"""`kern.<kind>` of every convolution kind."""
+Conv2dOp = CONVS["conv2d"]
 
 
 @irdl_op_definition
@@ -360,7 +374,7 @@ KERN = Dialect(
     "kern",
     [
         # fused compute kernels
-        Conv2dOp,
+        *CONVS.values(),
         LinearOp,
     ],
     [],

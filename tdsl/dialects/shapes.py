@@ -103,6 +103,20 @@ def conv2d_result_dims(
 ) -> list[Dim]:
     """Every 2-D convolution (tdsl, tern, kern): x[N, C, H, W], w[O, C/groups, kh, kw],
     b[O] -> [N, O, oh, ow]."""
+    batch_and_channels = conv_channel_dims(op_name, x, w, b, groups)
+    out = [window_out(x[2 + i], w[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
+    if any(o is not None and o < 1 for o in out):
+        raise ShapeInferenceError(
+            f"{op_name}: kernel {w[2]}x{w[3]} (dilation {dilation[0]}x{dilation[1]}) does not fit input "
+            f"{format_dims(x[2:])} with padding {padding[0]}x{padding[1]}"
+        )
+    return [*batch_and_channels, *out]
+
+
+def conv_channel_dims(op_name: str, x: Sequence[Dim], w: Sequence[Dim], b: Sequence[Dim] | None,
+                      groups: int) -> list[Dim]:
+    """[N, O] of a 2-D convolution kind whose weight is w[O, C/groups, kh, kw] (conv2d and the
+    kinds laid out like it), after checking channels, groups, bias and a static kernel size."""
     if x[1] is not None and w[1] is not None and x[1] != w[1] * groups:
         raise ShapeInferenceError(
             f"{op_name}: input has {x[1]} channels but weight expects {w[1] * groups} "
@@ -114,13 +128,7 @@ def conv2d_result_dims(
         raise ShapeInferenceError(f"{op_name}: bias has {b[0]} elements but weight has {w[0]} output channels")
     if w[2] is None or w[3] is None:
         raise ShapeInferenceError(f"{op_name}: weight kernel size must be static, but weight is {format_dims(w)}")
-    out = [window_out(x[2 + i], w[2 + i], stride[i], padding[i], dilation[i]) for i in range(2)]
-    if any(o is not None and o < 1 for o in out):
-        raise ShapeInferenceError(
-            f"{op_name}: kernel {w[2]}x{w[3]} (dilation {dilation[0]}x{dilation[1]}) does not fit input "
-            f"{format_dims(x[2:])} with padding {padding[0]}x{padding[1]}"
-        )
-    return [x[0], w[0], *out]
+    return [x[0], w[0]]
 
 
 def pool2d_result_dims(op_name: str, x: Sequence[Dim], kernel: Sequence[int], stride: Sequence[int],

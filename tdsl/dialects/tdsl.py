@@ -713,13 +713,33 @@ class TernaryMatmulOp(ValueOp):
 
 
 class ConvGeometry:
-    """The geometry properties of every 2-D convolution op (tdsl, tern, kern), their checks and
-    the rule they give the output: a mixin beside the op's `ValueOp` base."""
+    """A 2-D convolution kind, defined once: its name, its geometry properties, their checks and
+    the rule they give the output. Each dialect makes its op of every kind in `CONV_KINDS` from
+    it (`tdsl.<kind>` here, `tern.<kind>` and `tern.packed_<kind>`, `kern.<kind>`), mixing the
+    kind in beside the level's base, so a new kind is a subclass of this and a row in
+    `CONV_KINDS`, not an op class per level. The weight is w[O, C/groups, kh, kw] at every
+    level (scales, packing and batch-norm folds are per output channel, dim 0)."""
+
+    KIND: ClassVar[str] = "conv2d"
+    """The op name at every level and the `WeightedOp` kind."""
+    SUMMARY: ClassVar[str] = "2-D convolution"
+    RULE: ClassVar[str] = "oh = (H + 2 padding - dilation (kh - 1) - 1) / stride + 1 (floor), ow alike"
+    EXAMPLE: ClassVar[tuple[str, str, str]] = (
+        "dilation = array<i64: 1, 1>, groups = 1 : i64, padding = array<i64: 1, 1>, stride = array<i64: 1, 1>",
+        "8x8", "8x8")
+    """(properties, input H x W, output H x W) of the op docs' IR example."""
 
     stride = prop_def(DenseArrayBase.constr(i64))
     padding = prop_def(DenseArrayBase.constr(i64))
     dilation = prop_def(DenseArrayBase.constr(i64))
     groups = prop_def(IntegerAttr[i64])
+
+    @classmethod
+    def conv_properties(cls, stride: Sequence[int] = (1, 1), padding: Sequence[int] = (0, 0),
+                        dilation: Sequence[int] = (1, 1), groups: int = 1) -> dict[str, Attribute]:
+        """The properties from constructor keywords (the ones `geometry` returns)."""
+        return {"stride": _array(stride), "padding": _array(padding), "dilation": _array(dilation),
+                "groups": _i64(groups)}
 
     def geometry(self) -> dict[str, Any]:
         """stride, padding, dilation, groups as constructor keywords (to rebuild the op)."""
@@ -727,27 +747,36 @@ class ConvGeometry:
                 "groups": self.groups.value.data}
 
     def verify_geometry(self) -> None:
-        verify_conv_geometry(self)  # type: ignore[arg-type]
+        """Check the stride, padding, dilation and groups."""
+        name = self.name  # type: ignore[attr-defined]
+        _check_pair(name, "stride", _ints(self.stride), 1)
+        _check_pair(name, "padding", _ints(self.padding), 0)
+        _check_pair(name, "dilation", _ints(self.dilation), 1)
+        groups = self.groups.value.data
+        if groups < 1:
+            raise VerifyException(f"'{name}' groups must be >= 1, but got {groups}")
 
     def conv_dims(self, op_name: str, x: Sequence[Dim], w: Sequence[Dim], b: Sequence[Dim] | None) -> list[Dim]:
         return conv2d_result_dims(op_name, x, w, b, _ints(self.stride), _ints(self.padding),
                                   _ints(self.dilation), self.groups.value.data)
 
+    @classmethod
+    def class_name(cls, prefix: str = "") -> str:
+        """`Conv2dOp`, `TernConv2dOp`, ...: the Python name of the kind's op at a level."""
+        return prefix + "".join(part[:1].upper() + part[1:] for part in cls.KIND.split("_")) + "Op"
 
-@irdl_op_definition
-class Conv2dOp(ConvGeometry, ValueOp):
-    """2-D convolution: x[N, C, H, W], w[O, C/groups, kh, kw], optional b[O] -> [N, O, oh, ow].
 
-    `%y = tdsl.conv2d %x, %w {dilation = array<i64: 1, 1>, groups = 1 : i64, padding = array<i64: 1, 1>,
-    stride = array<i64: 1, 1>} : (tensor<?x3x32x32xf32>, tensor<8x3x3x3xf32>) -> tensor<?x8x32x32xf32>`
-    """
+CONV_KINDS: tuple[type[ConvGeometry], ...] = (ConvGeometry,)
+"""Every 2-D convolution kind; each dialect defines its op of each kind from these."""
 
-    name = "tdsl.conv2d"
+
+class _ConvOp(ValueOp):
+    """The float-level op of a convolution kind (mixed with its `ConvGeometry`)."""
+
     input = operand_def(AnyTensor)
     weight = operand_def(AnyTensor)
     bias = opt_operand_def(AnyTensor)
     output = result_def(AnyTensor)
-    traits = traits_def(Pure(), WeightedOp("conv2d", "float"))
     assembly_format = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
     irdl_options = (ParsePropInAttrDict(),)
 
@@ -756,7 +785,7 @@ class Conv2dOp(ConvGeometry, ValueOp):
         super().__init__(
             operands=[x, w, [] if b is None else [b]],
             result_types=[_result_type(x, result_type)],
-            properties=conv_properties(**geometry),
+            properties=self.conv_properties(**geometry),  # type: ignore[attr-defined]
         )
 
     def verify_(self) -> None:
@@ -764,27 +793,30 @@ class Conv2dOp(ConvGeometry, ValueOp):
         _check_rank(self.name, "weight", self.weight, "rank 4 (O, C/groups, kh, kw)", lambda r: r == 4)
         if self.bias is not None:
             _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)
-        self.verify_geometry()
+        self.verify_geometry()  # type: ignore[attr-defined]
 
     def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
-        return self.conv_dims("conv2d", dims["input"], dims["weight"], dims.get("bias"))
+        return self.conv_dims(self.shape_name, dims["input"], dims["weight"], dims.get("bias"))  # type: ignore[attr-defined]
 
 
-def conv_properties(stride: Sequence[int] = (1, 1), padding: Sequence[int] = (0, 0),
-                    dilation: Sequence[int] = (1, 1), groups: int = 1) -> dict[str, Attribute]:
-    """The geometry properties every 2-D convolution op (tdsl, tern, kern) carries."""
-    return {"stride": _array(stride), "padding": _array(padding), "dilation": _array(dilation),
-            "groups": _i64(groups)}
+def _float_conv(kind: type[ConvGeometry]) -> type[ValueOp]:
+    class Op(kind, _ConvOp):  # type: ignore[valid-type,misc]
+        name = f"tdsl.{kind.KIND}"
+        traits = traits_def(Pure(), WeightedOp(kind.KIND, "float"))
+
+    props, hw_in, hw_out = kind.EXAMPLE
+    Op.__name__ = Op.__qualname__ = kind.class_name()
+    Op.__doc__ = (
+        f"{kind.SUMMARY}: x[N, C, H, W], w[O, C/groups, kh, kw], optional b[O] -> [N, O, oh, ow];\n"
+        f"{kind.RULE}.\n\n"
+        f"`%y = tdsl.{kind.KIND} %x, %w {{{props}}} : (tensor<?x4x{hw_in}xf32>, tensor<8x4x3x3xf32>) -> "
+        f"tensor<?x8x{hw_out}xf32>`\n")
+    return irdl_op_definition(Op)
 
 
-def verify_conv_geometry(op: Operation) -> None:
-    """Check the stride, padding, dilation and groups of a 2-D convolution op."""
-    _check_pair(op.name, "stride", _ints(op.stride), 1)  # type: ignore[attr-defined]
-    _check_pair(op.name, "padding", _ints(op.padding), 0)  # type: ignore[attr-defined]
-    _check_pair(op.name, "dilation", _ints(op.dilation), 1)  # type: ignore[attr-defined]
-    groups = op.groups.value.data  # type: ignore[attr-defined]
-    if groups < 1:
-        raise VerifyException(f"'{op.name}' groups must be >= 1, but got {groups}")
+CONVS: dict[str, type[ValueOp]] = {kind.KIND: _float_conv(kind) for kind in CONV_KINDS}
+"""The float-level op of every convolution kind, by kind."""
+Conv2dOp = CONVS["conv2d"]
 
 
 @irdl_op_definition
@@ -1743,7 +1775,7 @@ TDSL = Dialect(
         LinearOp,
         MatmulOp,
         TernaryMatmulOp,
-        Conv2dOp,
+        *CONVS.values(),
         BatchNormOp,
         LayerNormOp,
         # elementwise

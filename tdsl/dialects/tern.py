@@ -61,7 +61,7 @@ from tdsl.dialects.tdsl import (
     _layer_of,
     _ranked,
     _result_type,
-    conv_properties,
+    CONV_KINDS,
     element_type_of,
 )
 
@@ -310,7 +310,7 @@ class _TernComputeOp(ScaledWeight, ValueOp):
         super().__init__(
             operands=[x, weight, scale, [] if b is None else [b]],
             result_types=[_result_type(x, result_type)],
-            properties=conv_properties(**geometry) if isinstance(self, ConvGeometry) else {},
+            properties=self.conv_properties(**geometry) if isinstance(self, ConvGeometry) else {},
         )
 
 
@@ -331,18 +331,20 @@ class _TernComputeOp(ScaledWeight, ValueOp):
             _check_rank(self.name, "bias", self.bias, "rank 1", lambda r: r == 1)  # type: ignore[attr-defined]
 
 
-class _TernConv2dBase(ConvGeometry, _TernComputeOp):
-    """2-D convolution with a ternary weight, same attributes and shape rule as `tdsl.conv2d`."""
+class _TernConvBase(_TernComputeOp):
+    """A convolution kind (mixed with its `ConvGeometry`) with a ternary weight: same
+    attributes and shape rule as the kind's `tdsl` op."""
 
     irdl_options = (ParsePropInAttrDict(),)
 
     def verify_(self) -> None:
         _check_rank(self.name, "input", self.input, "rank 4 (N, C, H, W)", lambda r: r == 4)  # type: ignore[attr-defined]
         self.verify_weight(4, "rank 4 (O, C/groups, kh, kw)")
-        self.verify_geometry()
+        self.verify_geometry()  # type: ignore[attr-defined]
 
     def result_dims(self, dims: Mapping[str, list[Dim]]) -> list[Dim]:
-        return self.conv_dims(self.shape_name, dims["input"], self.ranked_weight(self.shape_name), dims.get("bias"))
+        return self.conv_dims(self.shape_name, dims["input"], self.ranked_weight(self.shape_name),  # type: ignore[attr-defined]
+                              dims.get("bias"))
 
 
 class _TernLinearBase(_TernComputeOp):
@@ -357,16 +359,32 @@ class _TernLinearBase(_TernComputeOp):
                                   dims.get("bias"))
 
 
-@irdl_op_definition
-class TernConv2dOp(_TernConv2dBase):
-    """Convolution with weight alpha * T (trits `i2`, scale per tensor or per output channel).
+def _tern_conv(kind: type[ConvGeometry], packed: bool) -> type[_TernConvBase]:
+    """`tern.<kind>` (i2 trits) or `tern.packed_<kind>` (`!tern.packed`) of a convolution kind."""
+    level = "packed" if packed else "trits"
 
-    `%y = tern.conv2d %x, %t, %s {dilation = array<i64: 1, 1>, groups = 1 : i64, padding = array<i64: 1, 1>,
-    stride = array<i64: 1, 1>} : (tensor<?x4x8x8xf32>, tensor<8x4x3x3xi2>, tensor<8xf32>) -> tensor<?x8x8x8xf32>`
-    """
+    class Op(kind, _TernConvBase):  # type: ignore[valid-type,misc]
+        name = f"tern.packed_{kind.KIND}" if packed else f"tern.{kind.KIND}"
+        traits = traits_def(Pure(), WeightedOp(kind.KIND, level))
+        PACKED: ClassVar[bool] = packed
 
-    name = "tern.conv2d"
-    traits = traits_def(Pure(), WeightedOp("conv2d", "trits"))
+    props, hw_in, hw_out = kind.EXAMPLE
+    weight = '!tern.packed<8x4x3x3, "2bit">' if packed else "tensor<8x4x3x3xi2>"
+    what = "alpha * unpack(P)" if packed else "alpha * T (trits `i2`, scale per tensor or per output channel)"
+    Op.__name__ = Op.__qualname__ = kind.class_name("Packed" if packed else "Tern")
+    Op.__doc__ = (
+        f"{kind.SUMMARY} with weight {what}; attributes and shape rule as `tdsl.{kind.KIND}`.\n\n"
+        f"`%y = {Op.name} %x, %{'p' if packed else 't'}, %s {{{props}}} : (tensor<?x4x{hw_in}xf32>, {weight}, "
+        f"tensor<8xf32>) -> tensor<?x8x{hw_out}xf32>`\n")
+    return irdl_op_definition(Op)
+
+
+TERN_CONVS: dict[str, type[_TernConvBase]] = {kind.KIND: _tern_conv(kind, packed=False) for kind in CONV_KINDS}
+"""`tern.<kind>` of every convolution kind."""
+PACKED_CONVS: dict[str, type[_TernConvBase]] = {kind.KIND: _tern_conv(kind, packed=True) for kind in CONV_KINDS}
+"""`tern.packed_<kind>` of every convolution kind."""
+TernConv2dOp = TERN_CONVS["conv2d"]
+PackedConv2dOp = PACKED_CONVS["conv2d"]
 
 
 @irdl_op_definition
@@ -471,19 +489,6 @@ class GetPackedOp(ParamReadOp):
 
 
 @irdl_op_definition
-class PackedConv2dOp(_TernConv2dBase):
-    """Convolution with weight alpha * unpack(P); attributes as `tern.conv2d`.
-
-    `%y = tern.packed_conv2d %x, %p, %s {dilation = array<i64: 1, 1>, groups = 1 : i64, padding = array<i64: 1, 1>,
-    stride = array<i64: 1, 1>} : (tensor<?x4x8x8xf32>, !tern.packed<8x4x3x3, "2bit">, tensor<8xf32>) -> tensor<?x8x8x8xf32>`
-    """
-
-    name = "tern.packed_conv2d"
-    traits = traits_def(Pure(), WeightedOp("conv2d", "packed"))
-    PACKED: ClassVar[bool] = True
-
-
-@irdl_op_definition
 class PackedLinearOp(_TernLinearBase):
     """Linear layer with weight alpha * unpack(P).
 
@@ -502,12 +507,12 @@ TERN = Dialect(
         QuantizeOp,
         DequantizeOp,
         # compute on alpha * T
-        TernConv2dOp,
+        *TERN_CONVS.values(),
         TernLinearOp,
         # packed storage
         PackedParamOp,
         GetPackedOp,
-        PackedConv2dOp,
+        *PACKED_CONVS.values(),
         PackedLinearOp,
     ],
     [PackedTensorType],
