@@ -1,69 +1,104 @@
-"""The vector epilogue (`tdsl.runtime.requant.requant_block`) gives the scalar formula's bytes."""
+"""The vector epilogue (`tdsl.runtime.requant`): the scalar formula's bytes, in its AVX2 and
+generic forms, and the float epilogue it folds (a clamp, then requantisation) up to float
+rounding."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from numba import njit
 
-from tdsl.runtime.requant import LANES, requant_block
-
-BLOCK = 4 * LANES
+from tdsl.runtime import isa
+from tdsl.runtime.requant import WIDE, requant_scalar, requant_tile_avx2, requant_tile_generic, static_terms
 
 F = np.float32
+ROWS = 3
 
 
 @njit
-def run_block(acc, a0, corr, se, bias, o0, res, rbase, has_res, rs, rzf, amin, amax, inv, zf, dst, dbase, n8=4):
-    requant_block(acc, a0, corr, se, bias, o0, res, rbase, has_res, rs, rzf, amin, amax, inv, zf, dst, dbase, n8)
+def run_generic(acc, astride, rows, n32, n8, m, c, o0, res, rbase, has_res, rsi, qlo, qhi, dst, dbase, dstride):
+    requant_tile_generic(acc, 0, astride, rows, n32, n8, m, c, o0, res, rbase, has_res, rsi, qlo, qhi, dst, dbase,
+                         dstride)
 
 
-def numpy_block(acc, corr, se, bias, res, rs, rzf, amin, amax, inv, zf):
-    """The scalar epilogue's arithmetic, in numpy float32 (every operation rounds to float32)."""
-    v = ((acc.astype(F) - corr) * se).astype(F) + bias
-    if res is not None:
-        v = v + (res.astype(F) - F(rzf)) * F(rs)
-    v = np.minimum(np.maximum(v, F(amin)), F(amax))
-    q = np.minimum(np.maximum(np.rint(v * F(inv)) + F(zf), F(0)), F(255))
-    return q.astype(np.int32).astype(np.uint8)
+@njit
+def run_avx2(acc, astride, rows, n32, n8, m, c, o0, res, rbase, has_res, rsi, qlo, qhi, dst, dbase, dstride):
+    requant_tile_avx2(acc, 0, astride, rows, n32, n8, m, c, o0, res, rbase, has_res, rsi, qlo, qhi, dst, dbase,
+                      dstride)
 
 
+@njit
+def run_scalar(acc, astride, rows, no, m, c, o0, res, rbase, has_res, rsi, qlo, qhi, dst, dbase, dstride):
+    for r in range(rows):
+        for i in range(no):
+            rv = F(res[rbase + r * dstride + i]) if has_res else F(0.0)
+            dst[dbase + r * dstride + i] = requant_scalar(acc[r * astride + i], m[o0 + i], c[o0 + i], rv, rsi, qlo,
+                                                          qhi)
+
+
+FORMS = [pytest.param(run_generic, id="generic"),
+         pytest.param(run_avx2, id="avx2", marks=pytest.mark.skipif(not isa.has("avx2"), reason="this CPU lacks AVX2"))]
+
+
+def case(residual: bool, clamp: tuple[float, float], n32: int, n8: int):
+    rng = np.random.default_rng(3)
+    no = WIDE * n32 + 8 * n8
+    astride, dstride, o0, dbase = no + 8, no + 12, 16, 5  # strided rows, offsets, unaligned u8 ends
+    acc = rng.integers(-4000, 4000, ROWS * astride).astype(np.int32)
+    acc[:4] = [0, 2**24 + 1, -(2**24) - 3, 10**9]  # large sums round in float32; far out of range
+    wsum = rng.integers(-100, 100, o0 + no).astype(np.int32)
+    se = rng.uniform(1e-4, 2e-3, o0 + no).astype(F)
+    bias = rng.standard_normal(o0 + no).astype(F)
+    rs, rzp = (F(0.02), 131) if residual else (0.0, 0)
+    m, c, rsi, qlo, qhi = static_terms(wsum, 3, se, bias, 1 / 0.037, 11, F(clamp[0]), F(clamp[1]), rs, rzp)
+    res = rng.integers(0, 256, dbase + ROWS * dstride + 3).astype(np.uint8)
+    return acc, astride, no, m, c, o0, res, int(residual), F(rsi), F(qlo), F(qhi), dbase, dstride
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("clamp", [(-np.inf, np.inf), (0.0, np.inf), (0.0, 6.0)])
-def test_requant_block_gives_the_scalar_bytes(residual, clamp):
-    rng = np.random.default_rng(3)
-    o0, a0, dbase, rbase = 32, 2 * BLOCK, 5, 7  # offsets into larger arrays, unaligned u8 ends
-    acc = rng.integers(-4000, 4000, 4 * BLOCK).astype(np.int32)
-    acc[a0:a0 + 4] = [0, 2**24 + 1, -(2**24) - 3, 1000]  # large sums round in float32 as in the scalar code
-    corr = rng.integers(-300, 300, 3 * BLOCK).astype(F)
-    se = rng.uniform(1e-4, 2e-3, 3 * BLOCK).astype(F)
-    bias = rng.standard_normal(3 * BLOCK).astype(F)
-    res = rng.integers(0, 256, rbase + BLOCK + 3).astype(np.uint8)
-    inv, zf = F(1 / 0.037), F(11)
-    # values that land on .5 after scaling: rint must round half to even, as np.rint
-    se[o0 + 5], corr[o0 + 5], bias[o0 + 5], acc[a0 + 5] = F(0.5), F(0), F(0), 3
-    dst = np.full(dbase + BLOCK + 4, 77, np.uint8)
-    run_block(acc, a0, corr, se, bias, o0, res, rbase, int(residual), F(0.02), F(131), F(clamp[0]), F(clamp[1]),
-              inv, zf, dst, dbase)
-    want = numpy_block(acc[a0:a0 + BLOCK], corr[o0:o0 + BLOCK], se[o0:o0 + BLOCK], bias[o0:o0 + BLOCK],
-                       res[rbase:rbase + BLOCK] if residual else None, 0.02, 131, clamp[0], clamp[1], inv, zf)
-    np.testing.assert_array_equal(dst[dbase:dbase + BLOCK], want)
-    assert (dst[:dbase] == 77).all() and (dst[dbase + BLOCK:] == 77).all()  # nothing written outside the block
-    assert len(np.unique(want)) > 8  # the case spans the range, not one clamped value
+@pytest.mark.parametrize("n32,n8", [(1, 0), (0, 3), (2, 1)])
+def test_vector_forms_give_the_scalar_bytes(form, residual, clamp, n32, n8):
+    acc, astride, no, m, c, o0, res, has_res, rsi, qlo, qhi, dbase, dstride = case(residual, clamp, n32, n8)
+    size = dbase + ROWS * dstride + 4
+    got = np.full(size, 77, np.uint8)
+    want = np.full(size, 77, np.uint8)
+    form(acc, astride, ROWS, n32, n8, m, c, o0, res, dbase, has_res, rsi, qlo, qhi, got, dbase, dstride)
+    run_scalar(acc, astride, ROWS, no, m, c, o0, res, dbase, has_res, rsi, qlo, qhi, want, dbase, dstride)
+    np.testing.assert_array_equal(got, want)  # also: nothing written between rows or outside them
+    written = np.concatenate([want[dbase + r * dstride:dbase + r * dstride + no] for r in range(ROWS)])
+    assert len(np.unique(written)) > 8  # the case spans the range, not one clamped value
+    assert want[dbase + 3] == qhi  # 10**9 saturates to the top, not to 0 (the AVX2 conversion's INT_MIN)
+    if clamp[1] == 6.0:
+        assert written.max() == qhi < 255
 
 
-def test_requant_block_rounds_half_to_even():
-    acc = np.array([1, 3, 5, -1] + [0] * (BLOCK - 4), np.int32)
-    ones = np.ones(BLOCK, F)
-    dst = np.zeros(BLOCK, np.uint8)
-    run_block(acc, 0, np.zeros(BLOCK, F), ones * F(0.5), np.zeros(BLOCK, F), 0, np.zeros(0, np.uint8), 0, 0,
-              F(0), F(0), F(-np.inf), F(np.inf), F(1), F(10), dst, 0)
-    assert dst[:4].tolist() == [10, 12, 12, 10]  # 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -0.5 -> -0
+def test_scalar_formula_is_the_float_epilogue_up_to_float_rounding():
+    """rint(acc * m + c) clamped == requantise(clamp((acc - z_x*wsum) * se + bias + residual)) but
+    for ties that float32 rounding moves (at most one step)."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    acc = rng.integers(-3000, 3000, n).astype(np.int32)
+    wsum = rng.integers(-60, 60, n).astype(np.int32)
+    se = rng.uniform(1e-3, 3e-3, n).astype(F)
+    bias = rng.standard_normal(n).astype(F)
+    r = rng.integers(0, 256, n).astype(np.uint8)
+    inv, zpy, zpx, rs, rzp = 1 / 0.05, 7, 3, 0.03, 120
+    m, c, rsi, qlo, qhi = (F(v) if np.isscalar(v) else v
+                           for v in static_terms(wsum, zpx, se, bias, inv, zpy, F(0.0), F(6.0), rs, rzp))
+    got = np.array([requant_scalar(acc[i], m[i], c[i], F(r[i]), rsi, qlo, qhi) for i in range(n)])
+    v = (acc - zpx * wsum) * se.astype(np.float64) + bias + (r.astype(np.float64) - rzp) * rs
+    want = np.clip(np.rint(np.clip(v, 0.0, 6.0) * inv) + zpy, 0, 255)
+    diff = np.abs(got.astype(np.int64) - want)
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+    assert qlo == zpy and qhi == np.rint(6.0 * inv) + zpy
 
 
-def test_requant_block_writes_only_its_vectors():
-    acc = np.arange(BLOCK, dtype=np.int32)
-    dst = np.full(BLOCK, 99, np.uint8)
-    ones = np.ones(BLOCK, F)
-    run_block(acc, 0, np.zeros(BLOCK, F), ones, np.zeros(BLOCK, F), 0, np.zeros(0, np.uint8), 0, 0, F(0), F(0),
-              F(-np.inf), F(np.inf), F(1), F(0), dst, 0, 2)
-    assert dst[:16].tolist() == list(range(16)) and (dst[16:] == 99).all()
+def test_rounds_half_to_even_in_both_forms():
+    acc = np.array([1, 3, 5, -1] + [0] * 4, np.int32)
+    m = np.full(8, 0.5, F)
+    c = np.full(8, 10.0, F)
+    for form in [run_generic] + ([run_avx2] if isa.has("avx2") else []):
+        dst = np.zeros(8, np.uint8)
+        form(acc, 8, 1, 0, 1, m, c, 0, np.zeros(0, np.uint8), 0, 0, F(0), F(0), F(255), dst, 0, 8)
+        assert dst[:4].tolist() == [10, 12, 12, 10]  # 10.5 -> 10, 11.5 -> 12, 12.5 -> 12, 9.5 -> 10
