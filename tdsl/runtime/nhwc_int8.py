@@ -297,9 +297,19 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
             lohi[task, 0] = np.float32(np.inf)
             lohi[task, 1] = np.float32(-np.inf)
             if gathering:
+                n = p0 // (Ho * Wo)
+                oy = (p0 - n * Ho * Wo) // Wo
+                ox = p0 - n * Ho * Wo - oy * Wo
                 for m in range(np_):
-                    gather_pixel(x4, p0 + m, zero, gH, gW, gcp // 4, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, rows4,
+                    gather_pixel(x4, n, oy, ox, zero, gH, gW, gcp // 4, kh, kw, sh, sw, ph, pw, dh, dw, rows4,
                                  (skew + m * kp) // 4)
+                    ox += 1
+                    if ox == Wo:
+                        ox = 0
+                        oy += 1
+                        if oy == Ho:
+                            oy = 0
+                            n += 1
                 src, soffs, first = rows, local_offs, 0
             else:
                 src, soffs, first = x, offs, p0 * ntaps
@@ -417,16 +427,13 @@ GATHER_RUN = 8
 
 
 @njit(inline="always", cache=True)
-def gather_pixel(x4, p, zero, H, W, w, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, dst4, d0):
-    """dst4[d0:d0 + kh*kw*w] = the input rows output pixel p reads, in (tap, channel) order
+def gather_pixel(x4, n, oy, ox, zero, H, W, w, kh, kw, sh, sw, ph, pw, dh, dw, dst4, d0):
+    """dst4[d0:d0 + kh*kw*w] = the input rows output pixel (n, oy, ox) reads, in (tap, channel) order
     (the zero row's where a tap falls in the padding), as 4-byte words (x4, dst4: uint32 views;
     w = cp/4 words a row; the zero row at word `zero`). A kernel row's taps inside the image
     are one run of kw*cp bytes when the dilation is 1. Indices are unsigned: Numba's code for
-    negative indices made this copy 2-4x slower (the stem's gather: 19 -> 5-9 ms at B=8)."""
-    n = p // (Ho * Wo)
-    rest = p - n * Ho * Wo
-    oy = rest // Wo
-    ox = rest - oy * Wo
+    negative indices made this copy 2-4x slower (the stem's gather: 19 -> 5-9 ms at B=8).
+    The caller steps (n, oy, ox) from pixel to pixel: two divisions a pixel were half the cost."""
     y0 = oy * sh - ph
     x0 = ox * sw - pw
     run = kw * w
