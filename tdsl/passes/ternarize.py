@@ -17,7 +17,7 @@ from tdsl.dialects.tdsl import (
     TernaryMatmulOp,
     module_layers,
 )
-from tdsl.dialects.tern import THRESHOLDS, DequantizeOp, QuantizeOp, TernLinearOp
+from tdsl.dialects.tern import THRESHOLDS, DequantizeOp, QuantizeOp
 from tdsl.dialects.weighted import weighted
 from tdsl.errors import PassError
 from tdsl.passes.precision_policy import (
@@ -82,7 +82,7 @@ def ternarize_op(op: WeightOp, read: GetParamOp, q: Quantiser, act_quant: str | 
     new = op_at(kind, "trits")(op.input, quant.trits, quant.scale, bias, result_type=op.output.type, **geometry)
     new.location = op.location
     new.attributes.update(op.attributes)
-    if act_quant is not None and isinstance(new, TernLinearOp):
+    if act_quant is not None and kind == "linear":
         new.attributes[ACT_QUANT] = StringAttr(act_quant)
     Rewriter.replace_op(op, new)
 
