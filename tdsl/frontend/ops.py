@@ -380,8 +380,8 @@ def emit_tensor_op(el: Elaborator, name: str, args: list, kwargs: Kwargs, loc: S
     operands = []
     for i, n in enumerate(spec.tensors):
         v = bound[n]
-        if v is None:
-            continue
+        if v is None and n in spec.defaults:  # an optional operand left out; a required one holding
+            continue                          # nothing (`let y` with no value) is refused below
         if not isinstance(v, (TensorValue, ParamRef)) and not binary:
             where = _loc_of(kwargs, n, loc)
             raise TdslTypeError(f"{name}() argument '{n}' must be a tensor, got {describe(v)}", where)

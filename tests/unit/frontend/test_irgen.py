@@ -158,6 +158,12 @@ def test_original_programs_elaborate():
      "declared with shape [4] but its initialiser makes [5]", None),
     ("layer Net {\n  let a = 1\n}", None, "has no 'fn forward(...)'", (1, 1)),
     ("let x: trit = 1\nlet y: trit = x + 1", None, "trit value must be -1, 0 or 1, got 2", (2, 15)),
+    # a `let` without a value holds nothing: a built-in's required operand refuses it (the DSL fuzzer's
+    # long run, seed 2069343: a TypeError from the op's constructor, as if the operand were optional)
+    ("layer Net {\n  fn forward(x) {\n    let y\n    return global_avg_pool(y)\n  }\n}", None,
+     "global_avg_pool() argument 'x' must be a tensor, got nothing", (4, 12)),
+    ("layer Net {\n  fn forward(x) {\n    let w\n    return linear(x, w)\n  }\n}", None,
+     "linear() argument 'w' must be a tensor, got nothing", (4, 12)),
 ])
 def test_user_errors_are_located(src, params, message, line_col):
     with pytest.raises(TdslError) as info:
