@@ -69,6 +69,7 @@ from tdsl.dialects.shapes import (
     ShapeInferenceError,
     broadcast,
     conv2d_result_dims,
+    conv_channel_dims,
     dims_of,
     format_dims,
     linear_result_dims,
@@ -766,7 +767,55 @@ class ConvGeometry:
         return prefix + "".join(part[:1].upper() + part[1:] for part in cls.KIND.split("_")) + "Op"
 
 
-CONV_KINDS: tuple[type[ConvGeometry], ...] = (ConvGeometry,)
+class ConvTransposeGeometry(ConvGeometry):
+    """`conv_transpose2d`, the adjoint of conv2d (a "deconvolution"): each input pixel scatters
+    w[:, c] times its value into a kh x kw window of the output, windows `stride` apart, then
+    `padding` rows and columns are cut from each border and `output_padding` more kept at the
+    bottom and right. The weight is w[O, C/groups, kh, kw] like conv2d's (one scale and one
+    batch-norm fold per output channel, dim 0); torch's `F.conv_transpose2d` takes the same
+    numbers as [C, O/groups, kh, kw]: swap dims 0 and 1 within each group."""
+
+    KIND: ClassVar[str] = "conv_transpose2d"
+    SUMMARY: ClassVar[str] = "2-D transposed convolution"
+    RULE: ClassVar[str] = ("oh = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1, ow alike; "
+                           "output_padding < max(stride, dilation)")
+    EXAMPLE: ClassVar[tuple[str, str, str]] = (
+        "dilation = array<i64: 1, 1>, groups = 1 : i64, output_padding = array<i64: 1, 1>, "
+        "padding = array<i64: 1, 1>, stride = array<i64: 2, 2>", "8x8", "16x16")
+
+    output_padding = prop_def(DenseArrayBase.constr(i64))
+
+    @classmethod
+    def conv_properties(cls, output_padding: Sequence[int] = (0, 0), **geometry: Any) -> dict[str, Attribute]:
+        return {**super().conv_properties(**geometry), "output_padding": _array(output_padding)}
+
+    def geometry(self) -> dict[str, Any]:
+        return {**super().geometry(), "output_padding": _ints(self.output_padding)}
+
+    def verify_geometry(self) -> None:
+        super().verify_geometry()
+        name = self.name  # type: ignore[attr-defined]
+        extra, stride, dilation = _ints(self.output_padding), _ints(self.stride), _ints(self.dilation)
+        _check_pair(name, "output_padding", extra, 0)
+        if any(e >= max(s, d) for e, s, d in zip(extra, stride, dilation)):
+            raise VerifyException(f"'{name}' output_padding entries must be smaller than stride or dilation, "
+                                  f"but got {list(extra)} with stride {list(stride)}, dilation {list(dilation)}")
+
+    def conv_dims(self, op_name: str, x: Sequence[Dim], w: Sequence[Dim], b: Sequence[Dim] | None) -> list[Dim]:
+        batch_and_channels = conv_channel_dims(op_name, x, w, b, self.groups.value.data)
+        stride, padding, dilation = _ints(self.stride), _ints(self.padding), _ints(self.dilation)
+        extra = _ints(self.output_padding)
+        out = [None if x[2 + i] is None else
+               (x[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (w[2 + i] - 1) + extra[i] + 1
+               for i in range(2)]
+        if any(o is not None and o < 1 for o in out):
+            raise ShapeInferenceError(
+                f"{op_name}: padding {padding[0]}x{padding[1]} leaves no output for input {format_dims(x[2:])} "
+                f"and kernel {w[2]}x{w[3]}")
+        return [*batch_and_channels, *out]
+
+
+CONV_KINDS: tuple[type[ConvGeometry], ...] = (ConvGeometry, ConvTransposeGeometry)
 """Every 2-D convolution kind; each dialect defines its op of each kind from these."""
 
 

@@ -193,6 +193,16 @@ def _conv_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
             "groups": _int(b["groups"], "groups", _loc_of(kw, "groups", loc), 1)}
 
 
+def _conv_transpose_props(b: dict, kw: Kwargs, loc: SourceLoc) -> dict:
+    props = _conv_props(b, kw, loc)
+    where = _loc_of(kw, "output_padding", loc)
+    extra = _pair(b["output_padding"], "output_padding", where, 0)
+    if any(e >= max(s, d) for e, s, d in zip(extra, props["stride"], props["dilation"])):
+        raise TdslError(f"output_padding must be smaller than stride or dilation, got {list(extra)} with stride "
+                        f"{list(props['stride'])} and dilation {list(props['dilation'])}", where)
+    return {**props, "output_padding": extra}
+
+
 def _eps(b: dict, kw: Kwargs, loc: SourceLoc) -> float:
     eps = float(_num(b["eps"], "eps", _loc_of(kw, "eps", loc)))
     if eps <= 0:
@@ -324,6 +334,9 @@ BUILTINS: dict[str, Builtin] = {
     "conv2d": Builtin(("x", "w", "b", "stride", "padding", "dilation", "groups"),
                       {"b": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1},
                       ("x", "w", "b"), d.Conv2dOp, _conv_props),
+    "conv_transpose2d": Builtin(("x", "w", "b", "stride", "padding", "output_padding", "dilation", "groups"),
+                                {"b": None, "stride": 1, "padding": 0, "output_padding": 0, "dilation": 1,
+                                 "groups": 1}, ("x", "w", "b"), d.CONVS["conv_transpose2d"], _conv_transpose_props),
     "batch_norm": Builtin(("x", "mean", "var", "weight", "bias", "eps", "momentum"),
                           {"eps": 1e-5, "momentum": 0.1}, ("x", "mean", "var", "weight", "bias"),
                           d.BatchNormOp, _bn_props),

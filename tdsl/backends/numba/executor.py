@@ -41,8 +41,8 @@ from tdsl.runtime.cpu_features import kernel_path
 from tdsl.runtime.threads import RUNTIME_LOCK, threads_for_call
 
 DEVICES = ("cpu", "cuda")
-_BLAS_KERNELS = frozenset({Kernel.CONV2D_FLOAT, Kernel.CONV2D_INT8, Kernel.LINEAR_FLOAT, Kernel.LINEAR_INT8,
-                           Kernel.MATMUL})
+_BLAS_KERNELS = frozenset({Kernel.CONV2D_FLOAT, Kernel.CONV2D_INT8, Kernel.CONV_TRANSPOSE2D, Kernel.LINEAR_FLOAT,
+                           Kernel.LINEAR_INT8, Kernel.MATMUL})
 """Kernels that call numpy's BLAS (see the module docstring)."""
 _EMPTY2 = np.zeros((0, 0), np.float32)
 _EMPTY3 = np.zeros((0, 0, 0), np.float32)
@@ -197,6 +197,21 @@ def _conv_float(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> 
         K.bias_residual_act(y3, *epilogue)
 
 
+def _conv_transpose(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+    """conv_transpose2d as `_conv_float` of the step (stride 1, flipped kernel: `plan._Builder.
+    conv_transpose2d`) over x with stride - 1 zeros between its pixels, padded by
+    dilation (k - 1) on each side plus output_padding at the end, then `crop` cut from each."""
+    x, a = ins[0], step.attrs
+    (kh, kw), (dh, dw), (sh, sw), (ph, pw), (eh, ew) = (a["kernel"], a["dilation"], a["upsample"], a["crop"],
+                                                        a["output_padding"])
+    N, C, H, W = x.shape
+    fh, fw = dh * (kh - 1), dw * (kw - 1)
+    full = np.zeros((N, C, (H - 1) * sh + 1 + 2 * fh + eh, (W - 1) * sw + 1 + 2 * fw + ew), np.float32)
+    full[:, :, fh:fh + (H - 1) * sh + 1:sh, fw:fw + (W - 1) * sw + 1:sw] = x
+    spread = np.ascontiguousarray(full[:, :, ph:full.shape[2] - ph, pw:full.shape[3] - pw])
+    _conv_float(step, [spread, *ins[1:]], y, ctx)
+
+
 def _int8_dtype(weight: np.ndarray) -> type:
     """float32 while every integer sum is exact in it (as the torch backend decides), else float64."""
     k = weight[0].size
@@ -310,6 +325,7 @@ CPU_RUNNERS: dict[Kernel, Callable[[Step, list[np.ndarray], np.ndarray, _Ctx], N
     Kernel.CONV2D_TERNARY: _conv_ternary,
     Kernel.CONV2D_FLOAT: _conv_float,
     Kernel.CONV2D_INT8: _conv_int8,
+    Kernel.CONV_TRANSPOSE2D: _conv_transpose,
     Kernel.LINEAR_TERNARY: _linear_ternary,
     Kernel.LINEAR_FLOAT: _linear_float,
     Kernel.LINEAR_INT8: _linear_int8,

@@ -219,6 +219,7 @@ CUDA_RUNNERS = {
 UNSUPPORTED: dict[Kernel, str] = {
     Kernel.CONV2D_INT8: "kept-precision int8 layers have no CUDA kernel",
     Kernel.LINEAR_INT8: "kept-precision int8 layers have no CUDA kernel",
+    Kernel.CONV_TRANSPOSE2D: "conv_transpose2d has no CUDA kernel (it runs on the CPU)",
     Kernel.SOFTMAX: "softmax has no CUDA kernel",
     Kernel.AFFINE: "a batch norm that no conv or linear absorbed has no CUDA kernel",
     Kernel.MATMUL: "matmul between activations has no CUDA kernel",

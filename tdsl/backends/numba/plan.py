@@ -12,6 +12,7 @@ Each step names its runtime kernel by a `Kernel` member (the runners are keyed b
 | `kern.conv2d` / `kern.linear`, ternary | `conv2d_ternary` / `linear_ternary` | packed "2bit" trits (base3 repacked), bn folded into scale' and bias' (`fold_batchnorm`) |
 | the same, fp32 / fp16 | `conv2d_float` / `linear_float` | float32 weight with the bn folded in, bias' |
 | the same, int8 | `conv2d_int8` / `linear_int8` | int8 values as float (exact), per-channel scale with the bn folded in, bias' |
+| `kern.conv_transpose2d`, ternary / fp32 / fp16 | `conv_transpose2d` | float32 weight (trits times scale', or the float weight, bn folded in), its kernel flipped, bias'; run as `conv2d_float` over the input with zeros inserted and padded (`executor._conv_transpose`), act_quant does not apply |
 | `tdsl.ternary_matmul` | `linear_ternary` | round-and-clamp of the weight, packed, scale 1 |
 | pools, softmax, activations, binary, batch_norm, matmul | one kind each | bn as a per-channel affine |
 | flatten, reshape, squeeze, unsqueeze, dropout | `view` | none: the output is the input's buffer |
@@ -74,6 +75,8 @@ class Kernel(str, enum.Enum):
     CONV2D_TERNARY = "conv2d_ternary"
     CONV2D_FLOAT = "conv2d_float"
     CONV2D_INT8 = "conv2d_int8"
+    CONV_TRANSPOSE2D = "conv_transpose2d"
+    """A transposed convolution: a float conv2d over the input with zeros inserted (CPU only)."""
     LINEAR_TERNARY = "linear_ternary"
     LINEAR_FLOAT = "linear_float"
     LINEAR_INT8 = "linear_int8"
@@ -321,6 +324,32 @@ class _Builder:
         inputs = [op.input] + ([op.residual] if op.residual is not None else [])
         self.emit(op, _CONV_KERNELS[family], inputs, attrs, weights)
 
+    def conv_transpose2d(self, op: Any) -> None:
+        """The direct conv that equals the transposed one over the input with stride - 1 zeros
+        between pixels, padded by dilation (k - 1) - padding (+ output_padding at the end): stride
+        1, the same dilation and groups, the kernel flipped. Its attrs are that conv's (what
+        `conv2d_float` reads) plus `upsample`, `crop` and `output_padding` for the input."""
+        family, weights = self._kernel_weights(op)
+        if family == "int8":
+            raise TdslError(f"{op.name}: the Numba backend runs conv_transpose2d with ternary, fp32 or fp16 "
+                            "weights, not int8", loc_of(op))
+        dims = tuple(op.weight_dims())
+        weight = weights.get("weight")
+        if family == "ternary":
+            rows, k = matrix_shape(dims)
+            trits = unpack(weights["packed"], (rows, k), "2bit").reshape(dims)
+            weight = trits.astype(np.float32) * weights["scale"].reshape(-1, 1, 1, 1)
+        geometry = op.geometry()
+        attrs = {"kernel": (dims[2], dims[3]), "stride": (1, 1), "padding": (0, 0), "dilation": geometry["dilation"],
+                 "groups": geometry["groups"], "upsample": geometry["stride"], "crop": geometry["padding"],
+                 "output_padding": geometry["output_padding"], "out_channels": dims[0],
+                 "activation": activations.code_of(op.activation.data), "residual": op.residual is not None}
+        if attrs["groups"] > 1:
+            attrs["depthwise"] = dims[1] == 1 and attrs["groups"] == dims[0]
+        inputs = [op.input] + ([op.residual] if op.residual is not None else [])
+        flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1], np.float32)
+        self.emit(op, Kernel.CONV_TRANSPOSE2D, inputs, attrs, {"weight": flipped, "bias": weights["bias"]})
+
     def linear(self, op: kern.LinearOp) -> None:
         family, weights = self._kernel_weights(op)
         if family != "ternary":
@@ -409,6 +438,7 @@ HANDLERS: dict[type[Operation], Callable[[_Builder, Any], None]] = {
     tern.GetPackedOp: _Builder.get_packed,
     t.ConstantOp: _Builder.constant,
     kern.Conv2dOp: _Builder.conv2d,
+    kern.CONVS["conv_transpose2d"]: _Builder.conv_transpose2d,
     kern.LinearOp: _Builder.linear,
     t.TernaryMatmulOp: _Builder.ternary_matmul,
     t.MatmulOp: _Builder.matmul,

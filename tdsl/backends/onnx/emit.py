@@ -14,6 +14,7 @@ graph says, as fast as it runs the fp32 model (its level-2 optimiser rewrites
 | conv2d, ternary, form `packed` (default) | UINT8 2-bit codes [O, ⌈K/4⌉] → `Unsqueeze` → `BitShift`(0, 2, 4, 6) → `BitwiseAnd` 3 → `Reshape`/`Slice` to [O, K] → `Cast` → `Sub` 1 → `Reshape` [O, C, kh, kw] → `Mul` scale' [O, 1, 1, 1] → `Conv`(bias') |
 | conv2d, ternary, form `int2` / `int8` | `DequantizeLinear`(INT2 or INT8 trits [O, C, kh, kw], scale' [O], zero point 0, axis 0) → `Conv`(bias') |
 | linear, ternary | the same into `Gemm`(transB=1); never `MatMul` |
+| conv_transpose2d, any form but int8 | the conv2d weight above, then `Reshape` [g, O/g, C/g, kh, kw] → `Transpose`(0, 2, 1, 3, 4) → `Reshape` [C, O/g, kh, kw] (ONNX's layout; constants, folded at load) → `ConvTranspose`(bias') |
 | conv2d / linear, any precision, form `qdq` | INT8 weight [O, …] → `DequantizeLinear`(scale' [O] > 0, zero point 0 (given for linear, implied for conv), axis 0) → `Conv` / `Gemm`(bias'); a ternary weight's INT8 comes from its 2-bit codes, unpacked as in `packed` but to INT8 (`Cast` INT32, `Sub` 1, `Cast` INT8), a constant subgraph folded at load; fp32/fp16 weights are rounded to per-channel symmetric int8, int8 ones keep their values; a channel with a negative scale' has its trits/values negated; module `qdq` then adds the activations' `QuantizeLinear`/`DequantizeLinear` pairs |
 | fp32 | FLOAT weight·m → `Conv` / `Gemm` |
 | fp16 | FLOAT16 weight → `Cast` (→ `Mul` m) → `Conv` / `Gemm` |
@@ -263,6 +264,26 @@ class _GraphEmitter:
         else:
             w, b = self.float_weight(op, hint)
             y = self.node("Conv", [self[op.input], w] + ([b] if b else []), hint, **geometry)
+        self.epilogue(op, y, hint)
+
+    def conv_transpose2d(self, op: kern.Conv2dOp) -> None:
+        """`ConvTranspose` on the weight as conv2d's handler makes it, with its channel dims
+        swapped within each group (ONNX's layout [C, O/g, kh, kw])."""
+        if op.precision.data == "int8" and self.ternary_form != "qdq":
+            raise self.refuse(op, "int8 weights on conv_transpose2d have no ONNX form; keep it fp16, fp32 or ternary")
+        hint = (self.param_name(op.weight, op) or "conv_transpose").removesuffix(".weight")
+        geometry = op.geometry()
+        (sh, sw), (ph, pw), (eh, ew), (dh, dw), g = (geometry[k] for k in ("stride", "padding", "output_padding",
+                                                                            "dilation", "groups"))
+        out, per_group, kh, kw = (int(d) for d in op.weight_dims())  # type: ignore[arg-type]
+        w, b = self.float_weight(op, hint)
+        i64 = lambda *v: self.constant(np.array(v, dtype=np.int64), "shape")  # noqa: E731
+        grouped = self.node("Reshape", [w, i64(g, out // g, per_group, kh, kw)], hint + ".w_groups")
+        swapped = self.node("Transpose", [grouped], hint + ".w_swapped", perm=[0, 2, 1, 3, 4])
+        w = self.node("Reshape", [swapped, i64(g * per_group, out // g, kh, kw)], hint + ".w_onnx")
+        y = self.node("ConvTranspose", [self[op.input], w] + ([b] if b else []), hint, strides=[sh, sw],
+                      pads=[ph, pw, ph, pw], output_padding=[eh, ew], dilations=[dh, dw], group=g,
+                      kernel_shape=[kh, kw])
         self.epilogue(op, y, hint)
 
     @emit.register
@@ -589,6 +610,7 @@ class _GraphEmitter:
 
 for _op in COMPOSITES:  # one generic handler: the row builds the nodes
     _GraphEmitter.__dict__["emit"].register(_op)(_GraphEmitter.composite)
+_GraphEmitter.__dict__["emit"].register(kern.CONVS["conv_transpose2d"])(_GraphEmitter.conv_transpose2d)
 
 _NEEDS_FUSE = "the ONNX export reads the kernel level: lower conv2d and linear to kern ops first (`fuse`)"
 _NEEDS_FREEZE = "the ONNX export holds frozen weights: freeze or quantize the model first"

@@ -707,14 +707,16 @@ class _ForwardEmitter:
         x = self[op.input]
         return f"F.linear({x}, _rt.ternary({self.weight(op.weight, x)}).to({x}.dtype))"
 
-    def conv2d(self, op: t.Conv2dOp) -> str:
+    def conv(self, op: t.ConvGeometry) -> str:
+        """`tdsl.<conv kind>`: the kind's torch call (`_CONV_CALLS`) on the float weight."""
         bias = self[op.bias] if op.bias is not None else "None"
-        geometry = _conv_geometry(op)
         scale = self.int8_scale(op.weight)
         if scale is not None:
+            if op.KIND != "conv2d":
+                self.int8_unsupported(op.weight, op)
             extra = f", weight_scale={scale}" if scale else ""
-            return f"_rt.int8_conv2d({self[op.input]}, {self[op.weight]}, {bias}, {geometry}{extra})"
-        return f"F.conv2d({self[op.input]}, {self.weight(op.weight, self[op.input])}, {bias}, {geometry})"
+            return f"_rt.int8_conv2d({self[op.input]}, {self[op.weight]}, {bias}, {_conv_geometry(op)}{extra})"
+        return _CONV_CALLS[op.KIND](op, self[op.input], self.weight(op.weight, self[op.input]), bias)
 
     # -- the tern dialect
 
@@ -749,10 +751,10 @@ class _ForwardEmitter:
         bias = f", {self[op.bias]}" if op.bias is not None else ""
         return f"F.linear({_act_quant(op, x)}, {self.ternary_weight(op.weight, op.scale, x)}{bias})"
 
-    def tern_conv2d(self, op: tern.TernConv2dOp) -> str:
+    def tern_conv(self, op: tern.TernConv2dOp) -> str:
         x = self[op.input]
         bias = self[op.bias] if op.bias is not None else "None"
-        return f"F.conv2d({x}, {self.ternary_weight(op.weight, op.scale, x)}, {bias}, {_conv_geometry(op)})"
+        return _CONV_CALLS[op.KIND](op, x, self.ternary_weight(op.weight, op.scale, x), bias)
 
     def get_packed(self, op: tern.GetPackedOp) -> None:
         self.names[op.output] = self.plan.member_expr(op.param.root_reference.data)
@@ -769,10 +771,10 @@ class _ForwardEmitter:
         bias = f", {self[op.bias]}" if op.bias is not None else ""
         return f"F.linear({_act_quant(op, x)}, {self.packed_weight(op, x)}{bias})"
 
-    def packed_conv2d(self, op: tern.PackedConv2dOp) -> str:
+    def packed_conv(self, op: tern.PackedConv2dOp) -> str:
         x = self[op.input]
         bias = self[op.bias] if op.bias is not None else "None"
-        return f"F.conv2d({x}, {self.packed_weight(op, x)}, {bias}, {_conv_geometry(op)})"
+        return _CONV_CALLS[op.KIND](op, x, self.packed_weight(op, x), bias)
 
     def batch_norm(self, op: t.BatchNormOp) -> str:
         operands = ", ".join(self[v] for v in (op.input, op.mean, op.var, op.weight, op.bias))
@@ -823,6 +825,24 @@ def _conv_geometry(op: Operation) -> str:
             f"dilation={_pair(op.dilation)}, groups={op.groups.value.data}")  # type: ignore[attr-defined]
 
 
+def _conv_transpose(op: Operation, x: str, w: str, bias: str) -> str:
+    """F.conv_transpose2d takes the weight [O, C/g, kh, kw] as [C, O/g, kh, kw] (docs of
+    `tdsl.dialects.tdsl.ConvTransposeGeometry`): dims 0 and 1 swapped within each group."""
+    groups = op.groups.value.data  # type: ignore[attr-defined]
+    swapped = f"{w}.transpose(0, 1)" if groups == 1 else f"{w}.unflatten(0, ({groups}, -1)).transpose(1, 2).flatten(0, 1)"
+    return (f"F.conv_transpose2d({x}, {swapped}, {bias}, stride={_pair(op.stride)}, "  # type: ignore[attr-defined]
+            f"padding={_pair(op.padding)}, output_padding={_pair(op.output_padding)}, "  # type: ignore[attr-defined]
+            f"groups={groups}, dilation={_pair(op.dilation)})")  # type: ignore[attr-defined]
+
+
+_CONV_CALLS: dict[str, Callable[[Operation, str, str, str], str]] = {
+    "conv2d": lambda op, x, w, bias: f"F.conv2d({x}, {w}, {bias}, {_conv_geometry(op)})",
+    "conv_transpose2d": _conv_transpose,
+}
+"""The torch call of each convolution kind, from its op, input, weight and bias expressions
+(the same at the float, trits and packed levels)."""
+
+
 def _pair(attr: DenseArrayBase) -> str:
     return _literal(tuple(int(v) for v in attr.get_values()))
 
@@ -857,7 +877,7 @@ HANDLERS: dict[type[Operation], Callable] = {
     t.LinearOp: _ForwardEmitter.linear,
     t.MatmulOp: _ForwardEmitter.matmul,
     t.TernaryMatmulOp: _ForwardEmitter.ternary_matmul,
-    t.Conv2dOp: _ForwardEmitter.conv2d,
+    **{cls: _ForwardEmitter.conv for cls in t.CONVS.values()},
     t.BatchNormOp: _ForwardEmitter.batch_norm,
     **{row.op: _unary(row.torch) for row in ACTIVATIONS.values()},
     **{row.op: _binary(row.symbol) for row in BINARY.values()},
@@ -872,10 +892,10 @@ HANDLERS: dict[type[Operation], Callable] = {
     t.UnsqueezeOp: _ForwardEmitter.unsqueeze,
     t.SqueezeOp: _ForwardEmitter.squeeze,
     tern.DequantizeOp: _ForwardEmitter.dequantize,
-    tern.TernConv2dOp: _ForwardEmitter.tern_conv2d,
+    **{cls: _ForwardEmitter.tern_conv for cls in tern.TERN_CONVS.values()},
     tern.TernLinearOp: _ForwardEmitter.tern_linear,
     tern.GetPackedOp: _ForwardEmitter.get_packed,
-    tern.PackedConv2dOp: _ForwardEmitter.packed_conv2d,
+    **{cls: _ForwardEmitter.packed_conv for cls in tern.PACKED_CONVS.values()},
     tern.PackedLinearOp: _ForwardEmitter.packed_linear,
     tern.QuantizeOp: _ForwardEmitter.quantize,
 }

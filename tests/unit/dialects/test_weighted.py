@@ -21,17 +21,23 @@ EXPECTED = {
     tern.TernConv2dOp: ("conv2d", "trits"), tern.TernLinearOp: ("linear", "trits"),
     tern.PackedConv2dOp: ("conv2d", "packed"), tern.PackedLinearOp: ("linear", "packed"),
     kern.Conv2dOp: ("conv2d", "kernel"), kern.LinearOp: ("linear", "kernel"),
+    t.CONVS["conv_transpose2d"]: ("conv_transpose2d", "float"),
+    tern.TERN_CONVS["conv_transpose2d"]: ("conv_transpose2d", "trits"),
+    tern.PACKED_CONVS["conv_transpose2d"]: ("conv_transpose2d", "packed"),
+    kern.CONVS["conv_transpose2d"]: ("conv_transpose2d", "kernel"),
 }
 ROOT = Path(__file__).resolve().parents[3] / "tdsl"
 
 
 def test_exactly_the_convs_and_linears_carry_the_trait() -> None:
+    """Every convolution kind (`CONV_KINDS`) has its op at each level, made from one definition."""
     carrying = {op: (op.get_trait(WeightedOp).kind, op.get_trait(WeightedOp).level)
                 for d in (TDSL, TERN, KERN) for op in d.operations if op.has_trait(WeightedOp)}
     assert carrying == EXPECTED
     assert {(k, lv): op_at(k, lv) for k in KINDS for lv in LEVELS} == {v: k for k, v in EXPECTED.items()}
-    with pytest.raises(KeyError, match="conv_transpose2d"):
-        op_at("conv_transpose2d", "float")
+    assert set(KINDS) == {"conv2d", "conv_transpose2d", "linear"}
+    with pytest.raises(KeyError, match="conv3d"):
+        op_at("conv3d", "float")
 
 
 def _block_values():
@@ -60,13 +66,18 @@ def test_accessors_read_operands_by_role() -> None:
         assert trait.geometry(op) == ({} if trait.kind == "linear" else
                                       {"stride": (2, 2), "padding": (1, 1), "dilation": (1, 1), "groups": 1})
     assert weighted(t.ReluOp(x)) is None
+    transposed = kern.CONVS["conv_transpose2d"](x, packed, scale=s, precision="ternary", format="2bit",
+                                                output_padding=(1, 0), **geometry)
+    assert weighted(transposed).geometry(transposed) == {"stride": (2, 2), "padding": (1, 1), "dilation": (1, 1),
+                                                         "groups": 1, "output_padding": (1, 0)}
 
 
 def test_passes_and_storage_name_no_weighted_class_in_an_isinstance() -> None:
     """The walks that had `isinstance` unions of conv/linear classes (fuse, pack, the precision
     policy, the storage layout) ask for the trait now; a new union there fails this test."""
     classes = {cls.__name__ for cls in EXPECTED}
-    for rel in ("passes/fuse.py", "passes/pack.py", "passes/precision_policy.py", "backends/torch/freeze.py"):
+    for rel in ("passes/fuse.py", "passes/pack.py", "passes/precision_policy.py", "passes/ternarize.py",
+                "backends/torch/freeze.py"):
         tree = ast.parse((ROOT / rel).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance":
