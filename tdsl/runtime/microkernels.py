@@ -30,7 +30,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from tdsl.runtime import isa
 
@@ -59,6 +59,9 @@ class MicroKernel:
     """The constant `tile` switches on."""
     drivers: tuple[str, ...] = ("conv", "gemm")
     """The drivers that can run it: "conv" (`nhwc_int8.conv`, through `tile`) and "gemm"."""
+    weights: str = "ternary"
+    """The weights it multiplies: "ternary" (s8 trits) or "int16" (integer weights of a layer the
+    precision policy kept at fp16 / fp32 / int8, per output channel, `int16_weights`)."""
 
     def available(self) -> bool:
         if self.isa == "amx_int8":
@@ -74,6 +77,8 @@ TABLE: tuple[MicroKernel, ...] = (
     MicroKernel("portable", "u8 x ternary s8 -> i32", None, MR, NR, "k2x32", 0),
     MicroKernel("avx2", "u8 x ternary s8 -> i16 pairs -> i32", "avx2", MR, NR, "k2x32", 1),
     MicroKernel("amx", "u8 x ternary s8 -> i32 tiles", "amx_int8", 32, 32, "vnni4x16", 2, ("gemm",)),
+    MicroKernel("portable-w16", "u8 x s16 -> i32", None, MR, NR, "k2x32", 3, ("conv",), "int16"),
+    MicroKernel("avx2-w16", "u8 x s16 -> i32 (vpmaddwd)", "avx2", MR, NR, "k2x32", 4, ("conv",), "int16"),
 )
 """Every micro-kernel, slowest first; `select` takes the last available one its driver can run.
 The AMX row (`tdsl.runtime.amx`) runs the GEMM driver `amx.gemm` so far; a conv driver for it
@@ -97,13 +102,15 @@ def available() -> list[str]:
     return [row.name for row in TABLE if row.available()]
 
 
-def select(name: str | None = None, driver: str = "conv") -> MicroKernel:
+def select(name: str | None = None, driver: str = "conv", weights: str = "ternary") -> MicroKernel:
     """The row for `name` (a TdslError if unknown or not runnable here), or the fastest one
-    `driver` can run."""
+    `driver` can run for `weights` ("ternary" or "int16")."""
     from tdsl.errors import TdslError
 
     if name is None or name == "auto":
-        return [row for row in TABLE if row.available() and driver in row.drivers][-1]
+        return [row for row in TABLE if row.available() and driver in row.drivers and row.weights == weights][-1]
+    if weights == "int16" and not name.endswith("-w16"):
+        name += "-w16"  # the same ISA's row for integer weights
     names = [row.name for row in TABLE]
     if name not in names:
         raise TdslError(f"unknown NHWC micro-kernel {name!r}: valid are " + ", ".join(repr(n) for n in names))
@@ -121,14 +128,15 @@ def select(name: str | None = None, driver: str = "conv") -> MicroKernel:
 
 
 def k2x32_panels(trits: np.ndarray) -> np.ndarray:
-    """The k2x32 panels (module docstring) of ternary weights [O, Cp/2*2, kh, kw] as int8.
+    """The k2x32 panels (module docstring) of integer weights [O, Cp/2*2, kh, kw].
 
-    trits: int8 [O, C, kh, kw] in {-1, 0, 1}; C is padded to the even `cp` the activations
-    carry (see `padded_channels`). Returns int8 [ceil(O/32), kh*kw, cp/2, 64]."""
+    trits: int8 [O, C, kh, kw] in {-1, 0, 1} (or int16 weights: the same layout of 2-byte
+    elements, for the "-w16" kernels); C is padded to the even `cp` the activations carry (see
+    `padded_channels`). Returns [ceil(O/32), kh*kw, cp/2, 64] of trits' dtype."""
     O, C, kh, kw = trits.shape
     cp = padded_channels(C)
     nb = -(-O // NR)
-    w = np.zeros((nb * NR, cp, kh, kw), np.int8)
+    w = np.zeros((nb * NR, cp, kh, kw), trits.dtype)
     w[:O, :C] = trits
     # [block, o, pair, kk, i, j] -> [block, i, j, pair, o, kk]
     w6 = w.reshape(nb, NR, cp // 2, 2, kh, kw).transpose(0, 4, 5, 2, 1, 3)
@@ -216,7 +224,84 @@ def _make_tile_avx2(mr: int):
     return tile
 
 
+def _make_tile_avx2_w16(mr: int):
+    """The AVX2 tile of int16 weights: mr pixels x 32 channels of i32, `vpmaddwd` of the u8 pair
+    (zero-extended to two i16, broadcast) by the pair's 16 weights of 8 channels. No i16 stage,
+    so no widening; two pixels a pass (8 accumulators + 4 weight vectors fit the 16 ymm)."""
+
+    @intrinsic
+    def tile(typingctx, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
+        if w.dtype != types.int16:
+            return None
+        sig = types.none(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+
+        def codegen(context, builder, signature, args):
+            wv, woffv, xv, offsv, ooffv, ntv, npv, outv, oidxv, osv = args
+            ity = woffv.type
+            v16i16p = isa.V16I16.as_pointer()
+            wbase = builder.gep(isa.data_ptr(context, builder, signature.args[0], wv, isa.I16), [woffv])
+            xbase = isa.data_ptr(context, builder, signature.args[2], xv)
+            obase = isa.data_ptr(context, builder, signature.args[3], offsv, isa.I64)
+            madd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(isa.V8I32, [isa.V16I16, isa.V16I16]), "llvm.x86.avx2.pmadd.wd")
+            v2i8, v2i16 = ir.VectorType(isa.I8, 2), ir.VectorType(isa.I16, 2)
+            a32 = [[cgutils.alloca_once_value(builder, ir.Constant(isa.V8I32, None)) for _ in range(4)]
+                   for _ in range(mr)]
+            tap_elems = builder.mul(npv, ir.Constant(ity, 2 * NR))
+            for m0 in range(0, mr, 2):
+                pixels = range(m0, min(mr, m0 + 2))
+                with cgutils.for_range(builder, ntv) as tap:
+                    t = tap.index
+                    rows = []
+                    for m in pixels:
+                        idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
+                        rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
+                    wtap = builder.gep(wbase, [builder.mul(t, tap_elems)])
+                    with cgutils.for_range(builder, npv) as pair:
+                        j = pair.index
+                        wj = builder.gep(wtap, [builder.mul(j, ir.Constant(ity, 2 * NR))])
+                        wvec = [builder.load(builder.bitcast(builder.gep(wj, [ir.Constant(ity, 16 * h)]), v16i16p),
+                                             align=2) for h in range(4)]
+                        j2 = builder.mul(j, ir.Constant(ity, 2))
+                        for k, m in enumerate(pixels):
+                            pair8 = builder.load(builder.bitcast(builder.gep(rows[k], [j2]), v2i8.as_pointer()), align=1)
+                            word = builder.bitcast(builder.zext(pair8, v2i16), isa.I32)
+                            undef = ir.Constant(isa.V8I32, ir.Undefined)
+                            bc = builder.shuffle_vector(builder.insert_element(undef, word, ir.Constant(isa.I32, 0)),
+                                                        undef, ir.Constant(isa.V8I32, [0] * 8))
+                            b16 = builder.bitcast(bc, isa.V16I16)
+                            for h in range(4):
+                                acc = builder.add(builder.load(a32[m][h]), builder.call(madd, [b16, wvec[h]]))
+                                builder.store(acc, a32[m][h])
+            isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, a32, isa.V8I32)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def int16_levels(k: int) -> int:
+    """The largest |q| of int16 weights whose sums of k products with u8 stay inside int32."""
+    return min(32767, (2**31 - 1) // (255 * max(k, 1)))
+
+
+def int16_weights(weight: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(q int16 [O, ...], scale float32 [O]): weight ~= q * scale per output channel, for the
+    "-w16" kernels, with |q| at most what keeps a sum of k products u8 x q inside int32
+    (32767 for k <= 257, e.g. a 7x7 stem of 3 channels; fewer bits for longer sums). The
+    rounding error is at most scale / 2 = max|w[o]| / (2 * qmax): below float16's own for
+    every weight above max|w[o]| / 32 when qmax = 32767."""
+    qmax = int16_levels(k)
+    flat = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    top = np.abs(flat).max(axis=1)
+    scale = np.where(top > 0, top / qmax, 1.0)
+    q = np.clip(np.rint(flat / scale[:, None]), -qmax, qmax).astype(np.int16)
+    return q.reshape(weight.shape), scale.astype(np.float32)
+
+
 _tile_avx2 = _make_tile_avx2(MR)
+_tile_avx2_w16 = _make_tile_avx2_w16(MR)
 
 
 @njit(cache=True, inline="always")
@@ -245,3 +330,25 @@ def tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
         _tile_avx2(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
     else:
         _tile_portable(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+
+
+@njit(cache=True, inline="always")
+def tile_w16(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
+    """`tile` for int16 weights (the "-w16" rows)."""
+    if kind == 4 and _HAS_AVX2:
+        _tile_avx2_w16(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    else:
+        _tile_portable(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+
+
+def any_tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):  # noqa: ANN001, ANN201
+    """`tile` or `tile_w16` by the weights' dtype, chosen when the driver compiles."""
+
+
+@overload(any_tile)
+def _any_tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):  # noqa: ANN001, ANN202
+    if w.dtype == types.int16:
+        return lambda kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride: tile_w16(
+            kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    return lambda kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride: tile(
+        kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)

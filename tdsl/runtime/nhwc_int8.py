@@ -28,7 +28,7 @@ from tdsl.runtime.depthwise_taps import LANES as TAP_LANES
 from tdsl.runtime.depthwise_taps import MAX_TAPS, tap_sums
 from tdsl.runtime.depthwise_taps import PIXELS as TAP_PIXELS
 from tdsl.runtime.isa import claim, umax_u8
-from tdsl.runtime.microkernels import MR, NR, tile
+from tdsl.runtime.microkernels import MR, NR, any_tile
 from tdsl.runtime.requant import LANES, WIDE, requant_scalar, requant_tile, static_terms
 
 activation = njit(inline="always", cache=True)(activations.apply)
@@ -318,12 +318,12 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
                 no = min(NR, O - o0)
                 if clamp_static:  # its own loop: with the general epilogue inlined beside it, this one ran 25 % slower
                     for m0 in range(0, np_, MR):
-                        tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, acc, 0, NR)
+                        any_tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, acc, 0, NR)
                         _requant_rows(acc, NR, min(MR, np_ - m0), no, o0, m_, c_, res, rsi, qlo, qhi, out,
                                       (p0 + m0) * cpo + o0, cpo)
                 else:
                     for m0 in range(0, np_, MR):
-                        tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, acc, 0, NR)
+                        any_tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, acc, 0, NR)
                         for m in range(min(MR, np_ - m0)):
                             p = p0 + m0 + m
                             _epilogue(acc, m * NR, no, o0, corr, se, bias, res, p * cpo + o0, rs, rzp, code, amin,

@@ -77,13 +77,24 @@ class Analysis:
     """u8 values a float step, a view or an output reads: dequantised where they are produced."""
 
 
-def _is_int8_conv(step: Step) -> bool:
-    """A ternary conv the NHWC kernels run: ungrouped or depthwise."""
-    if step.kind is not Kernel.CONV2D_TERNARY:
-        return False
-    g = step.attrs["groups"]
-    dims = step.op.weight_dims()
-    return g == 1 or (g == dims[0] and dims[1] == 1)
+KEPT_MIN_LEVELS = {Kernel.CONV2D_FLOAT: 1023, Kernel.CONV2D_INT8: 127}
+"""A conv the precision policy kept at fp16 / fp32 (or int8) runs on u8 activations with int16
+weights per output channel (`microkernels.int16_weights`, the "-w16" micro-kernels) when its
+sum is short enough for at least this many levels a side (float: 11 bits, finer than float16
+near each channel's largest weight; int8: its own values, exactly); longer sums stay float."""
+
+
+def is_int8_conv(step: Step) -> bool:
+    """A conv the NHWC kernels run: ternary (ungrouped or depthwise), or an ungrouped kept conv
+    (`KEPT_MIN_LEVELS`)."""
+    g = step.attrs["groups"] if step.kind in (Kernel.CONV2D_TERNARY, *KEPT_MIN_LEVELS) else 0
+    dims = step.op.weight_dims() if g else ()
+    if step.kind is Kernel.CONV2D_TERNARY:
+        return g == 1 or (g == dims[0] and dims[1] == 1)
+    if step.kind in KEPT_MIN_LEVELS and g == 1:
+        k = dims[2] * dims[3] * mk.padded_channels(dims[1])
+        return mk.int16_levels(mk.padded_channels(k)) >= KEPT_MIN_LEVELS[step.kind]
+    return False
 
 
 def analyse(plan: Plan) -> Analysis:
@@ -91,7 +102,7 @@ def analyse(plan: Plan) -> Analysis:
     an = Analysis()
     for k, step in enumerate(plan.steps):
         ins = step.inputs
-        if _is_int8_conv(step):
+        if is_int8_conv(step):
             an.int8_steps.add(k)
             an.resident.add(step.output)
         elif step.kind is Kernel.MAX_POOL2D and ins[0] in an.resident:
@@ -136,6 +147,9 @@ class Program:
         self.plan = plan
         self.an = an
         self.kind = kind
+        row = next(r for r in mk.TABLE if r.code == kind)
+        self.kind16 = mk.select(row.name if "conv" in row.drivers else None, weights="int16").code
+        """The micro-kernel of kept convs (int16 weights): the same ISA as `kind`'s."""
         self.static = static
         self.calibrating = False
         self._lazy: list[_Lazy] = []
@@ -215,7 +229,7 @@ class Program:
         q8.quantize_rows(yf, O, val.scale, val.zp, val.buf)
 
     def _int8_action(self, step: Step, shapes: list, views: list, panels: dict[int, Any]) -> Callable[[], None]:
-        if step.kind is Kernel.CONV2D_TERNARY:
+        if step.kind in (Kernel.CONV2D_TERNARY, *KEPT_MIN_LEVELS):
             return self._conv_action(step, shapes, panels)
         if step.kind is Kernel.MAX_POOL2D:
             return self._max_pool_action(step, shapes)
@@ -244,21 +258,28 @@ class Program:
         geom = np.array([N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo] if gather else [0] * 14, np.int64)
         prepared = panels.get(id(step))
         if prepared is None:
-            trits = unpack(wts["packed"], (O, C // a["groups"], kh, kw)).astype(np.int8)
-            wsum = trits.reshape(O, -1).sum(axis=1).astype(np.int32)
+            if step.kind is Kernel.CONV2D_TERNARY:
+                ints = unpack(wts["packed"], (O, C // a["groups"], kh, kw)).astype(np.int8)
+                s = wts["scale"]
+            elif step.kind is Kernel.CONV2D_INT8:  # int8 values, exactly
+                ints, s = wts["weight"].astype(np.int16), wts["scale"]
+            else:  # a float weight (bn folded): integers per output channel
+                ints, s = mk.int16_weights(wts["weight"], kp if gather else ntaps * cp)
+            wsum = ints.reshape(O, -1).sum(axis=1).astype(np.int32)
             if depthwise:
-                w = np.ascontiguousarray(trits.reshape(O, ntaps).T)
+                w = np.ascontiguousarray(ints.reshape(O, ntaps).T)
             elif gather:  # one tap of kp channels in (tap, channel) order: the gathered row's
-                rows = np.zeros((O, kh, kw, cp), np.int8)
-                rows[..., :C] = trits.transpose(0, 2, 3, 1)
-                full = np.zeros((O, kp, 1, 1), np.int8)
+                rows = np.zeros((O, kh, kw, cp), ints.dtype)
+                rows[..., :C] = ints.transpose(0, 2, 3, 1)
+                full = np.zeros((O, kp, 1, 1), ints.dtype)
                 full[:, :ntaps * cp, 0, 0] = rows.reshape(O, -1)
                 w = mk.k2x32_panels(full).reshape(-1)
             else:
-                w = mk.k2x32_panels(trits).reshape(-1)
-            prepared = panels[id(step)] = (w, wsum)
-        w, wsum = prepared
-        s, bias, act = wts["scale"], wts["bias"], a["activation"]
+                w = mk.k2x32_panels(ints).reshape(-1)
+            prepared = panels[id(step)] = (w, wsum, np.asarray(s, np.float32))
+        w, wsum, s = prepared
+        kind = self.kind if step.kind is Kernel.CONV2D_TERNARY else self.kind16
+        bias, act = wts["bias"], a["activation"]
         nblocks = -(-O // mk.NR)
         tasks = N * Ho if depthwise else q8.conv_tasks(P, nblocks)
         lohi = np.empty((tasks, 2), np.float32)
@@ -277,7 +298,7 @@ class Program:
             if depthwise:
                 return (x.buf, offs, kh * kw, C, Wo, w, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi)
             # gathering: one tap of kp bytes a pixel
-            return (self.kind, x.buf, offs, 1 if gather else ntaps, (kp if gather else cp) // 2, w, nblocks, P, O,
+            return (kind, x.buf, offs, 1 if gather else ntaps, (kp if gather else cp) // 2, w, nblocks, P, O,
                     wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi)
 
         def run() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tdsl.backends.numba.nhwc import is_int8_conv
 from tdsl.backends.numba.plan import Kernel, Plan, Step
 
 _TERNARY = (Kernel.CONV2D_TERNARY, Kernel.LINEAR_TERNARY)
@@ -61,6 +62,9 @@ def path_of(step: Step, cpu_path: str, act_quant: str) -> str:
         return "depthwise/float" if depthwise else f"{cpu_path}/{act_quant}"
     if act_quant == "int8-nhwc" and step.kind in (Kernel.MAX_POOL2D, Kernel.ADAPTIVE_AVG_POOL2D):
         return "numba/nhwc-u8"
+    if act_quant == "int8-nhwc" and step.kind in (Kernel.CONV2D_FLOAT, Kernel.CONV2D_INT8):
+        if is_int8_conv(step):  # int16 weights on u8 activations
+            return f"{cpu_path}-w16/nhwc-u8"
     if step.kind in (Kernel.CONV2D_INT8, Kernel.LINEAR_INT8):
         return "int8-kept"
     if step.kind in (Kernel.CONV2D_FLOAT, Kernel.LINEAR_FLOAT):

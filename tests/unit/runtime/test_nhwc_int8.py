@@ -62,10 +62,22 @@ def numpy_acc(q, t, zp, stride, padding, dilation):
     return acc
 
 
+def weights_of(kind):
+    return next(row.weights for row in mk.TABLE if row.code == kind)
+
+
 def run_conv(kind, case, zp, static=True, seed=0, workers=2, gather=False):
+    """(output, float64 reference, task ranges) of one conv by micro-kernel `kind`: ternary
+    weights, or for a "-w16" row int16 weights as large as `int16_weights` allows."""
     N, C, H, W, O, (kh, kw), st, pad, dil = case
     rng = np.random.default_rng(seed + 1)
-    t = rng.integers(-1, 2, (O, C, kh, kw)).astype(np.int8)
+    if weights_of(kind) == "int16":
+        k = mk.padded_channels(kh * kw * mk.padded_channels(C))
+        qmax = min(32767, (2**31 - 1) // (255 * k))
+        t = rng.integers(-qmax, qmax + 1, (O, C, kh, kw)).astype(np.int16)
+        t[0, 0, 0, 0] = qmax  # the largest weight and sum the bound allows
+    else:
+        t = rng.integers(-1, 2, (O, C, kh, kw)).astype(np.int8)
     q, buf = quantised_input(case, zp, seed)
     acc = numpy_acc(q, t, zp, st, pad, dil)
     Ho, Wo = acc.shape[2:]
@@ -74,9 +86,9 @@ def run_conv(kind, case, zp, static=True, seed=0, workers=2, gather=False):
     ntaps, npairs, geom = kh * kw, cp // 2, NO_GEOM
     if gather:  # each pixel's taps gathered into one row of kp bytes, read as one tap
         kp = mk.padded_channels(ntaps * cp)
-        rows = np.zeros((O, kh, kw, cp), np.int8)
+        rows = np.zeros((O, kh, kw, cp), t.dtype)
         rows[..., :C] = t.transpose(0, 2, 3, 1)
-        full = np.zeros((O, kp, 1, 1), np.int8)
+        full = np.zeros((O, kp, 1, 1), t.dtype)
         full[:, :ntaps * cp, 0, 0] = rows.reshape(O, -1)
         panels = mk.k2x32_panels(full).reshape(-1)
         offs, ntaps, npairs = np.zeros(0, np.int64), 1, kp // 2
@@ -86,6 +98,8 @@ def run_conv(kind, case, zp, static=True, seed=0, workers=2, gather=False):
         panels = mk.k2x32_panels(t).reshape(-1)
     wsum = t.reshape(O, -1).sum(axis=1).astype(np.int32)
     se = rng.uniform(0.001, 0.01, O).astype(np.float32)
+    if t.dtype == np.int16:  # outputs of the same magnitude as the ternary cases'
+        se /= np.float32(np.abs(t).max())
     bias = rng.standard_normal(O).astype(np.float32)
     nblocks = -(-O // mk.NR)
     lohi = np.empty((q8.conv_tasks(P, nblocks), 2), np.float32)
@@ -108,7 +122,7 @@ def run_conv(kind, case, zp, static=True, seed=0, workers=2, gather=False):
 @pytest.mark.parametrize("case", CASES)
 def test_conv_float_epilogue_equals_numpy_exact_integers(kind, case):
     got, want, lohi = run_conv(kind, case, zp=128, static=False)
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5 if weights_of(kind) == "ternary" else 1e-3)
     assert lohi[:, 0].min() == got.min() and lohi[:, 1].max() == got.max()
 
 
@@ -121,7 +135,7 @@ def test_gathering_conv_equals_numpy_and_the_indirect_conv(kind, case):
     """The stem's producer (each task gathers its pixels' taps: runs, padding, dilation, images
     boundaries) gives numpy's exact sums, and the bits of the indirect producer."""
     got, want, lohi = run_conv(kind, case, zp=9, static=False, gather=True)
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-5 if weights_of(kind) == "ternary" else 1e-3)
     assert lohi[:, 0].min() == got.min() and lohi[:, 1].max() == got.max()
     np.testing.assert_array_equal(run_conv(kind, case, zp=9, gather=True)[0], run_conv(kind, case, zp=9)[0])
 
@@ -141,6 +155,10 @@ def test_every_micro_kernel_gives_the_same_bits(case):
     a = run_conv(0, case, zp=17, static=True)[0]
     b = run_conv(1, case, zp=17, static=True)[0]
     np.testing.assert_array_equal(a, b)
+    a16 = run_conv(3, case, zp=17, static=True)[0]
+    b16 = run_conv(4, case, zp=17, static=True)[0]
+    np.testing.assert_array_equal(a16, b16)
+    assert not np.array_equal(a, a16)  # the int16 case is another computation, not the ternary one again
 
 
 @pytest.mark.parametrize("static", [True, False])
@@ -247,5 +265,7 @@ def test_select_refuses_unknown_or_unavailable_kernels():
 
     with pytest.raises(TdslError, match="unknown NHWC micro-kernel"):
         mk.select("sse9")
-    assert mk.select().name == mk.available()[-1]
+    assert mk.select().name == [n for n in mk.available() if not n.endswith("-w16")][-1]
+    assert mk.select(weights="int16").name == mk.available()[-1] and mk.select().weights == "ternary"
+    assert mk.select("portable", weights="int16").name == "portable-w16"
     assert isa.summary()
