@@ -91,35 +91,54 @@ def check_inputs(sig: ForwardSignature | None, inputs: Sequence[Any]) -> None:
     that holds a non-finite value."""
     if sig is None:
         return
-    if len(inputs) != len(sig.inputs):
-        names = ", ".join(s.name for s in sig.inputs)
-        raise InputMismatch(f"forward of '{sig.entry}' takes {len(sig.inputs)} input(s) ({names}), "
-                            f"got {len(inputs)}", sig.loc)
+    _check_count(sig, len(inputs))
     for spec, x in zip(sig.inputs, inputs):
         shape, kind, dtype = _shape_and_kind(x)
-        got = f"{dtype}{list(shape)}"
-        where = f"input '{spec.name}' of forward of '{sig.entry}'"
         allowed = _FLOAT_KINDS if spec.element.startswith(("float", "bf", "f")) else _INT_KINDS
         if kind not in allowed:
-            raise InputMismatch(f"{where} expects {spec.show()}, got an array of {dtype}", spec.loc)
-        if spec.dims is None:
-            continue
-        if len(shape) != len(spec.dims):
-            raise InputMismatch(f"{where} expects rank {len(spec.dims)} ({spec.show()}), got rank "
-                                f"{len(shape)} ({got})", spec.loc)
-        for axis, (want, have) in enumerate(zip(spec.dims, shape)):
-            if want is not None and want != have:
-                raise InputMismatch(f"{where} expects {spec.show()}, got {got}: dim {axis} is "
-                                    f"{have}, not {want}", spec.loc)
-            if have < 1:
-                raise InputMismatch(f"{where} expects {spec.show()}, got {got}: dim {axis} is empty",
-                                    spec.loc)
+            raise InputMismatch(f"{_where(sig, spec)} expects {spec.show()}, got an array of {dtype}", spec.loc)
+        _check_shape(sig, spec, shape, dtype)
     shapes = [_shape_and_kind(x)[0] for x in inputs]
     check_memory(sum(math.prod(s) for s in shapes) * 4 * sig.expansion,
                  f"forward of '{sig.entry}' on inputs {', '.join(str(list(s)) for s in shapes)} (an estimate "
                  "from its largest activation)", sig.loc)
     for spec, x in zip(sig.inputs, inputs):
-        _check_finite(spec, x, f"input '{spec.name}' of forward of '{sig.entry}'")
+        _check_finite(spec, x, _where(sig, spec))
+
+
+def check_shapes(sig: ForwardSignature, shapes: Sequence[Sequence[int]], dtype: str) -> None:
+    """Count, rank and declared dims of inputs of these shapes: what can be refused before the
+    inputs exist (`tdsl run` would otherwise fill a random input of any size first)."""
+    _check_count(sig, len(shapes))
+    for spec, shape in zip(sig.inputs, shapes):
+        _check_shape(sig, spec, tuple(shape), dtype)
+
+
+def _where(sig: ForwardSignature, spec: InputSpec) -> str:
+    return f"input '{spec.name}' of forward of '{sig.entry}'"
+
+
+def _check_count(sig: ForwardSignature, count: int) -> None:
+    if count != len(sig.inputs):
+        names = ", ".join(s.name for s in sig.inputs)
+        raise InputMismatch(f"forward of '{sig.entry}' takes {len(sig.inputs)} input(s) ({names}), "
+                            f"got {count}", sig.loc)
+
+
+def _check_shape(sig: ForwardSignature, spec: InputSpec, shape: tuple[int, ...], dtype: str) -> None:
+    if spec.dims is None:
+        return
+    got, where = f"{dtype}{list(shape)}", _where(sig, spec)
+    if len(shape) != len(spec.dims):
+        raise InputMismatch(f"{where} expects rank {len(spec.dims)} ({spec.show()}), got rank "
+                            f"{len(shape)} ({got})", spec.loc)
+    for axis, (want, have) in enumerate(zip(spec.dims, shape)):
+        if want is not None and want != have:
+            raise InputMismatch(f"{where} expects {spec.show()}, got {got}: dim {axis} is "
+                                f"{have}, not {want}", spec.loc)
+        if have < 1:
+            raise InputMismatch(f"{where} expects {spec.show()}, got {got}: dim {axis} is empty",
+                                spec.loc)
 
 
 _FLOAT_LIMITS = {"float32": 3.4028234663852886e38, "float16": 65504.0}

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from tdsl.errors import TdslError
-from tdsl.signature import check_memory
+from tdsl.signature import check_memory, check_shapes, forward_signature
 from tdsl.tools.common import BATCH, SEED, add_model_args, command_main, compile_model, resolve_model
 
 
@@ -77,6 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             shape = input_shape_for(model, args.batch, args.input_shape)
             dtype = input_dtype(model)
+            # refused before the input exists: filling a random input of a wrong huge shape took minutes
+            check_shapes(forward_signature(model.module), [shape], str(dtype).removeprefix("torch."))
             check_memory(math.prod(shape) * dtype.itemsize, f"the random input of shape {shape}")
             x = torch.randn(*shape, dtype=dtype) if dtype.is_floating_point else torch.randint(-1, 2, shape, dtype=dtype)
             out = net(x)

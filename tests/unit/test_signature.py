@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tdsl
-from tdsl.signature import InputMismatch, check_inputs, forward_signature
+from tdsl.signature import InputMismatch, check_inputs, check_shapes, forward_signature
 from tdsl.tools.tdsl_cli import main as tdsl_main
 
 MLP = "tdsl/models/mlp.tdsl"
@@ -102,6 +102,18 @@ def test_input_count_and_every_argument_are_checked() -> None:
 def test_ragged_input_is_an_input_mismatch(mlp: tdsl.CompiledModel) -> None:
     with pytest.raises(InputMismatch, match="not an array"):
         check_inputs(forward_signature(mlp.module), [[[1.0, 2.0], [3.0]]])
+
+
+def test_shapes_are_checked_without_an_input(mlp: tdsl.CompiledModel) -> None:
+    """`check_shapes` refuses what `check_inputs` would, from the shapes alone (nothing allocated)."""
+    sig = forward_signature(mlp.module)
+    for shape, message in [((4294967296,), r"expects rank 2 \(float32\[\?, 64\]\), got rank 1 \(float32\[4294967296\]\)"),
+                           ((2, 785), "dim 1 is 785, not 64"), ((0, 64), "dim 0 is empty")]:
+        with pytest.raises(InputMismatch, match=message):
+            check_shapes(sig, [shape], "float32")
+    with pytest.raises(InputMismatch, match=r"takes 1 input\(s\) \(x\), got 2"):
+        check_shapes(sig, [(2, 64), (2, 64)], "float32")
+    check_shapes(sig, [(10**9, 64)], "float32")  # dynamic batch: any size fits the signature
 
 
 def test_tdsl_run_with_a_wrong_shape_prints_the_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,6 +29,9 @@ def _refused(code: int, capsys: pytest.CaptureFixture[str], *fragments: str) -> 
     (["run", "mlp", "--input-shape=-2,4"], "--input-shape expects positive integers like 1,3,32,32, got '-2,4'"),
     (["run", "mlp", "--input-shape", "2,,4"], "--input-shape expects positive integers"),
     (["run", "mlp", "--input-shape", "100000000000,64"], "the random input of shape [100000000000, 64] needs"),
+    # checked against the forward before the random input is made (the CLI fuzzer's long run: a rank-1
+    # shape of 16 GiB that fit in memory was filled for 100 s before the forward refused it)
+    (["run", "mlp", "--input-shape", "999999999999"], "expects rank 2 (float32[?, 64]), got rank 1"),
     (["export", "mlp", "--format", "onnx", "-o", "x.onnx", "--batch", "0"], "argument --batch: 0 is out of range"),
     (["train", "mlp", "--epochs", "-3"], "argument --epochs: -3 is out of range"),
     (["train", "mlp", "--lr", "nan"], "argument --lr: 'nan' is out of range"),
