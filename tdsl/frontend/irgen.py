@@ -344,7 +344,7 @@ class Elaborator:
             self.exec_block(body, scope, body_mode=False)
         except _Return as r:
             ret = r.value
-        if ret is None:
+        if ret is None or ret == ():  # no `return`, or one of nothing (`return`, `return none`)
             raise TdslError(f"forward of layer '{layer.name}' returns nothing", loc)
         rets = ret if isinstance(ret, tuple) else (ret,)
         self.ir.emit_return([self._as_tensor(r, loc) for r in rets], None, loc)

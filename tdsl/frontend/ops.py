@@ -42,8 +42,10 @@ def _ct(name: str, names: tuple[str, ...], fn: Callable[..., Any], defaults: dic
 
 
 def _range(loc: SourceLoc, a: Any, b: Any, step: Any) -> range:
-    vals = [v for v in (a, b, step) if v is not None]
-    for v in vals:
+    if b is None and step is not None:  # would be taken for the stop
+        raise TdslError("range() with a step needs a stop: range(start, stop, step)", loc)
+    vals = [a] if b is None else [a, b] if step is None else [a, b, step]
+    for v in vals:  # `none` (or a `let` without a value) included
         if isinstance(v, bool) or not isinstance(v, int):
             raise TdslTypeError(f"range() needs integers, got {describe(v)}", loc)
     if step == 0:

@@ -164,6 +164,15 @@ def test_original_programs_elaborate():
      "global_avg_pool() argument 'x' must be a tensor, got nothing", (4, 12)),
     ("layer Net {\n  fn forward(x) {\n    let w\n    return linear(x, w)\n  }\n}", None,
      "linear() argument 'w' must be a tensor, got nothing", (4, 12)),
+    # a forward that returns nothing compiled to a model with no output (torch returned None)
+    ("layer Net {\n  fn forward(x) {\n    return\n  }\n}", None, "forward of layer 'Net' returns nothing", (2, 3)),
+    ("layer Net {\n  fn forward(x) {\n    return none\n  }\n}", None, "forward of layer 'Net' returns nothing",
+     (2, 3)),
+    # range() of nothing was a TypeError; with a step but no stop it took the step for the stop
+    ("layer Net {\n  fn forward(x) {\n    for i in range(none) { x = x }\n    return x\n  }\n}", None,
+     "range() needs integers, got nothing", (3, 14)),
+    ("layer Net {\n  fn forward(x) {\n    for i in range(1, none, 2) { x = x }\n    return x\n  }\n}", None,
+     "range() with a step needs a stop", (3, 14)),
 ])
 def test_user_errors_are_located(src, params, message, line_col):
     with pytest.raises(TdslError) as info:
