@@ -35,7 +35,7 @@ from tdsl.signature import check_inputs
 from tdsl.ops.composite import COMPOSITES
 from tdsl.ops.elementwise import BINARY
 from tdsl.quant.int8 import int8_activation
-from tdsl.runtime import compile_stats, conv_float, conv_int8, gemm
+from tdsl.runtime import compile_stats, conv_float, conv_int8, gemm, rows_int8
 from tdsl.runtime.conv2d import depthwise_conv, im2col
 from tdsl.runtime.cpu_features import kernel_path
 from tdsl.runtime.threads import RUNTIME_LOCK, threads_for_call
@@ -238,6 +238,14 @@ def _linear_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx)
     w, a = step.weights, step.attrs
     res = _rows(ins[1]) if a["residual"] else _EMPTY2
     x2 = _rows(ins[0])
+    if ctx.act_quant == "int8" and rows_int8.runs(ctx.path, x2.shape[0]):
+        # several rows, AVX2: the NHWC runtime's micro-kernel on s8 panels, built on first use
+        panels = ctx.panels.get(id(step))
+        if panels is None:
+            panels = ctx.panels[id(step)] = rows_int8.row_panels(w["packed"], w["packed"].shape[0], x2.shape[1])
+        rows_int8.linear_into(_rows(y), np.ascontiguousarray(x2), panels, w["scale"], w["bias"], res,
+                              a["activation"], ctx.path, ctx.workspace)
+        return
     min_rows = conv_int8.LINEAR_MIN_ROWS.get(ctx.path)
     if ctx.act_quant == "int8" and min_rows is not None and x2.shape[0] >= min_rows:
         # several rows: the conv micro-kernel on panels, built on first use (conv_int8.LINEAR_MIN_ROWS)
@@ -394,6 +402,7 @@ class DeployedModel:
         self.static_scales: dict[int, tuple[float, int]] | None = None
         """act_quant="int8-nhwc": (scale, zero point) of every u8 value once `calibrate` ran."""
         self._nhwc_kernel = microkernel_for(path)
+        self._out_dtypes: list[np.dtype] | None = None
 
     def calibrate(self, batches: Any) -> DeployedModel:
         """act_quant="int8-nhwc": run `batches` (arrays, or tuples of arrays for several inputs)
@@ -532,7 +541,9 @@ class DeployedModel:
 
     def _pack_outputs(self, outs: list[np.ndarray]) -> Any:
         plan = self.plan
-        typed = [o.astype(_output_dtype(plan.value_types[v]), copy=False) for v, o in zip(plan.outputs, outs)]
+        if self._out_dtypes is None:  # once: printing the IR types took ~20 us a call
+            self._out_dtypes = [_output_dtype(plan.value_types[v]) for v in plan.outputs]
+        typed = [o.astype(dt, copy=False) for dt, o in zip(self._out_dtypes, outs)]
         if plan.output_names is not None:
             return dict(zip(plan.output_names, typed))
         return typed[0] if len(typed) == 1 else tuple(typed)

@@ -67,12 +67,14 @@ def test_report_states_the_fraction_of_bandwidth_and_keeps_the_notes(bench, tmp_
     assert "# old table" not in text and text.endswith("## Notes\n\nprofile: kept\n")
 
 
-def test_profile_times_every_part_of_a_decode_step(bench) -> None:
+def test_profile_times_every_part_of_a_decode_step_and_a_prefill(bench) -> None:
     from argparse import Namespace
 
     p = bench.SIZES["tiny"]
-    r = bench.child_profile(p, Namespace(prompt=4, decode=3))
-    assert r["head_mode"] == "fp16" and set(bench.PARTS) <= set(r)
-    assert all(r[part] > 0 for part in ("projections", "head", "attention", "norms", "rope"))
-    assert sum(r[part] for part in bench.PARTS[:-1]) <= 1.5 * r["total"]
-    assert "| projections " in bench.profile_table("tiny", r, Namespace(threads=2, decode=3, prompt=4))
+    r = bench.child_profile(p, Namespace(prompt=8, decode=3, repeats=2))
+    assert r["head_mode"] == "fp16" and set(bench.PARTS) <= set(r) and set(bench.PARTS) <= set(r["prefill"])
+    for parts in (r, r["prefill"]):
+        assert all(parts[part] > 0 for part in ("projections", "head", "attention", "norms", "rope"))
+        assert sum(parts[part] for part in bench.PARTS[:-1]) <= 1.5 * parts["total"]
+    text = bench.profile_table("tiny", r, Namespace(threads=2, decode=3, prompt=8, repeats=2))
+    assert text.count("| projections ") == 2 and "prefill of 8 tokens" in text
