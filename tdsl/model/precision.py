@@ -105,30 +105,74 @@ def qat(model: str | Path, precision: str = "ternary", *, policy: str = "default
     return compiled, module
 
 
+def calibration_op(kind: str, geometry: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None, int | None]:
+    """How threshold calibration runs a weight's op: `calibrate_threshold`'s (op, op_kwargs,
+    channel_axis). A kind calibration computes itself (`tdsl.quant.calibration.KINDS`: linear,
+    conv2d, on sampled im2col rows) goes by name; any other weighted kind as the torch
+    backend's call of that kind (`calls.weight_call`, the text the emitted module runs), its
+    output channels on dim 1 when it has a geometry (a conv), else last."""
+    from tdsl.backends.torch.calls import weight_call
+    from tdsl.quant.calibration import KINDS
+
+    if kind in KINDS:
+        return kind, dict(geometry) or None, None
+    return weight_call(kind, geometry), None, 1 if geometry else -1
+
+
 def calibrate_thresholds(model: str | Path, module: nn.Module, layout: Mapping[str, Any],
                          batches: Iterable[Any], *, params: dict[str, Any] | None = None,
                          per_channel: bool = True, entry: str | None = None):
     """Per ternary weight, the Δ that minimises the layer's output error on `batches`
     (`tdsl.quant.calibration.calibrate_module` on the fp32 model holding `module`'s weights).
-    Returns the CalibrationReport keyed by weight path (`layer1.0.conv1.weight`)."""
+    Returns the CalibrationReport keyed by weight path (`layer1.0.conv1.weight`).
+
+    Weights of the kinds calibration computes itself go to `calibrate_module`; the inputs of
+    the other kinds' layers are recorded by hooks during that same run over `batches` and
+    calibrated by their torch call (`calibration_op`)."""
     from tdsl.model.compiled import compile as compile_
-    from tdsl.quant.calibration import calibrate_module
+    from tdsl.quant.calibration import KINDS, CalibrationReport, calibrate_module, calibrate_threshold
 
     fp32 = compile_(model, entry=entry, params=params, pipeline="shape-infer").to_torch()
     fp32.load_state_dict(module.state_dict(), strict=True)
     layers: dict[str, Any] = {}
     conv_kwargs: dict[str, dict[str, Any]] = {}
+    others: dict[str, tuple[Any, Any]] = {}
+    order: list[str] = []
     for s in layout.values():
-        if s.role != "packed" or s.op not in ("conv2d", "linear"):
+        if s.role != "packed" or s.op is None:
             continue
         owner, _, name = s.latent_key.rpartition(".")
         sub = fp32.get_submodule(owner) if owner else fp32
         if name != "weight" or not hasattr(sub, "weight"):
             continue
-        layers[s.weight] = sub
-        if s.op == "conv2d":
-            conv_kwargs[s.weight] = dict(s.op_kwargs)
-    return calibrate_module(fp32, layers, batches, per_channel=per_channel, conv_kwargs=conv_kwargs)
+        order.append(s.weight)
+        if s.op in KINDS:
+            layers[s.weight] = sub
+            if s.op_kwargs:
+                conv_kwargs[s.weight] = dict(s.op_kwargs)
+        else:
+            others[s.weight] = (sub, s)
+    inputs: dict[str, list[Any]] = {path: [] for path in others}
+
+    def recorder(path: str):
+        def hook(_module: nn.Module, args: tuple) -> None:
+            if args:
+                inputs[path].append(args[0].detach())
+        return hook
+
+    handles = [sub.register_forward_pre_hook(recorder(path)) for path, (sub, _) in others.items()]
+    try:
+        report = calibrate_module(fp32, layers, batches, per_channel=per_channel, conv_kwargs=conv_kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    results = dict(report.layers)
+    for path, (sub, s) in others.items():
+        if not inputs[path]:
+            raise TdslError(f"layer '{path.rpartition('.')[0]}' was not called by the model on the calibration batches")
+        op, kwargs, axis = calibration_op(s.op, s.op_kwargs)
+        results[path] = calibrate_threshold(sub.weight, inputs[path], op, kwargs, per_channel, channel_axis=axis)
+    return CalibrationReport({path: results[path] for path in order})
 
 
 def quantize(model: str | Path, *, precision: str = "ternary", policy: str = "default", override: str = "",

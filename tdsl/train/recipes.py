@@ -310,6 +310,7 @@ def calibrate(compiled: Any, module: nn.Module, batches: list[torch.Tensor],
     QAT as Δ = m·mean|w| of the current latent weight (TWN is m = 0.7), through the fixed-
     threshold rule. Returns {weight key: LayerCalibration}."""
     from tdsl.model.compiled import compile as compile_
+    from tdsl.model.precision import calibration_op
     from tdsl.quant.calibration import calibrate_threshold
     from tdsl.quant.torch_ste import ternarize_ste
 
@@ -343,10 +344,10 @@ def calibrate(compiled: Any, module: nn.Module, batches: list[torch.Tensor],
         owner = module.get_submodule(owner_path) if owner_path else module
         w = getattr(owner, name)
         xs = inputs[key]
-        if s.op == "conv2d" and xs and xs[0].ndim == 3 and w.ndim == 4:
-            xs = [x.unsqueeze(2) for x in xs]  # Conv1d: conv2d over [N, C, 1, L]
-        cal = calibrate_threshold(w.detach(), xs, s.op or "linear", s.op_kwargs if s.op == "conv2d" else None,
-                                  per_channel=per_channel)
+        if s.op_kwargs and xs and xs[0].ndim == 3 and w.ndim == 4:
+            xs = [x.unsqueeze(2) for x in xs]  # Conv1d: a 2-D conv over [N, C, 1, L]
+        op, op_kwargs, axis = calibration_op(s.op or "linear", s.op_kwargs)
+        cal = calibrate_threshold(w.detach(), xs, op, op_kwargs, per_channel=per_channel, channel_axis=axis)
         results[key] = cal
         mult = torch.as_tensor(np.asarray(cal.multiplier, dtype=np.float32)).to(w.device)
 

@@ -34,12 +34,14 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Operation, SSAValue
 
+from tdsl.backends.torch.calls import call_of, conv_geometry
 from tdsl.backends.torch.names import ATTRIBUTE, GLOBAL, LOCAL, py_ident
 from tdsl.dialects import tdsl as t
 from tdsl.dialects import tern
 from tdsl.dialects.context import weighted_ops
 from tdsl.dialects.locations import loc_of
 from tdsl.dialects.storage import PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
+from tdsl.dialects.weighted import weighted
 from tdsl.errors import TdslError
 from tdsl.ops.composite import COMPOSITES, Composite
 from tdsl.ops.elementwise import ACTIVATIONS, BINARY
@@ -690,13 +692,20 @@ class _ForwardEmitter:
             raise TdslError(f"the torch backend supports int8 weights on conv2d and linear only, "
                             f"not on {_op_name(op)}", loc_of(op))
 
+    def weighted_call(self, op: Operation, x: str, w: str) -> str:
+        """The torch call of the op's kind (`calls.CALLS`) on input `x` and weight `w`."""
+        trait = weighted(op)
+        assert trait is not None, op.name
+        bias = op.bias  # type: ignore[attr-defined]
+        return call_of(trait.kind)(trait.geometry(op), x, w, self[bias] if bias is not None else None)
+
     def linear(self, op: t.LinearOp) -> str:
-        bias = f", {self[op.bias]}" if op.bias is not None else ""
         scale = self.int8_scale(op.weight)
         if scale is not None:
+            bias = f", {self[op.bias]}" if op.bias is not None else ""
             extra = f", weight_scale={scale}" if scale else ""
             return f"_rt.int8_linear({self[op.input]}, {self[op.weight]}{bias}{extra})"
-        return f"F.linear({self[op.input]}, {self.weight(op.weight, self[op.input])}{bias})"
+        return self.weighted_call(op, self[op.input], self.weight(op.weight, self[op.input]))
 
     def matmul(self, op: t.MatmulOp) -> str:
         self.int8_unsupported(op.rhs, op)
@@ -708,15 +717,17 @@ class _ForwardEmitter:
         return f"F.linear({x}, _rt.ternary({self.weight(op.weight, x)}).to({x}.dtype))"
 
     def conv(self, op: t.ConvGeometry) -> str:
-        """`tdsl.<conv kind>`: the kind's torch call (`_CONV_CALLS`) on the float weight."""
-        bias = self[op.bias] if op.bias is not None else "None"
-        scale = self.int8_scale(op.weight)
+        """`tdsl.<conv kind>`: the kind's torch call on the float weight."""
+        scale = self.int8_scale(op.weight)  # type: ignore[attr-defined]
         if scale is not None:
             if op.KIND != "conv2d":
-                self.int8_unsupported(op.weight, op)
+                self.int8_unsupported(op.weight, op)  # type: ignore[attr-defined, arg-type]
+            bias = self[op.bias] if op.bias is not None else "None"  # type: ignore[attr-defined]
             extra = f", weight_scale={scale}" if scale else ""
-            return f"_rt.int8_conv2d({self[op.input]}, {self[op.weight]}, {bias}, {_conv_geometry(op)}{extra})"
-        return _CONV_CALLS[op.KIND](op, self[op.input], self.weight(op.weight, self[op.input]), bias)
+            return (f"_rt.int8_conv2d({self[op.input]}, {self[op.weight]}, {bias}, "  # type: ignore[attr-defined]
+                    f"{conv_geometry(op.geometry())}{extra})")
+        x = self[op.input]  # type: ignore[attr-defined]
+        return self.weighted_call(op, x, self.weight(op.weight, x))  # type: ignore[attr-defined, arg-type]
 
     # -- the tern dialect
 
@@ -746,15 +757,10 @@ class _ForwardEmitter:
             return None
         return f"_rt.dequantize_ternary({self[op.trits]}, {self[op.scale]})"
 
-    def tern_linear(self, op: tern.TernLinearOp) -> str:
-        x = self[op.input]
-        bias = f", {self[op.bias]}" if op.bias is not None else ""
-        return f"F.linear({_act_quant(op, x)}, {self.ternary_weight(op.weight, op.scale, x)}{bias})"
-
-    def tern_conv(self, op: tern.TernConv2dOp) -> str:
-        x = self[op.input]
-        bias = self[op.bias] if op.bias is not None else "None"
-        return _CONV_CALLS[op.KIND](op, x, self.ternary_weight(op.weight, op.scale, x), bias)
+    def tern_weighted(self, op: Operation) -> str:
+        """`tern.<kind>`: the kind's torch call on α·T (inputs fake-quantised where marked)."""
+        x = self[op.input]  # type: ignore[attr-defined]
+        return self.weighted_call(op, _act_quant(op, x), self.ternary_weight(op.weight, op.scale, x))  # type: ignore[attr-defined]
 
     def get_packed(self, op: tern.GetPackedOp) -> None:
         self.names[op.output] = self.plan.member_expr(op.param.root_reference.data)
@@ -766,15 +772,10 @@ class _ForwardEmitter:
         return (f"_rt.unpack_ternary({self[op.weight]}, {self[op.scale]}, {_literal(packed_type.get_shape())}, "
                 f"{_literal(packed_type.format.data)}, {x}.dtype)")
 
-    def packed_linear(self, op: tern.PackedLinearOp) -> str:
-        x = self[op.input]
-        bias = f", {self[op.bias]}" if op.bias is not None else ""
-        return f"F.linear({_act_quant(op, x)}, {self.packed_weight(op, x)}{bias})"
-
-    def packed_conv(self, op: tern.PackedConv2dOp) -> str:
-        x = self[op.input]
-        bias = self[op.bias] if op.bias is not None else "None"
-        return _CONV_CALLS[op.KIND](op, x, self.packed_weight(op, x), bias)
+    def packed_weighted(self, op: Operation) -> str:
+        """`tern.packed_<kind>`: the kind's torch call on the unpacked α·T."""
+        x = self[op.input]  # type: ignore[attr-defined]
+        return self.weighted_call(op, _act_quant(op, x), self.packed_weight(op, x))  # type: ignore[arg-type]
 
     def batch_norm(self, op: t.BatchNormOp) -> str:
         operands = ", ".join(self[v] for v in (op.input, op.mean, op.var, op.weight, op.bias))
@@ -817,30 +818,6 @@ class _ForwardEmitter:
 def _tuple_of(idents: Sequence[str]) -> str:
     """`(a, b)` / `(a,)` from identifiers (no quotes, unlike `_literal`)."""
     return f"({idents[0]},)" if len(idents) == 1 else f"({', '.join(idents)})"
-
-
-def _conv_geometry(op: Operation) -> str:
-    """`stride=(…), padding=(…), dilation=(…), groups=g` of a conv op (tdsl or tern)."""
-    return (f"stride={_pair(op.stride)}, padding={_pair(op.padding)}, "  # type: ignore[attr-defined]
-            f"dilation={_pair(op.dilation)}, groups={op.groups.value.data}")  # type: ignore[attr-defined]
-
-
-def _conv_transpose(op: Operation, x: str, w: str, bias: str) -> str:
-    """F.conv_transpose2d takes the weight [O, C/g, kh, kw] as [C, O/g, kh, kw] (docs of
-    `tdsl.dialects.tdsl.ConvTransposeGeometry`): dims 0 and 1 swapped within each group."""
-    groups = op.groups.value.data  # type: ignore[attr-defined]
-    swapped = f"{w}.transpose(0, 1)" if groups == 1 else f"{w}.unflatten(0, ({groups}, -1)).transpose(1, 2).flatten(0, 1)"
-    return (f"F.conv_transpose2d({x}, {swapped}, {bias}, stride={_pair(op.stride)}, "  # type: ignore[attr-defined]
-            f"padding={_pair(op.padding)}, output_padding={_pair(op.output_padding)}, "  # type: ignore[attr-defined]
-            f"groups={groups}, dilation={_pair(op.dilation)})")  # type: ignore[attr-defined]
-
-
-_CONV_CALLS: dict[str, Callable[[Operation, str, str, str], str]] = {
-    "conv2d": lambda op, x, w, bias: f"F.conv2d({x}, {w}, {bias}, {_conv_geometry(op)})",
-    "conv_transpose2d": _conv_transpose,
-}
-"""The torch call of each convolution kind, from its op, input, weight and bias expressions
-(the same at the float, trits and packed levels)."""
 
 
 def _pair(attr: DenseArrayBase) -> str:
@@ -892,11 +869,9 @@ HANDLERS: dict[type[Operation], Callable] = {
     t.UnsqueezeOp: _ForwardEmitter.unsqueeze,
     t.SqueezeOp: _ForwardEmitter.squeeze,
     tern.DequantizeOp: _ForwardEmitter.dequantize,
-    **{cls: _ForwardEmitter.tern_conv for cls in tern.TERN_CONVS.values()},
-    tern.TernLinearOp: _ForwardEmitter.tern_linear,
+    **{cls: _ForwardEmitter.tern_weighted for cls in weighted_ops("trits")},
     tern.GetPackedOp: _ForwardEmitter.get_packed,
-    **{cls: _ForwardEmitter.packed_conv for cls in tern.PACKED_CONVS.values()},
-    tern.PackedLinearOp: _ForwardEmitter.packed_linear,
+    **{cls: _ForwardEmitter.packed_weighted for cls in weighted_ops("packed")},
     tern.QuantizeOp: _ForwardEmitter.quantize,
 }
 """One row per op class: the handler returns the right-hand side of the op's line (None: no line)."""
