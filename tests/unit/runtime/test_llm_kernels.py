@@ -44,6 +44,22 @@ def test_attention_equals_the_reference(t: int, s: int, heads: int, kv_heads: in
                                causal), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("t, s, causal", [(4, 4, True), (9, 30, True), (6, 6, False)])
+def test_prefill_attention_is_the_decode_kernel_bit_for_bit(t: int, s: int, causal: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many queries run on transposed keys (`_attention_rows`): the same sums in the same order
+    as the one-query kernel, so the same bits; both within float32 rounding of the reference."""
+    heads, kv_heads, dh = 6, 2, 24
+    q = RNG.standard_normal((2, t, heads * dh)).astype(np.float32)
+    k = RNG.standard_normal((2, s, kv_heads * dh)).astype(np.float32)
+    v = RNG.standard_normal((2, s, kv_heads * dh)).astype(np.float32)
+    rows = L.attention(q, k, v, heads, kv_heads, causal)
+    monkeypatch.setattr(L, "ATTENTION_ROWS_MIN_QUERIES", t + 1)
+    one_by_one = L.attention(q, k, v, heads, kv_heads, causal)
+    np.testing.assert_array_equal(rows.view(np.int32), one_by_one.view(np.int32))
+    np.testing.assert_allclose(rows, A.attention(q, k, v, heads, kv_heads, causal), rtol=1e-5, atol=1e-5)
+
+
 def test_attention_refuses_shapes_that_do_not_fit() -> None:
     q = np.zeros((1, 1, 32), np.float32)
     with pytest.raises(TdslError, match="do not fit"):
