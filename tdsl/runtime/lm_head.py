@@ -25,6 +25,8 @@ table of all 65536 halves); every path can be forced (`path=`) from a test.
 """
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -286,6 +288,29 @@ class Fp16Head:
         y = np.empty((x2.shape[0], self.w16.shape[0]), np.float32)
         _gemv_f16(_kind(path, fp16_paths(), "f16c"), xp, self.w16, HALF_TO_FLOAT, y, _chunks(self.w16.shape[0]))
         return y.reshape(*x.shape[:-1], self.w16.shape[0])
+
+
+@functools.cache
+def _band_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="tdsl-head")
+
+
+def float_head_into(y: np.ndarray, x: np.ndarray, weight_t: np.ndarray, workers: int) -> None:
+    """y [B, R] = x [B, K] @ weight_t [K, R] (float32 BLAS) in `workers` bands of head rows (R),
+    each on its own Python thread. For many token rows (prefill) BLAS beats the GEMV kernels,
+    but the runtime holds BLAS at one thread (`executor._single_threaded_blas`: Numba's OpenMP
+    workers own the cores); numpy releases the GIL in BLAS, so the bands run at once, each
+    reading its own part of the weight. Each logit is one BLAS dot product over K either way."""
+    rows = weight_t.shape[1]
+    workers = max(1, min(workers, rows // 256))
+    if workers == 1:
+        np.matmul(x, weight_t, out=y)
+        return
+    edges = [rows * i // workers for i in range(workers + 1)]
+    jobs = [_band_pool(workers).submit(np.matmul, x, weight_t[:, lo:hi], out=y[:, lo:hi])
+            for lo, hi in zip(edges[:-1], edges[1:])]
+    for job in jobs:
+        job.result()
 
 
 def exact_in_fp16(w: np.ndarray) -> bool:

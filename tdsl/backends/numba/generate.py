@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from tdsl.backends.numba.executor import CPU_RUNNERS, DeployedModel, _Bound, _Ctx, _single_threaded_blas
@@ -256,7 +257,10 @@ class Generator:
 
             def run_fp16(step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
                 if blas_rows is not None and ins[0].size >= blas_rows * ins[0].shape[-1]:
-                    CPU_RUNNERS[step.kind](step, ins, y, self._ctx)  # the same numbers, as float32 BLAS
+                    # the same numbers, as float32 BLAS, one band of the vocabulary per thread
+                    x2 = ins[0].reshape(-1, ins[0].shape[-1])
+                    lm_head.float_head_into(y.reshape(x2.shape[0], -1), x2, step.weights["weight_t"],
+                                            numba.get_num_threads())
                 else:
                     y[...] = fp16(ins[0])
             return run_fp16

@@ -127,3 +127,14 @@ def test_exact_in_fp16() -> None:
     assert H.exact_in_fp16(w)
     assert not H.exact_in_fp16(w + np.float32(1e-7))
     assert not H.exact_in_fp16(np.array([1e6], np.float32))  # beyond fp16's range
+
+
+@pytest.mark.parametrize("workers, rows", [(1, 1000), (2, 1000), (3, 1001), (2, 300)])
+def test_float_head_in_bands_is_the_blas_product(workers: int, rows: int) -> None:
+    """Each band of head rows is its own BLAS call on its own thread (300 rows: one band)."""
+    rng = np.random.default_rng(rows)
+    wt = rng.standard_normal((40, rows)).astype(np.float32)
+    x = rng.standard_normal((9, 40)).astype(np.float32)
+    y = np.full((9, rows), np.nan, np.float32)
+    H.float_head_into(y, x, wt, workers)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ wt.astype(np.float64), rtol=1e-5, atol=1e-5)
