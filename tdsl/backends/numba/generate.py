@@ -21,8 +21,9 @@ would have made itself. Sibling projections (ternary linears that read the same 
 q/k/v, gate/up) run as one kernel call on their concatenated packed rows, one parallel
 region over all of them; each member step then takes its slice and applies its own bias and
 activation epilogue. The integers and scales are those of the separate calls. Prefill (as
-many rows as the prompt has tokens) runs every projection on the GEMM micro-kernels of
-`conv_int8.linear_int8_into`, as the whole-sequence forward does.
+many rows as the prompt has tokens) runs every projection on GEMM micro-kernels: on AVX2 the
+NHWC runtime's tile (`rows_int8`; siblings as one call there too, their rows quantised once),
+on AVX-512 VNNI `conv_int8.linear_int8_into` step by step, as the whole-sequence forward does.
 
 The LM head (the plan's output projection, plain: no bias, residual or activation) is read
 as `head` says (`tdsl.runtime.lm_head`): "float", as the plan holds it (float32); "fp16",
@@ -31,7 +32,8 @@ codes of the final norm, a quarter of the bytes, changing the logits by both rou
 (perplexity cost in docs/results/bench_llm.md); "auto" (the default) is "fp16" when every
 head weight is an fp16 value (as `tdsl import` and the b1.58 freeze store the head: then
 nothing is rounded), else "float". Such an exact fp16 head runs a prompt of
-FP16_HEAD_BLAS_ROWS tokens or more as the float32 BLAS product on the same values.
+FP16_HEAD_BLAS_ROWS tokens or more as the float32 BLAS product on the same values, one band
+of the vocabulary per Numba thread (`lm_head.float_head_into`).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ import numpy as np
 from tdsl.backends.numba.executor import CPU_RUNNERS, DeployedModel, _Bound, _Ctx, _single_threaded_blas
 from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba.executor import operands_in_order
-from tdsl.runtime import conv_int8, gemm
+from tdsl.runtime import conv_int8, gemm, rows_int8
 from tdsl.backends.numba.plan import Kernel, Step
 from tdsl.dialects import tdsl as t
 from tdsl.errors import TdslError
@@ -65,7 +67,8 @@ FP16_HEAD_BLAS_ROWS = 8
 """From this many rows on (prefill) an fp16 head whose weights are exact fp16 values runs as the
 plan's float32 BLAS product on those same values: the GEMV kernel converts and multiplies each
 weight once per row of x, BLAS blocks for many rows (700M head, 64 rows: 164 ms on BLAS's one
-thread against 565 ms for the GEMV on two; even at 8 rows on one thread each). Below it the
+thread against 565 ms for the GEMV on two; even at 8 rows on one thread each; the bands of
+`lm_head.float_head_into` give BLAS every thread). Below it the
 GEMV, reading half the bytes, is faster (1.6x at one row)."""
 HEADS = ("auto", "float", "fp16", "int8")
 """How the LM head is read (module docstring)."""
@@ -144,6 +147,9 @@ class Generator:
         elif head in ("fp16", "int8"):
             raise TdslError(f"head={head!r}: @{plan.entry} returns no float output projection to read as {head}")
         self._quantizing_norms = self._find_quantizing_norms(plan, head_step)
+        self._fused: list[dict] = []
+        """Per group of sibling projections: the concatenated packed rows, scales, the output, and
+        (from the first prefill on AVX2) their `rows_int8` panels."""
         self._fuse_siblings(plan)
         for step in plan.steps:
             if step.kind is Kernel.LINEAR_TERNARY and id(step) not in self.handlers \
@@ -170,7 +176,9 @@ class Generator:
             scale = np.concatenate([np.broadcast_to(np.asarray(m.weights["scale"], np.float32), (n,))
                                     for m, n in zip(members, rows)]).astype(np.float32)
             starts = np.cumsum([0, *rows])
-            fused = {"packed": packed, "scale": scale, "bias": np.zeros(len(scale), np.float32), "out": None}
+            fused = {"packed": packed, "scale": scale, "bias": np.zeros(len(scale), np.float32), "out": None,
+                     "rows": None}
+            self._fused.append(fused)
             for i, m in enumerate(members):
                 epilogue = bool(np.any(m.weights["bias"])) or m.attrs["activation"] != NO_ACTIVATION
                 self.handlers[id(m)] = self._sibling_handler(fused, int(starts[i]), int(starts[i + 1]), i == 0,
@@ -184,13 +192,22 @@ class Generator:
             ctx = self._ctx
             x2 = ins[0].reshape(-1, ins[0].shape[-1])
             min_rows = conv_int8.LINEAR_MIN_ROWS.get(ctx.path)
-            if ctx.act_quant != "int8" or (min_rows is not None and x2.shape[0] >= min_rows):
-                CPU_RUNNERS[step.kind](step, ins, y, ctx)  # prefill: the GEMM micro-kernels, step by step
+            many = ctx.act_quant == "int8" and rows_int8.runs(ctx.path, x2.shape[0])
+            if not many and (ctx.act_quant != "int8" or (min_rows is not None and x2.shape[0] >= min_rows)):
+                CPU_RUNNERS[step.kind](step, ins, y, ctx)  # prefill on VNNI: conv_int8's panels, step by step
                 return
             if first:
                 out = fused["out"]
                 if out is None or out.shape[0] != x2.shape[0]:
                     out = fused["out"] = np.empty((x2.shape[0], fused["packed"].shape[0]), np.float32)
+            if first and many:  # prefill on AVX2: the rows quantised once, one call over all members' panels
+                panels = fused["rows"]
+                if panels is None:
+                    panels = fused["rows"] = rows_int8.row_panels(fused["packed"], fused["packed"].shape[0],
+                                                                  x2.shape[1])
+                rows_int8.linear_into(out, np.ascontiguousarray(x2, dtype=np.float32), panels, fused["scale"],
+                                      fused["bias"], _NO_RESIDUAL, NO_ACTIVATION, ctx.path, ctx.workspace)
+            elif first:
                 q = self._quantized.get(step.inputs[0])
                 if q is not None:
                     L.ternary_linear_quantized(out, q, fused["packed"], fused["scale"], fused["bias"], _NO_RESIDUAL,

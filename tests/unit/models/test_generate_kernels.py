@@ -86,20 +86,41 @@ def test_the_int8_head_decodes_what_it_prefills() -> None:
 
 
 def test_prefill_runs_every_projection_on_the_gemm_micro_kernels() -> None:
-    """A prompt of LINEAR_MIN_ROWS tokens or more goes through conv_int8.linear_int8_into, which
-    builds each projection's weight panels on first use; decode steps (one row) never do."""
+    """A prompt of LINEAR_MIN_ROWS tokens or more runs the projections on GEMM micro-kernels,
+    whose weight panels are built on first use: on AVX2 `rows_int8` (sibling groups as one call on
+    their fused panels, the rest per step), on VNNI conv_int8 per step; decode steps (one row)
+    never build panels."""
     from tdsl.backends.numba.plan import Kernel
-    from tdsl.runtime import conv_int8
+    from tdsl.runtime import conv_int8, rows_int8
     from tdsl.runtime.cpu_features import kernel_path
 
     run = _package().deploy()
-    min_rows = conv_int8.LINEAR_MIN_ROWS.get(kernel_path(run.path))
+    path = kernel_path(run.path)
+    min_rows = conv_int8.LINEAR_MIN_ROWS.get(path)
     ternary = {id(s) for s in run.plan.steps if s.kind is Kernel.LINEAR_TERNARY}
     gen = Generator(run, capacity=(min_rows or 8) + 4)
     gen.prefill(np.zeros((1, 1), np.int32))
     for _ in range(3):
         gen.decode_step(np.zeros((1, 1), np.int32))
     assert not ternary & set(run._panels) and len(ternary) == 2 * 7
+    assert len(gen._fused) == 2 * 2 and all(f["rows"] is None for f in gen._fused)  # q/k/v, gate/up
     gen.prefill(np.zeros((1, min_rows or 8), np.int32))
-    # the portable path has no micro-kernel: there every row count runs gemm's row kernels
-    assert ternary <= set(run._panels) if min_rows else not run._panels
+    if path == "avx2":  # o and down per step, the 2 sibling groups of each block fused
+        assert len(ternary & set(run._panels)) == 2 * 2
+        assert all(isinstance(run._panels[i], rows_int8.RowPanels) for i in ternary & set(run._panels))
+        assert all(isinstance(f["rows"], rows_int8.RowPanels) for f in gen._fused)
+    else:  # the portable path has no micro-kernel: there every row count runs gemm's row kernels
+        assert ternary <= set(run._panels) if min_rows else not run._panels
+
+
+def test_fused_prefill_is_the_step_by_step_prefill_bit_for_bit(monkeypatch) -> None:
+    """Siblings as one call over many rows (rows quantised once, concatenated panels) give the
+    bits of each projection run alone."""
+    pkg = _package()
+    ids = np.random.default_rng(5).integers(0, 64, (1, 13)).astype(np.int32)
+    fused = Generator(pkg.deploy(), capacity=16)
+    want = fused.prefill(ids)
+    monkeypatch.setattr(Generator, "_fuse_siblings", lambda self, plan: None)
+    alone = Generator(pkg.deploy(), capacity=16)
+    assert not alone._fused and fused._fused
+    np.testing.assert_array_equal(alone.prefill(ids), want)
