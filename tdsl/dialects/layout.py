@@ -1,11 +1,11 @@
-"""The tensors a frozen program's module stores, computed from the IR alone (no torch).
+"""A program's stored tensors and inputs/outputs, computed from the IR alone (no torch).
 
-The package loader checks a weights file against this before anything is built: every
-key present, none extra, shapes and dtypes exact. It walks the IR like
-`tdsl.backends.torch.freeze.storage_layout` (which needs torch) but answers what is *stored*: packed trits as uint8 `[rows,
-bytes_per_row]`, frozen fp16 weights as float16, int8 weights as int8 plus a float32
-scale per output channel, everything else in its declared element type. A test checks it
-against the state dict of the emitted torch module for every zoo model and precision.
+The package loader checks a weights file against `expected_tensors` before anything is built:
+every key present, none extra, shapes and dtypes exact (packed trits as uint8 `[rows,
+bytes_per_row]`, frozen fp16 weights as float16, int8 weights as int8 plus a float32 scale per
+output channel, everything else in its declared element type). It reads them off the one
+storage layout, `tdsl.dialects.storage.storage_layout`, which the torch backend's freeze walks
+too; a test checks them against the state dict of the emitted torch module.
 """
 from __future__ import annotations
 
@@ -14,16 +14,11 @@ from dataclasses import dataclass
 from xdsl.dialects.builtin import ModuleOp
 
 from tdsl.dialects import tdsl as t
-from tdsl.dialects import tern
-from tdsl.dialects.storage import PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
-from tdsl.dialects.tdsl import element_type_of, entry_layer, module_layers
+from tdsl.dialects.storage import NUMPY_DTYPES, dtype_name, storage_layout
+from tdsl.dialects.tdsl import element_type_of, entry_layer
 from tdsl.errors import TdslError
-from tdsl.runtime.packing import packed_shape
 
-NUMPY_DTYPES = {"f16": "float16", "f32": "float32", "f64": "float64", "i2": "int8", "i8": "int8",
-                "i32": "int32", "i64": "int64", "i1": "bool"}
-"""IR element type -> numpy dtype name of its stored tensor (trits `i2` are stored as int8)."""
-
+__all__ = ["NUMPY_DTYPES", "TensorSpec", "dtype_name", "example_shapes", "expected_tensors", "io_names", "io_spec"]
 
 
 @dataclass(frozen=True)
@@ -34,51 +29,17 @@ class TensorSpec:
     shape: tuple[int, ...]
 
 
-def dtype_name(element_type: object) -> str:
-    """The numpy dtype name for an IR element type; others cannot be stored in a package."""
-    name = str(element_type)
-    if name not in NUMPY_DTYPES:
-        raise TdslError(f"a package cannot store tensors of element type {name}")
-    return NUMPY_DTYPES[name]
-
-
 def expected_tensors(module: ModuleOp) -> dict[str, TensorSpec]:
-    """State-dict key -> stored dtype and shape, for the module emitted from `module`.
-
-    Keys are the dotted instance names from the entry plus the param name (`_packed` after
-    a packed weight, `<weight>_scale` for an int8 weight's scale): the torch backend keeps
-    DSL names as state-dict keys whenever they are plain identifiers (`names.py_ident`).
-    Saving checks that the emitted module agrees, so a package never holds keys this walk
-    would not find.
-    """
-    frozen = is_frozen(module)
-    layers = module_layers(module)
+    """Store key -> stored dtype and shape, for the module emitted from `module`: the storage
+    layout (`tdsl.dialects.storage.storage_layout`) under the IR's own names. The torch backend
+    keeps DSL names as state-dict keys whenever they are plain identifiers (`names.py_ident`);
+    saving checks that the emitted module agrees, so a package never holds keys this walk would
+    not find."""
     out: dict[str, TensorSpec] = {}
-
-    def visit(spec: t.LayerOp, prefix: str) -> None:
-        for op in spec.body.block.ops:
-            if isinstance(op, t.InstanceOp):
-                callee = layers.get(op.callee.root_reference.data)
-                if callee is None:
-                    raise TdslError(f"instance '{op.sym_name.data}' refers to unknown layer "
-                                    f"@{op.callee.root_reference.data}")
-                visit(callee, f"{prefix}{op.sym_name.data}.")
-            elif isinstance(op, tern.PackedParamOp):
-                out[f"{prefix}{op.sym_name.data}{PACKED_SUFFIX}"] = TensorSpec(
-                    "uint8", packed_shape(op.type.get_shape(), op.type.format.data))
-            elif isinstance(op, t.ParamOp):
-                key = prefix + op.sym_name.data
-                shape = tuple(op.type.get_shape())
-                precision = op.precision.data if op.precision is not None else None
-                if frozen and precision == "fp16":
-                    out[key] = TensorSpec("float16", shape)
-                elif frozen and precision == "int8":
-                    out[key] = TensorSpec("int8", shape)
-                    out[key + SCALE_SUFFIX] = TensorSpec("float32", (shape[0] if shape else 1,))
-                else:
-                    out[key] = TensorSpec(dtype_name(element_type_of(op.type)), shape)
-
-    visit(entry_layer(module), "")
+    for key, stored in storage_layout(module).items():
+        if stored.dtype not in NUMPY_DTYPES.values() and stored.role != "packed":
+            raise TdslError(f"a package cannot store tensors of element type {stored.dtype}")
+        out[key] = TensorSpec(stored.dtype, stored.stored_shape)
     return out
 
 

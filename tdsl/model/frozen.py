@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tdsl.backends.torch.freeze import Stored, storage_layout
+from tdsl.backends.torch.freeze import storage_layout
+from tdsl.dialects.storage import Stored
 from tdsl.errors import TdslError
 from tdsl.model.compiled import CompiledModel, frozen_program
 
