@@ -19,6 +19,8 @@ the frozen module by it, under its own attribute names:
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,6 +64,57 @@ def is_frozen(module: ModuleOp) -> bool:
         return True
     return any(isinstance(op, tern.PackedParamOp) for layer in module_layers(module).values()
                for op in layer.body.block.ops)
+
+
+# --------------------------------------------------------------------------- what backends take
+
+
+class Program(ABC):
+    """A compiled program as an exporter takes it (`tdsl.model.compiled.CompiledModel` is the
+    one): `module` (its IR), `filename`, `entry`, `params` and `passes` (what compiled it), a
+    fresh torch module of it and its frozen form. The objects users hold derive from this and
+    `FrozenProgram`, so a backend tells them apart by `isinstance`, without importing
+    `tdsl.model` or `tdsl.package` (which sit above it) or guessing from their attributes."""
+
+    module: ModuleOp
+    filename: str
+    entry: str
+    params: dict[str, Any]
+    passes: list[str]
+
+    @abstractmethod
+    def to_torch(self) -> Any:
+        """A fresh `nn.Module` of the entry layer."""
+
+    @abstractmethod
+    def freeze(self, trained: Any) -> FrozenProgram:
+        """The frozen form, filled from the trained module or state dict."""
+
+    @abstractmethod
+    def program_and_weights(self) -> tuple[ModuleOp, Mapping[str, Any]]:
+        """(IR, weights by state-dict key), what a deployment backend takes; an error without weights."""
+
+
+class FrozenProgram(ABC):
+    """A frozen program with its weights (`tdsl.model.frozen.FrozenModel`, a loaded package):
+    `compiled` (the frozen `Program`), `layout` (its `storage_layout` by state-dict key) and
+    `precision` (the name it was quantised under, "" when custom)."""
+
+    compiled: Program
+    layout: Mapping[str, Stored]
+    precision: str
+
+    @abstractmethod
+    def state_dict(self) -> Mapping[str, Any]:
+        """The stored tensors by state-dict key."""
+
+    @abstractmethod
+    def to_torch(self) -> Any:
+        """The frozen `nn.Module` holding these weights."""
+
+    @abstractmethod
+    def program_and_weights(self) -> tuple[ModuleOp, Mapping[str, Any]]:
+        """(the frozen IR, its weights by state-dict key), what a deployment backend takes."""
 
 
 # --------------------------------------------------------------------------- the storage layout

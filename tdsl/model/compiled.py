@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from xdsl.dialects.builtin import ModuleOp, UnitAttr
 from xdsl.printer import Printer
 
+from tdsl.dialects.storage import Program
 from tdsl.errors import TdslError, did_you_mean
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def _read_source(path: Path) -> str:
     return decode_source(path.read_bytes(), str(path))
 
 
-class CompiledModel:
+class CompiledModel(Program):
     """A program compiled through a pass pipeline, with its IR after every pass."""
 
     def __init__(self, module: ModuleOp, stages: list[tuple[str, str]], filename: str,

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tdsl.dialects.storage import FrozenProgram, Program
 from tdsl.errors import TdslError
 
 BACKENDS: tuple[str, ...] = ("numba",)
@@ -23,11 +24,10 @@ BACKENDS: tuple[str, ...] = ("numba",)
 
 def program_and_weights(model: Any) -> tuple[Any, Mapping[str, Any]]:
     """(the compiled module, its weights keyed by frozen state-dict names) of a deployable object:
-    each one says it itself (`CompiledModel`, `FrozenModel` and `LoadedPackage` have a
-    `program_and_weights` method), so this layer names no class of the package layer above it."""
-    own = getattr(model, "program_and_weights", None)
-    if callable(own):
-        return own()
+    a `Program` or `FrozenProgram` (`tdsl.dialects.storage`: CompiledModel, FrozenModel, a loaded
+    package), each of which says it itself, so this layer names no class of the package layer above it."""
+    if isinstance(model, Program | FrozenProgram):
+        return model.program_and_weights()
     raise TdslError(f"cannot deploy a {type(model).__name__}: deploy a FrozenModel, a loaded package "
                     "or a compiled program with weights")
 

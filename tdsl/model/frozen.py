@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from tdsl.backends.torch.freeze import storage_layout
-from tdsl.dialects.storage import Stored
+from tdsl.dialects.storage import FrozenProgram, Stored
 from tdsl.errors import TdslError
 from tdsl.model.compiled import CompiledModel, frozen_program
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tdsl.quant.calibration import CalibrationReport
 
 
-class FrozenModel:
+class FrozenModel(FrozenProgram):
     """A frozen model: the deployment module and what it was made from.
 
     `module` holds packed ternary weights, float16 / int8 weights and float32 rest;
@@ -48,6 +48,10 @@ class FrozenModel:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()
+
+    def to_torch(self) -> nn.Module:
+        """The frozen module itself (not a copy)."""
+        return self.module
 
     def program_and_weights(self) -> tuple[Any, dict[str, torch.Tensor]]:
         """(the frozen module's IR, its state dict) for `deploy`."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tdsl.dialects.storage import FrozenProgram, Stored
 from tdsl.errors import TdslError
 from tdsl.package import CONFIG_FILE, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION
 from tdsl.package.checks import check_name, check_precision, check_safetensors_header, check_values, load_json
@@ -179,7 +180,7 @@ def build_frozen_program(source: str, *, entry: str, params: dict[str, Any], pip
     return frozen_program(compile_(text, entry=entry, params=params, pipeline=pipeline), format)
 
 
-class LoadedPackage:
+class LoadedPackage(FrozenProgram):
     """A checked package: its config, the rebuilt frozen program and its weights (numpy)."""
 
     def __init__(self, path: Path, config: dict[str, Any], compiled: CompiledModel, arrays: dict[str, np.ndarray]):
@@ -226,13 +227,18 @@ class LoadedPackage:
         module.load_state_dict(self.state_dict(), strict=True)
         return module.eval()
 
+    @property
+    def layout(self) -> dict[str, Stored]:
+        """The storage layout of the frozen module by state-dict key (`to_frozen().layout`)."""
+        from tdsl.backends.torch.freeze import storage_layout
+
+        return storage_layout(self.compiled.module)
+
     def to_frozen(self) -> FrozenModel:
         """The `FrozenModel` the package was saved from (for reports and export)."""
-        from tdsl.backends.torch.freeze import storage_layout
         from tdsl.model.frozen import FrozenModel
 
-        return FrozenModel(self.to_torch(), self.compiled, storage_layout(self.compiled.module), self.format,
-                           self.precision)
+        return FrozenModel(self.to_torch(), self.compiled, self.layout, self.format, self.precision)
 
     def deploy(self, backend: str = "numba", *, device: str = "cpu", act_quant: str = "int8",
                path: str | None = None, profile: bool = False, calibrate: Any = None) -> Any:

@@ -21,14 +21,11 @@ import onnx
 from onnx import helper
 
 from tdsl.backends.onnx.emit import ParamStore, _GraphEmitter
+from tdsl.dialects.storage import FrozenProgram, Program
 from tdsl.errors import TdslError
 from tdsl.lowering import kernel_level
 from tdsl.support.files import write_atomic
 
-FrozenModel = Any
-"""What the exporter reads of a frozen model (`tdsl.model.frozen.FrozenModel`): `compiled`
-(its `module`, `filename`, `entry`, `params`, `passes`), `layout`, `precision` and
-`state_dict()`. A backend imports neither `tdsl.model` nor `tdsl.package`."""
 
 INT2_MIN_OPSET = 25
 """`DequantizeLinear` takes INT2 from opset 25 (ONNX IR 13) on."""
@@ -58,23 +55,24 @@ class OnnxExport:
     metadata: dict[str, str]
 
 
-def _as_frozen(model: Any, weights: Any) -> FrozenModel:
-    """A frozen model as it is; a compiled program frozen with its trained `weights` (its own
-    `freeze`, so that freezing stays in `tdsl.model`)."""
+def _as_frozen(model: Any, weights: Any) -> FrozenProgram:
+    """A frozen program (a FrozenModel, a loaded package) as it is; a compiled program frozen
+    with its trained `weights` (its own `freeze`, so that freezing stays in `tdsl.model`).
+    The kinds are told apart by the interfaces they derive from (`tdsl.dialects.storage`)."""
     if isinstance(model, tuple) and len(model) == 2:
         model, weights = model
-    if hasattr(model, "layout") and hasattr(model, "state_dict") and hasattr(model, "compiled"):  # a FrozenModel
+    if isinstance(model, FrozenProgram):
         if weights is not None:
             raise TdslError("export_onnx: a FrozenModel carries its weights; do not pass `weights`")
         return model
-    if callable(getattr(model, "freeze", None)) and hasattr(model, "stages"):  # a CompiledModel
+    if isinstance(model, Program):
         if weights is None:
             raise TdslError("export_onnx: a CompiledModel needs its trained module or state dict as `weights`")
         return model.freeze(weights)
     raise TdslError(f"export_onnx: expected a FrozenModel or a CompiledModel, got {type(model).__name__}")
 
 
-def _metadata(frozen: FrozenModel, ternary_form: str) -> dict[str, str]:
+def _metadata(frozen: FrozenProgram, ternary_form: str) -> dict[str, str]:
     compiled = frozen.compiled
     policy = {s.weight: s.precision for s in frozen.layout.values() if s.role in ("packed", "weight")}
     return {
@@ -88,7 +86,7 @@ def _metadata(frozen: FrozenModel, ternary_form: str) -> dict[str, str]:
     }
 
 
-def build_model(frozen: FrozenModel, *, opset: int = 21, ternary_form: str = "packed",
+def build_model(frozen: FrozenProgram, *, opset: int = 21, ternary_form: str = "packed",
                 batch_dim: str = "batch") -> tuple[onnx.ModelProto, _GraphEmitter]:
     """The ONNX model of `frozen` (not checked, not written) and the emitter that built it."""
     import torch

@@ -22,8 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xdsl.dialects.builtin import ModuleOp
-
+from tdsl.dialects.storage import FrozenProgram, Program
 from tdsl.errors import TdslError
 
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
@@ -33,15 +32,14 @@ TORCHSCRIPT_DEPRECATION = ("TorchScript is deprecated in torch 2.13 and may be r
                            "prefer the torch.export format (.pt2, `tdsl export --format torch-export`)")
 
 
-def module_and_program(model: Any, module: nn.Module | None = None) -> tuple[nn.Module, Any]:
-    """(eval-mode nn.Module, its CompiledModel) from a FrozenModel (its `module`), a loaded
-    package (`to_torch()`), or a CompiledModel (`module`, else `to_torch()`). Read through the
-    attributes each holds: a backend imports neither `tdsl.model` nor `tdsl.package`."""
-    compiled = getattr(model, "compiled", None)
-    if compiled is not None and isinstance(getattr(compiled, "module", None), ModuleOp):
-        held = getattr(model, "module", None)
-        return (held if isinstance(held, nn.Module) else model.to_torch()).eval(), compiled
-    if isinstance(getattr(model, "module", None), ModuleOp) and callable(getattr(model, "to_torch", None)):
+def module_and_program(model: Any, module: nn.Module | None = None) -> tuple[nn.Module, Program]:
+    """(eval-mode nn.Module, its program) from a frozen program (a FrozenModel: its module; a
+    loaded package: `to_torch()`) or a compiled program (`module`, else `to_torch()`), told
+    apart by the interfaces they derive from (`tdsl.dialects.storage`): a backend imports
+    neither `tdsl.model` nor `tdsl.package`."""
+    if isinstance(model, FrozenProgram):
+        return model.to_torch().eval(), model.compiled
+    if isinstance(model, Program):
         return (module if module is not None else model.to_torch()).eval(), model
     raise TdslError(f"export: expected a FrozenModel, a loaded package or a CompiledModel, got {type(model).__name__}")
 

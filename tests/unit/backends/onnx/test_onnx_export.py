@@ -307,3 +307,20 @@ def test_compiled_model_with_trained_weights(tmp_path):
     assert verify_onnx(result.path, frozen, inputs("mlp", 2)).max_rel <= 1e-5
     with pytest.raises(TdslError, match="needs its trained module"):
         export_onnx(compiled, tmp_path / "n.onnx")
+
+
+def test_the_kind_of_model_is_its_interface_not_its_attributes(tmp_path):
+    """Frozen programs (a FrozenModel, a loaded package) and compiled ones are told apart by the
+    interfaces of `tdsl.dialects.storage`; an object that merely has their attributes is refused."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    frozen = tdsl.quantize("mlp", precision="ternary")
+    pkg = tdsl.load(tdsl.save(frozen, tmp_path / "pkg"))
+    result = export_onnx(pkg, tmp_path / "pkg.onnx")
+    assert verify_onnx(result.path, frozen, inputs("mlp", 2)).max_rel <= 1e-5
+    lookalike = SimpleNamespace(compiled=frozen.compiled, layout=frozen.layout, precision=frozen.precision,
+                                state_dict=frozen.state_dict, freeze=frozen.compiled.freeze, stages=[])
+    with pytest.raises(TdslError, match="expected a FrozenModel or a CompiledModel, got SimpleNamespace"):
+        export_onnx(lookalike, tmp_path / "n.onnx")
+    assert not (tmp_path / "n.onnx").exists()

@@ -15,6 +15,7 @@ from tdsl.backends.torch.export import (
     export_torchscript,
     load_program,
     load_torchscript,
+    module_and_program,
 )
 
 CASES = [("lenet", "fp32"), ("lenet", "fp16"), ("lenet", "int8"), ("lenet", "ternary"), ("mlp", "int8")]
@@ -94,6 +95,17 @@ def test_export_rejects_other_objects(tmp_path):
     with pytest.raises(tdsl.TdslError, match="expected a FrozenModel"):
         export_program(torch.nn.Linear(2, 2), tmp_path / "m.pt2")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_kind_of_model_is_its_interface_not_its_attributes(frozen, tmp_path):
+    """An object holding a FrozenModel's attributes without deriving from `FrozenProgram` is refused."""
+    from types import SimpleNamespace
+
+    lookalike = SimpleNamespace(compiled=frozen.compiled, module=frozen.module, to_torch=frozen.compiled.to_torch)
+    with pytest.raises(tdsl.TdslError, match="expected a FrozenModel, a loaded package or a CompiledModel"):
+        export_program(lookalike, tmp_path / "m.pt2")
+    net, program = module_and_program(frozen)
+    assert net is frozen.module and program is frozen.compiled and not net.training
 
 
 @pytest.mark.slow
