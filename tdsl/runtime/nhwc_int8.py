@@ -36,6 +36,10 @@ TILE_PIXELS = 8 * MR
 """Output pixels per task (a multiple of MR)."""
 BLOCKS_PER_TASK = 4
 """32-channel blocks per task: the task's input rows are read once per 128 channels."""
+SERIAL_MACS = 1_500_000
+"""Convs of fewer multiply-adds (~25 us of work) run on the calling thread
+(`conv_prepared_serial`): starting a parallel region costs ~10 us with two threads, more than
+half of such a conv."""
 
 
 def qparams(lo: float, hi: float) -> tuple[float, int]:
@@ -224,6 +228,14 @@ def _requant_rows(acc, astride, rows, no, o0, m, c, res, rsi, qlo, qhi, dst, dba
             dst[dbase + r * dstride + i] = requant_scalar(acc[r * astride + i], m[o0 + i], c[o0 + i], rv, rsi, qlo, qhi)
 
 
+@njit(cache=True)
+def epilogue_terms(wsum, zpx, se, bias, inv_sy, zpy, act, res, rs, rzp):
+    """The static clamp epilogue's constants (`requant.static_terms`) of a conv with these
+    scales, for `conv_prepared` / `depthwise_prepared` (unused where `act` is not a clamp)."""
+    code, amin, amax = clamp_of(act)
+    return _static_terms(wsum, zpx, se, bias, inv_sy, zpy, amin, amax, res, rs, rzp)
+
+
 @njit(inline="always", cache=True)
 def _static_terms(wsum, zpx, se, bias, inv, zpy, amin, amax, res, rs, rzp):
     """`requant.static_terms` (with no residual: rs = 0, rzp = 0)."""
@@ -262,6 +274,34 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
     3-channel input would starve it, and gathering per task (a few KB, in cache) instead of
     the whole image (a P x 49 offset table and a P x 196 byte copy at 224^2) writes nothing
     to memory."""
+    code, amin, amax = clamp_of(act)
+    m_, c_, rsi, qlo, qhi = _static_terms(wsum, zpx, se, bias, inv_sy, zpy, amin, amax, res, rs, rzp)
+    _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy,
+          zpy, yf, lohi, workers, geom, m_, c_, rsi, qlo, qhi)
+
+
+@njit(cache=True, parallel=True)
+def conv_prepared(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act,
+                  out, inv_sy, zpy, yf, lohi, workers, geom, m_, c_, rsi, qlo, qhi):
+    """`conv` with the static epilogue's constants made by the caller (`static_terms`, once per
+    set of scales instead of once a call)."""
+    _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy,
+          zpy, yf, lohi, workers, geom, m_, c_, rsi, qlo, qhi)
+
+
+@njit(cache=True)
+def conv_prepared_serial(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act,
+                         out, inv_sy, zpy, yf, lohi, workers, geom, m_, c_, rsi, qlo, qhi):
+    """`conv_prepared` on the calling thread: no parallel region to start (~5 us with one
+    thread, ~10 us with two), for convs whose work is not worth that (`SERIAL_MACS`)."""
+    _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy,
+          zpy, yf, lohi, 1, geom, m_, c_, rsi, qlo, qhi)
+
+
+@njit(inline="always", cache=True)
+def _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act,
+          out, inv_sy, zpy, yf, lohi, workers, geom, m_, c_, rsi, qlo, qhi):
+    """The body of `conv` (inlined: its prange is a parallel loop where the caller is parallel)."""
     cpo = _row_bytes(O)
     static = yf.shape[1] == 0
     ntiles = (P + TILE_PIXELS - 1) // TILE_PIXELS
@@ -271,7 +311,6 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
     inv = np.float32(inv_sy)
     corr = (wsum * zpx).astype(np.float32)
     code, amin, amax = clamp_of(act)
-    m_, c_, rsi, qlo, qhi = _static_terms(wsum, zpx, se, bias, inv_sy, zpy, amin, amax, res, rs, rzp)
     clamp_static = static and code < 0
     ntasks = ntiles * ngroups
     counter = np.zeros(1, np.int64)
@@ -352,6 +391,32 @@ def conv_tasks(P: int, nblocks: int) -> int:
 def depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf, lohi):
     """A depthwise ternary conv on u8 NHWC: w int8 [ntaps, C]; outputs as `conv`, one task per
     output row of Wo pixels (lohi [P / Wo, 2])."""
+    code, amin, amax = clamp_of(act)
+    m_, c_, rsi, qlo, qhi = _static_terms(wsum, zpx, se, bias, inv_sy, zpy, amin, amax, res, rs, rzp)
+    _depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf, lohi, m_, c_,
+               rsi, qlo, qhi)
+
+
+@njit(cache=True, parallel=True)
+def depthwise_prepared(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf, lohi,
+                       m_, c_, rsi, qlo, qhi):
+    """`depthwise` with the caller's `static_terms` (see `conv_prepared`)."""
+    _depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf, lohi, m_, c_,
+               rsi, qlo, qhi)
+
+
+@njit(cache=True)
+def depthwise_prepared_serial(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf,
+                              lohi, m_, c_, rsi, qlo, qhi):
+    """`depthwise_prepared` on the calling thread (see `conv_prepared_serial`)."""
+    _depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf, lohi, m_, c_,
+               rsi, qlo, qhi)
+
+
+@njit(inline="always", cache=True)
+def _depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf, lohi, m_, c_,
+               rsi, qlo, qhi):
+    """The body of `depthwise`."""
     cp = _row_bytes(C)
     rows = lohi.shape[0]
     static = yf.shape[1] == 0
@@ -359,7 +424,6 @@ def depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, 
     inv = np.float32(inv_sy)
     corr = (wsum * zpx).astype(np.float32)
     code, amin, amax = clamp_of(act)
-    m_, c_, rsi, qlo, qhi = _static_terms(wsum, zpx, se, bias, inv_sy, zpy, amin, amax, res, rs, rzp)
     clamp_static = static and code < 0
     n16 = C // TAP_LANES if ntaps <= MAX_TAPS else 0  # channels summed in i16 vectors, the rest below
     for r in prange(rows):

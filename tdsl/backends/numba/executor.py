@@ -241,7 +241,7 @@ def _linear_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx)
     if ctx.act_quant == "int8" and rows_int8.runs(ctx.path, x2.shape[0]):
         # several rows, AVX2: the NHWC runtime's micro-kernel on s8 panels, built on first use
         panels = ctx.panels.get(id(step))
-        if panels is None:
+        if not isinstance(panels, rows_int8.RowPanels):  # none yet, or conv_int8's of an earlier path
             panels = ctx.panels[id(step)] = rows_int8.row_panels(w["packed"], w["packed"].shape[0], x2.shape[1])
         rows_int8.linear_into(_rows(y), np.ascontiguousarray(x2), panels, w["scale"], w["bias"], res,
                               a["activation"], ctx.path, ctx.workspace)
@@ -250,7 +250,7 @@ def _linear_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx)
     if ctx.act_quant == "int8" and min_rows is not None and x2.shape[0] >= min_rows:
         # several rows: the conv micro-kernel on panels, built on first use (conv_int8.LINEAR_MIN_ROWS)
         panels = ctx.panels.get(id(step))
-        if panels is None:
+        if not isinstance(panels, np.ndarray):  # none yet, or rows_int8's of an earlier path
             N, K = w["packed"].shape[0], x2.shape[1]
             panels = ctx.panels[id(step)] = conv_int8.linear_panels(w["packed"], N, K)
         conv_int8.linear_int8_into(_rows(y), np.ascontiguousarray(x2), panels, w["scale"], w["bias"], res,

@@ -154,6 +154,7 @@ class Program:
         self.calibrating = False
         self._lazy: list[_Lazy] = []
         self._generation = 0
+        self.workers = 1
         self.values: dict[int, _Value] = {}
         for v in an.resident | an.needs_u8:
             n, c, h, w = shapes[v]
@@ -286,7 +287,11 @@ class Program:
         yf = self._float_buffer((P, O))  # float32 outputs: only while scales are dynamic (calibration, uncalibrated)
         v = step.output
 
-        cached: list = [None, None, None]  # (scales and zero points they were made for, arguments, kernel)
+        cached: list = [None, None, None, None]  # (scales and zero points they were made for, arguments,
+        # compiled parallel kernel, compiled serial kernel)
+        macs = P * O * ntaps * (1 if depthwise else C)
+        parallel, serial = ((q8.depthwise_prepared, q8.depthwise_prepared_serial) if depthwise
+                            else (q8.conv_prepared, q8.conv_prepared_serial))
 
         def arguments(qp: tuple[float, int] | None) -> tuple:
             se = (np.float32(x.scale) * s).astype(np.float32)
@@ -295,11 +300,14 @@ class Program:
                 dst, inv, zpy, f = _EMPTY_U8, 1.0, 0, yf.get()
             else:
                 dst, inv, zpy, f = out.buf, 1.0 / qp[0], qp[1], _NO_FLOAT
+            m, c, rsi, qlo, qhi = q8.epilogue_terms(wsum, x.zp, se, bias, inv, zpy, act, rbuf, rs, rzp)
+            terms = (m, c, np.float32(rsi), np.float32(qlo), np.float32(qhi))
             if depthwise:
-                return (x.buf, offs, kh * kw, C, Wo, w, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi)
+                return (x.buf, offs, kh * kw, C, Wo, w, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f,
+                        lohi) + terms
             # gathering: one tap of kp bytes a pixel
             return (kind, x.buf, offs, 1 if gather else ntaps, (kp if gather else cp) // 2, w, nblocks, P, O,
-                    wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi)
+                    wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi, 1, geom) + terms
 
         def run() -> None:
             qp = self._out_qparams(v)
@@ -307,14 +315,21 @@ class Program:
                 out.scale, out.zp = qp
             key = (x.scale, x.zp, qp, None if res is None else (res.scale, res.zp), self._generation)
             if cached[0] != key:  # static scales: made once, then every call reuses them
-                cached[0], cached[1], cached[2] = key, arguments(qp), None
-            kernel = q8.depthwise if depthwise else q8.conv
-            args = cached[1] if depthwise else cached[1] + (numba.get_num_threads(), geom)
-            (cached[2] or kernel)(*args)
-            if cached[2] is None:  # compiled now: call it directly next time (looked up once per key)
-                cached[2] = compiled_entry(kernel, args)
+                cached[0], cached[1], cached[2], cached[3] = key, arguments(qp), None, None
+            args = cached[1]
+            one = self.workers == 1 or macs < q8.SERIAL_MACS
+            if not depthwise:
+                args = args[:22] + (self.workers,) + args[23:]
+            slot = 3 if one else 2
+            kernel = serial if one else parallel
+            (cached[slot] or kernel)(*args)
+            if cached[slot] is None:  # compiled now: call it directly next time (looked up once per key)
+                cached[slot] = compiled_entry(kernel, args)
             if qp is None:
-                self._finish(v, cached[1][-2], lohi, O)  # the float outputs the kernel wrote (f)
+                self._finish(v, f_of(cached[1]), lohi, O)  # the float outputs the kernel wrote
+
+        def f_of(args: tuple) -> np.ndarray:
+            return args[17] if depthwise else args[20]
 
         return run
 
@@ -357,6 +372,7 @@ class Program:
     def run(self, times: list[float] | None = None) -> None:
         """One call; with `times` (zeros, one per non-view step) each action's seconds are added
         to its step's."""
+        self.workers = numba.get_num_threads()  # read once: ~3 us a read, 54 steps in MobileNetV2
         if times is None:
             for _, action in self.actions:
                 action()
