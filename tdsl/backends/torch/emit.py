@@ -7,53 +7,49 @@ specialisation's weights, buffers and children; specialisations whose forward bo
 read the same share one `forward`, the others dispatch to `_forward_<k>`. Shape clones
 (equal parameters, different IR types) must read the same; anything else is a bug here.
 
-Every identifier comes from `names.py_ident`; every literal from `_literal` (repr-based),
+Every identifier comes from `names.py_ident`; every literal from `literals.literal` (repr-based),
 so DSL names and strings never reach the emitted text unescaped. Output depends only on
 the IR (its op order), never on dict or set iteration order of the emitter.
 """
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from xdsl.dialects.builtin import (
     DYNAMIC_INDEX,
-    ArrayAttr,
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
     FloatAttr,
     IntegerAttr,
-    IntegerType,
     ModuleOp,
     StringAttr,
-    SymbolRefAttr,
     TensorType,
-    UnregisteredOp,
 )
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from tdsl.backends.torch.calls import call_of, conv_geometry
-from tdsl.backends.torch.names import ATTRIBUTE, GLOBAL, LOCAL, py_ident
+from tdsl.backends.torch.literals import PyValue, docstring, literal, op_name, py_value, tensor_literal, torch_dtype
+from tdsl.backends.torch.names import LOCAL, py_ident
+from tdsl.backends.torch.plan import (
+    LIST_MEMBER,
+    ClassPlan,
+    EmitterBug,
+    ModulePlan,
+    int8_scale_key,
+    member_key,
+    param_values,
+    precision_of,
+)
 from tdsl.dialects import tdsl as t
 from tdsl.dialects import tern
 from tdsl.dialects.context import weighted_ops
 from tdsl.dialects.locations import loc_of
-from tdsl.dialects.storage import PACKED_SUFFIX, SCALE_SUFFIX, is_frozen
 from tdsl.dialects.weighted import weighted
 from tdsl.errors import TdslError
 from tdsl.ops.composite import COMPOSITES, Composite
 from tdsl.ops.elementwise import ACTIVATIONS, BINARY
-
-PyValue = bool | int | float | str | tuple
-"""A DSL parameter value as the emitted code spells it."""
-
-
-class EmitterBug(RuntimeError):
-    """The IR broke an invariant the emitter relies on (a compiler bug, not a user error)."""
-
-
 
 
 def emit_module(module: ModuleOp, frozen: bool | None = None) -> str:
@@ -68,277 +64,8 @@ def emit_module(module: ModuleOp, frozen: bool | None = None) -> str:
     return _ModuleEmitter(module, frozen).emit()
 
 
-def precision_of(op: t.ParamOp) -> str | None:
-    """The `precision` recorded on a weight param (None: none recorded, i.e. fp32)."""
-    return op.precision.data if op.precision is not None else None
-
-
-def param_values(layer: t.LayerOp) -> tuple[PyValue, ...]:
-    """The DSL parameter values of a specialisation, in IR order (the `_SPECS` key)."""
-    return tuple(_py_value(v, layer) for v in layer.params.data.values())
-
-
-# --------------------------------------------------------------------------- literals
-
-_DTYPES = {
-    "f16": "torch.float16", "bf16": "torch.bfloat16", "f32": "torch.float32", "f64": "torch.float64",
-    "i2": "torch.int8", "i8": "torch.int8", "i32": "torch.int32", "i64": "torch.int64", "i1": "torch.bool",
-}
-"""Element type -> torch dtype; trits (`i2`) are stored as int8."""
-
-
-def _py_value(attr: Attribute, op: Operation) -> PyValue:
-    if isinstance(attr, IntegerAttr):
-        value = attr.value.data
-        return value != 0 if attr.type == IntegerType(1) else value
-    if isinstance(attr, FloatAttr):
-        return float(attr.value.data)
-    if isinstance(attr, StringAttr):
-        return attr.data
-    if isinstance(attr, ArrayAttr):
-        return tuple(_py_value(a, op) for a in attr.data)
-    if isinstance(attr, DenseArrayBase):
-        return tuple(attr.get_values())
-    raise TdslError(f"the torch backend cannot pass the value {attr} to Python", loc_of(op))
-
-
-def _literal(value: PyValue | list) -> str:
-    """Python source for a value; repr keeps strings escaped, math spells inf and nan."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "math.nan" if math.isnan(value) else ("math.inf" if value > 0 else "-math.inf")
-    if isinstance(value, tuple):
-        inner = ", ".join(_literal(v) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if isinstance(value, list):
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
-    return repr(value)
-
-
-def _docstring(text: str) -> str:
-    """A docstring literal for `text`, which may hold user-chosen file names."""
-    plain = text.isprintable() and "\\" not in text and '"""' not in text and not text.endswith('"')
-    return f'"""{text}"""' if plain else repr(text)
-
-
-def _op_name(op: Operation) -> str:
-    """The name the user sees, also for ops parsed without their dialect."""
-    return op.op_name.data if isinstance(op, UnregisteredOp) else op.name
-
-
-def _dtype(type_: Attribute, op: Operation) -> str:
-    element = type_.get_element_type() if isinstance(type_, TensorType) else type_
-    dtype = _DTYPES.get(str(element))
-    if dtype is None:
-        raise TdslError(f"the torch backend has no dtype for element type {element}", loc_of(op))
-    return dtype
-
-
-def _tensor_literal(value: DenseIntOrFPElementsAttr, op: Operation, device: str | None = None) -> str:
-    """`torch.tensor(<nested list>, dtype=...)` for a dense attribute; trits read as signed 2-bit."""
-    values = list(value.get_values())
-    element = str(value.get_element_type())
-    if element == "i2":
-        values = [(int(v) + 2) % 4 - 2 for v in values]
-    shape = value.get_shape()
-
-    def nest(flat: list, dims: Sequence[int]) -> list:
-        if len(dims) <= 1:
-            return flat
-        step = len(flat) // dims[0]
-        return [nest(flat[i * step:(i + 1) * step], dims[1:]) for i in range(dims[0])]
-
-    data = _literal(values[0]) if not shape else _literal(nest(values, shape))
-    where = f", device={device}" if device is not None else ""
-    return f"torch.tensor({data}, dtype={_dtype(value.type, op)}{where})"
-
-
-# --------------------------------------------------------------------------- module plan
-
-
-def _sequential_chain(layer: t.LayerOp) -> bool:
-    """Whether a built-in `Sequential` specialisation only chains its children `0`, `1`, …
-
-    Such a specialisation is emitted inline as `nn.Sequential(...)`, as torchvision does.
-    """
-    if layer.layer.data != "Sequential" or layer.params_ops():
-        return False
-    instances = layer.instance_ops()
-    if [i.sym_name.data for i in instances] != [str(k) for k in range(len(instances))]:
-        return False
-    forward = layer.forward
-    if len(forward.args) != 1:
-        return False
-    current: SSAValue = forward.args[0]
-    body = list(forward.body.block.ops)
-    for k, op in enumerate(body[:-1]):
-        if not (isinstance(op, t.CallOp) and op.callee.root_reference.data == str(k)
-                and len(op.outputs) == 1 and tuple(op.inputs) == (current,)):
-            return False
-        current = op.outputs[0]
-    ret = body[-1]
-    return len(body) - 1 == len(instances) and isinstance(ret, t.ReturnOp) and tuple(ret.values) == (current,)
-
-
-_LIST_MEMBER = re.compile(r"(.+)\.(\d+)")
-
-
-@dataclass
-class _Member:
-    """An attribute of an emitted class: a param/buffer, a child, or a ModuleList."""
-
-    ident: str
-    is_list: bool = False
-
-
-@dataclass
-class _ClassPlan:
-    """What the emitter decided for one DSL layer before writing any text."""
-
-    layer: str
-    ident: str
-    specs: list[t.LayerOp]
-    frozen: bool = False
-    param_names: tuple[str, ...] = ()
-    arg_idents: tuple[str, ...] = ()
-    members: dict[str, _Member] = field(default_factory=dict)
-
-    def member_expr(self, name: str) -> str:
-        """`self.<attr>` for a param/instance name, `self.<attr>[i]` for a list element."""
-        match = _LIST_MEMBER.fullmatch(name)
-        if match is not None and self.members[match.group(1)].is_list:
-            return f"self.{self.members[match.group(1)].ident}[{int(match.group(2))}]"
-        return f"self.{self.members[name].ident}"
-
-
-def _int8_scale_key(name: str) -> str:
-    """The member key of a frozen int8 weight's scale buffer (never an IR symbol name)."""
-    return name + "#" + SCALE_SUFFIX
-
-
-def _member_key(name: str) -> tuple[str, bool]:
-    match = _LIST_MEMBER.fullmatch(name)
-    return (match.group(1), True) if match is not None else (name, False)
-
-
-class _ModuleEmitter:
-    """Emission state for one module: the plan of every class, then their text."""
-
-    def __init__(self, module: ModuleOp, frozen: bool | None = None):
-        self.module = module
-        self.frozen = is_frozen(module) if frozen is None else frozen
-        self.layers: dict[str, t.LayerOp] = {}
-        for op in module.ops:
-            if not isinstance(op, t.LayerOp):
-                raise TdslError(f"the torch backend cannot emit '{_op_name(op)}' at module level", loc_of(op))
-            self.layers[op.sym_name.data] = op
-        entry = module.attributes.get("tdsl.entry")
-        self.entry = entry.root_reference.data if isinstance(entry, SymbolRefAttr) else None
-        self.inline = {s for s, layer in self.layers.items() if s != self.entry and _sequential_chain(layer)}
-        self.plans: dict[str, _ClassPlan] = {}
-        self._plan()
-
-    # ------------------------------------------------------------------ planning
-
-    def _variant(self, sym: str, memo: dict[str, tuple]) -> tuple:
-        """What besides its DSL parameters decides a specialisation's code: the precision
-        (and packing) of its weights and, recursively, the variants of its children.
-
-        `ternarize`/`precision` clone a layer whose instances need different precisions;
-        the clones keep the DSL parameters, so the class of a DSL layer is split into one
-        class per variant (`Conv2d_fp16`, `Conv2d_ternary`, ...) where there are several.
-        """
-        if sym in memo:
-            return memo[sym]
-        memo[sym] = ()
-        layer = self.layers[sym]
-        own: list[tuple] = []
-        children: list[tuple] = []
-        for op in layer.body.block.ops:
-            if isinstance(op, t.ParamOp) and op.precision is not None:
-                quant = op.attributes.get("quant")
-                own.append((op.sym_name.data, op.precision.data, str(quant) if quant is not None else ""))
-            elif isinstance(op, tern.PackedParamOp):
-                own.append((op.sym_name.data, "packed", op.type.format.data))
-            elif isinstance(op, t.InstanceOp):
-                callee = op.callee.root_reference.data
-                if callee in self.layers:
-                    children.append((op.sym_name.data, self.layers[callee].layer.data, self._variant(callee, memo)))
-        memo[sym] = (tuple(own), tuple(children))
-        return memo[sym]
-
-    def _plan(self) -> None:
-        """One class per DSL layer and precision signature of its own weights; a further
-        class (`Name_2`, …) only where two specialisations with equal DSL parameters still
-        emit different code (children of different precision variants)."""
-        memo: dict[str, tuple] = {}
-        by_layer: dict[str, dict[tuple, list[list[t.LayerOp]]]] = {}
-        for sym, layer in self.layers.items():
-            if sym in self.inline:
-                continue
-            full = self._variant(sym, memo)
-            groups = by_layer.setdefault(layer.layer.data, {}).setdefault(full[0], [])
-            key = param_values(layer)
-            for group in groups:
-                if all(param_values(s) != key or self._variant(s.sym_name.data, memo) == full for s in group):
-                    group.append(layer)
-                    break
-            else:
-                groups.append([layer])
-        class_names: set[str] = set()
-        self.plan_by_sym: dict[str, _ClassPlan] = {}
-        self.all_plans: list[_ClassPlan] = []
-        for name, variants in by_layer.items():
-            labels: list[str] = []
-            for k, own in enumerate(variants):
-                precisions = list(dict.fromkeys(p for _, p, _ in own))
-                label = "_".join(precisions) if precisions else ""
-                labels.append(label if label and label not in labels else f"v{k + 1}")
-            for (own, groups), label in zip(variants.items(), labels):
-                for specs in groups:
-                    cls = name if len(variants) == 1 else f"{name}_{label}"
-                    plan = self._plan_class(name, py_ident(cls, GLOBAL, class_names), specs)
-                    self.all_plans.append(plan)
-                    self.plans.setdefault(name, plan)
-                    if self.entry is not None and any(s.sym_name.data == self.entry for s in specs):
-                        self.plans[name] = plan
-                    for spec in specs:
-                        self.plan_by_sym[spec.sym_name.data] = plan
-
-    def _plan_class(self, name: str, ident: str, specs: list[t.LayerOp]) -> _ClassPlan:
-        plan = _ClassPlan(name, ident, specs, frozen=self.frozen)
-        plan.param_names = tuple(specs[0].params.data)
-        for spec in specs:
-            if tuple(spec.params.data) != plan.param_names:
-                raise EmitterBug(f"specialisations of layer {name} have different parameter names")
-        taken: set[str] = set()
-        plan.arg_idents = tuple(py_ident(p, LOCAL, taken) for p in plan.param_names)
-        attrs: set[str] = set()
-        for spec in specs:
-            for op in spec.body.block.ops:
-                if isinstance(op, t.ParamOp | t.InstanceOp | tern.PackedParamOp):
-                    key, is_list = _member_key(op.sym_name.data)
-                    is_list = is_list and isinstance(op, t.InstanceOp)
-                    key = key if is_list else op.sym_name.data
-                    if key not in plan.members:
-                        attr = key + PACKED_SUFFIX if isinstance(op, tern.PackedParamOp) else key
-                        plan.members[key] = _Member(py_ident(attr, ATTRIBUTE, attrs), is_list)
-                    if self.frozen and isinstance(op, t.ParamOp) and precision_of(op) == "int8":
-                        scale_key = _int8_scale_key(key)
-                        if scale_key not in plan.members:
-                            plan.members[scale_key] = _Member(py_ident(key + SCALE_SUFFIX, ATTRIBUTE, attrs))
-        return plan
-
-    def plan_of(self, layer: t.LayerOp) -> _ClassPlan:
-        return self.plan_by_sym[layer.sym_name.data]
-
-    def callee(self, instance: t.InstanceOp) -> t.LayerOp:
-        layer = self.layers.get(instance.callee.root_reference.data)
-        if layer is None:
-            raise TdslError(
-                f"instance '{instance.sym_name.data}' refers to unknown layer @{instance.callee.root_reference.data}",
-                loc_of(instance),
-            )
-        return layer
+class _ModuleEmitter(ModulePlan):
+    """Emission state for one module: its plan (`plan.ModulePlan`), then the text of its classes."""
 
     def constructor(self, layer: t.LayerOp) -> str:
         """The expression that builds a child bound to specialisation `layer`."""
@@ -346,7 +73,7 @@ class _ModuleEmitter:
             children = ", ".join(self.constructor(self.callee(i)) for i in layer.instance_ops())
             return f"nn.Sequential({children})"
         plan = self.plan_of(layer)
-        args = ", ".join(f"{a}={_literal(v)}" for a, v in zip(plan.arg_idents, param_values(layer)))
+        args = ", ".join(f"{a}={literal(v)}" for a, v in zip(plan.arg_idents, param_values(layer)))
         return f"{plan.ident}({args})"
 
     # ------------------------------------------------------------------ text
@@ -355,7 +82,7 @@ class _ModuleEmitter:
         source = self.module.attributes.get("tdsl.source")
         origin = f" from {source.data}" if isinstance(source, StringAttr) else ""
         header = [
-            _docstring(f"PyTorch modules generated by tdsl{origin}. Generated code: edit the DSL source instead."),
+            docstring(f"PyTorch modules generated by tdsl{origin}. Generated code: edit the DSL source instead."),
             "import math",
             "",
             "import torch",
@@ -366,8 +93,8 @@ class _ModuleEmitter:
         ]
         parts = ["\n".join(header)]
         parts.extend(_ClassEmitter(self, plan).emit() for plan in self.all_plans)
-        table = "".join(f"    {_literal(p.layer)}: {p.ident},\n" for p in self.plans.values())
-        parts.append(f"LAYERS = {{\n{table}}}\n{_docstring('DSL layer name -> emitted class.')}")
+        table = "".join(f"    {literal(p.layer)}: {p.ident},\n" for p in self.plans.values())
+        parts.append(f"LAYERS = {{\n{table}}}\n{docstring('DSL layer name -> emitted class.')}")
         return "\n\n\n".join(parts) + "\n"
 
 
@@ -381,7 +108,7 @@ def _indent(lines: Sequence[str], depth: int = 1) -> list[str]:
 class _ClassEmitter:
     """Writes the class of one DSL layer from its plan."""
 
-    def __init__(self, module: _ModuleEmitter, plan: _ClassPlan):
+    def __init__(self, module: _ModuleEmitter, plan: ClassPlan):
         self.module = module
         self.plan = plan
 
@@ -405,7 +132,7 @@ class _ClassEmitter:
         doc = f"DSL layer `{plan.layer}`" + (f" ({loc})" if loc is not None else "") + "."
         if len(groups) > 1:
             doc += f" Compiled for {len(groups)} parameter sets."
-        lines = [f"class {plan.ident}(nn.Module):", f"    {_docstring(doc)}", ""]
+        lines = [f"class {plan.ident}(nn.Module):", f"    {docstring(doc)}", ""]
         if plan.param_names:
             lines += self.specs_table(list(groups))
         lines += _indent(self.constructor(list(groups), inits))
@@ -413,20 +140,20 @@ class _ClassEmitter:
         return "\n".join(lines).rstrip("\n")
 
     def specs_table(self, keys: list[tuple[PyValue, ...]]) -> list[str]:
-        rows = [f"        {_literal(key)}: {k}," for k, key in enumerate(keys)]
+        rows = [f"        {literal(key)}: {k}," for k, key in enumerate(keys)]
         return [f"    # {_tuple_of(self.plan.arg_idents)} -> specialisation", "    _SPECS = {", *rows, "    }", ""]
 
     def constructor(self, keys: list[tuple[PyValue, ...]], inits: list[list[str]]) -> list[str]:
         plan = self.plan
         single = len(keys) == 1
         args = [
-            f"{a}: {type(v).__name__}" + (f" = {_literal(v)}" if single else "")
+            f"{a}: {type(v).__name__}" + (f" = {literal(v)}" if single else "")
             for a, v in zip(plan.arg_idents, keys[0])
         ]
         lines = [f"def __init__({', '.join(['self', *args])}) -> None:", "    super().__init__()"]
         if plan.param_names:
             lookup = (f"_rt.lookup_spec(self._SPECS, {_tuple_of(plan.arg_idents)}, "
-                      f"{_literal(plan.layer)}, {_literal(plan.param_names)})")
+                      f"{literal(plan.layer)}, {literal(plan.param_names)})")
             lines.append(f"    {lookup}" if single else f"    self._spec = {lookup}")
         if single:
             return [*lines, *_indent(inits[0]), ""]
@@ -455,7 +182,7 @@ class _ClassEmitter:
                 lines.append(f"    {call}")
             else:
                 specs = [k for k, w in enumerate(variant_of) if w == v]
-                test = f"== {specs[0]}" if len(specs) == 1 else f"in {_literal(tuple(specs))}"
+                test = f"== {specs[0]}" if len(specs) == 1 else f"in {literal(tuple(specs))}"
                 lines += [f"    if self._spec {test}:", f"        {call}"]
         lines.append("")
         for v, fwd in enumerate(variants):
@@ -472,7 +199,7 @@ class _ClassEmitter:
             elif isinstance(op, tern.PackedParamOp):
                 lines += self.packed_lines(op)
             elif isinstance(op, t.InstanceOp):
-                key, is_list = _member_key(op.sym_name.data)
+                key, is_list = member_key(op.sym_name.data)
                 member = self.plan.members[key if is_list else op.sym_name.data]
                 if not member.is_list:
                     lines.append(f"self.{member.ident} = {self.module.constructor(self.module.callee(op))}")
@@ -485,7 +212,7 @@ class _ClassEmitter:
         """Children `prefix.0`, `prefix.1`, … in index order; `nn.Identity()` fills removed ones."""
         found: dict[int, t.InstanceOp] = {}
         for op in spec.instance_ops():
-            match = _LIST_MEMBER.fullmatch(op.sym_name.data)
+            match = LIST_MEMBER.fullmatch(op.sym_name.data)
             if match is not None and match.group(1) == prefix:
                 found[int(match.group(2))] = op
         return ", ".join(
@@ -496,25 +223,25 @@ class _ClassEmitter:
     def param_lines(self, op: t.ParamOp) -> list[str]:
         target = f"self.{self.plan.members[op.sym_name.data].ident}"
         shape = tuple(op.type.get_shape())
-        dtype = _dtype(op.type, op)
+        dtype = torch_dtype(op.type, op)
         precision = precision_of(op)
         if self.plan.frozen and precision == "fp16":
             # Frozen fp16 storage: a float16 buffer, initialised like the float weight.
-            empty = f"torch.empty({_literal(shape)}, dtype=torch.float16)"
-            return [f"self.register_buffer({_literal(target.removeprefix('self.'))}, {empty})",
+            empty = f"torch.empty({literal(shape)}, dtype=torch.float16)"
+            return [f"self.register_buffer({literal(target.removeprefix('self.'))}, {empty})",
                     *_init_lines(op, target, shape)]
         if self.plan.frozen and precision == "int8":
             # Frozen int8 storage: int8 values and one float32 scale per output channel.
-            scale = self.plan.members[_int8_scale_key(op.sym_name.data)].ident
+            scale = self.plan.members[int8_scale_key(op.sym_name.data)].ident
             out = shape[0] if shape else 1
             return [
-                f"self.register_buffer({_literal(target.removeprefix('self.'))}, "
-                f"torch.zeros({_literal(shape)}, dtype=torch.int8))",
-                f"self.register_buffer({_literal(scale)}, torch.ones(({out},), dtype=torch.float32))",
+                f"self.register_buffer({literal(target.removeprefix('self.'))}, "
+                f"torch.zeros({literal(shape)}, dtype=torch.int8))",
+                f"self.register_buffer({literal(scale)}, torch.ones(({out},), dtype=torch.float32))",
             ]
-        empty = f"torch.empty({_literal(shape)}, dtype={dtype})"
+        empty = f"torch.empty({literal(shape)}, dtype={dtype})"
         if op.kind.data == "buffer":
-            create = f"self.register_buffer({_literal(target.removeprefix('self.'))}, {empty})"
+            create = f"self.register_buffer({literal(target.removeprefix('self.'))}, {empty})"
         elif dtype in ("torch.float16", "torch.bfloat16", "torch.float32", "torch.float64"):
             create = f"{target} = nn.Parameter({empty})"
         else:
@@ -531,7 +258,7 @@ class _ClassEmitter:
         fmt = op.type.format.data
         rows, k = matrix_shape(op.type.get_shape())
         zero = 0x55 if fmt == "2bit" else 0x80
-        return [f"self.register_buffer({_literal(attr)}, "
+        return [f"self.register_buffer({literal(attr)}, "
                 f"torch.full(({rows}, {bytes_per_row(k, fmt)}), {zero}, dtype=torch.uint8))"]
 
 
@@ -539,7 +266,7 @@ def _init_lines(op: t.ParamOp, target: str, shape: tuple[int, ...]) -> list[str]
     """Statements that initialise `target` per the param's `init` (torch's defaults where named)."""
     init = op.init.data
     args = dict(op.init_args.data) if op.init_args is not None else {}
-    fan_in = _py_value(args["fan_in"], op) if "fan_in" in args else None
+    fan_in = py_value(args["fan_in"], op) if "fan_in" in args else None
     if init == "kaiming_uniform":
         if len(shape) >= 2 and fan_in in (None, math.prod(shape[1:])):
             return [f"nn.init.kaiming_uniform_({target}, a=math.sqrt(5))"]
@@ -550,9 +277,9 @@ def _init_lines(op: t.ParamOp, target: str, shape: tuple[int, ...]) -> list[str]
             loc_of(op),
         )
     if init == "uniform":
-        bound = _py_value(args["bound"], op) if "bound" in args else None
+        bound = py_value(args["bound"], op) if "bound" in args else None
         if isinstance(bound, int | float) and not isinstance(bound, bool):
-            return [f"nn.init.uniform_({target}, {_literal(-float(bound))}, {_literal(float(bound))})"]
+            return [f"nn.init.uniform_({target}, {literal(-float(bound))}, {literal(float(bound))})"]
         if isinstance(fan_in, int) and fan_in > 0:
             return [f"nn.init.uniform_({target}, -1 / math.sqrt({fan_in}), 1 / math.sqrt({fan_in}))"]
         raise TdslError(f"uniform init of '{op.sym_name.data}' needs init_args bound or fan_in", loc_of(op))
@@ -563,9 +290,9 @@ def _init_lines(op: t.ParamOp, target: str, shape: tuple[int, ...]) -> list[str]
     if init == "constant":
         value = args.get("value")
         if isinstance(value, DenseIntOrFPElementsAttr):
-            return ["with torch.no_grad():", f"    {target}.copy_({_tensor_literal(value, op)}.reshape({_literal(shape)}))"]
+            return ["with torch.no_grad():", f"    {target}.copy_({tensor_literal(value, op)}.reshape({literal(shape)}))"]
         if isinstance(value, IntegerAttr | FloatAttr):
-            return [f"nn.init.constant_({target}, {_literal(_py_value(value, op))})"]
+            return [f"nn.init.constant_({target}, {literal(py_value(value, op))})"]
         raise TdslError(f"constant init of '{op.sym_name.data}' needs init_args value", loc_of(op))
     raise TdslError(f"the torch backend has no initialiser '{init}' (for '{op.sym_name.data}')", loc_of(op))
 
@@ -592,7 +319,7 @@ class _Forward:
 class _ForwardEmitter:
     """Writes one specialisation's forward: one line per value op, readable local names."""
 
-    def __init__(self, plan: _ClassPlan, layer: t.LayerOp):
+    def __init__(self, plan: ClassPlan, layer: t.LayerOp):
         self.plan = plan
         self.layer = layer
         self.names: dict[SSAValue, str] = {}
@@ -627,7 +354,7 @@ class _ForwardEmitter:
             handler = HANDLERS.get(type(op))
             if handler is None:
                 why = UNSUPPORTED.get(type(op), "it has no handler")
-                raise TdslError(f"the torch backend cannot emit '{_op_name(op)}': {why}", loc_of(op))
+                raise TdslError(f"the torch backend cannot emit '{op_name(op)}': {why}", loc_of(op))
             if isinstance(op, tern.QuantizeOp):  # two results: the handler writes the whole line
                 body.append(handler(self, op))
                 continue
@@ -642,7 +369,7 @@ class _ForwardEmitter:
     def return_line(self, op: t.ReturnOp) -> str:
         values = [self[v] for v in op.values]
         if op.names is not None:
-            items = ", ".join(f"{_literal(n.data)}: {v}" for n, v in zip(op.names.data, values))
+            items = ", ".join(f"{literal(n.data)}: {v}" for n, v in zip(op.names.data, values))
             return f"return {{{items}}}"
         if not values:
             return "return None"
@@ -657,7 +384,7 @@ class _ForwardEmitter:
         return f"{self.plan.member_expr(op.callee.root_reference.data)}({', '.join(self[v] for v in op.inputs)})"
 
     def constant(self, op: t.ConstantOp) -> str:
-        return _tensor_literal(op.value, op, self.device)
+        return tensor_literal(op.value, op, self.device)
 
     # -- weights with a precision (docs/TERNARY.md)
 
@@ -685,12 +412,12 @@ class _ForwardEmitter:
             return None
         if not self.plan.frozen:
             return ""
-        return self.plan.member_expr(_int8_scale_key(decl.sym_name.data))
+        return self.plan.member_expr(int8_scale_key(decl.sym_name.data))
 
     def int8_unsupported(self, value: SSAValue, op: Operation) -> None:
         if self.int8_scale(value) is not None:
             raise TdslError(f"the torch backend supports int8 weights on conv2d and linear only, "
-                            f"not on {_op_name(op)}", loc_of(op))
+                            f"not on {op_name(op)}", loc_of(op))
 
     def weighted_call(self, op: Operation, x: str, w: str) -> str:
         """The torch call of the op's kind (`calls.CALLS`) on input `x` and weight `w`."""
@@ -737,11 +464,11 @@ class _ForwardEmitter:
         hint = f"{read.param.root_reference.data}_q" if isinstance(read, t.GetParamOp) else "w_q"
         name = py_ident(hint, LOCAL, self.taken)
         method = op.threshold.data
-        args = [self[op.weight], f"method={_literal(method)}", f"per_channel={_literal(bool(op.is_per_channel))}"]
+        args = [self[op.weight], f"method={literal(method)}", f"per_channel={literal(bool(op.is_per_channel))}"]
         if method == "sparsity":
-            args.append(f"target_sparsity={_literal(float(op.sparsity.value.data))}")
+            args.append(f"target_sparsity={literal(float(op.sparsity.value.data))}")
         elif method == "fixed":
-            args.append(f"threshold={_literal(float(op.delta.value.data))}")
+            args.append(f"threshold={literal(float(op.delta.value.data))}")
         self.folded[op.trits] = self.folded[op.scale] = (op, name)
         return f"{name} = _rt.ternarize_ste({', '.join(args)})"
 
@@ -769,8 +496,8 @@ class _ForwardEmitter:
         """α·T unpacked with tensor ops (`unpack_tensor`), in the activations' dtype."""
         packed_type = op.weight.type
         assert isinstance(packed_type, tern.PackedTensorType)
-        return (f"_rt.unpack_ternary({self[op.weight]}, {self[op.scale]}, {_literal(packed_type.get_shape())}, "
-                f"{_literal(packed_type.format.data)}, {x}.dtype)")
+        return (f"_rt.unpack_ternary({self[op.weight]}, {self[op.scale]}, {literal(packed_type.get_shape())}, "
+                f"{literal(packed_type.format.data)}, {x}.dtype)")
 
     def packed_weighted(self, op: Operation) -> str:
         """`tern.packed_<kind>`: the kind's torch call on the unpacked α·T."""
@@ -779,14 +506,14 @@ class _ForwardEmitter:
 
     def batch_norm(self, op: t.BatchNormOp) -> str:
         operands = ", ".join(self[v] for v in (op.input, op.mean, op.var, op.weight, op.bias))
-        return (f"F.batch_norm({operands}, self.training, momentum={_literal(op.momentum.value.data)}, "
-                f"eps={_literal(op.eps.value.data)})")
+        return (f"F.batch_norm({operands}, self.training, momentum={literal(op.momentum.value.data)}, "
+                f"eps={literal(op.eps.value.data)})")
 
     def softmax(self, op: t.SoftmaxOp) -> str:
         return f"F.softmax({self[op.input]}, dim={op.dim.value.data})"
 
     def dropout(self, op: t.DropoutOp) -> str:
-        return f"F.dropout({self[op.input]}, {_literal(op.p.value.data)}, self.training)"
+        return f"F.dropout({self[op.input]}, {literal(op.p.value.data)}, self.training)"
 
     def pool(self, op: t.MaxPool2dOp | t.AvgPool2dOp) -> str:
         fn = "F.max_pool2d" if isinstance(op, t.MaxPool2dOp) else "F.avg_pool2d"
@@ -812,7 +539,7 @@ class _ForwardEmitter:
             dynamic = [i for i, d in enumerate(result.get_shape()) if d == DYNAMIC_INDEX]
             if len(dynamic) == 1 and len(shape) == len(result.get_shape()):
                 shape[dynamic[0]] = -1
-        return f"torch.reshape({self[op.input]}, {_literal(tuple(shape))})"
+        return f"torch.reshape({self[op.input]}, {literal(tuple(shape))})"
 
 
 def _tuple_of(idents: Sequence[str]) -> str:
@@ -821,7 +548,7 @@ def _tuple_of(idents: Sequence[str]) -> str:
 
 
 def _pair(attr: DenseArrayBase) -> str:
-    return _literal(tuple(int(v) for v in attr.get_values()))
+    return literal(tuple(int(v) for v in attr.get_values()))
 
 
 def _act_quant(op: Operation, x: str) -> str:
@@ -830,7 +557,7 @@ def _act_quant(op: Operation, x: str) -> str:
     if mark is None:
         return x
     if not isinstance(mark, StringAttr) or mark.data != "int8_token":
-        raise TdslError(f"'{_op_name(op)}': unknown act_quant {mark}; the torch backend knows \"int8_token\"",
+        raise TdslError(f"'{op_name(op)}': unknown act_quant {mark}; the torch backend knows \"int8_token\"",
                         loc_of(op))
     return f"_rt.int8_tokens({x})"
 

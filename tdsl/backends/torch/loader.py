@@ -15,7 +15,7 @@ import types
 import torch.nn as nn
 from xdsl.dialects.builtin import ModuleOp
 
-from tdsl.backends.torch.emit import param_values
+from tdsl.backends.torch.plan import param_values
 from tdsl.dialects.tdsl import entry_layer
 
 _counter = itertools.count()
