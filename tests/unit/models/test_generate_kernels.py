@@ -114,13 +114,25 @@ def test_prefill_runs_every_projection_on_the_gemm_micro_kernels() -> None:
 
 
 def test_fused_prefill_is_the_step_by_step_prefill_bit_for_bit(monkeypatch) -> None:
-    """Siblings as one call over many rows (rows quantised once, concatenated panels) give the
-    bits of each projection run alone."""
+    """Siblings as one call over many rows (rows quantised once, concatenated panels, every
+    member's bias added in the call, relu2 on gate's slice after it) give the bits of each
+    projection run alone."""
+    from tdsl.backends.numba.plan import Kernel
+
     pkg = _package()
     ids = np.random.default_rng(5).integers(0, 64, (1, 13)).astype(np.int32)
-    fused = Generator(pkg.deploy(), capacity=16)
+
+    def deployed():  # b1.58 has no biases: give gate and up some, to check where they are added
+        run = pkg.deploy()
+        rng = np.random.default_rng(6)
+        for step in run.plan.steps:
+            if step.kind is Kernel.LINEAR_TERNARY and step.weights["packed"].shape[0] == PARAMS["hidden"]:
+                step.weights["bias"] = rng.standard_normal(PARAMS["hidden"]).astype(np.float32)
+        return run
+
+    fused = Generator(deployed(), capacity=16)
     want = fused.prefill(ids)
     monkeypatch.setattr(Generator, "_fuse_siblings", lambda self, plan: None)
-    alone = Generator(pkg.deploy(), capacity=16)
+    alone = Generator(deployed(), capacity=16)
     assert not alone._fused and fused._fused
     np.testing.assert_array_equal(alone.prefill(ids), want)
