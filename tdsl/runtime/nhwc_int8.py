@@ -179,6 +179,56 @@ def indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     return offs
 
 
+@njit(cache=True, parallel=True)
+def quantize_nchw_padded(x, scale, zp, out, ph, pw):
+    """out = quantised x float32 [N, C, H, W] as the u8 NHWC image padded by ph rows and pw
+    columns of the zero point on each side: [N, H+2ph, W+2pw] rows of cp bytes, then one
+    zero-point row. A conv with that padding then reads each kernel row of each output pixel
+    as one run of kw*cp bytes (`row_indirection`): the 3-channel stem needs no gather."""
+    N, C, H, W = x.shape
+    Hp = H + 2 * ph
+    Wp = W + 2 * pw
+    cp = out.size // (N * Hp * Wp + 1)
+    inv = np.float32(1.0) / np.float32(scale)
+    z = np.float32(zp)
+    zb = np.uint8(zp)
+    for r in prange(N * Hp):
+        n = r // Hp
+        y = r - n * Hp - ph
+        base = r * Wp * cp
+        if y < 0 or y >= H:
+            for i in range(Wp * cp):
+                out[base + i] = zb
+            continue
+        for i in range(pw * cp):
+            out[base + i] = zb
+            out[base + (pw + W) * cp + i] = zb
+        for c in range(C):
+            for ix in range(W):
+                out[base + (pw + ix) * cp + c] = requantise(x[n, c, y, ix], inv, z)
+        fill_padding(out, r * Wp + pw, r * Wp + pw + W, C, cp, zp)
+    for c in range(cp):
+        out[N * Hp * Wp * cp + c] = zb
+
+
+@njit(cache=True)
+def row_indirection(N, Hp, Wp, cp, kh, sh, sw, dh, Ho, Wo):
+    """offs int64 [(P rounded up to MR) * kh]: for output pixel p and kernel row i, the byte
+    offset in a padded image (`quantize_nchw_padded`) of the run of taps that row reads; rows
+    past P read offset 0 (their sums are never written)."""
+    P = N * Ho * Wo
+    Pp = (P + MR - 1) // MR * MR
+    offs = np.zeros(Pp * kh, np.int64)
+    for p in range(P):
+        n = p // (Ho * Wo)
+        rest = p - n * Ho * Wo
+        oy = rest // Wo
+        ox = rest - oy * Wo
+        for i in range(kh):
+            offs[p * kh + i] = ((n * Hp + oy * sh + i * dh) * Wp + ox * sw) * cp
+    return offs
+
+
 # ---------------------------------------------------------------------------------------
 # Conv driver: (NHWC indirection producer) x (k2x32 micro-kernel) + fused epilogue
 

@@ -125,6 +125,28 @@ def analyse(plan: Plan) -> Analysis:
     return an
 
 
+def padded_stems(plan: Plan, an: Analysis) -> dict[int, tuple[int, int]]:
+    """{value: (ph, pw)} for the float values quantised for one conv alone that has few input
+    channels (the stem: `GATHER_MAX_CHANNELS`), a kernel wider than 1 and no dilation along
+    the width: quantised as the image padded by that conv's padding, the conv reads each kernel
+    row as one run (`nhwc_int8.row_indirection`) instead of gathering its taps per pixel."""
+    readers: dict[int, list[Step]] = {}
+    for step in plan.steps:
+        for v in step.inputs:
+            readers.setdefault(v, []).append(step)
+    padded = {}
+    for k, step in enumerate(plan.steps):
+        if k not in an.int8_steps or step.kind not in (Kernel.CONV2D_TERNARY, *KEPT_MIN_LEVELS):
+            continue
+        v, a = step.inputs[0], step.attrs
+        kw, dw = a["kernel"][1], a["dilation"][1]
+        few = mk.padded_channels(step.op.weight_dims()[1]) <= GATHER_MAX_CHANNELS
+        if (v in an.needs_u8 and v not in an.resident and len(readers.get(v, [])) == 1 and a["groups"] == 1
+                and few and kw > 1 and dw == 1):
+            padded[v] = a["padding"]
+    return padded
+
+
 @dataclass
 class _Value:
     """A u8 NHWC activation: its buffer, logical NCHW shape and quantisation."""
@@ -156,9 +178,13 @@ class Program:
         self._generation = 0
         self.workers = 1
         self.values: dict[int, _Value] = {}
+        self.padded = padded_stems(plan, an)
+        """Quantised inputs of a stem, kept as images padded by the stem's padding: {value: (ph, pw)}."""
         for v in an.resident | an.needs_u8:
             n, c, h, w = shapes[v]
-            self.values[v] = _Value(np.empty(q8.buffer_size(n, h, w, c), np.uint8), (n, c, h, w))
+            ph, pw = self.padded.get(v, (0, 0))
+            size = q8.buffer_size(n, h + 2 * ph, w + 2 * pw, c)
+            self.values[v] = _Value(np.empty(size, np.uint8), (n, c, h, w))
         self.actions: list[tuple[int, Callable[[], None]]] = []
         """(index of the step among the plan's non-view steps, call): quantising an input counts
         with the first step, a copy of a value with the step that produced it."""
@@ -209,8 +235,12 @@ class Program:
                 self._record(v, float(lo), float(hi))
             else:
                 val.scale, val.zp = qp
-            q8.quantize_nchw(x, val.scale, val.zp, val.buf)
+            if pads is None:
+                q8.quantize_nchw(x, val.scale, val.zp, val.buf)
+            else:
+                q8.quantize_nchw_padded(x, val.scale, val.zp, val.buf, *pads)
 
+        pads = self.padded.get(v)
         return run
 
     def _dequantizer(self, v: int, y: np.ndarray) -> Callable[[], None]:
@@ -252,10 +282,14 @@ class Program:
         P = N * Ho * Wo
         depthwise = a["groups"] > 1
         ntaps = kh * kw
-        gather = not depthwise and ntaps > 1 and cp <= GATHER_MAX_CHANNELS
+        by_rows = step.inputs[0] in self.padded  # kernel rows read as runs from the padded image
+        gather = not by_rows and not depthwise and ntaps > 1 and cp <= GATHER_MAX_CHANNELS
         kp = mk.padded_channels(ntaps * cp)
         # a gathering conv finds its rows by arithmetic (geom); the others read an indirection
-        offs = _NO_OFFS if gather else q8.indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+        if by_rows:
+            offs = q8.row_indirection(N, H + 2 * ph, W + 2 * pw, cp, kh, sh, sw, dh, Ho, Wo)
+        else:
+            offs = _NO_OFFS if gather else q8.indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
         geom = np.array([N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo] if gather else [0] * 14, np.int64)
         prepared = panels.get(id(step))
         if prepared is None:
@@ -269,6 +303,11 @@ class Program:
             wsum = ints.reshape(O, -1).sum(axis=1).astype(np.int32)
             if depthwise:
                 w = np.ascontiguousarray(ints.reshape(O, ntaps).T)
+            elif by_rows:  # kh taps of kw*cp channels in (column, channel) order: one kernel row's run
+                rows = np.zeros((O, kh, kw, cp), ints.dtype)
+                rows[..., :C] = ints.transpose(0, 2, 3, 1)
+                w = mk.k2x32_panels(np.ascontiguousarray(rows.reshape(O, kh, kw * cp, 1).transpose(0, 2, 1, 3)))
+                w = w.reshape(-1)
             elif gather:  # one tap of kp channels in (tap, channel) order: the gathered row's
                 rows = np.zeros((O, kh, kw, cp), ints.dtype)
                 rows[..., :C] = ints.transpose(0, 2, 3, 1)
@@ -306,7 +345,8 @@ class Program:
                 return (x.buf, offs, kh * kw, C, Wo, w, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f,
                         lohi) + terms
             # gathering: one tap of kp bytes a pixel
-            return (kind, x.buf, offs, 1 if gather else ntaps, (kp if gather else cp) // 2, w, nblocks, P, O,
+            taps, pairs = (1, kp // 2) if gather else (kh, kw * cp // 2) if by_rows else (ntaps, cp // 2)
+            return (kind, x.buf, offs, taps, pairs, w, nblocks, P, O,
                     wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi, 1, geom) + terms
 
         def run() -> None:

@@ -269,3 +269,54 @@ def test_select_refuses_unknown_or_unavailable_kernels():
     assert mk.select(weights="int16").name == mk.available()[-1] and mk.select().weights == "ternary"
     assert mk.select("portable", weights="int16").name == "portable-w16"
     assert isa.summary()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", [c for c in STEMS if c[8][1] == 1])  # runs need no dilation along the width
+def test_stem_on_a_padded_image_gives_the_bits_of_the_gathering_conv(kind, case):
+    """The stem reading kernel rows as runs of a padded image (`quantize_nchw_padded`,
+    `row_indirection`) computes what the gathering conv does, and the padded image holds the
+    zero point around the quantised pixels."""
+    N, C, H, W, O, (kh, kw), st, pad, dil = case
+    rng = np.random.default_rng(4)
+    xf = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    ph, pw = pad
+    cp = mk.padded_channels(C)
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    padded = np.empty(q8.buffer_size(N, Hp, Wp, C), np.uint8)
+    q8.quantize_nchw_padded(xf, 0.03, 100, padded, ph, pw)
+    plain = np.empty(q8.buffer_size(N, H, W, C), np.uint8)
+    q8.quantize_nchw(xf, 0.03, 100, plain)
+    img = padded[:N * Hp * Wp * cp].reshape(N, Hp, Wp, cp)
+    np.testing.assert_array_equal(img[:, ph:ph + H, pw:pw + W], plain[:N * H * W * cp].reshape(N, H, W, cp))
+    border = np.ones((Hp, Wp), bool)
+    border[ph:ph + H, pw:pw + W] = False
+    assert (img[:, border] == 100).all() and (img[:, ~border, C:] == 100).all() and (padded[-cp:] == 100).all()
+
+    wdt = np.int16 if weights_of(kind) == "int16" else np.int8
+    t = rng.integers(-1, 2, (O, C, kh, kw)).astype(wdt) * (300 if wdt == np.int16 else 1)
+    Ho = (H + 2 * ph - dil[0] * (kh - 1) - 1) // st[0] + 1
+    Wo = (W + 2 * pw - (kw - 1) - 1) // st[1] + 1
+    P = N * Ho * Wo
+    wsum = t.reshape(O, -1).sum(1).astype(np.int32)
+    se = np.full(O, 0.002, np.float32)
+    bias = rng.standard_normal(O).astype(np.float32)
+    nblocks = -(-O // mk.NR)
+    lohi = np.empty((q8.conv_tasks(P, nblocks), 2), np.float32)
+    empty, nofloat = np.zeros(0, np.uint8), np.zeros((0, 0), np.float32)
+    rows = np.zeros((O, kh, kw, cp), wdt)
+    rows[..., :C] = t.transpose(0, 2, 3, 1)
+    kp = mk.padded_channels(kh * kw * cp)
+    full = np.zeros((O, kp, 1, 1), wdt)
+    full[:, :kh * kw * cp, 0, 0] = rows.reshape(O, -1)
+    geom = np.array([N, H, W, cp, kh, kw, *st, *pad, *dil, Ho, Wo], np.int64)
+    want = np.empty(q8.buffer_size(N, Ho, Wo, O), np.uint8)
+    q8.conv(kind, plain, np.zeros(0, np.int64), 1, kp // 2, mk.k2x32_panels(full).reshape(-1), nblocks, P, O, wsum,
+            100, se, bias, empty, np.float32(0), 0, 0, want, 1 / 0.05, 7, nofloat, lohi, 2, geom)
+    by_rows = mk.k2x32_panels(np.ascontiguousarray(rows.reshape(O, kh, kw * cp, 1).transpose(0, 2, 1, 3)))
+    offs = q8.row_indirection(N, Hp, Wp, cp, kh, *st, dil[0], Ho, Wo)
+    got = np.empty_like(want)
+    q8.conv(kind, padded, offs, kh, kw * cp // 2, by_rows.reshape(-1), nblocks, P, O, wsum, 100, se, bias, empty,
+            np.float32(0), 0, 0, got, 1 / 0.05, 7, nofloat, lohi, 2, NO_GEOM)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(got)) > 10
