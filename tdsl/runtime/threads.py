@@ -12,6 +12,14 @@ all-ternary, int8-nhwc, 2 threads, median ms):
 | OpenMP, GOMP_SPINCOUNT=30000 | 2.67 | 22.7 |
 | workqueue layer (sleeps at once) | 145 | 78 |
 
+The TBB layer (the `tbb` 2022.3 wheel, its library preloaded) was measured too (2026-12-07,
+same machine, helpers' jobs as the busy process): its master never waits for a worker that is
+not running, so a 1x1 conv at 112x112 on 2 threads took 0.78 ms beside a busy process where
+OpenMP without `threads_for_call` took 13.4 ms; but its workers sleep between regions and join
+a short one too late: quiet, MobileNetV2 at 224 ran as if on one thread (10.8 ms median vs 6.6
+with OpenMP). With `threads_for_call` OpenMP matched it under load (ResNet-18 19.5 vs 20.1 ms),
+so OpenMP stays first.
+
 Spinning long at the barrier that ends each region makes a loaded machine collapse (a region
 waits for a descheduled worker while the others burn its time slice); sleeping at once makes
 every region pay a wake-up (workqueue). A short spin keeps quiet runs at full speed and lets
