@@ -44,7 +44,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from tdsl.backends.numba.executor import CPU_RUNNERS, DeployedModel, _Bound, _Ctx, _single_threaded_blas
+from tdsl.backends.numba.executor import (CPU_RUNNERS, DeployedModel, _Bound, _Ctx, _single_threaded_blas,
+                                          _threads_for_this_call)
 from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba.executor import operands_in_order
 from tdsl.runtime import conv_int8, gemm, rows_int8
@@ -324,7 +325,9 @@ class Generator:
         np.copyto(views[plan.inputs[0]], ids, casting="unsafe")
         ctx = self._ctx = _Ctx(plan.act_quant, kernel_path(self.model.path), bound.workspace, self.model._panels)
         self._quantized.clear()
-        with _single_threaded_blas(self.model._uses_blas):
+        # fewer threads while other processes hold cores, as a deployment call does: a 2-thread
+        # parallel region beside a busy process waits a time slice for its descheduled thread
+        with _single_threaded_blas(self.model._uses_blas), _threads_for_this_call():
             for step in plan.steps:
                 if step.is_view:
                     continue

@@ -4,6 +4,7 @@ token, the logits the whole-sequence forward of the same deployment gives."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import tdsl
 from tdsl.backends.numba.generate import FP16_HEAD_BLAS_ROWS, Generator
@@ -136,3 +137,24 @@ def test_fused_prefill_is_the_step_by_step_prefill_bit_for_bit(monkeypatch) -> N
     alone = Generator(deployed(), capacity=16)
     assert not alone._fused and fused._fused
     np.testing.assert_array_equal(alone.prefill(ids), want)
+
+
+def test_a_prefill_takes_fewer_threads_while_other_processes_hold_cores(monkeypatch) -> None:
+    """As a deployment call: the thread count `threads_for_call` gives holds for every step of
+    the forward, and the configured count comes back after it."""
+    import numba
+
+    from tdsl.backends.numba import executor
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads")
+    run = _package().deploy()
+    gen = Generator(run, capacity=16)
+    seen = []
+    step = next(s for s in run.plan.steps if id(s) in gen.handlers)
+    inner = gen.handlers[id(step)]
+    gen.handlers[id(step)] = lambda st, ins, y: (seen.append(numba.get_num_threads()), inner(st, ins, y))
+    monkeypatch.setattr(executor, "threads_for_call", lambda configured: 1)
+    numba.set_num_threads(2)
+    gen.prefill(np.zeros((1, 9), np.int32))
+    assert seen == [1] and numba.get_num_threads() == 2
