@@ -320,3 +320,47 @@ def test_stem_on_a_padded_image_gives_the_bits_of_the_gathering_conv(kind, case)
             np.float32(0), 0, 0, got, 1 / 0.05, 7, nofloat, lohi, 2, NO_GEOM)
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(got)) > 10
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_prepared_and_serial_entries_give_the_bits_of_the_plain_kernels(depthwise):
+    """The entries a deployment calls (constants made once: `epilogue_terms`; small convs on the
+    calling thread) compute what `conv` / `depthwise` do, with a residual and relu6."""
+    N, C, H, W, O = 2, 40, 7, 6, 40
+    rng = np.random.default_rng(8)
+    cp = mk.padded_channels(C)
+    x = rng.integers(0, 256, q8.buffer_size(N, H, W, C)).astype(np.uint8)
+    res = rng.integers(0, 256, q8.buffer_size(N, H, W, O)).astype(np.uint8)
+    se = rng.uniform(0.001, 0.01, O).astype(np.float32)
+    bias = rng.standard_normal(O).astype(np.float32)
+    nofloat = np.zeros((0, 0), np.float32)
+    P = N * H * W
+    offs = q8.indirection(N, H, W, cp, 3, 3, 1, 1, 1, 1, 1, 1, H, W)
+    outs = []
+    if depthwise:
+        w = rng.integers(-1, 2, (9, C)).astype(np.int8)
+        wsum = w.sum(0).astype(np.int32)
+        lohi = np.empty((N * H, 2), np.float32)
+        args = (x, offs, 9, C, W, w, wsum, 5, se, bias, res, np.float32(0.03), 9, 2)
+        terms = q8.epilogue_terms(wsum, 5, se, bias, 1 / 0.05, 7, 2, res, np.float32(0.03), 9)
+        terms = (terms[0], terms[1], *(np.float32(t) for t in terms[2:]))
+        for fn, extra in ((q8.depthwise, ()), (q8.depthwise_prepared, terms), (q8.depthwise_prepared_serial, terms)):
+            out = np.zeros(q8.buffer_size(N, H, W, O), np.uint8)
+            fn(*args, out, 1 / 0.05, 7, nofloat, lohi, *extra)
+            outs.append(out)
+    else:
+        t = rng.integers(-1, 2, (O, C, 3, 3)).astype(np.int8)
+        wsum = t.reshape(O, -1).sum(1).astype(np.int32)
+        panels = mk.k2x32_panels(t).reshape(-1)
+        lohi = np.empty((q8.conv_tasks(P, 2), 2), np.float32)
+        args = (1 if isa.has("avx2") else 0, x, offs, 9, cp // 2, panels, 2, P, O, wsum, 5, se, bias, res,
+                np.float32(0.03), 9, 2)
+        terms = q8.epilogue_terms(wsum, 5, se, bias, 1 / 0.05, 7, 2, res, np.float32(0.03), 9)
+        terms = (terms[0], terms[1], *(np.float32(t) for t in terms[2:]))
+        for fn, extra in ((q8.conv, ()), (q8.conv_prepared, terms), (q8.conv_prepared_serial, terms)):
+            out = np.zeros(q8.buffer_size(N, H, W, O), np.uint8)
+            fn(*args, out, 1 / 0.05, 7, nofloat, lohi, 2, NO_GEOM, *extra)
+            outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+    assert len(np.unique(outs[0][:P * cp])) > 20
