@@ -36,10 +36,12 @@ TILE_PIXELS = 8 * MR
 """Output pixels per task (a multiple of MR)."""
 BLOCKS_PER_TASK = 4
 """32-channel blocks per task: the task's input rows are read once per 128 channels."""
-SERIAL_MACS = 1_500_000
-"""Convs of fewer multiply-adds (~25 us of work) run on the calling thread
-(`conv_prepared_serial`): starting a parallel region costs ~10 us with two threads, more than
-half of such a conv."""
+SERIAL_MACS = 1_200_000
+"""Convs of fewer multiply-adds (~15 us of work at ~80 GMAC/s) run on the calling thread
+(`conv_prepared_serial`): starting a parallel region costs ~3-10 us with two threads, what a
+second thread would save on such a conv."""
+SERIAL_MACS_DEPTHWISE = 300_000
+"""The same for depthwise convs, which run at ~20 GMAC/s."""
 
 
 def qparams(lo: float, hi: float) -> tuple[float, int]:

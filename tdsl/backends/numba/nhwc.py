@@ -357,7 +357,7 @@ class Program:
             if cached[0] != key:  # static scales: made once, then every call reuses them
                 cached[0], cached[1], cached[2], cached[3] = key, arguments(qp), None, None
             args = cached[1]
-            one = self.workers == 1 or macs < q8.SERIAL_MACS
+            one = self.workers == 1 or macs < (q8.SERIAL_MACS_DEPTHWISE if depthwise else q8.SERIAL_MACS)
             if not depthwise:
                 args = args[:22] + (self.workers,) + args[23:]
             slot = 3 if one else 2
