@@ -87,22 +87,11 @@ def minmax(x):
     return los.min(), his.max()
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def quantize_nchw(x, scale, zp, out):
-    """out (u8 NHWC rows of cp bytes + the zero-point row) = quantised x float32 [N, C, H, W]."""
-    N, C, H, W = x.shape
-    cp = out.size // (N * H * W + 1)
-    inv = np.float32(1.0) / np.float32(scale)
-    z = np.float32(zp)
-    for r in prange(N * H):
-        n = r // H
-        y = r - n * H
-        base = r * W * cp
-        for c in range(C):
-            for ix in range(W):
-                out[base + ix * cp + c] = requantise(x[n, c, y, ix], inv, z)
-        fill_padding(out, r * W, (r + 1) * W, C, cp, zp)
-    fill_zero_row(out, N * H * W, cp, zp)
+    """out (u8 NHWC rows of cp bytes + the zero-point row) = quantised x float32 [N, C, H, W]:
+    `quantize_nchw_padded` with no padding."""
+    quantize_nchw_padded(x, scale, zp, out, 0, 0)
 
 
 @njit(cache=True)
@@ -158,6 +147,15 @@ def dequantize_nchw(q, scale, zp, y):
 # Indirection
 
 
+@njit(inline="always", cache=True)
+def pixel_coords(p, Ho, Wo):
+    """(image n, output row oy, output column ox) of flat output pixel p."""
+    n = p // (Ho * Wo)
+    rest = p - n * Ho * Wo
+    oy = rest // Wo
+    return n, oy, rest - oy * Wo
+
+
 @njit(cache=True)
 def indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """offs int64 [(P rounded up to MR) * kh*kw]: the byte offset of the input row each tap of
@@ -168,10 +166,7 @@ def indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     zero = N * H * W * cp
     offs = np.full(Pp * ntaps, zero, np.int64)
     for p in range(P):
-        n = p // (Ho * Wo)
-        rest = p - n * Ho * Wo
-        oy = rest // Wo
-        ox = rest - oy * Wo
+        n, oy, ox = pixel_coords(p, Ho, Wo)
         for i in range(kh):
             iy = oy * sh - ph + i * dh
             for j in range(kw):
@@ -209,8 +204,7 @@ def quantize_nchw_padded(x, scale, zp, out, ph, pw):
             for ix in range(W):
                 out[base + (pw + ix) * cp + c] = requantise(x[n, c, y, ix], inv, z)
         fill_padding(out, r * Wp + pw, r * Wp + pw + W, C, cp, zp)
-    for c in range(cp):
-        out[N * Hp * Wp * cp + c] = zb
+    fill_zero_row(out, N * Hp * Wp, cp, zp)
 
 
 @njit(cache=True)
@@ -222,10 +216,7 @@ def row_indirection(N, Hp, Wp, cp, kh, sh, sw, dh, Ho, Wo):
     Pp = (P + MR - 1) // MR * MR
     offs = np.zeros(Pp * kh, np.int64)
     for p in range(P):
-        n = p // (Ho * Wo)
-        rest = p - n * Ho * Wo
-        oy = rest // Wo
-        ox = rest - oy * Wo
+        n, oy, ox = pixel_coords(p, Ho, Wo)
         for i in range(kh):
             offs[p * kh + i] = ((n * Hp + oy * sh + i * dh) * Wp + ox * sw) * cp
     return offs
@@ -388,9 +379,7 @@ def _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bi
             lohi[task, 0] = np.float32(np.inf)
             lohi[task, 1] = np.float32(-np.inf)
             if gathering:
-                n = p0 // (Ho * Wo)
-                oy = (p0 - n * Ho * Wo) // Wo
-                ox = p0 - n * Ho * Wo - oy * Wo
+                n, oy, ox = pixel_coords(p0, Ho, Wo)
                 for m in range(np_):
                     gather_pixel(x4, n, oy, ox, zero, gH, gW, gcp // 4, kh, kw, sh, sw, ph, pw, dh, dw, rows4,
                                  (skew + m * kp) // 4)

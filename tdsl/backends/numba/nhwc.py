@@ -235,12 +235,9 @@ class Program:
                 self._record(v, float(lo), float(hi))
             else:
                 val.scale, val.zp = qp
-            if pads is None:
-                q8.quantize_nchw(x, val.scale, val.zp, val.buf)
-            else:
-                q8.quantize_nchw_padded(x, val.scale, val.zp, val.buf, *pads)
+            q8.quantize_nchw_padded(x, val.scale, val.zp, val.buf, *pads)
 
-        pads = self.padded.get(v)
+        pads = self.padded.get(v, (0, 0))
         return run
 
     def _dequantizer(self, v: int, y: np.ndarray) -> Callable[[], None]:
