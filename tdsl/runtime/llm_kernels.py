@@ -183,6 +183,24 @@ def _tables(offset: int, t: int, head_dim: int, base: float) -> tuple[np.ndarray
     return cos, sin
 
 
+@njit(inline="always", cache=True, fastmath=False)
+def _softmax_values(scores, count, top, v, b, g, dh):
+    """sum_s softmax(scores[:count])[s] * v[b, s, head g] (scores overwritten by exp(score - top)):
+    the tail both attention kernels share, in one order, so they give the same bits."""
+    total = np.float32(0.0)
+    for s in range(count):
+        e = np.float32(np.exp(scores[s] - top))
+        scores[s] = e
+        total += e
+    out = np.zeros(dh, np.float32)
+    for s in range(count):
+        w = scores[s] / total
+        vr = v[b, s, g * dh:(g + 1) * dh]
+        for j in range(dh):
+            out[j] += w * vr[j]
+    return out
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def _attention(q, k, v, heads, kv_heads, causal, scale, y):
     """One item per (sequence, head, query); each head's rows taken as 1-D slices, so the value
@@ -210,18 +228,7 @@ def _attention(q, k, v, heads, kv_heads, causal, scale, y):
             scores[s] = acc
             if acc > top:
                 top = acc
-        total = np.float32(0.0)
-        for s in range(last + 1):
-            e = np.float32(np.exp(scores[s] - top))
-            scores[s] = e
-            total += e
-        out = np.zeros(dh, np.float32)
-        for s in range(last + 1):
-            w = scores[s] / total
-            vr = v[b, s, g * dh:(g + 1) * dh]
-            for j in range(dh):
-                out[j] += w * vr[j]
-        y[b, i, h * dh:(h + 1) * dh] = out
+        y[b, i, h * dh:(h + 1) * dh] = _softmax_values(scores, last + 1, top, v, b, g, dh)
 
 
 @njit(parallel=True, cache=True)
@@ -266,18 +273,7 @@ def _attention_rows(q, kt, v, heads, kv_heads, causal, scale, y):
             scores[s] *= scale
             if scores[s] > top:
                 top = scores[s]
-        total = np.float32(0.0)
-        for s in range(count):
-            e = np.float32(np.exp(scores[s] - top))
-            scores[s] = e
-            total += e
-        out = np.zeros(dh, np.float32)
-        for s in range(count):
-            w = scores[s] / total
-            vr = v[b, s, g * dh:(g + 1) * dh]
-            for j in range(dh):
-                out[j] += w * vr[j]
-        y[b, i, h * dh:(h + 1) * dh] = out
+        y[b, i, h * dh:(h + 1) * dh] = _softmax_values(scores, count, top, v, b, g, dh)
 
 
 ATTENTION_ROWS_MIN_QUERIES = 4
