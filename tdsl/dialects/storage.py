@@ -315,10 +315,13 @@ def _quant(attr: Attribute | None, op: Operation) -> dict[str, Any] | None:
     """The `quant` rule `ternarize` recorded, as Python values."""
     if not isinstance(attr, DictionaryAttr):
         return None
-    return {k: _value(v, op) for k, v in attr.data.items()}
+    return {k: attr_value(v, op) for k, v in attr.data.items()}
 
 
-def _value(attr: Attribute, op: Operation) -> Any:
+def attr_value(attr: Attribute, op: Operation, problem: str = "'{op}': cannot read the quant value {attr}") -> Any:
+    """An attribute as a Python value (bool, int, float, str, tuples of them); anything else is
+    a TdslError at op's location, `problem` formatted with the op's name and the attribute
+    (the torch backend reads initialiser arguments with it too)."""
     if isinstance(attr, IntegerAttr):
         value = attr.value.data
         return value != 0 if attr.type == IntegerType(1) else value
@@ -327,7 +330,7 @@ def _value(attr: Attribute, op: Operation) -> Any:
     if isinstance(attr, StringAttr):
         return attr.data
     if isinstance(attr, ArrayAttr):
-        return tuple(_value(a, op) for a in attr.data)
+        return tuple(attr_value(a, op, problem) for a in attr.data)
     if isinstance(attr, DenseArrayBase):
         return tuple(attr.get_values())
-    raise TdslError(f"'{op.name}': cannot read the quant value {attr}", loc_of(op))
+    raise TdslError(problem.format(op=op.name, attr=attr), loc_of(op))

@@ -6,19 +6,14 @@ import math
 from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
-    ArrayAttr,
-    DenseArrayBase,
     DenseIntOrFPElementsAttr,
-    FloatAttr,
-    IntegerAttr,
-    IntegerType,
-    StringAttr,
     TensorType,
     UnregisteredOp,
 )
 from xdsl.ir import Attribute, Operation
 
 from tdsl.dialects.locations import loc_of
+from tdsl.dialects.storage import attr_value
 from tdsl.errors import TdslError
 
 PyValue = bool | int | float | str | tuple
@@ -33,18 +28,7 @@ _DTYPES = {
 
 
 def py_value(attr: Attribute, op: Operation) -> PyValue:
-    if isinstance(attr, IntegerAttr):
-        value = attr.value.data
-        return value != 0 if attr.type == IntegerType(1) else value
-    if isinstance(attr, FloatAttr):
-        return float(attr.value.data)
-    if isinstance(attr, StringAttr):
-        return attr.data
-    if isinstance(attr, ArrayAttr):
-        return tuple(py_value(a, op) for a in attr.data)
-    if isinstance(attr, DenseArrayBase):
-        return tuple(attr.get_values())
-    raise TdslError(f"the torch backend cannot pass the value {attr} to Python", loc_of(op))
+    return attr_value(attr, op, "the torch backend cannot pass the value {attr} to Python")
 
 
 def literal(value: PyValue | list) -> str:
