@@ -18,25 +18,36 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
-def model(request):
-    name = request.param
+def frozen_case(name: str, precision: str, policy: str, seed: int):
+    """(frozen model, inputs, calibration batches, the torch backend's outputs) of a zoo model
+    with realistic batch-norm statistics (a few training-mode passes)."""
     params, size = MODELS[name]
     torch.manual_seed(0)
     compiled = tdsl.compile(name, params=params)
     net = compiled.to_torch().eval()
-    with torch.no_grad():  # realistic batch-norm statistics: a few training-mode passes
+    with torch.no_grad():
         net.train()
         for _ in range(3):
             net(torch.randn(8, 3, size, size))
         net.eval()
-    frozen = tdsl.quantize(name, precision="ternary", policy="all", weights=net.state_dict(), params=compiled.params)
-    rng = np.random.default_rng(1)
+    frozen = tdsl.quantize(name, precision=precision, policy=policy, weights=net.state_dict(), params=compiled.params)
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((16, 3, size, size)).astype(np.float32)
     calib = [rng.standard_normal((8, 3, size, size)).astype(np.float32) for _ in range(2)]
     with torch.no_grad():
         ref = frozen(torch.from_numpy(x)).numpy()
-    return name, frozen, x, calib, ref
+    return frozen, x, calib, ref
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    return (request.param, *frozen_case(request.param, "ternary", "all", seed=1))
+
+
+def same_bits_on_every_micro_kernel(frozen, x, calib) -> None:
+    a = frozen.deploy("numba", act_quant="int8-nhwc", path="portable", calibrate=calib)(x[:2])
+    b = frozen.deploy("numba", act_quant="int8-nhwc", path="avx2", calibrate=calib)(x[:2])
+    np.testing.assert_array_equal(a, b)
 
 
 def _rel(y, ref):
@@ -59,9 +70,7 @@ def test_dynamic_and_calibrated_scales_agree_with_the_torch_backend(model):
 @pytest.mark.skipif(not mk.by_name("avx2").available(), reason="this CPU has no AVX2")
 def test_every_micro_kernel_gives_the_same_outputs(model):
     name, frozen, x, calib, ref = model
-    a = frozen.deploy("numba", act_quant="int8-nhwc", path="portable", calibrate=calib)(x[:2])
-    b = frozen.deploy("numba", act_quant="int8-nhwc", path="avx2", calibrate=calib)(x[:2])
-    np.testing.assert_array_equal(a, b)
+    same_bits_on_every_micro_kernel(frozen, x, calib)
 
 
 def test_the_int8_region_covers_every_conv_and_pool(model):
@@ -97,24 +106,8 @@ def test_calibrate_is_refused_on_other_act_quants():
 def kept(request):
     """ResNet-18 (CIFAR stem) whose stem and classifier the default policy keeps at fp16, or
     all of whose layers are int8: convs that run on u8 activations with int16 weights."""
-    params, size = MODELS["resnet18"]
-    torch.manual_seed(0)
-    compiled = tdsl.compile("resnet18", params=params)
-    net = compiled.to_torch().eval()
-    with torch.no_grad():
-        net.train()
-        for _ in range(3):
-            net(torch.randn(8, 3, size, size))
-        net.eval()
     precision, policy = ("ternary", "default") if request.param == "default" else ("int8", "all")
-    frozen = tdsl.quantize("resnet18", precision=precision, policy=policy, weights=net.state_dict(),
-                           params=compiled.params)
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((16, 3, size, size)).astype(np.float32)
-    calib = [rng.standard_normal((8, 3, size, size)).astype(np.float32) for _ in range(2)]
-    with torch.no_grad():
-        ref = frozen(torch.from_numpy(x)).numpy()
-    return request.param, frozen, x, calib, ref
+    return (request.param, *frozen_case("resnet18", precision, policy, seed=2))
 
 
 def test_kept_convs_run_on_u8_with_int16_weights_and_agree_with_torch(kept):
@@ -136,9 +129,7 @@ def test_kept_convs_run_on_u8_with_int16_weights_and_agree_with_torch(kept):
 @pytest.mark.skipif(not mk.by_name("avx2").available(), reason="this CPU has no AVX2")
 def test_kept_convs_give_the_same_bits_on_every_micro_kernel(kept):
     name, frozen, x, calib, ref = kept
-    a = frozen.deploy("numba", act_quant="int8-nhwc", path="portable", calibrate=calib)(x[:2])
-    b = frozen.deploy("numba", act_quant="int8-nhwc", path="avx2", calibrate=calib)(x[:2])
-    np.testing.assert_array_equal(a, b)
+    same_bits_on_every_micro_kernel(frozen, x, calib)
 
 
 def test_int16_weights_are_finer_than_float16_near_each_channels_largest_weight():
