@@ -87,14 +87,13 @@ near each channel's largest weight; int8: its own values, exactly); longer sums 
 def is_int8_conv(step: Step) -> bool:
     """A conv the NHWC kernels run: ternary (ungrouped or depthwise), or an ungrouped kept conv
     (`KEPT_MIN_LEVELS`)."""
-    g = step.attrs["groups"] if step.kind in (Kernel.CONV2D_TERNARY, *KEPT_MIN_LEVELS) else 0
-    dims = step.op.weight_dims() if g else ()
+    if step.kind is not Kernel.CONV2D_TERNARY and step.kind not in KEPT_MIN_LEVELS:
+        return False
+    g, dims = step.attrs["groups"], step.op.weight_dims()
     if step.kind is Kernel.CONV2D_TERNARY:
         return g == 1 or (g == dims[0] and dims[1] == 1)
-    if step.kind in KEPT_MIN_LEVELS and g == 1:
-        k = dims[2] * dims[3] * mk.padded_channels(dims[1])
-        return mk.int16_levels(mk.padded_channels(k)) >= KEPT_MIN_LEVELS[step.kind]
-    return False
+    k = dims[2] * dims[3] * mk.padded_channels(dims[1])
+    return g == 1 and mk.int16_levels(mk.padded_channels(k)) >= KEPT_MIN_LEVELS[step.kind]
 
 
 def analyse(plan: Plan) -> Analysis:
