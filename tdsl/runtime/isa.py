@@ -153,6 +153,17 @@ def store_tile(context, builder, aryty, ary, ooff, ostride, accs, vecty) -> None
             builder.store(builder.load(slot), ptr, align=4)
 
 
+def store_values(context, builder, aryty, ary, ooff, ostride, values) -> None:  # noqa: ANN001
+    """`store_tile` of vectors values[m][v] (not slots): element ooff + m*ostride + v*lanes."""
+    ity = ooff.type
+    data = context.make_array(aryty)(context, builder, ary).data
+    for m, row in enumerate(values):
+        for v, value in enumerate(row):
+            idx = builder.add(ooff, builder.add(builder.mul(ostride, ir.Constant(ity, m)),
+                                                ir.Constant(ity, value.type.count * v)))
+            builder.store(value, builder.bitcast(builder.gep(data, [idx]), value.type.as_pointer()), align=4)
+
+
 @intrinsic
 def claim(typingctx, counter):  # noqa: ANN001, ANN201
     """The next task number: an atomic fetch-and-add of 1 on counter[0] (an int64 array), so

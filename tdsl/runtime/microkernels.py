@@ -190,33 +190,47 @@ def _make_tile_avx2(mr: int):
                 with builder.if_then(big):
                     widen()
 
-            ngroups = builder.udiv(builder.add(ntv, builder.sub(tpw, ir.Constant(ity, 1))), tpw)
-            with cgutils.for_range(builder, ngroups) as group:
-                t0 = builder.mul(group.index, tpw)
-                left = builder.sub(ntv, t0)
-                count = builder.select(builder.icmp_signed(">", left, tpw), tpw, left)
-                with cgutils.for_range(builder, count) as tap:
-                    t = builder.add(t0, tap.index)
-                    rows = []
-                    for m in range(mr):
-                        idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
-                        rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
-                    wtap = builder.gep(wbase, [builder.mul(t, tap_bytes)])
+            def tap_rows(t):
+                """The tile's mr input rows of tap t and the tap's weights."""
+                rows = []
+                for m in range(mr):
+                    idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
+                    rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
+                return rows, builder.gep(wbase, [builder.mul(t, tap_bytes)])
 
-                    def chunk(j, rows=rows, wtap=wtap):
-                        wj = builder.gep(wtap, [builder.mul(j, ir.Constant(ity, 2 * NR))])
-                        wvec = [builder.load(builder.bitcast(builder.gep(wj, [ir.Constant(ity, 32 * h)]),
-                                                             isa.V32I8.as_pointer()), align=1) for h in range(2)]
-                        j2 = builder.mul(j, ir.Constant(ity, 2))
-                        for m in range(mr):
-                            b = isa.broadcast_i16(builder, builder.gep(rows[m], [j2]))
-                            for h in range(2):
-                                acc = builder.add(builder.load(a16[m][h]), isa.pmaddubsw(builder, b, wvec[h]))
-                                builder.store(acc, a16[m][h])
+            def chunk(j, rows, wtap):
+                wj = builder.gep(wtap, [builder.mul(j, ir.Constant(ity, 2 * NR))])
+                wvec = [builder.load(builder.bitcast(builder.gep(wj, [ir.Constant(ity, 32 * h)]),
+                                                     isa.V32I8.as_pointer()), align=1) for h in range(2)]
+                j2 = builder.mul(j, ir.Constant(ity, 2))
+                for m in range(mr):
+                    b = isa.broadcast_i16(builder, builder.gep(rows[m], [j2]))
+                    for h in range(2):
+                        builder.store(builder.add(builder.load(a16[m][h]), isa.pmaddubsw(builder, b, wvec[h])), a16[m][h])
 
-                    isa.for_groups(builder, npv, PAIRS_PER_WIDEN, chunk, widen_inside_tap)
-                widen()
-            isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, a32, isa.V8I32)
+            short = builder.icmp_signed("<=", builder.mul(ntv, npv), ir.Constant(ity, PAIRS_PER_WIDEN))
+            with builder.if_else(short) as (then, otherwise):
+                with then:  # every pair sums in i16 (a 1x1 conv of up to 128 channels): widened once, stored
+                    with cgutils.for_range(builder, ntv) as tap:
+                        rows, wtap = tap_rows(tap.index)
+                        with cgutils.for_range(builder, npv) as pair:
+                            chunk(pair.index, rows, wtap)
+                    wide = [[v for h in range(2) for v in isa.widen_i16(builder, builder.load(a16[m][h]))]
+                            for m in range(mr)]
+                    isa.store_values(context, builder, signature.args[7], outv, oidxv, osv, wide)
+                with otherwise:
+                    ngroups = builder.udiv(builder.add(ntv, builder.sub(tpw, ir.Constant(ity, 1))), tpw)
+                    with cgutils.for_range(builder, ngroups) as group:
+                        t0 = builder.mul(group.index, tpw)
+                        left = builder.sub(ntv, t0)
+                        count = builder.select(builder.icmp_signed(">", left, tpw), tpw, left)
+                        with cgutils.for_range(builder, count) as tap:
+                            t = builder.add(t0, tap.index)
+                            rows, wtap = tap_rows(t)
+                            isa.for_groups(builder, npv, PAIRS_PER_WIDEN,
+                                           lambda j, rows=rows, wtap=wtap: chunk(j, rows, wtap), widen_inside_tap)
+                        widen()
+                    isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, a32, isa.V8I32)
             return context.get_dummy_value()
 
         return sig, codegen
