@@ -30,6 +30,7 @@ CASES = [
     (2, 6, 7, 9, 40, (3, 2), (2, 1), (1, 0), (1, 1)),      # 2 images, strided, 2 blocks
     (1, 5, 11, 10, 33, (3, 3), (1, 2), (2, 3), (2, 3)),    # dilated and padded
     (1, 130, 6, 5, 64, (1, 1), (1, 1), (0, 0), (1, 1)),    # 1x1, 65 pairs: a widen inside the tap
+    (1, 128, 5, 3, 32, (1, 1), (1, 1), (0, 0), (1, 1)),    # 1x1, 64 pairs: the longest sum kept in i16
     (1, 64, 10, 9, 160, (3, 3), (1, 1), (1, 1), (1, 1)),   # 5 blocks: two tasks along channels
 ]
 
@@ -159,6 +160,29 @@ def test_every_micro_kernel_gives_the_same_bits(case):
     b16 = run_conv(4, case, zp=17, static=True)[0]
     np.testing.assert_array_equal(a16, b16)
     assert not np.array_equal(a, a16)  # the int16 case is another computation, not the ternary one again
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("C, kh", [(128, 1), (130, 1), (28, 3)])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_extreme_sums_are_exact_on_both_sides_of_the_i16_limit(kind, C, kh, sign):
+    """Every byte 255 and every weight +-1: the largest sums a tile adds in i16 come back exact
+    (64 pairs in one tap: the short path; 65 pairs, and 9 taps of 14 pairs: the widening paths)."""
+    H, W, O = 4, 5, 32
+    k = kh * kh * mk.padded_channels(C)
+    t = np.full((O, C, kh, kh), sign, np.int8 if weights_of(kind) == "ternary" else np.int16)
+    buf = np.full(q8.buffer_size(1, H, W, C), 255, np.uint8)
+    pad = kh // 2
+    offs = q8.indirection(1, H, W, mk.padded_channels(C), kh, kh, 1, 1, pad, pad, 1, 1, H, W)
+    panels = mk.k2x32_panels(t).reshape(-1)
+    wsum = t.reshape(O, -1).sum(axis=1).astype(np.int32)
+    got = np.empty((H * W, O), np.float32)
+    lohi = np.empty((q8.conv_tasks(H * W, 1), 2), np.float32)
+    empty = np.zeros(0, np.uint8)
+    q8.conv(kind, buf, offs, kh * kh, mk.padded_channels(C) // 2, panels, 1, H * W, O, wsum, 0, np.ones(O, np.float32),
+            np.zeros(O, np.float32), empty, np.float32(0), 0, 0, empty, 1.0, 0, got, lohi, 1, NO_GEOM)
+    # the zero-point row a padded tap reads holds 255 too, so every tap of every pixel adds 255 * C
+    assert (got == sign * 255 * C * kh * kh).all() and k >= C * kh * kh
 
 
 @pytest.mark.parametrize("static", [True, False])
