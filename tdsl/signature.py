@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,10 +86,12 @@ def forward_signature(module: ModuleOp) -> ForwardSignature:
     return ForwardSignature(layer.layer.data, tuple(specs), floc, activation_expansion(module))
 
 
-def check_inputs(sig: ForwardSignature | None, inputs: Sequence[Any]) -> None:
+def check_inputs(sig: ForwardSignature | None, inputs: Sequence[Any], finite: bool = True) -> None:
     """Raise `InputMismatch` for the first input that does not fit `sig` (None: nothing known),
     whose call would need more memory than is available (`sig.expansion` times the inputs), or
-    that holds a non-finite value."""
+    (finite=True) that holds a non-finite value. finite=False: the caller's first pass over
+    the inputs counts those values (`finite_limit`) and calls this again with finite=True to
+    raise where it found one (the NHWC int8 runtime's input quantiser)."""
     if sig is None:
         return
     _check_count(sig, len(inputs))
@@ -102,8 +105,15 @@ def check_inputs(sig: ForwardSignature | None, inputs: Sequence[Any]) -> None:
     check_memory(sum(math.prod(s) for s in shapes) * 4 * sig.expansion,
                  f"forward of '{sig.entry}' on inputs {', '.join(str(list(s)) for s in shapes)} (an estimate "
                  "from its largest activation)", sig.loc)
-    for spec, x in zip(sig.inputs, inputs):
-        _check_finite(spec, x, _where(sig, spec))
+    if finite:
+        for spec, x in zip(sig.inputs, inputs):
+            _check_finite(spec, x, _where(sig, spec))
+
+
+def finite_limit(spec: InputSpec) -> float | None:
+    """The largest magnitude a value of this input may have (its float type's), None for an
+    input whose values `check_inputs` does not bound (integers)."""
+    return _FLOAT_LIMITS.get(spec.element)
 
 
 def check_shapes(sig: ForwardSignature, shapes: Sequence[Sequence[int]], dtype: str) -> None:
@@ -194,8 +204,24 @@ def convert_torch_inputs(sig: ForwardSignature, inputs: Sequence[Any]) -> tuple[
     return tuple(out)
 
 
+_MEMORY_READ: list[float | int | None] = [-1.0, None]
+"""(monotonic time, bytes) of the last read of /proc/meminfo (`available_memory`)."""
+MEMORY_READ_SECONDS = 0.25
+"""How long `available_memory` reuses a reading: each call of a deployment checks its inputs,
+and reading /proc/meminfo costs ~20-100 us (a few per cent of a 5 ms call)."""
+
+
 def available_memory() -> int | None:
-    """Bytes of memory this process can still get (MemAvailable, else free pages; None: unknown)."""
+    """Bytes of memory this process can still get (MemAvailable, else free pages; None: unknown),
+    as read at most MEMORY_READ_SECONDS ago."""
+    now = time.monotonic()
+    if now - _MEMORY_READ[0] < MEMORY_READ_SECONDS:
+        return _MEMORY_READ[1]
+    _MEMORY_READ[:] = [now, _read_available_memory()]
+    return _MEMORY_READ[1]
+
+
+def _read_available_memory() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:

@@ -281,13 +281,19 @@ class Fp16Head:
     def __call__(self, x: np.ndarray, path: str = "auto") -> np.ndarray:
         """x float32 [..., K] -> logits [..., R] = x . half(w)^T in float32."""
         x2 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
-        if x2.shape[1] != self.features:
-            raise TdslError(f"fp16 head takes {self.features} features, got {x.shape}")
-        kp = self.w16.shape[1]
-        xp = x2 if kp == self.features else np.pad(x2, ((0, 0), (0, kp - self.features)))
         y = np.empty((x2.shape[0], self.w16.shape[0]), np.float32)
-        _gemv_f16(_kind(path, fp16_paths(), "f16c"), xp, self.w16, HALF_TO_FLOAT, y, _chunks(self.w16.shape[0]))
+        self.into(y, x2, path)
         return y.reshape(*x.shape[:-1], self.w16.shape[0])
+
+    def into(self, y: np.ndarray, x2: np.ndarray, path: str = "auto") -> None:
+        """y float32 [B, R] = x2 [B, K] . half(w)^T: one parallel region, a slice of rows a thread."""
+        if x2.ndim != 2 or x2.shape[1] != self.features:
+            raise TdslError(f"fp16 head takes {self.features} features, got {x2.shape}")
+        kp = self.w16.shape[1]
+        xp = np.ascontiguousarray(x2, dtype=np.float32)
+        if kp != self.features:
+            xp = np.pad(xp, ((0, 0), (0, kp - self.features)))
+        _gemv_f16(_kind(path, fp16_paths(), "f16c"), xp, self.w16, HALF_TO_FLOAT, y, _chunks(self.w16.shape[0]))
 
 
 @functools.cache

@@ -182,6 +182,20 @@ def quantize_nchw_padded(x, scale, zp, out, ph, pw):
     columns of the zero point on each side: [N, H+2ph, W+2pw] rows of cp bytes, then one
     zero-point row. A conv with that padding then reads each kernel row of each output pixel
     as one run of kw*cp bytes (`row_indirection`): the 3-channel stem needs no gather."""
+    _quantize_padded(x, scale, zp, out, ph, pw, np.float32(np.inf))
+
+
+@njit(cache=True, parallel=True)
+def quantize_input(x, scale, zp, out, ph, pw, limit):
+    """`quantize_nchw_padded` of a network input, returning how many of its values are NaN or
+    beyond +-limit: the check every call owes its inputs (`signature.check_inputs`), made in
+    the pass that reads them anyway (two more passes of min and max cost ~0.1-0.3 ms a call at
+    224 x 224)."""
+    return _quantize_padded(x, scale, zp, out, ph, pw, np.float32(limit))
+
+
+@njit(inline="always", cache=True)
+def _quantize_padded(x, scale, zp, out, ph, pw, limit):
     N, C, H, W = x.shape
     Hp = H + 2 * ph
     Wp = W + 2 * pw
@@ -189,6 +203,8 @@ def quantize_nchw_padded(x, scale, zp, out, ph, pw):
     inv = np.float32(1.0) / np.float32(scale)
     z = np.float32(zp)
     zb = np.uint8(zp)
+    out32 = out[:out.size // 4 * 4].view(np.uint32)
+    bad = 0
     for r in prange(N * Hp):
         n = r // Hp
         y = r - n * Hp - ph
@@ -200,11 +216,26 @@ def quantize_nchw_padded(x, scale, zp, out, ph, pw):
         for i in range(pw * cp):
             out[base + i] = zb
             out[base + (pw + W) * cp + i] = zb
-        for c in range(C):
+        row_bad = 0
+        if C == 3 and cp == 4:  # an RGB image: one 4-byte word a pixel (vectorises; 0.15 -> 0.05 ms at 224^2)
+            w0 = (base + pw * cp) // 4
+            top = np.uint32(zb) << np.uint32(24)
             for ix in range(W):
-                out[base + (pw + ix) * cp + c] = requantise(x[n, c, y, ix], inv, z)
-        fill_padding(out, r * Wp + pw, r * Wp + pw + W, C, cp, zp)
+                v0, v1, v2 = x[n, 0, y, ix], x[n, 1, y, ix], x[n, 2, y, ix]
+                row_bad += (np.int64(not abs(v0) <= limit) + np.int64(not abs(v1) <= limit)
+                            + np.int64(not abs(v2) <= limit))  # NaN fails every comparison
+                out32[w0 + ix] = (np.uint32(requantise(v0, inv, z)) | (np.uint32(requantise(v1, inv, z)) << np.uint32(8))
+                                  | (np.uint32(requantise(v2, inv, z)) << np.uint32(16)) | top)
+        else:
+            for c in range(C):
+                for ix in range(W):
+                    v = x[n, c, y, ix]
+                    row_bad += np.int64(not abs(v) <= limit)
+                    out[base + (pw + ix) * cp + c] = requantise(v, inv, z)
+            fill_padding(out, r * Wp + pw, r * Wp + pw + W, C, cp, zp)
+        bad += row_bad
     fill_zero_row(out, N * Hp * Wp, cp, zp)
+    return bad
 
 
 @njit(cache=True)

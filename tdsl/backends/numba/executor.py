@@ -29,13 +29,14 @@ from typing import Any
 import numpy as np
 
 from tdsl.backends.numba import kernels as K
+from tdsl.backends.numba import nhwc
 from tdsl.backends.numba.plan import Kernel, Plan, Schedule, Step, build_plan, dtype_of
 from tdsl.errors import TdslError
 from tdsl.signature import check_inputs
 from tdsl.ops.composite import COMPOSITES
 from tdsl.ops.elementwise import BINARY
 from tdsl.quant.int8 import int8_activation
-from tdsl.runtime import compile_stats, conv_float, conv_int8, gemm, rows_int8
+from tdsl.runtime import compile_stats, conv_float, conv_int8, gemm, lm_head, rows_int8
 from tdsl.runtime.conv2d import depthwise_conv, im2col
 from tdsl.runtime.cpu_features import kernel_path
 from tdsl.runtime.threads import RUNTIME_LOCK, threads_for_call
@@ -266,9 +267,24 @@ def _linear_epilogue(step: Step, ins: list[np.ndarray], y2: np.ndarray) -> None:
     K.bias_residual_act(y2[:, :, None], step.weights["bias"], res, a["activation"])
 
 
+GEMV_ROWS = 2
+"""A float linear of at most this many rows whose weights are all fp16 values (a head the
+policy kept at fp16) reads them as fp16 in the parallel GEMV (`lm_head.Fp16Head`): half the
+bytes of BLAS's float32 and every thread (MobileNetV2's 1280 x 1000 head at B=1, 2 threads:
+0.35 ms in single-threaded BLAS). More rows go to BLAS in bands of rows, one per thread."""
+
+
 def _linear_float(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
-    y2 = _rows(y)
-    np.matmul(_rows(ins[0]), step.weights["weight_t"], out=y2)
+    import numba
+
+    y2, x2, wt = _rows(y), _rows(ins[0]), step.weights["weight_t"]
+    head = ctx.panels.get(id(step))
+    if head is None:
+        head = ctx.panels[id(step)] = lm_head.Fp16Head.from_weight(wt.T) if lm_head.exact_in_fp16(wt) else False
+    if head and x2.shape[0] <= GEMV_ROWS and "f16c" in lm_head.fp16_paths():
+        head.into(y2, x2)
+    else:
+        lm_head.float_head_into(y2, x2, wt, numba.get_num_threads())
     _linear_epilogue(step, ins, y2)
 
 
@@ -403,6 +419,10 @@ class DeployedModel:
         """act_quant="int8-nhwc": (scale, zero point) of every u8 value once `calibrate` ran."""
         self._nhwc_kernel = microkernel_for(path)
         self._out_dtypes: list[np.dtype] | None = None
+        self._analysis = nhwc.analyse(plan) if plan.act_quant == "int8-nhwc" else None
+        self._input_limits = None if self._analysis is None or device != "cpu" else nhwc.checks_inputs(plan, self._analysis)
+        """{input: limit} where the NHWC program checks the inputs for NaN and Inf as it
+        quantises them (`nhwc.checks_inputs`), so a call skips `check_inputs`' own pass."""
 
     def calibrate(self, batches: Any) -> DeployedModel:
         """act_quant="int8-nhwc": run `batches` (arrays, or tuples of arrays for several inputs)
@@ -442,16 +462,15 @@ class DeployedModel:
         if bound is None:
             bound = self._bound[key] = _Bound(self.plan, self.plan.schedule(key))
             if self.plan.act_quant == "int8-nhwc":
-                from tdsl.backends.numba import nhwc
-
                 ctx = _Ctx("int8", kernel_path(self.path), bound.workspace, self._panels)
                 views = bound.views
 
                 def float_step(step: Step) -> None:
                     CPU_RUNNERS[step.kind](step, [views[v] for v in step.inputs], views[step.output], ctx)
 
-                bound.program = nhwc.Program(self.plan, nhwc.analyse(self.plan), bound.schedule.shapes, views,
-                                             self._nhwc_kernel.code, self._panels, self.static_scales, float_step)
+                bound.program = nhwc.Program(self.plan, self._analysis, bound.schedule.shapes, views,
+                                             self._nhwc_kernel.code, self._panels, self.static_scales, float_step,
+                                             self._input_limits)
         return bound
 
     def _run_program(self, program: Any, arrays: list[np.ndarray]) -> None:
@@ -491,7 +510,7 @@ class DeployedModel:
 
     def __call__(self, *inputs: Any) -> Any:
         plan = self.plan
-        check_inputs(plan.signature, inputs)  # rank, shape, dtype against the DSL forward
+        check_inputs(plan.signature, inputs, finite=self._input_limits is None)  # rank, shape, dtype, values
         if len(inputs) != len(plan.inputs):
             raise TdslError(f"@{plan.entry} takes {len(plan.inputs)} input(s), got {len(inputs)}")
         arrays = [_to_numpy(x) for x in inputs]
@@ -502,7 +521,11 @@ class DeployedModel:
 
             outs = run_cuda(self, arrays)
         else:
-            outs = self._run_cpu(arrays)
+            try:
+                outs = self._run_cpu(arrays)
+            except nhwc.NonFiniteInput:  # found by the input quantiser: name the input and index
+                check_inputs(plan.signature, inputs)
+                raise TdslError("an input holds NaN or Inf; tdsl refuses non-finite inputs") from None
         if first:
             plan.first_call_seconds = time.perf_counter() - start
             plan.compile_seconds = compile_stats.compile_seconds() - compiled_before
@@ -516,8 +539,9 @@ class DeployedModel:
             key = tuple(a.shape for a in arrays)
             bound = self._bind(key)
             views = bound.views
-            for v, a in zip(plan.inputs, arrays):
-                np.copyto(views[v], a, casting="unsafe")
+            with np.errstate(over="ignore"):  # a float64 beyond float32's range: the input check names it
+                for v, a in zip(plan.inputs, arrays):
+                    np.copyto(views[v], a, casting="unsafe")
             with _single_threaded_blas(self._uses_blas), _threads_for_this_call():
                 if bound.program is not None:
                     times = [0.0] * bound.program.steps if self.profiling else None
@@ -574,9 +598,25 @@ def _threads_for_this_call() -> Any:
         numba.set_num_threads(configured)
 
 
+@contextlib.contextmanager
+def _one_blas_thread() -> Any:
+    libs = _blas_controller().select(user_api="blas").lib_controllers
+    before = [lib.num_threads for lib in libs]
+    for lib, n in zip(libs, before):
+        if n != 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            if n != 1:
+                lib.set_num_threads(n)
+
+
 def _single_threaded_blas(active: bool) -> Any:
-    """A context in which numpy's BLAS uses one thread (a no-op when `active` is false)."""
-    return _blas_controller().limit(limits=1, user_api="blas") if active else contextlib.nullcontext()
+    """A context in which numpy's BLAS uses one thread (a no-op when `active` is false): each
+    library's own setter, ~5 us a call where threadpoolctl's `limit` takes ~20 us."""
+    return _one_blas_thread() if active else contextlib.nullcontext()
 
 
 def _output_dtype(ty: Any) -> np.dtype:

@@ -159,12 +159,35 @@ class _Value:
     hi: float = -np.inf
 
 
+class NonFiniteInput(Exception):
+    """A program input held NaN, Inf or a value beyond its type (found while quantising it):
+    the caller re-checks the user's inputs to raise the `InputMismatch` that names it."""
+
+    def __init__(self, value: int):
+        super().__init__(value)
+        self.value = value
+
+
+def checks_inputs(plan: Plan, an: Analysis) -> dict[int, float] | None:
+    """{input: limit} when every input of `plan` is a float the program quantises (so its
+    quantiser can check each value as it reads it), else None (the caller checks them)."""
+    from tdsl.signature import finite_limit
+
+    sig = plan.signature
+    if sig is None or len(sig.inputs) != len(plan.inputs):
+        return None
+    limits = {v: finite_limit(spec) for v, spec in zip(plan.inputs, sig.inputs)}
+    if any(limit is None or v not in an.needs_u8 for v, limit in limits.items()):
+        return None
+    return limits
+
+
 class Program:
     """One input shape's NHWC int8 execution: a flat list of prepared kernel calls."""
 
     def __init__(self, plan: Plan, an: Analysis, shapes: list, views: list, kind: int,
                  panels: dict[int, Any], static: dict[int, tuple[float, int]] | None,
-                 float_step: Callable[[Step], None]):
+                 float_step: Callable[[Step], None], input_limits: dict[int, float] | None = None):
         self.plan = plan
         self.an = an
         self.kind = kind
@@ -172,6 +195,9 @@ class Program:
         self.kind16 = mk.select(row.name if "conv" in row.drivers else None, weights="int16").code
         """The micro-kernel of kept convs (int16 weights): the same ISA as `kind`'s."""
         self.static = static
+        self.input_limits = {} if input_limits is None else input_limits
+        """{plan input: the largest magnitude it may hold}: the inputs this program checks for
+        NaN and Inf as it quantises them (`checks_inputs`), raising `NonFiniteInput`."""
         self.calibrating = False
         self._lazy: list[_Lazy] = []
         self._generation = 0
@@ -226,6 +252,7 @@ class Program:
 
     def _quantizer(self, v: int, x: np.ndarray) -> Callable[[], None]:
         val = self.values[v]
+        limit = self.input_limits.get(v)
 
         def run() -> None:
             qp = self._out_qparams(v)
@@ -234,7 +261,10 @@ class Program:
                 self._record(v, float(lo), float(hi))
             else:
                 val.scale, val.zp = qp
-            q8.quantize_nchw_padded(x, val.scale, val.zp, val.buf, *pads)
+            if limit is None:
+                q8.quantize_nchw_padded(x, val.scale, val.zp, val.buf, *pads)
+            elif q8.quantize_input(x, val.scale, val.zp, val.buf, *pads, limit):
+                raise NonFiniteInput(v)
 
         pads = self.padded.get(v, (0, 0))
         return run

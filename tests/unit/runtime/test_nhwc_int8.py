@@ -242,6 +242,28 @@ def test_quantize_dequantize_round_trip_and_padding_rows():
     assert np.abs(y - x).max() <= scale / 2 + 1e-6
 
 
+@pytest.mark.parametrize("C", [3, 5])
+def test_quantize_input_writes_the_padded_image_and_counts_non_finite_values(C):
+    """An RGB image takes the one-word-a-pixel path, other channel counts the byte loop: both
+    write numpy's padded NHWC bytes, and count NaN, Inf and values beyond the limit."""
+    rng = np.random.default_rng(C)
+    x = (3 * rng.standard_normal((2, C, 6, 7))).astype(np.float32)
+    scale, zp, ph, pw = 0.05, 100, 1, 2
+    cp = mk.padded_channels(C)
+    want = np.full((2, 6 + 2 * ph, 7 + 2 * pw, cp), zp, np.uint8)
+    want[:, ph:ph + 6, pw:pw + 7, :C] = np.clip(np.rint(x.transpose(0, 2, 3, 1) / np.float32(scale)) + zp, 0, 255)
+    buf = np.empty(q8.buffer_size(2, 6 + 2 * ph, 7 + 2 * pw, C), np.uint8)
+    assert q8.quantize_input(x, scale, zp, buf, ph, pw, 3.4e38) == 0
+    np.testing.assert_array_equal(buf[:-cp].reshape(want.shape), want)
+    assert (buf[-cp:] == zp).all()
+    plain = np.empty_like(buf)
+    q8.quantize_nchw_padded(x, scale, zp, plain, ph, pw)
+    np.testing.assert_array_equal(plain, buf)
+    x[0, C - 1, 0, 0], x[1, 0, 5, 6], x[1, 1, 2, 3] = np.nan, np.inf, 7e4
+    assert q8.quantize_input(x, scale, zp, buf, ph, pw, 3.4e38) == 2
+    assert q8.quantize_input(x, scale, zp, buf, ph, pw, 65504.0) == 3
+
+
 def test_qparams_cover_zero_and_use_the_whole_range_for_relu_outputs():
     assert q8.qparams(0.0, 2.55) == (pytest.approx(0.01), 0)
     s, z = q8.qparams(-1.0, 3.0)

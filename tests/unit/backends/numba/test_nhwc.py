@@ -10,6 +10,7 @@ import torch
 import tdsl
 from tdsl.backends.numba import nhwc
 from tdsl.errors import TdslError
+from tdsl.signature import InputMismatch
 from tdsl.runtime import microkernels as mk
 
 MODELS = {
@@ -144,3 +145,36 @@ def test_int16_weights_are_finer_than_float16_near_each_channels_largest_weight(
     f16_err = np.abs(w.astype(np.float16).astype(np.float32) - w)
     assert (err[big] <= np.maximum(f16_err[big], top.repeat(3 * 49, 1).reshape(w.shape)[big] / 65534)).all()
     assert mk.int16_levels(4608) < 32767 and 255 * 4608 * mk.int16_levels(4608) < 2**31
+
+
+def test_the_input_quantiser_refuses_nan_inf_and_out_of_range_inputs(model):
+    """The program checks its inputs in the pass that quantises them (no min/max pass of its own
+    before the call): the same `InputMismatch`, naming the value and its index, and the next
+    call runs as if none had been refused."""
+    name, frozen, x, calib, ref = model
+    run = frozen.deploy("numba", act_quant="int8-nhwc", calibrate=calib)
+    good = run(x[:2])
+    for bad, word in ((np.nan, "NaN"), (np.inf, "Inf"), (-np.inf, "Inf")):
+        x2 = x[:2].copy()
+        x2[1, 2, 3, 4] = bad
+        with pytest.raises(InputMismatch, match=rf"holds {word} at index \[1, 2, 3, 4\]"):
+            run(x2)
+    x3 = x[:2].astype(np.float64)
+    x3[0, 0, 0, 1] = 1e300
+    with pytest.raises(InputMismatch, match=r"1e\+300, beyond float32's range at index \[0, 0, 0, 1\]"):
+        run(x3)
+    np.testing.assert_array_equal(run(x[:2]), good)
+
+
+def test_a_kept_fp16_head_gives_the_same_logits_in_the_gemv_and_in_blas():
+    """One row runs the fp16 head the default policy keeps in the parallel GEMV (its fp16
+    weights read as such), 16 rows in BLAS bands: the same logits to float32 rounding."""
+    from tdsl.runtime.lm_head import Fp16Head
+
+    frozen, x, calib, ref = frozen_case("resnet18", "ternary", "default", seed=3)
+    run = frozen.deploy("numba", act_quant="int8-nhwc", calibrate=calib)
+    batch = run(x)
+    for i in (0, 5):
+        one = run(x[i:i + 1])
+        np.testing.assert_allclose(one[0], batch[i], rtol=1e-5, atol=1e-5 * np.abs(batch[i]).max())
+    assert any(isinstance(p, Fp16Head) for p in run.model._panels.values())
