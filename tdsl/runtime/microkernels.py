@@ -154,8 +154,11 @@ def padded_channels(c: int) -> int:
 # npairs (cp/2), out (int32, flat), oidx, ostride: acc[m, o] goes to out[oidx + m*ostride + o].
 
 
-def _make_tile_avx2(mr: int):
-    """The AVX2 k2x32 tile: mr pixels x 32 channels, i16 pair sums widened every 64 pairs."""
+def _make_tile_avx2(mr: int, halves: int = 2):
+    """The AVX2 k2x32 tile: mr pixels x 16 * halves channels (the first `halves` 16-channel
+    halves of a 32-channel block), i16 pair sums widened every 64 pairs. One half serves a
+    block of at most 16 channels (a conv of 16 outputs, the last block of 144) at about half
+    the work: each weight vector it loads still pairs with mr broadcasts."""
 
     @intrinsic
     def tile(typingctx, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
@@ -168,8 +171,8 @@ def _make_tile_avx2(mr: int):
             xbase = isa.data_ptr(context, builder, signature.args[2], xv)
             obase = isa.data_ptr(context, builder, signature.args[3], offsv, isa.I64)
             zero16 = ir.Constant(isa.V16I16, None)
-            a16 = [[cgutils.alloca_once_value(builder, zero16) for _ in range(2)] for _ in range(mr)]
-            a32 = [[cgutils.alloca_once_value(builder, ir.Constant(isa.V8I32, None)) for _ in range(4)]
+            a16 = [[cgutils.alloca_once_value(builder, zero16) for _ in range(halves)] for _ in range(mr)]
+            a32 = [[cgutils.alloca_once_value(builder, ir.Constant(isa.V8I32, None)) for _ in range(2 * halves)]
                    for _ in range(mr)]
             tap_bytes = builder.mul(npv, ir.Constant(ity, 2 * NR))
             # taps per widening: as many whole taps as fit 64 pairs (C = 64: two taps), else one
@@ -180,7 +183,7 @@ def _make_tile_avx2(mr: int):
 
             def widen():
                 for m in range(mr):
-                    for h in range(2):
+                    for h in range(halves):
                         lo, hi = isa.widen_i16(builder, builder.load(a16[m][h]))
                         builder.store(builder.add(builder.load(a32[m][2 * h]), lo), a32[m][2 * h])
                         builder.store(builder.add(builder.load(a32[m][2 * h + 1]), hi), a32[m][2 * h + 1])
@@ -201,11 +204,11 @@ def _make_tile_avx2(mr: int):
             def chunk(j, rows, wtap):
                 wj = builder.gep(wtap, [builder.mul(j, ir.Constant(ity, 2 * NR))])
                 wvec = [builder.load(builder.bitcast(builder.gep(wj, [ir.Constant(ity, 32 * h)]),
-                                                     isa.V32I8.as_pointer()), align=1) for h in range(2)]
+                                                     isa.V32I8.as_pointer()), align=1) for h in range(halves)]
                 j2 = builder.mul(j, ir.Constant(ity, 2))
                 for m in range(mr):
                     b = isa.broadcast_i16(builder, builder.gep(rows[m], [j2]))
-                    for h in range(2):
+                    for h in range(halves):
                         builder.store(builder.add(builder.load(a16[m][h]), isa.pmaddubsw(builder, b, wvec[h])), a16[m][h])
 
             short = builder.icmp_signed("<=", builder.mul(ntv, npv), ir.Constant(ity, PAIRS_PER_WIDEN))
@@ -215,7 +218,7 @@ def _make_tile_avx2(mr: int):
                         rows, wtap = tap_rows(tap.index)
                         with cgutils.for_range(builder, npv) as pair:
                             chunk(pair.index, rows, wtap)
-                    wide = [[v for h in range(2) for v in isa.widen_i16(builder, builder.load(a16[m][h]))]
+                    wide = [[v for h in range(halves) for v in isa.widen_i16(builder, builder.load(a16[m][h]))]
                             for m in range(mr)]
                     isa.store_values(context, builder, signature.args[7], outv, oidxv, osv, wide)
                 with otherwise:
@@ -315,6 +318,7 @@ def int16_weights(weight: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 _tile_avx2 = _make_tile_avx2(MR)
+_tile_avx2_half = _make_tile_avx2(MR, 1)
 _tile_avx2_w16 = _make_tile_avx2_w16(MR)
 
 
@@ -347,6 +351,16 @@ def tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
 
 
 @njit(cache=True, inline="always")
+def tile_half(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
+    """`tile` for a block whose channels past the 16th are padding: at least channels 0-15 of
+    each row are written (32 where the row has no 16-channel tile)."""
+    if kind == 1 and _HAS_AVX2:
+        _tile_avx2_half(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    else:
+        tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+
+
+@njit(cache=True, inline="always")
 def tile_w16(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
     """`tile` for int16 weights (the "-w16" rows)."""
     if kind == 4 and _HAS_AVX2:
@@ -355,14 +369,21 @@ def tile_w16(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
         _tile_portable(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
 
 
-def any_tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):  # noqa: ANN001, ANN201
-    """`tile` or `tile_w16` by the weights' dtype, chosen when the driver compiles."""
+def any_tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride, nch=NR):  # noqa: ANN001, ANN201
+    """`tile` or `tile_w16` by the weights' dtype, chosen when the driver compiles; `tile_half`
+    where the block holds at most 16 channels (nch) and the weights are ternary."""
 
 
 @overload(any_tile)
-def _any_tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):  # noqa: ANN001, ANN202
+def _any_tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride, nch=NR):  # noqa: ANN001, ANN202
     if w.dtype == types.int16:
-        return lambda kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride: tile_w16(
-            kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
-    return lambda kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride: tile(
-        kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+        def w16(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride, nch=NR):
+            tile_w16(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+        return w16
+
+    def ternary(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride, nch=NR):
+        if nch <= NR // 2:
+            tile_half(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+        else:
+            tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    return ternary

@@ -397,6 +397,7 @@ def _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bi
     zero = gN * gH * gW * gcp // 4
     for _ in prange(max(1, min(workers, ntasks))):
         acc = np.empty(MR * NR, np.int32)
+        tacc = np.empty(TILE_PIXELS * NR, np.int32)
         rows = np.zeros(skew + TILE_PIXELS * kp + 4 * GATHER_RUN if gathering else 0, np.uint8)
         rows4 = rows.view(np.uint32)
         while True:
@@ -428,10 +429,10 @@ def _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bi
                 o0 = b * NR
                 no = min(NR, O - o0)
                 if clamp_static:  # its own loop: with the general epilogue inlined beside it, this one ran 25 % slower
-                    for m0 in range(0, np_, MR):
-                        any_tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, acc, 0, NR)
-                        _requant_rows(acc, NR, min(MR, np_ - m0), no, o0, m_, c_, res, rsi, qlo, qhi, out,
-                                      (p0 + m0) * cpo + o0, cpo)
+                    for m0 in range(0, np_, MR):  # the task's pixels' accumulators (4 KB), then one epilogue call
+                        any_tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, tacc,
+                                 m0 * NR, NR, no)
+                    _requant_rows(tacc, NR, np_, no, o0, m_, c_, res, rsi, qlo, qhi, out, p0 * cpo + o0, cpo)
                 else:
                     for m0 in range(0, np_, MR):
                         any_tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, acc, 0, NR)
