@@ -4,7 +4,9 @@ Decoding one token at a time must attend over every earlier position without rec
 it; the cache keeps, per attention step, the keys and values of all positions so far
 (float32 [N, capacity, features], heads packed as the projections write them). Capacity
 doubles when full, so a generation of unknown length costs amortised O(1) copies per token.
-Imports numpy only.
+The keys are also kept transposed (`keys_t`, [N, features, capacity]): a decode step's
+attention then sums each score over the head dim as one vector loop over positions
+(`llm_kernels.attention_cached`) with no transpose per step. Imports numpy only.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ class KVCache:
         """Positions stored (every layer has the same count once a step has run)."""
         self.keys: list[np.ndarray | None] = [None] * layers
         self.values: list[np.ndarray | None] = [None] * layers
+        self.keys_t: list[np.ndarray | None] = [None] * layers
+        """Per layer the keys as [N, features, capacity] (position last), written by `append`."""
 
     def reset(self) -> None:
         """Forget every position (the arrays are kept for the next sequence)."""
@@ -39,16 +43,19 @@ class KVCache:
         values of positions 0..start+T-1 (views, valid until the next append)."""
         n, t, f = k.shape
         end = start + t
-        keys, values = self.keys[layer], self.values[layer]
+        keys, values, keys_t = self.keys[layer], self.values[layer], self.keys_t[layer]
         if keys is None or keys.shape[0] != n or keys.shape[2] != f or values.shape[2] != v.shape[2]:
             self.capacity = max(self.capacity, end)
             keys = np.zeros((n, self.capacity, f), np.float32)
             values = np.zeros((n, self.capacity, v.shape[2]), np.float32)
+            keys_t = np.zeros((n, f, self.capacity), np.float32)
         elif end > keys.shape[1]:
             grown = max(end, 2 * keys.shape[1])
             keys = np.concatenate([keys, np.zeros((n, grown - keys.shape[1], f), np.float32)], axis=1)
             values = np.concatenate([values, np.zeros((n, grown - values.shape[1], v.shape[2]), np.float32)], axis=1)
+            keys_t = np.concatenate([keys_t, np.zeros((n, f, grown - keys_t.shape[2]), np.float32)], axis=2)
         keys[:, start:end] = k
         values[:, start:end] = v
-        self.keys[layer], self.values[layer] = keys, values
+        keys_t[:, :, start:end] = k.transpose(0, 2, 1)
+        self.keys[layer], self.values[layer], self.keys_t[layer] = keys, values, keys_t
         return keys[:, :end], values[:, :end]

@@ -70,6 +70,18 @@ def _rms_norm_quant_parallel(x, w, eps, y, xq, xs, sums, K4p):
         _rms_quant_row(x, r, w, eps, y, xq, xs, sums, K4p)
 
 
+@njit(cache=True)
+def rms_norm_quant_into(x, w, eps, y, xq, xs, sums, K4p):
+    """`_rms_norm_quant_serial` into codes reused from step to step (decode: no allocation,
+    no Python wrapper per norm): a row whose absmax is 0 gets its codes zeroed here, since
+    `write_codes` leaves them as they were (on a fresh zeroed array, the same codes)."""
+    for r in range(x.shape[0]):
+        amax = _rms_row(x, r, w, eps, y)
+        if amax == np.float32(0.0):
+            xq[r, :] = 0
+        write_codes(y, r, amax, xq, xs, sums, K4p)
+
+
 def _out_rows(out: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """`out` as rows to write in place (a reshape that copied would lose the result)."""
     if out.dtype != np.float32 or not out.flags.c_contiguous or out.size != shape[0] * shape[1]:
@@ -160,6 +172,11 @@ def _rope(x, cos, sin, heads, y):
             c = x[b, i, base + j + half]
             y[b, i, base + j] = a * cos[i, j] - c * sin[i, j]
             y[b, i, base + j + half] = c * cos[i, j + half] + a * sin[i, j + half]
+
+
+_rope_serial = njit(cache=True)(_rope.py_func)
+"""`_rope` on one thread, the same arithmetic: a decode step's one token rotates a few
+thousand values, less than a parallel region's start costs."""
 
 
 def rope(x: np.ndarray, heads: int, base: float, offset: int = 0, out: np.ndarray | None = None) -> np.ndarray:
@@ -274,6 +291,47 @@ def _attention_rows(q, kt, v, heads, kv_heads, causal, scale, y):
             if scores[s] > top:
                 top = scores[s]
         y[b, i, h * dh:(h + 1) * dh] = _softmax_values(scores, count, top, v, b, g, dh)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def attention_cached(q, kt, v, heads, kv_heads, count, scale, y):
+    """One query per sequence (decode) over `count` cached positions, the keys kept transposed
+    by the cache (kt [N, Hkv*Dh, capacity], `KVCache.keys_t`): `_attention_rows` for t = 1
+    without its per-call transpose, one item per (sequence, head). Scores summed over the
+    head dim for all positions at once (a vector loop over positions), each still
+    0 + q0*k0 + q1*k1 + ... in order, times scale: the same bits as `_attention`."""
+    n, t, features = q.shape
+    dh = features // heads
+    group = heads // kv_heads
+    for item in prange(n * heads):
+        b = item // heads
+        h = item - b * heads
+        g = h // group
+        scores = np.zeros(count, dtype=np.float32)
+        for j in range(dh):
+            qj = q[b, 0, h * dh + j]
+            kj = kt[b, g * dh + j, :count]
+            for s in range(count):
+                scores[s] += qj * kj[s]
+        top = np.float32(-np.inf)
+        for s in range(count):
+            scores[s] *= scale
+            if scores[s] > top:
+                top = scores[s]
+        y[b, 0, h * dh:(h + 1) * dh] = _softmax_values(scores, count, top, v, b, g, dh)
+
+
+@njit(cache=True)
+def member_slice(src, lo, bias, act, epilogue, y):
+    """y [B, n] = src[:, lo:lo+n], then (`epilogue`) act(float32(y + bias)) as
+    `kernels.bias_residual_act` computes it without a residual: a sibling projection's share
+    of a fused call in one serial pass (a decode step's slice is a few thousand values)."""
+    for b in range(y.shape[0]):
+        for i in range(y.shape[1]):
+            v = src[b, lo + i]
+            if epilogue:
+                v = gemm.activation(np.float32(v + bias[i]), act)
+            y[b, i] = v
 
 
 ATTENTION_ROWS_MIN_QUERIES = 4

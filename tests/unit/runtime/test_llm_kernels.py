@@ -60,6 +60,45 @@ def test_prefill_attention_is_the_decode_kernel_bit_for_bit(t: int, s: int, caus
     np.testing.assert_allclose(rows, A.attention(q, k, v, heads, kv_heads, causal), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("s, heads, kv_heads", [(1, 4, 2), (9, 4, 4), (300, 16, 4), (70, 12, 4)])
+def test_cached_attention_is_the_decode_kernel_bit_for_bit(s: int, heads: int, kv_heads: int) -> None:
+    """A decode step over the cache's transposed keys (grown past its capacity, appended a
+    prompt then token by token) gives `attention`'s bits for one query."""
+    from tdsl.runtime.kv_cache import KVCache
+
+    dh = 24
+    k = RNG.standard_normal((2, s, kv_heads * dh)).astype(np.float32)
+    v = RNG.standard_normal((2, s, kv_heads * dh)).astype(np.float32)
+    q = RNG.standard_normal((2, 1, heads * dh)).astype(np.float32)
+    cache = KVCache(layers=1, capacity=2)
+    start = min(3, s - 1)
+    cache.append(0, 0, k[:, :start], v[:, :start])
+    for i in range(start, s):
+        keys, _ = cache.append(0, i, k[:, i:i + 1], v[:, i:i + 1])
+    np.testing.assert_array_equal(cache.keys_t[0][:, :, :s], keys.transpose(0, 2, 1))
+    got = np.empty_like(q)
+    L.attention_cached(q, cache.keys_t[0], cache.values[0], heads, kv_heads, s,
+                       np.float32(1.0 / np.sqrt(dh)), got)
+    want = L.attention(q, k, v, heads, kv_heads, True)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+def test_member_slice_is_the_bias_and_activation_epilogue_bit_for_bit() -> None:
+    from tdsl.backends.numba import kernels as K
+    from tdsl.runtime.activations import code_of
+
+    src = RNG.standard_normal((2, 50)).astype(np.float32) * 4
+    bias = RNG.standard_normal(20).astype(np.float32)
+    for act in ("silu", "relu2", None):
+        want = np.ascontiguousarray(src[:, 10:30])
+        K.bias_residual_act(want[:, :, None], bias, np.zeros((0, 0, 0), np.float32), code_of(act))
+        got = np.empty((2, 20), np.float32)
+        L.member_slice(src, 10, bias, code_of(act), True, got)
+        np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32), err_msg=str(act))
+    L.member_slice(src, 10, bias, code_of("silu"), False, got)
+    np.testing.assert_array_equal(got, src[:, 10:30])
+
+
 def test_attention_refuses_shapes_that_do_not_fit() -> None:
     q = np.zeros((1, 1, 32), np.float32)
     with pytest.raises(TdslError, match="do not fit"):
@@ -80,6 +119,24 @@ def test_rms_norm_quant_gives_the_unfused_codes_bit_for_bit(rows: int) -> None:
     np.testing.assert_array_equal(q.xs, xs)
     np.testing.assert_array_equal(q.sums, sums)
     assert q.xq.shape[0] % 4 == 0 and np.abs(q.xq).max() == 127
+
+
+def test_rms_norm_quant_into_reused_codes_are_the_fresh_ones() -> None:
+    """Decode reuses one set of code arrays per norm: stale codes (of an earlier token) are
+    overwritten, and a token that is all zero gets zero codes, as on fresh arrays."""
+    from tdsl.runtime.quant_act import plane_stride
+
+    w = RNG.standard_normal(200).astype(np.float32)
+    xq = np.zeros((4, 4 * plane_stride(200)), np.int8)
+    xs, sums, y = np.empty(4, np.float32), np.empty(4, np.int32), np.empty((4, 200), np.float32)
+    for x in (RNG.standard_normal((4, 200)).astype(np.float32) * 3, np.zeros((4, 200), np.float32)):
+        x[1] = 0.0
+        L.rms_norm_quant_into(x, w, 1e-5, y, xq, xs, sums, plane_stride(200))
+        want_y, want = L.rms_norm_quant(x, w, 1e-5)
+        np.testing.assert_array_equal(y, want_y)
+        np.testing.assert_array_equal(xq, want.xq)
+        np.testing.assert_array_equal(xs, want.xs)
+        np.testing.assert_array_equal(sums, want.sums)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 4])
