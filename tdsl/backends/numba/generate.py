@@ -25,6 +25,12 @@ many rows as the prompt has tokens) runs every projection on GEMM micro-kernels:
 NHWC runtime's tile (`rows_int8`; siblings as one call there too, their rows quantised once),
 on AVX-512 VNNI `conv_int8.linear_int8_into` step by step, as the whole-sequence forward does.
 
+A decode step ([N, 1] ids on gemm's row kernels) runs one closure per plan step with its
+arrays bound at the shape's first step (`Generator._prepare`): arena views, weights, int8
+codes reused from step to step, the cache's transposed keys, the kernels called directly
+(the handlers' checks, reshapes, allocations and dictionary look-ups cost ~10 us a step, and
+a 700M step runs ~380 of them). Same kernels, same arguments: the same bits (tested).
+
 The LM head (the plan's output projection, plain: no bias, residual or activation) is read
 as `head` says (`tdsl.runtime.lm_head`): "float", as the plan holds it (float32); "fp16",
 half the bytes, float32 arithmetic; "int8", int8 rows with a scale per row times the int8
@@ -37,6 +43,7 @@ of the vocabulary per Numba thread (`lm_head.float_head_into`).
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,11 +59,13 @@ from tdsl.runtime import conv_int8, gemm, rows_int8
 from tdsl.backends.numba.plan import Kernel, Step
 from tdsl.dialects import tdsl as t
 from tdsl.errors import TdslError
+from tdsl.ops.elementwise import BINARY
 from tdsl.runtime import llm_kernels as L
 from tdsl.runtime import lm_head
 from tdsl.runtime.activations import NONE as NO_ACTIVATION
 from tdsl.runtime.cpu_features import kernel_path
 from tdsl.runtime.kv_cache import KVCache
+from tdsl.runtime.quant_act import plane_stride
 
 _TOKENWISE_KERNELS = frozenset({Kernel.LINEAR_TERNARY, Kernel.LINEAR_FLOAT, Kernel.LINEAR_INT8,
                                 Kernel.ACTIVATION, Kernel.BINARY})
@@ -64,6 +73,7 @@ _TOKENWISE_KERNELS = frozenset({Kernel.LINEAR_TERNARY, Kernel.LINEAR_FLOAT, Kern
 _TOKENWISE_COMPOSITES = (t.RmsNormOp, t.LayerNormOp, t.EmbeddingOp)
 _NO_RESIDUAL = np.zeros((0, 0), np.float32)
 _NO_RESIDUAL3 = np.zeros((0, 0, 0), np.float32)
+_NO_INT = np.zeros((0, 0), np.int32)
 FP16_HEAD_BLAS_ROWS = 8
 """From this many rows on (prefill) an fp16 head whose weights are exact fp16 values runs as the
 plan's float32 BLAS product on those same values: the GEMV kernel converts and multiplies each
@@ -112,12 +122,14 @@ class Generator:
         self.plan = plan
         self.handlers: dict[int, Callable[[Step, list[np.ndarray], np.ndarray], None]] = {}
         attention_steps = 0
+        self._attention_layer: dict[int, int] = {}
         for step in plan.steps:
             if step.is_view or step.kind in _TOKENWISE_KERNELS:
                 continue
             op = step.op
             if step.kind is Kernel.REFERENCE and isinstance(op, t.AttentionOp) and op.is_causal:
                 self.handlers[id(step)] = self._attention_handler(attention_steps)
+                self._attention_layer[id(step)] = attention_steps
                 attention_steps += 1
             elif step.kind is Kernel.REFERENCE and isinstance(op, t.RotaryOp):
                 self.handlers[id(step)] = self._rope
@@ -131,6 +143,7 @@ class Generator:
         if attention_steps == 0:
             raise TdslError(f"@{plan.entry} has no causal attention: it is not a decoder to generate from")
         self._ctx: _Ctx | None = None
+        self._fp16_head: lm_head.Fp16Head | None = None
         self._quantized: dict[int, L.QuantizedRows] = {}
         """Value -> its int8 codes, made by the norm that wrote it in this forward."""
         self.head = "float" if head == "auto" else head
@@ -147,8 +160,11 @@ class Generator:
                 self.handlers[id(head_step)] = self._head_handler(head_step, exact)
         elif head in ("fp16", "int8"):
             raise TdslError(f"head={head!r}: @{plan.entry} returns no float output projection to read as {head}")
+        self._head_step = head_step if self.head != "float" else None
         self._quantizing_norms = self._find_quantizing_norms(plan, head_step)
         self._fused: list[dict] = []
+        self._siblings: dict[int, tuple[dict, int, bool, bool]] = {}
+        """id(member step) -> (its group, its first row there, first member?, has an epilogue)."""
         """Per group of sibling projections: the concatenated packed rows, scales, the output, and
         (from the first prefill on AVX2) their `rows_int8` panels."""
         self._fuse_siblings(plan)
@@ -160,6 +176,13 @@ class Generator:
         self.offset = 0
         """The position of the next token fed (the cache's length)."""
         self._bound: dict[tuple, _Bound] = {}
+        self._decode_calls: dict[tuple, list[Callable[[], None]]] = {}
+        """Per decode input shape: one closure per plan step with its arrays bound (`_prepare`)."""
+        self._own_handlers = dict(self.handlers)
+        """The handlers as made here: a step whose handler was replaced since (a profiler's
+        timer) runs that handler in decode too, not a closure of its own."""
+        self.step_hook: Callable[[Step, Callable[[], None]], Callable[[], None]] | None = None
+        """Set before the first decode step of a shape, it wraps each step's closure (profiling)."""
 
     # -- sibling projections as one call
 
@@ -184,6 +207,7 @@ class Generator:
                 epilogue = bool(np.any(m.weights["bias"])) or m.attrs["activation"] != NO_ACTIVATION
                 self.handlers[id(m)] = self._sibling_handler(fused, int(starts[i]), int(starts[i + 1]), i == 0,
                                                              epilogue)
+                self._siblings[id(m)] = (fused, int(starts[i]), i == 0, epilogue)
 
     def _sibling_handler(self, fused: dict, lo: int, hi: int, first: bool, epilogue: bool
                          ) -> Callable[[Step, list[np.ndarray], np.ndarray], None]:
@@ -275,7 +299,7 @@ class Generator:
             raise step.error(f"head={self.head!r} takes a plain output projection (no bias, residual or activation)")
         weight = step.weights["weight_t"].T
         if self.head == "fp16":
-            fp16 = lm_head.Fp16Head.from_weight(weight)
+            fp16 = self._fp16_head = lm_head.Fp16Head.from_weight(weight)
             self.head_bytes = fp16.nbytes
             blas_rows = FP16_HEAD_BLAS_ROWS if exact else None
 
@@ -311,6 +335,113 @@ class Generator:
             L.attention(q, keys, values, op.heads.value.data, op.kv_heads.value.data, True, out=_writable(y, q.shape))
         return run
 
+    # -- a decode step with its arrays bound
+
+    def _prepare(self, bound: _Bound, ctx: _Ctx) -> list[Callable[[], None]]:
+        """One closure per step of a decode shape ([N, 1] ids, rows on gemm's row kernels): the
+        step's arrays (arena views, weights, reused int8 codes) bound once, the kernels called
+        directly without the wrappers' checks, reshapes and allocations (a 700M step runs ~380
+        steps: the wrappers took several ms of it). The same kernels and arguments as the
+        handlers, hence the same bits; a step with no closure of its own runs its handler.
+        `handlers` are read here, at a shape's first decode step."""
+        views, calls = bound.views, []
+        codes: dict[int, L.QuantizedRows] = {}
+        for step in self.plan.steps:
+            if step.is_view:
+                continue
+            ins, y = [views[v] for v in step.inputs], views[step.output]
+            call = self._bind(step, ins, y, ctx, codes)
+            if call is None:
+                handler = self.handlers.get(id(step))
+                if handler is not None:
+                    call = functools.partial(handler, step, ins, y)
+                else:
+                    call = functools.partial(CPU_RUNNERS[step.kind], step, ins, y, ctx)
+            calls.append(call if self.step_hook is None else self.step_hook(step, call))
+        return calls
+
+    def _bind(self, step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx,
+              codes: dict[int, L.QuantizedRows]) -> Callable[[], None] | None:
+        """A closure computing `step` as its handler would, or None (the handler runs)."""
+        handler = self.handlers.get(id(step))
+        if handler is not self._own_handlers.get(id(step)):
+            return None
+        op = step.op
+        if handler == self._rms_norm and step.output in self._quantizing_norms:
+            x, weight = operands_in_order(step, ins)
+            d = x.shape[-1]
+            x2, y2 = x.reshape(-1, d), y.reshape(-1, d)
+            rows, k4p = x2.shape[0], plane_stride(d)
+            q = codes[step.output] = L.QuantizedRows(
+                np.zeros((-(-rows // L.batch_multiple(ctx.path, rows)) * L.batch_multiple(ctx.path, rows), 4 * k4p),
+                         np.int8), np.empty(rows, np.float32), np.empty(rows, np.int32))
+            w, eps, quantized, out = np.ascontiguousarray(weight, np.float32), float(op.eps.value.data), \
+                self._quantized, step.output
+
+            def norm() -> None:
+                L.rms_norm_quant_into(x2, w, eps, y2, q.xq, q.xs, q.sums, k4p)
+                quantized[out] = q
+            return norm
+        if step.kind is Kernel.LINEAR_TERNARY and step.inputs[0] in codes:
+            q = codes[step.inputs[0]]
+            kernel = _row_kernel(ctx.path, q.xs.shape[0])
+            sibling = self._siblings.get(id(step))
+            if sibling is None:
+                if handler != self._quantized_linear:
+                    return None
+                w, a = step.weights, step.attrs
+                y2 = y.reshape(-1, y.shape[-1])
+                res = ins[1].reshape(y2.shape) if a["residual"] else _NO_RESIDUAL
+                packed, scale, bias, act = w["packed"], w["scale"], w["bias"], a["activation"]
+                return lambda: kernel(q.xq, q.sums, q.xs, packed, scale, bias, res, act, y2, _NO_INT)
+            fused, lo, first, epilogue = sibling
+            if fused["out"] is None or fused["out"].shape[0] != q.xs.shape[0]:
+                fused["out"] = np.empty((q.xs.shape[0], fused["packed"].shape[0]), np.float32)
+            out = fused["out"]
+            y2 = y.reshape(out.shape[0], -1)
+            bias, act = step.weights["bias"], step.attrs["activation"]
+            if first:
+                packed, scale, zero = fused["packed"], fused["scale"], fused["bias"]
+
+                def first_member() -> None:
+                    kernel(q.xq, q.sums, q.xs, packed, scale, zero, _NO_RESIDUAL, NO_ACTIVATION, out, _NO_INT)
+                    L.member_slice(out, lo, bias, act, epilogue, y2)
+                return first_member
+            return lambda: L.member_slice(out, lo, bias, act, epilogue, y2)
+        if handler == self._rope:
+            (x,) = operands_in_order(step, ins)
+            heads, base, dh = op.heads.value.data, float(op.base.value.data), x.shape[-1] // op.heads.value.data
+            if x.shape[-1] % heads or dh % 2:
+                return None
+            yw = _writable(y, x.shape)
+            return lambda: L._rope_serial(x, *L._tables(self.offset, 1, dh, base), heads, yw)
+        if id(step) in self._attention_layer:
+            q, k, v = operands_in_order(step, ins)
+            layer, heads, kv_heads = self._attention_layer[id(step)], op.heads.value.data, op.kv_heads.value.data
+            yw, cache = _writable(y, q.shape), self.cache
+            if heads % kv_heads or q.shape[2] % heads or k.shape[2] != kv_heads * (q.shape[2] // heads):
+                return None
+            scale = np.float32(1.0 / np.sqrt(q.shape[2] // heads))
+
+            def attend() -> None:
+                cache.append(layer, self.offset, k, v)
+                L.attention_cached(q, cache.keys_t[layer], cache.values[layer], heads, kv_heads, self.offset + 1,
+                                   scale, yw)
+            return attend
+        if step.kind is Kernel.BINARY and handler is None:
+            a, b = operands_in_order(step, ins)
+            ufunc = BINARY[type(op)].ufunc
+            return lambda: ufunc(a, b, out=y)
+        if step is self._head_step and self._fp16_head is not None and handler is not None:
+            head = self._fp16_head
+            x2 = ins[0].reshape(-1, ins[0].shape[-1])
+            if head.w16.shape[1] != head.features or not x2.flags.c_contiguous or x2.dtype != np.float32:
+                return None
+            y2, kind = y.reshape(x2.shape[0], -1), lm_head._kind("auto", lm_head.fp16_paths(), "f16c")
+            w16, rows = head.w16, head.w16.shape[0]
+            return lambda: lm_head._gemv_f16(kind, x2, w16, lm_head.HALF_TO_FLOAT, y2, lm_head._chunks(rows))
+        return None
+
     # -- running the plan
 
     def _forward(self, ids: np.ndarray) -> np.ndarray:
@@ -325,18 +456,25 @@ class Generator:
         np.copyto(views[plan.inputs[0]], ids, casting="unsafe")
         ctx = self._ctx = _Ctx(plan.act_quant, kernel_path(self.model.path), bound.workspace, self.model._panels)
         self._quantized.clear()
+        calls = self._decode_calls.get(key)
+        if calls is None and ids.shape[1] == 1 and self._row_kernels(ids.size):
+            calls = self._decode_calls[key] = self._prepare(bound, ctx)
         # fewer threads while other processes hold cores, as a deployment call does: a 2-thread
         # parallel region beside a busy process waits a time slice for its descheduled thread
         with _single_threaded_blas(self.model._uses_blas), _threads_for_this_call():
-            for step in plan.steps:
-                if step.is_view:
-                    continue
-                ins, y = [views[v] for v in step.inputs], views[step.output]
-                handler = self.handlers.get(id(step))
-                if handler is not None:
-                    handler(step, ins, y)
-                else:
-                    CPU_RUNNERS[step.kind](step, ins, y, ctx)
+            if calls is not None:
+                for call in calls:
+                    call()
+            else:
+                for step in plan.steps:
+                    if step.is_view:
+                        continue
+                    ins, y = [views[v] for v in step.inputs], views[step.output]
+                    handler = self.handlers.get(id(step))
+                    if handler is not None:
+                        handler(step, ins, y)
+                    else:
+                        CPU_RUNNERS[step.kind](step, ins, y, ctx)
         self.offset += ids.shape[1]
         self.cache.length = self.offset
         return np.array(views[plan.outputs[0]])
@@ -384,6 +522,13 @@ class Generator:
                 break
             logits = self.decode_step(nxt[:, None].astype(np.int32))[:, -1]
         return Generation(out, int(ids.shape[1]), prefill_seconds, time.perf_counter() - start)
+
+
+def _row_kernel(path: str, rows: int) -> Callable[..., None]:
+    """gemm's row kernel for `rows` on a path (as `llm_kernels.ternary_linear_quantized` picks it)."""
+    if path == "vnni":
+        return gemm._gemv_vnni if rows == 1 else gemm._gemm_vnni
+    return gemm._gemm_avx2 if path == "avx2" else gemm._gemm_portable
 
 
 def _writable(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -158,3 +158,36 @@ def test_a_prefill_takes_fewer_threads_while_other_processes_hold_cores(monkeypa
     numba.set_num_threads(2)
     gen.prefill(np.zeros((1, 9), np.int32))
     assert seen == [1] and numba.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("head, batch", [("auto", 1), ("int8", 1), ("float", 2)])
+def test_prepared_decode_steps_are_the_handlers_bit_for_bit(head: str, batch: int, monkeypatch) -> None:
+    """A decode step runs closures with its arrays bound (`Generator._prepare`: codes reused from
+    step to step, the cache's transposed keys, kernels called directly): the bits of the same
+    step through the handlers, past the cache's capacity, with biases and gate's activation in
+    the sibling epilogue."""
+    from tdsl.backends.numba.plan import Kernel
+
+    pkg = _package()
+
+    def deployed():
+        run = pkg.deploy()
+        rng = np.random.default_rng(7)
+        for step in run.plan.steps:
+            if step.kind is Kernel.LINEAR_TERNARY and step.weights["packed"].shape[0] == PARAMS["hidden"]:
+                step.weights["bias"] = rng.standard_normal(PARAMS["hidden"]).astype(np.float32)
+        return run
+
+    ids = np.random.default_rng(8).integers(0, 64, (batch, 12)).astype(np.int32)
+
+    def decode(gen: Generator) -> np.ndarray:
+        out = [gen.prefill(ids[:, :3])] + [gen.decode_step(ids[:, i:i + 1]) for i in range(3, 12)]
+        return np.concatenate(out, axis=1)
+
+    prepared = Generator(deployed(), capacity=4, head=head)
+    want = decode(prepared)
+    assert len(prepared._decode_calls) == 1 and prepared.cache.keys_t[0].shape[2] > 4  # it grew
+    monkeypatch.setattr(Generator, "_prepare", lambda self, bound, ctx: None)
+    handlers = Generator(deployed(), capacity=4, head=head)
+    np.testing.assert_array_equal(decode(handlers).view(np.int32), want.view(np.int32))
+    assert not handlers._decode_calls or all(c is None for c in handlers._decode_calls.values())
