@@ -153,7 +153,7 @@ def ternary_linear_quantized(y: np.ndarray, q: QuantizedRows, packed: np.ndarray
     if path == "vnni":
         kernel = gemm._gemv_vnni if rows == 1 else gemm._gemm_vnni
     else:
-        kernel = gemm._gemm_avx2 if path == "avx2" else gemm._gemm_portable
+        kernel = (gemm._gemv_avx2 if rows == 1 else gemm._gemm_avx2) if path == "avx2" else gemm._gemm_portable
     kernel(q.xq, q.sums, q.xs, packed, s, bias, res, act, y, _NO_INT)
 
 

@@ -528,7 +528,9 @@ def _row_kernel(path: str, rows: int) -> Callable[..., None]:
     """gemm's row kernel for `rows` on a path (as `llm_kernels.ternary_linear_quantized` picks it)."""
     if path == "vnni":
         return gemm._gemv_vnni if rows == 1 else gemm._gemm_vnni
-    return gemm._gemm_avx2 if path == "avx2" else gemm._gemm_portable
+    if path == "avx2":
+        return gemm._gemv_avx2 if rows == 1 else gemm._gemm_avx2
+    return gemm._gemm_portable
 
 
 def _writable(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
