@@ -1,6 +1,8 @@
 """The `tdsl` command line: compile, run, models; user errors exit 1 with one diagnostic."""
 from __future__ import annotations
 
+import re
+
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +133,8 @@ def test_bench_models_profile_prints_the_step_table(capsys):
     out = capsys.readouterr().out
     assert "lenet 1x1x8x8, policy default" in out and "the 3 slowest shown" in out
     assert "conv2d_ternary" in out and "GOPS" in out
+    m = re.search(r"call ([0-9.]+) ms \(median\): the steps ([0-9.]+) ms, outside them ([0-9.]+) ms", out)
+    assert m and float(m[1]) >= float(m[3]) >= 0 and float(m[2]) > 0
 
 
 def test_bench_profile_errors_are_diagnostics(capsys):
