@@ -19,7 +19,8 @@ Contenders (each in a fresh child process, `threads` threads):
 Under load: the same child run while one other process spins on a core; the slowdown is
 loaded / quiet. Results: a Markdown table and JSON in --out.
 
-    python benchmarks/bench_cnn_int8.py [--quick] [--out DIR] [--repeats N] [--threads T]
+    python benchmarks/bench_cnn_int8.py [--quick] [--out DIR] [--repeats N] [--threads T] [--rounds R]
+                                        [--contenders NAME ...]
 """
 from __future__ import annotations
 
@@ -129,15 +130,18 @@ def run_child(args: argparse.Namespace, name: str, workload: str, size: int, bat
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    head = ["workload", "B"] + [f"{c} ms" for c in CONTENDERS] + ["nhwc-all / ort-int8", "nhwc-default / ort-int8",
+def table(rows: list[dict[str, Any]], contenders: tuple[str, ...] = CONTENDERS) -> str:
+    head = ["workload", "B"] + [f"{c} ms" for c in contenders] + ["nhwc-all / ort-int8", "nhwc-default / ort-int8",
                                                                  "qdq / ort-int8"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def ratio(q: dict[str, Any], c: str) -> str:
+        return f"{q['ort-int8']['median'] / q[c]['median']:.2f}x" if c in q and "ort-int8" in q else "-"
+
     for r in rows:
         q = r["quiet"]
-        cells = [r["workload"], str(r["batch"])] + [f"{q[c]['median']:.2f}" for c in CONTENDERS]
-        cells += [f"{q['ort-int8']['median'] / q[c]['median']:.2f}x" for c in ("tdsl-nhwc-all", "tdsl-nhwc-default",
-                                                                              "ort-ternary-qdq")]
+        cells = [r["workload"], str(r["batch"])] + [f"{q[c]['median']:.2f}" for c in contenders]
+        cells += [ratio(q, c) for c in ("tdsl-nhwc-all", "tdsl-nhwc-default", "ort-ternary-qdq")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Under one competing busy process (loaded ms, slowdown = loaded / quiet):", "",
               "| workload | B | " + " | ".join(f"{c}" for c in ("tdsl-nhwc-all", "ort-int8")) + " |", "|---|---|---|---|"]
@@ -146,7 +150,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         cells = [r["workload"], str(r["batch"])]
         for c in ("tdsl-nhwc-all", "ort-int8"):
-            cells.append(f"{r['loaded'][c]['median']:.2f} ({r['loaded'][c]['median'] / r['quiet'][c]['median']:.1f}x)")
+            loaded = r["loaded"].get(c)
+            cells.append(f"{loaded['median']:.2f} ({loaded['median'] / r['quiet'][c]['median']:.1f}x)" if loaded else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -158,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-load", action="store_true", help="skip the under-load runs")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="quiet runs of every contender, interleaved (A B C A B C ...): the table gives the median "
+                        "round, robust to a noisy host's bursts (default 1)")
+    p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS,
+                   help="the contenders to run (default: all; ort-int8 is the denominator of the ratios)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workload", default=None, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)
@@ -173,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = [("mobilenetv2", 64, (1,))] if args.quick else [("resnet18", 224, (1, 8)), ("mobilenetv2", 224, (1, 8))]
     if args.quick:
         args.repeats = 3
+    contenders = tuple(c for c in CONTENDERS if c in args.contenders)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for workload, size, batches in plan:
@@ -182,18 +193,25 @@ def main(argv: list[str] | None = None) -> int:
             prepare(workload, size, work, seed=0)
             for batch in batches:
                 row: dict[str, Any] = {"workload": workload, "batch": batch, "size": size, "quiet": {}}
-                for name in CONTENDERS:
-                    row["quiet"][name] = run_child(args, name, workload, size, batch, work, loaded=False)
-                    print(f"  B={batch} {name}: {row['quiet'][name]['median']:.2f} ms", file=sys.stderr)
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
+                for _ in range(max(1, args.rounds)):
+                    for name in contenders:
+                        runs[name].append(run_child(args, name, workload, size, batch, work, loaded=False))
+                        print(f"  B={batch} {name}: {runs[name][-1]['median']:.2f} ms", file=sys.stderr)
+                for name, results in runs.items():  # the median round, with every round's median beside it
+                    middle = sorted(results, key=lambda r: r["median"])[(len(results) - 1) // 2]
+                    row["quiet"][name] = {**middle, "rounds": [r["median"] for r in results]}
                 if not args.no_load and not args.quick:
                     row["loaded"] = {name: run_child(args, name, workload, size, batch, work, loaded=True)
-                                     for name in ("tdsl-nhwc-all", "ort-int8")}
+                                     for name in ("tdsl-nhwc-all", "ort-int8") if name in contenders}
                 rows.append(row)
     info = machine_info(args.threads)
     text = (f"# CNNs with int8 activations, each contender alone in its process\n\n{info['cpu_model']} "
             f"({', '.join(info['isa_flags'])}), {info['logical_cpus']} CPUs, load average at start "
             f"{info['loadavg_start']}, commit {info['git_commit']}; {args.threads} threads, "
-            f"median of {args.repeats} calls after 3 warm-ups.\n\n" + table(rows) + "\n")
+            f"median of {args.repeats} calls after 3 warm-ups"
+            + (f", the median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
+            + ".\n\n" + table(rows, contenders) + "\n")
     print(text)
     if args.out:
         out = Path(args.out)
