@@ -143,7 +143,8 @@ PARTS = ("projections", "head", "attention", "norms", "rope", "other steps", "Py
 
 def child_profile(p: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Where one decode step's and one prefill's time goes: every plan step of the generator
-    timed apart (its handler, or the executor's runner), grouped into PARTS; "Python between
+    timed apart (decode: its prepared closure; prefill: its handler, or the executor's runner),
+    grouped into PARTS; "Python between
     steps" is the rest of the wall time (the plan loop, views, argument passing). Decode: medians
     over `decode` steps; prefill (under "prefill"): the fastest of `repeats` prompts, each part
     its own minimum (the machine is shared: the minimum is the least disturbed)."""
@@ -186,14 +187,28 @@ def child_profile(p: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         total = time.perf_counter() - t0
         return {**spent, "Python between steps": total - sum(spent.values()), "total": total}
 
-    for step in run.plan.steps:
+    def hook(step, call):
+        name = part(step)
+
+        def timed_call() -> None:
+            t0 = time.perf_counter()
+            call()
+            spent[name] += time.perf_counter() - t0
+        return timed_call
+
+    # decode: the prepared closures a decode step runs, each wrapped (Generator.step_hook); a
+    # replaced handler would run as itself instead of its closure
+    decoder = Generator(run, capacity=args.prompt + args.decode + 8)
+    decoder.step_hook = hook
+    for step in run.plan.steps:  # prefill: every handler (or runner) timed
         if not step.is_view:
             gen.handlers[id(step)] = timed(step, part(step))
     prompt = np.random.default_rng(0).integers(0, p["vocab"], (1, args.prompt)).astype(np.int32)
     gen.generate(prompt, 2)
     prefills = [sample(lambda: gen.prefill(prompt)) for _ in range(getattr(args, "repeats", 3))]
+    decoder.generate(prompt, 2)
     token = np.zeros((1, 1), np.int32)
-    samples = [sample(lambda: gen.decode_step(token)) for _ in range(args.decode)]
+    samples = [sample(lambda: decoder.decode_step(token)) for _ in range(args.decode)]
     keys = (*PARTS, "total")
     return ({k: float(np.median([s[k] for s in samples])) for k in keys} | {"head_mode": gen.head}
             | {"prefill": {k: float(min(s[k] for s in prefills)) for k in keys}})
