@@ -36,6 +36,12 @@ TILE_PIXELS = 8 * MR
 """Output pixels per task (a multiple of MR)."""
 BLOCKS_PER_TASK = 4
 """32-channel blocks per task: the task's input rows are read once per 128 channels."""
+CLAIM_STRIDE = 8
+"""int64s between the workers' task counters (one cache line each). Worker w first takes the
+tasks of its own contiguous region of pixels (w-th of `workers`), then helps the others: the
+same worker writes the same pixels in every step, so a 1x1 or depthwise step reads rows its own
+core wrote (in its L2); claiming from one shared counter scattered every step's pixels over both
+cores."""
 SERIAL_MACS = 1_200_000
 """Convs of fewer multiply-adds (~15 us of work at ~80 GMAC/s) run on the calling thread
 (`conv_prepared_serial`): starting a parallel region costs ~3-10 us with two threads, what a
@@ -339,7 +345,8 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
     se[o] = s_x * s[o]; wsum[o] = sum(T[o]); res: u8 NHWC residual (or empty) with scale rs,
     zero point rzp; act: activation code. kind: the micro-kernel's code. workers: the threads
     that take tasks (`numba.get_num_threads()`, passed in: read inside, it keeps the kernel out
-    of Numba's cache); each claims the next task as it frees up (`isa.claim`).
+    of Numba's cache); each claims the next task of its own region of pixels as it frees up
+    (`isa.claim`), then of the others' (`CLAIM_STRIDE`).
 
     geom: int64 [14], zeros or the geometry (N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo) of a conv
     with few input channels (the stem): each task then gathers its pixels' kh*kw input rows
@@ -387,7 +394,8 @@ def _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bi
     code, amin, amax = clamp_of(act)
     clamp_static = static and code < 0
     ntasks = ntiles * ngroups
-    counter = np.zeros(1, np.int64)
+    nw = max(1, min(workers, ntasks))
+    counters = np.zeros(nw * CLAIM_STRIDE, np.int64)  # per worker's region: tasks claimed from it
     gathering = geom[4] > 0  # kh
     kp = 2 * npairs
     skew = 2048  # the rows start half a page into the buffer: fewer 4K-aliasing stalls against acc
@@ -395,15 +403,20 @@ def _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bi
     x4 = x.view(np.uint32) if gathering else x[:0].view(np.uint32)
     gN, gH, gW, gcp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = geom
     zero = gN * gH * gW * gcp // 4
-    for _ in prange(max(1, min(workers, ntasks))):
+    for w in prange(nw):
         acc = np.empty(MR * NR, np.int32)
         tacc = np.empty(TILE_PIXELS * NR, np.int32)
         rows = np.zeros(skew + TILE_PIXELS * kp + 4 * GATHER_RUN if gathering else 0, np.uint8)
         rows4 = rows.view(np.uint32)
+        region, drained = np.int64(w), 0
         while True:
-            task = claim(counter)
-            if task >= ntasks:
-                break
+            task = ntasks * region // nw + claim(counters[region * CLAIM_STRIDE:])
+            if task >= ntasks * (region + 1) // nw:  # this region is done: help the next one
+                drained += 1
+                if drained == nw:
+                    break
+                region = (region + 1) % nw
+                continue
             g = task % ngroups
             t = task // ngroups
             p0 = t * TILE_PIXELS
