@@ -277,20 +277,28 @@ def _attention_rows(q, kt, v, heads, kv_heads, causal, scale, y):
         h = (item // t) % heads
         i = item % t
         g = h // group
-        qr = q[b, i, h * dh:(h + 1) * dh]
         count = (i + s_len - t if causal else s_len - 1) + 1
-        scores = np.zeros(count, dtype=np.float32)
-        for j in range(dh):
-            qj = qr[j]
-            kj = kt[b, g, j, :count]
-            for s in range(count):
-                scores[s] += qj * kj[s]
-        top = np.float32(-np.inf)
-        for s in range(count):
-            scores[s] *= scale
-            if scores[s] > top:
-                top = scores[s]
+        scores, top = _scaled_scores(q[b, i, h * dh:(h + 1) * dh], kt[b, g], count, scale)
         y[b, i, h * dh:(h + 1) * dh] = _softmax_values(scores, count, top, v, b, g, dh)
+
+
+@njit(inline="always", cache=True, fastmath=False)
+def _scaled_scores(qr, keys, count, scale):
+    """(scores, their max): scores[s] = (0 + q0*k[0, s] + q1*k[1, s] + ...) * scale for the first
+    `count` positions of keys [dh, positions] (transposed keys: one vector loop over positions
+    per head dim, in the order `_attention` sums), the two attention kernels' shared head."""
+    scores = np.zeros(count, dtype=np.float32)
+    for j in range(qr.shape[0]):
+        qj = qr[j]
+        kj = keys[j, :count]
+        for s in range(count):
+            scores[s] += qj * kj[s]
+    top = np.float32(-np.inf)
+    for s in range(count):
+        scores[s] *= scale
+        if scores[s] > top:
+            top = scores[s]
+    return scores, top
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -307,17 +315,7 @@ def attention_cached(q, kt, v, heads, kv_heads, count, scale, y):
         b = item // heads
         h = item - b * heads
         g = h // group
-        scores = np.zeros(count, dtype=np.float32)
-        for j in range(dh):
-            qj = q[b, 0, h * dh + j]
-            kj = kt[b, g * dh + j, :count]
-            for s in range(count):
-                scores[s] += qj * kj[s]
-        top = np.float32(-np.inf)
-        for s in range(count):
-            scores[s] *= scale
-            if scores[s] > top:
-                top = scores[s]
+        scores, top = _scaled_scores(q[b, 0, h * dh:(h + 1) * dh], kt[b, g * dh:(g + 1) * dh], count, scale)
         y[b, 0, h * dh:(h + 1) * dh] = _softmax_values(scores, count, top, v, b, g, dh)
 
 

@@ -35,6 +35,17 @@ def _package() -> LoadedPackage:
     return LoadedPackage(tdsl.__path__[0], {"freeze": {"format": "2bit"}}, compiled, arrays)
 
 
+
+def _with_biases(run, seed: int):
+    """`run` with random biases on gate and up (b1.58 has none), to check where they are added."""
+    from tdsl.backends.numba.plan import Kernel
+
+    rng = np.random.default_rng(seed)
+    for step in run.plan.steps:
+        if step.kind is Kernel.LINEAR_TERNARY and step.weights["packed"].shape[0] == PARAMS["hidden"]:
+            step.weights["bias"] = rng.standard_normal(PARAMS["hidden"]).astype(np.float32)
+    return run
+
 def test_fused_decode_steps_give_the_full_forwards_logits() -> None:
     run = _package().deploy()
     gen = Generator(run, capacity=4)
@@ -118,18 +129,12 @@ def test_fused_prefill_is_the_step_by_step_prefill_bit_for_bit(monkeypatch) -> N
     """Siblings as one call over many rows (rows quantised once, concatenated panels, every
     member's bias added in the call, relu2 on gate's slice after it) give the bits of each
     projection run alone."""
-    from tdsl.backends.numba.plan import Kernel
 
     pkg = _package()
     ids = np.random.default_rng(5).integers(0, 64, (1, 13)).astype(np.int32)
 
     def deployed():  # b1.58 has no biases: give gate and up some, to check where they are added
-        run = pkg.deploy()
-        rng = np.random.default_rng(6)
-        for step in run.plan.steps:
-            if step.kind is Kernel.LINEAR_TERNARY and step.weights["packed"].shape[0] == PARAMS["hidden"]:
-                step.weights["bias"] = rng.standard_normal(PARAMS["hidden"]).astype(np.float32)
-        return run
+        return _with_biases(pkg.deploy(), seed=6)
 
     fused = Generator(deployed(), capacity=16)
     want = fused.prefill(ids)
@@ -166,17 +171,11 @@ def test_prepared_decode_steps_are_the_handlers_bit_for_bit(head: str, batch: in
     step to step, the cache's transposed keys, kernels called directly): the bits of the same
     step through the handlers, past the cache's capacity, with biases and gate's activation in
     the sibling epilogue."""
-    from tdsl.backends.numba.plan import Kernel
 
     pkg = _package()
 
     def deployed():
-        run = pkg.deploy()
-        rng = np.random.default_rng(7)
-        for step in run.plan.steps:
-            if step.kind is Kernel.LINEAR_TERNARY and step.weights["packed"].shape[0] == PARAMS["hidden"]:
-                step.weights["bias"] = rng.standard_normal(PARAMS["hidden"]).astype(np.float32)
-        return run
+        return _with_biases(pkg.deploy(), seed=7)
 
     ids = np.random.default_rng(8).integers(0, 64, (batch, 12)).astype(np.int32)
 
