@@ -539,15 +539,22 @@ def check_linear_args(x: np.ndarray, packed: np.ndarray, scale: object, bias: ob
     return np.ascontiguousarray(x), np.ascontiguousarray(packed), s, b, res, act
 
 
+def row_kernel(path: str, rows: int):  # noqa: ANN201 - a Numba dispatcher
+    """The int8 row kernel `path` runs `rows` rows of quantised activations on (one row: the
+    GEMV forms). Arguments: (xq, sums, xs, packed, s, bias, res, act, y, yi)."""
+    if path == "vnni":
+        return _gemv_vnni if rows == 1 else _gemm_vnni
+    if path == "avx2":
+        return _gemv_avx2 if rows == 1 else _gemm_avx2
+    return _gemm_portable
+
+
 def _run_int8(x, packed, s, bias, res, act, path, y, yi) -> None:
     if path == "vnni":
-        batch_multiple = 1 if x.shape[0] == 1 else 4
-        xq, xs, sums = quantize_deinterleave(x, batch_multiple)
-        kernel = _gemv_vnni if x.shape[0] == 1 else _gemm_vnni
+        xq, xs, sums = quantize_deinterleave(x, 1 if x.shape[0] == 1 else 4)
     else:
         xq, xs, sums = quantize_deinterleave(x)
-        kernel = (_gemv_avx2 if x.shape[0] == 1 else _gemm_avx2) if path == "avx2" else _gemm_portable
-    kernel(xq, sums, xs, packed, s, bias, res, act, y, yi)
+    row_kernel(path, x.shape[0])(xq, sums, xs, packed, s, bias, res, act, y, yi)
 
 
 def ternary_linear(x: np.ndarray, packed: np.ndarray, scale: np.ndarray | float,

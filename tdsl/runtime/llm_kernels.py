@@ -149,12 +149,7 @@ def ternary_linear_quantized(y: np.ndarray, q: QuantizedRows, packed: np.ndarray
             or q.xq.shape[1] != 4 * plane_stride(4 * packed.shape[1]):
         raise TdslError(f"ternary_linear_quantized: codes {q.xq.shape}, scales {q.xs.shape}, packed {packed.shape} "
                         f"and output {y.shape} do not fit (path {path!r})")
-    # gemm's row kernels (private there: the lead's module exposes only the quantising entry)
-    if path == "vnni":
-        kernel = gemm._gemv_vnni if rows == 1 else gemm._gemm_vnni
-    else:
-        kernel = (gemm._gemv_avx2 if rows == 1 else gemm._gemm_avx2) if path == "avx2" else gemm._gemm_portable
-    kernel(q.xq, q.sums, q.xs, packed, s, bias, res, act, y, _NO_INT)
+    gemm.row_kernel(path, rows)(q.xq, q.sums, q.xs, packed, s, bias, res, act, y, _NO_INT)
 
 
 @njit(parallel=True, cache=True)

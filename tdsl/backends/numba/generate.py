@@ -384,7 +384,7 @@ class Generator:
             return norm
         if step.kind is Kernel.LINEAR_TERNARY and step.inputs[0] in codes:
             q = codes[step.inputs[0]]
-            kernel = _row_kernel(ctx.path, q.xs.shape[0])
+            kernel = gemm.row_kernel(ctx.path, q.xs.shape[0])
             sibling = self._siblings.get(id(step))
             if sibling is None:
                 if handler != self._quantized_linear:
@@ -522,15 +522,6 @@ class Generator:
                 break
             logits = self.decode_step(nxt[:, None].astype(np.int32))[:, -1]
         return Generation(out, int(ids.shape[1]), prefill_seconds, time.perf_counter() - start)
-
-
-def _row_kernel(path: str, rows: int) -> Callable[..., None]:
-    """gemm's row kernel for `rows` on a path (as `llm_kernels.ternary_linear_quantized` picks it)."""
-    if path == "vnni":
-        return gemm._gemv_vnni if rows == 1 else gemm._gemm_vnni
-    if path == "avx2":
-        return gemm._gemv_avx2 if rows == 1 else gemm._gemm_avx2
-    return gemm._gemm_portable
 
 
 def _writable(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
