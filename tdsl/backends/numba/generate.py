@@ -163,10 +163,10 @@ class Generator:
         self._head_step = head_step if self.head != "float" else None
         self._quantizing_norms = self._find_quantizing_norms(plan, head_step)
         self._fused: list[dict] = []
-        self._siblings: dict[int, tuple[dict, int, bool, bool]] = {}
-        """id(member step) -> (its group, its first row there, first member?, has an epilogue)."""
         """Per group of sibling projections: the concatenated packed rows, scales, the output, and
         (from the first prefill on AVX2) their `rows_int8` panels."""
+        self._siblings: dict[int, tuple[dict, int, bool, bool]] = {}
+        """id(member step) -> (its group, its first row there, first member?, has an epilogue)."""
         self._fuse_siblings(plan)
         for step in plan.steps:
             if step.kind is Kernel.LINEAR_TERNARY and id(step) not in self.handlers \
@@ -433,13 +433,9 @@ class Generator:
             ufunc = BINARY[type(op)].ufunc
             return lambda: ufunc(a, b, out=y)
         if step is self._head_step and self._fp16_head is not None and handler is not None:
-            head = self._fp16_head
-            x2 = ins[0].reshape(-1, ins[0].shape[-1])
-            if head.w16.shape[1] != head.features or not x2.flags.c_contiguous or x2.dtype != np.float32:
-                return None
-            y2, kind = y.reshape(x2.shape[0], -1), lm_head._kind("auto", lm_head.fp16_paths(), "f16c")
-            w16, rows = head.w16, head.w16.shape[0]
-            return lambda: lm_head._gemv_f16(kind, x2, w16, lm_head.HALF_TO_FLOAT, y2, lm_head._chunks(rows))
+            head, x2 = self._fp16_head, ins[0].reshape(-1, ins[0].shape[-1])
+            y2 = y.reshape(x2.shape[0], -1)
+            return lambda: head.into(y2, x2)
         return None
 
     # -- running the plan
