@@ -244,7 +244,7 @@ def _make_conv_block(mr: int, nr: int):
                         for g in range(nr):
                             acc = _dpbusd(builder, builder.load(accs[m][g]), planes[g], bc8)
                             builder.store(acc, accs[m][g])
-            _store_tile(context, builder, signature.args[7], outv, ooffv, osv, accs, _V16I32)
+            _store_tile(context, builder, signature.args[7], outv, ooffv, osv, accs)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -340,7 +340,7 @@ def _make_conv_block_avx2(mr: int, ng: int):
                         builder.store(zero16, a16[m][h])
 
             _for_groups(builder, nv, 16, chunk, widen)
-            _store_tile(context, builder, signature.args[7], outv, ooffv, osv, a32, _V8I32)
+            _store_tile(context, builder, signature.args[7], outv, ooffv, osv, a32)
             return context.get_dummy_value()
 
         return sig, codegen

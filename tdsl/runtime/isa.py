@@ -140,17 +140,10 @@ def widen_i16(builder, v16):  # noqa: ANN001, ANN201
     return builder.sext(lo, V8I32), builder.sext(hi, V8I32)
 
 
-def store_tile(context, builder, aryty, ary, ooff, ostride, accs, vecty) -> None:  # noqa: ANN001
-    """Store accumulator slots accs[m][v] (vectors of `vecty` int32 lanes) into the int32 array
-    at element ooff + m*ostride + v*lanes: one micro-kernel tile, rows m, vectors v."""
-    ity = ooff.type
-    lanes = vecty.count
-    data = context.make_array(aryty)(context, builder, ary).data
-    for m, row in enumerate(accs):
-        for v, slot in enumerate(row):
-            idx = builder.add(ooff, builder.add(builder.mul(ostride, ir.Constant(ity, m)), ir.Constant(ity, lanes * v)))
-            ptr = builder.bitcast(builder.gep(data, [idx]), vecty.as_pointer())
-            builder.store(builder.load(slot), ptr, align=4)
+def store_tile(context, builder, aryty, ary, ooff, ostride, accs) -> None:  # noqa: ANN001
+    """Store accumulator slots accs[m][v] (vectors of int32 lanes) into the int32 array at
+    element ooff + m*ostride + v*lanes: one micro-kernel tile, rows m, vectors v."""
+    store_values(context, builder, aryty, ary, ooff, ostride, [[builder.load(slot) for slot in row] for row in accs])
 
 
 def store_values(context, builder, aryty, ary, ooff, ostride, values) -> None:  # noqa: ANN001

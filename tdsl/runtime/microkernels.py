@@ -233,7 +233,7 @@ def _make_tile_avx2(mr: int, halves: int = 2):
                             isa.for_groups(builder, npv, PAIRS_PER_WIDEN,
                                            lambda j, rows=rows, wtap=wtap: chunk(j, rows, wtap), widen_inside_tap)
                         widen()
-                    isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, a32, isa.V8I32)
+                    isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, a32)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -290,7 +290,7 @@ def _make_tile_avx2_w16(mr: int):
                             for h in range(4):
                                 acc = builder.add(builder.load(a32[m][h]), builder.call(madd, [b16, wvec[h]]))
                                 builder.store(acc, a32[m][h])
-            isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, a32, isa.V8I32)
+            isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, a32)
             return context.get_dummy_value()
 
         return sig, codegen
