@@ -355,8 +355,7 @@ def conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bia
     3-channel input would starve it, and gathering per task (a few KB, in cache) instead of
     the whole image (a P x 49 offset table and a P x 196 byte copy at 224^2) writes nothing
     to memory."""
-    code, amin, amax = clamp_of(act)
-    m_, c_, rsi, qlo, qhi = _static_terms(wsum, zpx, se, bias, inv_sy, zpy, amin, amax, res, rs, rzp)
+    m_, c_, rsi, qlo, qhi = epilogue_terms(wsum, zpx, se, bias, inv_sy, zpy, act, res, rs, rzp)
     _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy,
           zpy, yf, lohi, workers, geom, m_, c_, rsi, qlo, qhi)
 
@@ -477,8 +476,7 @@ def conv_tasks(P: int, nblocks: int) -> int:
 def depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf, lohi):
     """A depthwise ternary conv on u8 NHWC: w int8 [ntaps, C]; outputs as `conv`, one task per
     output row of Wo pixels (lohi [P / Wo, 2])."""
-    code, amin, amax = clamp_of(act)
-    m_, c_, rsi, qlo, qhi = _static_terms(wsum, zpx, se, bias, inv_sy, zpy, amin, amax, res, rs, rzp)
+    m_, c_, rsi, qlo, qhi = epilogue_terms(wsum, zpx, se, bias, inv_sy, zpy, act, res, rs, rzp)
     _depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act, out, inv_sy, zpy, yf, lohi, m_, c_,
                rsi, qlo, qhi)
 

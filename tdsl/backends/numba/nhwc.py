@@ -352,13 +352,14 @@ class Program:
         yf = self._float_buffer((P, O))  # float32 outputs: only while scales are dynamic (calibration, uncalibrated)
         v = step.output
 
-        cached: list = [None, None, None, None]  # (scales and zero points they were made for, arguments,
-        # compiled parallel kernel, compiled serial kernel)
-        macs = P * O * ntaps * (1 if depthwise else C)
+        calls: dict[tuple, list] = {}
+        """(scales and zero points, generation, workers) -> [arguments, the float outputs they write,
+        the kernel compiled for them]: made once per set of static scales and thread count."""
+        small = P * O * ntaps * (1 if depthwise else C) < (q8.SERIAL_MACS_DEPTHWISE if depthwise else q8.SERIAL_MACS)
         parallel, serial = ((q8.depthwise_prepared, q8.depthwise_prepared_serial) if depthwise
                             else (q8.conv_prepared, q8.conv_prepared_serial))
 
-        def arguments(qp: tuple[float, int] | None) -> tuple:
+        def arguments(qp: tuple[float, int] | None, workers: int) -> tuple[tuple, np.ndarray]:
             se = (np.float32(x.scale) * s).astype(np.float32)
             rbuf, rs, rzp = (res.buf, np.float32(res.scale), res.zp) if res is not None else (_EMPTY_U8, np.float32(0), 0)
             if qp is None:
@@ -369,33 +370,30 @@ class Program:
             terms = (m, c, np.float32(rsi), np.float32(qlo), np.float32(qhi))
             if depthwise:
                 return (x.buf, offs, kh * kw, C, Wo, w, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f,
-                        lohi) + terms
+                        lohi) + terms, f
             # gathering: one tap of kp bytes a pixel
             taps, pairs = (1, kp // 2) if gather else (kh, kw * cp // 2) if by_rows else (ntaps, cp // 2)
-            return (kind, x.buf, offs, taps, pairs, w, nblocks, P, O,
-                    wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst, inv, zpy, f, lohi, 1, geom) + terms
+            return (kind, x.buf, offs, taps, pairs, w, nblocks, P, O, wsum, x.zp, se, bias, rbuf, rs, rzp, act, dst,
+                    inv, zpy, f, lohi, workers, geom) + terms, f
 
         def run() -> None:
             qp = self._out_qparams(v)
             if qp is not None:
                 out.scale, out.zp = qp
-            key = (x.scale, x.zp, qp, None if res is None else (res.scale, res.zp), self._generation)
-            if cached[0] != key:  # static scales: made once, then every call reuses them
-                cached[0], cached[1], cached[2], cached[3] = key, arguments(qp), None, None
-            args = cached[1]
-            one = self.workers == 1 or macs < (q8.SERIAL_MACS_DEPTHWISE if depthwise else q8.SERIAL_MACS)
-            if not depthwise:
-                args = args[:22] + (self.workers,) + args[23:]
-            slot = 3 if one else 2
-            kernel = serial if one else parallel
-            (cached[slot] or kernel)(*args)
-            if cached[slot] is None:  # compiled now: call it directly next time (looked up once per key)
-                cached[slot] = compiled_entry(kernel, args)
+            workers = self.workers
+            scales = (x.scale, x.zp, qp, None if res is None else (res.scale, res.zp), self._generation)
+            call = calls.get(scales + (workers,))
+            if call is None:  # static scales: made once per thread count, then every call reuses them
+                if calls and next(iter(calls))[:-1] != scales:
+                    calls.clear()  # new scales (dynamic, or calibrated since)
+                call = calls[scales + (workers,)] = [*arguments(qp, workers), None]
+            args, f, compiled = call
+            kernel = serial if workers == 1 or small else parallel
+            (compiled or kernel)(*args)
+            if compiled is None:  # compiled now: call it directly next time
+                call[2] = compiled_entry(kernel, args)
             if qp is None:
-                self._finish(v, f_of(cached[1]), lohi, O)  # the float outputs the kernel wrote
-
-        def f_of(args: tuple) -> np.ndarray:
-            return args[17] if depthwise else args[20]
+                self._finish(v, f, lohi, O)  # the float outputs the kernel wrote
 
         return run
 
