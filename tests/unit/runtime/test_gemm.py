@@ -39,8 +39,9 @@ from tdsl.runtime.cpu_features import (
     kernel_path,
     set_kernel_path,
 )
-from tdsl.runtime.gemm import fold_batchnorm, int8_accumulators, ternary_linear, warmup
+from tdsl.runtime.gemm import fold_batchnorm, int8_accumulators, row_kernel, ternary_linear, warmup
 from tdsl.runtime.packing import pack
+from tdsl.runtime.quant_act import quantize_deinterleave
 
 PATHS = ["portable",
          pytest.param("avx2", marks=pytest.mark.skipif(not has_avx2(), reason="this CPU has no AVX2")),
@@ -118,6 +119,30 @@ def test_extreme_values_do_not_saturate(path: str) -> None:
     for sign in (1.0, -1.0):
         x = np.full((1, K), sign, np.float32)
         np.testing.assert_array_equal(int8_accumulators(x, pack(t), path=path), R.int8_accumulators(x, t))
+
+
+@pytest.mark.skipif(not has_avx2(), reason="this CPU has no AVX2")
+@pytest.mark.parametrize("K", [1536, 1540, 2056])
+def test_gemv_avx2_groups_tasks_and_alignment(K: int) -> None:
+    """The decode kernel over rows of a full group of 8 chunks plus a remainder (12, 12 + a
+    partial chunk, 16 + 2), N = 70 rows (tasks of ROWS_PER_TASK, the last one short): the
+    reference integers, and the same bits whatever the alignment of the codes it is given."""
+    N = 70
+    x, t, p, s = make(1, K, N, seed=4)
+    np.testing.assert_array_equal(int8_accumulators(x, p, path="avx2"), R.int8_accumulators(x, t))
+    xq, xs, sums = quantize_deinterleave(x)
+    bias = np.linspace(-1, 1, N).astype(np.float32)
+    outs = []
+    for shift in (0, 16, 1):
+        buf = np.zeros(xq.nbytes + 64, np.int8)
+        start = (-buf.ctypes.data) % 64 + shift
+        codes = buf[start:start + xq.nbytes].reshape(xq.shape)
+        codes[...] = xq
+        y, yi = np.empty((1, N), np.float32), np.empty((1, N), np.int32)
+        row_kernel("avx2", 1)(codes, sums, xs, p, s, bias, np.zeros((0, 0), np.float32), 0, y, yi)
+        outs.append((y.tobytes(), yi))
+    np.testing.assert_array_equal(outs[0][1], R.int8_accumulators(x, t))
+    assert all(o[0] == outs[0][0] and np.array_equal(o[1], outs[0][1]) for o in outs[1:])
 
 
 def test_int8_statistical_error() -> None:
