@@ -296,8 +296,9 @@ on the 2-core Zen 3 guest, one thread from DRAM, 4096 x 1536 / 8192 x 1536 / 153
 core decodes."""
 
 
-def _prefetch(builder, ptr) -> None:
-    """`prefetcht0` of the cache line at ptr (never faults, so it may run past the array)."""
+def prefetch_line(builder, ptr) -> None:  # noqa: ANN001 - llvmlite codegen
+    """`prefetcht0` of the cache line at ptr (never faults, so it may run past the array):
+    the weight streams of the decode GEMVs (here and `lm_head`) prefetch ahead with it."""
     i8p = ir.IntType(8).as_pointer()
     fnty = ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32])
     fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
@@ -349,7 +350,7 @@ def _dot_rows_avx2(typingctx, w, woff, wstride, x, xoff, k4p, nchunks, nrows, ou
 
             def chunk(i, prefetch):
                 if prefetch:
-                    _prefetch(builder, builder.gep(wp, [builder.add(i, ir.Constant(ity, PREFETCH_CHUNKS))]))
+                    prefetch_line(builder, builder.gep(wp, [builder.add(i, ir.Constant(ity, PREFETCH_CHUNKS))]))
                 wch = _load(builder, wp, i)
                 w4 = builder.lshr(wch, _splat32(4))
                 planes = [builder.and_(wch, _splat32(3)), builder.and_(wch, _splat32(12)),
