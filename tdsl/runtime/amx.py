@@ -17,11 +17,14 @@ calls it is configured.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+from typing import Iterator
 
 import numpy as np
 from llvmlite import ir
+from numba import carray, cfunc, types
 
 from tdsl.runtime import isa
 
@@ -32,6 +35,24 @@ COLS = 32
 """Output channels per block: two B tiles of 16."""
 KSTEP = 64
 """k bytes per tile step."""
+_emulating = False
+
+
+@contextlib.contextmanager
+def emulate() -> Iterator[None]:
+    """Within the block, AMX block calls go to `emulated_block` (scalar code, ~1000x slower) and
+    the AMX micro-kernel counts as available: how the tests run the AMX drivers end to end on
+    CPUs without AMX. Nothing else turns it on."""
+    global _emulating
+    previous, _emulating = _emulating, True
+    try:
+        yield
+    finally:
+        _emulating = previous
+
+
+def emulating() -> bool:
+    return _emulating
 
 
 def tile_config() -> np.ndarray:
@@ -169,3 +190,31 @@ def gemm(a: np.ndarray, trits: np.ndarray) -> np.ndarray:
                block.ctypes.data, COLS * 4, cfg.ctypes.data)
             c[i:i + ROWS, j:j + COLS] = block
     return c
+
+
+def _emulate(a, lda, b0, b1, ksteps, c, ldc, cfg):  # noqa: ANN001, ANN202 - a cfunc body
+    """What the block computes (`build_ir`), in scalar code: C[r, j] for r, j < 32 is the sum
+    over k < 64 * ksteps of A[r * lda + k] (u8) x B (s8, panel j // 16, row k // 4, byte
+    4 * (j % 16) + k % 4), stored as int32 rows of ldc bytes."""
+    kb = ksteps * KSTEP
+    av = carray(a, (ROWS * lda,))
+    bv = (carray(b0, (kb * 16,)), carray(b1, (kb * 16,)))
+    cv = carray(c, (ROWS * (ldc // 4),))
+    for r in range(ROWS):
+        for j in range(COLS):
+            panel = bv[j // 16]
+            col = 4 * (j % 16)
+            acc = np.int32(0)
+            for k in range(kb):
+                acc += np.int32(av[r * lda + k]) * np.int32(panel[(k // 4) * 64 + col + k % 4])
+            cv[r * (ldc // 4) + j] = acc
+
+
+@functools.lru_cache(maxsize=None)
+def emulated_block():  # noqa: ANN201 - a numba cfunc
+    """`_emulate` compiled as a C function of the block's signature (`.address` for
+    `amx_conv.call_block`): the reference on CPUs without AMX, where the tests run the AMX
+    drivers' gathering, panel addressing and epilogues against numpy bit for bit."""
+    sig = types.void(types.CPointer(types.uint8), types.int64, types.CPointer(types.int8), types.CPointer(types.int8),
+                     types.int64, types.CPointer(types.int32), types.int64, types.CPointer(types.uint8))
+    return cfunc(sig, cache=True)(_emulate)
