@@ -32,7 +32,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from tdsl.runtime import isa
+from tdsl.runtime import amx, isa
 
 NR = 32
 """Output channels per micro-kernel call (one panel block)."""
@@ -65,7 +65,7 @@ class MicroKernel:
 
     def available(self) -> bool:
         if self.isa == "amx_int8":
-            return isa.has(self.isa) and isa.amx_permission()
+            return isa.has(self.isa) and isa.amx_permission() or amx.emulating()
         return self.isa is None or isa.has(self.isa)
 
 
@@ -76,18 +76,25 @@ MR = 4
 TABLE: tuple[MicroKernel, ...] = (
     MicroKernel("portable", "u8 x ternary s8 -> i32", None, MR, NR, "k2x32", 0),
     MicroKernel("avx2", "u8 x ternary s8 -> i16 pairs -> i32", "avx2", MR, NR, "k2x32", 1),
-    MicroKernel("amx", "u8 x ternary s8 -> i32 tiles", "amx_int8", 32, 32, "vnni4x16", 2, ("gemm",)),
+    MicroKernel("amx", "u8 x ternary s8 -> i32 tiles", "amx_int8", 32, 32, "vnni4x16", 2, ("gemm", "conv")),
     MicroKernel("portable-w16", "u8 x s16 -> i32", None, MR, NR, "k2x32", 3, ("conv",), "int16"),
     MicroKernel("avx2-w16", "u8 x s16 -> i32 (vpmaddwd)", "avx2", MR, NR, "k2x32", 4, ("conv",), "int16"),
 )
 """Every micro-kernel, slowest first; `select` takes the last available one its driver can run.
-The AMX row (`tdsl.runtime.amx`) runs the GEMM driver `amx.gemm` so far; a conv driver for it
-(16 consecutive output pixels per A tile by strided `tileloadd` from padded NHWC) is the next
-row of work."""
+The k2x32 rows run in `nhwc_int8.conv` (through `tile`); the AMX row (`tdsl.runtime.amx`) in its
+own drivers, `amx.gemm` and `amx_conv.conv` (32-pixel A panels gathered through the same
+indirection), and for the convs it does not take (depthwise, the few-channel stem, kept
+layers' int16 weights) the program runs `k2x32_row`'s kernel."""
 
 _HAS_AVX2 = TABLE[1].available()
 """Read once at import: `tile` sees it as a constant and drops the AVX2 branch where the CPU
 lacks it (LLVM aborts the process on instructions it cannot select)."""
+
+
+def k2x32_row(weights: str = "ternary") -> MicroKernel:
+    """The fastest available row of `nhwc_int8.conv`'s panel layout for `weights`: what a program
+    whose micro-kernel has its own driver (AMX) runs the other convs on."""
+    return [row for row in TABLE if row.available() and row.panel == "k2x32" and row.weights == weights][-1]
 
 
 def by_name(name: str) -> MicroKernel:

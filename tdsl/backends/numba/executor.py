@@ -408,7 +408,9 @@ class DeployedModel:
     def __init__(self, plan: Plan, device: str, path: str | None, profile: bool = False):
         self.plan = plan
         self.device = device
-        self.path = path
+        self._nhwc_kernel = microkernel_for(path)
+        self.path = None if path in NHWC_PATHS else path
+        """The kernel path of the steps outside the NHWC micro-kernels (auto for an NHWC-only path)."""
         self.profiling = profile
         """Time every step of every CPU call (`profile()` summarises them)."""
         self._uses_blas = any(step.kind in _BLAS_KERNELS for step in plan.steps)
@@ -417,7 +419,6 @@ class DeployedModel:
         self._timings: dict[tuple, list[list[float]]] = {}
         self.static_scales: dict[int, tuple[float, int]] | None = None
         """act_quant="int8-nhwc": (scale, zero point) of every u8 value once `calibrate` ran."""
-        self._nhwc_kernel = microkernel_for(path)
         self._out_dtypes: list[np.dtype] | None = None
         self._analysis = nhwc.analyse(plan) if plan.act_quant == "int8-nhwc" else None
         self._input_limits = None if self._analysis is None or device != "cpu" else nhwc.checks_inputs(plan, self._analysis)
@@ -633,11 +634,18 @@ def _check_device(device: str) -> None:
         raise TdslError(f"unknown device {device!r}: valid are " + ", ".join(f"'{d}'" for d in DEVICES))
 
 
+NHWC_PATHS: tuple[str, ...] = ("amx",)
+"""`path=` values that name an NHWC micro-kernel with no kernel path of its own elsewhere: the
+NHWC convs run on it, every other step on the auto path."""
+
+
 def microkernel_for(path: str | None) -> Any:
     """The NHWC micro-kernel (`tdsl.runtime.microkernels` row) for a kernel path argument: the
     path's own row where there is one ("portable", "avx2"), else the fastest available."""
     from tdsl.runtime import microkernels
 
+    if path in NHWC_PATHS:
+        return microkernels.select(path)
     chosen = kernel_path(path)
     names = [row.name for row in microkernels.TABLE]
     return microkernels.select(chosen if chosen in names else None)
@@ -649,7 +657,12 @@ def deploy_module(module: Any, arrays: Mapping[str, Any], *, device: str = "cpu"
     state-dict names (numpy arrays, or torch tensors when torch is already imported)."""
     _check_device(device)
     plan = build_plan(module, {k: _to_numpy(v) for k, v in arrays.items()}, act_quant=act_quant)
-    if path is not None:
+    if path in NHWC_PATHS:
+        if act_quant != "int8-nhwc":
+            raise TdslError(f"path {path!r} is a micro-kernel of the NHWC int8 runtime: deploy with "
+                            "act_quant='int8-nhwc'")
+        microkernel_for(path)  # unavailable here: a TdslError naming what the CPU lacks
+    elif path is not None:
         kernel_path(path)  # an unknown or unavailable path fails here, not at the first call
     if device == "cuda":
         from numba import cuda

@@ -25,6 +25,7 @@ import numpy as np
 
 from tdsl.backends.numba.plan import Kernel, Plan, Step
 from tdsl.dialects import tdsl as t
+from tdsl.runtime import amx, amx_conv
 from tdsl.runtime import microkernels as mk
 from tdsl.runtime import nhwc_int8 as q8
 from tdsl.runtime.packing import unpack
@@ -124,6 +125,17 @@ def analyse(plan: Plan) -> Analysis:
     return an
 
 
+def takes_amx(step: Step) -> bool:
+    """Whether a program on the AMX micro-kernel runs this conv on it: a ternary conv that is not
+    depthwise and not a stem of few input channels (gathered per task or read by kernel rows
+    on the k2x32 kernels: `GATHER_MAX_CHANNELS`)."""
+    a = step.attrs
+    if step.kind is not Kernel.CONV2D_TERNARY or a["groups"] > 1:
+        return False
+    few = mk.padded_channels(step.op.weight_dims()[1]) <= GATHER_MAX_CHANNELS
+    return not (few and a["kernel"][0] * a["kernel"][1] > 1)
+
+
 def padded_stems(plan: Plan, an: Analysis) -> dict[int, tuple[int, int]]:
     """{value: (ph, pw)} for the float values quantised for one conv alone that has few input
     channels (the stem: `GATHER_MAX_CHANNELS`), a kernel wider than 1 and no dilation along
@@ -190,9 +202,12 @@ class Program:
                  float_step: Callable[[Step], None], input_limits: dict[int, float] | None = None):
         self.plan = plan
         self.an = an
-        self.kind = kind
         row = next(r for r in mk.TABLE if r.code == kind)
-        self.kind16 = mk.select(row.name if "conv" in row.drivers else None, weights="int16").code
+        self.amx = row.panel == "vnni4x16"
+        """AMX: ternary convs with an indirection run on `amx_conv.conv`, the rest on `kind`."""
+        self.kind = mk.k2x32_row().code if self.amx else kind
+        """The k2x32 micro-kernel of `nhwc_int8.conv`'s ternary convs."""
+        self.kind16 = mk.k2x32_row("int16").code if self.amx else mk.select(row.name, weights="int16").code
         """The micro-kernel of kept convs (int16 weights): the same ISA as `kind`'s."""
         self.static = static
         self.input_limits = {} if input_limits is None else input_limits
@@ -310,7 +325,8 @@ class Program:
         ntaps = kh * kw
         by_rows = step.inputs[0] in self.padded  # kernel rows read as runs from the padded image
         gather = not by_rows and not depthwise and ntaps > 1 and cp <= GATHER_MAX_CHANNELS
-        kp = mk.padded_channels(ntaps * cp)
+        on_amx = self.amx and takes_amx(step)
+        kp = amx_conv.k_bytes(ntaps, cp) if on_amx else mk.padded_channels(ntaps * cp)
         # a gathering conv finds its rows by arithmetic (geom); the others read an indirection
         if by_rows:
             offs = q8.row_indirection(N, H + 2 * ph, W + 2 * pw, cp, kh, sh, sw, dh, Ho, Wo)
@@ -327,7 +343,9 @@ class Program:
             else:  # a float weight (bn folded): integers per output channel
                 ints, s = mk.int16_weights(wts["weight"], kp if gather else ntaps * cp)
             wsum = ints.reshape(O, -1).sum(axis=1).astype(np.int32)
-            if depthwise:
+            if on_amx:
+                w = amx_conv.panels(ints, cp)
+            elif depthwise:
                 w = np.ascontiguousarray(ints.reshape(O, ntaps).T)
             elif by_rows:  # kh taps of kw*cp channels in (column, channel) order: one kernel row's run
                 rows = np.zeros((O, kh, kw, cp), ints.dtype)
@@ -347,16 +365,18 @@ class Program:
         kind = self.kind if step.kind is Kernel.CONV2D_TERNARY else self.kind16
         bias, act = wts["bias"], a["activation"]
         nblocks = -(-O // mk.NR)
-        tasks = N * Ho if depthwise else q8.conv_tasks(P, nblocks)
+        tasks = N * Ho if depthwise else amx_conv.max_tasks(P, O) if on_amx else q8.conv_tasks(P, nblocks)
         lohi = np.empty((tasks, 2), np.float32)
         yf = self._float_buffer((P, O))  # float32 outputs: only while scales are dynamic (calibration, uncalibrated)
         v = step.output
+        amx_cfg = amx.tile_config()
 
         calls: dict[tuple, list] = {}
         """(scales and zero points, generation, workers) -> [arguments, the float outputs they write,
         the kernel compiled for them]: made once per set of static scales and thread count."""
         small = P * O * ntaps * (1 if depthwise else C) < (q8.SERIAL_MACS_DEPTHWISE if depthwise else q8.SERIAL_MACS)
         parallel, serial = ((q8.depthwise_prepared, q8.depthwise_prepared_serial) if depthwise
+                            else (amx_conv.conv, amx_conv.conv) if on_amx
                             else (q8.conv_prepared, q8.conv_prepared_serial))
 
         def arguments(qp: tuple[float, int] | None, workers: int) -> tuple[tuple, np.ndarray]:
@@ -366,6 +386,9 @@ class Program:
                 dst, inv, zpy, f = _EMPTY_U8, 1.0, 0, yf.get()
             else:
                 dst, inv, zpy, f = out.buf, 1.0 / qp[0], qp[1], _NO_FLOAT
+            if on_amx:  # the AMX block's address, then `amx_conv.conv`'s arguments (it makes its own terms)
+                return (amx_conv.block_address(), amx_cfg, x.buf, offs, ntaps, cp, kp, w, P, O, wsum, x.zp, se, bias,
+                        rbuf, rs, rzp, act, dst, inv, zpy, f, lohi, workers), f
             m, c, rsi, qlo, qhi = q8.epilogue_terms(wsum, x.zp, se, bias, inv, zpy, act, rbuf, rs, rzp)
             terms = (m, c, np.float32(rsi), np.float32(qlo), np.float32(qhi))
             if depthwise:

@@ -17,8 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tdsl.backends.numba.nhwc import is_int8_conv
+from tdsl.backends.numba.nhwc import is_int8_conv, takes_amx
 from tdsl.backends.numba.plan import Kernel, Plan, Step
+from tdsl.runtime import microkernels as mk
+
+_OWN_DRIVERS = ("amx",)
+"""NHWC micro-kernels with their own conv driver: the convs it does not take run on the k2x32 row."""
 
 _TERNARY = (Kernel.CONV2D_TERNARY, Kernel.LINEAR_TERNARY)
 _NUMBA = (Kernel.MAX_POOL2D, Kernel.AVG_POOL2D, Kernel.ADAPTIVE_AVG_POOL2D, Kernel.ACTIVATION)
@@ -56,6 +60,8 @@ def path_of(step: Step, cpu_path: str, act_quant: str) -> str:
         depthwise = step.kind is Kernel.CONV2D_TERNARY and step.attrs["groups"] > 1 \
             and step.attrs["groups"] == step.attrs["out_channels"]
         if act_quant == "int8-nhwc" and step.kind is Kernel.CONV2D_TERNARY:
+            if cpu_path in _OWN_DRIVERS and not depthwise and not takes_amx(step):
+                cpu_path = mk.k2x32_row().name  # the stem: on the k2x32 kernel of the same CPU
             return f"{'depthwise' if depthwise else cpu_path}/nhwc-u8"
         if act_quant == "int8-nhwc":
             act_quant = "int8"
@@ -64,7 +70,7 @@ def path_of(step: Step, cpu_path: str, act_quant: str) -> str:
         return "numba/nhwc-u8"
     if act_quant == "int8-nhwc" and step.kind in (Kernel.CONV2D_FLOAT, Kernel.CONV2D_INT8):
         if is_int8_conv(step):  # int16 weights on u8 activations
-            return f"{cpu_path}-w16/nhwc-u8"
+            return f"{mk.k2x32_row('int16').name if cpu_path in _OWN_DRIVERS else cpu_path + '-w16'}/nhwc-u8"
     if step.kind in (Kernel.CONV2D_INT8, Kernel.LINEAR_INT8):
         return "int8-kept"
     if step.kind in (Kernel.CONV2D_FLOAT, Kernel.LINEAR_FLOAT):

@@ -32,10 +32,14 @@ def test_tile_config_and_vnni_panel_layout():
     assert p[1, 5, 4 * 3 + 2] == w[16 + 3, 4 * 5 + 2]
 
 
-def test_the_amx_row_is_in_the_table_and_never_picked_for_convs():
+def test_the_amx_row_runs_gemms_and_convs_and_is_picked_only_where_it_runs():
     row = mk.by_name("amx")
-    assert row.isa == "amx_int8" and row.drivers == ("gemm",)
-    assert mk.select().name != "amx"
+    assert row.isa == "amx_int8" and row.drivers == ("gemm", "conv")
+    assert (mk.select().name == "amx") == HAS_AMX
+    assert row.available() == HAS_AMX
+    with amx.emulate():  # the tests' way to run its drivers without AMX: it then counts as available
+        assert row.available() and mk.select().name == "amx"
+        assert mk.k2x32_row().name != "amx" and mk.k2x32_row("int16").weights == "int16"
     assert row.available() == HAS_AMX
 
 

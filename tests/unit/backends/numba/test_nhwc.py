@@ -3,6 +3,8 @@ torch backend on the same frozen weights, dynamic and calibrated scales, every m
 and what the plan analysis keeps in int8."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,10 @@ import tdsl
 from tdsl.backends.numba import nhwc
 from tdsl.errors import TdslError
 from tdsl.signature import InputMismatch
+from tdsl.runtime import amx, isa
 from tdsl.runtime import microkernels as mk
+
+HAS_AMX = isa.has("amx_int8") and isa.amx_permission()
 
 MODELS = {
     "resnet18": ({"cifar_stem": True, "num_classes": 10, "image_size": 32}, 32),
@@ -46,9 +51,17 @@ def model(request):
 
 
 def same_bits_on_every_micro_kernel(frozen, x, calib) -> None:
-    a = frozen.deploy("numba", act_quant="int8-nhwc", path="portable", calibrate=calib)(x[:2])
-    b = frozen.deploy("numba", act_quant="int8-nhwc", path="avx2", calibrate=calib)(x[:2])
-    np.testing.assert_array_equal(a, b)
+    """portable, avx2 and amx (on the tiles where the CPU has AMX-INT8, else its driver on the
+    emulated block, `amx.emulate`) give the same outputs, calibrated and dynamic."""
+    for scales in (calib, None):
+        a = frozen.deploy("numba", act_quant="int8-nhwc", path="portable", calibrate=scales)(x[:2])
+        b = frozen.deploy("numba", act_quant="int8-nhwc", path="avx2", calibrate=scales)(x[:2])
+        np.testing.assert_array_equal(a, b)
+        with contextlib.nullcontext() if HAS_AMX else amx.emulate():
+            run = frozen.deploy("numba", act_quant="int8-nhwc", path="amx", calibrate=scales, profile=True)
+            np.testing.assert_array_equal(run(x[:2]), a)
+        on_tiles = any(r.path == "amx/nhwc-u8" for r in run.profile())
+        assert on_tiles == any(nhwc.takes_amx(s) for s in run.plan.steps)  # all-int8 weights: none on tiles
 
 
 def _rel(y, ref):
