@@ -487,14 +487,17 @@ def _gemm_avx2(xq, sums, xs, packed, s, bias, res, act, y, yi):
                 _finish_int(np.int32(acc - sums[b]), b, n, xs, s, bias, res, act, y, yi)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _aligned_codes(xq):
     """(buffer, offset): row 0 of the codes copied to a 32-byte aligned offset of a fresh
-    buffer (a few KiB, once a call), so that no activation load straddles two cache lines."""
+    buffer (a few KiB, once a call), so that no activation load straddles two cache lines.
+    Not inlined: in the parallel caller the slice copy would become a parallel region of its
+    own (a second thread wake-up per call)."""
     n = xq.shape[1]
     buf = np.empty(n + 32, np.int8)
     off = (32 - buf.ctypes.data % 32) % 32
-    buf[off:off + n] = xq[0]
+    for i in range(n):
+        buf[off + i] = xq[0, i]
     return buf, off
 
 
