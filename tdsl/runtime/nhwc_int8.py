@@ -614,19 +614,30 @@ def gather_pixel(x4, n, oy, ox, zero, H, W, w, kh, kw, sh, sw, ph, pw, dh, dw, d
         d += run
 
 
+POOL_CHANNELS = 256
+"""Channels a task of `global_avg_pool` sums (B=1 still splits over threads; 1 KB of int32)."""
+
+
 @njit(cache=True, parallel=True)
 def global_avg_pool(x, N, HW, C, scale, zp, y):
-    """y float32 [N, C] (any trailing 1x1) = mean over pixels of scale * (q - zp)."""
+    """y float32 [N, C] (any trailing 1x1) = mean over pixels of scale * (q - zp). Tasks of
+    POOL_CHANNELS channels of one image, each pixel's run of them summed through a slice (a
+    loop the compiler vectorises: MobileNetV2's 7x7x1280 41 -> 9 us on one thread)."""
     cp = _row_bytes(C)
     y2 = y.reshape(N, C)
-    for n in prange(N):
-        acc = np.zeros(C, np.int32)
+    nch = (C + POOL_CHANNELS - 1) // POOL_CHANNELS
+    for task in prange(N * nch):
+        n = task // nch
+        c0 = (task - n * nch) * POOL_CHANNELS
+        c1 = min(C, c0 + POOL_CHANNELS)
+        acc = np.zeros(POOL_CHANNELS, np.int32)
         for p in range(HW):
             base = (n * HW + p) * cp
-            for c in range(C):
-                acc[c] += np.int32(x[base + c])
-        for c in range(C):
-            y2[n, c] = np.float32((np.float64(acc[c]) / HW - zp) * scale)
+            row = x[base + c0:base + c1]
+            for c in range(c1 - c0):
+                acc[c] += np.int32(row[c])
+        for c in range(c1 - c0):
+            y2[n, c0 + c] = np.float32((np.float64(acc[c]) / HW - zp) * scale)
 
 
 @njit(cache=True, parallel=True)

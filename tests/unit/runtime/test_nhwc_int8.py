@@ -410,3 +410,16 @@ def test_prepared_and_serial_entries_give_the_bits_of_the_plain_kernels(depthwis
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], outs[2])
     assert len(np.unique(outs[0][:P * cp])) > 20
+
+
+@pytest.mark.parametrize("N, HW, C", [(1, 49, 1280), (3, 16, 300), (2, 9, 30)])  # 5 tasks; a partial one; padded rows
+def test_global_avg_pool_is_the_exact_mean(N, HW, C):
+    rng = np.random.default_rng(N)
+    cp = mk.padded_channels(C)
+    q = rng.integers(0, 256, (N, HW, C)).astype(np.uint8)
+    buf = np.full(q8.buffer_size(N, HW, 1, C), 255, np.uint8)  # padding bytes that must not count
+    buf[:N * HW * cp].reshape(N, HW, cp)[..., :C] = q
+    y = np.empty((N, C, 1, 1), np.float32)
+    q8.global_avg_pool(buf, N, HW, C, 0.05, 7, y)
+    want = ((q.astype(np.int64).sum(axis=1) / HW - 7) * 0.05).astype(np.float32)
+    np.testing.assert_array_equal(y.reshape(N, C), want)
