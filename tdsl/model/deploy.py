@@ -77,7 +77,8 @@ def deploy(model: Any, backend: str = "numba", *, device: str = "cpu", act_quant
     device: "cpu" or "cuda"; act_quant: "int8" (per-token int8 activations into the packed
     ternary kernels), "float", or "int8-nhwc" (u8 NHWC activations between layers, per-tensor
     scales: dynamic per layer, or static once calibrated); path: force a CPU kernel path
-    ("portable", "avx2", "vnni"); profile: time every step (`run.profile_table()` shows where
+    ("portable", "avx2", "vnni"; with "int8-nhwc" also an NHWC micro-kernel: "avx-vnni",
+    "avx512-vnni", "amx"); profile: time every step (`run.profile_table()` shows where
     the time goes); calibrate: batches (arrays) whose activation ranges become the static
     scales of an "int8-nhwc" deployment (`DeployedModel.calibrate`)."""
     if not isinstance(backend, str):

@@ -18,12 +18,20 @@ broadcast gives, for 16 channels, x[2j]*w[2j] + x[2j+1]*w[2j+1] in i16: with ter
 pair sum is at most 2*255 = 510, so 64 pairs add up in i16 without overflow (int8 weights
 could not do that: they saturate `vpmaddubsw`) before they are widened to i32.
 
+Panel layout "k4x32" (the VNNI rows): the same blocks and taps, per quad q of input channels
+128 bytes: byte 4*o + kk holds channel o's weight at input channel 4q + kk, so the 64 bytes of
+channels 0-15 (one zmm, or two ymm) are what one `vpdpbusd` takes against the quad's four
+activation bytes broadcast as a dword; it sums u8 x s8 products straight into i32, so no i16
+stage and no widening. A block's bytes and a tap's stride are those of k2x32 (cp x 32 a tap).
+
 The indirection buffer `offs` (int64) holds, for output pixel p and tap t, the byte offset
 offs[p*ntaps + t] of the input row (`cp` channels) that tap reads, or of a row filled with the
 input's zero point where the tap falls in the padding.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +46,10 @@ NR = 32
 """Output channels per micro-kernel call (one panel block)."""
 PAIRS_PER_WIDEN = 64
 """k pairs summed in i16 before widening: 64 * 510 = 32640 < 32767."""
+
+
+_emulating_vnni = False
+"""Set by `emulate_vnni`."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,8 @@ class MicroKernel:
     def available(self) -> bool:
         if self.isa == "amx_int8":
             return isa.has(self.isa) and isa.amx_permission() or amx.emulating()
+        if self.panel == "k4x32" and _emulating_vnni:
+            return True
         return self.isa is None or isa.has(self.isa)
 
 
@@ -76,6 +90,9 @@ MR = 4
 TABLE: tuple[MicroKernel, ...] = (
     MicroKernel("portable", "u8 x ternary s8 -> i32", None, MR, NR, "k2x32", 0),
     MicroKernel("avx2", "u8 x ternary s8 -> i16 pairs -> i32", "avx2", MR, NR, "k2x32", 1),
+    MicroKernel("avx-vnni", "u8 x ternary s8 -> i32 (vpdpbusd ymm)", "avx_vnni", MR, NR, "k4x32", 6, ("conv",)),
+    MicroKernel("avx512-vnni", "u8 x ternary s8 -> i32 (vpdpbusd zmm)", "avx512_vnni", MR, NR, "k4x32", 5,
+                ("conv",)),
     MicroKernel("amx", "u8 x ternary s8 -> i32 tiles", "amx_int8", 32, 32, "vnni4x16", 2, ("gemm", "conv")),
     MicroKernel("portable-w16", "u8 x s16 -> i32", None, MR, NR, "k2x32", 3, ("conv",), "int16"),
     MicroKernel("avx2-w16", "u8 x s16 -> i32 (vpmaddwd)", "avx2", MR, NR, "k2x32", 4, ("conv",), "int16"),
@@ -89,12 +106,38 @@ layers' int16 weights) the program runs `k2x32_row`'s kernel."""
 _HAS_AVX2 = TABLE[1].available()
 """Read once at import: `tile` sees it as a constant and drops the AVX2 branch where the CPU
 lacks it (LLVM aborts the process on instructions it cannot select)."""
+_HAS_AVX_VNNI = TABLE[2].available()
+_HAS_AVX512_VNNI = TABLE[3].available()
+@contextlib.contextmanager
+def emulate_vnni() -> Iterator[None]:
+    """Within the block the VNNI rows count as available on any CPU: their code (5 or 6) then runs
+    the same tile with `vpdpbusd` in generic IR (`dpbusd(emulated=True)`), the same integers.
+    How the tests run the VNNI tile's addressing, the k4x32 panels and the programs built on
+    them where the CPU has no VNNI; nothing else turns it on."""
+    global _emulating_vnni
+    previous, _emulating_vnni = _emulating_vnni, True
+    try:
+        yield
+    finally:
+        _emulating_vnni = previous
 
 
 def k2x32_row(weights: str = "ternary") -> MicroKernel:
-    """The fastest available row of `nhwc_int8.conv`'s panel layout for `weights`: what a program
-    whose micro-kernel has its own driver (AMX) runs the other convs on."""
-    return [row for row in TABLE if row.available() and row.panel == "k2x32" and row.weights == weights][-1]
+    """The fastest available row `nhwc_int8.conv` runs for `weights` (its tiles: k2x32 or k4x32
+    panels): what a program whose micro-kernel has its own driver (AMX) runs the other convs on."""
+    return [row for row in TABLE if row.available() and row.panel in PANELS and row.weights == weights][-1]
+
+
+def int16_row(row: MicroKernel) -> MicroKernel:
+    """The row of kept layers (int16 weights) beside ternary row `row`: its ISA's "-w16" row
+    where there is one (so forcing "portable" forces both), else the fastest available."""
+    names = [r.name for r in TABLE]
+    return by_name(row.name + "-w16") if row.name + "-w16" in names else k2x32_row("int16")
+
+
+def panels_of(code: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The panel builder of the row with `code`."""
+    return PANELS[next(row.panel for row in TABLE if row.code == code)]
 
 
 def by_name(name: str) -> MicroKernel:
@@ -148,6 +191,23 @@ def k2x32_panels(trits: np.ndarray) -> np.ndarray:
     # [block, o, pair, kk, i, j] -> [block, i, j, pair, o, kk]
     w6 = w.reshape(nb, NR, cp // 2, 2, kh, kw).transpose(0, 4, 5, 2, 1, 3)
     return np.ascontiguousarray(w6.reshape(nb, kh * kw, cp // 2, 2 * NR))
+
+
+def k4x32_panels(trits: np.ndarray) -> np.ndarray:
+    """The k4x32 panels (module docstring) of integer weights [O, C, kh, kw]:
+    [ceil(O/32), kh*kw, cp/4, 128] of trits' dtype."""
+    O, C, kh, kw = trits.shape
+    cp = padded_channels(C)
+    nb = -(-O // NR)
+    w = np.zeros((nb * NR, cp, kh, kw), trits.dtype)
+    w[:O, :C] = trits
+    # [block, o, quad, kk, i, j] -> [block, i, j, quad, o, kk]
+    w6 = w.reshape(nb, NR, cp // 4, 4, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+    return np.ascontiguousarray(w6.reshape(nb, kh * kw, cp // 4, 4 * NR))
+
+
+PANELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"k2x32": k2x32_panels, "k4x32": k4x32_panels}
+"""The panel builders of the layouts `nhwc_int8.conv`'s tiles read."""
 
 
 def padded_channels(c: int) -> int:
@@ -248,6 +308,76 @@ def _make_tile_avx2(mr: int, halves: int = 2):
     return tile
 
 
+def dpbusd(builder, acc, u8, s8, emulated: bool = False):  # noqa: ANN001, ANN201
+    """acc + (for each i32 lane) the sum of its four u8 x s8 byte products, wrapping as
+    `vpdpbusd` does: the instruction (zmm or ymm by acc's width), or the same integers in
+    generic IR (`emulated`: any CPU)."""
+    lanes = acc.type.count
+    if not emulated:
+        vty = ir.VectorType(isa.I32, lanes)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                            f"llvm.x86.avx512.vpdpbusd.{32 * lanes}")
+        return builder.call(fn, [acc, builder.bitcast(u8, vty), builder.bitcast(s8, vty)])
+    wide = ir.VectorType(isa.I32, 4 * lanes)
+    prod = builder.mul(builder.zext(u8, wide), builder.sext(s8, wide))
+    for kk in range(4):
+        acc = builder.add(acc, builder.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(isa.I32, lanes),
+                                                                               [4 * i + kk for i in range(lanes)])))
+    return acc
+
+
+def _make_tile_vnni(mr: int, halves: int = 2, bits: int = 512, emulated: bool = False):
+    """The VNNI k4x32 tile: mr pixels x 16 * halves channels, per quad of input channels one
+    `vpdpbusd` per pixel and 16 channels (two with ymm) of the quad's dword broadcast against
+    the weight vectors, accumulating in i32. 512 bits: the avx512-vnni row, 8 zmm accumulators
+    at mr = 4; 256: the avx-vnni row (AVX-VNNI's VEX form, or AVX512-VL), 16 ymm."""
+    lanes = bits // 32
+    nvec = halves * 16 // lanes
+    vi32, vi8 = ir.VectorType(isa.I32, lanes), ir.VectorType(isa.I8, 4 * lanes)
+
+    @intrinsic
+    def tile(typingctx, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
+        sig = types.none(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+
+        def codegen(context, builder, signature, args):
+            wv, woffv, xv, offsv, ooffv, ntv, npv, outv, oidxv, osv = args
+            ity = woffv.type
+            wbase = builder.gep(isa.data_ptr(context, builder, signature.args[0], wv), [woffv])
+            xbase = isa.data_ptr(context, builder, signature.args[2], xv)
+            obase = isa.data_ptr(context, builder, signature.args[3], offsv, isa.I64)
+            accs = [[cgutils.alloca_once_value(builder, ir.Constant(vi32, None)) for _ in range(nvec)]
+                    for _ in range(mr)]
+            tap_bytes = builder.mul(npv, ir.Constant(ity, 2 * NR))
+            nquads = builder.udiv(npv, ir.Constant(ity, 2))
+            undef = ir.Constant(vi32, ir.Undefined)
+            with cgutils.for_range(builder, ntv) as tap:
+                t = tap.index
+                rows = []
+                for m in range(mr):
+                    idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
+                    rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
+                wtap = builder.gep(wbase, [builder.mul(t, tap_bytes)])
+                with cgutils.for_range(builder, nquads) as quad:
+                    q = quad.index
+                    wq = builder.gep(wtap, [builder.mul(q, ir.Constant(ity, 4 * NR))])
+                    wvec = [builder.load(builder.bitcast(builder.gep(wq, [ir.Constant(ity, 4 * lanes * v)]),
+                                                         vi8.as_pointer()), align=1) for v in range(nvec)]
+                    q4 = builder.mul(q, ir.Constant(ity, 4))
+                    for m in range(mr):
+                        word = builder.load(builder.bitcast(builder.gep(rows[m], [q4]), isa.I32.as_pointer()), align=1)
+                        splat = builder.shuffle_vector(builder.insert_element(undef, word, ir.Constant(isa.I32, 0)),
+                                                       undef, ir.Constant(vi32, [0] * lanes))
+                        b = builder.bitcast(splat, vi8)
+                        for v in range(nvec):
+                            builder.store(dpbusd(builder, builder.load(accs[m][v]), b, wvec[v], emulated), accs[m][v])
+            isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, accs)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
 def _make_tile_avx2_w16(mr: int):
     """The AVX2 tile of int16 weights: mr pixels x 32 channels of i32, `vpmaddwd` of the u8 pair
     (zero-extended to two i16, broadcast) by the pair's 16 weights of 8 channels. No i16 stage,
@@ -327,6 +457,13 @@ def int16_weights(weight: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 _tile_avx2 = _make_tile_avx2(MR)
 _tile_avx2_half = _make_tile_avx2(MR, 1)
 _tile_avx2_w16 = _make_tile_avx2_w16(MR)
+_tile_avx512_vnni = _make_tile_vnni(MR)
+_tile_avx512_vnni_half = _make_tile_vnni(MR, 1)
+_tile_avx_vnni = _make_tile_vnni(MR, bits=256)
+_tile_avx_vnni_half = _make_tile_vnni(MR, 1, bits=256)
+_tile_vnni_emulated = _make_tile_vnni(MR, emulated=True)
+"""The VNNI rows' tile where the CPU lacks the instruction (`emulate_vnni`, direct calls)."""
+_tile_vnni_emulated_half = _make_tile_vnni(MR, 1, emulated=True)
 
 
 @njit(cache=True, inline="always")
@@ -353,6 +490,12 @@ def tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
     """MR x NR accumulators of the micro-kernel with code `kind` (a TABLE row's `code`)."""
     if kind == 1 and _HAS_AVX2:  # a constant: pruned where the CPU lacks AVX2
         _tile_avx2(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    elif kind == 5 and _HAS_AVX512_VNNI:
+        _tile_avx512_vnni(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    elif kind == 6 and _HAS_AVX_VNNI:
+        _tile_avx_vnni(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    elif kind == 5 or kind == 6:  # a k4x32 row on a CPU without it: the same integers in generic IR
+        _tile_vnni_emulated(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
     else:
         _tile_portable(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
 
@@ -363,6 +506,12 @@ def tile_half(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
     each row are written (32 where the row has no 16-channel tile)."""
     if kind == 1 and _HAS_AVX2:
         _tile_avx2_half(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    elif kind == 5 and _HAS_AVX512_VNNI:
+        _tile_avx512_vnni_half(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    elif kind == 6 and _HAS_AVX_VNNI:
+        _tile_avx_vnni_half(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    elif kind == 5 or kind == 6:
+        _tile_vnni_emulated_half(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
     else:
         tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
 

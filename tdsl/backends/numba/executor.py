@@ -634,7 +634,7 @@ def _check_device(device: str) -> None:
         raise TdslError(f"unknown device {device!r}: valid are " + ", ".join(f"'{d}'" for d in DEVICES))
 
 
-NHWC_PATHS: tuple[str, ...] = ("amx",)
+NHWC_PATHS: tuple[str, ...] = ("avx-vnni", "avx512-vnni", "amx")
 """`path=` values that name an NHWC micro-kernel with no kernel path of its own elsewhere: the
 NHWC convs run on it, every other step on the auto path."""
 

@@ -205,10 +205,12 @@ class Program:
         row = next(r for r in mk.TABLE if r.code == kind)
         self.amx = row.panel == "vnni4x16"
         """AMX: ternary convs with an indirection run on `amx_conv.conv`, the rest on `kind`."""
-        self.kind = mk.k2x32_row().code if self.amx else kind
-        """The k2x32 micro-kernel of `nhwc_int8.conv`'s ternary convs."""
-        self.kind16 = mk.k2x32_row("int16").code if self.amx else mk.select(row.name, weights="int16").code
-        """The micro-kernel of kept convs (int16 weights): the same ISA as `kind`'s."""
+        conv_row = mk.k2x32_row() if self.amx else row
+        self.kind = conv_row.code
+        """The micro-kernel of `nhwc_int8.conv`'s ternary convs (k2x32 or k4x32 panels)."""
+        self.panels = mk.panels_of(self.kind)
+        self.kind16 = mk.int16_row(conv_row).code
+        """The micro-kernel of kept convs (int16 weights): the same ISA as `kind`'s where it has one."""
         self.static = static
         self.input_limits = {} if input_limits is None else input_limits
         """{plan input: the largest magnitude it may hold}: the inputs this program checks for
@@ -343,6 +345,7 @@ class Program:
             else:  # a float weight (bn folded): integers per output channel
                 ints, s = mk.int16_weights(wts["weight"], kp if gather else ntaps * cp)
             wsum = ints.reshape(O, -1).sum(axis=1).astype(np.int32)
+            build = self.panels if step.kind is Kernel.CONV2D_TERNARY else mk.panels_of(self.kind16)
             if on_amx:
                 w = amx_conv.panels(ints, cp)
             elif depthwise:
@@ -350,16 +353,16 @@ class Program:
             elif by_rows:  # kh taps of kw*cp channels in (column, channel) order: one kernel row's run
                 rows = np.zeros((O, kh, kw, cp), ints.dtype)
                 rows[..., :C] = ints.transpose(0, 2, 3, 1)
-                w = mk.k2x32_panels(np.ascontiguousarray(rows.reshape(O, kh, kw * cp, 1).transpose(0, 2, 1, 3)))
+                w = build(np.ascontiguousarray(rows.reshape(O, kh, kw * cp, 1).transpose(0, 2, 1, 3)))
                 w = w.reshape(-1)
             elif gather:  # one tap of kp channels in (tap, channel) order: the gathered row's
                 rows = np.zeros((O, kh, kw, cp), ints.dtype)
                 rows[..., :C] = ints.transpose(0, 2, 3, 1)
                 full = np.zeros((O, kp, 1, 1), ints.dtype)
                 full[:, :ntaps * cp, 0, 0] = rows.reshape(O, -1)
-                w = mk.k2x32_panels(full).reshape(-1)
+                w = build(full).reshape(-1)
             else:
-                w = mk.k2x32_panels(ints).reshape(-1)
+                w = build(ints).reshape(-1)
             prepared = panels[id(step)] = (w, wsum, np.asarray(s, np.float32))
         w, wsum, s = prepared
         kind = self.kind if step.kind is Kernel.CONV2D_TERNARY else self.kind16

@@ -70,7 +70,8 @@ def path_of(step: Step, cpu_path: str, act_quant: str) -> str:
         return "numba/nhwc-u8"
     if act_quant == "int8-nhwc" and step.kind in (Kernel.CONV2D_FLOAT, Kernel.CONV2D_INT8):
         if is_int8_conv(step):  # int16 weights on u8 activations
-            return f"{mk.k2x32_row('int16').name if cpu_path in _OWN_DRIVERS else cpu_path + '-w16'}/nhwc-u8"
+            row = mk.k2x32_row() if cpu_path in _OWN_DRIVERS else mk.by_name(cpu_path)
+            return f"{mk.int16_row(row).name}/nhwc-u8"
     if step.kind in (Kernel.CONV2D_INT8, Kernel.LINEAR_INT8):
         return "int8-kept"
     if step.kind in (Kernel.CONV2D_FLOAT, Kernel.LINEAR_FLOAT):

@@ -20,9 +20,13 @@ from tdsl.runtime.isa import claim
 
 NO_GEOM = np.zeros(14, np.int64)
 
-KINDS = [pytest.param(row.code, id=row.name,
-                      marks=pytest.mark.skipif(not row.available(), reason=f"this CPU lacks {row.isa}"))
-         for row in mk.TABLE if "conv" in row.drivers]
+KINDS = [pytest.param(row.code, id=row.name if row.available() or row.panel != "k4x32" else row.name + "-emulated",
+                      marks=pytest.mark.skipif(not row.available() and row.panel != "k4x32",
+                                               reason=f"this CPU lacks {row.isa}"))
+         for row in mk.TABLE if row.panel in mk.PANELS]
+"""Every row `nhwc_int8.conv` runs; a VNNI row the CPU lacks runs its tile in generic IR (same
+integers, `microkernels.dpbusd`): the k4x32 panels and the tile's addressing are checked here
+either way, the instruction itself where the CPU has it."""
 
 # (N, C, H, W, O, (kh, kw), stride, padding, dilation)
 CASES = [
@@ -91,12 +95,12 @@ def run_conv(kind, case, zp, static=True, seed=0, workers=2, gather=False):
         rows[..., :C] = t.transpose(0, 2, 3, 1)
         full = np.zeros((O, kp, 1, 1), t.dtype)
         full[:, :ntaps * cp, 0, 0] = rows.reshape(O, -1)
-        panels = mk.k2x32_panels(full).reshape(-1)
+        panels = mk.panels_of(kind)(full).reshape(-1)
         offs, ntaps, npairs = np.zeros(0, np.int64), 1, kp // 2
         geom = np.array([N, H, W, cp, kh, kw, *st, *pad, *dil, Ho, Wo], np.int64)
     else:
         offs = q8.indirection(N, H, W, cp, kh, kw, *st, *pad, *dil, Ho, Wo)
-        panels = mk.k2x32_panels(t).reshape(-1)
+        panels = mk.panels_of(kind)(t).reshape(-1)
     wsum = t.reshape(O, -1).sum(axis=1).astype(np.int32)
     se = rng.uniform(0.001, 0.01, O).astype(np.float32)
     if t.dtype == np.int16:  # outputs of the same magnitude as the ternary cases'
@@ -156,6 +160,8 @@ def test_every_micro_kernel_gives_the_same_bits(case):
     a = run_conv(0, case, zp=17, static=True)[0]
     b = run_conv(1, case, zp=17, static=True)[0]
     np.testing.assert_array_equal(a, b)
+    for vnni in (5, 6):  # k4x32 panels: the instruction where the CPU has it, else generic IR
+        np.testing.assert_array_equal(run_conv(vnni, case, zp=17, static=True)[0], a)
     a16 = run_conv(3, case, zp=17, static=True)[0]
     b16 = run_conv(4, case, zp=17, static=True)[0]
     np.testing.assert_array_equal(a16, b16)
@@ -174,7 +180,7 @@ def test_extreme_sums_are_exact_on_both_sides_of_the_i16_limit(kind, C, kh, sign
     buf = np.full(q8.buffer_size(1, H, W, C), 255, np.uint8)
     pad = kh // 2
     offs = q8.indirection(1, H, W, mk.padded_channels(C), kh, kh, 1, 1, pad, pad, 1, 1, H, W)
-    panels = mk.k2x32_panels(t).reshape(-1)
+    panels = mk.panels_of(kind)(t).reshape(-1)
     wsum = t.reshape(O, -1).sum(axis=1).astype(np.int32)
     got = np.empty((H * W, O), np.float32)
     lohi = np.empty((q8.conv_tasks(H * W, 1), 2), np.float32)
@@ -225,6 +231,16 @@ def test_k2x32_panel_layout():
     # byte 2*o + kk of pair j = weight of channel o at input channel 2j + kk (zero padded)
     assert p[0, 0, 0, 2 * 1 + 1] == t[1, 1, 0, 0] and p[0, 0, 1, 2 * 0 + 0] == t[0, 2, 0, 0]
     assert p[0, 0, 1, 2 * 0 + 1] == 0 and p[0, 0, 0, 2 * 5] == 0
+
+
+def test_k4x32_panel_layout():
+    rng = np.random.default_rng(6)
+    t = rng.integers(-1, 2, (40, 6, 1, 2)).astype(np.int8)
+    p = mk.k4x32_panels(t)
+    assert p.shape == (2, 2, 2, 128)  # 2 blocks, 2 taps, cp=8 -> 2 quads, 32 channels x 4
+    # byte 4*o + kk of quad q of tap j = weight of channel 32*b + o at input channel 4q + kk
+    assert p[1, 1, 0, 4 * 3 + 2] == t[32 + 3, 2, 0, 1] and p[0, 0, 1, 4 * 17 + 1] == t[17, 5, 0, 0]
+    assert p[0, 0, 1, 4 * 17 + 2] == 0 and (p[1, :, :, 4 * 8:] == 0).all()  # channels 6, 7; outputs 40+
 
 
 def test_quantize_dequantize_round_trip_and_padding_rows():
@@ -357,9 +373,9 @@ def test_stem_on_a_padded_image_gives_the_bits_of_the_gathering_conv(kind, case)
     full[:, :kh * kw * cp, 0, 0] = rows.reshape(O, -1)
     geom = np.array([N, H, W, cp, kh, kw, *st, *pad, *dil, Ho, Wo], np.int64)
     want = np.empty(q8.buffer_size(N, Ho, Wo, O), np.uint8)
-    q8.conv(kind, plain, np.zeros(0, np.int64), 1, kp // 2, mk.k2x32_panels(full).reshape(-1), nblocks, P, O, wsum,
+    q8.conv(kind, plain, np.zeros(0, np.int64), 1, kp // 2, mk.panels_of(kind)(full).reshape(-1), nblocks, P, O, wsum,
             100, se, bias, empty, np.float32(0), 0, 0, want, 1 / 0.05, 7, nofloat, lohi, 2, geom)
-    by_rows = mk.k2x32_panels(np.ascontiguousarray(rows.reshape(O, kh, kw * cp, 1).transpose(0, 2, 1, 3)))
+    by_rows = mk.panels_of(kind)(np.ascontiguousarray(rows.reshape(O, kh, kw * cp, 1).transpose(0, 2, 1, 3)))
     offs = q8.row_indirection(N, Hp, Wp, cp, kh, *st, dil[0], Ho, Wo)
     got = np.empty_like(want)
     q8.conv(kind, padded, offs, kh, kw * cp // 2, by_rows.reshape(-1), nblocks, P, O, wsum, 100, se, bias, empty,

@@ -1,0 +1,113 @@
+"""The VNNI micro-kernel rows (avx512-vnni, avx-vnni): compiled to `vpdpbusd` for CPUs that have
+it on any machine (a child process whose Numba targets that CPU, compile only), run bit for
+bit against the other rows in test_nhwc_int8.py (in generic IR where this CPU lacks VNNI), and
+chosen by `select` only where they run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tdsl.runtime import microkernels as mk
+
+CHILD = textwrap.dedent("""
+    import re, sys
+    from tdsl.runtime import isa
+    features = frozenset(sys.argv[2].split(","))
+    isa.host_features = lambda: features  # the CPU the child compiles for, not this one
+    from numba import njit, types
+    from tdsl.runtime import microkernels as mk
+    assert mk._HAS_AVX512_VNNI == ("avx512vnni" in features) and mk._HAS_AVX_VNNI == ("avxvnni" in features)
+
+    @njit
+    def block(kind, w, x, offs, out):
+        mk.tile(kind, w, 0, x, offs, 0, 9, 8, out, 0, 32)
+        mk.tile_half(kind, w, 0, x, offs, 0, 9, 8, out, 0, 32)
+
+    arr = lambda dt: types.Array(dt, 1, "C")
+    sig = (types.int64, arr(types.int8), arr(types.uint8), arr(types.int64), arr(types.int32))
+    block.compile(sig)  # compiled for the named CPU, never run here
+    asm = block.inspect_asm(sig)
+    print("zmm", len(re.findall(r"vpdpbusd\\s+[^\\n]*zmm", asm)), "ymm", len(re.findall(r"vpdpbusd\\s+[^\\n]*ymm", asm)))
+""")
+
+
+def compiled_for(cpu: str, features: list[str], tmp_path) -> dict[str, int]:
+    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=",".join("+" + f for f in features),
+               NUMBA_CACHE_DIR=str(tmp_path))  # code for another CPU never lands in the shared cache
+    done = subprocess.run([sys.executable, "-c", CHILD, cpu, ",".join(features)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    words = done.stdout.split()
+    return {words[0]: int(words[1]), words[2]: int(words[3])}
+
+
+BASE = ["sse4.2", "avx", "avx2", "fma", "f16c", "bmi", "bmi2", "popcnt"]
+
+
+def test_the_avx512_row_compiles_to_zmm_vpdpbusd_for_sapphire_rapids(tmp_path):
+    got = compiled_for("sapphirerapids", BASE + ["avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"],
+                       tmp_path)
+    assert got["zmm"] >= 8 + 4  # tile: 4 pixels x 2 vectors; half tile: 4 x 1 (the compiler may unroll)
+    assert got["ymm"] >= 16 + 8  # the avx-vnni row's tiles, compiled beside it
+
+
+def test_the_avx_vnni_row_compiles_to_ymm_vpdpbusd_without_avx512(tmp_path):
+    got = compiled_for("alderlake", BASE + ["avxvnni"], tmp_path)
+    assert got["zmm"] == 0 and got["ymm"] >= 16 + 8
+
+
+def test_vnni_rows_are_picked_only_where_they_run():
+    for name in ("avx-vnni", "avx512-vnni"):
+        row = mk.by_name(name)
+        assert row.panel == "k4x32" and row.drivers == ("conv",)
+        assert row.available() == mk.isa.has(row.isa)
+    with mk.emulate_vnni():
+        assert mk.by_name("avx512-vnni").available() and mk.k2x32_row().name == "avx512-vnni"
+        assert mk.int16_row(mk.by_name("avx512-vnni")).weights == "int16"  # kept layers: the best -w16 row
+    if not mk.isa.has("avx512_vnni") and not mk.isa.has("amx_int8"):
+        assert mk.select().name not in ("avx512-vnni", "amx")
+
+
+@pytest.mark.parametrize("bits", [512, 256])
+def test_generic_dpbusd_wraps_like_the_instruction(bits):
+    """The emulated `vpdpbusd` (generic IR) adds four u8 x s8 products per i32 lane into the
+    accumulator with int32 wraparound, as the instruction does (no saturation)."""
+    import numpy as np
+    from llvmlite import ir
+    from numba import njit, types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    lanes = bits // 32
+
+    @intrinsic
+    def dp(typingctx, acc, u, s):
+        def codegen(context, builder, signature, args):
+            ptr = [cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]).data
+                   for i in range(3)]
+            vi32, vi8 = ir.VectorType(ir.IntType(32), lanes), ir.VectorType(ir.IntType(8), 4 * lanes)
+            a = builder.load(builder.bitcast(ptr[0], vi32.as_pointer()))
+            r = mk.dpbusd(builder, a, builder.load(builder.bitcast(ptr[1], vi8.as_pointer())),
+                          builder.load(builder.bitcast(ptr[2], vi8.as_pointer())), emulated=True)
+            builder.store(r, builder.bitcast(ptr[0], vi32.as_pointer()))
+            return context.get_dummy_value()
+        return types.none(acc, u, s), codegen
+
+    @njit
+    def run(acc, u, s):
+        dp(acc, u, s)
+
+    rng = np.random.default_rng(bits)
+    acc = rng.integers(-2**31, 2**31 - 1, lanes).astype(np.int32)
+    acc[0] = 2**31 - 1  # wraps past the top
+    u = rng.integers(0, 256, 4 * lanes).astype(np.uint8)
+    s = rng.integers(-128, 128, 4 * lanes).astype(np.int8)
+    u[:4], s[:4] = 255, 127
+    want = (acc.astype(np.int64) + (u.astype(np.int64) * s).reshape(lanes, 4).sum(1) + 2**31) % 2**32 - 2**31
+    got = acc.copy()
+    run(got, u, s)
+    np.testing.assert_array_equal(got, want.astype(np.int32))
