@@ -77,15 +77,19 @@ def forced_kernel_path(path: str | None) -> Iterator[None]:
         set_kernel_path(previous)
 
 
+def requested_path(requested: str | None = None) -> str:
+    """The choice before "auto" is resolved: the argument, else the forced path, else the
+    environment's, else "auto" (the NHWC runtime maps "auto" to its fastest micro-kernel)."""
+    if requested is not None:
+        return _check_choice(requested, "path= argument")
+    if _forced is not None:
+        return _forced
+    return _check_choice(os.environ.get(ENV_VAR, "auto").strip().lower() or "auto", f"environment variable {ENV_VAR}")
+
+
 def kernel_path(requested: str | None = None) -> str:
     """The path ("portable", "avx2" or "vnni") a kernel call runs on; see the module docstring."""
-    if requested is not None:
-        choice = _check_choice(requested, "path= argument")
-    elif _forced is not None:
-        choice = _forced
-    else:
-        choice = _check_choice(os.environ.get(ENV_VAR, "auto").strip().lower() or "auto",
-                               f"environment variable {ENV_VAR}")
+    choice = requested_path(requested)
     if choice == "auto":
         return "vnni" if has_avx512_vnni() else "avx2" if has_avx2() else "portable"
     if choice == "vnni" and not has_avx512_vnni():

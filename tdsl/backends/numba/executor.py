@@ -38,7 +38,7 @@ from tdsl.ops.elementwise import BINARY
 from tdsl.quant.int8 import int8_activation
 from tdsl.runtime import compile_stats, conv_float, conv_int8, gemm, lm_head, rows_int8
 from tdsl.runtime.conv2d import depthwise_conv, im2col
-from tdsl.runtime.cpu_features import kernel_path
+from tdsl.runtime.cpu_features import kernel_path, requested_path
 from tdsl.runtime.threads import RUNTIME_LOCK, threads_for_call
 
 DEVICES = ("cpu", "cuda")
@@ -641,14 +641,16 @@ NHWC convs run on it, every other step on the auto path."""
 
 def microkernel_for(path: str | None) -> Any:
     """The NHWC micro-kernel (`tdsl.runtime.microkernels` row) for a kernel path argument: the
-    path's own row where there is one ("portable", "avx2"), else the fastest available."""
+    row of a forced path ("portable", "avx2", "vnni": avx512-vnni, or a row name of NHWC_PATHS),
+    else the fastest available."""
     from tdsl.runtime import microkernels
 
     if path in NHWC_PATHS:
         return microkernels.select(path)
-    chosen = kernel_path(path)
-    names = [row.name for row in microkernels.TABLE]
-    return microkernels.select(chosen if chosen in names else None)
+    chosen = kernel_path(path)  # an unavailable forced path fails here
+    if requested_path(path) == "auto":
+        return microkernels.select()  # the fastest row (AVX-VNNI on a CPU with it and no AVX-512)
+    return microkernels.select({"vnni": "avx512-vnni"}.get(chosen, chosen))
 
 
 def deploy_module(module: Any, arrays: Mapping[str, Any], *, device: str = "cpu", act_quant: str = "int8",

@@ -65,8 +65,15 @@ def test_vnni_rows_are_picked_only_where_they_run():
         row = mk.by_name(name)
         assert row.panel == "k4x32" and row.drivers == ("conv",)
         assert row.available() == mk.isa.has(row.isa)
+    from tdsl.backends.numba.executor import microkernel_for
+    from tdsl.runtime.cpu_features import forced_kernel_path
+
     with mk.emulate_vnni():
         assert mk.by_name("avx512-vnni").available() and mk.k2x32_row().name == "avx512-vnni"
+        # a deployment's row: the fastest on auto, the forced path's own row otherwise
+        assert microkernel_for(None).name == "avx512-vnni" and microkernel_for("avx-vnni").name == "avx-vnni"
+        with forced_kernel_path("portable"):
+            assert microkernel_for(None).name == "portable"
         assert mk.int16_row(mk.by_name("avx512-vnni")).weights == "int16"  # kept layers: the best -w16 row
     if not mk.isa.has("avx512_vnni") and not mk.isa.has("amx_int8"):
         assert mk.select().name not in ("avx512-vnni", "amx")
@@ -90,10 +97,10 @@ def test_generic_dpbusd_wraps_like_the_instruction(bits):
             ptr = [cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]).data
                    for i in range(3)]
             vi32, vi8 = ir.VectorType(ir.IntType(32), lanes), ir.VectorType(ir.IntType(8), 4 * lanes)
-            a = builder.load(builder.bitcast(ptr[0], vi32.as_pointer()))
-            r = mk.dpbusd(builder, a, builder.load(builder.bitcast(ptr[1], vi8.as_pointer())),
-                          builder.load(builder.bitcast(ptr[2], vi8.as_pointer())), emulated=True)
-            builder.store(r, builder.bitcast(ptr[0], vi32.as_pointer()))
+            a = builder.load(builder.bitcast(ptr[0], vi32.as_pointer()), align=1)  # numpy aligns to 16 only
+            r = mk.dpbusd(builder, a, builder.load(builder.bitcast(ptr[1], vi8.as_pointer()), align=1),
+                          builder.load(builder.bitcast(ptr[2], vi8.as_pointer()), align=1), emulated=True)
+            builder.store(r, builder.bitcast(ptr[0], vi32.as_pointer()), align=1)
             return context.get_dummy_value()
         return types.none(acc, u, s), codegen
 
