@@ -505,12 +505,15 @@ def _aligned_codes(xq):
 def _gemv_avx2(xq, sums, xs, packed, s, bias, res, act, y, yi):
     """`_gemm_avx2` for one row of x (decode): each task's rows in one `_dot_rows_avx2` call
     into int32 accumulators, then the epilogue. Same integers, same bits as `_dot_avx2` row by
-    row. One process, interleaved, medians, 2-core Zen 3 guest, one thread, weights from
-    DRAM: 4096 x 1536 10.5 -> 12.9 GB/s, 8192 x 1536 10.8 -> 14.9, 1536 x 4096 13.3 -> 15.7
-    (mostly the prefetch, then the aligned activations). (Two or four rows a pass sharing
-    each activation load decode faster from L1, 3.0 / 2.6 cycles a chunk against 3.6, but
-    read two or four streams at once, which this machine serves from DRAM at half the
-    rate: not kept.)"""
+    row. One process, interleaved, medians, 2-core Zen 3 guest, weights from DRAM (the 700M
+    decoder's qkv / o / gate+up / down), GB/s of packed weights, before -> after: one thread
+    11.0 -> 13.0, 11.5 -> 13.5, 10.9 -> 13.0, 12.3 -> 15.5; two threads 18.4 -> 20.2,
+    17.9 -> 19.7, 20.1 -> 22.2, 21.0 -> 24.9 (mostly the prefetch, then the aligned
+    activations; a pure load loop reads 24-31 GB/s on two threads at these sizes). Not kept:
+    two or four rows a pass sharing each activation load (3.0 / 2.6 cycles a chunk from L1
+    against 3.6, but two or four streams at once, which this machine serves from DRAM
+    15-50 % slower), the last partial group straight-line, larger prefetch distances, a
+    prefetch burst at each thread's first rows, one slice per thread."""
     N, nb = packed.shape
     K4p = xq.shape[1] // 4
     nfull = nb // 32
