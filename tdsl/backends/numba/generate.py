@@ -161,6 +161,9 @@ class Generator:
         elif head in ("fp16", "int8"):
             raise TdslError(f"head={head!r}: @{plan.entry} returns no float output projection to read as {head}")
         self._head_step = head_step if self.head != "float" else None
+        self._logits_step = head_step
+        """The output projection, whatever its storage: `prefill(last_only=True)` runs it on each
+        sequence's last row only."""
         self._quantizing_norms = self._find_quantizing_norms(plan, head_step)
         self._fused: list[dict] = []
         """Per group of sibling projections: the concatenated packed rows, scales, the output, and
@@ -440,7 +443,26 @@ class Generator:
 
     # -- running the plan
 
-    def _forward(self, ids: np.ndarray) -> np.ndarray:
+    def _last_rows_only(self, step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx, n: int) -> None:
+        """The head on the last row of each sequence (`prefill(last_only=True)`): n rows of
+        vocabulary logits instead of n * T; the other rows of y are left as they were."""
+        d = ins[0].shape[-1]
+        t = ins[0].size // (n * d)
+        x = np.ascontiguousarray(ins[0].reshape(n, t, d)[:, -1])
+        q = self._quantized.get(step.inputs[0])
+        if q is not None:  # the norm's codes of those rows (an int8 head reads them)
+            rows = np.arange(n) * t + t - 1
+            self._quantized[step.inputs[0]] = L.QuantizedRows(np.ascontiguousarray(q.xq[rows]), q.xs[rows].copy(),
+                                                              q.sums[rows].copy())
+        out = np.empty((n, y.shape[-1]), np.float32)
+        handler = self.handlers.get(id(step))
+        if handler is not None:
+            handler(step, [x], out)
+        else:
+            CPU_RUNNERS[step.kind](step, [x], out, ctx)
+        y.reshape(n, t, -1)[:, -1] = out
+
+    def _forward(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
         ids = np.ascontiguousarray(ids)
         if ids.ndim != 2 or ids.dtype.kind not in "iu":
             raise TdslError(f"token ids must be an integer array [batch, tokens], got {ids.dtype} {ids.shape}")
@@ -462,10 +484,14 @@ class Generator:
                 for call in calls:
                     call()
             else:
+                last = last_only and self._logits_step is not None and len(self._logits_step.inputs) == 1
                 for step in plan.steps:
                     if step.is_view:
                         continue
                     ins, y = [views[v] for v in step.inputs], views[step.output]
+                    if last and step is self._logits_step:
+                        self._last_rows_only(step, ins, y, ctx, ids.shape[0])
+                        continue
                     handler = self.handlers.get(id(step))
                     if handler is not None:
                         handler(step, ins, y)
@@ -473,13 +499,16 @@ class Generator:
                         CPU_RUNNERS[step.kind](step, ins, y, ctx)
         self.offset += ids.shape[1]
         self.cache.length = self.offset
-        return np.array(views[plan.outputs[0]])
+        out = views[plan.outputs[0]]
+        return np.array(out[:, -1:] if last_only else out)
 
-    def prefill(self, ids: np.ndarray) -> np.ndarray:
-        """Start a sequence: the logits [N, T, vocab] of prompt `ids` [N, T]; fills the cache."""
+    def prefill(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
+        """Start a sequence: the logits [N, T, vocab] of prompt `ids` [N, T]; fills the cache.
+        last_only: the logits of each sequence's last token only, [N, 1, vocab], what generation
+        needs (the head runs on N rows instead of N * T, as transformers' generate keeps one)."""
         self.cache.reset()
         self.offset = 0
-        return self._forward(ids)
+        return self._forward(ids, last_only)
 
     def decode_step(self, ids: np.ndarray) -> np.ndarray:
         """The logits [N, 1, vocab] of the next token `ids` [N, 1], attending over the cache."""
@@ -506,7 +535,7 @@ class Generator:
             raise TdslError(f"temperature must be >= 0 and top_k >= 1, got {temperature} and {top_k}")
         rng = np.random.default_rng(seed)
         start = time.perf_counter()
-        logits = self.prefill(ids)[:, -1]
+        logits = self.prefill(ids, last_only=True)[:, -1]
         prefill_seconds = time.perf_counter() - start
         out: list[list[int]] = [[] for _ in range(len(ids))]
         start = time.perf_counter()

@@ -190,3 +190,20 @@ def test_prepared_decode_steps_are_the_handlers_bit_for_bit(head: str, batch: in
     handlers = Generator(deployed(), capacity=4, head=head)
     np.testing.assert_array_equal(decode(handlers).view(np.int32), want.view(np.int32))
     assert not handlers._decode_calls or all(c is None for c in handlers._decode_calls.values())
+
+
+@pytest.mark.parametrize("head", ["float", "fp16", "int8"])
+def test_prefill_of_the_last_rows_only_gives_the_full_prefills_last_logits(head) -> None:
+    """prefill(last_only=True), what generate runs: the head on each sequence's last row only,
+    the same logits as the whole prefill's last row (and the same cache for the next step)."""
+    pkg = _package()
+    ids = np.random.default_rng(5).integers(0, 64, (2, 9)).astype(np.int32)
+    gen = Generator(pkg.deploy(), capacity=12, head=head)
+    whole = gen.prefill(ids)
+    after_whole = gen.decode_step(ids[:, :1])
+    last = gen.prefill(ids, last_only=True)
+    assert last.shape == (2, 1, whole.shape[-1])
+    # the fp16 head runs its float BLAS form on many rows, its GEMV on few: the sums' order differs
+    np.testing.assert_allclose(last[:, 0], whole[:, -1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gen.decode_step(ids[:, :1]), after_whole, rtol=1e-5, atol=1e-5)
+    assert gen.generate(ids, 1).tokens == [[int(t)] for t in whole[:, -1].argmax(-1)]
