@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 
 from tdsl.runtime import amx, isa
 from tdsl.runtime.isa import claim
-from tdsl.runtime.nhwc_int8 import (_epilogue, _requant_rows, _row_bytes, clamp_of, epilogue_terms, fill_padding,
+from tdsl.runtime.nhwc_int8 import (_epilogue, _requant_rows, _row_bytes, epilogue_setup, epilogue_terms, fill_padding,
                                     fill_zero_row)
 
 ROWS, COLS, KSTEP = amx.ROWS, amx.COLS, amx.KSTEP
@@ -106,12 +106,7 @@ def conv(block, cfg, x, offs, ntaps, cp, kp, bpanels, P, O, wsum, zpx, se, bias,
     or `amx.emulated_block.address`); cfg: `amx.tile_config()`; bpanels: `panels`."""
     m_, c_, rsi, qlo, qhi = epilogue_terms(wsum, zpx, se, bias, inv_sy, zpy, act, res, rs, rzp)
     cpo = _row_bytes(O)
-    static = yf.shape[1] == 0
-    zf = np.float32(zpy)
-    inv = np.float32(inv_sy)
-    corr = (wsum * zpx).astype(np.float32)
-    code, amin, amax = clamp_of(act)
-    clamp_static = static and code < 0
+    static, zf, inv, corr, code, amin, amax, clamp_static = epilogue_setup(wsum, zpx, inv_sy, zpy, act, yf)
     ntiles = (P + ROWS - 1) // ROWS
     nblocks = (O + COLS - 1) // COLS
     ngroups = groups(ntiles, nblocks, workers)

@@ -241,6 +241,25 @@ def _hsum8(builder, v):
 _for_groups = isa.for_groups
 
 
+def _mixed_chunk(builder, wp, xp, i, a16):  # noqa: ANN001
+    """One 32-byte chunk i of codes in the "mixed" decode (`_dot_avx2`) into the two i16 sums
+    a16 (planes 0 + 2 at scale 1, planes 1 + 3 at scale 4)."""
+    wch = _load(builder, wp, i)
+    w4 = builder.lshr(wch, _splat32(4))
+    planes = [builder.and_(wch, _splat32(3)), builder.and_(wch, _splat32(12)),
+              builder.and_(w4, _splat32(3)), builder.and_(w4, _splat32(12))]
+    r = [_pmaddubsw(builder, planes[j], _load(builder, xp[j], i)) for j in range(4)]
+    builder.store(builder.add(builder.load(a16[0]), builder.add(r[0], r[2])), a16[0])
+    builder.store(builder.add(builder.load(a16[1]), builder.add(r[1], r[3])), a16[1])
+
+
+def _widen_sums(builder, a16, a32) -> None:  # noqa: ANN001
+    """a32[s] += the i16 sums a16[s] widened in pairs; a16 back to zero (after each group)."""
+    for slot in range(2):
+        builder.store(builder.add(builder.load(a32[slot]), _pmaddwd_ones(builder, builder.load(a16[slot]))), a32[slot])
+        builder.store(ir.Constant(_V16I16, None), a16[slot])
+
+
 @intrinsic
 def _dot_avx2(typingctx, w, woff, x, xoff, k4p, nchunks):
     """int32 sum_i sum_j c_j(w[woff + i]) * x[xoff + j*k4p + i] over nchunks*32 bytes i.
@@ -265,22 +284,7 @@ def _dot_avx2(typingctx, w, woff, x, xoff, k4p, nchunks):
         a16 = [cgutils.alloca_once_value(builder, zero16) for _ in range(2)]
         a32 = [cgutils.alloca_once_value(builder, zero32) for _ in range(2)]
 
-        def chunk(i):
-            wch = _load(builder, wp, i)
-            w4 = builder.lshr(wch, _splat32(4))
-            planes = [builder.and_(wch, _splat32(3)), builder.and_(wch, _splat32(12)),
-                      builder.and_(w4, _splat32(3)), builder.and_(w4, _splat32(12))]
-            r = [_pmaddubsw(builder, planes[j], _load(builder, xp[j], i)) for j in range(4)]
-            builder.store(builder.add(builder.load(a16[0]), builder.add(r[0], r[2])), a16[0])
-            builder.store(builder.add(builder.load(a16[1]), builder.add(r[1], r[3])), a16[1])
-
-        def widen():
-            for s in range(2):
-                builder.store(builder.add(builder.load(a32[s]),
-                                          _pmaddwd_ones(builder, builder.load(a16[s]))), a32[s])
-                builder.store(zero16, a16[s])
-
-        _for_groups(builder, nv, 8, chunk, widen)
+        _for_groups(builder, nv, 8, lambda i: _mixed_chunk(builder, wp, xp, i, a16), lambda: _widen_sums(builder, a16, a32))
         total = builder.add(builder.load(a32[0]),
                             builder.ashr(builder.load(a32[1]), ir.Constant(_V8I32, [2] * 8)))
         return _hsum8(builder, total)
@@ -351,19 +355,10 @@ def _dot_rows_avx2(typingctx, w, woff, wstride, x, xoff, k4p, nchunks, nrows, ou
             def chunk(i, prefetch):
                 if prefetch:
                     prefetch_line(builder, builder.gep(wp, [builder.add(i, ir.Constant(ity, PREFETCH_CHUNKS))]))
-                wch = _load(builder, wp, i)
-                w4 = builder.lshr(wch, _splat32(4))
-                planes = [builder.and_(wch, _splat32(3)), builder.and_(wch, _splat32(12)),
-                          builder.and_(w4, _splat32(3)), builder.and_(w4, _splat32(12))]
-                r = [_pmaddubsw(builder, planes[j], _load(builder, xp[j], i)) for j in range(4)]
-                builder.store(builder.add(builder.load(a16[0]), builder.add(r[0], r[2])), a16[0])
-                builder.store(builder.add(builder.load(a16[1]), builder.add(r[1], r[3])), a16[1])
+                _mixed_chunk(builder, wp, xp, i, a16)
 
             def widen():
-                for slot in range(2):
-                    builder.store(builder.add(builder.load(a32[slot]),
-                                              _pmaddwd_ones(builder, builder.load(a16[slot]))), a32[slot])
-                    builder.store(zero16, a16[slot])
+                _widen_sums(builder, a16, a32)
 
             for slot in range(2):
                 builder.store(zero16, a16[slot])

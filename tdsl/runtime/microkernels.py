@@ -221,6 +221,21 @@ def padded_channels(c: int) -> int:
 # npairs (cp/2), out (int32, flat), oidx, ostride: acc[m, o] goes to out[oidx + m*ostride + o].
 
 
+def _tile_bases(context, builder, signature, args):  # noqa: ANN001, ANN202
+    """(index type, weight block pointer, input base, indirection base) of a tile's arguments."""
+    wv, woffv, xv, offsv = args[:4]
+    wbase = builder.gep(isa.data_ptr(context, builder, signature.args[0], wv), [woffv])
+    xbase = isa.data_ptr(context, builder, signature.args[2], xv)
+    return woffv.type, wbase, xbase, isa.data_ptr(context, builder, signature.args[3], offsv, isa.I64)
+
+
+def _pixel_rows(builder, xbase, obase, ooff, ntaps, t, pixels) -> list:  # noqa: ANN001
+    """Pointers to the input rows tap t of each tile pixel m in `pixels` reads (offs[ooff + m*ntaps + t])."""
+    ity = ooff.type
+    return [builder.gep(xbase, [builder.load(builder.gep(obase, [builder.add(ooff, builder.add(
+        builder.mul(ntaps, ir.Constant(ity, m)), t))]))]) for m in pixels]
+
+
 def _make_tile_avx2(mr: int, halves: int = 2):
     """The AVX2 k2x32 tile: mr pixels x 16 * halves channels (the first `halves` 16-channel
     halves of a 32-channel block), i16 pair sums widened every 64 pairs. One half serves a
@@ -232,11 +247,8 @@ def _make_tile_avx2(mr: int, halves: int = 2):
         sig = types.none(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
 
         def codegen(context, builder, signature, args):
-            wv, woffv, xv, offsv, ooffv, ntv, npv, outv, oidxv, osv = args
-            ity = woffv.type
-            wbase = builder.gep(isa.data_ptr(context, builder, signature.args[0], wv), [woffv])
-            xbase = isa.data_ptr(context, builder, signature.args[2], xv)
-            obase = isa.data_ptr(context, builder, signature.args[3], offsv, isa.I64)
+            ooffv, ntv, npv, outv, oidxv, osv = args[4:]
+            ity, wbase, xbase, obase = _tile_bases(context, builder, signature, args)
             zero16 = ir.Constant(isa.V16I16, None)
             a16 = [[cgutils.alloca_once_value(builder, zero16) for _ in range(halves)] for _ in range(mr)]
             a32 = [[cgutils.alloca_once_value(builder, ir.Constant(isa.V8I32, None)) for _ in range(2 * halves)]
@@ -262,11 +274,8 @@ def _make_tile_avx2(mr: int, halves: int = 2):
 
             def tap_rows(t):
                 """The tile's mr input rows of tap t and the tap's weights."""
-                rows = []
-                for m in range(mr):
-                    idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
-                    rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
-                return rows, builder.gep(wbase, [builder.mul(t, tap_bytes)])
+                return _pixel_rows(builder, xbase, obase, ooffv, ntv, t, range(mr)), \
+                    builder.gep(wbase, [builder.mul(t, tap_bytes)])
 
             def chunk(j, rows, wtap):
                 wj = builder.gep(wtap, [builder.mul(j, ir.Constant(ity, 2 * NR))])
@@ -340,11 +349,8 @@ def _make_tile_vnni(mr: int, halves: int = 2, bits: int = 512, emulated: bool = 
         sig = types.none(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
 
         def codegen(context, builder, signature, args):
-            wv, woffv, xv, offsv, ooffv, ntv, npv, outv, oidxv, osv = args
-            ity = woffv.type
-            wbase = builder.gep(isa.data_ptr(context, builder, signature.args[0], wv), [woffv])
-            xbase = isa.data_ptr(context, builder, signature.args[2], xv)
-            obase = isa.data_ptr(context, builder, signature.args[3], offsv, isa.I64)
+            ooffv, ntv, npv, outv, oidxv, osv = args[4:]
+            ity, wbase, xbase, obase = _tile_bases(context, builder, signature, args)
             accs = [[cgutils.alloca_once_value(builder, ir.Constant(vi32, None)) for _ in range(nvec)]
                     for _ in range(mr)]
             tap_bytes = builder.mul(npv, ir.Constant(ity, 2 * NR))
@@ -352,10 +358,7 @@ def _make_tile_vnni(mr: int, halves: int = 2, bits: int = 512, emulated: bool = 
             undef = ir.Constant(vi32, ir.Undefined)
             with cgutils.for_range(builder, ntv) as tap:
                 t = tap.index
-                rows = []
-                for m in range(mr):
-                    idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
-                    rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
+                rows = _pixel_rows(builder, xbase, obase, ooffv, ntv, t, range(mr))
                 wtap = builder.gep(wbase, [builder.mul(t, tap_bytes)])
                 with cgutils.for_range(builder, nquads) as quad:
                     q = quad.index
@@ -406,10 +409,7 @@ def _make_tile_avx2_w16(mr: int):
                 pixels = range(m0, min(mr, m0 + 2))
                 with cgutils.for_range(builder, ntv) as tap:
                     t = tap.index
-                    rows = []
-                    for m in pixels:
-                        idx = builder.add(ooffv, builder.add(builder.mul(ntv, ir.Constant(ity, m)), t))
-                        rows.append(builder.gep(xbase, [builder.load(builder.gep(obase, [idx]))]))
+                    rows = _pixel_rows(builder, xbase, obase, ooffv, ntv, t, pixels)
                     wtap = builder.gep(wbase, [builder.mul(t, tap_elems)])
                     with cgutils.for_range(builder, npv) as pair:
                         j = pair.index

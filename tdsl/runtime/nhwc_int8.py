@@ -325,6 +325,17 @@ def _static_terms(wsum, zpx, se, bias, inv, zpy, amin, amax, res, rs, rzp):
 
 
 @njit(inline="always", cache=True)
+def epilogue_setup(wsum, zpx, inv_sy, zpy, act, yf):
+    """(static, zf, inv, corr, code, amin, amax, clamp_static): what a driver's epilogue calls
+    read, from its scales and activation (static: u8 outputs, yf empty; clamp_static: the static
+    clamp epilogue `_requant_rows` applies)."""
+    static = yf.shape[1] == 0
+    code, amin, amax = clamp_of(act)
+    return (static, np.float32(zpy), np.float32(inv_sy), (wsum * zpx).astype(np.float32), code, amin, amax,
+            static and code < 0)
+
+
+@njit(inline="always", cache=True)
 def clamp_of(act):
     """(code, lo, hi): a none/relu/relu6 activation as a clamp (code -1), any other as itself."""
     if act == activations.NONE:
@@ -383,15 +394,10 @@ def _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bi
           out, inv_sy, zpy, yf, lohi, workers, geom, m_, c_, rsi, qlo, qhi):
     """The body of `conv` (inlined: its prange is a parallel loop where the caller is parallel)."""
     cpo = _row_bytes(O)
-    static = yf.shape[1] == 0
+    static, zf, inv, corr, code, amin, amax, clamp_static = epilogue_setup(wsum, zpx, inv_sy, zpy, act, yf)
     ntiles = (P + TILE_PIXELS - 1) // TILE_PIXELS
     ngroups = (nblocks + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK
     block_bytes = ntaps * npairs * 2 * NR
-    zf = np.float32(zpy)
-    inv = np.float32(inv_sy)
-    corr = (wsum * zpx).astype(np.float32)
-    code, amin, amax = clamp_of(act)
-    clamp_static = static and code < 0
     ntasks = ntiles * ngroups
     nw = max(1, min(workers, ntasks))
     counters = np.zeros(nw * CLAIM_STRIDE, np.int64)  # per worker's region: tasks claimed from it
@@ -503,12 +509,7 @@ def _depthwise(x, offs, ntaps, C, Wo, w, wsum, zpx, se, bias, res, rs, rzp, act,
     """The body of `depthwise`."""
     cp = _row_bytes(C)
     rows = lohi.shape[0]
-    static = yf.shape[1] == 0
-    zf = np.float32(zpy)
-    inv = np.float32(inv_sy)
-    corr = (wsum * zpx).astype(np.float32)
-    code, amin, amax = clamp_of(act)
-    clamp_static = static and code < 0
+    static, zf, inv, corr, code, amin, amax, clamp_static = epilogue_setup(wsum, zpx, inv_sy, zpy, act, yf)
     n16 = C // TAP_LANES if ntaps <= MAX_TAPS else 0  # channels summed in i16 vectors, the rest below
     for r in prange(rows):
         acc = np.empty(TAP_PIXELS * C, np.int32)
