@@ -177,33 +177,32 @@ def select(name: str | None = None, driver: str = "conv", weights: str = "ternar
 # Panels
 
 
+def _kgroup_panels(trits: np.ndarray, k: int) -> np.ndarray:
+    """[ceil(O/32), kh*kw, cp/k, 32*k]: per block, tap and group of k input channels, byte
+    k*o + kk = the weight of channel o of the block at input channel k*group + kk."""
+    O, C, kh, kw = trits.shape
+    cp = padded_channels(C)
+    nb = -(-O // NR)
+    w = np.zeros((nb * NR, cp, kh, kw), trits.dtype)
+    w[:O, :C] = trits
+    # [block, o, group, kk, i, j] -> [block, i, j, group, o, kk]
+    w6 = w.reshape(nb, NR, cp // k, k, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+    return np.ascontiguousarray(w6.reshape(nb, kh * kw, cp // k, k * NR))
+
+
 def k2x32_panels(trits: np.ndarray) -> np.ndarray:
     """The k2x32 panels (module docstring) of integer weights [O, Cp/2*2, kh, kw].
 
     trits: int8 [O, C, kh, kw] in {-1, 0, 1} (or int16 weights: the same layout of 2-byte
     elements, for the "-w16" kernels); C is padded to the even `cp` the activations carry (see
     `padded_channels`). Returns [ceil(O/32), kh*kw, cp/2, 64] of trits' dtype."""
-    O, C, kh, kw = trits.shape
-    cp = padded_channels(C)
-    nb = -(-O // NR)
-    w = np.zeros((nb * NR, cp, kh, kw), trits.dtype)
-    w[:O, :C] = trits
-    # [block, o, pair, kk, i, j] -> [block, i, j, pair, o, kk]
-    w6 = w.reshape(nb, NR, cp // 2, 2, kh, kw).transpose(0, 4, 5, 2, 1, 3)
-    return np.ascontiguousarray(w6.reshape(nb, kh * kw, cp // 2, 2 * NR))
+    return _kgroup_panels(trits, 2)
 
 
 def k4x32_panels(trits: np.ndarray) -> np.ndarray:
     """The k4x32 panels (module docstring) of integer weights [O, C, kh, kw]:
     [ceil(O/32), kh*kw, cp/4, 128] of trits' dtype."""
-    O, C, kh, kw = trits.shape
-    cp = padded_channels(C)
-    nb = -(-O // NR)
-    w = np.zeros((nb * NR, cp, kh, kw), trits.dtype)
-    w[:O, :C] = trits
-    # [block, o, quad, kk, i, j] -> [block, i, j, quad, o, kk]
-    w6 = w.reshape(nb, NR, cp // 4, 4, kh, kw).transpose(0, 4, 5, 2, 1, 3)
-    return np.ascontiguousarray(w6.reshape(nb, kh * kw, cp // 4, 4 * NR))
+    return _kgroup_panels(trits, 4)
 
 
 PANELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"k2x32": k2x32_panels, "k4x32": k4x32_panels}
