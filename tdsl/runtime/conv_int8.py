@@ -57,7 +57,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from tdsl.runtime.gemm import (_V8I32, _V16I16, _V16I32, _V32I8, _V64I8, _I32, _chunk_ptrs, _dpbusd,
+from tdsl.runtime.gemm import (_V8I32, _V16I16, _V16I32, _V32I8, _V64I8, _I32, _chunk_ptrs,
                                _for_groups, _pmaddubsw, _pmaddwd_ones, _shift_plane, _splat32,
                                _zero_accs, activation)
 from tdsl.runtime import isa
@@ -242,7 +242,7 @@ def _make_conv_block(mr: int, nr: int):
                         bc = builder.shuffle_vector(vec, undef16, splat_mask)
                         bc8 = builder.bitcast(bc, _V64I8)
                         for g in range(nr):
-                            acc = _dpbusd(builder, builder.load(accs[m][g]), planes[g], bc8)
+                            acc = isa.dpbusd(builder, builder.load(accs[m][g]), planes[g], bc8)
                             builder.store(acc, accs[m][g])
             _store_tile(context, builder, signature.args[7], outv, ooffv, osv, accs)
             return context.get_dummy_value()

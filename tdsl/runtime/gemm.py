@@ -93,12 +93,6 @@ def _load(builder, base, index):
     return builder.load(builder.gep(base, [index]), align=1)
 
 
-def _dpbusd(builder, acc, u8, s8):
-    fnty = ir.FunctionType(_V16I32, [_V16I32, _V16I32, _V16I32])
-    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.vpdpbusd.512")
-    return builder.call(fn, [acc, builder.bitcast(u8, _V16I32), builder.bitcast(s8, _V16I32)])
-
-
 def _hsum(builder, v):
     total = builder.extract_element(v, ir.Constant(_I32, 0))
     for i in range(1, 16):
@@ -145,7 +139,7 @@ def _dot_mask_vnni(typingctx, w, woff, x, xoff, k4p, nchunks):
             for j in range(4):
                 plane = builder.and_(wchunk, _splat8(3 << (2 * j)))
                 xj = _load(builder, xp[j], loop.index)
-                builder.store(_dpbusd(builder, builder.load(accs[j]), plane, xj), accs[j])
+                builder.store(isa.dpbusd(builder, builder.load(accs[j]), plane, xj), accs[j])
         total = builder.load(accs[0])
         for j in range(1, 4):
             shift = ir.Constant(_V16I32, [2 * j] * 16)
@@ -178,7 +172,7 @@ def _make_block_vnni(nr: int, nbt: int):
                     for r in range(nr):
                         c = _shift_plane(builder, wch[r], j)
                         for b in range(nbt):
-                            acc = _dpbusd(builder, builder.load(accs[r][b]), c, xj[b])
+                            acc = isa.dpbusd(builder, builder.load(accs[r][b]), c, xj[b])
                             builder.store(acc, accs[r][b])
             out_ary = context.make_array(signature.args[8])(context, builder, outv)
             for r in range(nr):
@@ -232,10 +226,14 @@ def _ymm_ptr(context, builder, aryty, ary, offset):
 
 
 def _hsum8(builder, v):
-    total = builder.extract_element(v, ir.Constant(_I32, 0))
-    for i in range(1, 8):
-        total = builder.add(total, builder.extract_element(v, ir.Constant(_I32, i)))
-    return total
+    """The sum of an <8 x i32>'s lanes by halving shuffles (3 vector adds instead of 7 extracts
+    and 7 scalar adds; integer adds wrap the same in any order)."""
+    v4 = ir.VectorType(_I32, 4)
+    s = builder.add(builder.shuffle_vector(v, v, ir.Constant(v4, [0, 1, 2, 3])),
+                    builder.shuffle_vector(v, v, ir.Constant(v4, [4, 5, 6, 7])))
+    s = builder.add(s, builder.shuffle_vector(s, s, ir.Constant(v4, [2, 3, 0, 1])))
+    s = builder.add(s, builder.shuffle_vector(s, s, ir.Constant(v4, [1, 0, 3, 2])))
+    return builder.extract_element(s, ir.Constant(_I32, 0))
 
 
 _for_groups = isa.for_groups
@@ -300,24 +298,6 @@ on the 2-core Zen 3 guest, one thread from DRAM, 4096 x 1536 / 8192 x 1536 / 153
 core decodes."""
 
 
-def prefetch_line(builder, ptr) -> None:  # noqa: ANN001 - llvmlite codegen
-    """`prefetcht0` of the cache line at ptr (never faults, so it may run past the array):
-    the weight streams of the decode GEMVs (here and `lm_head`) prefetch ahead with it."""
-    i8p = ir.IntType(8).as_pointer()
-    fnty = ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32])
-    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-    builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(_I32, 0), ir.Constant(_I32, 3),
-                      ir.Constant(_I32, 1)])
-
-
-def _hsum8_shuffle(builder, v):
-    """`_hsum8` by halving shuffles: 3 vector adds instead of 7 extracts and 7 scalar adds."""
-    v4 = ir.VectorType(_I32, 4)
-    s = builder.add(builder.shuffle_vector(v, v, ir.Constant(v4, [0, 1, 2, 3])),
-                    builder.shuffle_vector(v, v, ir.Constant(v4, [4, 5, 6, 7])))
-    s = builder.add(s, builder.shuffle_vector(s, s, ir.Constant(v4, [2, 3, 0, 1])))
-    s = builder.add(s, builder.shuffle_vector(s, s, ir.Constant(v4, [1, 0, 3, 2])))
-    return builder.extract_element(s, ir.Constant(_I32, 0))
 
 
 @intrinsic
@@ -328,7 +308,7 @@ def _dot_rows_avx2(typingctx, w, woff, wstride, x, xoff, k4p, nchunks, nrows, ou
     row loop inside one function (the activation pointers and constants stay in registers
     across rows), each group of 8 chunks straight-line (no per-chunk bound test), a
     `prefetcht0` PREFETCH_CHUNKS ahead once per 64-byte line, and the horizontal sum by
-    shuffles. Activation planes should be 32-byte aligned (`_aligned_codes`): a load that
+    shuffles (`_hsum8`). Activation planes should be 32-byte aligned (`_aligned_codes`): a load that
     straddles two cache lines costs two, and four of the five loads a chunk are activations."""
     sig = types.none(w, woff, wstride, x, xoff, k4p, nchunks, nrows, out, ooff)
 
@@ -354,7 +334,7 @@ def _dot_rows_avx2(typingctx, w, woff, wstride, x, xoff, k4p, nchunks, nrows, ou
 
             def chunk(i, prefetch):
                 if prefetch:
-                    prefetch_line(builder, builder.gep(wp, [builder.add(i, ir.Constant(ity, PREFETCH_CHUNKS))]))
+                    isa.prefetch_line(builder, builder.gep(wp, [builder.add(i, ir.Constant(ity, PREFETCH_CHUNKS))]))
                 _mixed_chunk(builder, wp, xp, i, a16)
 
             def widen():
@@ -372,7 +352,7 @@ def _dot_rows_avx2(typingctx, w, woff, wstride, x, xoff, k4p, nchunks, nrows, ou
             widen()
             total = builder.add(builder.load(a32[0]),
                                 builder.ashr(builder.load(a32[1]), ir.Constant(_V8I32, [2] * 8)))
-            builder.store(_hsum8_shuffle(builder, total), builder.gep(outp, [builder.add(ooffv, row.index)]))
+            builder.store(_hsum8(builder, total), builder.gep(outp, [builder.add(ooffv, row.index)]))
         return context.get_dummy_value()
 
     return sig, codegen

@@ -140,6 +140,33 @@ def widen_i16(builder, v16):  # noqa: ANN001, ANN201
     return builder.sext(lo, V8I32), builder.sext(hi, V8I32)
 
 
+def dpbusd(builder, acc, u8, s8, emulated: bool = False):  # noqa: ANN001, ANN201
+    """acc + (for each i32 lane) the sum of its four u8 x s8 byte products, wrapping as
+    `vpdpbusd` does: the instruction (zmm or ymm by acc's width; u8 and s8 any vectors of the
+    same bytes), or the same integers in generic IR (`emulated`: any CPU)."""
+    lanes = acc.type.count
+    if not emulated:
+        vty = ir.VectorType(I32, lanes)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                            f"llvm.x86.avx512.vpdpbusd.{32 * lanes}")
+        return builder.call(fn, [acc, builder.bitcast(u8, vty), builder.bitcast(s8, vty)])
+    wide = ir.VectorType(I32, 4 * lanes)
+    prod = builder.mul(builder.zext(u8, wide), builder.sext(s8, wide))
+    for kk in range(4):
+        acc = builder.add(acc, builder.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(I32, lanes),
+                                                                               [4 * i + kk for i in range(lanes)])))
+    return acc
+
+
+def prefetch_line(builder, ptr) -> None:  # noqa: ANN001 - llvmlite codegen
+    """`prefetcht0` of the cache line at ptr (never faults, so it may run past the array):
+    the weight streams of the decode GEMVs (`gemm`, `lm_head`) prefetch ahead with it."""
+    i8p = I8.as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, I32, I32, I32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+    builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
+
 def store_tile(context, builder, aryty, ary, ooff, ostride, accs) -> None:  # noqa: ANN001
     """Store accumulator slots accs[m][v] (vectors of int32 lanes) into the int32 array at
     element ooff + m*ostride + v*lanes: one micro-kernel tile, rows m, vectors v."""

@@ -38,7 +38,6 @@ from numba.extending import intrinsic
 
 from tdsl.errors import TdslError
 from tdsl.runtime import isa
-from tdsl.runtime.gemm import prefetch_line
 from tdsl.runtime.quant_act import plane_stride, quantize_deinterleave
 
 _HAS_AVX2 = isa.has("avx2")
@@ -65,7 +64,7 @@ _V16I16 = isa.V16I16
 
 
 PREFETCH_BYTES = 1024
-"""How far ahead of a head row's stream both GEMVs prefetch (`gemm.prefetch_line`). 32000 x
+"""How far ahead of a head row's stream both GEMVs prefetch (`isa.prefetch_line`). 32000 x
 1536 from DRAM, one thread, one process A/B on the 2-core Zen 3 guest: int8 16.2 -> 19.5 GB/s
 (2048 ahead: 18.8), fp16 14.5 -> 16.1 (2048: 14.5, 4096: 13.8); two threads, fp16: 24.3 ->
 26.9 GB/s."""
@@ -100,7 +99,7 @@ def _dot_i8_avx2(typingctx, w, woff, x, xabs, xoff, nchunks):
             for h in range(_UNROLL):
                 i = builder.add(builder.mul(loop.index, step), ir.Constant(nv.type, h))
                 if h % 2 == 0:  # one prefetch per 64-byte line of weights
-                    prefetch_line(builder, builder.gep(wp, [builder.add(i, ir.Constant(nv.type, PREFETCH_BYTES // 32))]))
+                    isa.prefetch_line(builder, builder.gep(wp, [builder.add(i, ir.Constant(nv.type, PREFETCH_BYTES // 32))]))
                 wc = builder.load(builder.gep(wp, [i]), align=1)
                 xc = builder.load(builder.gep(xp, [i]), align=1)
                 p16 = isa.pmaddubsw(builder, builder.load(builder.gep(ap, [i]), align=1), builder.call(sign, [wc, xc]))
@@ -225,7 +224,7 @@ def _dot_f16c(typingctx, w, woff, x, xoff, nblocks):
         accs = [cgutils.alloca_once_value(builder, ir.Constant(v8f, None)) for _ in range(_UNROLL)]
         step = ir.Constant(nv.type, _UNROLL)
         with cgutils.for_range(builder, nv) as loop:  # a pass: 64 bytes of weights, one line
-            prefetch_line(builder, builder.gep(wp, [builder.add(builder.mul(loop.index, step),
+            isa.prefetch_line(builder, builder.gep(wp, [builder.add(builder.mul(loop.index, step),
                                                                 ir.Constant(nv.type, PREFETCH_BYTES // 16))]))
             for h in range(_UNROLL):
                 i = builder.add(builder.mul(loop.index, step), ir.Constant(nv.type, h))

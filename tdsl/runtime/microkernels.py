@@ -108,10 +108,12 @@ _HAS_AVX2 = TABLE[1].available()
 lacks it (LLVM aborts the process on instructions it cannot select)."""
 _HAS_AVX_VNNI = TABLE[2].available()
 _HAS_AVX512_VNNI = TABLE[3].available()
+
+
 @contextlib.contextmanager
 def emulate_vnni() -> Iterator[None]:
     """Within the block the VNNI rows count as available on any CPU: their code (5 or 6) then runs
-    the same tile with `vpdpbusd` in generic IR (`dpbusd(emulated=True)`), the same integers.
+    the same tile with `vpdpbusd` in generic IR (`isa.dpbusd(emulated=True)`), the same integers.
     How the tests run the VNNI tile's addressing, the k4x32 panels and the programs built on
     them where the CPU has no VNNI; nothing else turns it on."""
     global _emulating_vnni
@@ -316,24 +318,6 @@ def _make_tile_avx2(mr: int, halves: int = 2):
     return tile
 
 
-def dpbusd(builder, acc, u8, s8, emulated: bool = False):  # noqa: ANN001, ANN201
-    """acc + (for each i32 lane) the sum of its four u8 x s8 byte products, wrapping as
-    `vpdpbusd` does: the instruction (zmm or ymm by acc's width), or the same integers in
-    generic IR (`emulated`: any CPU)."""
-    lanes = acc.type.count
-    if not emulated:
-        vty = ir.VectorType(isa.I32, lanes)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-                                            f"llvm.x86.avx512.vpdpbusd.{32 * lanes}")
-        return builder.call(fn, [acc, builder.bitcast(u8, vty), builder.bitcast(s8, vty)])
-    wide = ir.VectorType(isa.I32, 4 * lanes)
-    prod = builder.mul(builder.zext(u8, wide), builder.sext(s8, wide))
-    for kk in range(4):
-        acc = builder.add(acc, builder.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(isa.I32, lanes),
-                                                                               [4 * i + kk for i in range(lanes)])))
-    return acc
-
-
 def _make_tile_vnni(mr: int, halves: int = 2, bits: int = 512, emulated: bool = False):
     """The VNNI k4x32 tile: mr pixels x 16 * halves channels, per quad of input channels one
     `vpdpbusd` per pixel and 16 channels (two with ymm) of the quad's dword broadcast against
@@ -371,7 +355,7 @@ def _make_tile_vnni(mr: int, halves: int = 2, bits: int = 512, emulated: bool = 
                                                        undef, ir.Constant(vi32, [0] * lanes))
                         b = builder.bitcast(splat, vi8)
                         for v in range(nvec):
-                            builder.store(dpbusd(builder, builder.load(accs[m][v]), b, wvec[v], emulated), accs[m][v])
+                            builder.store(isa.dpbusd(builder, builder.load(accs[m][v]), b, wvec[v], emulated), accs[m][v])
             isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, accs)
             return context.get_dummy_value()
 

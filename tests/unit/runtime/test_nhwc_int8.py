@@ -25,7 +25,7 @@ KINDS = [pytest.param(row.code, id=row.name if row.available() or row.panel != "
                                                reason=f"this CPU lacks {row.isa}"))
          for row in mk.TABLE if row.panel in mk.PANELS]
 """Every row `nhwc_int8.conv` runs; a VNNI row the CPU lacks runs its tile in generic IR (same
-integers, `microkernels.dpbusd`): the k4x32 panels and the tile's addressing are checked here
+integers, `isa.dpbusd`): the k4x32 panels and the tile's addressing are checked here
 either way, the instruction itself where the CPU has it."""
 
 # (N, C, H, W, O, (kh, kw), stride, padding, dilation)

@@ -98,7 +98,7 @@ def test_generic_dpbusd_wraps_like_the_instruction(bits):
                    for i in range(3)]
             vi32, vi8 = ir.VectorType(ir.IntType(32), lanes), ir.VectorType(ir.IntType(8), 4 * lanes)
             a = builder.load(builder.bitcast(ptr[0], vi32.as_pointer()), align=1)  # numpy aligns to 16 only
-            r = mk.dpbusd(builder, a, builder.load(builder.bitcast(ptr[1], vi8.as_pointer()), align=1),
+            r = mk.isa.dpbusd(builder, a, builder.load(builder.bitcast(ptr[1], vi8.as_pointer()), align=1),
                           builder.load(builder.bitcast(ptr[2], vi8.as_pointer()), align=1), emulated=True)
             builder.store(r, builder.bitcast(ptr[0], vi32.as_pointer()), align=1)
             return context.get_dummy_value()
