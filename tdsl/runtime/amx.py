@@ -17,10 +17,8 @@ calls it is configured.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
-from typing import Iterator
 
 import numpy as np
 from llvmlite import ir
@@ -35,24 +33,6 @@ COLS = 32
 """Output channels per block: two B tiles of 16."""
 KSTEP = 64
 """k bytes per tile step."""
-_emulating = False
-
-
-@contextlib.contextmanager
-def emulate() -> Iterator[None]:
-    """Within the block, AMX block calls go to `emulated_block` (scalar code, ~1000x slower) and
-    the AMX micro-kernel counts as available: how the tests run the AMX drivers end to end on
-    CPUs without AMX. Nothing else turns it on."""
-    global _emulating
-    previous, _emulating = _emulating, True
-    try:
-        yield
-    finally:
-        _emulating = previous
-
-
-def emulating() -> bool:
-    return _emulating
 
 
 def tile_config() -> np.ndarray:

@@ -79,8 +79,8 @@ def call_block(typingctx, address, a, aoff, lda, b, boff0, boff1, ksteps, c, cfg
 
 def block_address() -> int:
     """The AMX block's address (a TdslError where the CPU lacks AMX-INT8, as `amx.gemm_function`);
-    the emulated block's inside `amx.emulate()`."""
-    if amx.emulating():
+    the emulated block's inside `isa.emulate("amx_int8")`."""
+    if isa.emulating("amx_int8"):
         return amx.emulated_block().address
     return ctypes.cast(amx.gemm_function(), ctypes.c_void_p).value
 

@@ -17,8 +17,10 @@ micro-kernel loads its configuration itself at each call, so worker threads need
 from __future__ import annotations
 
 import ctypes
+import contextlib
 import functools
 import platform
+from collections.abc import Iterator
 
 from llvmlite import ir
 from numba import types
@@ -68,6 +70,32 @@ def usable(features: tuple[str, ...]) -> bool:
 def has(isa: str) -> bool:
     """True if this CPU has `isa` (a key of FEATURES) and Numba generates code that may use it."""
     return usable(FEATURES[isa])
+
+
+_emulated: frozenset[str] = frozenset()
+
+
+@contextlib.contextmanager
+def emulate(*isas: str) -> Iterator[None]:
+    """Within the block the micro-kernel rows of `isas` (keys of FEATURES) count as available on
+    any CPU and run their emulation (AMX: `amx.emulated_block`; VNNI: `dpbusd(emulated=True)`),
+    the same integers: how the tests run those rows' drivers, panels and tiles where the CPU
+    lacks them. `has` still answers for the hardware (an instruction the CPU lacks is never
+    compiled). Nothing else turns it on."""
+    global _emulated
+    unknown = set(isas) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"unknown ISA(s) {sorted(unknown)}: valid are {sorted(FEATURES)}")
+    previous, _emulated = _emulated, _emulated | frozenset(isas)
+    try:
+        yield
+    finally:
+        _emulated = previous
+
+
+def emulating(isa: str) -> bool:
+    """Whether `emulate` is on for `isa`."""
+    return isa in _emulated
 
 
 @functools.lru_cache(maxsize=None)

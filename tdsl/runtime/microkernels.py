@@ -30,8 +30,7 @@ input's zero point where the tap falls in the padding.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,16 +39,12 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from tdsl.runtime import amx, isa
+from tdsl.runtime import isa
 
 NR = 32
 """Output channels per micro-kernel call (one panel block)."""
 PAIRS_PER_WIDEN = 64
 """k pairs summed in i16 before widening: 64 * 510 = 32640 < 32767."""
-
-
-_emulating_vnni = False
-"""Set by `emulate_vnni`."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +71,11 @@ class MicroKernel:
     precision policy kept at fp16 / fp32 / int8, per output channel, `int16_weights`)."""
 
     def available(self) -> bool:
-        if self.isa == "amx_int8":
-            return isa.has(self.isa) and isa.amx_permission() or amx.emulating()
-        if self.panel == "k4x32" and _emulating_vnni:
+        if self.isa is None or isa.emulating(self.isa):  # emulated: the tests' rows without the ISA
             return True
-        return self.isa is None or isa.has(self.isa)
+        if self.isa == "amx_int8":
+            return isa.has(self.isa) and isa.amx_permission()
+        return isa.has(self.isa)
 
 
 MR = 4
@@ -103,25 +98,12 @@ own drivers, `amx.gemm` and `amx_conv.conv` (32-pixel A panels gathered through 
 indirection), and for the convs it does not take (depthwise, the few-channel stem, kept
 layers' int16 weights) the program runs `k2x32_row`'s kernel."""
 
-_HAS_AVX2 = TABLE[1].available()
+_HAS_AVX2 = isa.has("avx2")
 """Read once at import: `tile` sees it as a constant and drops the AVX2 branch where the CPU
-lacks it (LLVM aborts the process on instructions it cannot select)."""
-_HAS_AVX_VNNI = TABLE[2].available()
-_HAS_AVX512_VNNI = TABLE[3].available()
-
-
-@contextlib.contextmanager
-def emulate_vnni() -> Iterator[None]:
-    """Within the block the VNNI rows count as available on any CPU: their code (5 or 6) then runs
-    the same tile with `vpdpbusd` in generic IR (`isa.dpbusd(emulated=True)`), the same integers.
-    How the tests run the VNNI tile's addressing, the k4x32 panels and the programs built on
-    them where the CPU has no VNNI; nothing else turns it on."""
-    global _emulating_vnni
-    previous, _emulating_vnni = _emulating_vnni, True
-    try:
-        yield
-    finally:
-        _emulating_vnni = previous
+lacks it (LLVM aborts the process on instructions it cannot select). The hardware's answer,
+never `isa.emulate`'s: an emulated row runs its generic-IR tile."""
+_HAS_AVX_VNNI = isa.has("avx_vnni")
+_HAS_AVX512_VNNI = isa.has("avx512_vnni")
 
 
 def k2x32_row(weights: str = "ternary") -> MicroKernel:
@@ -445,7 +427,7 @@ _tile_avx512_vnni_half = _make_tile_vnni(MR, 1)
 _tile_avx_vnni = _make_tile_vnni(MR, bits=256)
 _tile_avx_vnni_half = _make_tile_vnni(MR, 1, bits=256)
 _tile_vnni_emulated = _make_tile_vnni(MR, emulated=True)
-"""The VNNI rows' tile where the CPU lacks the instruction (`emulate_vnni`, direct calls)."""
+"""The VNNI rows' tile where the CPU lacks the instruction (`isa.emulate`, direct calls)."""
 _tile_vnni_emulated_half = _make_tile_vnni(MR, 1, emulated=True)
 
 

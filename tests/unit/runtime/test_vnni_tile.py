@@ -68,13 +68,17 @@ def test_vnni_rows_are_picked_only_where_they_run():
     from tdsl.backends.numba.executor import microkernel_for
     from tdsl.runtime.cpu_features import forced_kernel_path
 
-    with mk.emulate_vnni():
+    with mk.isa.emulate("avx512_vnni", "avx_vnni"):
         assert mk.by_name("avx512-vnni").available() and mk.k2x32_row().name == "avx512-vnni"
         # a deployment's row: the fastest on auto, the forced path's own row otherwise
         assert microkernel_for(None).name == "avx512-vnni" and microkernel_for("avx-vnni").name == "avx-vnni"
         with forced_kernel_path("portable"):
             assert microkernel_for(None).name == "portable"
         assert mk.int16_row(mk.by_name("avx512-vnni")).weights == "int16"  # kept layers: the best -w16 row
+        assert mk.isa.has("avx512_vnni") == mk._HAS_AVX512_VNNI  # the hardware's answer, not the emulation's
+    with pytest.raises(ValueError, match="unknown ISA"):
+        with mk.isa.emulate("avx1024"):
+            pass
     if not mk.isa.has("avx512_vnni") and not mk.isa.has("amx_int8"):
         assert mk.select().name not in ("avx512-vnni", "amx")
 

@@ -13,7 +13,7 @@ import tdsl
 from tdsl.backends.numba import nhwc
 from tdsl.errors import TdslError
 from tdsl.signature import InputMismatch
-from tdsl.runtime import amx, isa
+from tdsl.runtime import isa
 from tdsl.runtime import microkernels as mk
 
 HAS_AMX = isa.has("amx_int8") and isa.amx_permission()
@@ -51,19 +51,19 @@ def model(request):
 
 
 def same_bits_on_every_micro_kernel(frozen, x, calib) -> None:
-    """portable, avx2, avx512-vnni (in generic IR where the CPU lacks VNNI, `emulate_vnni`) and
+    """portable, avx2, avx512-vnni (in generic IR where the CPU lacks VNNI, `isa.emulate`) and
     amx (on the tiles where the CPU has AMX-INT8, else its driver on the emulated block,
-    `amx.emulate`) give the same outputs, calibrated and dynamic."""
+    `isa.emulate`) give the same outputs, calibrated and dynamic."""
     for scales in (calib, None):
         a = frozen.deploy("numba", act_quant="int8-nhwc", path="portable", calibrate=scales)(x[:2])
         b = frozen.deploy("numba", act_quant="int8-nhwc", path="avx2", calibrate=scales)(x[:2])
         np.testing.assert_array_equal(a, b)
-        with contextlib.nullcontext() if mk.isa.has("avx512_vnni") else mk.emulate_vnni():
+        with contextlib.nullcontext() if mk.isa.has("avx512_vnni") else isa.emulate("avx512_vnni", "avx_vnni"):
             vnni = frozen.deploy("numba", act_quant="int8-nhwc", path="avx512-vnni", calibrate=scales, profile=True)
             np.testing.assert_array_equal(vnni(x[:2]), a)  # k4x32 panels: stems by rows / gathered, 1x1, 3x3
         ternary = any(s.kind.value == "conv2d_ternary" for s in vnni.plan.steps)
         assert any(r.path == "avx512-vnni/nhwc-u8" for r in vnni.profile()) == ternary
-        with contextlib.nullcontext() if HAS_AMX else amx.emulate():
+        with contextlib.nullcontext() if HAS_AMX else isa.emulate("amx_int8"):
             run = frozen.deploy("numba", act_quant="int8-nhwc", path="amx", calibrate=scales, profile=True)
             np.testing.assert_array_equal(run(x[:2]), a)
         on_tiles = any(r.path == "amx/nhwc-u8" for r in run.profile())
