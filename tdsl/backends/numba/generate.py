@@ -455,12 +455,16 @@ class Generator:
             self._quantized[step.inputs[0]] = L.QuantizedRows(np.ascontiguousarray(q.xq[rows]), q.xs[rows].copy(),
                                                               q.sums[rows].copy())
         out = np.empty((n, y.shape[-1]), np.float32)
+        self._run_step(step, [x], out, ctx)
+        y.reshape(n, t, -1)[:, -1] = out
+
+    def _run_step(self, step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx) -> None:
+        """One step outside a prepared decode: its handler, else the executor's runner."""
         handler = self.handlers.get(id(step))
         if handler is not None:
-            handler(step, [x], out)
+            handler(step, ins, y)
         else:
-            CPU_RUNNERS[step.kind](step, [x], out, ctx)
-        y.reshape(n, t, -1)[:, -1] = out
+            CPU_RUNNERS[step.kind](step, ins, y, ctx)
 
     def _forward(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
         ids = np.ascontiguousarray(ids)
@@ -491,12 +495,8 @@ class Generator:
                     ins, y = [views[v] for v in step.inputs], views[step.output]
                     if last and step is self._logits_step:
                         self._last_rows_only(step, ins, y, ctx, ids.shape[0])
-                        continue
-                    handler = self.handlers.get(id(step))
-                    if handler is not None:
-                        handler(step, ins, y)
                     else:
-                        CPU_RUNNERS[step.kind](step, ins, y, ctx)
+                        self._run_step(step, ins, y, ctx)
         self.offset += ids.shape[1]
         self.cache.length = self.offset
         out = views[plan.outputs[0]]
