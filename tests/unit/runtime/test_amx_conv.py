@@ -58,11 +58,11 @@ def setup(case, zp, seed=0):
 def avx_driver(s, case, zp, static, act, residual, workers=2):
     """The conv by the table's fastest conv micro-kernel (`nhwc_int8.conv`)."""
     O, (kh, kw) = case[4], case[5]
-    P, kind = s["P"], mk.select().code
+    P, kind = s["P"], mk.select().code  # on a VNNI CPU the k4x32 row: its panels, not k2x32's
     nblocks = -(-O // mk.NR)
     lohi = np.empty((q8.conv_tasks(P, nblocks), 2), np.float32)
     res, rs, rzp = (s["res"], np.float32(0.02), 5) if residual else (EMPTY_U8, np.float32(0), 0)
-    args = (kind, s["buf"], s["offs"], kh * kw, s["cp"] // 2, mk.k2x32_panels(s["t"]).reshape(-1), nblocks, P, O,
+    args = (kind, s["buf"], s["offs"], kh * kw, s["cp"] // 2, mk.panels_of(kind)(s["t"]).reshape(-1), nblocks, P, O,
             s["wsum"], zp, s["se"], s["bias"], res, rs, rzp, act)
     if static:
         out = np.empty(q8.buffer_size(*s["shape"], O), np.uint8)
