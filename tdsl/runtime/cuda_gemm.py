@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import config, cuda, float32, int32
 
-from tdsl.runtime import activations, kernel_cache
+from tdsl.runtime import activations
 from tdsl.runtime.gemm import check_linear_args
 
 # threads per block: output rows per block in the GEMM, lanes in the quantiser. The
@@ -78,7 +78,6 @@ def _quantize_kernel(x, xq, xs, sums):
         sums[b] = ired[0]
 
 
-kernel_cache.drop_stale_caches()
 activation = cuda.jit(device=True, cache=True)(activations.apply)
 """`tdsl.runtime.activations.apply` as a CUDA device function: every CUDA kernel's epilogue."""
 

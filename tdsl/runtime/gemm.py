@@ -59,12 +59,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from tdsl.errors import TdslError
-from tdsl.runtime import activations, isa, kernel_cache
+from tdsl.runtime import activations, isa
 from tdsl.runtime.cpu_features import has_avx2, has_avx512_vnni, kernel_path
 from tdsl.runtime.packing import bytes_per_row
 from tdsl.runtime.quant_act import PARALLEL_MIN_ROWS, deinterleave_float, quantize_deinterleave
 
-kernel_cache.drop_stale_caches()
 activation = njit(inline="always", cache=True)(activations.apply)
 """`tdsl.runtime.activations.apply` compiled for the CPU: every CPU kernel's epilogue."""
 ACT_QUANTS: tuple[str, ...] = ("int8", "float")

@@ -4,7 +4,8 @@ Numba keys a cached kernel on its own source file only, yet kernels inline helpe
 files (`activations.apply`, `conv2d.im2col_row`, `conv_int8.tap_range`, the VNNI codegen of
 `gemm`): after an edit there, cached kernels would silently run the old code (seen: a new
 activation came back as the identity). `drop_stale_caches()` runs before any kernel is loaded
-(`gemm` and `cuda_gemm` call it at import) and removes the cached kernels of `tdsl.runtime`
+(the `tdsl.runtime` package calls it at import: a script that imported only `nhwc_int8` once
+timed a stale depthwise kernel) and removes the cached kernels of `tdsl.runtime`
 and `tdsl.backends.numba` when any source file of those two folders differs from the set they
 were built with (a stamp beside them). An installed tdsl never changes, so only a working
 copy pays the recompilation. Imports no Numba.
@@ -33,7 +34,7 @@ def _cache_dirs(source_dir: Path) -> list[Path]:
 @functools.cache
 def drop_stale_caches() -> bool:
     """Remove the cached kernels built from other kernel sources; True if any were stale.
-    Once per process: `gemm` and `cuda_gemm` both call it."""
+    Once per process: the package's import and `gemm` / `cuda_gemm` all call it."""
     h = hashlib.sha256()
     for source in sorted(p for folder in _KERNEL_DIRS for p in folder.glob("*.py")):
         h.update(source.name.encode() + b"\0" + source.read_bytes())
