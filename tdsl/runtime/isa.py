@@ -29,6 +29,7 @@ from numba.extending import intrinsic
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "avx2": ("avx2",),
+    "avx512bw": ("avx512f", "avx512bw"),
     "avx512_vnni": ("avx512f", "avx512bw", "avx512vnni"),
     "avx_vnni": ("avxvnni",),
     "amx_int8": ("amx-tile", "amx-int8"),
@@ -183,6 +184,24 @@ def dpbusd(builder, acc, u8, s8, emulated: bool = False):  # noqa: ANN001, ANN20
     for kk in range(4):
         acc = builder.add(acc, builder.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(I32, lanes),
                                                                                [4 * i + kk for i in range(lanes)])))
+    return acc
+
+
+def dpwssd(builder, acc, a16, b16, emulated: bool = False):  # noqa: ANN001, ANN201
+    """acc + (for each i32 lane) the sum of its two s16 x s16 products, wrapping as `vpdpwssd`
+    does: the instruction (zmm or ymm by acc's width; a16 and b16 any vectors of the same
+    bytes), or the same integers in generic IR (`emulated`: any CPU)."""
+    lanes = acc.type.count
+    vty = ir.VectorType(I32, lanes)
+    if not emulated:
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                            f"llvm.x86.avx512.vpdpwssd.{32 * lanes}")
+        return builder.call(fn, [acc, builder.bitcast(a16, vty), builder.bitcast(b16, vty)])
+    h16, wide = ir.VectorType(I16, 2 * lanes), ir.VectorType(I32, 2 * lanes)
+    prod = builder.mul(builder.sext(builder.bitcast(a16, h16), wide), builder.sext(builder.bitcast(b16, h16), wide))
+    for kk in range(2):
+        acc = builder.add(acc, builder.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(I32, lanes),
+                                                                               [2 * i + kk for i in range(lanes)])))
     return acc
 
 

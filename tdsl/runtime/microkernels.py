@@ -91,6 +91,9 @@ TABLE: tuple[MicroKernel, ...] = (
     MicroKernel("amx", "u8 x ternary s8 -> i32 tiles", "amx_int8", 32, 32, "vnni4x16", 2, ("gemm", "conv")),
     MicroKernel("portable-w16", "u8 x s16 -> i32", None, MR, NR, "k2x32", 3, ("conv",), "int16"),
     MicroKernel("avx2-w16", "u8 x s16 -> i32 (vpmaddwd)", "avx2", MR, NR, "k2x32", 4, ("conv",), "int16"),
+    MicroKernel("avx-vnni-w16", "u8 x s16 -> i32 (vpdpwssd ymm)", "avx_vnni", MR, NR, "k2x32", 8, ("conv",), "int16"),
+    MicroKernel("avx512-vnni-w16", "u8 x s16 -> i32 (vpdpwssd zmm)", "avx512_vnni", MR, NR, "k2x32", 7, ("conv",),
+                "int16"),
 )
 """Every micro-kernel, slowest first; `select` takes the last available one its driver can run.
 The k2x32 rows run in `nhwc_int8.conv` (through `tile`); the AMX row (`tdsl.runtime.amx`) in its
@@ -300,44 +303,62 @@ def _make_tile_avx2(mr: int, halves: int = 2):
     return tile
 
 
-def _make_tile_vnni(mr: int, halves: int = 2, bits: int = 512, emulated: bool = False):
+def _make_tile_vnni(mr: int, halves: int = 2, bits: int = 512, emulated: bool = False, w16: bool = False):
     """The VNNI k4x32 tile: mr pixels x 16 * halves channels, per quad of input channels one
     `vpdpbusd` per pixel and 16 channels (two with ymm) of the quad's dword broadcast against
     the weight vectors, accumulating in i32. 512 bits: the avx512-vnni row, 8 zmm accumulators
-    at mr = 4; 256: the avx-vnni row (AVX-VNNI's VEX form, or AVX512-VL), 16 ymm."""
+    at mr = 4; 256: the avx-vnni row (AVX-VNNI's VEX form, or AVX512-VL), 16 ymm.
+
+    w16: the "-vnni-w16" rows' tile of int16 weights in k2x32 panels: per pair of input channels,
+    the two u8 zero-extended to i16 and broadcast as a dword, one `vpdpwssd` (two s16 products
+    into i32) per pixel against the pair's 128 bytes of weights: the same 128 bytes a group
+    as k4x32's quads, so the same loop with a pair where that has a quad."""
     lanes = bits // 32
     nvec = halves * 16 // lanes
     vi32, vi8 = ir.VectorType(isa.I32, lanes), ir.VectorType(isa.I8, 4 * lanes)
+    v2i8, v2i16 = ir.VectorType(isa.I8, 2), ir.VectorType(isa.I16, 2)
 
     @intrinsic
     def tile(typingctx, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
+        if (w.dtype == types.int16) != w16:
+            return None
         sig = types.none(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
 
         def codegen(context, builder, signature, args):
             ooffv, ntv, npv, outv, oidxv, osv = args[4:]
             ity, wbase, xbase, obase = _tile_bases(context, builder, signature, args)
+            if w16:  # woff counts int16 elements: the block's bytes start at twice it
+                wbase = builder.gep(isa.data_ptr(context, builder, signature.args[0], args[0]),
+                                    [builder.mul(args[1], ir.Constant(ity, 2))])
             accs = [[cgutils.alloca_once_value(builder, ir.Constant(vi32, None)) for _ in range(nvec)]
                     for _ in range(mr)]
-            tap_bytes = builder.mul(npv, ir.Constant(ity, 2 * NR))
-            nquads = builder.udiv(npv, ir.Constant(ity, 2))
+            tap_bytes = builder.mul(npv, ir.Constant(ity, (4 if w16 else 2) * NR))
+            ngroups = npv if w16 else builder.udiv(npv, ir.Constant(ity, 2))
+            group_bytes = 2 if w16 else 4  # activation bytes a group
             undef = ir.Constant(vi32, ir.Undefined)
             with cgutils.for_range(builder, ntv) as tap:
                 t = tap.index
                 rows = _pixel_rows(builder, xbase, obase, ooffv, ntv, t, range(mr))
                 wtap = builder.gep(wbase, [builder.mul(t, tap_bytes)])
-                with cgutils.for_range(builder, nquads) as quad:
-                    q = quad.index
+                with cgutils.for_range(builder, ngroups) as group:
+                    q = group.index
                     wq = builder.gep(wtap, [builder.mul(q, ir.Constant(ity, 4 * NR))])
                     wvec = [builder.load(builder.bitcast(builder.gep(wq, [ir.Constant(ity, 4 * lanes * v)]),
                                                          vi8.as_pointer()), align=1) for v in range(nvec)]
-                    q4 = builder.mul(q, ir.Constant(ity, 4))
+                    qb = builder.mul(q, ir.Constant(ity, group_bytes))
                     for m in range(mr):
-                        word = builder.load(builder.bitcast(builder.gep(rows[m], [q4]), isa.I32.as_pointer()), align=1)
+                        src = builder.gep(rows[m], [qb])
+                        if w16:
+                            pair8 = builder.load(builder.bitcast(src, v2i8.as_pointer()), align=1)
+                            word = builder.bitcast(builder.zext(pair8, v2i16), isa.I32)
+                        else:
+                            word = builder.load(builder.bitcast(src, isa.I32.as_pointer()), align=1)
                         splat = builder.shuffle_vector(builder.insert_element(undef, word, ir.Constant(isa.I32, 0)),
                                                        undef, ir.Constant(vi32, [0] * lanes))
                         b = builder.bitcast(splat, vi8)
+                        dp = isa.dpwssd if w16 else isa.dpbusd
                         for v in range(nvec):
-                            builder.store(isa.dpbusd(builder, builder.load(accs[m][v]), b, wvec[v], emulated), accs[m][v])
+                            builder.store(dp(builder, builder.load(accs[m][v]), b, wvec[v], emulated), accs[m][v])
             isa.store_tile(context, builder, signature.args[7], outv, oidxv, osv, accs)
             return context.get_dummy_value()
 
@@ -429,13 +450,19 @@ _tile_avx_vnni_half = _make_tile_vnni(MR, 1, bits=256)
 _tile_vnni_emulated = _make_tile_vnni(MR, emulated=True)
 """The VNNI rows' tile where the CPU lacks the instruction (`isa.emulate`, direct calls)."""
 _tile_vnni_emulated_half = _make_tile_vnni(MR, 1, emulated=True)
+_tile_avx512_vnni_w16 = _make_tile_vnni(MR, w16=True)
+_tile_avx_vnni_w16 = _make_tile_vnni(MR, bits=256, w16=True)
+_tile_vnni_w16_emulated = _make_tile_vnni(MR, emulated=True, w16=True)
 
 
 @njit(cache=True, inline="always")
 def _tile_portable(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
-    """The same integers as the AVX2 tile, in plain Numba."""
-    acc = np.zeros((MR, NR), np.int32)
+    """The same integers as the AVX2 tile, in plain Numba, summed in `out` itself: a local
+    array here (inlined into `tile`'s switch) cost every tile call ~45 ns, taken or not, which
+    was most of a 1x1 conv of 16 channels on the VNNI rows."""
     for m in range(MR):
+        for o in range(NR):
+            out[oidx + m * ostride + o] = 0
         for t in range(ntaps):
             row = offs[ooff + m * ntaps + t]
             wt = woff + t * npairs * 2 * NR
@@ -444,10 +471,7 @@ def _tile_portable(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
                 x1 = np.int32(x[row + 2 * j + 1])
                 wj = wt + j * 2 * NR
                 for o in range(NR):
-                    acc[m, o] += x0 * np.int32(w[wj + 2 * o]) + x1 * np.int32(w[wj + 2 * o + 1])
-    for m in range(MR):
-        for o in range(NR):
-            out[oidx + m * ostride + o] = acc[m, o]
+                    out[oidx + m * ostride + o] += x0 * np.int32(w[wj + 2 * o]) + x1 * np.int32(w[wj + 2 * o + 1])
 
 
 @njit(cache=True, inline="always")
@@ -486,6 +510,12 @@ def tile_w16(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
     """`tile` for int16 weights (the "-w16" rows)."""
     if kind == 4 and _HAS_AVX2:
         _tile_avx2_w16(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    elif kind == 7 and _HAS_AVX512_VNNI:
+        _tile_avx512_vnni_w16(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    elif kind == 8 and _HAS_AVX_VNNI:
+        _tile_avx_vnni_w16(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
+    elif kind == 7 or kind == 8:  # a VNNI row on a CPU without it: the same integers in generic IR
+        _tile_vnni_w16_emulated(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
     else:
         _tile_portable(w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride)
 
@@ -495,7 +525,7 @@ def any_tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride, nc
     where the block holds at most 16 channels (nch) and the weights are ternary."""
 
 
-@overload(any_tile)
+@overload(any_tile, inline="always")
 def _any_tile(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride, nch=NR):  # noqa: ANN001, ANN202
     if w.dtype == types.int16:
         def w16(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride, nch=NR):

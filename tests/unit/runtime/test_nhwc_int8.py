@@ -20,12 +20,13 @@ from tdsl.runtime.isa import claim
 
 NO_GEOM = np.zeros(14, np.int64)
 
-KINDS = [pytest.param(row.code, id=row.name if row.available() or row.panel != "k4x32" else row.name + "-emulated",
-                      marks=pytest.mark.skipif(not row.available() and row.panel != "k4x32",
+VNNI = ("avx512_vnni", "avx_vnni")
+KINDS = [pytest.param(row.code, id=row.name if row.available() or row.isa not in VNNI else row.name + "-emulated",
+                      marks=pytest.mark.skipif(not row.available() and row.isa not in VNNI,
                                                reason=f"this CPU lacks {row.isa}"))
          for row in mk.TABLE if row.panel in mk.PANELS]
 """Every row `nhwc_int8.conv` runs; a VNNI row the CPU lacks runs its tile in generic IR (same
-integers, `isa.dpbusd`): the k4x32 panels and the tile's addressing are checked here
+integers, `isa.dpbusd` / `isa.dpwssd`): the k4x32 panels and the tile's addressing are checked here
 either way, the instruction itself where the CPU has it."""
 
 # (N, C, H, W, O, (kh, kw), stride, padding, dilation)
@@ -287,7 +288,8 @@ def test_qparams_cover_zero_and_use_the_whole_range_for_relu_outputs():
     assert q8.qparams(0.0, 0.0) == (1.0, 0)
 
 
-@pytest.mark.parametrize("C, k", [(40, 3), (48, 3), (20, 12)])  # i16 vectors + a tail; vectors only; 144 taps
+@pytest.mark.parametrize("C, k", [(40, 3), (48, 3), (144, 3), (20, 12)])  # i16 vectors + a tail; vectors only;
+# 144 channels: 32-lane steps and a 16-lane one (AVX-512BW), or nine 16-lane; 144 taps
 def test_depthwise_and_max_pool_match_numpy(C, k):
     rng = np.random.default_rng(3)
     N, H, W, zp = 1, 7 + k, 6 + k, 9

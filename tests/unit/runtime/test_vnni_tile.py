@@ -27,11 +27,20 @@ CHILD = textwrap.dedent("""
         mk.tile(kind, w, 0, x, offs, 0, 9, 8, out, 0, 32)
         mk.tile_half(kind, w, 0, x, offs, 0, 9, 8, out, 0, 32)
 
+    @njit
+    def block16(kind, w, x, offs, out):
+        mk.tile_w16(kind, w, 0, x, offs, 0, 9, 8, out, 0, 32)
+
     arr = lambda dt: types.Array(dt, 1, "C")
     sig = (types.int64, arr(types.int8), arr(types.uint8), arr(types.int64), arr(types.int32))
+    sig16 = (types.int64, arr(types.int16)) + sig[2:]
     block.compile(sig)  # compiled for the named CPU, never run here
+    block16.compile(sig16)
     asm = block.inspect_asm(sig)
-    print("zmm", len(re.findall(r"vpdpbusd\\s+[^\\n]*zmm", asm)), "ymm", len(re.findall(r"vpdpbusd\\s+[^\\n]*ymm", asm)))
+    asm16 = block16.inspect_asm(sig16)
+    print("zmm", len(re.findall(r"vpdpbusd\\s+[^\\n]*zmm", asm)), "ymm", len(re.findall(r"vpdpbusd\\s+[^\\n]*ymm", asm)),
+          "w16zmm", len(re.findall(r"vpdpwssd\\s+[^\\n]*zmm", asm16)),
+          "w16ymm", len(re.findall(r"vpdpwssd\\s+[^\\n]*ymm", asm16)))
 """)
 
 
@@ -42,7 +51,7 @@ def compiled_for(cpu: str, features: list[str], tmp_path) -> dict[str, int]:
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     words = done.stdout.split()
-    return {words[0]: int(words[1]), words[2]: int(words[3])}
+    return {words[i]: int(words[i + 1]) for i in range(0, len(words), 2)}
 
 
 BASE = ["sse4.2", "avx", "avx2", "fma", "f16c", "bmi", "bmi2", "popcnt"]
@@ -53,11 +62,13 @@ def test_the_avx512_row_compiles_to_zmm_vpdpbusd_for_sapphire_rapids(tmp_path):
                        tmp_path)
     assert got["zmm"] >= 8 + 4  # tile: 4 pixels x 2 vectors; half tile: 4 x 1 (the compiler may unroll)
     assert got["ymm"] >= 16 + 8  # the avx-vnni row's tiles, compiled beside it
+    assert got["w16zmm"] >= 8 and got["w16ymm"] >= 16  # the -w16 rows: 4 pixels x 2 zmm / 4 ymm
 
 
 def test_the_avx_vnni_row_compiles_to_ymm_vpdpbusd_without_avx512(tmp_path):
     got = compiled_for("alderlake", BASE + ["avxvnni"], tmp_path)
     assert got["zmm"] == 0 and got["ymm"] >= 16 + 8
+    assert got["w16zmm"] == 0 and got["w16ymm"] >= 16
 
 
 def test_vnni_rows_are_picked_only_where_they_run():
@@ -83,16 +94,24 @@ def test_vnni_rows_are_picked_only_where_they_run():
         assert mk.select().name not in ("avx512-vnni", "amx")
 
 
+HW = {512: mk.isa.has("avx512_vnni"), 256: mk.isa.has("avx512_vnni") or mk.isa.has("avx_vnni")}
+
+
+@pytest.mark.parametrize("emulated", [True, pytest.param(False, id="instruction")])
+@pytest.mark.parametrize("op", ["dpbusd", "dpwssd"])
 @pytest.mark.parametrize("bits", [512, 256])
-def test_generic_dpbusd_wraps_like_the_instruction(bits):
-    """The emulated `vpdpbusd` (generic IR) adds four u8 x s8 products per i32 lane into the
-    accumulator with int32 wraparound, as the instruction does (no saturation)."""
+def test_dot_products_wrap_like_numpy(bits, op, emulated):
+    """`isa.dpbusd` (four u8 x s8 products per i32 lane) and `isa.dpwssd` (two s16 x s16) add into
+    the accumulator with int32 wraparound, as the instructions do (no saturation): the generic
+    IR on any CPU, the instruction where this CPU has it."""
     import numpy as np
     from llvmlite import ir
     from numba import njit, types
     from numba.core import cgutils
     from numba.extending import intrinsic
 
+    if not emulated and not HW[bits]:
+        pytest.skip(f"this CPU has no {bits}-bit VNNI: the generic-IR twin of this case ran")
     lanes = bits // 32
 
     @intrinsic
@@ -102,8 +121,9 @@ def test_generic_dpbusd_wraps_like_the_instruction(bits):
                    for i in range(3)]
             vi32, vi8 = ir.VectorType(ir.IntType(32), lanes), ir.VectorType(ir.IntType(8), 4 * lanes)
             a = builder.load(builder.bitcast(ptr[0], vi32.as_pointer()), align=1)  # numpy aligns to 16 only
-            r = mk.isa.dpbusd(builder, a, builder.load(builder.bitcast(ptr[1], vi8.as_pointer()), align=1),
-                          builder.load(builder.bitcast(ptr[2], vi8.as_pointer()), align=1), emulated=True)
+            r = getattr(mk.isa, op)(builder, a, builder.load(builder.bitcast(ptr[1], vi8.as_pointer()), align=1),
+                                    builder.load(builder.bitcast(ptr[2], vi8.as_pointer()), align=1),
+                                    emulated=emulated)
             builder.store(r, builder.bitcast(ptr[0], vi32.as_pointer()), align=1)
             return context.get_dummy_value()
         return types.none(acc, u, s), codegen
@@ -115,10 +135,18 @@ def test_generic_dpbusd_wraps_like_the_instruction(bits):
     rng = np.random.default_rng(bits)
     acc = rng.integers(-2**31, 2**31 - 1, lanes).astype(np.int32)
     acc[0] = 2**31 - 1  # wraps past the top
-    u = rng.integers(0, 256, 4 * lanes).astype(np.uint8)
-    s = rng.integers(-128, 128, 4 * lanes).astype(np.int8)
-    u[:4], s[:4] = 255, 127
-    want = (acc.astype(np.int64) + (u.astype(np.int64) * s).reshape(lanes, 4).sum(1) + 2**31) % 2**32 - 2**31
+    if op == "dpbusd":
+        u = rng.integers(0, 256, 4 * lanes).astype(np.uint8)
+        s = rng.integers(-128, 128, 4 * lanes).astype(np.int8)
+        u[:4], s[:4] = 255, 127
+        prods = (u.astype(np.int64) * s).reshape(lanes, 4).sum(1)
+    else:
+        u = rng.integers(-2**15, 2**15, 2 * lanes).astype(np.int16)
+        s = rng.integers(-2**15, 2**15, 2 * lanes).astype(np.int16)
+        u[:2], s[:2] = 32767, 32767
+        u[2:4], s[2:4] = -32768, -32768  # the one product pair whose sum leaves int32: 2**31
+        prods = (u.astype(np.int64) * s).reshape(lanes, 2).sum(1)
+    want = (acc.astype(np.int64) + prods + 2**31) % 2**32 - 2**31
     got = acc.copy()
-    run(got, u, s)
+    run(got, u.view(np.int8) if op == "dpwssd" else u, s.view(np.int8) if op == "dpwssd" else s)
     np.testing.assert_array_equal(got, want.astype(np.int32))
