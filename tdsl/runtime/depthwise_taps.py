@@ -5,8 +5,8 @@ channels: per output pixel and channel it sums ntaps products u8 x trit. In Numb
 products of int8 by uint8 are typed int64 (its integer promotion), so the loop ran in
 4-lane int64 vectors. Here the sum is kept in i16 lanes (|sum| <= ntaps * 255 < 2**15 for
 ntaps <= MAX_TAPS) with `vpmullw`, then widened once to the int32 accumulators the epilogue
-reads: 16 channels take one load of each tap's row, one multiply and one add, and each tap's
-weights are loaded once for PIXELS pixels.
+reads: 16 channels (32 with AVX-512BW) take one load of each tap's row, one multiply and one
+add, and each tap's weights are loaded once for PIXELS pixels.
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ PIXELS = 4
 """Output pixels `tap_sums` takes a call: each tap's weights are loaded once for all of them."""
 MAX_TAPS = 128
 """Taps whose u8 x trit sum fits i16: 128 * 255 = 32640."""
-V16I8 = ir.VectorType(isa.I8, 16)
-V16I32 = ir.VectorType(isa.I32, 16)
+WIDE_LANES = isa.has("avx512bw")
+"""Whether 32 channels go a step (one zmm of i16 lanes): with AVX-512BW the same IR on 32 lanes
+is half the instructions; without it LLVM would split it into the 16-lane step anyway."""
 
 
 @intrinsic
@@ -49,24 +50,31 @@ def tap_sums(typingctx, x, offs, obase, ntaps, w, C, acc, n16, npix):  # noqa: A
         pix = [builder.gep(obase, [builder.mul(builder.select(builder.icmp_signed("<", ir.Constant(ity, m), npv),
                                                               ir.Constant(ity, m), last), ntv)])
                for m in range(PIXELS)]
-        sums = [cgutils.alloca_once(builder, isa.V16I16) for _ in range(PIXELS)]
-        with cgutils.for_range(builder, nv) as chunk:
-            c0 = builder.mul(chunk.index, ir.Constant(ity, LANES))
-            for m in range(PIXELS):
-                builder.store(ir.Constant(isa.V16I16, None), sums[m])
+
+        def chunk(c0, lanes):
+            """The sums of channels c0 .. c0 + lanes."""
+            vi8, vi16, vi32 = (ir.VectorType(t, lanes) for t in (isa.I8, isa.I16, isa.I32))
+            sums = [cgutils.alloca_once_value(builder, ir.Constant(vi16, None)) for _ in range(PIXELS)]
             with cgutils.for_range(builder, ntv) as tap:
                 wp = builder.bitcast(builder.gep(wbase, [builder.add(builder.mul(tap.index, cv), c0)]),
-                                     V16I8.as_pointer())
-                ws = builder.sext(builder.load(wp, align=1), isa.V16I16)
+                                     vi8.as_pointer())
+                ws = builder.sext(builder.load(wp, align=1), vi16)
                 for m in range(PIXELS):
                     row = builder.load(builder.gep(pix[m], [tap.index]))
-                    xp = builder.bitcast(builder.gep(xbase, [builder.add(row, c0)]), V16I8.as_pointer())
-                    xs = builder.zext(builder.load(xp, align=1), isa.V16I16)
+                    xp = builder.bitcast(builder.gep(xbase, [builder.add(row, c0)]), vi8.as_pointer())
+                    xs = builder.zext(builder.load(xp, align=1), vi16)
                     builder.store(builder.add(builder.load(sums[m]), builder.mul(xs, ws)), sums[m])
             for m in range(PIXELS):
                 dst = builder.gep(abase, [builder.add(builder.mul(cv, ir.Constant(ity, m)), c0)])
-                builder.store(builder.sext(builder.load(sums[m]), V16I32), builder.bitcast(dst, V16I32.as_pointer()),
+                builder.store(builder.sext(builder.load(sums[m]), vi32), builder.bitcast(dst, vi32.as_pointer()),
                               align=4)
+
+        wide = builder.udiv(nv, ir.Constant(ity, 2)) if WIDE_LANES else ir.Constant(ity, 0)
+        with cgutils.for_range(builder, wide) as pair:  # 32 channels a zmm where AVX-512BW has them
+            chunk(builder.mul(pair.index, ir.Constant(ity, 2 * LANES)), 2 * LANES)
+        with cgutils.for_range(builder, builder.sub(nv, builder.mul(wide, ir.Constant(ity, 2)))) as rest:
+            chunk(builder.mul(builder.add(builder.mul(wide, ir.Constant(ity, 2)), rest.index), ir.Constant(ity, LANES)),
+                  LANES)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -1,5 +1,5 @@
-"""The vector epilogue (`tdsl.runtime.requant`): the scalar formula's bytes, in its AVX2 and
-generic forms, and the float epilogue it folds (a clamp, then requantisation) up to float
+"""The vector epilogue (`tdsl.runtime.requant`): the scalar formula's bytes, in its AVX-512,
+AVX2 and generic forms, and the float epilogue it folds (a clamp, then requantisation) up to float
 rounding."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from numba import njit
 
 from tdsl.runtime import isa
-from tdsl.runtime.requant import WIDE, requant_scalar, requant_tile_avx2, requant_tile_generic, static_terms
+from tdsl.runtime.requant import (WIDE, requant_scalar, requant_tile_avx2, requant_tile_avx512, requant_tile_generic,
+                                  static_terms)
 
 F = np.float32
 ROWS = 3
@@ -27,6 +28,12 @@ def run_avx2(acc, astride, rows, n32, n8, m, c, o0, res, rbase, has_res, rsi, ql
 
 
 @njit
+def run_avx512(acc, astride, rows, n32, n8, m, c, o0, res, rbase, has_res, rsi, qlo, qhi, dst, dbase, dstride):
+    requant_tile_avx512(acc, 0, astride, rows, n32, n8, m, c, o0, res, rbase, has_res, rsi, qlo, qhi, dst, dbase,
+                        dstride)
+
+
+@njit
 def run_scalar(acc, astride, rows, no, m, c, o0, res, rbase, has_res, rsi, qlo, qhi, dst, dbase, dstride):
     for r in range(rows):
         for i in range(no):
@@ -36,7 +43,9 @@ def run_scalar(acc, astride, rows, no, m, c, o0, res, rbase, has_res, rsi, qlo, 
 
 
 FORMS = [pytest.param(run_generic, id="generic"),
-         pytest.param(run_avx2, id="avx2", marks=pytest.mark.skipif(not isa.has("avx2"), reason="this CPU lacks AVX2"))]
+         pytest.param(run_avx2, id="avx2", marks=pytest.mark.skipif(not isa.has("avx2"), reason="this CPU lacks AVX2")),
+         pytest.param(run_avx512, id="avx512", marks=pytest.mark.skipif(not isa.has("avx512bw"),
+                                                                       reason="this CPU lacks AVX-512BW"))]
 
 
 def case(residual: bool, clamp: tuple[float, float], n32: int, n8: int):
@@ -98,7 +107,10 @@ def test_rounds_half_to_even_in_both_forms():
     acc = np.array([1, 3, 5, -1] + [0] * 4, np.int32)
     m = np.full(8, 0.5, F)
     c = np.full(8, 10.0, F)
-    for form in [run_generic] + ([run_avx2] if isa.has("avx2") else []):
-        dst = np.zeros(8, np.uint8)
-        form(acc, 8, 1, 0, 1, m, c, 0, np.zeros(0, np.uint8), 0, 0, F(0), F(0), F(255), dst, 0, 8)
-        assert dst[:4].tolist() == [10, 12, 12, 10]  # 10.5 -> 10, 11.5 -> 12, 12.5 -> 12, 9.5 -> 10
+    acc, m, c = np.tile(acc, 4), np.tile(m, 4), np.tile(c, 4)  # 32 channels: the wide step too
+    for form in ([run_generic] + ([run_avx2] if isa.has("avx2") else []) +
+                 ([run_avx512] if isa.has("avx512bw") else [])):
+        for n32, n8 in ((0, 1), (1, 0)):
+            dst = np.zeros(32, np.uint8)
+            form(acc, 32, 1, n32, n8, m, c, 0, np.zeros(0, np.uint8), 0, 0, F(0), F(0), F(255), dst, 0, 32)
+            assert dst[:4].tolist() == [10, 12, 12, 10]  # 10.5 -> 10, 11.5 -> 12, 12.5 -> 12, 9.5 -> 10
