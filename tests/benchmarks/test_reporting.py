@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+import bench_cnn_int8  # noqa: E402
 import bench_kernels  # noqa: E402
 import bench_models  # noqa: E402
 import common  # noqa: E402
@@ -151,3 +152,21 @@ def test_memory_guard_stops_a_run_above_its_bound(tmp_path: Path) -> None:
     with common.MemoryGuard(limit=0) as guard:  # no bound: only measures
         time.sleep(0.6)
     assert guard.peak > 10 * 2**20
+
+
+def test_cnn_int8_tables_give_median_and_quickest_ratios_and_keep_the_notes() -> None:
+    def q(rounds: list[float], p10s: list[float]) -> dict:
+        mid = sorted(range(len(rounds)), key=lambda i: rounds[i])[(len(rounds) - 1) // 2]
+        return {"median": rounds[mid], "p10": p10s[mid], "p90": rounds[mid] * 1.1, "rounds": rounds,
+                "best_p10": min(p10s)}
+
+    rows = [{"workload": "resnet18", "batch": 1, "quiet": {
+        "tdsl-nhwc-default": q([5.0, 9.0, 6.0], [4.8, 8.0, 5.0]), "tdsl-nhwc-all": q([4.0, 8.0, 5.0], [3.0, 7.0, 4.5]),
+        "ort-int8": q([6.0, 6.0, 12.0], [4.5, 5.5, 11.0])}}]
+    text = bench_cnn_int8.table(rows, ("tdsl-nhwc-default", "tdsl-nhwc-all", "ort-int8"))
+    median_row, quickest_row = [line for line in text.splitlines() if line.startswith("| resnet18")]
+    assert "| 1.20x | 1.00x |" in median_row  # 6.0 / 5.0 and 6.0 / 6.0 (the median rounds)
+    assert "| 4.80 | 3.00 | 4.50 | 1.50x | 0.94x |" in quickest_row  # fastest p10s: 4.5 / 3.0, 4.5 / 4.8
+    old = "# old title\n\nold table\n\n## Reading\n\nhand notes\n"
+    assert bench_cnn_int8.with_notes("# new\n", old) == "# new\n\n## Reading\n\nhand notes\n"
+    assert bench_cnn_int8.with_notes("# new\n", "") == "# new\n"
