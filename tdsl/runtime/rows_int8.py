@@ -42,8 +42,9 @@ ROWS_PER_TASK = 64
 """Rows per parallel task (rounded down to a multiple of MR: a tile reads MR rows from its
 first): a task streams one 32-output weight block (K*32 bytes, in L2) past up to
 this many rows (64 rows of K = 4096 u8: 256 KiB, in L2 too)."""
-KINDS = {"portable": 0, "avx2": 1}
-"""The micro-kernel row (`microkernels.TABLE` code) per kernel path."""
+KINDS = {"portable": 0, "avx2": 1, "vnni": 5}
+"""The micro-kernel row (`microkernels.TABLE` code) per kernel path ("vnni": avx512-vnni, k4x32
+panels)."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,14 @@ class RowPanels:
     """A ternary linear weight [N, K] in the micro-kernel's layout."""
 
     panels: np.ndarray
-    """int8, flat: `k2x32_panels` of the trits as [N, K, 1, 1] ([ceil(N/32), 1, cp/2, 64])."""
+    """int8, flat: the row's panels of the trits as [N, K, 1, 1] (`k2x32_panels`: [ceil(N/32), 1,
+    cp/2, 64]; `k4x32_panels` for "vnni": [ceil(N/32), 1, cp/4, 128])."""
     corr: np.ndarray
     """int32 [ceil(N/32)*32]: 128 * sum_k T[o, k] (zero for padding outputs)."""
     n: int
     k: int
+    path: str = "avx2"
+    """The kernel path whose micro-kernel reads these panels (a key of KINDS)."""
 
     @property
     def npairs(self) -> int:
@@ -66,22 +70,24 @@ class RowPanels:
         return self.panels.nbytes + self.corr.nbytes
 
 
-def row_panels(packed: np.ndarray, out_features: int, in_features: int) -> RowPanels:
-    """The `RowPanels` of a packed "2bit" weight uint8 [N, ceil(K/4)]."""
+def row_panels(packed: np.ndarray, out_features: int, in_features: int, path: str = "avx2") -> RowPanels:
+    """The `RowPanels` of a packed "2bit" weight uint8 [N, ceil(K/4)] for kernel `path`."""
     trits = unpack(packed, (out_features, in_features))
-    return panels_of_trits(trits)
+    return panels_of_trits(trits, path)
 
 
-def panels_of_trits(trits: np.ndarray) -> RowPanels:
-    """The `RowPanels` of trits int8 [N, K] in {-1, 0, 1}."""
+def panels_of_trits(trits: np.ndarray, path: str = "avx2") -> RowPanels:
+    """The `RowPanels` of trits int8 [N, K] in {-1, 0, 1} for kernel `path`."""
     if trits.ndim != 2 or trits.dtype != np.int8:
         raise TdslError(f"ternary rows must be int8 [N, K], got {trits.dtype} {trits.shape}")
+    if path not in KINDS:
+        raise TdslError(f"rows_int8 runs the paths {', '.join(KINDS)}, not {path!r}")
     N, K = trits.shape
-    panels = mk.k2x32_panels(trits[:, :, None, None]).reshape(-1)
+    panels = mk.panels_of(KINDS[path])(trits[:, :, None, None]).reshape(-1)
     nb = -(-N // mk.NR)
     corr = np.zeros(nb * mk.NR, np.int32)
     corr[:N] = 128 * trits.sum(axis=1, dtype=np.int32)
-    return RowPanels(panels, corr, N, K)
+    return RowPanels(panels, corr, N, K, path)
 
 
 @njit(cache=True, parallel=True)
@@ -145,9 +151,11 @@ _NO_RES = np.zeros((0, 0), np.float32)
 
 
 def runs(path: str, rows: int) -> bool:
-    """Whether a linear of `rows` tokens on kernel `path` runs here: AVX2 from MIN_ROWS rows (VNNI
-    CPUs keep `conv_int8`'s `vpdpbusd` panels; the portable path keeps `gemm`'s row kernels)."""
-    return path == "avx2" and rows >= MIN_ROWS
+    """Whether a linear of `rows` tokens on kernel `path` runs here: AVX2 and AVX-512 VNNI from
+    MIN_ROWS rows (the portable path keeps `gemm`'s row kernels). On VNNI the avx512-vnni tile
+    on s8 k4x32 panels replaced `conv_int8`'s 2-bit panels, which decode the weights every call
+    (VNNI_GAIN)."""
+    return path in ("avx2", "vnni") and rows >= MIN_ROWS
 
 
 def quantize_rows(x: np.ndarray, workspace: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,6 +192,8 @@ def linear_quantized_into(y: np.ndarray, rows: tuple[np.ndarray, np.ndarray, np.
     B, N = y.shape
     if path not in KINDS:
         raise TdslError(f"rows_int8 runs the paths {', '.join(KINDS)}, not {path!r}")
+    if w.path != path and mk.panels_of(KINDS[w.path]) is not mk.panels_of(KINDS[path]):
+        raise TdslError(f"rows_int8: panels built for path {w.path!r} cannot run on {path!r} (another layout)")
     if N != w.n or xu.size != offs.size * mk.padded_channels(w.k) or xs.size != B:
         raise TdslError(f"rows_int8: y {y.shape} does not match the panels' {w.n} outputs or the rows' {xs.size} "
                         f"tokens of {w.k} inputs")

@@ -240,10 +240,11 @@ def _linear_ternary(step: Step, ins: list[np.ndarray], y: np.ndarray, ctx: _Ctx)
     res = _rows(ins[1]) if a["residual"] else _EMPTY2
     x2 = _rows(ins[0])
     if ctx.act_quant == "int8" and rows_int8.runs(ctx.path, x2.shape[0]):
-        # several rows, AVX2: the NHWC runtime's micro-kernel on s8 panels, built on first use
+        # several rows, AVX2 or AVX-512 VNNI: the NHWC runtime's micro-kernel on s8 panels, built on first use
         panels = ctx.panels.get(id(step))
-        if not isinstance(panels, rows_int8.RowPanels):  # none yet, or conv_int8's of an earlier path
-            panels = ctx.panels[id(step)] = rows_int8.row_panels(w["packed"], w["packed"].shape[0], x2.shape[1])
+        if not isinstance(panels, rows_int8.RowPanels) or panels.path != ctx.path:  # none yet, or another path's
+            panels = ctx.panels[id(step)] = rows_int8.row_panels(w["packed"], w["packed"].shape[0], x2.shape[1],
+                                                                 ctx.path)
         rows_int8.linear_into(_rows(y), np.ascontiguousarray(x2), panels, w["scale"], w["bias"], res,
                               a["activation"], ctx.path, ctx.workspace)
         return

@@ -21,9 +21,9 @@ would have made itself. Sibling projections (ternary linears that read the same 
 q/k/v, gate/up) run as one kernel call on their concatenated packed rows, one parallel
 region over all of them; each member step then takes its slice and applies its own bias and
 activation epilogue. The integers and scales are those of the separate calls. Prefill (as
-many rows as the prompt has tokens) runs every projection on GEMM micro-kernels: on AVX2 the
-NHWC runtime's tile (`rows_int8`; siblings as one call there too, their rows quantised once),
-on AVX-512 VNNI `conv_int8.linear_int8_into` step by step, as the whole-sequence forward does.
+many rows as the prompt has tokens) runs every projection on GEMM micro-kernels: on AVX2 and
+AVX-512 VNNI the NHWC runtime's tile (`rows_int8`; siblings as one call there too, their rows
+quantised once).
 
 A decode step ([N, 1] ids on gemm's row kernels) runs one closure per plan step with its
 arrays bound at the shape's first step (`Generator._prepare`): arena views, weights, int8
@@ -167,7 +167,7 @@ class Generator:
         self._quantizing_norms = self._find_quantizing_norms(plan, head_step)
         self._fused: list[dict] = []
         """Per group of sibling projections: the concatenated packed rows, scales, the output, and
-        (from the first prefill on AVX2) their `rows_int8` panels."""
+        (from the first prefill on AVX2 / VNNI) their `rows_int8` panels."""
         self._siblings: dict[int, tuple[dict, int, bool, bool]] = {}
         """id(member step) -> (its group, its first row there, first member?, has an epilogue)."""
         self._fuse_siblings(plan)
@@ -216,7 +216,7 @@ class Generator:
                          ) -> Callable[[Step, list[np.ndarray], np.ndarray], None]:
         """`epilogue`: the member has a bias or an activation to apply to its slice (q/k/v and
         up of a b1.58 decoder have neither: a Numba call each saved per step). Over many rows
-        (prefill on AVX2) the call adds every member's bias and the member applies its activation
+        (prefill on AVX2 / VNNI) the call adds every member's bias and the member applies its activation
         to its slice as one flat array: as `bias_residual_act` over [rows, outputs, 1] it took
         more than the projection (one parallel item per element: 125M, gate's SiLU, 64 rows)."""
         def run(step: Step, ins: list[np.ndarray], y: np.ndarray) -> None:
@@ -225,17 +225,17 @@ class Generator:
             min_rows = conv_int8.LINEAR_MIN_ROWS.get(ctx.path)
             many = ctx.act_quant == "int8" and rows_int8.runs(ctx.path, x2.shape[0])
             if not many and (ctx.act_quant != "int8" or (min_rows is not None and x2.shape[0] >= min_rows)):
-                CPU_RUNNERS[step.kind](step, ins, y, ctx)  # prefill on VNNI: conv_int8's panels, step by step
+                CPU_RUNNERS[step.kind](step, ins, y, ctx)  # a path without rows_int8: step by step
                 return
             if first:
                 out = fused["out"]
                 if out is None or out.shape[0] != x2.shape[0]:
                     out = fused["out"] = np.empty((x2.shape[0], fused["packed"].shape[0]), np.float32)
-            if first and many:  # prefill on AVX2: the rows quantised once, one call over all members' panels
+            if first and many:  # prefill on AVX2 / VNNI: the rows quantised once, one call over all members' panels
                 panels = fused["rows"]
-                if panels is None:
+                if panels is None or panels.path != ctx.path:
                     panels = fused["rows"] = rows_int8.row_panels(fused["packed"], fused["packed"].shape[0],
-                                                                  x2.shape[1])
+                                                                  x2.shape[1], ctx.path)
                 rows_int8.linear_into(out, np.ascontiguousarray(x2, dtype=np.float32), panels, fused["scale"],
                                       fused["biases"], _NO_RESIDUAL, NO_ACTIVATION, ctx.path, ctx.workspace)
             elif first:

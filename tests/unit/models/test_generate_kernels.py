@@ -99,9 +99,9 @@ def test_the_int8_head_decodes_what_it_prefills() -> None:
 
 def test_prefill_runs_every_projection_on_the_gemm_micro_kernels() -> None:
     """A prompt of LINEAR_MIN_ROWS tokens or more runs the projections on GEMM micro-kernels,
-    whose weight panels are built on first use: on AVX2 `rows_int8` (sibling groups as one call on
-    their fused panels, the rest per step), on VNNI conv_int8 per step; decode steps (one row)
-    never build panels."""
+    whose weight panels are built on first use: on AVX2 and AVX-512 VNNI `rows_int8` (sibling groups
+    as one call on their fused panels, the rest per step, with the path's panel layout); decode
+    steps (one row) never build panels."""
     from tdsl.backends.numba.plan import Kernel
     from tdsl.runtime import conv_int8, rows_int8
     from tdsl.runtime.cpu_features import kernel_path
@@ -117,10 +117,11 @@ def test_prefill_runs_every_projection_on_the_gemm_micro_kernels() -> None:
     assert not ternary & set(run._panels) and len(ternary) == 2 * 7
     assert len(gen._fused) == 2 * 2 and all(f["rows"] is None for f in gen._fused)  # q/k/v, gate/up
     gen.prefill(np.zeros((1, min_rows or 8), np.int32))
-    if path == "avx2":  # o and down per step, the 2 sibling groups of each block fused
+    if path in ("avx2", "vnni"):  # o and down per step, the 2 sibling groups of each block fused
         assert len(ternary & set(run._panels)) == 2 * 2
-        assert all(isinstance(run._panels[i], rows_int8.RowPanels) for i in ternary & set(run._panels))
-        assert all(isinstance(f["rows"], rows_int8.RowPanels) for f in gen._fused)
+        assert all(isinstance(run._panels[i], rows_int8.RowPanels) and run._panels[i].path == path
+                   for i in ternary & set(run._panels))
+        assert all(isinstance(f["rows"], rows_int8.RowPanels) and f["rows"].path == path for f in gen._fused)
     else:  # the portable path has no micro-kernel: there every row count runs gemm's row kernels
         assert ternary <= set(run._panels) if min_rows else not run._panels
 

@@ -15,11 +15,13 @@ from tdsl.errors import TdslError
 from tdsl.runtime import conv_int8, gemm
 from tdsl.runtime import reference as R
 from tdsl.runtime import rows_int8
-from tdsl.runtime.cpu_features import has_avx2
+from tdsl.runtime.cpu_features import has_avx2, has_avx512_vnni
 from tdsl.runtime.packing import pack
 
 PATHS = ["portable",
-         pytest.param("avx2", marks=pytest.mark.skipif(not has_avx2(), reason="this CPU has no AVX2"))]
+         pytest.param("avx2", marks=pytest.mark.skipif(not has_avx2(), reason="this CPU has no AVX2")),
+         pytest.param("vnni", marks=pytest.mark.skipif(not has_avx512_vnni(), reason="this CPU has no AVX-512 VNNI "
+                                                       "(the k4x32 tile's bits are checked emulated in test_nhwc_int8)"))]
 
 
 def _exact_sums(x: np.ndarray, trits: np.ndarray, path: str) -> np.ndarray:
@@ -27,7 +29,7 @@ def _exact_sums(x: np.ndarray, trits: np.ndarray, path: str) -> np.ndarray:
     B, N = x.shape[0], trits.shape[0]
     xu, offs, _ = rows_int8.quantize_rows(x)
     y = np.empty((B, N), np.float32)
-    rows_int8.linear_quantized_into(y, (xu, offs, np.ones(B, np.float32)), rows_int8.panels_of_trits(trits),
+    rows_int8.linear_quantized_into(y, (xu, offs, np.ones(B, np.float32)), rows_int8.panels_of_trits(trits, path),
                                     np.ones(N, np.float32), np.zeros(N, np.float32), np.zeros((0, 0), np.float32),
                                     0, path)
     return y.astype(np.int64)
@@ -48,7 +50,7 @@ def test_outputs_are_the_row_kernels_and_conv_panels_bit_for_bit(path: str, B: i
     want, panels, got = (np.empty((B, N), np.float32) for _ in range(3))
     gemm.linear_into(want, x, packed, s, bias, res, 1, "int8", path)
     conv_int8.linear_int8_into(panels, x, conv_int8.linear_panels(packed, N, K), s, bias, res, 1, path, {})
-    rows_int8.linear_into(got, x, rows_int8.row_panels(packed, N, K), s, bias, res, 1, path, {})
+    rows_int8.linear_into(got, x, rows_int8.row_panels(packed, N, K, path), s, bias, res, 1, path, {})
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
     np.testing.assert_array_equal(got.view(np.int32), panels.view(np.int32))
     assert np.any(got != 0) and np.all(got >= 0)  # relu ran
@@ -84,9 +86,14 @@ def test_rows_are_quantised_as_the_reference_with_offset_128() -> None:
     np.testing.assert_array_equal(xs, want_xs)
 
 
-def test_only_the_avx2_path_from_min_rows_runs_here() -> None:
+def test_the_avx2_and_vnni_paths_from_min_rows_run_here() -> None:
     assert rows_int8.runs("avx2", rows_int8.MIN_ROWS) and not rows_int8.runs("avx2", rows_int8.MIN_ROWS - 1)
-    assert not rows_int8.runs("portable", 64) and not rows_int8.runs("vnni", 64)
+    assert not rows_int8.runs("portable", 64) and rows_int8.runs("vnni", 64)
+    w = rows_int8.panels_of_trits(np.ones((8, 16), np.int8), "vnni")
+    assert w.path == "vnni" and w.panels.size == 32 * 16  # k4x32: one block of 32 outputs x 16 inputs
+    with pytest.raises(TdslError, match="another layout"):  # k4x32 panels on the k2x32 tile
+        rows_int8.linear_into(np.empty((5, 8), np.float32), np.zeros((5, 16), np.float32), w, np.ones(8, np.float32),
+                              np.zeros(8, np.float32), np.zeros((0, 0), np.float32), 0, "avx2")
 
 
 def test_mismatched_arguments_are_errors() -> None:
@@ -96,8 +103,8 @@ def test_mismatched_arguments_are_errors() -> None:
         rows_int8.linear_into(np.empty((5, 8), np.float32), np.zeros((5, 12), np.float32), w, one, zero, empty, 0)
     with pytest.raises(TdslError, match="does not match the panels' 8 outputs"):
         rows_int8.linear_into(np.empty((5, 9), np.float32), np.zeros((5, 16), np.float32), w, one, zero, empty, 0)
-    with pytest.raises(TdslError, match="runs the paths portable, avx2, not 'vnni'"):
+    with pytest.raises(TdslError, match="runs the paths portable, avx2, vnni, not 'sse9'"):
         rows_int8.linear_into(np.empty((5, 8), np.float32), np.zeros((5, 16), np.float32), w, one, zero, empty, 0,
-                              "vnni")
+                              "sse9")
     with pytest.raises(TdslError, match=r"int8 \[N, K\]"):
         rows_int8.panels_of_trits(np.zeros((8, 16), np.int16))
