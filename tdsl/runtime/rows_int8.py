@@ -129,15 +129,24 @@ def _rows_gemm(kind, panels, corr, npairs, xu, offs, B, xs, s, bias, res, act, y
         o0 = blk * nr
         no = min(nr, N - o0)
         acc = np.empty(mr * nr, np.int32)
+        cb = np.empty(nr, np.int32)  # the block's constants in task-local arrays: the loop below then
+        sv = np.empty(nr, np.float32)  # reads no array it might write, and vectorises (~5 cycles an
+        bv = np.zeros(nr, np.float32)  # output scalar: 40 % of a 64 x 768 x 768 prefill linear)
+        val = np.empty(nr, np.float32)
+        for o in range(no):
+            cb[o] = corr[o0 + o]
+            sv[o] = s[o0 + o]
+            bv[o] = bias[o0 + o]
         for m0 in range(r0, r1, mr):
             mk.tile(kind, panels, blk * block_bytes, xu, offs, m0, 1, npairs, acc, 0, nr)
             for m in range(min(mr, r1 - m0)):
                 b = m0 + m
                 sb = xs[b]
+                for o in range(nr):
+                    a = np.int32(acc[m * nr + o] - cb[o])
+                    val[o] = np.float32(np.float32(np.float32(a) * (sb * sv[o])) + bv[o])
                 dst = y[b, o0:o0 + no]
-                for o in range(no):
-                    a = np.int32(acc[m * nr + o] - corr[o0 + o])
-                    dst[o] = np.float32(np.float32(np.float32(a) * (sb * s[o0 + o])) + bias[o0 + o])
+                dst[:] = val[:no]
                 if res.shape[0] != 0:
                     r = res[b, o0:o0 + no]
                     for o in range(no):
