@@ -74,8 +74,8 @@ def prepare(workload: str, size: int, work: Path, seed: int) -> None:
     export_onnx(frozen, work / "ternary-qdq.onnx", calibrate=calib)
 
 
-def child(name: str, workload: str, size: int, batch: int, work: Path, threads: int, repeats: int) -> dict[str, Any]:
-    """Time one contender in this process: median and p10/p90 ms of `repeats` calls after warm-up."""
+def contender(name: str, workload: str, size: int, batch: int, work: Path, threads: int) -> tuple[Any, Any]:
+    """(run, x): one contender built in this process, warmed up, and its input."""
     import numpy as np
 
     calib = list(np.load(work / "calib.npz").values())
@@ -105,6 +105,14 @@ def child(name: str, workload: str, size: int, batch: int, work: Path, threads: 
         run = lambda a: session.run(None, {iname: a})[0]  # noqa: E731
     for _ in range(3):
         run(x)
+    return run, x
+
+
+def child(name: str, workload: str, size: int, batch: int, work: Path, threads: int, repeats: int) -> dict[str, Any]:
+    """Time one contender in this process: median and p10/p90 ms of `repeats` calls after warm-up."""
+    import numpy as np
+
+    run, x = contender(name, workload, size, batch, work, threads)
     ns = []
     for _ in range(repeats):
         t0 = time.perf_counter_ns()
@@ -112,6 +120,65 @@ def child(name: str, workload: str, size: int, batch: int, work: Path, threads: 
         ns.append(time.perf_counter_ns() - t0)
     ms = np.asarray(ns) / 1e6
     return {"median": float(np.median(ms)), "p10": float(np.percentile(ms, 10)), "p90": float(np.percentile(ms, 90))}
+
+
+def serve(name: str, workload: str, size: int, batch: int, work: Path, threads: int) -> None:
+    """A contender as a server: "ready" once built, then for each line "N" on stdin N timed calls,
+    their ms as one JSON line; an empty line ends it."""
+    run, x = contender(name, workload, size, batch, work, threads)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        ms = []
+        for _ in range(int(line)):
+            t0 = time.perf_counter_ns()
+            run(x)
+            ms.append((time.perf_counter_ns() - t0) / 1e6)
+        print(json.dumps(ms), flush=True)
+
+
+def paired(args: argparse.Namespace, names: tuple[str, ...], workload: str, size: int, batch: int,
+           work: Path) -> dict[str, Any]:
+    """Every contender in its own server process, taking turns of a few calls for `args.paired`
+    turns each (A B C A B C ...; the others idle meanwhile, 50 ms apart so that a pool's spin
+    has ended): neighbouring turns meet the same host, so the ratio of each turn's median to the
+    ort-int8 turn beside it is robust to the host's swings of minutes that separate rounds of
+    whole processes are not. Returns per contender the median, p10, p90 of all its calls and
+    "vs_ort": the median over turns of ort-int8's turn median / its own."""
+    import numpy as np
+
+    procs = {}
+    try:
+        for name in names:
+            procs[name] = subprocess.Popen(
+                [sys.executable, __file__, "--serve", name, "--workload", workload, "--size", str(size), "--batch",
+                 str(batch), "--work", str(work), "--threads", str(args.threads)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            if procs[name].stdout.readline().strip() != "ready":
+                raise RuntimeError(f"{name} {workload} B={batch}: its server did not start")
+        turns: dict[str, list[list[float]]] = {name: [] for name in names}
+        for _ in range(args.paired):
+            for name, proc in procs.items():
+                time.sleep(0.05)
+                proc.stdin.write(f"{args.repeats}\n")
+                proc.stdin.flush()
+                turns[name].append(json.loads(proc.stdout.readline()))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+                proc.wait(timeout=60)
+    out = {}
+    for name, ts in turns.items():
+        calls = np.concatenate(ts)
+        res = {"median": float(np.median(calls)), "p10": float(np.percentile(calls, 10)),
+               "p90": float(np.percentile(calls, 90)), "turns": [float(np.median(t)) for t in ts]}
+        if "ort-int8" in turns:
+            res["vs_ort"] = float(np.median([np.median(o) / np.median(t) for o, t in zip(turns["ort-int8"], ts)]))
+        out[name] = res
+    return out
 
 
 def run_child(args: argparse.Namespace, name: str, workload: str, size: int, batch: int, work: Path,
@@ -136,6 +203,8 @@ def table(rows: list[dict[str, Any]], contenders: tuple[str, ...] = CONTENDERS) 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def ratio(q: dict[str, Any], c: str) -> str:
+        if c in q and "vs_ort" in q[c]:  # paired turns: the median of the turns' ratios
+            return f"{q[c]['vs_ort']:.2f}x"
         return f"{q['ort-int8']['median'] / q[c]['median']:.2f}x" if c in q and "ort-int8" in q else "-"
 
     for r in rows:
@@ -187,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
                         "round, robust to a noisy host's bursts (default 1)")
     p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS,
                    help="the contenders to run (default: all; ort-int8 is the denominator of the ratios)")
+    p.add_argument("--paired", type=int, default=0, metavar="TURNS",
+                   help="instead of rounds of whole processes: every contender in its own long-lived process, "
+                        "taking TURNS turns of --repeats calls each (robust ratios on a noisy host)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workload", default=None, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
@@ -196,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args.workload, args.size, args.batch, Path(args.work), args.threads,
                                args.repeats)))
+        return 0
+    if args.serve:
+        serve(args.serve, args.workload, args.size, args.batch, Path(args.work), args.threads)
         return 0
     from common import machine_info
 
@@ -213,11 +289,15 @@ def main(argv: list[str] | None = None) -> int:
             for batch in batches:
                 row: dict[str, Any] = {"workload": workload, "batch": batch, "size": size, "quiet": {}}
                 runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
-                for _ in range(max(1, args.rounds)):
+                if args.paired:
+                    row["quiet"] = paired(args, contenders, workload, size, batch, work)
+                    for name in contenders:
+                        print(f"  B={batch} {name}: {row['quiet'][name]['median']:.2f} ms", file=sys.stderr)
+                for _ in range(0 if args.paired else max(1, args.rounds)):
                     for name in contenders:
                         runs[name].append(run_child(args, name, workload, size, batch, work, loaded=False))
                         print(f"  B={batch} {name}: {runs[name][-1]['median']:.2f} ms", file=sys.stderr)
-                for name, results in runs.items():  # the median round, with every round's median beside it
+                for name, results in runs.items() if not args.paired else ():  # the median round, every round's beside it
                     middle = sorted(results, key=lambda r: r["median"])[(len(results) - 1) // 2]
                     row["quiet"][name] = {**middle, "rounds": [r["median"] for r in results],
                                           "best_p10": min(r["p10"] for r in results)}
@@ -230,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             f"({', '.join(info['isa_flags'])}), {info['logical_cpus']} CPUs, load average at start "
             f"{info['loadavg_start']}, commit {info['git_commit']}; {args.threads} threads, "
             f"median of {args.repeats} calls after 3 warm-ups"
-            + (f", the median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
+            + (f", the median of {args.rounds} interleaved rounds" if args.rounds > 1 and not args.paired else "")
+            + (f"; paired: each contender one process, {args.paired} turns of these calls taken in turn, ms the "
+               "median of all its calls, ratios the median over turns of ort-int8's turn / the contender's beside it"
+               if args.paired else "")
             + ".\n\n" + table(rows, contenders) + "\n")
     print(text)
     if args.out:

@@ -167,6 +167,11 @@ def test_cnn_int8_tables_give_median_and_quickest_ratios_and_keep_the_notes() ->
     median_row, quickest_row = [line for line in text.splitlines() if line.startswith("| resnet18")]
     assert "| 1.20x | 1.00x |" in median_row  # 6.0 / 5.0 and 6.0 / 6.0 (the median rounds)
     assert "| 4.80 | 3.00 | 4.50 | 1.50x | 0.94x |" in quickest_row  # fastest p10s: 4.5 / 3.0, 4.5 / 4.8
+    paired = [{"workload": "mobilenetv2", "batch": 8, "quiet": {  # paired turns: the turns' ratio, not the medians'
+        "tdsl-nhwc-all": {"median": 10.0, "p10": 9.0, "p90": 11.0, "turns": [10.0], "vs_ort": 1.07},
+        "ort-int8": {"median": 9.0, "p10": 8.0, "p90": 10.0, "turns": [9.0], "vs_ort": 1.0}}}]
+    text = bench_cnn_int8.table(paired, ("tdsl-nhwc-all", "ort-int8"))
+    assert "| mobilenetv2 | 8 | 10.00 | 9.00 | 1.07x | - | - |" in text and "Quickest" not in text
     old = "# old title\n\nold table\n\n## Reading\n\nhand notes\n"
     assert bench_cnn_int8.with_notes("# new\n", old) == "# new\n\n## Reading\n\nhand notes\n"
     assert bench_cnn_int8.with_notes("# new\n", "") == "# new\n"
