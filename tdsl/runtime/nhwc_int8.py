@@ -28,7 +28,7 @@ from tdsl.runtime.depthwise_taps import LANES as TAP_LANES
 from tdsl.runtime.depthwise_taps import MAX_TAPS, tap_sums
 from tdsl.runtime.depthwise_taps import PIXELS as TAP_PIXELS
 from tdsl.runtime.isa import claim, umax_u8
-from tdsl.runtime.microkernels import MR, NR, any_tile
+from tdsl.runtime.microkernels import MR, NR, PAIR, any_tile, any_tile_pair, takes_pair
 from tdsl.runtime.requant import LANES, WIDE, requant_scalar, requant_tile, static_terms
 
 activation = njit(inline="always", cache=True)(activations.apply)
@@ -164,10 +164,10 @@ def pixel_coords(p, Ho, Wo):
 
 @njit(cache=True)
 def indirection(N, H, W, cp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
-    """offs int64 [(P rounded up to MR) * kh*kw]: the byte offset of the input row each tap of
+    """offs int64 [(P rounded up to PAIR) * kh*kw]: the byte offset of the input row each tap of
     each output pixel reads; taps in the padding (and the rows past P) read the zero row."""
     P = N * Ho * Wo
-    Pp = (P + MR - 1) // MR * MR
+    Pp = (P + PAIR - 1) // PAIR * PAIR
     ntaps = kh * kw
     zero = N * H * W * cp
     offs = np.full(Pp * ntaps, zero, np.int64)
@@ -246,11 +246,11 @@ def _quantize_padded(x, scale, zp, out, ph, pw, limit):
 
 @njit(cache=True)
 def row_indirection(N, Hp, Wp, cp, kh, sh, sw, dh, Ho, Wo):
-    """offs int64 [(P rounded up to MR) * kh]: for output pixel p and kernel row i, the byte
+    """offs int64 [(P rounded up to PAIR) * kh]: for output pixel p and kernel row i, the byte
     offset in a padded image (`quantize_nchw_padded`) of the run of taps that row reads; rows
     past P read offset 0 (their sums are never written)."""
     P = N * Ho * Wo
-    Pp = (P + MR - 1) // MR * MR
+    Pp = (P + PAIR - 1) // PAIR * PAIR
     offs = np.zeros(Pp * kh, np.int64)
     for p in range(P):
         n, oy, ox = pixel_coords(p, Ho, Wo)
@@ -409,7 +409,7 @@ def _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bi
     gN, gH, gW, gcp, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = geom
     zero = gN * gH * gW * gcp // 4
     for w in prange(nw):
-        acc = np.empty(MR * NR, np.int32)
+        acc = np.empty(PAIR * NR, np.int32)
         tacc = np.empty(TILE_PIXELS * NR, np.int32)
         rows = np.zeros(skew + TILE_PIXELS * kp + 4 * GATHER_RUN if gathering else 0, np.uint8)
         rows4 = rows.view(np.uint32)
@@ -446,15 +446,27 @@ def _conv(kind, x, offs, ntaps, npairs, panels, nblocks, P, O, wsum, zpx, se, bi
             for b in range(g * BLOCKS_PER_TASK, min(nblocks, (g + 1) * BLOCKS_PER_TASK)):
                 o0 = b * NR
                 no = min(NR, O - o0)
+                pair = takes_pair(kind, ntaps, npairs, no)
                 if clamp_static:  # its own loop: with the general epilogue inlined beside it, this one ran 25 % slower
-                    for m0 in range(0, np_, MR):  # the task's pixels' accumulators (4 KB), then one epilogue call
-                        any_tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, tacc,
-                                 m0 * NR, NR, no)
+                    if pair:  # the task's pixels' accumulators (4 KB), then one epilogue call
+                        for m0 in range(0, np_, PAIR):
+                            any_tile_pair(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs,
+                                          tacc, m0 * NR, NR)
+                    else:  # constant steps: a loop of a variable step made the small convs ~20 % slower
+                        for m0 in range(0, np_, MR):
+                            any_tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs,
+                                     tacc, m0 * NR, NR, no)
                     _requant_rows(tacc, NR, np_, no, o0, m_, c_, res, rsi, qlo, qhi, out, p0 * cpo + o0, cpo)
                 else:
-                    for m0 in range(0, np_, MR):
-                        any_tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, acc, 0, NR)
-                        for m in range(min(MR, np_ - m0)):
+                    step = PAIR if pair else MR
+                    for m0 in range(0, np_, step):
+                        if pair:
+                            any_tile_pair(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs,
+                                          acc, 0, NR)
+                        else:
+                            any_tile(kind, panels, b * block_bytes, src, soffs, first + m0 * ntaps, ntaps, npairs, acc,
+                                     0, NR)
+                        for m in range(min(step, np_ - m0)):
                             p = p0 + m0 + m
                             _epilogue(acc, m * NR, no, o0, corr, se, bias, res, p * cpo + o0, rs, rzp, code, amin,
                                       amax, static, out, p * cpo + o0, inv, zf, yf, p, lohi, task)

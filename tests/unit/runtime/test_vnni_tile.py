@@ -26,6 +26,7 @@ CHILD = textwrap.dedent("""
     def block(kind, w, x, offs, out):
         mk.tile(kind, w, 0, x, offs, 0, 9, 8, out, 0, 32)
         mk.tile_half(kind, w, 0, x, offs, 0, 9, 8, out, 0, 32)
+        mk.tile_pair(kind, w, 0, x, offs, 0, 9, 8, out, 0, 32)
 
     @njit
     def block16(kind, w, x, offs, out):
@@ -60,14 +61,14 @@ BASE = ["sse4.2", "avx", "avx2", "fma", "f16c", "bmi", "bmi2", "popcnt"]
 def test_the_avx512_row_compiles_to_zmm_vpdpbusd_for_sapphire_rapids(tmp_path):
     got = compiled_for("sapphirerapids", BASE + ["avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"],
                        tmp_path)
-    assert got["zmm"] >= 8 + 4  # tile: 4 pixels x 2 vectors; half tile: 4 x 1 (the compiler may unroll)
+    assert got["zmm"] >= 8 + 4 + 16  # tile: 4 pixels x 2 vectors; half: 4 x 1; pair: 8 x 2 (may be unrolled)
     assert got["ymm"] >= 16 + 8  # the avx-vnni row's tiles, compiled beside it
     assert got["w16zmm"] >= 8 and got["w16ymm"] >= 16  # the -w16 rows: 4 pixels x 2 zmm / 4 ymm
 
 
 def test_the_avx_vnni_row_compiles_to_ymm_vpdpbusd_without_avx512(tmp_path):
     got = compiled_for("alderlake", BASE + ["avxvnni"], tmp_path)
-    assert got["zmm"] == 0 and got["ymm"] >= 16 + 8
+    assert got["zmm"] == 0 and got["ymm"] >= 16 + 8  # tile_pair's 8-pixel tile is the avx512 row's only
     assert got["w16zmm"] == 0 and got["w16ymm"] >= 16
 
 
