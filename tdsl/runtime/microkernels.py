@@ -511,11 +511,12 @@ def tile_half(kind, w, woff, x, offs, ooff, ntaps, npairs, out, oidx, ostride):
 
 PAIR = 2 * MR
 """Output pixels of `tile_pair`."""
-PAIR_MIN_PAIRS = 32
-"""Input-channel pairs (over all taps) from which `tile_pair` takes the 8-pixel tile: the 3x3 convs
-of 64 channels and more gained 11-18 % on a Zen 5 thread; 1x1 convs of 16-32 channels keep MR
-pixels a tile (a driver loop over PAIR pixels made them slower, 0.15-0.18 -> 0.21-0.23 ms for 16
--> 96 at 112^2, though the bare tiles were not)."""
+PAIR_MIN_PAIRS = 4
+"""Input-channel pairs (over all taps) from which `tile_pair` takes the 8-pixel tile: every block
+of the avx512-vnni row but a single tap of 4 channels. On a Zen 5 thread the 3x3 convs of 64
+channels gained 11-18 % and the 1x1 expansions of 16-32 channels ~10 % (16 -> 96 at 112^2
+0.167-0.173 -> 0.147-0.163 ms), in a driver loop of constant step (a variable step had cost the
+small convs ~20 %)."""
 
 
 @njit(cache=True, inline="always")
