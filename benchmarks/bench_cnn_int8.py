@@ -172,12 +172,29 @@ def paired(args: argparse.Namespace, names: tuple[str, ...], workload: str, size
                 proc.wait(timeout=60)
     out = {}
     for name, ts in turns.items():
+        print(f"  B={batch} {name}: {np.median(np.concatenate(ts)):.2f} ms", file=sys.stderr)
         calls = np.concatenate(ts)
         res = {"median": float(np.median(calls)), "p10": float(np.percentile(calls, 10)),
                "p90": float(np.percentile(calls, 90)), "turns": [float(np.median(t)) for t in ts]}
         if "ort-int8" in turns:
             res["vs_ort"] = float(np.median([np.median(o) / np.median(t) for o, t in zip(turns["ort-int8"], ts)]))
         out[name] = res
+    return out
+
+
+def rounds(args: argparse.Namespace, names: tuple[str, ...], workload: str, size: int, batch: int,
+           work: Path) -> dict[str, Any]:
+    """`args.rounds` rounds of every contender, each in a fresh child process, interleaved; per
+    contender its median round, every round's median beside it, and its fastest p10."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for _ in range(max(1, args.rounds)):
+        for name in names:
+            runs[name].append(run_child(args, name, workload, size, batch, work, loaded=False))
+            print(f"  B={batch} {name}: {runs[name][-1]['median']:.2f} ms", file=sys.stderr)
+    out = {}
+    for name, results in runs.items():
+        middle = sorted(results, key=lambda r: r["median"])[(len(results) - 1) // 2]
+        out[name] = {**middle, "rounds": [r["median"] for r in results], "best_p10": min(r["p10"] for r in results)}
     return out
 
 
@@ -288,19 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             prepare(workload, size, work, seed=0)
             for batch in batches:
                 row: dict[str, Any] = {"workload": workload, "batch": batch, "size": size, "quiet": {}}
-                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
-                if args.paired:
-                    row["quiet"] = paired(args, contenders, workload, size, batch, work)
-                    for name in contenders:
-                        print(f"  B={batch} {name}: {row['quiet'][name]['median']:.2f} ms", file=sys.stderr)
-                for _ in range(0 if args.paired else max(1, args.rounds)):
-                    for name in contenders:
-                        runs[name].append(run_child(args, name, workload, size, batch, work, loaded=False))
-                        print(f"  B={batch} {name}: {runs[name][-1]['median']:.2f} ms", file=sys.stderr)
-                for name, results in runs.items() if not args.paired else ():  # the median round, every round's beside it
-                    middle = sorted(results, key=lambda r: r["median"])[(len(results) - 1) // 2]
-                    row["quiet"][name] = {**middle, "rounds": [r["median"] for r in results],
-                                          "best_p10": min(r["p10"] for r in results)}
+                row["quiet"] = (paired if args.paired else rounds)(args, contenders, workload, size, batch, work)
                 if not args.no_load and not args.quick:
                     row["loaded"] = {name: run_child(args, name, workload, size, batch, work, loaded=True)
                                      for name in ("tdsl-nhwc-all", "ort-int8") if name in contenders}
