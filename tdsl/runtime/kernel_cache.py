@@ -34,7 +34,7 @@ def _cache_dirs(source_dir: Path) -> list[Path]:
 @functools.cache
 def drop_stale_caches() -> bool:
     """Remove the cached kernels built from other kernel sources; True if any were stale.
-    Once per process: the package's import and `gemm` / `cuda_gemm` all call it."""
+    Once per process (cached): the `tdsl.runtime` package's import calls it."""
     h = hashlib.sha256()
     for source in sorted(p for folder in _KERNEL_DIRS for p in folder.glob("*.py")):
         h.update(source.name.encode() + b"\0" + source.read_bytes())
