@@ -59,3 +59,32 @@ def test_concurrent_calls_from_python_threads_take_turns_and_agree():
         assert len(got[i]) == 5
         for y in got[i]:
             np.testing.assert_array_equal(y, want[i])
+
+
+def _decide(monkeypatch, seen: list[int]) -> int:
+    """threads_for_call(2) on 2 cores while other processes' running threads read `seen` in turn
+    (the last value repeating)."""
+    from tdsl.runtime import threads
+
+    samples = iter(seen)
+    last = [seen[0]]
+
+    def others() -> int:
+        last[0] = next(samples, last[0])
+        return last[0]
+
+    threads._LAST_DECISION.clear()
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(threads, "_system_running", lambda: 1 + last[0])
+    monkeypatch.setattr(threads, "others_running", others)
+    try:
+        return threads.threads_for_call(2)
+    finally:
+        threads._LAST_DECISION.clear()
+
+
+def test_a_busy_process_takes_a_thread_but_a_caller_on_its_way_to_sleep_does_not(monkeypatch):
+    assert _decide(monkeypatch, [1]) == 1  # runnable throughout the confirmation window
+    assert _decide(monkeypatch, [1, 1, 0]) == 2  # a pipe writer that then blocks
+    assert _decide(monkeypatch, [0]) == 2
+    assert _decide(monkeypatch, [2]) == 1  # never fewer than one thread
