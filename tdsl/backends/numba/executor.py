@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba import nhwc
 from tdsl.backends.numba.plan import Kernel, Plan, Schedule, Step, build_plan, dtype_of
 from tdsl.errors import TdslError
@@ -37,6 +36,7 @@ from tdsl.ops.composite import COMPOSITES
 from tdsl.ops.elementwise import BINARY
 from tdsl.quant.int8 import int8_activation
 from tdsl.runtime import compile_stats, conv_float, conv_int8, gemm, lm_head, rows_int8
+from tdsl.runtime import nchw_float as K
 from tdsl.runtime.conv2d import depthwise_conv, im2col
 from tdsl.runtime.cpu_features import kernel_path, requested_path
 from tdsl.runtime.threads import RUNTIME_LOCK, threads_for_call

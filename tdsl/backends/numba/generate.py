@@ -53,7 +53,6 @@ import numpy as np
 
 from tdsl.backends.numba.executor import (CPU_RUNNERS, DeployedModel, _Bound, _Ctx, _single_threaded_blas,
                                           _threads_for_this_call)
-from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba.executor import operands_in_order
 from tdsl.runtime import conv_int8, gemm, rows_int8
 from tdsl.backends.numba.plan import Kernel, Step
@@ -62,6 +61,7 @@ from tdsl.errors import TdslError
 from tdsl.ops.elementwise import BINARY
 from tdsl.runtime import llm_kernels as L
 from tdsl.runtime import lm_head
+from tdsl.runtime import nchw_float as K
 from tdsl.runtime.activations import NONE as NO_ACTIVATION
 from tdsl.runtime.cpu_features import kernel_path
 from tdsl.runtime.kv_cache import KVCache

@@ -84,7 +84,7 @@ def test_cached_attention_is_the_decode_kernel_bit_for_bit(s: int, heads: int, k
 
 
 def test_member_slice_is_the_bias_and_activation_epilogue_bit_for_bit() -> None:
-    from tdsl.backends.numba import kernels as K
+    from tdsl.runtime import nchw_float as K
     from tdsl.runtime.activations import code_of
 
     src = RNG.standard_normal((2, 50)).astype(np.float32) * 4

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 import tdsl
 from tdsl import deploy
 from tdsl.backends.numba import build_plan
-from tdsl.backends.numba import kernels as K
 from tdsl.backends.numba.executor import _conv_ternary, _Ctx
 from tdsl.backends.numba.plan import Step
 from tdsl.errors import TdslError
 from tdsl.lowering import kernel_level
 from tdsl.runtime import activations
+from tdsl.runtime import nchw_float as K
 from tdsl.runtime.conv2d import ternary_conv2d
 from tdsl.runtime.packing import pack
 

@@ -1,4 +1,7 @@
-"""CPU kernels the plan needs besides the packed ternary GEMM of `tdsl.runtime`.
+"""NCHW float32 CPU kernels of the plan steps that are not packed ternary GEMMs or convs:
+epilogues, float depthwise convs, pooling, standalone activations. The Numba backend
+(`tdsl.backends.numba.executor`, `generate`) calls them; they live here so that the backend
+runs plans and the runtime holds the kernels.
 
 All NCHW float32 (kept-precision int8 convolutions run the same column kernels in float64
 when their integer sums could exceed float32's exact range). Semantics are torch's eval
