@@ -52,7 +52,7 @@ class Binary:
 
     op: type[t.BinaryOp]
     code: int
-    """Its branch in the CUDA elementwise kernel (`tdsl.backends.numba.gpu`)."""
+    """Its branch in the CUDA elementwise kernel (`tdsl.runtime.cuda_steps.elementwise_kernel`)."""
     ufunc: np.ufunc
     symbol: str
     """The infix operator: the DSL's (`a + b`) and the one emitted torch code writes."""

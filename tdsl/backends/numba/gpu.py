@@ -1,136 +1,31 @@
 """Run a `Plan` on a GPU with `numba.cuda`: the same steps, device arrays between them.
 
-Packed ternary steps call the runtime's device entry points (`cuda_conv2d.ternary_conv2d_device`,
-`cuda_gemm.ternary_linear_device`); the other step kinds have small kernels here, one thread
-per output element (straightforward rather than tuned, like the runtime's CUDA kernels).
+Each step kind has a runner here that launches runtime kernels: packed ternary steps call the
+device entry points (`cuda_conv2d.ternary_conv2d_device`, `cuda_gemm.ternary_linear_device`),
+the other kinds the one-thread-per-output-element kernels of `tdsl.runtime.cuda_steps`.
 Weights are copied to the device once per deployed model; inputs are copied in and outputs
 out, nothing else crosses the bus. A value's device array is dropped after its last reader,
 so the allocator can reuse its memory (the liveness of `Plan.schedule`, without an arena).
 Kernels without a runner here (`UNSUPPORTED`: kept-precision int8, softmax, matmul, the
 batch-norm affine, broadcasting binary ops) are refused when the model is deployed, never run
-on the host behind the caller's back. Activations run through the one definition the CPU
-uses (`tdsl.runtime.cuda_gemm.activation`, compiled from `tdsl.runtime.activations.apply`).
+on the host behind the caller's back.
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numba import config, cuda, float32
+from numba import cuda
 
 from tdsl.backends.numba.plan import Kernel, Plan, Step
 from tdsl.ops.elementwise import BINARY
-from tdsl.runtime.cuda_conv2d import nchw_position, ternary_conv2d_device
-from tdsl.runtime.cuda_gemm import activation, ternary_linear_device
+from tdsl.runtime.cuda_conv2d import ternary_conv2d_device
+from tdsl.runtime.cuda_gemm import ternary_linear_device
+from tdsl.runtime.cuda_steps import (ACTIVATION_FN, TPB, adaptive_avg_kernel, blocks, conv_direct_kernel,
+                                     elementwise_kernel, linear_kernel, pool_kernel)
 
 if TYPE_CHECKING:
     from tdsl.backends.numba.executor import DeployedModel
-
-TPB = 32 if config.ENABLE_CUDASIM else 128  # the simulator runs one Python thread per CUDA thread
-F0 = np.float32(0.0)
-_ACTIVATION = -1
-"""The `fn` of `_elementwise_kernel` that applies an activation (the binary ops are 0..3)."""
-
-
-@cuda.jit
-def _conv_direct_kernel(x, w, sh, sw, ph, pw, dh, dw, groups, bias, res, has_res, act, y):
-    idx = cuda.grid(1)
-    if idx >= y.size:
-        return
-    n, o, oy, ox = nchw_position(idx, y)
-    H, W = x.shape[2], x.shape[3]
-    Cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-    c0 = (o // (y.shape[1] // groups)) * Cg
-    acc = F0
-    for c in range(Cg):
-        for i in range(kh):
-            iy = oy * sh - ph + i * dh
-            for j in range(kw):
-                ix = ox * sw - pw + j * dw
-                if 0 <= iy < H and 0 <= ix < W:
-                    acc += x[n, c0 + c, iy, ix] * w[o, c, i, j]
-    v = float32(acc + bias[o])
-    if has_res:
-        v = float32(v + res[n, o, oy, ox])
-    y[n, o, oy, ox] = activation(v, act)
-
-
-@cuda.jit
-def _linear_kernel(x, wt, bias, res, has_res, act, y):
-    idx = cuda.grid(1)
-    B, N = y.shape
-    if idx >= B * N:
-        return
-    b = idx // N
-    n = idx % N
-    acc = F0
-    for k in range(x.shape[1]):
-        acc += x[b, k] * wt[k, n]
-    v = float32(acc + bias[n])
-    if has_res:
-        v = float32(v + res[b, n])
-    y[b, n] = activation(v, act)
-
-
-@cuda.jit
-def _pool_kernel(x, kh, kw, sh, sw, ph, pw, is_max, y):
-    idx = cuda.grid(1)
-    if idx >= y.size:
-        return
-    n, c, oy, ox = nchw_position(idx, y)
-    H, W = x.shape[2], x.shape[3]
-    m = -np.inf if is_max else F0
-    for i in range(kh):
-        iy = oy * sh - ph + i
-        for j in range(kw):
-            ix = ox * sw - pw + j
-            if 0 <= iy < H and 0 <= ix < W:
-                v = x[n, c, iy, ix]
-                if is_max:
-                    m = max(m, v)
-                else:
-                    m += v
-    y[n, c, oy, ox] = m if is_max else m / float32(kh * kw)
-
-
-@cuda.jit
-def _adaptive_avg_kernel(x, y):
-    idx = cuda.grid(1)
-    if idx >= y.size:
-        return
-    n, c, oy, ox = nchw_position(idx, y)
-    H, W, Ho, Wo = x.shape[2], x.shape[3], y.shape[2], y.shape[3]
-    y0, y1 = (oy * H) // Ho, ((oy + 1) * H + Ho - 1) // Ho
-    x0, x1 = (ox * W) // Wo, ((ox + 1) * W + Wo - 1) // Wo
-    s = F0
-    for iy in range(y0, y1):
-        for ix in range(x0, x1):
-            s += x[n, c, iy, ix]
-    y[n, c, oy, ox] = s / float32((y1 - y0) * (x1 - x0))
-
-
-@cuda.jit
-def _elementwise_kernel(a, b, fn, act, y):
-    """Flat arrays: fn is a binary op's code (`tdsl.ops.elementwise.BINARY`) on a and b, or
-    `_ACTIVATION` with `act` an activation code on a."""
-    i = cuda.grid(1)
-    if i >= y.shape[0]:
-        return
-    if fn == 0:
-        y[i] = a[i] + b[i]
-    elif fn == 1:
-        y[i] = a[i] - b[i]
-    elif fn == 2:
-        y[i] = a[i] * b[i]
-    elif fn == 3:
-        y[i] = a[i] / b[i]
-    else:
-        y[i] = activation(a[i], act)
-
-
-def _blocks(n: int) -> int:
-    return max(1, math.ceil(n / TPB))
 
 
 def _none4() -> Any:
@@ -149,9 +44,9 @@ def _conv_float(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str
     a = step.attrs
     y = cuda.device_array(out_shape, np.float32)
     res = ins[1] if a["residual"] else _none4()
-    _conv_direct_kernel[_blocks(y.size), TPB](ins[0], w["weight"], *a["stride"], *a["padding"], *a["dilation"],
-                                              a["groups"], w["bias"], res, a["residual"],
-                                              a["activation"], y)
+    conv_direct_kernel[blocks(y.size), TPB](ins[0], w["weight"], *a["stride"], *a["padding"], *a["dilation"],
+                                            a["groups"], w["bias"], res, a["residual"],
+                                            a["activation"], y)
     return y
 
 
@@ -173,22 +68,22 @@ def _linear_float(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: s
     x = _rows(ins[0])
     y = cuda.device_array((x.shape[0], out_shape[len(out_shape) - 1]), np.float32)
     res = _rows(ins[1]) if a["residual"] else cuda.device_array((1, 1), np.float32)
-    _linear_kernel[_blocks(y.size), TPB](x, w["weight_t"], w["bias"], res, a["residual"],
-                                         a["activation"], y)
+    linear_kernel[blocks(y.size), TPB](x, w["weight_t"], w["bias"], res, a["residual"],
+                                       a["activation"], y)
     return y.reshape(*out_shape)
 
 
 def _pool(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
     y = cuda.device_array(out_shape, np.float32)
     a = step.attrs
-    _pool_kernel[_blocks(y.size), TPB](ins[0], *a["kernel"], *a["stride"], *a["padding"],
-                                       step.kind is Kernel.MAX_POOL2D, y)
+    pool_kernel[blocks(y.size), TPB](ins[0], *a["kernel"], *a["stride"], *a["padding"],
+                                     step.kind is Kernel.MAX_POOL2D, y)
     return y
 
 
 def _adaptive_avg_pool2d(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: str) -> Any:
     y = cuda.device_array(out_shape, np.float32)
-    _adaptive_avg_kernel[_blocks(y.size), TPB](ins[0], y)
+    adaptive_avg_kernel[blocks(y.size), TPB](ins[0], y)
     return y
 
 
@@ -196,10 +91,10 @@ def _elementwise(step: Step, ins: list, out_shape: tuple, w: dict, act_quant: st
     y = cuda.device_array(out_shape, np.float32)
     flat = ins[0].reshape(ins[0].size)
     if step.kind is Kernel.ACTIVATION:
-        fn, act, other = _ACTIVATION, step.attrs["activation"], flat
+        fn, act, other = ACTIVATION_FN, step.attrs["activation"], flat
     else:
         fn, act, other = BINARY[type(step.op)].code, 0, ins[1].reshape(ins[1].size)
-    _elementwise_kernel[_blocks(y.size), TPB](flat, other, fn, act, y.reshape(y.size))
+    elementwise_kernel[blocks(y.size), TPB](flat, other, fn, act, y.reshape(y.size))
     return y
 
 
