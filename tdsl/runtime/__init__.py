@@ -1,4 +1,5 @@
-"""The deployment runtime: packed ternary storage and the Numba kernels that read it.
+"""The deployment runtime: packed ternary storage and the Numba kernels (CPU and CUDA) that
+run a deployed plan's steps; `tdsl.backends.numba` turns a plan into calls of them.
 
 Everything under `tdsl.runtime` imports numpy and numba only, never torch, so a packaged
 model runs where torch is not installed. The packed layout is defined once, in
