@@ -124,5 +124,7 @@ def format_table(rows: list[StepTime], top: int | None = None) -> str:
         lines.append(f"{r.index:>3} {r.op:<18} {r.kernel:<15} {shapes:<34} {r.precision:<8} {r.path:<17} "
                      f"{r.ms:>8.3f} {100 * r.share:>5.1f}% {r.rate:>6.1f} {r.rate_unit}")
     total = sum(r.ms for r in rows)
-    lines.append(f"total {total:.3f} ms over {len(rows)} steps" + (f" (the {top} slowest shown)" if top else ""))
+    per_step = 1e3 * total / len(rows) if rows else 0.0  # at a tiny input size: the per-step overhead
+    lines.append(f"total {total:.3f} ms over {len(rows)} steps, {per_step:.1f} us a step"
+                 + (f" (the {top} slowest shown)" if top else ""))
     return "\n".join(lines)

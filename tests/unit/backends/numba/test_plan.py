@@ -161,6 +161,9 @@ def test_profile_reports_every_step_with_its_path(lenet) -> None:
     table = run.profile_table(top=3)
     assert "fp16-kept" in table or "portable/int8" in table or "vnni/int8" in table
     assert table.count("\n") == 3 + 2  # header, rule, 3 rows, total
+    # the mean per step (at a tiny input size, what a step costs beyond its work)
+    assert table.splitlines()[-1].startswith(f"total {sum(r.ms for r in rows):.3f} ms over {len(rows)} steps, "
+                                             f"{1e3 * sum(r.ms for r in rows) / len(rows):.1f} us a step")
 
 
 def test_profile_needs_profile_true_and_the_cpu(lenet) -> None:
