@@ -163,3 +163,27 @@ def test_prequantized_linear_equals_the_quantising_one(rows: int) -> None:
         np.testing.assert_array_equal(got, want, err_msg=path)
     with pytest.raises(TdslError, match="do not fit"):
         L.ternary_linear_quantized(np.empty((rows, N + 1), np.float32), q, packed, s, bias, res, 0, "portable")
+
+
+def test_the_vector_exp_is_within_two_ulp_of_exp() -> None:
+    """`_exp_shifted` (the attention's softmax numerators) against float64 exp: every shifted
+    score in [-87, 0] within 2 float32 ulp; below -87 it counts as exp(-87) (< 2e-38)."""
+    from numba import njit
+
+    @njit
+    def run(scores, top):
+        L._exp_shifted(scores, scores.shape[0], top, np.empty(scores.shape[0], np.int32))
+
+    x = np.concatenate([np.linspace(-87.0, 0.0, 200_001), RNG.uniform(-87.0, 0.0, 100_000), [0.0, -1e-30, -0.5]])
+    got = (x + 1.5).astype(np.float32)
+    shifted = got.astype(np.float64) - 1.5  # the float32 arguments exactly as the kernel forms them
+    run(got, np.float32(1.5))
+    want = np.exp(np.float32(shifted).astype(np.float64))
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - want) / ulp) <= 2.0
+    low = np.array([-100.0, -1e4, -np.inf], np.float32)
+    run(low, np.float32(0.0))
+    assert low[0] == low[1] == low[2] and 1e-38 < low[0] < 2e-38
+    nan = np.array([np.nan, 0.0], np.float32)
+    run(nan, np.float32(0.0))
+    assert np.isnan(nan[0]) and nan[1] == 1.0  # a NaN score stays NaN (the softmax is NaN, not silently 0)
