@@ -208,3 +208,17 @@ def test_prefill_of_the_last_rows_only_gives_the_full_prefills_last_logits(head)
     np.testing.assert_allclose(last[:, 0], whole[:, -1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gen.decode_step(ids[:, :1]), after_whole, rtol=1e-5, atol=1e-5)
     assert gen.generate(ids, 1).tokens == [[int(t)] for t in whole[:, -1].argmax(-1)]
+
+
+def test_a_prepared_decode_step_refuses_an_id_outside_the_table() -> None:
+    """The decode closure's row copy (not the composite's numpy) still names a bad id, and the
+    next good step decodes as if the bad one had not been fed."""
+    gen = Generator(_package().deploy(), capacity=16)
+    gen.prefill(np.array([[1, 2, 3]], np.int32))
+    want = Generator(_package().deploy(), capacity=16)
+    want.prefill(np.array([[1, 2, 3]], np.int32))
+    for bad in (64, -1):
+        with pytest.raises(tdsl.TdslError, match=f"embedding: id {bad} is outside the table of 64 rows"):
+            gen.decode_step(np.array([[bad]], np.int32))
+    assert gen._decode_calls  # the prepared closures ran
+    np.testing.assert_array_equal(gen.decode_step(np.array([[5]], np.int32)), want.decode_step(np.array([[5]], np.int32)))
