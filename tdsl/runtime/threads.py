@@ -46,12 +46,14 @@ SPIN_COUNT = "60000"
 LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 DECISION_SECONDS = 0.02
-CONFIRM_SECONDS = 300e-6
-"""How long `threads_for_call` watches a process it saw running before it gives up a thread for
-it: a busy process stays runnable, a caller that just handed this process work (a server's
-request thread, a parent writing to a pipe) is runnable for tens of microseconds on its way to
-sleep. Seen once, such a caller cost half the calls of a pipe-driven server one thread for
-DECISION_SECONDS (MobileNetV2 B=1 at 2.0 instead of 1.3 ms, 2-core Zen 5 guest)."""
+CONFIRM_SECONDS = 100e-6
+"""How long `threads_for_call` sleeps before it looks again at a process it saw running, and
+gives up a thread only if it still runs: a busy process stays runnable, a caller that just
+handed this process work (a server's request thread, a parent writing to a pipe) was preempted
+on this core on its way to sleep and gets there meanwhile. Seen once, such a caller cost half
+the calls of a pipe-driven server one thread for DECISION_SECONDS (MobileNetV2 B=1 at 2.0
+instead of 1.3 ms, 2-core Zen 5 guest). A sleep, not `sched_yield` in a loop: beside a busy
+process a yield can hand it a whole time slice."""
 """`threads_for_call` reuses its answer this long (a few scheduler ticks): reading /proc costs
 20-130 us, a tenth of a small model's call when made on every call."""
 _LAST_DECISION: dict[int, tuple[float, int]] = {}
@@ -110,11 +112,11 @@ def others_running() -> int:
 
 def threads_for_call(configured: int) -> int:
     """How many threads a call should use: `configured`, less the cores other processes are
-    busy on right now (busy: seen running throughout CONFIRM_SECONDS). A parallel region ends
+    busy on right now (busy: seen running before and after a sleep of CONFIRM_SECONDS). A parallel region ends
     when its last thread arrives, so a thread that shares its core with a busy process holds
     every region of the call for a time slice; with one thread fewer the call runs at the speed
     of the cores it really has. Costs ~20 us when
-    the caller is the only runnable thread (a quiet machine), up to ~CONFIRM_SECONDS else, so the
+    the caller is the only runnable thread (a quiet machine), ~CONFIRM_SECONDS + 150 us else, so the
     answer is reused for DECISION_SECONDS."""
     try:
         cores = len(os.sched_getaffinity(0))
@@ -125,9 +127,8 @@ def threads_for_call(configured: int) -> int:
     if last is not None and now - last[0] < DECISION_SECONDS:
         return last[1]
     others = 0 if _system_running() <= 1 else others_running()  # 1: only the caller runs
-    deadline = time.perf_counter() + CONFIRM_SECONDS
-    while others and time.perf_counter() < deadline:
-        os.sched_yield()  # the caller that woke us may wait on this core to reach its sleep
+    if others:  # sleeping, not spinning: the caller that woke us may wait on this core to reach its sleep
+        time.sleep(CONFIRM_SECONDS)
         others = min(others, others_running())
     n = max(1, min(configured, cores - others))
     _LAST_DECISION[configured] = (now, n)

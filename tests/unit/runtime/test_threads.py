@@ -61,13 +61,14 @@ def test_concurrent_calls_from_python_threads_take_turns_and_agree():
             np.testing.assert_array_equal(y, want[i])
 
 
-def _decide(monkeypatch, seen: list[int]) -> int:
+def _decide(monkeypatch, seen: list[int]) -> tuple[int, list[float]]:
     """threads_for_call(2) on 2 cores while other processes' running threads read `seen` in turn
-    (the last value repeating)."""
+    (the last value repeating), and the sleeps it took."""
     from tdsl.runtime import threads
 
     samples = iter(seen)
     last = [seen[0]]
+    slept: list[float] = []
 
     def others() -> int:
         last[0] = next(samples, last[0])
@@ -77,14 +78,17 @@ def _decide(monkeypatch, seen: list[int]) -> int:
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(threads, "_system_running", lambda: 1 + last[0])
     monkeypatch.setattr(threads, "others_running", others)
+    monkeypatch.setattr(threads.time, "sleep", slept.append)
     try:
-        return threads.threads_for_call(2)
+        return threads.threads_for_call(2), slept
     finally:
         threads._LAST_DECISION.clear()
 
 
 def test_a_busy_process_takes_a_thread_but_a_caller_on_its_way_to_sleep_does_not(monkeypatch):
-    assert _decide(monkeypatch, [1]) == 1  # runnable throughout the confirmation window
-    assert _decide(monkeypatch, [1, 1, 0]) == 2  # a pipe writer that then blocks
-    assert _decide(monkeypatch, [0]) == 2
-    assert _decide(monkeypatch, [2]) == 1  # never fewer than one thread
+    from tdsl.runtime.threads import CONFIRM_SECONDS
+
+    assert _decide(monkeypatch, [1]) == (1, [CONFIRM_SECONDS])  # still running after the sleep
+    assert _decide(monkeypatch, [1, 0]) == (2, [CONFIRM_SECONDS])  # a pipe writer that then blocked
+    assert _decide(monkeypatch, [0]) == (2, [])  # a quiet machine: no sleep
+    assert _decide(monkeypatch, [2]) == (1, [CONFIRM_SECONDS])  # never fewer than one thread
