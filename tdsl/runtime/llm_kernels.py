@@ -20,6 +20,7 @@ from numba import njit, prange
 
 from tdsl.errors import TdslError
 from tdsl.runtime import gemm
+from tdsl.runtime.activations import SILU
 from tdsl.runtime.attention import rope_tables
 from tdsl.runtime.quant_act import PARALLEL_MIN_ROWS, plane_stride, write_codes
 
@@ -366,11 +367,19 @@ def attention_cached(q, kt, v, heads, kv_heads, count, scale, y):
         y[b, 0, h * dh:(h + 1) * dh] = _softmax_values(scores, count, top, v, b, g, dh)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def member_slice(src, lo, bias, act, epilogue, y):
     """y [B, n] = src[:, lo:lo+n], then (`epilogue`) act(float32(y + bias)) as
     `kernels.bias_residual_act` computes it without a residual: a sibling projection's share
-    of a fused call in one serial pass (a decode step's slice is a few thousand values)."""
+    of a fused call in one serial pass (a decode step's slice is a few thousand values). SiLU
+    has a loop of its own that vectorises (as `nchw_float.activation_map`'s)."""
+    if epilogue and act == SILU:
+        n = y.shape[1]
+        for b in range(y.shape[0]):
+            row, out = src[b, lo:lo + n], y[b]
+            for i in range(n):
+                out[i] = gemm.activation(np.float32(row[i] + bias[i]), SILU)
+        return
     for b in range(y.shape[0]):
         for i in range(y.shape[1]):
             v = src[b, lo + i]

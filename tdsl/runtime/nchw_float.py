@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from tdsl.runtime.conv_int8 import tap_range
+from tdsl.runtime.activations import SILU
 from tdsl.runtime.gemm import activation
 
 _TILE = 32  # positions per task in scatter_epilogue: 32 rows of the GEMM result stay in L1
@@ -184,9 +185,16 @@ def adaptive_avg_pool2d(x, y):
                 y[n, c, oy, ox] = s / np.float32((y1 - y0) * (x1 - x0))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def activation_map(x, act, y):
-    """y = act(x) on flat float32 arrays: an activation that no kernel absorbed."""
+    """y = act(x) on flat float32 arrays: an activation that no kernel absorbed. SiLU (the gated
+    MLPs' gate: prefill runs it over rows x hidden values) has a loop of its own: with the code
+    constant and no zero-division check (numpy's error model; its divisor 1 + exp(-v) is >= 1)
+    the loop vectorises."""
+    if act == SILU:
+        for i in prange(x.size):
+            y[i] = activation(x[i], SILU)
+        return
     for i in prange(x.size):
         y[i] = activation(x[i], act)
 
