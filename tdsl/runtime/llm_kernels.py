@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from tdsl.errors import TdslError
+from tdsl.runtime import activations as A_
 from tdsl.runtime import gemm
 from tdsl.runtime.activations import SILU
 from tdsl.runtime.attention import rope_tables
@@ -217,11 +218,9 @@ def _tables(offset: int, t: int, head_dim: int, base: float) -> tuple[np.ndarray
     return cos, sin
 
 
-_LOG2E = np.float32(1.4426950408889634)
-_LN2_HI = np.float32(0.693359375)
-_LN2_LO = np.float32(-2.12194440e-4)
-_EXP_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
-          np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+_EXP_P = (A_._EXP_P0, A_._EXP_P1, A_._EXP_P2, A_._EXP_P3, A_._EXP_P4, A_._EXP_P5)
+"""Cephes' float32 expf polynomial, the one `activations.apply` evaluates for the sigmoids."""
+_LOG2E, _LN2_HI, _LN2_LO = A_._LOG2E, A_._LN2_HI, A_._LN2_LO
 _EXP_FLOOR = np.float32(-87.0)
 """exp(-87) = 1.6e-38 is still a normal float32: shifted scores below it count as that."""
 
