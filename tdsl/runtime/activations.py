@@ -28,12 +28,15 @@ _F3 = np.float32(3.0)
 _F6 = np.float32(6.0)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _HALF = np.float32(0.5)
-_LOG2E = np.float32(1.4426950408889634)
-_LN2_HI = np.float32(0.693359375)
-_LN2_LO = np.float32(-2.12194440e-4)
-_EXP_P0, _EXP_P1, _EXP_P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
-_EXP_P3, _EXP_P4, _EXP_P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
-_EXP_LO, _EXP_HI = np.float32(-87.0), np.float32(88.0)
+LOG2E = np.float32(1.4426950408889634)
+LN2_HI = np.float32(0.693359375)
+LN2_LO = np.float32(-2.12194440e-4)
+EXP_COEFFS = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
+              np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+"""Cephes' float32 expf (x = n ln2 + r, r split as LN2_HI + LN2_LO): the one polynomial every
+vectorised exp of the runtime evaluates (here and `llm_kernels._exp_shifted`)."""
+EXP_LO, EXP_HI = np.float32(-87.0), np.float32(88.0)
+"""The arguments' range: exp(-87) is still a normal float32, exp(88) finite."""
 _POW2 = np.array([2.0 ** k for k in range(-126, 128)], dtype=np.float32)
 """2^k for k = -126 .. 127 (index k + 126): the sigmoid's exp scaled by a lookup, which a vector
 loop does as a gather, where libm's expf is a call per element."""
@@ -65,15 +68,15 @@ def apply(v, act):  # noqa: ANN001, ANN201 - compiled by Numba for float32 scala
         if v != v:
             return v  # NaN in, NaN out
         x = -v
-        if x < _EXP_LO:
-            x = _EXP_LO
-        if x > _EXP_HI:
-            x = _EXP_HI
-        k = math.floor(x * _LOG2E + _HALF)
+        if x < EXP_LO:
+            x = EXP_LO
+        if x > EXP_HI:
+            x = EXP_HI
+        k = math.floor(x * LOG2E + _HALF)
         n = np.float32(k)
-        r = (x - n * _LN2_HI) - n * _LN2_LO
-        e = ((((((_EXP_P0 * r + _EXP_P1) * r + _EXP_P2) * r + _EXP_P3) * r + _EXP_P4) * r + _EXP_P5) * (r * r)
-             + r + _F1) * _POW2[k + 126]
+        r = (x - n * LN2_HI) - n * LN2_LO
+        p0, p1, p2, p3, p4, p5 = EXP_COEFFS
+        e = ((((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * (r * r) + r + _F1) * _POW2[k + 126]
         if act == SIGMOID:
             return np.float32(_F1 / (_F1 + e))
         return np.float32(v / (_F1 + e))

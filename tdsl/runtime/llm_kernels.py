@@ -19,9 +19,8 @@ import numpy as np
 from numba import njit, prange
 
 from tdsl.errors import TdslError
-from tdsl.runtime import activations as A_
 from tdsl.runtime import gemm
-from tdsl.runtime.activations import SILU
+from tdsl.runtime.activations import EXP_COEFFS, EXP_LO, LN2_HI, LN2_LO, LOG2E, SILU
 from tdsl.runtime.attention import rope_tables
 from tdsl.runtime.quant_act import PARALLEL_MIN_ROWS, plane_stride, write_codes
 
@@ -218,11 +217,6 @@ def _tables(offset: int, t: int, head_dim: int, base: float) -> tuple[np.ndarray
     return cos, sin
 
 
-_EXP_P = (A_._EXP_P0, A_._EXP_P1, A_._EXP_P2, A_._EXP_P3, A_._EXP_P4, A_._EXP_P5)
-"""Cephes' float32 expf polynomial, the one `activations.apply` evaluates for the sigmoids."""
-_LOG2E, _LN2_HI, _LN2_LO = A_._LOG2E, A_._LN2_HI, A_._LN2_LO
-_EXP_FLOOR = np.float32(-87.0)
-"""exp(-87) = 1.6e-38 is still a normal float32: shifted scores below it count as that."""
 
 
 @njit(inline="always", cache=True, fastmath=False)
@@ -233,13 +227,13 @@ def _exp_shifted(scores, count, top, bits):
     expf one score at a time (24 heads x 80 positions on one thread, the 700M decode's
     attention: 4.8 -> 1.0 us). Shifted by the maximum, every argument is <= 0 and the largest
     term is 1, so a term floored at exp(-87) moves the softmax by less than 1e-37."""
-    p0, p1, p2, p3, p4, p5 = _EXP_P
+    p0, p1, p2, p3, p4, p5 = EXP_COEFFS
     for s in range(count):
         x = scores[s] - top
-        if x < _EXP_FLOOR:  # not max(): a NaN score must stay NaN
-            x = _EXP_FLOOR
-        n = np.floor(x * _LOG2E + np.float32(0.5))
-        r = (x - n * _LN2_HI) - n * _LN2_LO
+        if x < EXP_LO:  # not max(): a NaN score must stay NaN
+            x = EXP_LO
+        n = np.floor(x * LOG2E + np.float32(0.5))
+        r = (x - n * LN2_HI) - n * LN2_LO
         poly = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * (r * r) + r + np.float32(1.0)
         scores[s] = poly
         bits[s] = np.int32((np.int32(n) + np.int32(127)) << np.int32(23))
