@@ -108,17 +108,22 @@ def contender(name: str, workload: str, size: int, batch: int, work: Path, threa
     return run, x
 
 
+def timed_calls(run: Any, x: Any, n: int) -> list[float]:
+    """The ms of each of n calls run(x)."""
+    ms = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        run(x)
+        ms.append((time.perf_counter_ns() - t0) / 1e6)
+    return ms
+
+
 def child(name: str, workload: str, size: int, batch: int, work: Path, threads: int, repeats: int) -> dict[str, Any]:
     """Time one contender in this process: median and p10/p90 ms of `repeats` calls after warm-up."""
     import numpy as np
 
     run, x = contender(name, workload, size, batch, work, threads)
-    ns = []
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        run(x)
-        ns.append(time.perf_counter_ns() - t0)
-    ms = np.asarray(ns) / 1e6
+    ms = np.asarray(timed_calls(run, x, repeats))
     return {"median": float(np.median(ms)), "p10": float(np.percentile(ms, 10)), "p90": float(np.percentile(ms, 90))}
 
 
@@ -130,12 +135,7 @@ def serve(name: str, workload: str, size: int, batch: int, work: Path, threads: 
     for line in sys.stdin:
         if not line.strip():
             break
-        ms = []
-        for _ in range(int(line)):
-            t0 = time.perf_counter_ns()
-            run(x)
-            ms.append((time.perf_counter_ns() - t0) / 1e6)
-        print(json.dumps(ms), flush=True)
+        print(json.dumps(timed_calls(run, x, int(line))), flush=True)
 
 
 def paired(args: argparse.Namespace, names: tuple[str, ...], workload: str, size: int, batch: int,
@@ -172,8 +172,8 @@ def paired(args: argparse.Namespace, names: tuple[str, ...], workload: str, size
                 proc.wait(timeout=60)
     out = {}
     for name, ts in turns.items():
-        print(f"  B={batch} {name}: {np.median(np.concatenate(ts)):.2f} ms", file=sys.stderr)
         calls = np.concatenate(ts)
+        print(f"  B={batch} {name}: {np.median(calls):.2f} ms", file=sys.stderr)
         res = {"median": float(np.median(calls)), "p10": float(np.percentile(calls, 10)),
                "p90": float(np.percentile(calls, 90)), "turns": [float(np.median(t)) for t in ts]}
         if "ort-int8" in turns:
